@@ -1,0 +1,66 @@
+# autoglm - the two commands a newcomer needs are `make serve` and `make test`.
+# This file only drives CMake; every build rule lives in CMakeLists.txt.
+#
+#   make            Release build (-O3, -march=native; NATIVE=OFF for portable)
+#   make asan       ASan+UBSan build, then run the unit tests under it
+#   make test       both builds, every test, one closing "N passed, N failed" line
+#   make serve      build and start the most complete thing there is (see README)
+#   make bench      build and run the benchmarks in bench/
+#   make fuzz       build the libFuzzer targets (clang) and run each FUZZ_SECONDS
+#   make format     clang-format every C source
+#   make clean
+
+MAKEFLAGS += --no-print-directory
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+NATIVE ?= ON
+FUZZ_SECONDS ?= 60
+CMAKE ?= cmake
+CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
+
+# Debian packages the build and tests need, checked through pkg-config and PATH;
+# scripts/install-deps runs only when one is missing.
+PKGS = cmocka libcjson jansson simdjson
+TOOLS = cmake cc c++ clang pkg-config
+
+.PHONY: all release asan asan-build test serve bench fuzz deps format clean
+
+all: release
+
+deps:
+	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists $(PKGS) || \
+	   ! (for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || exit 1; done); then \
+	   scripts/install-deps; fi
+
+release: deps
+	@$(CMAKE) -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DAG_BIN_DIR=$(CURDIR)/build/bin $(CMAKE_FLAGS) >/dev/null
+	@$(CMAKE) --build build/release -j$(JOBS)
+
+asan-build: deps
+	@$(CMAKE) -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DAG_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	@$(CMAKE) --build build/asan -j$(JOBS)
+
+asan: asan-build
+	@scripts/run-tests asan=build/asan/tests
+
+test: release asan-build
+	@scripts/run-tests release=build/release/tests asan=build/asan/tests
+
+serve: release
+	@scripts/serve
+
+bench: deps
+	@$(CMAKE) -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAG_BENCH=ON -DAG_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
+	@$(CMAKE) --build build/bench -j$(JOBS)
+	@build/bench/bench/bench_json
+
+fuzz: deps
+	@CC=clang CXX=clang++ $(CMAKE) -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Release -DAG_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
+	@$(CMAKE) --build build/fuzz -j$(JOBS)
+	@scripts/run-fuzz build/fuzz/fuzz $(FUZZ_SECONDS)
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h' '*.cpp')
+
+clean:
+	rm -rf build

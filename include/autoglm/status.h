@@ -1,0 +1,29 @@
+/*
+ * status.h - the one status enum every autoglm library returns.
+ *
+ * Libraries return an ag_status and never print or exit; only the CLI's main
+ * turns a status into a message and an exit code.  AG_OK is zero and every
+ * failure is negative, so "if (st < 0)" reads as "if it failed".
+ */
+#ifndef AUTOGLM_STATUS_H
+#define AUTOGLM_STATUS_H
+
+typedef enum ag_status {
+    AG_OK = 0,
+    AG_ERR = -1,       /* generic failure; the callee says more where it can */
+    AG_AGAIN = -2,     /* need more input or a retry later (incremental parsers) */
+    AG_NOMEM = -3,     /* a try-allocation failed (request-sized memory) */
+    AG_BUSY = -4,      /* a bounded queue is full */
+    AG_DONE = -5,      /* nothing more to do (end of stream) */
+    AG_EINVAL = -6,    /* the caller passed something malformed */
+    AG_EIO = -7,       /* an operating-system I/O call failed; errno holds why */
+    AG_ENOTFOUND = -8, /* a named thing does not exist */
+    AG_ELIMIT = -9,    /* a configured limit (size, depth, count) was exceeded */
+    AG_ETIMEOUT = -10, /* a deadline passed */
+    AG_ECANCELED = -11 /* the operation was cancelled by its owner */
+} ag_status;
+
+/* A short, static, lower-case description of st; never NULL. */
+const char *ag_strerror(ag_status st);
+
+#endif

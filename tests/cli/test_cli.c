@@ -1,0 +1,157 @@
+/*
+ * The autoglm binary as a user meets it: exit codes, one-line usage errors,
+ * --help and --version, and `json check` / `json fmt` on real files.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/ag_test_cli_XXXXXX";
+
+typedef struct result {
+    int code;
+    char *out, *err;
+    size_t out_len, err_len;
+} result;
+
+static void result_free(result *r) {
+    free(r->out);
+    free(r->err);
+}
+
+/* Run `autoglm ARGS` through the shell (ARGS is trusted test text). */
+static result run(const char *args) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s >out.txt 2>err.txt", dir, AG_BIN, args);
+    int st = system(cmd);
+    result r = {.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128};
+    char path[256];
+    snprintf(path, sizeof path, "%s/out.txt", dir);
+    r.out = ag_test_read_file(path, &r.out_len);
+    snprintf(path, sizeof path, "%s/err.txt", dir);
+    r.err = ag_test_read_file(path, &r.err_len);
+    return r;
+}
+
+static void write_file(const char *name, const char *content, size_t n) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite(content, 1, n, f);
+    fclose(f);
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+static int setup(void **state) {
+    (void)state;
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_version_and_help(void **state) {
+    (void)state;
+    result r = run("--version");
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.out, "autoglm "));
+    result_free(&r);
+    r = run("--help");
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.out, "json"));
+    result_free(&r);
+    r = run("json --help");
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.out, "usage: autoglm json check"));
+    result_free(&r);
+    r = run("json check --help");
+    assert_int_equal(r.code, 0);
+    result_free(&r);
+}
+
+static void test_usage_errors_are_one_line_exit_2(void **state) {
+    (void)state;
+    const char *cases[] = {"frobnicate", "--frobnicate", "json frob", "json check --bogus x.json",
+                           "json check", "json fmt a b", "json check --max-depth", "json fmt --indent 99 -"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        result r = run(cases[i]);
+        if (r.code != 2 || count_lines(r.err) != 1) fail_msg("'%s': exit %d, stderr: %s", cases[i], r.code, r.err);
+        assert_int_equal(r.out_len, 0);
+        result_free(&r);
+    }
+    result r = run("");
+    assert_int_equal(r.code, 2);
+    result_free(&r);
+}
+
+static void test_json_check(void **state) {
+    (void)state;
+    write_file("good.json", "{\"a\": [1, 2]}", 13);
+    write_file("bad.json", "{\n  \"a\": [1, 2,]\n}", 18);
+    write_file("utf8.json", "[\"\xff\"]", 5);
+    result r = run("json check good.json");
+    assert_int_equal(r.code, 0);
+    assert_int_equal(r.out_len, 0);
+    result_free(&r);
+    r = run("json check good.json bad.json utf8.json missing.json");
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.out, "bad.json:2:14: unexpected character, expected a value\n"));
+    assert_non_null(strstr(r.out, "utf8.json:1:3: invalid UTF-8\n"));
+    assert_null(strstr(r.out, "good.json"));
+    assert_non_null(strstr(r.err, "missing.json: cannot read: No such file or directory"));
+    result_free(&r);
+    /* the depth limit is a flag */
+    write_file("deep.json", "[[[[1]]]]", 9);
+    r = run("json check --max-depth 3 deep.json");
+    assert_int_equal(r.code, 1);
+    assert_non_null(strstr(r.out, "deep.json:1:4: nesting deeper than the depth limit"));
+    result_free(&r);
+    r = run("json check --max-depth 4 deep.json");
+    assert_int_equal(r.code, 0);
+    result_free(&r);
+}
+
+static void test_json_fmt(void **state) {
+    (void)state;
+    const char *in = " { \"b\" : [ 1 , 2.50 , \"\\u00e9\" ] , \"a\":{ } , \"b2\": 1e2 } ";
+    write_file("in.json", in, strlen(in));
+    result r = run("json fmt --compact in.json");
+    assert_int_equal(r.code, 0);
+    assert_string_equal(r.out, "{\"b\":[1,2.5,\"\xc3\xa9\"],\"a\":{},\"b2\":100.0}\n");
+    result_free(&r);
+    r = run("json fmt in.json");
+    assert_int_equal(r.code, 0);
+    assert_string_equal(r.out, "{\n  \"b\": [\n    1,\n    2.5,\n    \"\xc3\xa9\"\n  ],\n  \"a\": {},\n  \"b2\": 100.0\n}\n");
+    result_free(&r);
+    r = run("json fmt --compact - < in.json");
+    assert_int_equal(r.code, 0);
+    assert_string_equal(r.out, "{\"b\":[1,2.5,\"\xc3\xa9\"],\"a\":{},\"b2\":100.0}\n");
+    result_free(&r);
+    r = run("json fmt bad.json");
+    assert_int_equal(r.code, 1);
+    result_free(&r);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version_and_help),
+        cmocka_unit_test(test_usage_errors_are_one_line_exit_2),
+        cmocka_unit_test(test_json_check),
+        cmocka_unit_test(test_json_fmt),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

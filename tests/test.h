@@ -1,0 +1,50 @@
+/*
+ * test.h - what every cmocka test file includes: cmocka's required headers
+ * in the order it needs, and a note printer that scripts/run-tests shows.
+ */
+#ifndef AG_TEST_H
+#define AG_TEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+/* A line run-tests echoes under the binary's result (e.g. why cases were skipped). */
+#define AG_TEST_NOTE(...)                                                                                      \
+    do {                                                                                                       \
+        printf("# NOTE: ");                                                                                    \
+        printf(__VA_ARGS__);                                                                                   \
+        printf("\n");                                                                                          \
+    } while (0)
+
+/* Deterministic xorshift64* for property tests: same seed, same cases. */
+static inline uint64_t ag_test_rand(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1Dull;
+}
+
+/* Whole file into a malloc'd buffer (NUL-terminated, not counted); NULL if unreadable. */
+static inline char *ag_test_read_file(const char *path, size_t *len) {
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0, got;
+    char *buf = malloc(cap);
+    while (buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0) buf = realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    if (buf) buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+#endif
