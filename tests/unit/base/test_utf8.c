@@ -70,6 +70,30 @@ static void test_simd_matches_generic(void **state) {
     }
 }
 
+/* Random code points (all lengths), cut at any length and with one byte sometimes overwritten. */
+static void test_simd_matches_generic_random(void **state) {
+    (void)state;
+    uint64_t seed = 123;
+    uint8_t buf[420];
+    for (int t = 0; t < 200000; t++) {
+        size_t n = 0;
+        size_t want = 1 + ag_test_rand(&seed) % 400;
+        unsigned ascii_pct = t % 2 ? 25 : 97; /* half the cases mostly ASCII: the 128-byte fast path */
+        while (n < want) {
+            uint64_t r = ag_test_rand(&seed);
+            uint32_t cp = (r >> 40) % 100 < ascii_pct ? (uint32_t)(r >> 8) % 0x80
+                        : r % 3 == 0 ? 0x80 + (uint32_t)(r >> 8) % 0x780
+                        : r % 3 == 1 ? 0x800 + (uint32_t)(r >> 8) % 0xF800
+                                     : 0x10000 + (uint32_t)(r >> 8) % 0x100000;
+            if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+            n += ag_utf8_encode(cp, buf + n);
+        }
+        if (ag_test_rand(&seed) % 2) buf[ag_test_rand(&seed) % n] = (uint8_t)ag_test_rand(&seed);
+        size_t cut = ag_test_rand(&seed) % (n + 1);
+        assert_int_equal(ag_utf8_valid_prefix(buf, cut), ag_utf8_valid_prefix_generic(buf, cut));
+    }
+}
+
 static void test_invalid_len_is_maximal_subpart(void **state) {
     (void)state;
     assert_int_equal(ag_utf8_invalid_len((const uint8_t *)"\xe2\x82", 2), 2);
@@ -84,6 +108,7 @@ int main(void) {
         cmocka_unit_test(test_every_code_point_round_trips),
         cmocka_unit_test(test_invalid_sequences),
         cmocka_unit_test(test_simd_matches_generic),
+        cmocka_unit_test(test_simd_matches_generic_random),
         cmocka_unit_test(test_invalid_len_is_maximal_subpart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
