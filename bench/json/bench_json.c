@@ -6,7 +6,8 @@
  * time (each library in its fastest documented reuse mode: our arena reset,
  * simdjson's reused parser on pre-padded input).  Write: the DOM of that input
  * serialized compactly to memory.  Throughput = input bytes / time, the median
- * of --rounds rounds, each repeating the operation for at least --min-ms.
+ * of --rounds rounds, each repeating the operation for at least --min-ms;
+ * the rounds are interleaved across the libraries (see measure_all).
  *
  * usage: bench_json [--rounds N] [--min-ms MS]
  */
@@ -82,33 +83,49 @@ enum { LIB_OURS, LIB_SIMD, LIB_CJSON, LIB_JANSSON, N_LIBS };
 static const op_fn parse_ops[N_LIBS] = {ours_parse, simd_parse, cjson_parse, jansson_parse};
 static const op_fn write_ops[N_LIBS] = {ours_write, simd_write, cjson_write, jansson_write};
 
-static int rounds = 5;
-static double min_ms = 200;
+static int rounds = 7;
+static double min_ms = 100;
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-/* Median MB/s of `rounds` rounds of at least min_ms each. */
-static double measure(op_fn op, input *in) {
-    double mbps[64];
-    if (!op(in)) {
-        fprintf(stderr, "bench_json: an operation failed on %s\n", in->name);
-        exit(1);
+/* MB/s of one round: op repeated for at least min_ms. */
+static double round_mbps(op_fn op, input *in) {
+    uint64_t t0 = ag_clock_mono_ns(), t;
+    long iters = 0;
+    do {
+        op(in);
+        iters++;
+        t = ag_clock_mono_ns();
+    } while ((double)(t - t0) < min_ms * 1e6);
+    return (double)in->text.len * (double)iters / ((double)(t - t0) / 1e9) / 1e6;
+}
+
+/*
+ * Median MB/s per library over `rounds` rounds.  Rounds are interleaved (each
+ * round runs every library once, in turn) so that a slow spell of a shared
+ * machine lands on all of them instead of on whichever ran then.
+ */
+static void measure_all(const op_fn *ops, input *in, double out[N_LIBS]) {
+    double mbps[N_LIBS][64];
+    for (int l = 0; l < N_LIBS; l++) {
+        if (ops == write_ops && l == LIB_SIMD) simd_parse(in); /* simdjson writes its last DOM */
+        if (!ops[l](in)) {
+            fprintf(stderr, "bench_json: an operation failed on %s\n", in->name);
+            exit(1);
+        }
     }
-    for (int r = 0; r < rounds; r++) {
-        uint64_t t0 = ag_clock_mono_ns(), t;
-        long iters = 0;
-        do {
-            op(in);
-            iters++;
-            t = ag_clock_mono_ns();
-        } while ((double)(t - t0) < min_ms * 1e6);
-        mbps[r] = (double)in->text.len * (double)iters / ((double)(t - t0) / 1e9) / 1e6;
+    for (int r = 0; r < rounds; r++)
+        for (int l = 0; l < N_LIBS; l++) {
+            if (ops == write_ops && l == LIB_SIMD) simd_parse(in);
+            mbps[l][r] = round_mbps(ops[l], in);
+        }
+    for (int l = 0; l < N_LIBS; l++) {
+        qsort(mbps[l], (size_t)rounds, sizeof mbps[l][0], cmp_double);
+        out[l] = mbps[l][rounds / 2];
     }
-    qsort(mbps, (size_t)rounds, sizeof mbps[0], cmp_double);
-    return mbps[rounds / 2];
 }
 
 static void prepare(input *in) {
@@ -124,15 +141,12 @@ static void prepare(input *in) {
 }
 
 static void table(const char *op, input *inputs, int n_inputs, const op_fn *ops) {
-    printf("\n%s throughput, MB/s of input (median of %d rounds x >= %.0f ms)\n", op, rounds, min_ms);
+    printf("\n%s throughput, MB/s of input (median of %d interleaved rounds x >= %.0f ms)\n", op, rounds, min_ms);
     printf("| body        |    bytes |  autoglm | simdjson |    cJSON |  jansson | vs simdjson | vs cJSON | vs jansson |\n");
     printf("|-------------|---------:|---------:|---------:|---------:|---------:|------------:|---------:|-----------:|\n");
     for (int i = 0; i < n_inputs; i++) {
         double r[N_LIBS];
-        for (int l = 0; l < N_LIBS; l++) {
-            if (ops == write_ops && l == LIB_SIMD) simd_parse(&inputs[i]); /* simdjson writes its last DOM */
-            r[l] = measure(ops[l], &inputs[i]);
-        }
+        measure_all(ops, &inputs[i], r);
         printf("| %-11s | %8zu | %8.0f | %8.0f | %8.0f | %8.0f | %10.2fx | %7.2fx | %9.2fx |\n", inputs[i].name,
                inputs[i].text.len, r[LIB_OURS], r[LIB_SIMD], r[LIB_CJSON], r[LIB_JANSSON], r[LIB_OURS] / r[LIB_SIMD],
                r[LIB_OURS] / r[LIB_CJSON], r[LIB_OURS] / r[LIB_JANSSON]);

@@ -67,7 +67,7 @@ static int grow(ag_arena *a, size_t n) {
     return 0;
 }
 
-void *ag_arena_try_alloc(ag_arena *a, size_t n) {
+void *ag_arena_try_alloc_slow(ag_arena *a, size_t n) {
     if (n > SIZE_MAX - ALIGN) return NULL;
     size_t need = (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
     if (need == 0) need = ALIGN;

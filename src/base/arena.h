@@ -34,8 +34,20 @@ void ag_arena_init(ag_arena *a, size_t first_chunk);
 void ag_arena_deinit(ag_arena *a);
 void ag_arena_reset(ag_arena *a);
 
-/* n bytes aligned to 16; NULL when memory is exhausted. */
-void *ag_arena_try_alloc(ag_arena *a, size_t n);
+/* Slow path of ag_arena_try_alloc: a new chunk. */
+void *ag_arena_try_alloc_slow(ag_arena *a, size_t n);
+
+/* n bytes aligned to 16; NULL when memory is exhausted.  Inline: a bump and a compare on the hot path. */
+static inline void *ag_arena_try_alloc(ag_arena *a, size_t n) {
+    size_t need = (n + 15) & ~(size_t)15;
+    if (need - 1 < (size_t)(a->end - a->pos)) { /* need >= 1 and fits (n == 0 and overflow go slow) */
+        void *p = a->pos;
+        a->pos += need;
+        a->bytes_used += need;
+        return p;
+    }
+    return ag_arena_try_alloc_slow(a, n);
+}
 /* As above but aborts on exhaustion: for small control data only. */
 void *ag_arena_alloc(ag_arena *a, size_t n);
 /* Copy of [s, s+n) plus a NUL byte; NULL when memory is exhausted. */

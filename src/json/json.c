@@ -168,16 +168,17 @@ static inline const uint8_t *scan_str(const uint8_t *p, const uint8_t *end) {
     return scan_str_generic(p, end);
 }
 
-static inline int hex_val(uint8_t c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
+/* A hex digit's value plus one; 0 for every other byte. */
+static const uint8_t hex_digit1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
 
-/* Four hex digits at p (caller checked 4 bytes exist); -1 if any is not hex. */
+/* Four hex digits at p (caller checked 4 bytes exist); -1 if any is not hex.  A table, not
+ * compares: \u escapes are dense in non-ASCII text from ensure_ascii encoders. */
 static inline int32_t hex4(const uint8_t *p) {
-    int a = hex_val(p[0]), b = hex_val(p[1]), c = hex_val(p[2]), d = hex_val(p[3]);
+    int32_t a = hex_digit1[p[0]] - 1, b = hex_digit1[p[1]] - 1, c = hex_digit1[p[2]] - 1, d = hex_digit1[p[3]] - 1;
     if ((a | b | c | d) < 0) return -1;
     return (a << 12) | (b << 8) | (c << 4) | d;
 }
@@ -239,6 +240,7 @@ static const uint8_t *parse_escaped(parser *ps, const uint8_t *p, const uint8_t 
             }
             d += ag_utf8_encode((uint32_t)cp, d);
         }
+        if (p < end && *p == '\\') continue; /* escapes come in runs: skip a vector round */
         /* copy up to the next special byte */
 #ifdef VEC
         for (;;) {
