@@ -511,23 +511,18 @@ value:
     if (p == end) return set_error(ps, p, AG_EINVAL, "unexpected end of input, expected a value");
     switch (*p) {
     case '{':
+    case '[': {
+        int is_obj = *p == '{';
         if (ps->n_frames >= ps->max_depth) return set_error(ps, p, AG_ELIMIT, "nesting deeper than the depth limit");
-        if (push_frame(ps, 1)) return set_error(ps, p, AG_NOMEM, "out of memory");
+        if (push_frame(ps, is_obj)) return set_error(ps, p, AG_NOMEM, "out of memory");
         p = skip_ws(p + 1, end);
-        if (p < end && *p == '}') {
-            if ((st = close_object(ps, p++)) != AG_OK) return st;
+        if (p < end && *p == (is_obj ? '}' : ']')) { /* empty container */
+            if ((st = is_obj ? close_object(ps, p++) : close_array(ps, p++)) != AG_OK) return st;
             goto after;
         }
-        goto key;
-    case '[':
-        if (ps->n_frames >= ps->max_depth) return set_error(ps, p, AG_ELIMIT, "nesting deeper than the depth limit");
-        if (push_frame(ps, 0)) return set_error(ps, p, AG_NOMEM, "out of memory");
-        p = skip_ws(p + 1, end);
-        if (p < end && *p == ']') {
-            if ((st = close_array(ps, p++)) != AG_OK) return st;
-            goto after;
-        }
+        if (is_obj) goto key;
         goto value;
+    }
     default:
         if (!(v = val_slot(ps))) return set_error(ps, p, AG_NOMEM, "out of memory");
         switch (*p) {

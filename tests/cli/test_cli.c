@@ -37,6 +37,15 @@ static result run(const char *args) {
     return r;
 }
 
+/* Run ARGS and check the exit code and, when not NULL, a piece of stdout and of stderr. */
+static void expect(const char *args, int code, const char *out_has, const char *err_has) {
+    result r = run(args);
+    if (r.code != code) fail_msg("'%s': exit %d, want %d; stderr: %s", args, r.code, code, r.err);
+    if (out_has && !strstr(r.out, out_has)) fail_msg("'%s': stdout lacks '%s': %s", args, out_has, r.out);
+    if (err_has && !strstr(r.err, err_has)) fail_msg("'%s': stderr lacks '%s': %s", args, err_has, r.err);
+    result_free(&r);
+}
+
 static void write_file(const char *name, const char *content, size_t n) {
     char path[256];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -66,21 +75,11 @@ static int teardown(void **state) {
 
 static void test_version_and_help(void **state) {
     (void)state;
-    result r = run("--version");
-    assert_int_equal(r.code, 0);
-    assert_non_null(strstr(r.out, "autoglm "));
-    result_free(&r);
-    r = run("--help");
-    assert_int_equal(r.code, 0);
-    assert_non_null(strstr(r.out, "json"));
-    result_free(&r);
-    r = run("json --help");
-    assert_int_equal(r.code, 0);
-    assert_non_null(strstr(r.out, "usage: autoglm json check"));
-    result_free(&r);
-    r = run("json check --help");
-    assert_int_equal(r.code, 0);
-    result_free(&r);
+    expect("--version", 0, "autoglm ", NULL);
+    expect("--help", 0, "json", NULL);
+    expect("json --help", 0, "usage: autoglm json check", NULL);
+    expect("json check --help", 0, "usage: autoglm json check", NULL);
+    expect("json fmt --help", 0, "usage: autoglm json check", NULL);
 }
 
 static void test_usage_errors_are_one_line_exit_2(void **state) {
@@ -116,13 +115,8 @@ static void test_json_check(void **state) {
     result_free(&r);
     /* the depth limit is a flag */
     write_file("deep.json", "[[[[1]]]]", 9);
-    r = run("json check --max-depth 3 deep.json");
-    assert_int_equal(r.code, 1);
-    assert_non_null(strstr(r.out, "deep.json:1:4: nesting deeper than the depth limit"));
-    result_free(&r);
-    r = run("json check --max-depth 4 deep.json");
-    assert_int_equal(r.code, 0);
-    result_free(&r);
+    expect("json check --max-depth 3 deep.json", 1, "deep.json:1:4: nesting deeper than the depth limit", NULL);
+    expect("json check --max-depth 4 deep.json", 0, NULL, NULL);
 }
 
 static void test_json_fmt(void **state) {
@@ -141,9 +135,30 @@ static void test_json_fmt(void **state) {
     assert_int_equal(r.code, 0);
     assert_string_equal(r.out, "{\"b\":[1,2.5,\"\xc3\xa9\"],\"a\":{},\"b2\":100.0}\n");
     result_free(&r);
-    r = run("json fmt bad.json");
-    assert_int_equal(r.code, 1);
-    result_free(&r);
+    expect("json fmt bad.json", 1, "bad.json:2:14:", NULL);
+}
+
+static void test_inspect_and_quantize(void **state) {
+    (void)state;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "inspect %s/fuzz/corpus/gguf/model.gguf", AG_SOURCE_DIR);
+    expect(cmd, 0, "token_embd.weight                q8_0  32 x 2", NULL);
+    expect(cmd, 0, "tokenizer.ggml.tokens                    str    [4] \"<unk>\"", NULL);
+    write_file("notgguf.bin", "GGML and more bytes here", 24);
+    expect("inspect notgguf.bin", 1, NULL, "autoglm inspect: notgguf.bin: offset 0: not a GGUF file (magic bytes are not \"GGUF\")\n");
+    expect("inspect missing.gguf", 1, NULL, "No such file");
+    expect("inspect", 2, NULL, "no MODEL.gguf");
+    snprintf(cmd, sizeof cmd, "quantize %s/fuzz/corpus/gguf/model.gguf q4.gguf q4_0", AG_SOURCE_DIR);
+    expect(cmd, 0, NULL, NULL);
+    expect("inspect q4.gguf", 0, "token_embd.weight                q4_0", NULL);
+    expect("inspect q4.gguf", 0, "blk.0.attn_q.weight              f16", NULL); /* rows of 16: not whole blocks */
+    expect("inspect q4.gguf", 0, "output_norm.weight               f32", NULL); /* 1-D stays */
+    expect("inspect q4.gguf", 0, "general.file_type                        u32    2", NULL);
+    expect("quantize q4.gguf f16.gguf f16", 0, NULL, NULL);
+    expect("inspect f16.gguf", 0, "token_embd.weight                f16", NULL);
+    expect("quantize q4.gguf x.gguf q4_k", 2, NULL, "unknown type 'q4_k'");
+    expect("quantize q4.gguf", 2, NULL, "takes IN.gguf OUT.gguf TYPE");
+    expect("quantize notgguf.bin x.gguf q8_0", 1, NULL, "not a GGUF file");
 }
 
 int main(void) {
@@ -152,6 +167,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors_are_one_line_exit_2),
         cmocka_unit_test(test_json_check),
         cmocka_unit_test(test_json_fmt),
+        cmocka_unit_test(test_inspect_and_quantize),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
