@@ -5,6 +5,7 @@
 #include "base/buf.h"
 
 #include "base/alloc.h"
+#include "base/jscan.h"
 #include "base/utf8.h"
 
 #include <stdint.h>
@@ -96,37 +97,38 @@ char *ag_buf_detach(ag_buf *b, size_t *len) {
     return p;
 }
 
-/* Bytes that need attention inside a JSON string: '"', '\\', < 0x20, >= 0x80. */
-static inline int json_special(uint8_t c) { return c < 0x20 || c == '"' || c == '\\' || c >= 0x80; }
+/*
+ * The escaper copies each run between bytes that need an escape ('"', '\\',
+ * controls) in one piece, found with the vector scan of jscan.h, after one
+ * UTF-8 validation of the run; only invalid bytes fall back to a byte loop.
+ * (Decoding character by character made CJK text 3x slower to write.)
+ */
+static void append_utf8_run(ag_buf *b, const uint8_t *p, size_t n, ag_utf8_policy policy) {
+    while (n) {
+        size_t ok = ag_utf8_valid_prefix(p, n);
+        ag_buf_append(b, p, ok);
+        if (ok == n) return;
+        if (policy != AG_UTF8_REPLACE) {
+            if (b->err == AG_OK) b->err = AG_EINVAL;
+            return;
+        }
+        ag_buf_append(b, "\xEF\xBF\xBD", 3);
+        size_t bad = ok + ag_utf8_invalid_len(p + ok, n - ok);
+        p += bad;
+        n -= bad;
+    }
+}
 
 void ag_buf_append_json_str(ag_buf *b, const char *s, size_t n, ag_utf8_policy policy) {
     static const char hex[] = "0123456789abcdef";
-    const uint8_t *p = (const uint8_t *)s;
-    /* Worst case is 6 output bytes per input byte; reserve in one go when small. */
+    const uint8_t *p = (const uint8_t *)s, *end = p + n;
     if (ag_buf_reserve(b, n + 2) != AG_OK) return;
     ag_buf_append_char(b, '"');
-    size_t i = 0;
-    while (i < n) {
-        size_t start = i;
-        while (i < n && !json_special(p[i])) i++;
-        if (i > start) ag_buf_append(b, p + start, i - start);
-        if (i == n) break;
-        uint8_t c = p[i];
-        if (c >= 0x80) {
-            uint32_t cp;
-            size_t len = ag_utf8_decode(p + i, n - i, &cp);
-            if (len) {
-                ag_buf_append(b, p + i, len);
-                i += len;
-            } else if (policy == AG_UTF8_REPLACE) {
-                ag_buf_append(b, "\xEF\xBF\xBD", 3);
-                i += ag_utf8_invalid_len(p + i, n - i);
-            } else {
-                if (b->err == AG_OK) b->err = AG_EINVAL;
-                return;
-            }
-            continue;
-        }
+    while (p < end && b->err == AG_OK) {
+        const uint8_t *q = ag_jscan(p, end);
+        append_utf8_run(b, p, (size_t)(q - p), policy);
+        if (q == end) break;
+        uint8_t c = *q;
         char esc[6] = {'\\', 0, 0, 0, 0, 0};
         size_t elen = 2;
         switch (c) {
@@ -146,7 +148,7 @@ void ag_buf_append_json_str(ag_buf *b, const char *s, size_t n, ag_utf8_policy p
             elen = 6;
         }
         ag_buf_append(b, esc, elen);
-        i++;
+        p = q + 1;
     }
     ag_buf_append_char(b, '"');
 }

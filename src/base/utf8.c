@@ -195,6 +195,16 @@ static inline size_t ascii_run(const uint8_t *p, size_t n) {
 
 size_t ag_utf8_valid_prefix(const uint8_t *p, size_t n) {
 #if defined(__AVX2__)
+    if (n < 32) { /* short pieces (streamed tokens, keys): words, no vector setup */
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ull) return ag_utf8_valid_prefix_generic(p, n);
+        }
+        while (i < n && p[i] < 0x80) i++;
+        return i == n ? n : ag_utf8_valid_prefix_generic(p, n);
+    }
     return valid_avx2(p, n) ? n : ag_utf8_valid_prefix_generic(p, n);
 #else
     size_t i = 0;

@@ -12,7 +12,7 @@
  * pushes the container's node (RapidJSON's scheme): every node is copied at
  * most once and every container is contiguous.
  *
- * Strings: a vector scan finds the first '"', '\\' or control byte; without a
+ * Strings: a vector scan (base/jscan.h) finds the first '"', '\\' or control byte; without a
  * backslash the node is a span into the input.  With one, the string is
  * decoded in a single pass into the arena (see parse_escaped).
  *
@@ -25,17 +25,13 @@
 
 #include "base/alloc.h"
 #include "base/hash.h"
+#include "base/jscan.h"
 #include "base/utf8.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#elif defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 _Static_assert(sizeof(ag_json_val) == 16, "ag_json_val is one 16-byte node");
 _Static_assert(sizeof(ag_json_member) == 2 * sizeof(ag_json_val), "a member is a key node and a value node");
@@ -120,54 +116,6 @@ static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end) {
 
 /* ---- strings ---------------------------------------------------------- */
 
-static inline int str_special(uint8_t c) { return c == '"' || c == '\\' || c < 0x20; }
-
-/* First byte in [p, end) that is '"', '\\' or < 0x20; end if none.  The reference. */
-static const uint8_t *scan_str_generic(const uint8_t *p, const uint8_t *end) {
-    while (p < end && !str_special(*p)) p++;
-    return p;
-}
-
-/*
- * Mask of the string-special bytes in the VEC bytes at p (bit i: p[i]), and,
- * when copy_to is not NULL, those bytes stored there: one load serves the
- * zero-copy scan and the decoding copy.  The input was UTF-8 validated, so
- * bytes >= 0x80 are plain text.  AVX2, not AVX-512: a 64-byte variant was
- * measured 15-25% slower on the chat bodies (Zen 4): runs between special
- * bytes are mostly shorter than 64.
- */
-#if defined(__AVX2__)
-#define VEC 32
-static inline uint64_t vec_special(const uint8_t *p, uint8_t *copy_to) {
-    __m256i x = _mm256_loadu_si256((const __m256i *)p), ctl = _mm256_set1_epi8(0x1F);
-    if (copy_to) _mm256_storeu_si256((__m256i *)copy_to, x);
-    __m256i hit = _mm256_or_si256(
-        _mm256_or_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi8('"')), _mm256_cmpeq_epi8(x, _mm256_set1_epi8('\\'))),
-        _mm256_cmpeq_epi8(_mm256_max_epu8(x, ctl), ctl));
-    return (uint32_t)_mm256_movemask_epi8(hit);
-}
-#elif defined(__SSE2__)
-#define VEC 16
-static inline uint64_t vec_special(const uint8_t *p, uint8_t *copy_to) {
-    __m128i x = _mm_loadu_si128((const __m128i *)p), ctl = _mm_set1_epi8(0x1F);
-    if (copy_to) _mm_storeu_si128((__m128i *)copy_to, x);
-    __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')), _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
-                               _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl));
-    return (uint32_t)_mm_movemask_epi8(hit);
-}
-#endif
-
-/* Same contract as scan_str_generic, a vector at a time. */
-static inline const uint8_t *scan_str(const uint8_t *p, const uint8_t *end) {
-#ifdef VEC
-    for (; end - p >= VEC; p += VEC) {
-        uint64_t m = vec_special(p, NULL);
-        if (m) return p + __builtin_ctzll(m);
-    }
-#endif
-    return scan_str_generic(p, end);
-}
-
 /* A hex digit's value plus one; 0 for every other byte. */
 static const uint8_t hex_digit1[256] = {
     ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
@@ -191,7 +139,7 @@ static inline int32_t hex4(const uint8_t *p) {
  * loop stores whole vectors and advances to the first special byte, so the
  * bytes after it are scratch, overwritten next.
  */
-#define STRBUF_SLACK 64 /* >= VEC: the copy loop stores whole vectors */
+#define STRBUF_SLACK 64 /* >= AG_JSCAN_VEC: the copy loop stores whole vectors */
 
 /* The byte a one-letter escape stands for; 0: not an escape (\u is handled apart). */
 static const uint8_t unescape[256] = {
@@ -242,24 +190,24 @@ static const uint8_t *parse_escaped(parser *ps, const uint8_t *p, const uint8_t 
         }
         if (p < end && *p == '\\') continue; /* escapes come in runs: skip a vector round */
         /* copy up to the next special byte */
-#ifdef VEC
+#ifdef AG_JSCAN_VEC
         for (;;) {
-            if (end - p < VEC) {
-                while (p < end && !str_special(*p)) *d++ = *p++;
+            if (end - p < AG_JSCAN_VEC) {
+                while (p < end && !ag_jscan_special(*p)) *d++ = *p++;
                 break;
             }
-            uint64_t m = vec_special(p, d);
+            uint64_t m = ag_jscan_mask(p, d);
             if (m) {
                 unsigned k = (unsigned)__builtin_ctzll(m);
                 p += k;
                 d += k;
                 break;
             }
-            p += VEC;
-            d += VEC;
+            p += AG_JSCAN_VEC;
+            d += AG_JSCAN_VEC;
         }
 #else
-        const uint8_t *r = scan_str_generic(p, end);
+        const uint8_t *r = ag_jscan_generic(p, end);
         memcpy(d, p, (size_t)(r - p));
         d += r - p;
         p = r;
@@ -275,7 +223,7 @@ static const uint8_t *parse_escaped(parser *ps, const uint8_t *p, const uint8_t 
 
 /* p is just past the opening quote.  Returns the byte after the closing quote, or NULL. */
 static inline const uint8_t *parse_string(parser *ps, const uint8_t *p, const uint8_t *end, ag_json_val *out) {
-    const uint8_t *q = scan_str(p, end);
+    const uint8_t *q = ag_jscan(p, end);
     if (q < end && *q == '"') {
         out->type = AG_JSON_STRING;
         out->flags = 0;

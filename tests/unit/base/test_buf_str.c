@@ -5,6 +5,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/str.h"
+#include "base/utf8.h"
 
 #include <locale.h>
 #include <stdlib.h>
@@ -91,6 +92,73 @@ static void test_json_escape(void **state) {
     check_escape("\xed\xa0\x80", 3, AG_UTF8_REPLACE, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"", AG_OK);
 }
 
+/* The escaper as a plain byte-at-a-time reference: decode, escape, or substitute. */
+static ag_status reference_escape(const uint8_t *p, size_t n, ag_utf8_policy pol, ag_buf *out) {
+    ag_buf_append_char(out, '"');
+    for (size_t i = 0; i < n;) {
+        uint8_t c = p[i];
+        uint32_t cp;
+        if (c == '"' || c == '\\') {
+            ag_buf_appendf(out, "\\%c", c);
+            i++;
+        } else if (c < 0x20) {
+            const char *named = c == '\b' ? "\\b" : c == '\f' ? "\\f" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+            if (named) ag_buf_append_str(out, named);
+            else ag_buf_appendf(out, "\\u%04x", c);
+            i++;
+        } else if (c < 0x80) {
+            ag_buf_append_char(out, (char)c);
+            i++;
+        } else {
+            size_t len = ag_utf8_decode(p + i, n - i, &cp);
+            if (len) {
+                ag_buf_append(out, p + i, len);
+                i += len;
+            } else if (pol == AG_UTF8_REPLACE) {
+                ag_buf_append(out, "\xef\xbf\xbd", 3);
+                i += ag_utf8_invalid_len(p + i, n - i);
+            } else {
+                return AG_EINVAL;
+            }
+        }
+    }
+    ag_buf_append_char(out, '"');
+    return AG_OK;
+}
+
+static void test_json_escape_matches_reference(void **state) {
+    (void)state;
+    static const char *pieces[] = {"a", "plain ascii run longer than one vector of thirty-two bytes", "\"", "\\",
+                                   "\n", "\x01", "\x1f", "\x7f", "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80",
+                                   "\xff", "\xe2\x82", "\xed\xa0\x80", "\xc0\x80"};
+    uint64_t seed = 8;
+    uint8_t in[600];
+    for (int t = 0; t < 20000; t++) {
+        size_t n = 0, want = ag_test_rand(&seed) % 500;
+        while (n < want) {
+            size_t k = ag_test_rand(&seed) % (sizeof pieces / sizeof pieces[0]);
+            if (k >= 11 && ag_test_rand(&seed) % 4) continue; /* invalid bytes: rarer */
+            size_t len = strlen(pieces[k]);
+            memcpy(in + n, pieces[k], len);
+            n += len;
+        }
+        for (int pol = 0; pol < 2; pol++) {
+            ag_buf got, ref;
+            ag_buf_init(&got);
+            ag_buf_init(&ref);
+            ag_buf_append_json_str(&got, (const char *)in, n, (ag_utf8_policy)pol);
+            ag_status want_st = reference_escape(in, n, (ag_utf8_policy)pol, &ref);
+            assert_int_equal(got.err, want_st);
+            if (want_st == AG_OK) {
+                assert_int_equal(got.len, ref.len);
+                assert_memory_equal(got.data, ref.data, ref.len);
+            }
+            ag_buf_deinit(&got);
+            ag_buf_deinit(&ref);
+        }
+    }
+}
+
 static void test_str_helpers(void **state) {
     (void)state;
     assert_true(ag_str_eq(AG_STR_LIT("abc"), ag_str_from_cstr("abc")));
@@ -143,6 +211,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_append_and_format), cmocka_unit_test(test_buf_limit_is_sticky),
         cmocka_unit_test(test_buf_nomem_is_sticky),   cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_json_escape_matches_reference),
         cmocka_unit_test(test_str_helpers),           cmocka_unit_test(test_str_parse_numbers),
         cmocka_unit_test(test_c_locale_numbers),
     };
