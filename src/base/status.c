@@ -3,6 +3,9 @@
  */
 #include "autoglm/status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *ag_strerror(ag_status st) {
     switch (st) {
     case AG_OK: return "ok";
@@ -19,4 +22,14 @@ const char *ag_strerror(ag_status st) {
     case AG_ECANCELED: return "canceled";
     }
     return "unknown status";
+}
+
+ag_status ag_err_set(ag_err *err, ag_status st, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return st;
 }

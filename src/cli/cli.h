@@ -18,6 +18,7 @@
 #define AG_EXIT_USAGE 2
 
 int ag_cmd_json(int argc, char **argv);
+int ag_cmd_convert(int argc, char **argv);
 int ag_cmd_inspect(int argc, char **argv);
 int ag_cmd_quantize(int argc, char **argv);
 

@@ -75,7 +75,7 @@ static void print_kv(const ag_gguf_kv *kv, int all) {
 }
 
 static int open_or_report(const char *cmd, const char *path, ag_gguf_file **f) {
-    ag_gguf_err err = {{0}};
+    ag_err err = {{0}};
     ag_status st = ag_gguf_open(path, f, &err);
     if (st != AG_OK) {
         fprintf(stderr, "autoglm %s: %s: %s\n", cmd, path, err.msg[0] ? err.msg : ag_strerror(st));

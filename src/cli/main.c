@@ -25,6 +25,7 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"convert", ag_cmd_convert, "convert a Hugging Face checkpoint directory to GGUF"},
     {"inspect", ag_cmd_inspect, "print a GGUF model's metadata and tensor table"},
     {"json", ag_cmd_json, "check and re-format JSON files with autoglm's strict parser"},
     {"quantize", ag_cmd_quantize, "rewrite a GGUF model's weights as q8_0, q4_0, f16, bf16 or f32"},

@@ -65,7 +65,7 @@ const char *ag_gguf_type_name(ag_gguf_type t) {
 typedef struct reader {
     const uint8_t *base;
     size_t size, pos;
-    ag_gguf_err *err;
+    ag_err *err;
 } reader;
 
 static ag_status failf(reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -180,7 +180,7 @@ static ag_status read_tensor_info(reader *r, ag_gguf_tensor *t) {
     return read_u64(r, &t->offset, "a tensor offset");
 }
 
-ag_status ag_gguf_parse(const void *data, size_t size, ag_gguf_file **out, ag_gguf_err *err) {
+ag_status ag_gguf_parse(const void *data, size_t size, ag_gguf_file **out, ag_err *err) {
     reader r = {data, size, 0, err};
     ag_gguf_file *f = ag_xcalloc(1, sizeof *f);
     f->base = data;
@@ -273,7 +273,7 @@ fail:
     return st;
 }
 
-ag_status ag_gguf_open(const char *path, ag_gguf_file **out, ag_gguf_err *err) {
+ag_status ag_gguf_open(const char *path, ag_gguf_file **out, ag_err *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {
@@ -417,7 +417,9 @@ typedef struct wtensor {
     ag_dtype type;
     uint32_t n_dims;
     uint64_t ne[AG_GGUF_MAX_DIMS];
-    const void *data;
+    const void *data;     /* borrowed bytes, or NULL when fill produces them */
+    ag_gguf_fill_fn fill;
+    void *fill_ctx;
     uint64_t n_bytes;
 } wtensor;
 
@@ -531,11 +533,11 @@ void ag_gguf_writer_copy_kv(ag_gguf_writer *w, const ag_gguf_kv *kv) {
     }
 }
 
-ag_status ag_gguf_writer_add_tensor(ag_gguf_writer *w, const char *name, ag_dtype type, uint32_t n_dims,
-                                    const uint64_t *ne, const void *data) {
+static ag_status add_tensor(ag_gguf_writer *w, const char *name, ag_dtype type, uint32_t n_dims, const uint64_t *ne,
+                            const void *data, ag_gguf_fill_fn fill, void *fill_ctx) {
     if (strlen(name) > MAX_NAME || n_dims == 0 || n_dims > AG_GGUF_MAX_DIMS || !ag_dtype_supported(type))
         return AG_EINVAL;
-    wtensor t = {.type = type, .n_dims = n_dims, .data = data};
+    wtensor t = {.type = type, .n_dims = n_dims, .data = data, .fill = fill, .fill_ctx = fill_ctx};
     uint64_t n = 1;
     for (uint32_t d = 0; d < AG_GGUF_MAX_DIMS; d++) t.ne[d] = d < n_dims ? ne[d] : 1;
     for (uint32_t d = 0; d < n_dims; d++) {
@@ -552,6 +554,16 @@ ag_status ag_gguf_writer_add_tensor(ag_gguf_writer *w, const char *name, ag_dtyp
     t.name = ag_xstrdup(name);
     w->tensors[w->n_tensors++] = t;
     return AG_OK;
+}
+
+ag_status ag_gguf_writer_add_tensor(ag_gguf_writer *w, const char *name, ag_dtype type, uint32_t n_dims,
+                                    const uint64_t *ne, const void *data) {
+    return add_tensor(w, name, type, n_dims, ne, data, NULL, NULL);
+}
+
+ag_status ag_gguf_writer_add_tensor_fill(ag_gguf_writer *w, const char *name, ag_dtype type, uint32_t n_dims,
+                                         const uint64_t *ne, ag_gguf_fill_fn fill, void *ctx) {
+    return add_tensor(w, name, type, n_dims, ne, NULL, fill, ctx);
 }
 
 static uint64_t align_up(uint64_t x, uint32_t a) { return (x + a - 1) / a * a; }
@@ -604,7 +616,14 @@ static ag_status emit(const ag_gguf_writer *w, sink_fn sink, void *ctx) {
     static const uint8_t zeros[64];
     for (size_t i = 0; i < w->n_tensors && st == AG_OK; i++) {
         const wtensor *t = &w->tensors[i];
-        st = sink(ctx, t->data, (size_t)t->n_bytes);
+        if (t->fill) {
+            void *tmp = ag_try_malloc((size_t)t->n_bytes);
+            st = tmp ? t->fill(t->fill_ctx, tmp, t->n_bytes) : AG_NOMEM;
+            if (st == AG_OK) st = sink(ctx, tmp, (size_t)t->n_bytes);
+            free(tmp);
+        } else {
+            st = sink(ctx, t->data, (size_t)t->n_bytes);
+        }
         size_t pad = (size_t)(align_up(t->n_bytes, w->alignment) - t->n_bytes);
         while (st == AG_OK && pad) {
             size_t k = pad < sizeof zeros ? pad : sizeof zeros;

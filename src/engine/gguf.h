@@ -74,15 +74,10 @@ typedef struct ag_gguf_tensor {
 
 typedef struct ag_gguf_file ag_gguf_file;
 
-/* Why an open failed: a one-line message with the byte offset where it applies. */
-typedef struct ag_gguf_err {
-    char msg[256];
-} ag_gguf_err;
-
 /* Map path read-only and validate it.  *out is owned by the caller: ag_gguf_close. */
-ag_status ag_gguf_open(const char *path, ag_gguf_file **out, ag_gguf_err *err);
+ag_status ag_gguf_open(const char *path, ag_gguf_file **out, ag_err *err);
 /* Validate data[0..size) in place (the buffer must outlive the file object). */
-ag_status ag_gguf_parse(const void *data, size_t size, ag_gguf_file **out, ag_gguf_err *err);
+ag_status ag_gguf_parse(const void *data, size_t size, ag_gguf_file **out, ag_err *err);
 void ag_gguf_close(ag_gguf_file *f);
 
 uint32_t ag_gguf_version(const ag_gguf_file *f);
@@ -131,6 +126,13 @@ void ag_gguf_writer_copy_kv(ag_gguf_writer *w, const ag_gguf_kv *kv);
 /* A tensor; data (n_bytes as the type and shape require) is borrowed until the write. */
 ag_status ag_gguf_writer_add_tensor(ag_gguf_writer *w, const char *name, ag_dtype type, uint32_t n_dims,
                                     const uint64_t *ne, const void *data);
+/*
+ * A tensor whose bytes are produced at write time: fill(ctx, dst, n_bytes) writes them into a
+ * buffer the writer owns, one tensor at a time, so a converter never holds the whole model.
+ */
+typedef ag_status (*ag_gguf_fill_fn)(void *ctx, void *dst, uint64_t n_bytes);
+ag_status ag_gguf_writer_add_tensor_fill(ag_gguf_writer *w, const char *name, ag_dtype type, uint32_t n_dims,
+                                         const uint64_t *ne, ag_gguf_fill_fn fill, void *ctx);
 /* The whole file into out, or to path (written to path.tmp then renamed). */
 ag_status ag_gguf_writer_to_buf(ag_gguf_writer *w, ag_buf *out);
 ag_status ag_gguf_writer_to_file(ag_gguf_writer *w, const char *path);

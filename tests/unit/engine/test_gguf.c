@@ -10,7 +10,6 @@
 
 #include "engine/gguf.h"
 
-#include <dirent.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -31,14 +30,14 @@ static void pad_to(ag_buf *b, size_t a) {
     while (b->len % a) ag_buf_append_char(b, 0);
 }
 
-static ag_status parse(const ag_buf *b, ag_gguf_file **f, ag_gguf_err *err) {
+static ag_status parse(const ag_buf *b, ag_gguf_file **f, ag_err *err) {
     memset(err, 0, sizeof *err);
     return ag_gguf_parse(b->data, b->len, f, err);
 }
 
 static void expect_refused(const ag_buf *b, const char *msg_part) {
     ag_gguf_file *f = NULL;
-    ag_gguf_err err;
+    ag_err err;
     ag_status st = parse(b, &f, &err);
     if (st == AG_OK) {
         ag_gguf_close(f);
@@ -87,7 +86,7 @@ static void test_write_read_every_field(void **state) {
     ag_buf_init(&b);
     assert_int_equal(ag_gguf_writer_to_buf(w, &b), AG_OK);
     ag_gguf_file *f;
-    ag_gguf_err err;
+    ag_err err;
     assert_int_equal(parse(&b, &f, &err), AG_OK);
     assert_int_equal(ag_gguf_version(f), 3);
     assert_int_equal(ag_gguf_alignment(f), 32);
@@ -141,7 +140,7 @@ static void round_trip(uint32_t alignment) {
     ag_buf_init(&b2);
     assert_int_equal(ag_gguf_writer_to_buf(w, &b1), AG_OK);
     ag_gguf_file *f;
-    ag_gguf_err err;
+    ag_err err;
     assert_int_equal(parse(&b1, &f, &err), AG_OK);
     assert_int_equal(ag_gguf_alignment(f), alignment ? alignment : 32);
     ag_gguf_writer *w2 = ag_gguf_writer_create(ag_gguf_alignment(f));
@@ -176,7 +175,7 @@ static void test_every_truncation_is_refused(void **state) {
     assert_int_equal(ag_gguf_writer_to_buf(w, &b), AG_OK);
     /* the last tensor's data ends before the final padding; any cut before that must fail */
     ag_gguf_file *f;
-    ag_gguf_err err;
+    ag_err err;
     assert_int_equal(parse(&b, &f, &err), AG_OK);
     const ag_gguf_tensor *last = ag_gguf_tensor_at(f, ag_gguf_n_tensors(f) - 1);
     size_t needed = (size_t)((const uint8_t *)last->data + last->n_bytes - (const uint8_t *)b.data);
@@ -208,7 +207,7 @@ static void test_random_corruption_never_crashes(void **state) {
         memcpy(copy, b.data, b.len);
         for (int k = 0; k < 1 + t % 3; k++) copy[ag_test_rand(&seed) % b.len] = (char)ag_test_rand(&seed);
         ag_gguf_file *f;
-        ag_gguf_err err;
+        ag_err err;
         if (ag_gguf_parse(copy, b.len, &f, &err) == AG_OK) {
             for (size_t i = 0; i < ag_gguf_n_tensors(f); i++) { /* touch every tensor byte: ASan checks bounds */
                 const ag_gguf_tensor *ti = ag_gguf_tensor_at(f, i);
@@ -317,7 +316,7 @@ static void test_malformed_tensors(void **state) {
     ag_buf_init(&b);
     tensor_file(&b, "w", 1, (uint64_t[]){32}, AG_DTYPE_F32, 0, 128);
     ag_gguf_file *f;
-    ag_gguf_err err;
+    ag_err err;
     assert_int_equal(parse(&b, &f, &err), AG_OK); /* the well-formed baseline */
     ag_gguf_close(f);
     tensor_file(&b, "w", 1, (uint64_t[]){32}, AG_DTYPE_F32, 0, 127);
@@ -362,7 +361,7 @@ static void test_open_file(void **state) {
     assert_true(fd >= 0);
     close(fd);
     ag_gguf_file *f;
-    ag_gguf_err err = {{0}};
+    ag_err err = {{0}};
     assert_int_equal(ag_gguf_open(path, &f, &err), AG_EINVAL); /* empty */
     assert_string_equal(err.msg, "empty file");
     ag_gguf_writer *w = sample_writer(0);
@@ -396,30 +395,19 @@ static void test_writer_refuses_bad_tensors(void **state) {
     ag_gguf_writer_destroy(w);
 }
 
+static int parses_as_gguf(const char *data, size_t len, void *ctx) {
+    (void)ctx;
+    ag_gguf_file *f;
+    ag_err err;
+    if (ag_gguf_parse(data, len, &f, &err) != AG_OK) return 0;
+    ag_gguf_close(f);
+    return 1;
+}
+
 /* Every file of fuzz/corpus/gguf (seeds, and crashes once found) goes through the reader. */
 static void test_corpus_replays(void **state) {
     (void)state;
-    DIR *d = opendir(AG_SOURCE_DIR "/fuzz/corpus/gguf");
-    assert_non_null(d);
-    struct dirent *e;
-    int files = 0, valid = 0;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/fuzz/corpus/gguf/%s", AG_SOURCE_DIR, e->d_name);
-        size_t len;
-        char *data = ag_test_read_file(path, &len);
-        assert_non_null(data);
-        ag_gguf_file *f;
-        ag_gguf_err err;
-        files++;
-        if (ag_gguf_parse(data, len, &f, &err) == AG_OK) {
-            valid++;
-            ag_gguf_close(f);
-        }
-        free(data);
-    }
-    closedir(d);
+    int valid, files = ag_test_for_each_file(AG_SOURCE_DIR "/fuzz/corpus/gguf", parses_as_gguf, NULL, &valid);
     AG_TEST_NOTE("gguf corpus: %d files, %d valid", files, valid);
     assert_true(valid >= 2);
 }
