@@ -20,7 +20,7 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
-PKGS = cmocka libcjson jansson simdjson
+PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc
 TOOLS = cmake cc c++ clang pkg-config npm
 
 .PHONY: all release asan asan-build fixtures test serve bench fuzz deps format clean

@@ -21,6 +21,7 @@ int ag_cmd_json(int argc, char **argv);
 int ag_cmd_convert(int argc, char **argv);
 int ag_cmd_inspect(int argc, char **argv);
 int ag_cmd_quantize(int argc, char **argv);
+int ag_cmd_tokenize(int argc, char **argv);
 
 /* One-line usage error: "autoglm <cmd>: <message>" on stderr; returns AG_EXIT_USAGE. */
 int ag_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

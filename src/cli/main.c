@@ -29,6 +29,7 @@ static const command commands[] = {
     {"inspect", ag_cmd_inspect, "print a GGUF model's metadata and tensor table"},
     {"json", ag_cmd_json, "check and re-format JSON files with autoglm's strict parser"},
     {"quantize", ag_cmd_quantize, "rewrite a GGUF model's weights as q8_0, q4_0, f16, bf16 or f32"},
+    {"tokenize", ag_cmd_tokenize, "print the token ids (or pieces) of a text with a model's tokenizer"},
 };
 
 static void print_help(FILE *out) {

@@ -155,6 +155,7 @@ static ag_status read_tensor_info(reader *r, ag_gguf_tensor *t) {
     if (read_str(r, &t->name, "a tensor name") != AG_OK) return AG_EINVAL;
     const int nl = (int)(t->name.n > 80 ? 80 : t->name.n);
     if (t->name.n > MAX_NAME) return failf(r, "tensor name '%.*s...' is longer than %d bytes", nl, t->name.p, MAX_NAME);
+    if (memchr(t->name.p, '\0', t->name.n)) return failf(r, "a tensor name contains a NUL byte"); /* looked up as C strings */
     if (read_u32(r, &t->n_dims, "a tensor's dimension count") != AG_OK) return AG_EINVAL;
     if (t->n_dims == 0 || t->n_dims > AG_GGUF_MAX_DIMS)
         return failf(r, "tensor '%.*s': %u dimensions (1 to %d allowed)", nl, t->name.p, t->n_dims, AG_GGUF_MAX_DIMS);

@@ -74,6 +74,8 @@ const ag_st_tensor *ag_st_find(const ag_st_set *s, const char *name) {
 static ag_status add_tensor(ag_st_set *s, const char *label, ag_str name, const ag_json_val *v, const uint8_t *data,
                             uint64_t data_size, ag_err *err) {
     const int nl = (int)(name.n > 80 ? 80 : name.n);
+    if (memchr(name.p, '\0', name.n)) /* names are C strings downstream (regression: found by the fuzzer) */
+        return ag_err_set(err, AG_EINVAL, "%s: a tensor name contains a NUL byte", label);
     ag_str dt = ag_json_str(ag_json_obj_getc(v, "dtype"));
     const ag_json_val *shape = ag_json_obj_getc(v, "shape"), *offs = ag_json_obj_getc(v, "data_offsets");
     if (!dt.p || !ag_json_is(shape, AG_JSON_ARRAY) || !ag_json_is(offs, AG_JSON_ARRAY) || ag_json_len(offs) != 2)

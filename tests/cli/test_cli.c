@@ -161,6 +161,24 @@ static void test_inspect_and_quantize(void **state) {
     expect("quantize notgguf.bin x.gguf q8_0", 1, NULL, "not a GGUF file");
 }
 
+static void test_tokenize(void **state) {
+    (void)state;
+    char cmd[1024];
+    write_file("text.txt", "Hello, world\n\xe4\xb8\xad\xe6\x96\x87 ok\n", 23);
+    snprintf(cmd, sizeof cmd, "tokenize --model %s/build/fixtures/llama3.gguf --lines text.txt", AG_SOURCE_DIR);
+    expect(cmd, 0, "128000 9906 11 1917\n128000 108891 5509\n", NULL);
+    snprintf(cmd, sizeof cmd, "tokenize --model %s/build/fixtures/llama3.gguf --no-bos --pieces text.txt", AG_SOURCE_DIR);
+    expect(cmd, 0, "Hello , \xc4\xa0world", NULL);
+    write_file("special.txt", "<|begin_of_text|>hi", 19);
+    snprintf(cmd, sizeof cmd, "tokenize --model %s/build/fixtures/llama3.gguf --no-bos --special special.txt", AG_SOURCE_DIR);
+    expect(cmd, 0, "128000 6151\n", NULL);
+    write_file("bad.txt", "ok\xff", 3);
+    snprintf(cmd, sizeof cmd, "tokenize --model %s/build/fixtures/llama3.gguf bad.txt", AG_SOURCE_DIR);
+    expect(cmd, 1, NULL, "not valid UTF-8 at byte 2");
+    expect("tokenize text.txt", 2, NULL, "needs --model");
+    expect("tokenize --model missing.gguf text.txt", 1, NULL, "No such file");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_and_help),
@@ -168,6 +186,7 @@ int main(void) {
         cmocka_unit_test(test_json_check),
         cmocka_unit_test(test_json_fmt),
         cmocka_unit_test(test_inspect_and_quantize),
+        cmocka_unit_test(test_tokenize),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

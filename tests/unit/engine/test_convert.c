@@ -356,6 +356,7 @@ static void test_safetensors_header_checks(void **state) {
         {"{\"w\": {\"dtype\": \"Q4\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 8, "unknown dtype 'Q4'"},
         {"{\"w\": {\"dtype\": \"F32\", \"shape\": [-2], \"data_offsets\": [0, 8]}}", 8, "invalid shape"},
         {"{\"w\": {\"dtype\": \"F32\", \"shape\": [2]}}", 8, "needs dtype, shape and data_offsets"},
+        {"{\"a\\u0000b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}", 4, "contains a NUL byte"},
         {"[1, 2]", 0, "not a JSON object"},
         {"{\"w\": ", 0, "not valid JSON"},
     };

@@ -335,6 +335,17 @@ static void test_malformed_tensors(void **state) {
     expect_refused(&b, "too large");
     tensor_file(&b, "w", 1, (uint64_t[]){0}, AG_DTYPE_F32, 0, 4);
     expect_refused(&b, "zero or too large");
+    ag_buf_reset(&b); /* "a\0b": a name that would be found as "a" */
+    header(&b, 3, 1, 0);
+    u64(&b, 3);
+    ag_buf_append(&b, "a\0b", 3);
+    u32(&b, 1);
+    u64(&b, 1);
+    u32(&b, AG_DTYPE_F32);
+    u64(&b, 0);
+    pad_to(&b, 32);
+    for (int i = 0; i < 32; i++) ag_buf_append_char(&b, 0);
+    expect_refused(&b, "contains a NUL byte");
     tensor_file(&b, "0123456789012345678901234567890123456789012345678901234567890123", 1, (uint64_t[]){1},
                 AG_DTYPE_F32, 0, 4);
     expect_refused(&b, "longer than 63 bytes");

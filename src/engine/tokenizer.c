@@ -1,0 +1,463 @@
+/*
+ * tokenizer.c - byte-level BPE encoding, decoding and streaming
+ * detokenization; see tokenizer.h for what is supported and the contract.
+ *
+ * Data: every token text and merge string is copied into the tokenizer's
+ * arena; maps from text to id and from "left right" to merge rank are
+ * open-addressing hash maps (base/map) over those copies.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "engine/tokenizer.h"
+
+#include "base/alloc.h"
+#include "base/arena.h"
+#include "base/map.h"
+#include "base/utf8.h"
+
+#include <pcre2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+enum { TOK_TYPE_CONTROL = 3, TOK_TYPE_USER = 4, TOK_TYPE_BYTE = 6 };
+
+typedef enum vocab_kind { VOCAB_BPE, VOCAB_SPM } vocab_kind;
+
+typedef struct special {
+    ag_str text;
+    int32_t id;
+} special;
+
+struct ag_tokenizer {
+    vocab_kind kind;
+    ag_arena arena;
+    size_t n_vocab;
+    ag_str *tokens;  /* by id */
+    int32_t *types;  /* by id (1 normal when the file has none) */
+    ag_map by_text;  /* token text -> id + 1 */
+    ag_map merges;   /* "left right" -> rank + 1 */
+    special *specials; /* control and user-defined tokens, longest first */
+    size_t n_specials;
+    bool special_first[256]; /* bytes that start some special token: most text skips the list */
+    int32_t bos, eos;
+    bool add_bos;
+    bool ignore_merges; /* Llama 3: a whole word in the vocabulary is taken as it is */
+    bool nfc;           /* Qwen: NFC-normalize before splitting */
+    pcre2_code *re;
+    uint16_t byte_to_cp[256]; /* GPT-2 byte-to-unicode map */
+    int16_t cp_to_byte[512];  /* its inverse; -1 where none */
+};
+
+/* Pre-tokenizer regexes as tokenizer.json writes them (Hugging Face semantics). */
+static const char RE_LLAMA3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char RE_QWEN2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char RE_GPT2[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+/* GPT-2's reversible byte-to-unicode map: printable bytes stand for themselves, the rest for U+0100 + n. */
+static void build_byte_map(ag_tokenizer *t) {
+    int n = 0;
+    for (int i = 0; i < 512; i++) t->cp_to_byte[i] = -1;
+    for (int b = 0; b < 256; b++) {
+        bool self = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        t->byte_to_cp[b] = (uint16_t)(self ? b : 256 + n++);
+        t->cp_to_byte[t->byte_to_cp[b]] = (int16_t)b;
+    }
+}
+
+static int cmp_special_len(const void *a, const void *b) {
+    const special *x = a, *y = b;
+    return (x->text.n < y->text.n) - (x->text.n > y->text.n);
+}
+
+static ag_str copy_str(ag_arena *a, ag_str s) {
+    char *p = ag_arena_alloc(a, s.n + 1);
+    memcpy(p, s.p, s.n);
+    p[s.n] = '\0';
+    return (ag_str){p, s.n};
+}
+
+ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *err) {
+    ag_str model, pre = {NULL, 0};
+    if (!ag_gguf_get_str(f, "tokenizer.ggml.model", &model))
+        return ag_err_set(err, AG_EINVAL, "no tokenizer.ggml.model in the file");
+    vocab_kind kind;
+    if (ag_str_eq_cstr(model, "gpt2")) kind = VOCAB_BPE;
+    else if (ag_str_eq_cstr(model, "llama")) kind = VOCAB_SPM;
+    else
+        return ag_err_set(err, AG_EINVAL, "tokenizer model '%.*s' is not supported (gpt2, llama)", (int)model.n, model.p);
+    const char *pattern = NULL;
+    bool ignore_merges = false, nfc = false;
+    if (kind == VOCAB_BPE) {
+        ag_gguf_get_str(f, "tokenizer.ggml.pre", &pre);
+        if (ag_str_eq_cstr(pre, "llama-bpe") || ag_str_eq_cstr(pre, "llama3") || ag_str_eq_cstr(pre, "llama-v3")) {
+            pattern = RE_LLAMA3;
+            ignore_merges = true;
+        } else if (ag_str_eq_cstr(pre, "qwen2")) {
+            pattern = RE_QWEN2;
+            nfc = true;
+        } else if (ag_str_eq_cstr(pre, "gpt-2") || ag_str_eq_cstr(pre, "gpt2")) {
+            pattern = RE_GPT2;
+        } else {
+            return ag_err_set(err, AG_EINVAL, "pre-tokenizer '%.*s' is not supported (llama-bpe, qwen2, gpt-2)",
+                              (int)(pre.p ? pre.n : 7), pre.p ? pre.p : "missing");
+        }
+    }
+    const ag_gguf_kv *toks = ag_gguf_find(f, "tokenizer.ggml.tokens");
+    if (!toks || toks->type != AG_GGUF_ARRAY || toks->arr_type != AG_GGUF_STRING || toks->arr_len == 0 ||
+        toks->arr_len > (1u << 24))
+        return ag_err_set(err, AG_EINVAL, "tokenizer.ggml.tokens is missing or not a string array");
+    const ag_gguf_kv *types = ag_gguf_find(f, "tokenizer.ggml.token_type");
+    if (types && (types->type != AG_GGUF_ARRAY || types->arr_type != AG_GGUF_I32 || types->arr_len != toks->arr_len))
+        return ag_err_set(err, AG_EINVAL, "tokenizer.ggml.token_type does not match the tokens");
+    const ag_gguf_kv *merges = ag_gguf_find(f, "tokenizer.ggml.merges");
+    if (kind == VOCAB_BPE && (!merges || merges->type != AG_GGUF_ARRAY || merges->arr_type != AG_GGUF_STRING))
+        return ag_err_set(err, AG_EINVAL, "byte-level BPE needs tokenizer.ggml.merges");
+
+    ag_tokenizer *t = ag_xcalloc(1, sizeof *t);
+    t->kind = kind;
+    t->ignore_merges = ignore_merges;
+    t->nfc = nfc;
+    ag_arena_init(&t->arena, 1 << 20);
+    ag_map_init(&t->by_text);
+    ag_map_init(&t->merges);
+    build_byte_map(t);
+    t->n_vocab = (size_t)toks->arr_len;
+    t->tokens = ag_xcalloc(t->n_vocab, sizeof *t->tokens);
+    t->types = ag_xcalloc(t->n_vocab, sizeof *t->types);
+    t->specials = ag_xcalloc(t->n_vocab, sizeof *t->specials);
+    for (size_t i = 0; i < t->n_vocab; i++) {
+        t->tokens[i] = copy_str(&t->arena, ag_gguf_arr_str(toks, i));
+        int32_t ty = 1;
+        if (types) memcpy(&ty, types->value + i * 4, 4);
+        t->types[i] = ty;
+        if (!ag_map_get(&t->by_text, t->tokens[i].p, t->tokens[i].n))
+            ag_map_put(&t->by_text, t->tokens[i].p, t->tokens[i].n, (void *)(uintptr_t)(i + 1));
+        if ((ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER) && t->tokens[i].n) {
+            t->specials[t->n_specials++] = (special){t->tokens[i], (int32_t)i};
+            t->special_first[(uint8_t)t->tokens[i].p[0]] = true;
+        }
+    }
+    qsort(t->specials, t->n_specials, sizeof *t->specials, cmp_special_len);
+    for (uint64_t r = 0; merges && r < merges->arr_len; r++) {
+        ag_str m = copy_str(&t->arena, ag_gguf_arr_str(merges, r));
+        if (!ag_map_get(&t->merges, m.p, m.n)) ag_map_put(&t->merges, m.p, m.n, (void *)(uintptr_t)(r + 1));
+    }
+    uint32_t id;
+    t->bos = ag_gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &id) && id < t->n_vocab ? (int32_t)id : -1;
+    t->eos = ag_gguf_get_u32(f, "tokenizer.ggml.eos_token_id", &id) && id < t->n_vocab ? (int32_t)id : -1;
+    /* without the key, llama.cpp's defaults: SentencePiece and Llama 3 add bos, others do not */
+    if (!ag_gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &t->add_bos)) t->add_bos = kind == VOCAB_SPM || ignore_merges;
+    if (pattern) {
+        int ec;
+        PCRE2_SIZE eo;
+        t->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK,
+                              &ec, &eo, NULL);
+        if (!t->re) {
+            ag_tokenizer_free(t);
+            return ag_err_set(err, AG_ERR, "internal: pre-tokenizer regex does not compile (%d at %zu)", ec, (size_t)eo);
+        }
+        pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter when JIT is unavailable */
+    }
+    *out = t;
+    return AG_OK;
+}
+
+void ag_tokenizer_free(ag_tokenizer *t) {
+    if (!t) return;
+    if (t->re) pcre2_code_free(t->re);
+    ag_map_deinit(&t->by_text);
+    ag_map_deinit(&t->merges);
+    free(t->tokens);
+    free(t->types);
+    free(t->specials);
+    ag_arena_deinit(&t->arena);
+    free(t);
+}
+
+size_t ag_tokenizer_n_vocab(const ag_tokenizer *t) { return t->n_vocab; }
+int32_t ag_tokenizer_bos(const ag_tokenizer *t) { return t->bos; }
+int32_t ag_tokenizer_eos(const ag_tokenizer *t) { return t->eos; }
+bool ag_tokenizer_add_bos_default(const ag_tokenizer *t) { return t->add_bos; }
+
+static void ids_push(ag_ids *ids, int32_t id) {
+    if (ids->n == ids->cap) {
+        ids->cap = ids->cap ? ids->cap * 2 : 64;
+        ids->v = ag_xrealloc(ids->v, ids->cap * sizeof *ids->v);
+    }
+    ids->v[ids->n++] = id;
+}
+
+static int32_t lookup(const ag_tokenizer *t, const char *p, size_t n) {
+    uintptr_t v = (uintptr_t)ag_map_get(&t->by_text, p, n);
+    return v ? (int32_t)(v - 1) : -1;
+}
+
+/* ---- BPE on one pre-tokenized word (already byte-mapped) --------------- */
+
+typedef struct sym {
+    uint32_t start, len; /* bytes of the mapped word */
+    int32_t prev, next;  /* -1 at the ends */
+} sym;
+
+typedef struct cand {
+    uint32_t rank, left, right, len; /* len: the merged length when pushed, to spot stale entries */
+} cand;
+
+static inline bool cand_less(const cand *a, const cand *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+}
+
+typedef struct bpe_scratch {
+    sym *syms;
+    cand *heap;
+    size_t cap_syms, cap_heap, n_heap;
+    ag_buf key;
+} bpe_scratch;
+
+static void heap_push(bpe_scratch *s, cand c) {
+    if (s->n_heap == s->cap_heap) {
+        s->cap_heap = s->cap_heap ? s->cap_heap * 2 : 64;
+        s->heap = ag_xrealloc(s->heap, s->cap_heap * sizeof *s->heap);
+    }
+    size_t i = s->n_heap++;
+    while (i && cand_less(&c, &s->heap[(i - 1) / 2])) {
+        s->heap[i] = s->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->heap[i] = c;
+}
+
+static cand heap_pop(bpe_scratch *s) {
+    cand top = s->heap[0], last = s->heap[--s->n_heap];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->n_heap) break;
+        if (c + 1 < s->n_heap && cand_less(&s->heap[c + 1], &s->heap[c])) c++;
+        if (!cand_less(&s->heap[c], &last)) break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (s->n_heap) s->heap[i] = last;
+    return top;
+}
+
+/* Push the pair (l, r) if it is a merge. */
+static void try_pair(const ag_tokenizer *t, bpe_scratch *s, const char *w, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return;
+    ag_buf_reset(&s->key);
+    ag_buf_append(&s->key, w + s->syms[l].start, s->syms[l].len);
+    ag_buf_append_char(&s->key, ' ');
+    ag_buf_append(&s->key, w + s->syms[r].start, s->syms[r].len);
+    uintptr_t rank = (uintptr_t)ag_map_get(&t->merges, s->key.data, s->key.len);
+    if (rank) heap_push(s, (cand){(uint32_t)rank, (uint32_t)l, (uint32_t)r, s->syms[l].len + s->syms[r].len});
+}
+
+static void bpe_word(const ag_tokenizer *t, bpe_scratch *s, const char *w, size_t n, ag_ids *out) {
+    if (t->ignore_merges) {
+        int32_t id = lookup(t, w, n);
+        if (id >= 0) {
+            ids_push(out, id);
+            return;
+        }
+    }
+    /* one symbol per code point of the mapped word */
+    size_t n_syms = 0;
+    if (s->cap_syms < n) {
+        s->cap_syms = n;
+        s->syms = ag_xrealloc(s->syms, n * sizeof *s->syms);
+    }
+    for (size_t i = 0; i < n;) {
+        size_t len = 1;
+        while (i + len < n && ((uint8_t)w[i + len] & 0xC0) == 0x80) len++;
+        s->syms[n_syms] = (sym){(uint32_t)i, (uint32_t)len, (int32_t)n_syms - 1, (int32_t)n_syms + 1};
+        n_syms++;
+        i += len;
+    }
+    s->syms[n_syms - 1].next = -1;
+    s->n_heap = 0;
+    for (size_t i = 0; i + 1 < n_syms; i++) try_pair(t, s, w, (int32_t)i, (int32_t)i + 1);
+    while (s->n_heap) {
+        cand c = heap_pop(s);
+        sym *l = &s->syms[c.left], *r = &s->syms[c.right];
+        if (l->len == 0 || r->len == 0 || l->next != (int32_t)c.right || l->len + r->len != c.len) continue; /* stale */
+        l->len += r->len;
+        r->len = 0;
+        l->next = r->next;
+        if (r->next >= 0) s->syms[r->next].prev = (int32_t)c.left;
+        try_pair(t, s, w, l->prev, (int32_t)c.left);
+        try_pair(t, s, w, (int32_t)c.left, l->next);
+    }
+    for (int32_t i = 0; i >= 0; i = s->syms[i].next) {
+        int32_t id = lookup(t, w + s->syms[i].start, s->syms[i].len);
+        if (id >= 0) {
+            ids_push(out, id);
+            continue;
+        }
+        /* not in the vocabulary: one token per mapped byte (all 256 are tokens in byte-level vocabularies) */
+        for (uint32_t k = 0; k < s->syms[i].len;) {
+            size_t len = 1;
+            while (k + len < s->syms[i].len && ((uint8_t)w[s->syms[i].start + k + len] & 0xC0) == 0x80) len++;
+            id = lookup(t, w + s->syms[i].start + k, len);
+            if (id >= 0) ids_push(out, id);
+            k += (uint32_t)len;
+        }
+    }
+}
+
+/* Pre-tokenize a normalized segment with the regex and BPE each piece. */
+static ag_status encode_segment(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out,
+                                ag_err *err) {
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->re, NULL);
+    ag_buf word;
+    ag_buf_init(&word);
+    PCRE2_SIZE pos = 0;
+    ag_status st = AG_OK;
+    while (pos < len) {
+        int rc = pcre2_match(t->re, (PCRE2_SPTR)text, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t m_start = rc > 0 ? ov[0] : len, m_end = rc > 0 ? ov[1] : len;
+        if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+            st = ag_err_set(err, AG_ERR, "pre-tokenizer regex failed (%d)", rc);
+            break;
+        }
+        /* text the regex skipped is a piece of its own (Split with "Isolated" behavior keeps it) */
+        size_t pieces[2][2] = {{pos, m_start}, {m_start, m_end}};
+        for (int k = 0; k < 2; k++) {
+            if (pieces[k][1] <= pieces[k][0]) continue;
+            ag_buf_reset(&word);
+            for (size_t i = pieces[k][0]; i < pieces[k][1]; i++) {
+                uint8_t cp_bytes[4];
+                ag_buf_append(&word, cp_bytes, ag_utf8_encode(t->byte_to_cp[(uint8_t)text[i]], cp_bytes));
+            }
+            bpe_word(t, s, word.data, word.len, out);
+        }
+        if (m_end == m_start) m_end++; /* an empty match cannot happen with these patterns; never loop */
+        pos = m_end;
+    }
+    ag_buf_deinit(&word);
+    pcre2_match_data_free(md);
+    return st;
+}
+
+static ag_status encode_text(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out,
+                             ag_err *err) {
+    if (!t->nfc || len == 0) return encode_segment(t, text, len, s, out, err);
+    utf8proc_uint8_t *norm = NULL;
+    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &norm,
+                                      UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+    if (n < 0) return ag_err_set(err, AG_EINVAL, "text cannot be normalized: %s", utf8proc_errmsg(n));
+    ag_status st = encode_segment(t, (const char *)norm, (size_t)n, s, out, err);
+    free(norm);
+    return st;
+}
+
+/* The longest special token starting at p, or NULL. */
+static const special *special_at(const ag_tokenizer *t, const char *p, size_t left) {
+    for (size_t i = 0; i < t->n_specials; i++) {
+        const special *sp = &t->specials[i];
+        if (sp->text.n <= left && sp->text.p[0] == p[0] && memcmp(sp->text.p, p, sp->text.n) == 0) return sp;
+    }
+    return NULL;
+}
+
+ag_status ag_tokenize(const ag_tokenizer *t, const char *text, size_t len, bool add_bos, bool parse_special,
+                      ag_ids *out, ag_err *err) {
+    size_t valid = ag_utf8_valid_prefix((const uint8_t *)text, len);
+    if (valid < len) return ag_err_set(err, AG_EINVAL, "text is not valid UTF-8 at byte %zu", valid);
+    if (t->kind != VOCAB_BPE)
+        return ag_err_set(err, AG_ENOTFOUND, "encoding SentencePiece vocabularies is not implemented yet");
+    if (add_bos && t->bos >= 0) ids_push(out, t->bos);
+    bpe_scratch s = {0};
+    ag_buf_init(&s.key);
+    ag_status st = AG_OK;
+    size_t seg = 0;
+    for (size_t i = 0; i < len && st == AG_OK && parse_special;) {
+        const special *sp = t->special_first[(uint8_t)text[i]] ? special_at(t, text + i, len - i) : NULL;
+        if (!sp) {
+            i++;
+            continue;
+        }
+        if (i > seg) st = encode_text(t, text + seg, i - seg, &s, out, err);
+        ids_push(out, sp->id);
+        i += sp->text.n;
+        seg = i;
+    }
+    if (st == AG_OK && seg < len) st = encode_text(t, text + seg, len - seg, &s, out, err);
+    free(s.syms);
+    free(s.heap);
+    ag_buf_deinit(&s.key);
+    return st;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+
+ag_str ag_token_text(const ag_tokenizer *t, int32_t id) {
+    if (id < 0 || (size_t)id >= t->n_vocab) return (ag_str){"", 0};
+    return t->tokens[id];
+}
+
+void ag_token_bytes(const ag_tokenizer *t, int32_t id, ag_buf *out) {
+    ag_str s = ag_token_text(t, id);
+    int32_t ty = id >= 0 && (size_t)id < t->n_vocab ? t->types[id] : 1;
+    if (ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER) { /* specials decode to their text */
+        ag_buf_append(out, s.p, s.n);
+        return;
+    }
+    if (t->kind == VOCAB_SPM) {
+        if (ty == TOK_TYPE_BYTE && s.n == 6) { /* <0xNN> */
+            char hex[3] = {s.p[3], s.p[4], 0};
+            ag_buf_append_char(out, (char)strtol(hex, NULL, 16));
+            return;
+        }
+        for (size_t i = 0; i < s.n;) { /* U+2581 "▁" stands for a space */
+            if (i + 3 <= s.n && memcmp(s.p + i, "\xe2\x96\x81", 3) == 0) {
+                ag_buf_append_char(out, ' ');
+                i += 3;
+            } else {
+                ag_buf_append_char(out, s.p[i++]);
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < s.n;) { /* byte-level: each code point is one byte */
+        uint32_t cp;
+        size_t n = ag_utf8_decode((const uint8_t *)s.p + i, s.n - i, &cp);
+        if (n == 0) break;
+        if (cp < 512 && t->cp_to_byte[cp] >= 0) ag_buf_append_char(out, (char)t->cp_to_byte[cp]);
+        i += n;
+    }
+}
+
+void ag_detok_init(ag_detok *d) { d->n_pending = 0; }
+
+void ag_detok_push(ag_detok *d, const ag_tokenizer *t, int32_t id, ag_buf *out) {
+    ag_buf bytes;
+    ag_buf_init(&bytes);
+    ag_buf_append(&bytes, d->pending, d->n_pending);
+    ag_token_bytes(t, id, &bytes);
+    const uint8_t *p = (const uint8_t *)bytes.data;
+    size_t n = bytes.len, i = 0;
+    d->n_pending = 0;
+    while (i < n) {
+        size_t ok = ag_utf8_valid_prefix(p + i, n - i);
+        ag_buf_append(out, p + i, ok);
+        i += ok;
+        if (i == n) break;
+        /* an invalid spot: a sequence that may still complete (at the very end) waits for more */
+        size_t bad = ag_utf8_invalid_len(p + i, n - i);
+        if (i + bad == n && bad < 4 && p[i] >= 0xC2 && p[i] <= 0xF4 && bad < (p[i] >= 0xF0 ? 4u : p[i] >= 0xE0 ? 3u : 2u)) {
+            memcpy(d->pending, p + i, bad);
+            d->n_pending = (uint8_t)bad;
+            break;
+        }
+        ag_buf_append(out, "\xEF\xBF\xBD", 3);
+        i += bad;
+    }
+    ag_buf_deinit(&bytes);
+}
+
+void ag_detok_flush(ag_detok *d, ag_buf *out) {
+    if (d->n_pending) ag_buf_append(out, "\xEF\xBF\xBD", 3);
+    d->n_pending = 0;
+}
