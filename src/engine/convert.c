@@ -483,7 +483,9 @@ static ag_status write_tokenizer(converter *c, ag_gguf_writer *w, ag_arena *a) {
     if (rc == AG_OK) {
         if (spm) ag_gguf_writer_set_arr_f32(w, "tokenizer.ggml.scores", scores, n_tok);
         ag_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", types, n_tok);
-        if (!spm) ag_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", mstr, n_merges);
+        /* merges for SentencePiece too: llama.cpp ignores them there, our tokenizer merges by them
+         * exactly as Hugging Face does (scores alone can merge pairs the merge list does not have) */
+        ag_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", mstr, n_merges);
         static const struct {
             const char *cfg_key, *gguf_key;
         } specials[] = {{"bos_token", "tokenizer.ggml.bos_token_id"},

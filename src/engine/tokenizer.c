@@ -15,6 +15,7 @@
 #include "base/utf8.h"
 
 #include <pcre2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -34,6 +35,8 @@ struct ag_tokenizer {
     size_t n_vocab;
     ag_str *tokens;  /* by id */
     int32_t *types;  /* by id (1 normal when the file has none) */
+    float *scores;   /* by id, SentencePiece vocabularies; NULL otherwise */
+    int32_t byte_tok[256]; /* SentencePiece byte-fallback tokens <0xNN>; -1 when absent */
     ag_map by_text;  /* token text -> id + 1 */
     ag_map merges;   /* "left right" -> rank + 1 */
     special *specials; /* control and user-defined tokens, longest first */
@@ -43,7 +46,8 @@ struct ag_tokenizer {
     bool add_bos;
     bool ignore_merges; /* Llama 3: a whole word in the vocabulary is taken as it is */
     bool nfc;           /* Qwen: NFC-normalize before splitting */
-    pcre2_code *re;
+    pcre2_code *re[4]; /* applied in turn, each splitting the pieces of the one before */
+    size_t n_re;
     uint16_t byte_to_cp[256]; /* GPT-2 byte-to-unicode map */
     int16_t cp_to_byte[512];  /* its inverse; -1 where none */
 };
@@ -52,6 +56,13 @@ struct ag_tokenizer {
 static const char RE_LLAMA3[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 static const char RE_QWEN2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 static const char RE_GPT2[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+/* llama.cpp's "default" (a vocabulary without a known pre-tokenizer): four regexes in sequence */
+static const char *const RE_DEFAULT[] = {
+    "[\\p{P}\\$\\+<=>\\^~\\|]+",
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+    "\\p{N}+",
+    "[0-9][0-9][0-9]",
+};
 
 /* GPT-2's reversible byte-to-unicode map: printable bytes stand for themselves, the rest for U+0100 + n. */
 static void build_byte_map(ag_tokenizer *t) {
@@ -62,6 +73,11 @@ static void build_byte_map(ag_tokenizer *t) {
         t->byte_to_cp[b] = (uint16_t)(self ? b : 256 + n++);
         t->cp_to_byte[t->byte_to_cp[b]] = (int16_t)b;
     }
+}
+
+static int32_t lookup(const ag_tokenizer *t, const char *p, size_t n) {
+    uintptr_t v = (uintptr_t)ag_map_get(&t->by_text, p, n);
+    return v ? (int32_t)(v - 1) : -1;
 }
 
 static int cmp_special_len(const void *a, const void *b) {
@@ -85,21 +101,26 @@ ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *e
     else if (ag_str_eq_cstr(model, "llama")) kind = VOCAB_SPM;
     else
         return ag_err_set(err, AG_EINVAL, "tokenizer model '%.*s' is not supported (gpt2, llama)", (int)model.n, model.p);
-    const char *pattern = NULL;
+    const char *patterns[4] = {NULL};
+    size_t n_patterns = 0;
     bool ignore_merges = false, nfc = false;
     if (kind == VOCAB_BPE) {
         ag_gguf_get_str(f, "tokenizer.ggml.pre", &pre);
+        n_patterns = 1;
         if (ag_str_eq_cstr(pre, "llama-bpe") || ag_str_eq_cstr(pre, "llama3") || ag_str_eq_cstr(pre, "llama-v3")) {
-            pattern = RE_LLAMA3;
+            patterns[0] = RE_LLAMA3;
             ignore_merges = true;
         } else if (ag_str_eq_cstr(pre, "qwen2")) {
-            pattern = RE_QWEN2;
+            patterns[0] = RE_QWEN2;
             nfc = true;
         } else if (ag_str_eq_cstr(pre, "gpt-2") || ag_str_eq_cstr(pre, "gpt2")) {
-            pattern = RE_GPT2;
+            patterns[0] = RE_GPT2;
+        } else if (!pre.p || ag_str_eq_cstr(pre, "default")) { /* as llama.cpp: missing means default */
+            n_patterns = 4;
+            for (size_t i = 0; i < 4; i++) patterns[i] = RE_DEFAULT[i];
         } else {
-            return ag_err_set(err, AG_EINVAL, "pre-tokenizer '%.*s' is not supported (llama-bpe, qwen2, gpt-2)",
-                              (int)(pre.p ? pre.n : 7), pre.p ? pre.p : "missing");
+            return ag_err_set(err, AG_EINVAL, "pre-tokenizer '%.*s' is not supported (llama-bpe, qwen2, gpt-2, default)",
+                              (int)pre.n, pre.p);
         }
     }
     const ag_gguf_kv *toks = ag_gguf_find(f, "tokenizer.ggml.tokens");
@@ -138,6 +159,18 @@ ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *e
         }
     }
     qsort(t->specials, t->n_specials, sizeof *t->specials, cmp_special_len);
+    const ag_gguf_kv *scores = ag_gguf_find(f, "tokenizer.ggml.scores");
+    if (kind == VOCAB_SPM && scores && scores->type == AG_GGUF_ARRAY && scores->arr_type == AG_GGUF_F32 &&
+        scores->arr_len == toks->arr_len) {
+        t->scores = ag_xcalloc(t->n_vocab, sizeof *t->scores);
+        memcpy(t->scores, scores->value, t->n_vocab * sizeof *t->scores);
+    }
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        t->byte_tok[b] = kind == VOCAB_SPM ? lookup(t, name, 6) : -1;
+    }
+    if (merges && (merges->type != AG_GGUF_ARRAY || merges->arr_type != AG_GGUF_STRING)) merges = NULL;
     for (uint64_t r = 0; merges && r < merges->arr_len; r++) {
         ag_str m = copy_str(&t->arena, ag_gguf_arr_str(merges, r));
         if (!ag_map_get(&t->merges, m.p, m.n)) ag_map_put(&t->merges, m.p, m.n, (void *)(uintptr_t)(r + 1));
@@ -147,16 +180,17 @@ ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *e
     t->eos = ag_gguf_get_u32(f, "tokenizer.ggml.eos_token_id", &id) && id < t->n_vocab ? (int32_t)id : -1;
     /* without the key, llama.cpp's defaults: SentencePiece and Llama 3 add bos, others do not */
     if (!ag_gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &t->add_bos)) t->add_bos = kind == VOCAB_SPM || ignore_merges;
-    if (pattern) {
+    for (size_t i = 0; i < n_patterns; i++) {
         int ec;
         PCRE2_SIZE eo;
-        t->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK,
-                              &ec, &eo, NULL);
-        if (!t->re) {
+        t->re[i] = pcre2_compile((PCRE2_SPTR)patterns[i], PCRE2_ZERO_TERMINATED,
+                                 PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &ec, &eo, NULL);
+        if (!t->re[i]) {
             ag_tokenizer_free(t);
             return ag_err_set(err, AG_ERR, "internal: pre-tokenizer regex does not compile (%d at %zu)", ec, (size_t)eo);
         }
-        pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter when JIT is unavailable */
+        t->n_re = i + 1;
+        pcre2_jit_compile(t->re[i], PCRE2_JIT_COMPLETE); /* falls back to the interpreter without JIT */
     }
     *out = t;
     return AG_OK;
@@ -164,11 +198,12 @@ ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *e
 
 void ag_tokenizer_free(ag_tokenizer *t) {
     if (!t) return;
-    if (t->re) pcre2_code_free(t->re);
+    for (size_t i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
     ag_map_deinit(&t->by_text);
     ag_map_deinit(&t->merges);
     free(t->tokens);
     free(t->types);
+    free(t->scores);
     free(t->specials);
     ag_arena_deinit(&t->arena);
     free(t);
@@ -187,10 +222,6 @@ static void ids_push(ag_ids *ids, int32_t id) {
     ids->v[ids->n++] = id;
 }
 
-static int32_t lookup(const ag_tokenizer *t, const char *p, size_t n) {
-    uintptr_t v = (uintptr_t)ag_map_get(&t->by_text, p, n);
-    return v ? (int32_t)(v - 1) : -1;
-}
 
 /* ---- BPE on one pre-tokenized word (already byte-mapped) --------------- */
 
@@ -200,11 +231,12 @@ typedef struct sym {
 } sym;
 
 typedef struct cand {
-    uint32_t rank, left, right, len; /* len: the merged length when pushed, to spot stale entries */
+    float prio; /* lower merges first: the merge rank, or minus the merged piece's score */
+    uint32_t left, right, len; /* len: the merged length when pushed, to spot stale entries */
 } cand;
 
 static inline bool cand_less(const cand *a, const cand *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+    return a->prio < b->prio || (a->prio == b->prio && a->left < b->left);
 }
 
 typedef struct bpe_scratch {
@@ -242,15 +274,29 @@ static cand heap_pop(bpe_scratch *s) {
     return top;
 }
 
-/* Push the pair (l, r) if it is a merge. */
+/*
+ * Push the pair (l, r) if it merges: by rank when the vocabulary has merges
+ * (Hugging Face BPE), else when the joined piece is a token, by its score
+ * (SentencePiece, as llama.cpp does for files that carry only scores).
+ */
 static void try_pair(const ag_tokenizer *t, bpe_scratch *s, const char *w, int32_t l, int32_t r) {
     if (l < 0 || r < 0) return;
     ag_buf_reset(&s->key);
     ag_buf_append(&s->key, w + s->syms[l].start, s->syms[l].len);
-    ag_buf_append_char(&s->key, ' ');
-    ag_buf_append(&s->key, w + s->syms[r].start, s->syms[r].len);
-    uintptr_t rank = (uintptr_t)ag_map_get(&t->merges, s->key.data, s->key.len);
-    if (rank) heap_push(s, (cand){(uint32_t)rank, (uint32_t)l, (uint32_t)r, s->syms[l].len + s->syms[r].len});
+    float prio;
+    if (t->merges.count) {
+        ag_buf_append_char(&s->key, ' ');
+        ag_buf_append(&s->key, w + s->syms[r].start, s->syms[r].len);
+        uintptr_t rank = (uintptr_t)ag_map_get(&t->merges, s->key.data, s->key.len);
+        if (!rank) return;
+        prio = (float)rank;
+    } else {
+        ag_buf_append(&s->key, w + s->syms[r].start, s->syms[r].len);
+        int32_t id = lookup(t, s->key.data, s->key.len);
+        if (id < 0 || !t->scores) return;
+        prio = -t->scores[id];
+    }
+    heap_push(s, (cand){prio, (uint32_t)l, (uint32_t)r, s->syms[l].len + s->syms[r].len});
 }
 
 static void bpe_word(const ag_tokenizer *t, bpe_scratch *s, const char *w, size_t n, ag_ids *out) {
@@ -294,6 +340,13 @@ static void bpe_word(const ag_tokenizer *t, bpe_scratch *s, const char *w, size_
             ids_push(out, id);
             continue;
         }
+        if (t->kind == VOCAB_SPM) { /* byte fallback: the symbol's UTF-8 bytes as <0xNN> tokens */
+            for (uint32_t k = 0; k < s->syms[i].len; k++) {
+                int32_t b = t->byte_tok[(uint8_t)w[s->syms[i].start + k]];
+                if (b >= 0) ids_push(out, b);
+            }
+            continue;
+        }
         /* not in the vocabulary: one token per mapped byte (all 256 are tokens in byte-level vocabularies) */
         for (uint32_t k = 0; k < s->syms[i].len;) {
             size_t len = 1;
@@ -305,43 +358,108 @@ static void bpe_word(const ag_tokenizer *t, bpe_scratch *s, const char *w, size_
     }
 }
 
-/* Pre-tokenize a normalized segment with the regex and BPE each piece. */
-static ag_status encode_segment(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out,
-                                ag_err *err) {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->re, NULL);
-    ag_buf word;
-    ag_buf_init(&word);
-    PCRE2_SIZE pos = 0;
-    ag_status st = AG_OK;
-    while (pos < len) {
-        int rc = pcre2_match(t->re, (PCRE2_SPTR)text, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-        size_t m_start = rc > 0 ? ov[0] : len, m_end = rc > 0 ? ov[1] : len;
-        if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
-            st = ag_err_set(err, AG_ERR, "pre-tokenizer regex failed (%d)", rc);
-            break;
-        }
-        /* text the regex skipped is a piece of its own (Split with "Isolated" behavior keeps it) */
-        size_t pieces[2][2] = {{pos, m_start}, {m_start, m_end}};
-        for (int k = 0; k < 2; k++) {
-            if (pieces[k][1] <= pieces[k][0]) continue;
-            ag_buf_reset(&word);
-            for (size_t i = pieces[k][0]; i < pieces[k][1]; i++) {
-                uint8_t cp_bytes[4];
-                ag_buf_append(&word, cp_bytes, ag_utf8_encode(t->byte_to_cp[(uint8_t)text[i]], cp_bytes));
-            }
-            bpe_word(t, s, word.data, word.len, out);
-        }
-        if (m_end == m_start) m_end++; /* an empty match cannot happen with these patterns; never loop */
-        pos = m_end;
+typedef struct span {
+    size_t start, end;
+} span;
+
+typedef struct spans {
+    span *v;
+    size_t n, cap;
+} spans;
+
+static void spans_push(spans *s, size_t start, size_t end) {
+    if (end <= start) return;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 64;
+        s->v = ag_xrealloc(s->v, s->cap * sizeof *s->v);
     }
-    ag_buf_deinit(&word);
+    s->v[s->n++] = (span){start, end};
+}
+
+/*
+ * Split every piece of in with re into out: matches and the text between
+ * them both become pieces (Hugging Face's Split "Isolated", llama.cpp's
+ * unicode_regex_split).  Each piece is matched on its own, so a lookahead
+ * never sees past it.
+ */
+static ag_status split_pieces(const pcre2_code *re, const char *text, const spans *in, spans *out, ag_err *err) {
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    ag_status st = AG_OK;
+    for (size_t k = 0; k < in->n && st == AG_OK; k++) {
+        const char *sub = text + in->v[k].start;
+        size_t len = in->v[k].end - in->v[k].start, pos = 0;
+        while (pos < len) {
+            int rc = pcre2_match(re, (PCRE2_SPTR)sub, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+            if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+                st = ag_err_set(err, AG_ERR, "pre-tokenizer regex failed (%d)", rc);
+                break;
+            }
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+            size_t m_start = rc > 0 ? ov[0] : len, m_end = rc > 0 ? ov[1] : len;
+            spans_push(out, in->v[k].start + pos, in->v[k].start + m_start);
+            spans_push(out, in->v[k].start + m_start, in->v[k].start + m_end);
+            if (m_end == m_start) { /* an empty match: step over one character, keeping it */
+                size_t next = m_end + 1;
+                while (next < len && ((uint8_t)sub[next] & 0xC0) == 0x80) next++;
+                if (rc > 0) spans_push(out, in->v[k].start + m_end, in->v[k].start + next);
+                m_end = next;
+            }
+            pos = m_end;
+        }
+    }
     pcre2_match_data_free(md);
     return st;
 }
 
+/* Pre-tokenize a normalized segment with the regexes and BPE each piece. */
+static ag_status encode_segment(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out,
+                                ag_err *err) {
+    spans a = {0}, b = {0};
+    spans_push(&a, 0, len);
+    ag_status st = AG_OK;
+    for (size_t r = 0; r < t->n_re && st == AG_OK; r++) {
+        b.n = 0;
+        st = split_pieces(t->re[r], text, &a, &b, err);
+        spans tmp = a;
+        a = b;
+        b = tmp;
+    }
+    ag_buf word;
+    ag_buf_init(&word);
+    for (size_t k = 0; k < a.n && st == AG_OK; k++) {
+        ag_buf_reset(&word);
+        for (size_t i = a.v[k].start; i < a.v[k].end; i++) {
+            uint8_t cp_bytes[4];
+            ag_buf_append(&word, cp_bytes, ag_utf8_encode(t->byte_to_cp[(uint8_t)text[i]], cp_bytes));
+        }
+        bpe_word(t, s, word.data, word.len, out);
+    }
+    ag_buf_deinit(&word);
+    free(a.v);
+    free(b.v);
+    return st;
+}
+
+/* SentencePiece: the segment is one word, "▁" first and for every space (the Llama 2 normalizer). */
+static void encode_spm(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out) {
+    if (len == 0) return;
+    ag_buf word;
+    ag_buf_init(&word);
+    ag_buf_append(&word, "\xe2\x96\x81", 3);
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == ' ') ag_buf_append(&word, "\xe2\x96\x81", 3);
+        else ag_buf_append_char(&word, text[i]);
+    }
+    bpe_word(t, s, word.data, word.len, out);
+    ag_buf_deinit(&word);
+}
+
 static ag_status encode_text(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out,
                              ag_err *err) {
+    if (t->kind == VOCAB_SPM) {
+        encode_spm(t, text, len, s, out);
+        return AG_OK;
+    }
     if (!t->nfc || len == 0) return encode_segment(t, text, len, s, out, err);
     utf8proc_uint8_t *norm = NULL;
     utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &norm,
@@ -365,8 +483,6 @@ ag_status ag_tokenize(const ag_tokenizer *t, const char *text, size_t len, bool 
                       ag_ids *out, ag_err *err) {
     size_t valid = ag_utf8_valid_prefix((const uint8_t *)text, len);
     if (valid < len) return ag_err_set(err, AG_EINVAL, "text is not valid UTF-8 at byte %zu", valid);
-    if (t->kind != VOCAB_BPE)
-        return ag_err_set(err, AG_ENOTFOUND, "encoding SentencePiece vocabularies is not implemented yet");
     if (add_bos && t->bos >= 0) ids_push(out, t->bos);
     bpe_scratch s = {0};
     ag_buf_init(&s.key);

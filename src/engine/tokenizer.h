@@ -1,10 +1,11 @@
 /*
  * tokenizer.h - text <-> token ids for the vocabularies GGUF files carry.
  *
- * Supported now: byte-level BPE (tokenizer.ggml.model = "gpt2") with the
- * pre-tokenizers "llama-bpe" (Llama 3), "qwen2" (Qwen 2/3) and "gpt-2".
- * SentencePiece-style vocabularies ("llama") load for decoding, and encoding
- * them is refused with AG_ENOTFOUND until that tokenizer lands (issue 3).
+ * Supported: byte-level BPE (tokenizer.ggml.model = "gpt2") with the
+ * pre-tokenizers "llama-bpe" (Llama 3), "qwen2" (Qwen 2/3) and "gpt-2"; and
+ * SentencePiece-style BPE ("llama": Llama 2, Mistral) with byte fallback,
+ * merging by rank when the file carries merges (ours do: Hugging Face
+ * semantics) and by piece score otherwise (llama.cpp's files).
  *
  * Encoding follows Hugging Face tokenizers, which the tests compare against id
  * for id: optional special-token splitting, NFC normalization where the
