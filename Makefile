@@ -53,10 +53,11 @@ test: release asan-build fixtures
 serve: release
 	@scripts/serve
 
-bench: deps
+bench: release
 	@$(CMAKE) -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAG_BENCH=ON -DAG_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
 	@$(CMAKE) --build build/bench -j$(JOBS)
 	@build/bench/bench/bench_json
+	@bench/tokenizer/run build/bin/autoglm build/bench/bench/bench_tokenizer
 
 fuzz: deps
 	@CC=clang CXX=clang++ $(CMAKE) -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Release -DAG_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
