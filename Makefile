@@ -6,7 +6,7 @@
 #   make test       both builds, every test, one closing "N passed, N failed" line
 #   make serve      build and start the most complete thing there is (see README)
 #   make bench      build and run the benchmarks in bench/
-#   make fuzz       build the libFuzzer targets (clang) and run each FUZZ_SECONDS
+#   make fuzz       build the libFuzzer targets (clang) and run them FUZZ_SECONDS, in parallel
 #   make format     clang-format every C source
 #   make clean
 
@@ -59,7 +59,7 @@ bench: release
 	@build/bench/bench/bench_json
 	@bench/tokenizer/run build/bin/autoglm build/bench/bench/bench_tokenizer
 
-fuzz: deps
+fuzz: fixtures
 	@CC=clang CXX=clang++ $(CMAKE) -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Release -DAG_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
 	@$(CMAKE) --build build/fuzz -j$(JOBS)
 	@scripts/run-fuzz build/fuzz/fuzz $(FUZZ_SECONDS)
