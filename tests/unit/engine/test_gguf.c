@@ -79,12 +79,18 @@ static ag_gguf_writer *sample_writer(uint32_t alignment) {
     return w;
 }
 
+/* The sample model as file bytes in b (initialized here; the caller deinits it). */
+static void sample_file(ag_buf *b) {
+    ag_gguf_writer *w = sample_writer(0);
+    ag_buf_init(b);
+    assert_int_equal(ag_gguf_writer_to_buf(w, b), AG_OK);
+    ag_gguf_writer_destroy(w);
+}
+
 static void test_write_read_every_field(void **state) {
     (void)state;
-    ag_gguf_writer *w = sample_writer(0);
     ag_buf b;
-    ag_buf_init(&b);
-    assert_int_equal(ag_gguf_writer_to_buf(w, &b), AG_OK);
+    sample_file(&b);
     ag_gguf_file *f;
     ag_err err;
     assert_int_equal(parse(&b, &f, &err), AG_OK);
@@ -128,7 +134,6 @@ static void test_write_read_every_field(void **state) {
     }
     assert_memory_equal(ag_gguf_find_tensor(f, "blk.0.ffn_up.weight")->data, q4_data, sizeof q4_data);
     ag_gguf_close(f);
-    ag_gguf_writer_destroy(w);
     ag_buf_deinit(&b);
 }
 
@@ -169,10 +174,8 @@ static void test_round_trip_is_byte_identical(void **state) {
 
 static void test_every_truncation_is_refused(void **state) {
     (void)state;
-    ag_gguf_writer *w = sample_writer(0);
     ag_buf b;
-    ag_buf_init(&b);
-    assert_int_equal(ag_gguf_writer_to_buf(w, &b), AG_OK);
+    sample_file(&b);
     /* the last tensor's data ends before the final padding; any cut before that must fail */
     ag_gguf_file *f;
     ag_err err;
@@ -190,16 +193,13 @@ static void test_every_truncation_is_refused(void **state) {
             ag_gguf_close(f);
         }
     }
-    ag_gguf_writer_destroy(w);
     ag_buf_deinit(&b);
 }
 
 static void test_random_corruption_never_crashes(void **state) {
     (void)state;
-    ag_gguf_writer *w = sample_writer(0);
     ag_buf b;
-    ag_buf_init(&b);
-    assert_int_equal(ag_gguf_writer_to_buf(w, &b), AG_OK);
+    sample_file(&b);
     uint64_t seed = 17;
     int accepted = 0, refused = 0;
     char *copy = malloc(b.len);
@@ -224,7 +224,6 @@ static void test_random_corruption_never_crashes(void **state) {
     free(copy);
     AG_TEST_NOTE("byte flips: %d accepted (data bytes), %d refused", accepted, refused);
     assert_true(accepted > 0 && refused > 0);
-    ag_gguf_writer_destroy(w);
     ag_buf_deinit(&b);
 }
 
