@@ -10,7 +10,9 @@
 #define AG_CLI_H
 
 #include "autoglm/status.h"
+#include "engine/model.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define AG_EXIT_OK 0
@@ -22,6 +24,8 @@ int ag_cmd_convert(int argc, char **argv);
 int ag_cmd_inspect(int argc, char **argv);
 int ag_cmd_quantize(int argc, char **argv);
 int ag_cmd_tokenize(int argc, char **argv);
+int ag_cmd_run(int argc, char **argv);
+int ag_cmd_perplexity(int argc, char **argv);
 
 /* One-line usage error: "autoglm <cmd>: <message>" on stderr; returns AG_EXIT_USAGE. */
 int ag_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -33,5 +37,28 @@ int ag_cli_is_help(const char *arg);
  * AG_EIO with errno set when it cannot be read.
  */
 ag_status ag_cli_read_file(const char *path, char **data, size_t *len);
+
+/*
+ * Option values: the text after a flag as a whole number in [lo, hi] or a
+ * finite float.  On failure they print a one-line usage error and return false.
+ */
+bool ag_cli_int(const char *cmd, const char *flag, const char *text, long lo, long hi, long *out);
+bool ag_cli_float(const char *cmd, const char *flag, const char *text, float *out);
+
+/*
+ * The flags every model-running command shares: --model/-m, --threads,
+ * --ctx, --kernels.  ag_cli_model_flag consumes argv[*i] (and its value) when
+ * it is one of them: 1 consumed, 0 not ours, -1 usage error already printed.
+ */
+typedef struct ag_cli_model_opts {
+    const char *path;
+    ag_model_params params;
+} ag_cli_model_opts;
+#define AG_CLI_MODEL_FLAGS_HELP                                                                                        \
+    "  -m, --model M.gguf   the model (required)\n"                                                                    \
+    "  --threads N          compute threads (default: physical cores)\n"                                               \
+    "  --ctx N              context length in tokens (default: min(model's, 4096))\n"                                  \
+    "  --kernels NAME       generic, avx2 or avx512 (default: the best this CPU has)\n"
+int ag_cli_model_flag(const char *cmd, int argc, char **argv, int *i, ag_cli_model_opts *o);
 
 #endif

@@ -28,7 +28,9 @@ static const command commands[] = {
     {"convert", ag_cmd_convert, "convert a Hugging Face checkpoint directory to GGUF"},
     {"inspect", ag_cmd_inspect, "print a GGUF model's metadata and tensor table"},
     {"json", ag_cmd_json, "check and re-format JSON files with autoglm's strict parser"},
+    {"perplexity", ag_cmd_perplexity, "measure a model's perplexity on a text file (llama.cpp's method)"},
     {"quantize", ag_cmd_quantize, "rewrite a GGUF model's weights as q8_0, q4_0, f16, bf16 or f32"},
+    {"run", ag_cmd_run, "generate a continuation of a prompt, streamed to stdout"},
     {"tokenize", ag_cmd_tokenize, "print the token ids (or pieces) of a text with a model's tokenizer"},
 };
 

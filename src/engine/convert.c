@@ -39,9 +39,13 @@ typedef struct hparams {
     bool qkv_bias, qk_norm, tied;
     uint32_t n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, n_ctx, n_vocab;
     float eps, rope_theta;
+    /* Llama 3 rope scaling (rope_scaling.rope_type "llama3"); factor 0 when absent */
+    float rope_factor, rope_low_freq, rope_high_freq;
+    uint32_t rope_orig_ctx;
 } hparams;
 
-typedef enum make_kind { MAKE_WEIGHT, MAKE_OUTPUT, MAKE_EMBED, MAKE_NORM, MAKE_BIAS } make_kind;
+/* MAKE_ROPE_FREQS is computed from config.json, never read from the checkpoint. */
+typedef enum make_kind { MAKE_WEIGHT, MAKE_OUTPUT, MAKE_EMBED, MAKE_NORM, MAKE_BIAS, MAKE_ROPE_FREQS } make_kind;
 
 typedef struct plan_entry {
     char gguf[64];
@@ -144,6 +148,24 @@ static ag_status read_hparams(const ag_json_val *cfg, hparams *hp, ag_err *err) 
     hp->eps = ag_json_get_double(ag_json_obj_getc(cfg, "rms_norm_eps"), &d) ? (float)d : 1e-6f;
     hp->rope_theta = ag_json_get_double(ag_json_obj_getc(cfg, "rope_theta"), &d) ? (float)d : 10000.0f;
     ag_json_get_bool(ag_json_obj_getc(cfg, "tie_word_embeddings"), &hp->tied);
+    const ag_json_val *rs = ag_json_obj_getc(cfg, "rope_scaling");
+    if (ag_json_type_of(rs) == AG_JSON_OBJECT) {
+        ag_str type = ag_json_str(ag_json_obj_getc(rs, "rope_type"));
+        if (!type.p) type = ag_json_str(ag_json_obj_getc(rs, "type"));
+        if (!ag_str_eq_cstr(type, "llama3"))
+            return ag_err_set(err, AG_EINVAL, "config.json: rope_scaling type '%.*s' is not supported (llama3)",
+                              (int)(type.n > 40 ? 40 : type.n), type.p ? type.p : "");
+        double f = 8, lo = 1, hi = 4;
+        uint32_t orig = 8192;
+        ag_json_get_double(ag_json_obj_getc(rs, "factor"), &f);
+        ag_json_get_double(ag_json_obj_getc(rs, "low_freq_factor"), &lo);
+        ag_json_get_double(ag_json_obj_getc(rs, "high_freq_factor"), &hi);
+        get_u32(rs, "original_max_position_embeddings", &orig);
+        if (!(f >= 1) || !(lo > 0) || !(hi > lo) || orig == 0)
+            return ag_err_set(err, AG_EINVAL, "config.json: rope_scaling values are out of range");
+        hp->rope_factor = (float)f, hp->rope_low_freq = (float)lo, hp->rope_high_freq = (float)hi;
+        hp->rope_orig_ctx = orig;
+    }
     return AG_OK;
 }
 
@@ -175,6 +197,7 @@ static void build_plan(converter *c) {
     const hparams *h = &c->hp;
     const uint64_t q_out = (uint64_t)h->n_head * h->head_dim, kv_out = (uint64_t)h->n_head_kv * h->head_dim;
     plan_add(c, "token_embd.weight", "model.embed_tokens.weight", h->n_embd, h->n_vocab, MAKE_EMBED, 0);
+    if (h->rope_factor > 0) plan_add(c, "rope_freqs.weight", "", h->head_dim / 2, 0, MAKE_ROPE_FREQS, 0);
     for (uint32_t l = 0; l < h->n_layer; l++) {
         char g[64], s[128];
 #define LAYER(gname, hname, in, out, kind, perm)                                                                      \
@@ -215,6 +238,7 @@ static ag_status bind_checkpoint(converter *c, const ag_st_set *st) {
     ag_status rc = AG_OK;
     for (size_t i = 0; i < c->n_plan && rc == AG_OK; i++) {
         plan_entry *e = &c->plan[i];
+        if (e->kind == MAKE_ROPE_FREQS) continue;
         const ag_st_tensor *t = ag_st_find(st, e->hf);
         if (!t) {
             rc = ag_err_set(c->err, AG_EINVAL, "checkpoint has no tensor '%s' (for %s)", e->hf, e->gguf);
@@ -298,6 +322,26 @@ static void permute_rows(const float *src, float *dst, uint64_t rows, uint64_t c
                 memcpy(dst + (h * hd + i * 2 + j) * cols, src + (h * hd + j * half + i) * cols, cols * sizeof(float));
 }
 
+/*
+ * Llama 3 rope scaling as llama.cpp's converter writes it: per rotary pair, the
+ * divisor of its frequency.  Short wavelengths keep theirs (1), wavelengths
+ * longer than the original context are slowed by `factor`, and the band
+ * between is interpolated smoothly.
+ */
+static void rope_freqs_llama3(const hparams *h, float *out) {
+    const double pi = 3.14159265358979323846;
+    double low_wavelen = h->rope_orig_ctx / h->rope_low_freq, high_wavelen = h->rope_orig_ctx / h->rope_high_freq;
+    for (uint32_t i = 0; i < h->head_dim / 2; i++) {
+        double freq = 1.0 / pow(h->rope_theta, 2.0 * i / h->head_dim), wavelen = 2 * pi / freq;
+        if (wavelen < high_wavelen) out[i] = 1.0f;
+        else if (wavelen > low_wavelen) out[i] = h->rope_factor;
+        else {
+            double smooth = (h->rope_orig_ctx / wavelen - h->rope_low_freq) / (h->rope_high_freq - h->rope_low_freq);
+            out[i] = (float)(1.0 / ((1 - smooth) / h->rope_factor + smooth));
+        }
+    }
+}
+
 typedef struct fill_ctx {
     converter *c;
     plan_entry *e;
@@ -315,7 +359,8 @@ static ag_status fill_tensor(void *vctx, void *dst, uint64_t n_bytes) {
         free(tmp);
         return ag_err_set(c->err, AG_NOMEM, "out of memory converting %s", e->gguf);
     }
-    if (e->src) ag_dtype_to_f32((ag_dtype)e->src->dtype, e->src->data, x, (size_t)n);
+    if (e->kind == MAKE_ROPE_FREQS) rope_freqs_llama3(&c->hp, x);
+    else if (e->src) ag_dtype_to_f32((ag_dtype)e->src->dtype, e->src->data, x, (size_t)n);
     else make_random(c, e, x, n);
     if (e->permute_heads) {
         permute_rows(x, tmp, e->ne[1], e->ne[0], e->permute_heads);

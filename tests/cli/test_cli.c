@@ -179,6 +179,44 @@ static void test_tokenize(void **state) {
     expect("tokenize --model missing.gguf text.txt", 1, NULL, "No such file");
 }
 
+static void test_run_and_perplexity(void **state) {
+    (void)state;
+    static const char *const fixtures[] = {"llama2", "llama3", "qwen2", "qwen3"};
+    char cmd[1024];
+    for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) {
+        snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/%s.gguf -p 'Once upon a time' -n 6 --temp 0 --threads 2",
+                 AG_SOURCE_DIR, fixtures[i]);
+        expect(cmd, 0, NULL, "tok/s | generated: ");
+        /* the same seed gives the same text */
+        snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/%s.gguf -p 'Hello' -n 10 --temp 1 --seed 77", AG_SOURCE_DIR,
+                 fixtures[i]);
+        result a = run(cmd), b = run(cmd);
+        assert_int_equal(a.code, 0);
+        assert_int_equal(a.out_len, b.out_len);
+        assert_memory_equal(a.out, b.out, a.out_len);
+        result_free(&a), result_free(&b);
+    }
+    snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/llama2.gguf", AG_SOURCE_DIR);
+    expect(cmd, 2, NULL, "needs exactly one of -p TEXT and -f FILE");
+    expect("run -m x.gguf -p hi --temp warm", 2, NULL, "--temp needs a number");
+    expect("run -m x.gguf -p hi -n -3", 2, NULL, "-n needs a whole number");
+    expect("run -m missing.gguf -p hi", 1, NULL, "missing.gguf");
+    snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/llama2.gguf -p hi --top-p 2", AG_SOURCE_DIR);
+    expect(cmd, 1, NULL, "top_p");
+    snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/llama2.gguf -p hi --kernels sse9", AG_SOURCE_DIR);
+    expect(cmd, 1, NULL, "kernels 'sse9' are not available");
+
+    char text[4096] = "";
+    for (int i = 0; i < 40; i++) strcat(text, "The quick brown fox jumps over the lazy dog. ");
+    write_file("ppl.txt", text, strlen(text));
+    snprintf(cmd, sizeof cmd, "perplexity -m %s/build/fixtures/llama2.gguf ppl.txt --ctx 32 --chunks 3", AG_SOURCE_DIR);
+    expect(cmd, 0, "[1]", "3 windows of 32");
+    expect(cmd, 0, "Final estimate: PPL = ", NULL);
+    snprintf(cmd, sizeof cmd, "perplexity -m %s/build/fixtures/qwen3.gguf ppl.txt --ctx 4096", AG_SOURCE_DIR);
+    expect(cmd, 1, NULL, "need at least --ctx (4096)");
+    expect("perplexity ppl.txt", 2, NULL, "needs --model");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_and_help),
@@ -187,6 +225,7 @@ int main(void) {
         cmocka_unit_test(test_json_fmt),
         cmocka_unit_test(test_inspect_and_quantize),
         cmocka_unit_test(test_tokenize),
+        cmocka_unit_test(test_run_and_perplexity),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

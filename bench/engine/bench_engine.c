@@ -1,0 +1,200 @@
+/*
+ * bench_engine - how close the CPU engine runs to this machine's limits.
+ *
+ * In one run it measures the two ceilings, then the engine against them:
+ *   - memory bandwidth: a STREAM triad (a = b + s * c) over three 64 MiB
+ *     arrays, far larger than the caches, counted as STREAM counts (24 bytes
+ *     per element); best of 5;
+ *   - peak FMA rate: independent vector FMA chains (the widest vectors this
+ *     build has; AVX-512 here), best of 5;
+ *   - decode: 64 single-token forwards from an empty cache (positions 0..63),
+ *     tokens/s, and bytes of weights read per token x tokens/s / bandwidth;
+ *   - prefill: one 512-token batch (logits for the last row only), tokens/s,
+ *     and FLOP/s (2 per multiply-add: every weight matrix per token, the head
+ *     once, attention's QK and AV products) / peak.
+ * Each model is measured with every thread count given (--threads "1 2").
+ * usage: bench_engine [--threads "1 2"] MODEL.gguf...
+ */
+#include "base/clock.h"
+#include "base/pool.h"
+#include "engine/model.h"
+
+#include <immintrin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { TRIAD_N = 8 << 20, DECODE_TOKENS = 64, PREFILL_TOKENS = 512, REPS = 5 };
+
+typedef struct triad_job {
+    double *a, *b, *c;
+} triad_job;
+
+static void triad(void *ctx, int ith, int nth) {
+    triad_job *j = ctx;
+    long lo, hi;
+    ag_pool_split(TRIAD_N, ith, nth, 1024, &lo, &hi);
+    for (long i = lo; i < hi; i++) j->a[i] = j->b[i] + 3.0 * j->c[i];
+}
+
+static void first_touch(void *ctx, int ith, int nth) { /* pages land near the threads that use them */
+    triad_job *j = ctx;
+    long lo, hi;
+    ag_pool_split(TRIAD_N, ith, nth, 1024, &lo, &hi);
+    for (long i = lo; i < hi; i++) j->a[i] = 0, j->b[i] = 1, j->c[i] = 2;
+}
+
+static double bandwidth_gbs(ag_pool *p) {
+    triad_job j = {malloc(TRIAD_N * 8), malloc(TRIAD_N * 8), malloc(TRIAD_N * 8)};
+    ag_pool_run(p, first_touch, &j);
+    double best = 1e30;
+    for (int r = 0; r < REPS; r++) {
+        uint64_t t0 = ag_clock_mono_ns();
+        ag_pool_run(p, triad, &j);
+        double s = (double)(ag_clock_mono_ns() - t0) / 1e9;
+        if (s < best) best = s;
+    }
+    volatile double sink = j.a[TRIAD_N / 3];
+    (void)sink;
+    free(j.a), free(j.b), free(j.c);
+    return 24.0 * TRIAD_N / best / 1e9;
+}
+
+enum { FMA_ITERS = 20 << 20 };
+static double fma_flops[256];
+
+static void fma_loop(void *ctx, int ith, int nth) {
+    (void)ctx, (void)nth;
+#if defined(__AVX512F__)
+    typedef __m512 vec;
+#define SET1 _mm512_set1_ps
+#define FMA _mm512_fmadd_ps
+#define LANES 16
+#elif defined(__FMA__)
+    typedef __m256 vec;
+#define SET1 _mm256_set1_ps
+#define FMA _mm256_fmadd_ps
+#define LANES 8
+#endif
+#if defined(LANES)
+    vec acc[12], m = SET1(0.999999f), a = SET1(1e-7f);
+    for (int i = 0; i < 12; i++) acc[i] = SET1((float)i);
+    for (long it = 0; it < FMA_ITERS; it++)
+        for (int i = 0; i < 12; i++) acc[i] = FMA(acc[i], m, a);
+    float out[LANES];
+    vec s = acc[0];
+    for (int i = 1; i < 12; i++) s = FMA(acc[i], m, s);
+    memcpy(out, &s, sizeof out);
+    fma_flops[ith] = out[0] != 12345.0f ? 2.0 * LANES * 12 * FMA_ITERS : 0;
+#else
+    fma_flops[ith] = 0;
+#endif
+}
+
+static double peak_gflops(ag_pool *p) {
+    double best = 0;
+    for (int r = 0; r < REPS; r++) {
+        uint64_t t0 = ag_clock_mono_ns();
+        ag_pool_run(p, fma_loop, NULL);
+        double s = (double)(ag_clock_mono_ns() - t0) / 1e9, f = 0;
+        for (int i = 0; i < ag_pool_size(p); i++) f += fma_flops[i];
+        if (f / s > best) best = f / s;
+    }
+    return best / 1e9;
+}
+
+static double prefill_flops(const ag_model *m, int T) {
+    const ag_config *c = &m->cfg;
+    double per_token = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        const ag_layer_weights *w = &m->w.layers[l];
+        const ag_matrix *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        for (size_t i = 0; i < 7; i++) per_token += 2.0 * (double)mats[i]->rows * (double)mats[i]->cols;
+    }
+    double attention = 4.0 * c->n_layer * (double)c->n_head * c->head_dim * ((double)T * (T + 1) / 2);
+    return per_token * T + attention + 2.0 * (double)m->w.output.rows * m->w.output.cols;
+}
+
+static double now_s(void) { return (double)ag_clock_mono_ns() / 1e9; }
+
+int main(int argc, char **argv) {
+    const char *threads_list = "1 2";
+    int first = 1;
+    if (argc > 2 && strcmp(argv[1], "--threads") == 0) threads_list = argv[2], first = 3;
+    if (first >= argc) {
+        fprintf(stderr, "usage: bench_engine [--threads \"1 2\"] MODEL.gguf...\n");
+        return 2;
+    }
+    int threads[16], n_threads = 0;
+    for (const char *s = threads_list; *s && n_threads < 16;) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s) break;
+        if (v > 0 && v <= 256) threads[n_threads++] = (int)v;
+        s = end;
+    }
+    double bw[16], peak[16];
+    for (int i = 0; i < n_threads; i++) {
+        ag_pool *p;
+        ag_err err;
+        if (ag_pool_create(threads[i], &p, &err) != AG_OK) return fprintf(stderr, "%s\n", err.msg), 1;
+        bw[i] = bandwidth_gbs(p);
+        peak[i] = peak_gflops(p);
+        ag_pool_destroy(p);
+    }
+    printf("machine ceilings (measured now)\n| threads | triad bandwidth GB/s | peak FMA GFLOP/s |\n|--:|--:|--:|\n");
+    for (int i = 0; i < n_threads; i++) printf("| %d | %.1f | %.1f |\n", threads[i], bw[i], peak[i]);
+    printf("\nengine: decode %d tokens from an empty cache; prefill one batch of %d tokens\n", DECODE_TOKENS,
+           PREFILL_TOKENS);
+    printf("| model | weights | threads | kernels | decode tok/s | weight MB/token | decode %% of bandwidth | prefill "
+           "tok/s | prefill GFLOP/s | prefill %% of peak |\n|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n");
+    for (int a = first; a < argc; a++) {
+        for (int ti = 0; ti < n_threads; ti++) {
+            ag_model_params mp = ag_model_params_default();
+            mp.n_threads = threads[ti];
+            mp.n_ctx = 1024;
+            ag_model *m = NULL;
+            ag_err err;
+            if (ag_model_load(argv[a], &mp, &m, &err) != AG_OK) {
+                fprintf(stderr, "%s: %s\n", argv[a], err.msg);
+                return 1;
+            }
+            int32_t tok[PREFILL_TOKENS], pos[PREFILL_TOKENS];
+            uint64_t seed = 1;
+            for (int i = 0; i < PREFILL_TOKENS; i++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                tok[i] = 3 + (int32_t)((seed >> 33) % (uint64_t)(m->cfg.n_vocab - 3));
+                pos[i] = i;
+            }
+            /* decode: one token per forward, as a single stream generates */
+            double best_decode = 0;
+            for (int r = 0; r < 2; r++) {
+                m->kv->ops->seq_clear(m->kv, 0);
+                double t0 = now_s();
+                for (int i = 0; i < DECODE_TOKENS; i++)
+                    if (ag_forward(m, &(ag_batch){.n = 1, .token = &tok[i], .pos = &pos[i]}, &err) != AG_OK)
+                        return fprintf(stderr, "%s\n", err.msg), 1;
+                double tps = DECODE_TOKENS / (now_s() - t0);
+                if (tps > best_decode) best_decode = tps;
+            }
+            double best_prefill = 0;
+            for (int r = 0; r < 2; r++) {
+                m->kv->ops->seq_clear(m->kv, 0);
+                double t0 = now_s();
+                if (ag_forward(m, &(ag_batch){.n = PREFILL_TOKENS, .token = tok, .pos = pos}, &err) != AG_OK)
+                    return fprintf(stderr, "%s\n", err.msg), 1;
+                double tps = PREFILL_TOKENS / (now_s() - t0);
+                if (tps > best_prefill) best_prefill = tps;
+            }
+            double wbytes = (double)ag_model_weight_bytes(m);
+            double gflops = prefill_flops(m, PREFILL_TOKENS) / (PREFILL_TOKENS / best_prefill) / 1e9;
+            const char *name = strrchr(argv[a], '/') ? strrchr(argv[a], '/') + 1 : argv[a];
+            printf("| %s | %s | %d | %s | %.1f | %.1f | %.0f%% | %.1f | %.1f | %.0f%% |\n", name,
+                   ag_dtype_name(m->w.layers[0].wq.type), threads[ti], m->kern->name, best_decode, wbytes / 1e6,
+                   100.0 * best_decode * wbytes / (bw[ti] * 1e9), best_prefill, gflops, 100.0 * gflops / peak[ti]);
+            fflush(stdout);
+            ag_model_free(m);
+        }
+    }
+    return 0;
+}

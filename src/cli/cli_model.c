@@ -1,0 +1,56 @@
+/*
+ * cli_model.c - option parsing the model-running subcommands share:
+ * numbers with range checks, and the --model/--threads/--ctx/--kernels set.
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool ag_cli_int(const char *cmd, const char *flag, const char *text, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = text ? strtol(text, &end, 10) : 0;
+    if (!text || !*text || *end || errno || v < lo || v > hi) {
+        ag_cli_usage_error(cmd, "%s needs a whole number in %ld..%ld", flag, lo, hi);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool ag_cli_float(const char *cmd, const char *flag, const char *text, float *out) {
+    char *end;
+    errno = 0;
+    float v = text ? strtof(text, &end) : 0;
+    if (!text || !*text || *end || errno || !isfinite(v)) {
+        ag_cli_usage_error(cmd, "%s needs a number", flag);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+int ag_cli_model_flag(const char *cmd, int argc, char **argv, int *i, ag_cli_model_opts *o) {
+    const char *a = argv[*i], *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+    long v;
+    if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
+        if (!val) return ag_cli_usage_error(cmd, "%s needs a file", a), -1;
+        o->path = val;
+    } else if (strcmp(a, "--threads") == 0 || strcmp(a, "-t") == 0) {
+        if (!ag_cli_int(cmd, a, val, 1, 1024, &v)) return -1;
+        o->params.n_threads = (int)v;
+    } else if (strcmp(a, "--ctx") == 0 || strcmp(a, "-c") == 0) {
+        if (!ag_cli_int(cmd, a, val, 1, 1 << 24, &v)) return -1;
+        o->params.n_ctx = (int32_t)v;
+    } else if (strcmp(a, "--kernels") == 0) {
+        if (!val) return ag_cli_usage_error(cmd, "%s needs a name", a), -1;
+        o->params.kernels = val;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}

@@ -1,0 +1,290 @@
+/*
+ * forward.c - the batched forward pass, on one page (see model.h).
+ *
+ *   x = embed(tokens)
+ *   per layer:  xb = rmsnorm(x) ; q,k,v = xb.Wq,Wk,Wv (+bias) ; [qk-norm] ; rope(q,k)
+ *               cache <- k,v ; xb2 = attention(q, cache) ; x += xb2.Wo
+ *               xb = rmsnorm(x) ; hb = silu(xb.Wgate) * xb.Wup ; x += hb.Wdown
+ *   logits = rmsnorm(x).Wout   for the rows that asked
+ *
+ * Each step is one ag_pool_run over rows (elementwise steps), over weight
+ * rows (matrix products, every thread taking all tokens against its share of
+ * the rows), or over (token, head) pairs (attention).  A batch larger than
+ * n_batch runs in chunks; a chunk's keys and values are in the cache before
+ * the next chunk attends to them.
+ */
+#include "engine/model.h"
+
+#include "base/alloc.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct step {
+    ag_model *m;
+    int T;                 /* rows in this chunk */
+    const int32_t *token, *pos, *seq;
+    int layer;
+    /* matmul: y_i = x . W_i for i < n_mats, all sharing one input */
+    const ag_matrix *mats[3];
+    float *ys[3];
+    int n_mats;
+    const float *in;       /* matmul input [T][cols] */
+    const float *delta;    /* residual: x += delta, [T][n_embd] */
+    /* the step's row function, for elementwise steps */
+    void (*row_fn)(struct step *st, int t);
+} step;
+
+/* ---- elementwise steps: one row of the batch at a time ------------------ */
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+static void run_rows(void *ctx, int ith, int nth) {
+    step *st = ctx;
+    long lo, hi;
+    ag_pool_split(st->T, ith, nth, 1, &lo, &hi);
+    for (long t = lo; t < hi; t++) st->row_fn(st, (int)t);
+}
+
+static void for_each_row(step *st, void (*fn)(step *, int)) {
+    st->row_fn = fn;
+    ag_pool_run(st->m->pool, run_rows, st);
+}
+
+static void row_embed(step *st, int t) {
+    const ag_matrix *e = &st->m->w.tok_embd;
+    ag_dtype_to_f32(e->type, (const char *)e->data + (size_t)st->token[t] * e->row_bytes,
+                    st->m->s.x + (size_t)t * e->cols, (size_t)e->cols);
+}
+
+static void row_attn_norm(step *st, int t) {
+    const ag_config *c = &st->m->cfg;
+    size_t o = (size_t)t * c->n_embd;
+    rmsnorm(st->m->s.xb + o, st->m->s.x + o, st->m->w.layers[st->layer].attn_norm, c->n_embd, c->eps);
+}
+
+static void row_ffn_norm(step *st, int t) {
+    const ag_config *c = &st->m->cfg;
+    size_t o = (size_t)t * c->n_embd;
+    rmsnorm(st->m->s.xb + o, st->m->s.x + o, st->m->w.layers[st->layer].ffn_norm, c->n_embd, c->eps);
+}
+
+static void rope(float *v, int n_heads, const ag_config *c, const float *inv_freq, int32_t pos) {
+    int half = c->n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * c->head_dim;
+        for (int i = 0; i < half; i++) {
+            float a = (float)pos * inv_freq[i], cs = cosf(a), sn = sinf(a);
+            int i0 = c->rope_neox ? i : 2 * i, i1 = c->rope_neox ? i + half : 2 * i + 1;
+            float x0 = x[i0], x1 = x[i1];
+            x[i0] = x0 * cs - x1 * sn;
+            x[i1] = x0 * sn + x1 * cs;
+        }
+    }
+}
+
+/* Biases, Q/K norms and RoPE on row t's q and k, then k and v into the cache. */
+static void row_qkv_post(step *st, int t) {
+    ag_model *m = st->m;
+    const ag_config *c = &m->cfg;
+    const ag_layer_weights *lw = &m->w.layers[st->layer];
+    int q_dim = c->n_head * c->head_dim, kv_dim = c->n_head_kv * c->head_dim;
+    float *q = m->s.q + (size_t)t * q_dim, *k = m->s.k + (size_t)t * kv_dim, *v = m->s.v + (size_t)t * kv_dim;
+    if (lw->bq) {
+        for (int i = 0; i < q_dim; i++) q[i] += lw->bq[i];
+        for (int i = 0; i < kv_dim; i++) k[i] += lw->bk[i], v[i] += lw->bv[i];
+    }
+    if (lw->q_norm) {
+        for (int h = 0; h < c->n_head; h++) rmsnorm(q + h * c->head_dim, q + h * c->head_dim, lw->q_norm, c->head_dim, c->eps);
+        for (int h = 0; h < c->n_head_kv; h++)
+            rmsnorm(k + h * c->head_dim, k + h * c->head_dim, lw->k_norm, c->head_dim, c->eps);
+    }
+    rope(q, c->n_head, c, m->s.inv_freq, st->pos[t]);
+    rope(k, c->n_head_kv, c, m->s.inv_freq, st->pos[t]);
+    ag_kv_cache *kv = m->kv;
+    int32_t s = st->seq[t], blk = st->pos[t] / kv->block_tokens, off = st->pos[t] % kv->block_tokens;
+    char *kd = kv->ops->k_block(kv, st->layer, s, blk), *vd = kv->ops->v_block(kv, st->layer, s, blk);
+    if (kv->type == AG_DTYPE_F32) {
+        memcpy(kd + (size_t)off * kv_dim * 4, k, (size_t)kv_dim * 4);
+        memcpy(vd + (size_t)off * kv_dim * 4, v, (size_t)kv_dim * 4);
+    } else {
+        ag_dtype_from_f32(AG_DTYPE_F16, k, kd + (size_t)off * kv_dim * 2, (size_t)kv_dim);
+        ag_dtype_from_f32(AG_DTYPE_F16, v, vd + (size_t)off * kv_dim * 2, (size_t)kv_dim);
+    }
+}
+
+static void row_residual(step *st, int t) {
+    int n = st->m->cfg.n_embd;
+    float *x = st->m->s.x + (size_t)t * n;
+    const float *d = st->delta + (size_t)t * n;
+    for (int i = 0; i < n; i++) x[i] += d[i];
+}
+
+static void row_swiglu(step *st, int t) {
+    int n = st->m->cfg.n_ff;
+    float *g = st->m->s.hb + (size_t)t * n, *u = st->m->s.hb2 + (size_t)t * n;
+    for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ---- matrix products: threads split the weight rows ------------------- */
+
+static void run_act_prepare(void *ctx, int ith, int nth) {
+    step *st = ctx;
+    const ag_matrix *W = st->mats[0];
+    size_t cols = (size_t)W->cols, rb = ag_kern_act_row_bytes(W->wtype, cols);
+    long lo, hi;
+    ag_pool_split(st->T, ith, nth, 1, &lo, &hi);
+    for (long t = lo; t < hi; t++)
+        ag_kern_act_prepare(st->m->kern, W->wtype, st->in + t * cols, (char *)st->m->s.act + t * rb, cols);
+}
+
+static void run_matmul(void *ctx, int ith, int nth) {
+    step *st = ctx;
+    for (int i = 0; i < st->n_mats; i++) {
+        const ag_matrix *W = st->mats[i];
+        long lo, hi;
+        ag_pool_split(W->rows, ith, nth, 4, &lo, &hi);
+        if (lo < hi)
+            st->m->kern->matmul[W->wtype](W->data, W->row_bytes, st->m->s.act,
+                                          ag_kern_act_row_bytes(W->wtype, (size_t)W->cols), (size_t)W->cols,
+                                          (size_t)lo, (size_t)hi, (size_t)st->T, st->ys[i], (size_t)W->rows);
+    }
+}
+
+/* ys[i][T][rows_i] = in[T][cols] . mats[i]; the matrices share cols and weight type (q/k/v, gate/up). */
+static void matmul(step *st, const float *in, int n, const ag_matrix *const *mats, float *const *ys) {
+    st->in = in;
+    st->n_mats = n;
+    for (int i = 0; i < n; i++) st->mats[i] = mats[i], st->ys[i] = ys[i];
+    ag_pool_run(st->m->pool, run_act_prepare, st);
+    ag_pool_run(st->m->pool, run_matmul, st);
+}
+
+/* ---- attention: threads split (token, head) pairs ---------------------- */
+
+static void run_attention(void *ctx, int ith, int nth) {
+    step *st = ctx;
+    ag_model *m = st->m;
+    const ag_config *c = &m->cfg;
+    ag_kv_cache *kv = m->kv;
+    const ag_kernels *K = m->kern;
+    const int hd = c->head_dim, kv_dim = c->n_head_kv * hd, group = c->n_head / c->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *att = m->s.att + (size_t)ith * m->n_ctx;
+    long lo, hi;
+    ag_pool_split((long)st->T * c->n_head, ith, nth, 1, &lo, &hi);
+    for (long i = lo; i < hi; i++) {
+        int t = (int)(i / c->n_head), h = (int)(i % c->n_head), kvh = h / group;
+        const float *q = m->s.q + (size_t)t * c->n_head * hd + (size_t)h * hd;
+        float *out = m->s.xb2 + (size_t)t * c->n_head * hd + (size_t)h * hd;
+        int32_t n = st->pos[t] + 1, bt = kv->block_tokens;
+        float mx = -INFINITY;
+        for (int32_t p0 = 0; p0 < n; p0 += bt) {
+            const char *kb = kv->ops->k_block(kv, st->layer, st->seq[t], p0 / bt);
+            for (int32_t p = p0; p < n && p < p0 + bt; p++) {
+                size_t off = (size_t)(p - p0) * kv_dim + (size_t)kvh * hd;
+                float s = kv->type == AG_DTYPE_F32 ? K->dot_f32((const float *)kb + off, q, hd)
+                                                   : K->dot_f16((const uint16_t *)kb + off, q, hd);
+                att[p] = s * scale;
+                if (att[p] > mx) mx = att[p];
+            }
+        }
+        float sum = 0;
+        for (int32_t p = 0; p < n; p++) sum += att[p] = expf(att[p] - mx);
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int32_t p0 = 0; p0 < n; p0 += bt) {
+            const char *vb = kv->ops->v_block(kv, st->layer, st->seq[t], p0 / bt);
+            for (int32_t p = p0; p < n && p < p0 + bt; p++) {
+                size_t off = (size_t)(p - p0) * kv_dim + (size_t)kvh * hd;
+                float a = att[p] / sum;
+                if (kv->type == AG_DTYPE_F32) K->axpy_f32(out, a, (const float *)vb + off, hd);
+                else K->axpy_f16(out, a, (const uint16_t *)vb + off, hd);
+            }
+        }
+    }
+}
+
+/* ---- the pass ------------------------------------------------------------ */
+
+static void layer_forward(step *st) {
+    ag_model *m = st->m;
+    ag_run_state *s = &m->s;
+    const ag_layer_weights *lw = &m->w.layers[st->layer];
+    for_each_row(st, row_attn_norm);
+    matmul(st, s->xb, 3, (const ag_matrix *[]){&lw->wq, &lw->wk, &lw->wv}, (float *[]){s->q, s->k, s->v});
+    for_each_row(st, row_qkv_post);
+    ag_pool_run(m->pool, run_attention, st);
+    matmul(st, s->xb2, 1, (const ag_matrix *[]){&lw->wo}, (float *[]){s->xb});
+    st->delta = s->xb;
+    for_each_row(st, row_residual);
+    for_each_row(st, row_ffn_norm);
+    matmul(st, s->xb, 2, (const ag_matrix *[]){&lw->w_gate, &lw->w_up}, (float *[]){s->hb, s->hb2});
+    for_each_row(st, row_swiglu);
+    matmul(st, s->hb, 1, (const ag_matrix *[]){&lw->w_down}, (float *[]){s->xb});
+    st->delta = s->xb;
+    for_each_row(st, row_residual);
+}
+
+static ag_status check_batch(ag_model *m, const ag_batch *b, ag_err *err) {
+    if (b->n < 0) return ag_err_set(err, AG_EINVAL, "batch has %d rows", b->n);
+    for (int i = 0; i < b->n; i++) {
+        int32_t seq = b->seq ? b->seq[i] : 0;
+        if (b->token[i] < 0 || b->token[i] >= m->cfg.n_vocab)
+            return ag_err_set(err, AG_EINVAL, "row %d: token %d is outside the vocabulary (0..%d)", i, b->token[i],
+                              m->cfg.n_vocab - 1);
+        if (b->pos[i] < 0) return ag_err_set(err, AG_EINVAL, "row %d: negative position %d", i, b->pos[i]);
+        ag_status rc = m->kv->ops->reserve(m->kv, seq, b->pos[i] + 1, err);
+        if (rc != AG_OK) return rc;
+    }
+    return AG_OK;
+}
+
+ag_status ag_forward(ag_model *m, const ag_batch *b, ag_err *err) {
+    m->n_logits = 0;
+    ag_status rc = check_batch(m, b, err);
+    if (rc != AG_OK) return rc;
+    size_t want = 0;
+    for (int i = 0; i < b->n; i++) want += b->logits ? b->logits[i] : i == b->n - 1;
+    if (want > m->s.logits_cap) {
+        float *l = ag_try_realloc(m->s.logits, want * (size_t)m->cfg.n_vocab * sizeof(float));
+        if (!l) return ag_err_set(err, AG_NOMEM, "no memory for %zu rows of logits", want);
+        m->s.logits = l;
+        m->s.logits_cap = want;
+    }
+    int32_t *seq0 = NULL;
+    if (!b->seq) {
+        seq0 = ag_try_malloc((size_t)(b->n ? b->n : 1) * sizeof(int32_t));
+        if (!seq0) return ag_err_set(err, AG_NOMEM, "no memory for the batch");
+        memset(seq0, 0, (size_t)b->n * sizeof(int32_t));
+    }
+    const int n_embd = m->cfg.n_embd;
+    for (int r0 = 0; r0 < b->n; r0 += m->n_batch) {
+        int T = b->n - r0 < m->n_batch ? b->n - r0 : m->n_batch;
+        step st = {.m = m, .T = T, .token = b->token + r0, .pos = b->pos + r0, .seq = (b->seq ? b->seq : seq0) + r0};
+        for_each_row(&st, row_embed);
+        for (st.layer = 0; st.layer < m->cfg.n_layer; st.layer++) layer_forward(&st);
+        /* gather the rows that want logits into xb, normalized, then one product with the head */
+        int n_out = 0;
+        for (int t = 0; t < T; t++) {
+            int i = r0 + t;
+            if (b->logits ? !b->logits[i] : i != b->n - 1) continue;
+            rmsnorm(m->s.xb + (size_t)n_out * n_embd, m->s.x + (size_t)t * n_embd, m->w.output_norm, n_embd,
+                    m->cfg.eps);
+            n_out++;
+        }
+        if (n_out) {
+            st.T = n_out;
+            matmul(&st, m->s.xb, 1, (const ag_matrix *[]){&m->w.output},
+                   (float *[]){m->s.logits + m->n_logits * (size_t)m->cfg.n_vocab});
+            m->n_logits += (size_t)n_out;
+        }
+    }
+    free(seq0);
+    return AG_OK;
+}

@@ -1,0 +1,169 @@
+/*
+ * kernels.c - the variant table lookup (CPUID at run time), the activation
+ * preparation shared by all variants, and the scalar `generic` variant: the
+ * plainly written reference every SIMD kernel is tested against, and the
+ * fallback on CPUs without AVX2.
+ */
+#include "engine/kernels/kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ag_wtype_of(ag_dtype t) {
+    switch (t) {
+    case AG_DTYPE_F32: return AG_W_F32;
+    case AG_DTYPE_F16: return AG_W_F16;
+    case AG_DTYPE_BF16: return AG_W_BF16;
+    case AG_DTYPE_Q8_0: return AG_W_Q8_0;
+    case AG_DTYPE_Q4_0: return AG_W_Q4_0;
+    }
+    return -1;
+}
+
+ag_dtype ag_wtype_act(ag_wtype w) {
+    switch (w) {
+    case AG_W_BF16: return AG_DTYPE_BF16;
+    case AG_W_Q8_0:
+    case AG_W_Q4_0: return AG_DTYPE_Q8_0;
+    default: return AG_DTYPE_F32;
+    }
+}
+
+size_t ag_kern_act_row_bytes(ag_wtype w, size_t n) {
+    uint64_t b = 0;
+    ag_dtype_bytes(ag_wtype_act(w), n, &b);
+    return (size_t)b;
+}
+
+void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *dst, size_t n) {
+    switch (ag_wtype_act(w)) {
+    case AG_DTYPE_F32: memcpy(dst, x, n * sizeof(float)); break;
+    case AG_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = ag_f32_to_bf16(x[i]);
+        break;
+    default: k->quantize_q8_0(x, dst, n); break;
+    }
+}
+
+/* ---- generic ------------------------------------------------------------ */
+
+/* Round half to even, as the SIMD variants' cvtps/round do, so all give the same bytes. */
+static void quantize_q8_0_generic(const float *x, ag_block_q8_0 *y, size_t n) {
+    for (size_t b = 0; b < n / AG_QK8_0; b++, x += AG_QK8_0) {
+        float amax = 0;
+        for (int i = 0; i < AG_QK8_0; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        y[b].d = ag_f32_to_f16(d);
+        for (int i = 0; i < AG_QK8_0; i++) y[b].qs[i] = (int8_t)nearbyintf(x[i] * id);
+    }
+}
+
+static float dot_f32_generic(const float *a, const float *b, size_t n) {
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static float dot_f16_generic(const uint16_t *a, const float *b, size_t n) {
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += ag_f16_to_f32(a[i]) * b[i];
+    return s;
+}
+
+static float dot_bf16_generic(const uint16_t *a, const uint16_t *b, size_t n) {
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += ag_bf16_to_f32(a[i]) * ag_bf16_to_f32(b[i]);
+    return s;
+}
+
+static float dot_q8_0_generic(const ag_block_q8_0 *w, const ag_block_q8_0 *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int32_t acc = 0;
+        for (int i = 0; i < AG_QK8_0; i++) acc += (int32_t)w[b].qs[i] * x[b].qs[i];
+        s += ag_f16_to_f32(w[b].d) * ag_f16_to_f32(x[b].d) * (float)acc;
+    }
+    return s;
+}
+
+static float dot_q4_0_generic(const ag_block_q4_0 *w, const ag_block_q8_0 *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int32_t acc = 0;
+        for (int j = 0; j < AG_QK4_0 / 2; j++) {
+            acc += ((w[b].qs[j] & 15) - 8) * x[b].qs[j];
+            acc += ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + AG_QK4_0 / 2];
+        }
+        s += ag_f16_to_f32(w[b].d) * ag_f16_to_f32(x[b].d) * (float)acc;
+    }
+    return s;
+}
+
+static void axpy_f32_generic(float *y, float a, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16_generic(float *y, float a, const uint16_t *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a * ag_f16_to_f32(x[i]);
+}
+
+/* One matmul per type from its dot product: every (row, token) pair independently. */
+#define GENERIC_MATMUL(name, dot, wt, xt, len)                                                                        \
+    static void name(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n, size_t r0, size_t r1, \
+                     size_t T, float *y, size_t ldy) {                                                                 \
+        for (size_t t = 0; t < T; t++)                                                                                 \
+            for (size_t r = r0; r < r1; r++)                                                                           \
+                y[t * ldy + r] = dot((const wt *)((const char *)w + r * w_stride),                                    \
+                                     (const xt *)((const char *)x + t * x_stride), len);                              \
+    }
+GENERIC_MATMUL(matmul_f32_generic, dot_f32_generic, float, float, n)
+GENERIC_MATMUL(matmul_f16_generic, dot_f16_generic, uint16_t, float, n)
+GENERIC_MATMUL(matmul_bf16_generic, dot_bf16_generic, uint16_t, uint16_t, n)
+GENERIC_MATMUL(matmul_q8_0_generic, dot_q8_0_generic, ag_block_q8_0, ag_block_q8_0, n / AG_QK8_0)
+GENERIC_MATMUL(matmul_q4_0_generic, dot_q4_0_generic, ag_block_q4_0, ag_block_q8_0, n / AG_QK4_0)
+#undef GENERIC_MATMUL
+
+const ag_kernels ag_kernels_generic = {
+    .name = "generic",
+    .matmul = {matmul_f32_generic, matmul_f16_generic, matmul_bf16_generic, matmul_q8_0_generic, matmul_q4_0_generic},
+    .quantize_q8_0 = quantize_q8_0_generic,
+    .dot_f32 = dot_f32_generic,
+    .dot_f16 = dot_f16_generic,
+    .axpy_f32 = axpy_f32_generic,
+    .axpy_f16 = axpy_f16_generic,
+};
+
+/* ---- selection ---------------------------------------------------------- */
+
+static bool cpu_has(const char *name) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (strcmp(name, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (strcmp(name, "avx512") == 0) /* Zen 4, Sapphire Rapids and later: VNNI and BF16 dot products */
+        return cpu_has("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("avx512bf16");
+#endif
+    return strcmp(name, "generic") == 0;
+}
+
+const ag_kernels *ag_kernels_by_name(const char *name) {
+    if (!cpu_has(name)) return NULL;
+#if defined(__x86_64__)
+    if (strcmp(name, "avx512") == 0) return &ag_kernels_avx512;
+    if (strcmp(name, "avx2") == 0) return &ag_kernels_avx2;
+#endif
+    return &ag_kernels_generic;
+}
+
+const ag_kernels *ag_kernels_get(void) {
+    const char *want = getenv("AG_KERNELS");
+    const ag_kernels *k = want ? ag_kernels_by_name(want) : NULL;
+    if (k) return k;
+    static const char *const best[] = {"avx512", "avx2", "generic"};
+    for (size_t i = 0; i < sizeof best / sizeof best[0]; i++)
+        if ((k = ag_kernels_by_name(best[i]))) return k;
+    return &ag_kernels_generic;
+}

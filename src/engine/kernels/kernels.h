@@ -1,0 +1,78 @@
+/*
+ * kernels.h - the compute kernels the forward pass is built from, behind one
+ * table so a variant (AVX2, AVX-512, later CUDA) can replace another without
+ * the model code knowing.
+ *
+ * The heavy one is the matrix product: y[t][r] = W[r,:] . x[t,:] for a batch
+ * of T activation rows against weight rows [r0, r1).  Each weight type reads
+ * its activations in a matching "dot type" (ggml's vec_dot_type), prepared
+ * once per product by ag_kern_act_prepare: F32 and F16 weights take F32
+ * activations, BF16 takes BF16, and Q8_0/Q4_0 take activations quantized to
+ * Q8_0 blocks so the inner loop is an integer dot product.  Variants tile
+ * rows x tokens so a weight row loaded once serves several tokens (prefill)
+ * and several rows are in flight at once (decode).
+ *
+ * Every variant has the scalar `generic` twin as its reference; the tests
+ * compare them on odd shapes.  ag_kernels_get() picks the best variant this
+ * CPU supports (CPUID at run time), or the one AG_KERNELS names
+ * (generic, avx2, avx512) for tests and benchmarks.
+ */
+#ifndef AG_ENGINE_KERNELS_H
+#define AG_ENGINE_KERNELS_H
+
+#include "engine/dtype.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The weight types the matrix product takes, as a dense index. */
+typedef enum ag_wtype { AG_W_F32, AG_W_F16, AG_W_BF16, AG_W_Q8_0, AG_W_Q4_0, AG_W_COUNT } ag_wtype;
+
+/* -1 when the dtype has no matrix kernel. */
+int ag_wtype_of(ag_dtype t);
+/* The activation dtype a weight type's product reads. */
+ag_dtype ag_wtype_act(ag_wtype w);
+
+/*
+ * y[t * ldy + r] = W[r,:] . x[t,:] for r in [r0, r1), t in [0, T).  Row r of W
+ * starts at w + r * w_stride bytes; activation row t at x + t * x_stride bytes,
+ * in the weight type's activation dtype.  n is the row length in elements (a
+ * multiple of 32 for the quantized types).
+ */
+typedef void (*ag_matmul_fn)(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n, size_t r0,
+                             size_t r1, size_t T, float *y, size_t ldy);
+
+typedef struct ag_kernels {
+    const char *name;
+    ag_matmul_fn matmul[AG_W_COUNT];
+    /* n floats to Q8_0 blocks (n a multiple of 32); every variant gives the same bytes. */
+    void (*quantize_q8_0)(const float *x, ag_block_q8_0 *y, size_t n);
+    /* Attention helpers over F32 or F16 cache rows. */
+    float (*dot_f32)(const float *a, const float *b, size_t n);
+    float (*dot_f16)(const uint16_t *a, const float *b, size_t n);
+    void (*axpy_f32)(float *y, float a, const float *x, size_t n); /* y += a * x */
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, size_t n);
+} ag_kernels;
+
+/* The variant to use on this CPU (or AG_KERNELS's choice when that is supported here). */
+const ag_kernels *ag_kernels_get(void);
+/* A variant by name, or NULL when this build or CPU lacks it. */
+const ag_kernels *ag_kernels_by_name(const char *name);
+
+/* Bytes of one activation row of n elements in w's activation dtype. */
+size_t ag_kern_act_row_bytes(ag_wtype w, size_t n);
+/* Convert n floats into w's activation dtype at dst (ag_kern_act_row_bytes(w, n) bytes). */
+void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *dst, size_t n);
+
+/* The variants (defined in kernels_<name>.c; NULL-free tables, checked at run time by ag_kernels_by_name). */
+extern const ag_kernels ag_kernels_generic;
+#if defined(__x86_64__)
+extern const ag_kernels ag_kernels_avx2;
+extern const ag_kernels ag_kernels_avx512;
+#endif
+
+/* Shared scalar helpers for the variants' tails. */
+static inline float ag_kern_f16(uint16_t h) { return ag_f16_to_f32(h); }
+
+#endif

@@ -1,0 +1,183 @@
+/*
+ * kernels_avx2.c - the AVX2 + FMA + F16C variant (compiled with those flags
+ * for this file only; used after CPUID says the CPU has them).
+ *
+ * Float types: 8-lane FMA tiles of up to 4 rows x 2 tokens (8 accumulators
+ * plus operands fit the 16 ymm registers).  Quantized types: per 32-element
+ * block, the sign trick turns the signed x signed byte product into
+ * maddubs(|w|, sign(x, w)), then madd with ones sums pairs to int32, scaled by
+ * d_w * d_x into a float accumulator.  Tails shorter than a vector are scalar.
+ */
+#include "engine/kernels/kernels_x86.h"
+#include "engine/kernels/tile.h"
+
+#include <immintrin.h>
+
+AG_INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AG_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
+AG_INLINE float bf16(uint16_t h) { return ag_bf16_to_f32(h); }
+AG_INLINE float f32(float v) { return v; }
+
+AG_INLINE __m256 load_f32(const float *p) { return _mm256_loadu_ps(p); }
+AG_INLINE __m256 load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+AG_INLINE __m256 load_bf16(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+/* A float-type tile: R rows of WT against C rows of XT, 8 elements a step. */
+#define FLOAT_TILE(NAME, WT, XT, LOADW, LOADX, SW, SX)                                                                 \
+    AG_INLINE void NAME(const char *w, size_t ws, const char *x, size_t xs, size_t n, float *y, size_t ldy,            \
+                        const int R, const int C) {                                                                    \
+        __m256 acc[4][4];                                                                                              \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();                                               \
+        size_t k = 0;                                                                                                  \
+        for (; k + 8 <= n; k += 8) {                                                                                   \
+            __m256 xv[4];                                                                                              \
+            for (int c = 0; c < C; c++) xv[c] = LOADX((const XT *)(x + c * xs) + k);                                  \
+            for (int r = 0; r < R; r++) {                                                                              \
+                __m256 wv = LOADW((const WT *)(w + r * ws) + k);                                                       \
+                for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);                         \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < C; c++) {                                                                              \
+                float s = hsum256(acc[r][c]);                                                                          \
+                const WT *wr = (const WT *)(w + r * ws);                                                               \
+                const XT *xr = (const XT *)(x + c * xs);                                                               \
+                for (size_t i = k; i < n; i++) s += SW(wr[i]) * SX(xr[i]);                                             \
+                y[c * ldy + r] = s;                                                                                    \
+            }                                                                                                          \
+    }
+
+FLOAT_TILE(tile_f32, float, float, load_f32, load_f32, f32, f32)
+FLOAT_TILE(tile_f16, uint16_t, float, load_f16, load_f32, f16, f32)
+FLOAT_TILE(tile_bf16, uint16_t, uint16_t, load_bf16, load_bf16, bf16, bf16)
+
+AG_INLINE __m256i unpack_q4_0(const ag_block_q4_0 *b) {
+    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q); /* elements 16..31 are the high nibbles */
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
+}
+AG_INLINE __m256i load_q8_0(const ag_block_q8_0 *b) { return _mm256_loadu_si256((const __m256i *)b->qs); }
+
+/* Sum of a[i] * b[i] over 32 signed bytes in int32 lanes, a = |w| and b = sign(x, w). */
+AG_INLINE __m256i dot_i8(__m256i aw, __m256i sx) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
+}
+
+#define QUANT_TILE(NAME, WB, LOADW, QK)                                                                                \
+    AG_INLINE void NAME(const char *w, size_t ws, const char *x, size_t xs, size_t n, float *y, size_t ldy,            \
+                        const int R, const int C) {                                                                    \
+        __m256 acc[4][4];                                                                                              \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();                                               \
+        for (size_t b = 0; b < n / (QK); b++) {                                                                        \
+            __m256i xq[4];                                                                                             \
+            float dx[4];                                                                                               \
+            for (int c = 0; c < C; c++) {                                                                              \
+                const ag_block_q8_0 *xb = (const ag_block_q8_0 *)(x + c * xs) + b;                                     \
+                xq[c] = load_q8_0(xb);                                                                                 \
+                dx[c] = f16(xb->d);                                                                                    \
+            }                                                                                                          \
+            for (int r = 0; r < R; r++) {                                                                              \
+                const WB *wb = (const WB *)(w + r * ws) + b;                                                           \
+                __m256i wq = LOADW(wb), aw = _mm256_sign_epi8(wq, wq);                                                 \
+                float dw = f16(wb->d);                                                                                 \
+                for (int c = 0; c < C; c++) {                                                                          \
+                    __m256 p = _mm256_cvtepi32_ps(dot_i8(aw, _mm256_sign_epi8(xq[c], wq)));                            \
+                    acc[r][c] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * dx[c]), acc[r][c]);                             \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < C; c++) y[c * ldy + r] = hsum256(acc[r][c]);                                           \
+    }
+
+QUANT_TILE(tile_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
+QUANT_TILE(tile_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
+
+AG_TILED_MATMUL(matmul_f32, tile_f32, 4, 2)
+AG_TILED_MATMUL(matmul_f16, tile_f16, 4, 2)
+AG_TILED_MATMUL(matmul_bf16, tile_bf16, 4, 2)
+AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, 4, 2)
+AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, 4, 2)
+
+void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (size_t b = 0; b < n / AG_QK8_0; b++, x += AG_QK8_0) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) {
+            v[i] = _mm256_loadu_ps(x + 8 * i);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float d = _mm_cvtss_f32(h) / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        y[b].d = ag_f32_to_f16(d);
+        __m256i q[4];
+        for (int i = 0; i < 4; i++)
+            q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], _mm256_set1_ps(id)),
+                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[b].qs, p);
+    }
+}
+
+float ag_kern_dot_f32_avx2(const float *a, const float *b, size_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+float ag_kern_dot_f16_avx2(const uint16_t *a, const float *b, size_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(load_f16(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(load_f16(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_f16(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += f16(a[i]) * b[i];
+    return s;
+}
+
+void ag_kern_axpy_f32_avx2(float *y, float a, const float *x, size_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+void ag_kern_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load_f16(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * f16(x[i]);
+}
+
+const ag_kernels ag_kernels_avx2 = {
+    .name = "avx2",
+    .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0},
+    .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
+    .dot_f32 = ag_kern_dot_f32_avx2,
+    .dot_f16 = ag_kern_dot_f16_avx2,
+    .axpy_f32 = ag_kern_axpy_f32_avx2,
+    .axpy_f16 = ag_kern_axpy_f16_avx2,
+};

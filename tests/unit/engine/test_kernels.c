@@ -1,0 +1,237 @@
+/*
+ * Tests for src/engine/kernels: every SIMD variant this CPU runs against the
+ * scalar generic twin, on odd shapes (rows and tokens that leave partial
+ * tiles, row lengths that leave vector tails), and the thread pool they run on.
+ */
+#include "test.h"
+
+#include "base/pool.h"
+#include "engine/kernels/kernels.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+/*
+ * Tolerance per weight type, relative to sum |w_i * x_i| (the scale of the
+ * rounding error): both sides compute on identical inputs (the same f16
+ * values, bf16 values or int8 blocks), so they differ only in summation order.
+ */
+static const double tolerance[AG_W_COUNT] = {
+    [AG_W_F32] = 1e-5, [AG_W_F16] = 1e-5, [AG_W_BF16] = 1e-5, [AG_W_Q8_0] = 1e-5, [AG_W_Q4_0] = 1e-5};
+static const ag_dtype wdtype[AG_W_COUNT] = {AG_DTYPE_F32, AG_DTYPE_F16, AG_DTYPE_BF16, AG_DTYPE_Q8_0, AG_DTYPE_Q4_0};
+
+static float frand(uint64_t *s) { return (float)((ag_test_rand(s) >> 40) * 0x1p-24 * 2.0 - 1.0); }
+
+static const char *const variants[] = {"avx2", "avx512"};
+
+static void check_matmul(const ag_kernels *k, ag_wtype wt, size_t rows, size_t n, size_t T, uint64_t *seed) {
+    const ag_kernels *g = &ag_kernels_generic;
+    ag_dtype dt = wdtype[wt];
+    uint64_t row_bytes;
+    assert_true(ag_dtype_bytes(dt, n, &row_bytes));
+    size_t xrb = ag_kern_act_row_bytes(wt, n);
+    float *wf = malloc(rows * n * sizeof(float)), *xf = malloc(T * n * sizeof(float));
+    float *wd = malloc(rows * n * sizeof(float)), *xd = malloc(T * n * sizeof(float));
+    char *w = malloc(rows * row_bytes), *x = malloc(T * xrb);
+    float *y0 = malloc(T * rows * sizeof(float)), *y1 = malloc(T * rows * sizeof(float));
+    for (size_t i = 0; i < rows * n; i++) wf[i] = frand(seed);
+    for (size_t i = 0; i < T * n; i++) xf[i] = frand(seed) * 3;
+    for (size_t r = 0; r < rows; r++) {
+        ag_dtype_from_f32(dt, wf + r * n, w + r * row_bytes, n);
+        ag_dtype_to_f32(dt, w + r * row_bytes, wd + r * n, n);
+    }
+    for (size_t t = 0; t < T; t++) {
+        ag_kern_act_prepare(g, wt, xf + t * n, x + t * xrb, n);
+        ag_dtype_to_f32(ag_wtype_act(wt), x + t * xrb, xd + t * n, n);
+    }
+    /* the whole range, and a sub-range to check r0/r1 are honoured */
+    g->matmul[wt](w, row_bytes, x, xrb, n, 0, rows, T, y0, rows);
+    memset(y1, 0xff, T * rows * sizeof(float));
+    k->matmul[wt](w, row_bytes, x, xrb, n, 0, rows, T, y1, rows);
+    for (size_t t = 0; t < T; t++)
+        for (size_t r = 0; r < rows; r++) {
+            double mag = 0;
+            for (size_t i = 0; i < n; i++) mag += fabs((double)wd[r * n + i] * xd[t * n + i]);
+            double err = fabs((double)y0[t * rows + r] - y1[t * rows + r]);
+            if (!(err <= tolerance[wt] * mag + 1e-30))
+                fail_msg("%s %s rows=%zu n=%zu T=%zu: y[%zu][%zu] %g vs generic %g (tolerance %g of %g)", k->name,
+                         ag_dtype_name(dt), rows, n, T, t, r, y1[t * rows + r], y0[t * rows + r], tolerance[wt], mag);
+        }
+    if (rows > 2) {
+        memset(y1, 0, T * rows * sizeof(float));
+        k->matmul[wt](w, row_bytes, x, xrb, n, 1, rows - 1, T, y1, rows);
+        for (size_t t = 0; t < T; t++) {
+            assert_true(y1[t * rows] == 0 && y1[t * rows + rows - 1] == 0);
+            for (size_t r = 1; r + 1 < rows; r++) assert_true(fabsf(y1[t * rows + r] - y0[t * rows + r]) <= 1e-3f * (1 + fabsf(y0[t * rows + r])));
+        }
+    }
+    free(wf), free(xf), free(wd), free(xd), free(w), free(x), free(y0), free(y1);
+}
+
+static void test_matmul_variants_match_generic(void **state) {
+    (void)state;
+    static const size_t rows_list[] = {1, 3, 4, 5, 9, 17};
+    static const size_t T_list[] = {1, 2, 3, 4, 5, 7, 70}; /* 70 crosses a token block */
+    static const size_t n_float[] = {1, 7, 8, 15, 16, 31, 33, 100, 257};
+    static const size_t n_quant[] = {32, 64, 96, 288};
+    int ran = 0;
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        const ag_kernels *k = ag_kernels_by_name(variants[v]);
+        if (!k) {
+            AG_TEST_NOTE("%s kernels not supported by this CPU or build: skipped", variants[v]);
+            continue;
+        }
+        ran++;
+        uint64_t seed = 42;
+        for (int wt = 0; wt < AG_W_COUNT; wt++) {
+            bool quant = wt == AG_W_Q8_0 || wt == AG_W_Q4_0;
+            const size_t *ns = quant ? n_quant : n_float;
+            size_t nn = quant ? sizeof n_quant / sizeof *n_quant : sizeof n_float / sizeof *n_float;
+            for (size_t a = 0; a < sizeof rows_list / sizeof *rows_list; a++)
+                for (size_t b = 0; b < sizeof T_list / sizeof *T_list; b++)
+                    for (size_t c = 0; c < nn; c++) check_matmul(k, (ag_wtype)wt, rows_list[a], ns[c], T_list[b], &seed);
+        }
+    }
+    if (!ran) AG_TEST_NOTE("only the generic kernels exist here");
+}
+
+/* The generic product is the plain definition, in double within float rounding. */
+static void test_generic_matmul_is_the_definition(void **state) {
+    (void)state;
+    uint64_t seed = 7;
+    const size_t rows = 5, n = 64, T = 3;
+    float w[5 * 64], x[3 * 64], y[3 * 5];
+    for (size_t i = 0; i < rows * n; i++) w[i] = frand(&seed);
+    for (size_t i = 0; i < T * n; i++) x[i] = frand(&seed);
+    ag_kernels_generic.matmul[AG_W_F32](w, n * 4, x, n * 4, n, 0, rows, T, y, rows);
+    for (size_t t = 0; t < T; t++)
+        for (size_t r = 0; r < rows; r++) {
+            double s = 0;
+            for (size_t i = 0; i < n; i++) s += (double)w[r * n + i] * x[t * n + i];
+            assert_true(fabs(s - y[t * rows + r]) < 1e-5);
+        }
+}
+
+static void test_quantize_q8_0_same_bytes(void **state) {
+    (void)state;
+    uint64_t seed = 3;
+    enum { N = 32 * 40 };
+    float x[N];
+    for (int i = 0; i < N; i++) x[i] = frand(&seed) * (float)(1 + i / 32);
+    for (int i = 0; i < 32; i++) x[i] = 0;                               /* all-zero block */
+    for (int i = 32; i < 64; i++) x[i] = (float)(i - 48) * 127.0f / 16; /* exact halves after scaling */
+    x[64] = 1e-30f;                                                      /* tiny */
+    ag_block_q8_0 a[N / 32], b[N / 32];
+    ag_kernels_generic.quantize_q8_0(x, a, N);
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        const ag_kernels *k = ag_kernels_by_name(variants[v]);
+        if (!k) continue;
+        memset(b, 0x55, sizeof b);
+        k->quantize_q8_0(x, b, N);
+        assert_memory_equal(a, b, sizeof a);
+    }
+    /* and the blocks decode to within half a step of the input */
+    float back[N];
+    ag_dtype_to_f32(AG_DTYPE_Q8_0, a, back, N);
+    for (int i = 0; i < N; i++) {
+        float d = ag_f16_to_f32(a[i / 32].d);
+        /* half a step, plus the f16 rounding of the scale times at most 127 steps */
+        assert_true(fabsf(back[i] - x[i]) <= (0.5f + 127.0f * 0x1p-11f) * d + 1e-30f);
+    }
+}
+
+static void test_attention_helpers(void **state) {
+    (void)state;
+    uint64_t seed = 5;
+    float a[133], b[133], y0[133], y1[133];
+    uint16_t h[133];
+    for (int i = 0; i < 133; i++) a[i] = frand(&seed), b[i] = frand(&seed), h[i] = ag_f32_to_f16(frand(&seed));
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        const ag_kernels *k = ag_kernels_by_name(variants[v]);
+        if (!k) continue;
+        for (size_t n = 0; n <= 133; n += 7) {
+            assert_true(fabsf(k->dot_f32(a, b, n) - ag_kernels_generic.dot_f32(a, b, n)) <= 1e-5f * (float)(n + 1));
+            assert_true(fabsf(k->dot_f16(h, b, n) - ag_kernels_generic.dot_f16(h, b, n)) <= 1e-5f * (float)(n + 1));
+            memcpy(y0, b, sizeof b), memcpy(y1, b, sizeof b);
+            k->axpy_f32(y1, 0.37f, a, n), ag_kernels_generic.axpy_f32(y0, 0.37f, a, n);
+            for (int i = 0; i < 133; i++) assert_true(fabsf(y0[i] - y1[i]) <= 1e-6f);
+            k->axpy_f16(y1, -1.5f, h, n), ag_kernels_generic.axpy_f16(y0, -1.5f, h, n);
+            for (int i = 0; i < 133; i++) assert_true(fabsf(y0[i] - y1[i]) <= 1e-5f);
+        }
+    }
+}
+
+static void test_selection(void **state) {
+    (void)state;
+    assert_non_null(ag_kernels_by_name("generic"));
+    assert_null(ag_kernels_by_name("sse9"));
+    const ag_kernels *k = ag_kernels_get();
+    assert_non_null(k);
+    for (int w = 0; w < AG_W_COUNT; w++) assert_non_null(k->matmul[w]);
+    AG_TEST_NOTE("kernels chosen on this CPU: %s", k->name);
+}
+
+/* ---- the pool ------------------------------------------------------------ */
+
+typedef struct pool_job {
+    atomic_long sum;
+    atomic_int calls;
+    long n;
+} pool_job;
+
+static void add_share(void *ctx, int ith, int nth) {
+    pool_job *j = ctx;
+    long lo, hi, s = 0;
+    ag_pool_split(j->n, ith, nth, 3, &lo, &hi);
+    for (long i = lo; i < hi; i++) s += i;
+    atomic_fetch_add(&j->sum, s);
+    atomic_fetch_add(&j->calls, 1);
+}
+
+static void test_pool_runs_every_share_once(void **state) {
+    (void)state;
+    for (int nt = 1; nt <= 5; nt++) {
+        ag_pool *p = NULL;
+        ag_err err;
+        assert_int_equal(ag_pool_create(nt, &p, &err), AG_OK);
+        assert_int_equal(ag_pool_size(p), nt);
+        for (int rep = 0; rep < 2000; rep++) {
+            pool_job j = {.n = 1000 + rep};
+            ag_pool_run(p, add_share, &j);
+            assert_int_equal(atomic_load(&j.calls), nt);
+            assert_int_equal(atomic_load(&j.sum), j.n * (j.n - 1) / 2);
+        }
+        ag_pool_destroy(p);
+    }
+    ag_pool *p = NULL;
+    ag_err err;
+    assert_int_equal(ag_pool_create(0, &p, &err), AG_EINVAL);
+    assert_true(ag_cpu_physical_cores() >= 1);
+}
+
+static void test_pool_split_covers(void **state) {
+    (void)state;
+    for (long n = 0; n < 50; n++)
+        for (int nth = 1; nth < 7; nth++)
+            for (long align = 1; align < 5; align++) {
+                long next = 0;
+                for (int i = 0; i < nth; i++) {
+                    long lo, hi;
+                    ag_pool_split(n, i, nth, align, &lo, &hi);
+                    assert_true(lo == next && hi >= lo && (lo % align == 0 || lo == n));
+                    next = hi;
+                }
+                assert_int_equal(next, n);
+            }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul_variants_match_generic), cmocka_unit_test(test_generic_matmul_is_the_definition),
+        cmocka_unit_test(test_quantize_q8_0_same_bytes),      cmocka_unit_test(test_attention_helpers),
+        cmocka_unit_test(test_selection),                     cmocka_unit_test(test_pool_runs_every_share_once),
+        cmocka_unit_test(test_pool_split_covers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,422 @@
+/*
+ * Tests for the engine's forward pass (src/engine/model.c, forward.c): each
+ * architecture's fixture against a plainly written double-precision
+ * reference in this file, batches against sequences run alone, greedy decode
+ * against the reference's argmax, and load-time refusals.
+ *
+ * The reference shares nothing with the engine but the GGUF reader and the
+ * dtype decoders: it reads its own hyperparameters, dequantizes every weight
+ * to float and computes in double, one sequence at a time, the textbook way.
+ */
+#include "test.h"
+
+#include "engine/model.h"
+#include "engine/sampler.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define FIXTURES AG_SOURCE_DIR "/build/fixtures/"
+
+/* ---- the reference ------------------------------------------------------ */
+
+typedef struct ref_layer {
+    float *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down, *bq, *bk, *bv, *q_norm, *k_norm;
+} ref_layer;
+
+typedef struct ref_model {
+    int E, L, F, H, HKV, D, V, rot;
+    double base, eps;
+    bool neox;
+    float *emb, *out, *out_norm, *freq_factors;
+    ref_layer *layers;
+} ref_model;
+
+static float *tensor_f32(ag_gguf_file *f, const char *name, int layer) {
+    char full[96];
+    if (layer >= 0) snprintf(full, sizeof full, "blk.%d.%s", layer, name);
+    else snprintf(full, sizeof full, "%s", name);
+    const ag_gguf_tensor *t = ag_gguf_find_tensor(f, full);
+    if (!t) return NULL;
+    size_t n = (size_t)t->ne[0] * t->ne[1];
+    float *x = malloc(n * sizeof(float));
+    ag_dtype_to_f32(t->type, t->data, x, n);
+    return x;
+}
+
+static int u32_key(ag_gguf_file *f, const char *arch, const char *k, int dflt) {
+    char key[96];
+    uint32_t v;
+    snprintf(key, sizeof key, "%s.%s", arch, k);
+    return ag_gguf_get_u32(f, key, &v) ? (int)v : dflt;
+}
+
+static void ref_load(const char *path, ref_model *R) {
+    ag_gguf_file *f = NULL;
+    ag_err err;
+    if (ag_gguf_open(path, &f, &err) != AG_OK) fail_msg("%s: %s (make test builds it)", path, err.msg);
+    ag_str a;
+    assert_true(ag_gguf_get_str(f, "general.architecture", &a));
+    char arch[16];
+    snprintf(arch, sizeof arch, "%.*s", (int)a.n, a.p);
+    memset(R, 0, sizeof *R);
+    R->E = u32_key(f, arch, "embedding_length", 0);
+    R->L = u32_key(f, arch, "block_count", 0);
+    R->F = u32_key(f, arch, "feed_forward_length", 0);
+    R->H = u32_key(f, arch, "attention.head_count", 0);
+    R->HKV = u32_key(f, arch, "attention.head_count_kv", R->H);
+    R->D = u32_key(f, arch, "attention.key_length", R->E / R->H);
+    R->rot = u32_key(f, arch, "rope.dimension_count", R->D);
+    char key[96];
+    float v;
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    R->base = ag_gguf_get_f32(f, key, &v) ? v : 10000.0;
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    R->eps = ag_gguf_get_f32(f, key, &v) ? v : 1e-5;
+    R->neox = strcmp(arch, "llama") != 0;
+    R->V = (int)ag_gguf_find_tensor(f, "token_embd.weight")->ne[1];
+    R->emb = tensor_f32(f, "token_embd.weight", -1);
+    R->out = tensor_f32(f, "output.weight", -1);
+    R->out_norm = tensor_f32(f, "output_norm.weight", -1);
+    R->freq_factors = tensor_f32(f, "rope_freqs.weight", -1);
+    R->layers = calloc((size_t)R->L, sizeof *R->layers);
+    for (int l = 0; l < R->L; l++) {
+        ref_layer *y = &R->layers[l];
+        y->attn_norm = tensor_f32(f, "attn_norm.weight", l), y->ffn_norm = tensor_f32(f, "ffn_norm.weight", l);
+        y->wq = tensor_f32(f, "attn_q.weight", l), y->wk = tensor_f32(f, "attn_k.weight", l);
+        y->wv = tensor_f32(f, "attn_v.weight", l), y->wo = tensor_f32(f, "attn_output.weight", l);
+        y->w_gate = tensor_f32(f, "ffn_gate.weight", l), y->w_up = tensor_f32(f, "ffn_up.weight", l);
+        y->w_down = tensor_f32(f, "ffn_down.weight", l);
+        y->bq = tensor_f32(f, "attn_q.bias", l), y->bk = tensor_f32(f, "attn_k.bias", l);
+        y->bv = tensor_f32(f, "attn_v.bias", l);
+        y->q_norm = tensor_f32(f, "attn_q_norm.weight", l), y->k_norm = tensor_f32(f, "attn_k_norm.weight", l);
+    }
+    ag_gguf_close(f);
+}
+
+static void ref_free(ref_model *R) {
+    for (int l = 0; l < R->L; l++) {
+        ref_layer *y = &R->layers[l];
+        float *all[] = {y->attn_norm, y->ffn_norm, y->wq, y->wk, y->wv, y->wo, y->w_gate,
+                        y->w_up, y->w_down, y->bq, y->bk, y->bv, y->q_norm, y->k_norm};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
+    }
+    free(R->layers), free(R->emb), free(R->out), free(R->out_norm), free(R->freq_factors);
+}
+
+/* out[rows] = W[rows][cols] . x (+ bias) */
+static void mv(double *out, const float *W, const double *x, int rows, int cols, const float *bias) {
+    for (int r = 0; r < rows; r++) {
+        double s = bias ? bias[r] : 0;
+        for (int c = 0; c < cols; c++) s += (double)W[(size_t)r * cols + c] * x[c];
+        out[r] = s;
+    }
+}
+
+static void rms(double *out, const double *x, const float *w, int n, double eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    double k = 1 / sqrt(ss / n + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * k * w[i];
+}
+
+static void rotate(const ref_model *R, double *head, int pos) {
+    for (int i = 0; i < R->rot / 2; i++) {
+        double theta = pos * pow(R->base, -2.0 * i / R->rot) / (R->freq_factors ? R->freq_factors[i] : 1.0);
+        int a = R->neox ? i : 2 * i, b = R->neox ? i + R->rot / 2 : 2 * i + 1;
+        double x0 = head[a], x1 = head[b];
+        head[a] = x0 * cos(theta) - x1 * sin(theta);
+        head[b] = x0 * sin(theta) + x1 * cos(theta);
+    }
+}
+
+/* Logits for every position of one sequence: logits[t][V]. */
+static double *ref_forward(const ref_model *R, const int32_t *tok, int n) {
+    const int E = R->E, D = R->D, QD = R->H * D, KD = R->HKV * D;
+    double *x = calloc((size_t)n * E, sizeof(double)), *xb = malloc(sizeof(double) * (E > QD ? E : QD));
+    double *q = malloc(sizeof(double) * (size_t)n * QD), *k = malloc(sizeof(double) * (size_t)n * KD);
+    double *v = malloc(sizeof(double) * (size_t)n * KD), *att = malloc(sizeof(double) * (size_t)n * QD);
+    double *g = malloc(sizeof(double) * R->F), *u = malloc(sizeof(double) * R->F), *o = malloc(sizeof(double) * E);
+    double *p = malloc(sizeof(double) * n), *logits = malloc(sizeof(double) * (size_t)n * R->V);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < E; i++) x[(size_t)t * E + i] = R->emb[(size_t)tok[t] * E + i];
+    for (int l = 0; l < R->L; l++) {
+        const ref_layer *y = &R->layers[l];
+        for (int t = 0; t < n; t++) {
+            rms(xb, x + (size_t)t * E, y->attn_norm, E, R->eps);
+            mv(q + (size_t)t * QD, y->wq, xb, QD, E, y->bq);
+            mv(k + (size_t)t * KD, y->wk, xb, KD, E, y->bk);
+            mv(v + (size_t)t * KD, y->wv, xb, KD, E, y->bv);
+            for (int h = 0; h < R->H; h++) {
+                double *qh = q + (size_t)t * QD + h * D;
+                if (y->q_norm) rms(qh, qh, y->q_norm, D, R->eps);
+                rotate(R, qh, t);
+            }
+            for (int h = 0; h < R->HKV; h++) {
+                double *kh = k + (size_t)t * KD + h * D;
+                if (y->k_norm) rms(kh, kh, y->k_norm, D, R->eps);
+                rotate(R, kh, t);
+            }
+        }
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < R->H; h++) {
+                int kvh = h / (R->H / R->HKV);
+                double mx = -INFINITY, sum = 0;
+                for (int s = 0; s <= t; s++) {
+                    double d = 0;
+                    for (int i = 0; i < D; i++) d += q[(size_t)t * QD + h * D + i] * k[(size_t)s * KD + kvh * D + i];
+                    p[s] = d / sqrt((double)D);
+                    mx = fmax(mx, p[s]);
+                }
+                for (int s = 0; s <= t; s++) sum += p[s] = exp(p[s] - mx);
+                for (int i = 0; i < D; i++) {
+                    double a = 0;
+                    for (int s = 0; s <= t; s++) a += p[s] / sum * v[(size_t)s * KD + kvh * D + i];
+                    att[(size_t)t * QD + h * D + i] = a;
+                }
+            }
+        for (int t = 0; t < n; t++) {
+            double *xt = x + (size_t)t * E;
+            mv(o, y->wo, att + (size_t)t * QD, E, QD, NULL);
+            for (int i = 0; i < E; i++) xt[i] += o[i];
+            rms(xb, xt, y->ffn_norm, E, R->eps);
+            mv(g, y->w_gate, xb, R->F, E, NULL);
+            mv(u, y->w_up, xb, R->F, E, NULL);
+            for (int i = 0; i < R->F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            mv(o, y->w_down, g, E, R->F, NULL);
+            for (int i = 0; i < E; i++) xt[i] += o[i];
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        rms(xb, x + (size_t)t * E, R->out_norm, E, R->eps);
+        mv(logits + (size_t)t * R->V, R->out ? R->out : R->emb, xb, R->V, E, NULL);
+    }
+    free(x), free(xb), free(q), free(k), free(v), free(att), free(g), free(u), free(o), free(p);
+    return logits;
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static ag_model *load_with(const char *path, ag_dtype kv, int n_batch, int n_seq, const char *kernels) {
+    ag_model_params p = ag_model_params_default();
+    p.kernels = kernels;
+    p.n_threads = 2;
+    p.n_ctx = 64;
+    p.kv_type = kv;
+    p.n_batch = n_batch;
+    p.n_seq = n_seq;
+    ag_model *m = NULL;
+    ag_err err;
+    if (ag_model_load(path, &p, &m, &err) != AG_OK) fail_msg("%s: %s", path, err.msg);
+    return m;
+}
+
+static ag_model *load(const char *path, ag_dtype kv, int n_batch, int n_seq) {
+    return load_with(path, kv, n_batch, n_seq, NULL);
+}
+
+/* max |a - b| over max |b|: the error relative to the logits' scale */
+static double rel_err(const float *a, const double *b, int n) {
+    double e = 0, s = 0;
+    for (int i = 0; i < n; i++) e = fmax(e, fabs(a[i] - b[i])), s = fmax(s, fabs(b[i]));
+    return e / s;
+}
+
+static const int32_t prompt[] = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889};
+enum { N_PROMPT = sizeof prompt / sizeof prompt[0] };
+
+/* A quantized copy of a fixture, made with the CLI once per run. */
+static const char *variant_path(const char *name, const char *type, char *buf, size_t cap) {
+    if (strcmp(type, "f16") == 0) {
+        snprintf(buf, cap, FIXTURES "%s.gguf", name);
+        return buf;
+    }
+    snprintf(buf, cap, FIXTURES "%s-%s.gguf", name, type);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s quantize " FIXTURES "%s.gguf %s %s >/dev/null", AG_BIN, name, buf, type);
+    if (system(cmd) != 0) fail_msg("cannot make %s", buf);
+    return buf;
+}
+
+/*
+ * Max relative logit error per weight type, engine vs reference.  F16/BF16/F32
+ * weights: f32 activations (bf16 for BF16) and an f16 KV cache; Q8_0/Q4_0:
+ * activations are quantized to 8 bits per product, the dominant error.
+ */
+static const struct {
+    const char *type;
+    double tol;
+} dtype_tol[] = {{"f16", 2e-3}, {"f32", 2e-3}, {"bf16", 2e-2}, {"q8_0", 4e-2}, {"q4_0", 4e-2}};
+
+static void check_fixture(const char *name) {
+    for (size_t d = 0; d < sizeof dtype_tol / sizeof *dtype_tol; d++) {
+        char path[512];
+        variant_path(name, dtype_tol[d].type, path, sizeof path);
+        ref_model R;
+        ref_load(path, &R);
+        int32_t tok[N_PROMPT];
+        for (int i = 0; i < N_PROMPT; i++) tok[i] = prompt[i] % R.V;
+        double *want = ref_forward(&R, tok, N_PROMPT);
+        /* the best kernels for this CPU, and the scalar generic ones */
+        for (int generic = 0; generic < 2; generic++) {
+            ag_model *m = load_with(path, AG_DTYPE_F16, 512, 1, generic ? "generic" : NULL);
+            int32_t pos[N_PROMPT];
+            bool all[N_PROMPT];
+            for (int i = 0; i < N_PROMPT; i++) pos[i] = i, all[i] = true;
+            ag_err err;
+            assert_int_equal(ag_forward(m, &(ag_batch){.n = N_PROMPT, .token = tok, .pos = pos, .logits = all}, &err),
+                             AG_OK);
+            assert_int_equal(m->n_logits, N_PROMPT);
+            double worst = 0;
+            for (int t = 0; t < N_PROMPT; t++)
+                worst = fmax(worst, rel_err(ag_model_logits(m, t), want + (size_t)t * R.V, R.V));
+            AG_TEST_NOTE("%s %s, %s kernels: max relative logit error %.2e (allowed %.0e)", name, dtype_tol[d].type,
+                         m->kern->name, worst, dtype_tol[d].tol);
+            if (!(worst <= dtype_tol[d].tol))
+                fail_msg("%s %s %s: error %g over %g", name, dtype_tol[d].type, m->kern->name, worst, dtype_tol[d].tol);
+            ag_model_free(m);
+        }
+        free(want);
+        ref_free(&R);
+    }
+}
+
+static void test_llama2_matches_reference(void **state) { (void)state, check_fixture("llama2"); }
+static void test_llama3_matches_reference(void **state) { (void)state, check_fixture("llama3"); }
+static void test_qwen2_matches_reference(void **state) { (void)state, check_fixture("qwen2"); }
+static void test_qwen3_matches_reference(void **state) { (void)state, check_fixture("qwen3"); }
+
+/*
+ * Three sequences interleaved in one batch (prefill and decode rows mixed),
+ * and a batch larger than n_batch, give the same logits as each sequence
+ * alone: rows never leak into each other.
+ */
+static void test_batch_rows_equal_sequences_alone(void **state) {
+    (void)state;
+    const char *path = FIXTURES "llama3.gguf";
+    ag_model *alone = load(path, AG_DTYPE_F32, 512, 1), *m = load(path, AG_DTYPE_F32, 4, 3);
+    enum { N = 9 };
+    const int lens[3] = {N, 5, 1};
+    int32_t toks[3][N];
+    uint64_t seed = 9;
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < N; i++) toks[s][i] = (int32_t)(ag_test_rand(&seed) % 128000);
+    /* the batch: round-robin rows of the three sequences */
+    int32_t bt[3 * N], bp[3 * N], bs[3 * N];
+    bool bl[3 * N];
+    int n = 0, src[3 * N][2];
+    for (int i = 0; i < N; i++)
+        for (int s = 0; s < 3; s++)
+            if (i < lens[s]) bt[n] = toks[s][i], bp[n] = i, bs[n] = s, bl[n] = true, src[n][0] = s, src[n][1] = i, n++;
+    ag_err err;
+    assert_int_equal(ag_forward(m, &(ag_batch){.n = n, .token = bt, .pos = bp, .seq = bs, .logits = bl}, &err), AG_OK);
+    int V = m->cfg.n_vocab;
+    float *batched = malloc(sizeof(float) * (size_t)n * V);
+    memcpy(batched, m->s.logits, sizeof(float) * (size_t)n * V);
+    for (int s = 0; s < 3; s++) {
+        alone->kv->ops->seq_clear(alone->kv, 0);
+        int32_t pos[N];
+        bool all[N];
+        for (int i = 0; i < N; i++) pos[i] = i, all[i] = true;
+        assert_int_equal(ag_forward(alone, &(ag_batch){.n = lens[s], .token = toks[s], .pos = pos, .logits = all}, &err),
+                         AG_OK);
+        for (int r = 0; r < n; r++) {
+            if (src[r][0] != s) continue;
+            const float *a = batched + (size_t)r * V, *b = ag_model_logits(alone, (size_t)src[r][1]);
+            for (int i = 0; i < V; i++)
+                if (fabsf(a[i] - b[i]) > 1e-5f * (1 + fabsf(b[i])))
+                    fail_msg("seq %d pos %d token %d: batched %g, alone %g", s, src[r][1], i, a[i], b[i]);
+        }
+    }
+    free(batched);
+    ag_model_free(m);
+    ag_model_free(alone);
+}
+
+/* Greedy decode (sampler at temperature 0, one token per forward) follows the reference's argmax. */
+static void test_greedy_decode_golden(void **state) {
+    (void)state;
+    const char *path = FIXTURES "llama2.gguf";
+    ref_model R;
+    ref_load(path, &R);
+    ag_model *m = load(path, AG_DTYPE_F16, 512, 1);
+    ag_sampler_params sp = ag_sampler_params_default();
+    sp.temperature = 0;
+    ag_sampler *s = NULL;
+    ag_err err;
+    assert_int_equal(ag_sampler_create(&sp, m->cfg.n_vocab, &s, &err), AG_OK);
+    enum { P = 4, G = 12 };
+    int32_t seqv[P + G] = {1, 450, 4996, 17354}, pos[P] = {0, 1, 2, 3};
+    assert_int_equal(ag_forward(m, &(ag_batch){.n = P, .token = seqv, .pos = pos}, &err), AG_OK);
+    for (int i = 0; i < G; i++) {
+        seqv[P + i] = ag_sampler_sample(s, ag_model_logits(m, 0));
+        int32_t p = P + i;
+        assert_int_equal(ag_forward(m, &(ag_batch){.n = 1, .token = &seqv[P + i], .pos = &p}, &err), AG_OK);
+    }
+    double *want = ref_forward(&R, seqv, P + G - 1);
+    for (int i = 0; i < G; i++) {
+        const double *l = want + (size_t)(P - 1 + i) * R.V;
+        int best = 0;
+        for (int j = 1; j < R.V; j++)
+            if (l[j] > l[best]) best = j;
+        assert_int_equal(seqv[P + i], best);
+    }
+    free(want);
+    ref_free(&R);
+    ag_sampler_free(s);
+    ag_model_free(m);
+}
+
+static void test_bad_batches_refused(void **state) {
+    (void)state;
+    ag_model *m = load(FIXTURES "llama2.gguf", AG_DTYPE_F16, 512, 2);
+    ag_err err;
+    int32_t tok = 32000, pos = 0, seq = 0;
+    assert_int_equal(ag_forward(m, &(ag_batch){.n = 1, .token = &tok, .pos = &pos}, &err), AG_EINVAL);
+    assert_non_null(strstr(err.msg, "vocabulary"));
+    tok = 5, pos = 64; /* n_ctx is 64 */
+    assert_int_equal(ag_forward(m, &(ag_batch){.n = 1, .token = &tok, .pos = &pos}, &err), AG_ELIMIT);
+    assert_non_null(strstr(err.msg, "context length"));
+    pos = 0, seq = 2;
+    assert_int_equal(ag_forward(m, &(ag_batch){.n = 1, .token = &tok, .pos = &pos, .seq = &seq}, &err), AG_ELIMIT);
+    pos = -1;
+    assert_int_equal(ag_forward(m, &(ag_batch){.n = 1, .token = &tok, .pos = &pos}, &err), AG_EINVAL);
+    ag_model_free(m);
+}
+
+/* A file without one tensor is refused at load, naming it. */
+static void test_missing_tensor_named(void **state) {
+    (void)state;
+    ag_gguf_file *f = NULL;
+    ag_err err;
+    assert_int_equal(ag_gguf_open(FIXTURES "qwen3.gguf", &f, &err), AG_OK);
+    ag_gguf_writer *w = ag_gguf_writer_create(0);
+    for (size_t i = 0; i < ag_gguf_n_kv(f); i++) ag_gguf_writer_copy_kv(w, ag_gguf_kv_at(f, i));
+    for (size_t i = 0; i < ag_gguf_n_tensors(f); i++) {
+        const ag_gguf_tensor *t = ag_gguf_tensor_at(f, i);
+        if (ag_str_eq_cstr(t->name, "blk.1.attn_k_norm.weight")) continue;
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.n, t->name.p);
+        assert_int_equal(ag_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data), AG_OK);
+    }
+    const char *out = FIXTURES "qwen3-missing.gguf";
+    assert_int_equal(ag_gguf_writer_to_file(w, out), AG_OK);
+    ag_gguf_writer_destroy(w);
+    ag_gguf_close(f);
+    ag_model *m = NULL;
+    assert_int_equal(ag_model_load(out, NULL, &m, &err), AG_EINVAL);
+    assert_null(m);
+    assert_non_null(strstr(err.msg, "blk.1.attn_k_norm.weight"));
+    remove(out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama2_matches_reference),   cmocka_unit_test(test_llama3_matches_reference),
+        cmocka_unit_test(test_qwen2_matches_reference),    cmocka_unit_test(test_qwen3_matches_reference),
+        cmocka_unit_test(test_batch_rows_equal_sequences_alone), cmocka_unit_test(test_greedy_decode_golden),
+        cmocka_unit_test(test_bad_batches_refused),        cmocka_unit_test(test_missing_tensor_named),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
