@@ -103,11 +103,57 @@ AG_INLINE __m256i dot_i8(__m256i aw, __m256i sx) {
 QUANT_TILE(tile_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
 QUANT_TILE(tile_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
 
-AG_TILED_MATMUL(matmul_f32, tile_f32, 4, 2)
-AG_TILED_MATMUL(matmul_f16, tile_f16, 4, 2)
-AG_TILED_MATMUL(matmul_bf16, tile_bf16, 4, 2)
-AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, 4, 2)
-AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, 4, 2)
+/* One row against one token, 4 independent accumulators so the FMA latency is hidden. */
+#define FLOAT_ROW(NAME, WT, XT, LOADW, LOADX, SW, SX)                                                                  \
+    static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
+        const WT *w = wv;                                                                                              \
+        const XT *x = xv;                                                                                              \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};         \
+        size_t k = 0;                                                                                                  \
+        for (; k + 32 <= n; k += 32)                                                                                   \
+            for (int u = 0; u < 4; u++) acc[u] = _mm256_fmadd_ps(LOADW(w + k + 8 * u), LOADX(x + k + 8 * u), acc[u]);  \
+        for (; k + 8 <= n; k += 8) acc[0] = _mm256_fmadd_ps(LOADW(w + k), LOADX(x + k), acc[0]);                       \
+        float s = hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));               \
+        for (; k < n; k++) s += SW(w[k]) * SX(x[k]);                                                                   \
+        return s;                                                                                                      \
+    }
+
+FLOAT_ROW(row_f32, float, float, load_f32, load_f32, f32, f32)
+FLOAT_ROW(row_f16, uint16_t, float, load_f16, load_f32, f16, f32)
+FLOAT_ROW(row_bf16, uint16_t, uint16_t, load_bf16, load_bf16, bf16, bf16)
+
+/* The scaled dot product of one weight block with one activation block, as 8 float lanes. */
+#define QUANT_BLOCK(WB, LOADW)                                                                                         \
+    AG_INLINE __m256 block_dot_##WB(const WB *w, const ag_block_q8_0 *x) {                                             \
+        __m256i wq = LOADW(w), aw = _mm256_sign_epi8(wq, wq), sx = _mm256_sign_epi8(load_q8_0(x), wq);               \
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(dot_i8(aw, sx)), _mm256_set1_ps(f16(w->d) * f16(x->d)));           \
+    }
+QUANT_BLOCK(ag_block_q8_0, load_q8_0)
+QUANT_BLOCK(ag_block_q4_0, unpack_q4_0)
+
+/* One quantized row against one token: two blocks a step into two accumulators. */
+#define QUANT_ROW(NAME, WB, QK)                                                                                        \
+    static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
+        const WB *w = wv;                                                                                              \
+        const ag_block_q8_0 *x = xv;                                                                                   \
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                     \
+        size_t nb = n / (QK), b = 0;                                                                                   \
+        for (; b + 2 <= nb; b += 2) {                                                                                  \
+            a0 = _mm256_add_ps(a0, block_dot_##WB(&w[b], &x[b]));                                                      \
+            a1 = _mm256_add_ps(a1, block_dot_##WB(&w[b + 1], &x[b + 1]));                                              \
+        }                                                                                                              \
+        if (b < nb) a0 = _mm256_add_ps(a0, block_dot_##WB(&w[b], &x[b]));                                              \
+        return hsum256(_mm256_add_ps(a0, a1));                                                                         \
+    }
+
+QUANT_ROW(row_q8_0, ag_block_q8_0, AG_QK8_0)
+QUANT_ROW(row_q4_0, ag_block_q4_0, AG_QK4_0)
+
+AG_TILED_MATMUL(matmul_f32, tile_f32, row_f32, 4, 2)
+AG_TILED_MATMUL(matmul_f16, tile_f16, row_f16, 4, 2)
+AG_TILED_MATMUL(matmul_bf16, tile_bf16, row_bf16, 4, 2)
+AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, row_q8_0, 4, 2)
+AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, row_q4_0, 4, 2)
 
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);

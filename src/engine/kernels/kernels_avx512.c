@@ -98,11 +98,58 @@ AG_INLINE __m256i load_q8_0(const ag_block_q8_0 *b) { return _mm256_loadu_si256(
 QUANT_TILE(tile_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
 QUANT_TILE(tile_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
 
-AG_TILED_MATMUL(matmul_f32, tile_f32, 4, 4)
-AG_TILED_MATMUL(matmul_f16, tile_f16, 4, 4)
-AG_TILED_MATMUL(matmul_bf16, tile_bf16, 4, 4)
-AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, 4, 4)
-AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, 4, 4)
+/* One row against one token, 4 independent accumulators so the FMA latency is hidden. */
+#define ROW512(NAME, WT, XT, V, STEP, LOADW, LOADX, OP, SW, SX)                                                        \
+    static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
+        const WT *w = wv;                                                                                              \
+        const XT *x = xv;                                                                                              \
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};         \
+        size_t k = 0;                                                                                                  \
+        for (; k + 4 * (STEP) <= n; k += 4 * (STEP))                                                                   \
+            for (int u = 0; u < 4; u++) acc[u] = OP(acc[u], LOADW(w + k + u * (STEP)), LOADX(x + k + u * (STEP)));     \
+        for (; k + (STEP) <= n; k += (STEP)) acc[0] = OP(acc[0], LOADW(w + k), LOADX(x + k));                          \
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));  \
+        for (; k < n; k++) s += SW(w[k]) * SX(x[k]);                                                                   \
+        return s;                                                                                                      \
+    }
+
+ROW512(row_f32, float, float, __m512, 16, load_f32, load_f32, fma_ps, f32, f32)
+ROW512(row_f16, uint16_t, float, __m512, 16, load_f16, load_f32, fma_ps, f16, f32)
+ROW512(row_bf16, uint16_t, uint16_t, __m512i, 32, load_bf16x32, load_bf16x32, dot_bf16, bf16, bf16)
+
+/* One quantized row against one token: two blocks a step into two accumulators. */
+/* The scaled dot product of one weight block with one activation block, as 8 float lanes. */
+#define QUANT_BLOCK(WB, LOADW)                                                                                         \
+    AG_INLINE __m256 block_dot_##WB(const WB *w, const ag_block_q8_0 *x) {                                             \
+        __m256i wq = LOADW(w), aw = _mm256_sign_epi8(wq, wq), sx = _mm256_sign_epi8(load_q8_0(x), wq);               \
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx)), _mm256_set1_ps(f16(w->d) * f16(x->d)));           \
+    }
+QUANT_BLOCK(ag_block_q8_0, load_q8_0)
+QUANT_BLOCK(ag_block_q4_0, unpack_q4_0)
+
+/* One quantized row against one token: two blocks a step into two accumulators. */
+#define QUANT_ROW(NAME, WB, QK)                                                                                        \
+    static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
+        const WB *w = wv;                                                                                              \
+        const ag_block_q8_0 *x = xv;                                                                                   \
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                     \
+        size_t nb = n / (QK), b = 0;                                                                                   \
+        for (; b + 2 <= nb; b += 2) {                                                                                  \
+            a0 = _mm256_add_ps(a0, block_dot_##WB(&w[b], &x[b]));                                                      \
+            a1 = _mm256_add_ps(a1, block_dot_##WB(&w[b + 1], &x[b + 1]));                                              \
+        }                                                                                                              \
+        if (b < nb) a0 = _mm256_add_ps(a0, block_dot_##WB(&w[b], &x[b]));                                              \
+        return hsum256(_mm256_add_ps(a0, a1));                                                                         \
+    }
+
+QUANT_ROW(row_q8_0, ag_block_q8_0, AG_QK8_0)
+QUANT_ROW(row_q4_0, ag_block_q4_0, AG_QK4_0)
+
+AG_TILED_MATMUL(matmul_f32, tile_f32, row_f32, 4, 4)
+AG_TILED_MATMUL(matmul_f16, tile_f16, row_f16, 4, 4)
+AG_TILED_MATMUL(matmul_bf16, tile_bf16, row_bf16, 4, 4)
+AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, row_q8_0, 4, 4)
+AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, row_q4_0, 4, 4)
 
 const ag_kernels ag_kernels_avx512 = {
     .name = "avx512",

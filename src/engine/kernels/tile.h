@@ -7,6 +7,12 @@
  * walks the product in token blocks (activations stay in L2 while a block of
  * weight rows streams past) and dispatches the edge tiles to the matching
  * constant instance.  RMAX and CMAX are at most 4.
+ *
+ * A single token (decode) takes another path: ROW(w_row, x, n) per weight
+ * row, reading the matrix front to back as one sequential stream.  Tiles of
+ * several rows would read several short streams at once (a 1024-element F16
+ * row is only 32 cache lines), which the hardware prefetchers do not follow,
+ * and decode is bound by exactly that stream.
  */
 #ifndef AG_ENGINE_KERNELS_TILE_H
 #define AG_ENGINE_KERNELS_TILE_H
@@ -18,9 +24,13 @@
 #define AG_TILE_CASE(TILE, R, C)                                                                                       \
     case ((R) - 1) * 4 + (C) - 1: TILE(wp, ws, xp, xs, n, yp, ldy, R, C); break;
 
-#define AG_TILED_MATMUL(NAME, TILE, RMAX, CMAX)                                                                        \
+#define AG_TILED_MATMUL(NAME, TILE, ROW, RMAX, CMAX)                                                                   \
     static void NAME(const void *w, size_t ws, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
                      float *y, size_t ldy) {                                                                           \
+        if (T == 1) {                                                                                                  \
+            for (size_t r = r0; r < r1; r++) y[r] = ROW((const char *)w + r * ws, x, n);                              \
+            return;                                                                                                    \
+        }                                                                                                              \
         for (size_t t0 = 0; t0 < T; t0 += AG_TILE_TOKEN_BLOCK) {                                                       \
             size_t t1 = T - t0 < AG_TILE_TOKEN_BLOCK ? T : t0 + AG_TILE_TOKEN_BLOCK;                                   \
             for (size_t r = r0; r < r1; r += (RMAX)) {                                                                 \
