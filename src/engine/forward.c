@@ -18,6 +18,7 @@
 #include "base/alloc.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,8 @@ typedef struct step {
     int n_mats;
     const float *in;       /* matmul input [T][cols] */
     const float *delta;    /* residual: x += delta, [T][n_embd] */
+    atomic_long next_chunk; /* matmul: the next chunk of weight rows to claim */
+    long chunk_rows[3];     /* matmul: rows per chunk of each matrix */
     /* the step's row function, for elementwise steps */
     void (*row_fn)(struct step *st, int t);
 } step;
@@ -134,26 +137,43 @@ static void row_swiglu(step *st, int t) {
 
 /* ---- matrix products: threads split the weight rows ------------------- */
 
+/* Activation rows start on cache lines: a vector load that splits two lines costs two. */
+static size_t act_stride(const ag_matrix *W) {
+    return (ag_kern_act_row_bytes(W->wtype, (size_t)W->cols) + 63) / 64 * 64;
+}
+
 static void run_act_prepare(void *ctx, int ith, int nth) {
     step *st = ctx;
     const ag_matrix *W = st->mats[0];
-    size_t cols = (size_t)W->cols, rb = ag_kern_act_row_bytes(W->wtype, cols);
+    size_t cols = (size_t)W->cols, rb = act_stride(W);
     long lo, hi;
     ag_pool_split(st->T, ith, nth, 1, &lo, &hi);
     for (long t = lo; t < hi; t++)
         ag_kern_act_prepare(st->m->kern, W->wtype, st->in + t * cols, (char *)st->m->s.act + t * rb, cols);
 }
 
+/*
+ * Threads claim chunks of weight rows from a shared counter instead of taking
+ * fixed shares: a thread slowed by anything (a busy sibling core, a noisy
+ * neighbour on a VM, its serial work) simply claims fewer chunks, so nobody
+ * waits at the barrier for a straggler.
+ */
 static void run_matmul(void *ctx, int ith, int nth) {
+    (void)ith, (void)nth;
     step *st = ctx;
-    for (int i = 0; i < st->n_mats; i++) {
+    for (;;) {
+        long c = atomic_fetch_add_explicit(&st->next_chunk, 1, memory_order_relaxed);
+        int i = 0;
+        for (; i < st->n_mats; i++) {
+            long n_chunks = (st->mats[i]->rows + st->chunk_rows[i] - 1) / st->chunk_rows[i];
+            if (c < n_chunks) break;
+            c -= n_chunks;
+        }
+        if (i == st->n_mats) return;
         const ag_matrix *W = st->mats[i];
-        long lo, hi;
-        ag_pool_split(W->rows, ith, nth, 4, &lo, &hi);
-        if (lo < hi)
-            st->m->kern->matmul[W->wtype](W->data, W->row_bytes, st->m->s.act,
-                                          ag_kern_act_row_bytes(W->wtype, (size_t)W->cols), (size_t)W->cols,
-                                          (size_t)lo, (size_t)hi, (size_t)st->T, st->ys[i], (size_t)W->rows);
+        long lo = c * st->chunk_rows[i], hi = lo + st->chunk_rows[i] < W->rows ? lo + st->chunk_rows[i] : W->rows;
+        st->m->kern->matmul[W->wtype](W->data, W->row_bytes, st->m->s.act, act_stride(W), (size_t)W->cols, (size_t)lo,
+                                      (size_t)hi, (size_t)st->T, st->ys[i], (size_t)W->rows);
     }
 }
 
@@ -161,7 +181,14 @@ static void run_matmul(void *ctx, int ith, int nth) {
 static void matmul(step *st, const float *in, int n, const ag_matrix *const *mats, float *const *ys) {
     st->in = in;
     st->n_mats = n;
-    for (int i = 0; i < n; i++) st->mats[i] = mats[i], st->ys[i] = ys[i];
+    int nth = ag_pool_size(st->m->pool);
+    for (int i = 0; i < n; i++) {
+        st->mats[i] = mats[i], st->ys[i] = ys[i];
+        /* about 8 chunks per thread, whole register tiles */
+        long rows = (mats[i]->rows + 8L * nth - 1) / (8L * nth);
+        st->chunk_rows[i] = (rows + 15) / 16 * 16;
+    }
+    atomic_store_explicit(&st->next_chunk, 0, memory_order_relaxed);
     ag_pool_run(st->m->pool, run_act_prepare, st);
     ag_pool_run(st->m->pool, run_matmul, st);
 }

@@ -177,8 +177,9 @@ static ag_status init_rope(loader *L) {
     return AG_OK;
 }
 
+/* Cache-line aligned (kernels load whole lines); NULL clears *ok. */
 static void *alloc_floats(size_t n, bool *ok) {
-    void *p = ag_try_malloc(n * sizeof(float));
+    void *p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
     if (!p) *ok = false;
     return p;
 }
@@ -199,7 +200,7 @@ static ag_status init_state(loader *L, int n_threads) {
     s->v = alloc_floats(B * kv_dim, &ok);
     s->hb = alloc_floats(B * c->n_ff, &ok);
     s->hb2 = alloc_floats(B * c->n_ff, &ok);
-    s->act = alloc_floats(B * act_cols, &ok); /* f32 is the widest activation dtype */
+    s->act = alloc_floats(B * (act_cols + 16), &ok); /* f32 is the widest activation dtype; rows padded to 64 bytes */
     s->att = alloc_floats((size_t)n_threads * m->n_ctx, &ok);
     if (!ok) return ag_err_set(L->err, AG_NOMEM, "no memory for activations of %d rows", m->n_batch);
     return AG_OK;

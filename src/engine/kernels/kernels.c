@@ -7,6 +7,7 @@
 #include "engine/kernels/kernels.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,37 @@ void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *
         break;
     default: k->quantize_q8_0(x, dst, n); break;
     }
+}
+
+typedef struct scratch {
+    void *p;
+    size_t n;
+} scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v) {
+    scratch *s = v;
+    free(s->p);
+    free(s);
+}
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+void *ag_kern_scratch(size_t bytes) {
+    pthread_once(&scratch_once, scratch_init);
+    scratch *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(scratch_key, s) != 0) abort();
+    }
+    if (s->n < bytes) {
+        free(s->p);
+        s->n = (bytes + 63) / 64 * 64;
+        s->p = aligned_alloc(64, s->n);
+        if (!s->p) abort();
+    }
+    return s->p;
 }
 
 /* ---- generic ------------------------------------------------------------ */

@@ -65,6 +65,13 @@ size_t ag_kern_act_row_bytes(ag_wtype w, size_t n);
 /* Convert n floats into w's activation dtype at dst (ag_kern_act_row_bytes(w, n) bytes). */
 void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *dst, size_t n);
 
+/*
+ * A per-thread, cache-line aligned scratch buffer of at least `bytes`, valid
+ * until the thread's next call; freed when the thread exits.  Aborts on OOM
+ * (it is sized by the model's shape, checked at load).
+ */
+void *ag_kern_scratch(size_t bytes);
+
 /* The variants (defined in kernels_<name>.c; NULL-free tables, checked at run time by ag_kernels_by_name). */
 extern const ag_kernels ag_kernels_generic;
 #if defined(__x86_64__)

@@ -150,7 +150,15 @@ QUANT_ROW(row_q8_0, ag_block_q8_0, AG_QK8_0)
 QUANT_ROW(row_q4_0, ag_block_q4_0, AG_QK4_0)
 
 AG_TILED_MATMUL(matmul_f32, tile_f32, row_f32, 4, 2)
-AG_TILED_MATMUL(matmul_f16, tile_f16, row_f16, 4, 2)
+/* An F16 row to f32, for AG_TILED_MATMUL_WIDEN. */
+static void widen_f16(const void *src, float *dst, size_t n) {
+    const uint16_t *h = src;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_f16(h + i));
+    for (; i < n; i++) dst[i] = f16(h[i]);
+}
+
+AG_TILED_MATMUL_WIDEN(matmul_f16, tile_f32, row_f16, widen_f16, 4, 2)
 AG_TILED_MATMUL(matmul_bf16, tile_bf16, row_bf16, 4, 2)
 AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, row_q8_0, 4, 2)
 AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, row_q4_0, 4, 2)
