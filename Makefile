@@ -50,7 +50,7 @@ fixtures: release
 test: release asan-build fixtures
 	@scripts/run-tests release=build/release/tests asan=build/asan/tests
 
-serve: release
+serve: fixtures
 	@scripts/serve
 
 bench: release

@@ -149,7 +149,13 @@ QUANT_BLOCK(ag_block_q4_0, unpack_q4_0)
 QUANT_ROW(row_q8_0, ag_block_q8_0, AG_QK8_0)
 QUANT_ROW(row_q4_0, ag_block_q4_0, AG_QK4_0)
 
-AG_TILED_MATMUL(matmul_f32, tile_f32, row_f32, 4, 2)
+AG_ROWS_OF(rows_f32, row_f32)
+AG_ROWS_OF(rows_f16, row_f16)
+AG_ROWS_OF(rows_bf16, row_bf16)
+AG_ROWS_OF(rows_q8_0, row_q8_0)
+AG_ROWS_OF(rows_q4_0, row_q4_0)
+
+AG_TILED_MATMUL(matmul_f32, tile_f32, rows_f32, 4, 2)
 /* An F16 row to f32, for AG_TILED_MATMUL_WIDEN. */
 static void widen_f16(const void *src, float *dst, size_t n) {
     const uint16_t *h = src;
@@ -158,10 +164,10 @@ static void widen_f16(const void *src, float *dst, size_t n) {
     for (; i < n; i++) dst[i] = f16(h[i]);
 }
 
-AG_TILED_MATMUL_WIDEN(matmul_f16, tile_f32, row_f16, widen_f16, 4, 2)
-AG_TILED_MATMUL(matmul_bf16, tile_bf16, row_bf16, 4, 2)
-AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, row_q8_0, 4, 2)
-AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, row_q4_0, 4, 2)
+AG_TILED_MATMUL_WIDEN(matmul_f16, tile_f32, rows_f16, widen_f16, 4, 2)
+AG_TILED_MATMUL(matmul_bf16, tile_bf16, rows_bf16, 4, 2)
+AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, rows_q8_0, 4, 2)
+AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, rows_q4_0, 4, 2)
 
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);

@@ -5,8 +5,10 @@
  *
  * Float types: 16-lane FMA tiles of up to 4 rows x 4 tokens (16 of the 32
  * zmm registers hold accumulators).  BF16: vdpbf16ps, 32 products per
- * instruction.  Quantized types: one vpdpbusd per 32-element block replaces
- * AVX2's maddubs + madd pair (256-bit, so a 34- or 18-byte block is one load).
+ * instruction.  Quantized types: one vpdpbusd per 32-element block in its
+ * unsigned x signed form (see act_side below), 256-bit so a 34- or 18-byte
+ * block is one load.  Single-token products read rows one at a time as one
+ * sequential stream (tile.h says why).
  */
 #include "engine/kernels/kernels_x86.h"
 #include "engine/kernels/tile.h"
@@ -60,43 +62,8 @@ TILE512(tile_f32, float, float, __m512, 16, load_f32, load_f32, fma_ps, f32, f32
 TILE512(tile_f16, uint16_t, float, __m512, 16, load_f16, load_f32, fma_ps, f16, f32)
 TILE512(tile_bf16, uint16_t, uint16_t, __m512i, 32, load_bf16x32, load_bf16x32, dot_bf16, bf16, bf16)
 
-AG_INLINE __m256i unpack_q4_0(const ag_block_q4_0 *b) {
-    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q); /* elements 16..31 are the high nibbles */
-    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
-}
 AG_INLINE __m256i load_q8_0(const ag_block_q8_0 *b) { return _mm256_loadu_si256((const __m256i *)b->qs); }
 
-#define QUANT_TILE(NAME, WB, LOADW, QK)                                                                                \
-    AG_INLINE void NAME(const char *w, size_t ws, const char *x, size_t xs, size_t n, float *y, size_t ldy,            \
-                        const int R, const int C) {                                                                    \
-        __m256 acc[4][4];                                                                                              \
-        for (int r = 0; r < R; r++)                                                                                    \
-            for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();                                               \
-        for (size_t b = 0; b < n / (QK); b++) {                                                                        \
-            __m256i xq[4];                                                                                             \
-            float dx[4];                                                                                               \
-            for (int c = 0; c < C; c++) {                                                                              \
-                const ag_block_q8_0 *xb = (const ag_block_q8_0 *)(x + c * xs) + b;                                     \
-                xq[c] = load_q8_0(xb);                                                                                 \
-                dx[c] = f16(xb->d);                                                                                    \
-            }                                                                                                          \
-            for (int r = 0; r < R; r++) {                                                                              \
-                const WB *wb = (const WB *)(w + r * ws) + b;                                                           \
-                __m256i wq = LOADW(wb), aw = _mm256_sign_epi8(wq, wq);                                                 \
-                float dw = f16(wb->d);                                                                                 \
-                for (int c = 0; c < C; c++) {                                                                          \
-                    __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(xq[c], wq));         \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * dx[c]), acc[r][c]);         \
-                }                                                                                                      \
-            }                                                                                                          \
-        }                                                                                                              \
-        for (int r = 0; r < R; r++)                                                                                    \
-            for (int c = 0; c < C; c++) y[c * ldy + r] = hsum256(acc[r][c]);                                           \
-    }
-
-QUANT_TILE(tile_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
-QUANT_TILE(tile_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
 
 /* One row against one token, 4 independent accumulators so the FMA latency is hidden. */
 #define ROW512(NAME, WT, XT, V, STEP, LOADW, LOADX, OP, SW, SX)                                                        \
@@ -118,34 +85,128 @@ ROW512(row_f16, uint16_t, float, __m512, 16, load_f16, load_f32, fma_ps, f16, f3
 ROW512(row_bf16, uint16_t, uint16_t, __m512i, 32, load_bf16x32, load_bf16x32, dot_bf16, bf16, bf16)
 
 /* One quantized row against one token: two blocks a step into two accumulators. */
-/* The scaled dot product of one weight block with one activation block, as 8 float lanes. */
-#define QUANT_BLOCK(WB, LOADW)                                                                                         \
-    AG_INLINE __m256 block_dot_##WB(const WB *w, const ag_block_q8_0 *x) {                                             \
-        __m256i wq = LOADW(w), aw = _mm256_sign_epi8(wq, wq), sx = _mm256_sign_epi8(load_q8_0(x), wq);               \
-        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx)), _mm256_set1_ps(f16(w->d) * f16(x->d)));           \
-    }
-QUANT_BLOCK(ag_block_q8_0, load_q8_0)
-QUANT_BLOCK(ag_block_q4_0, unpack_q4_0)
+/*
+ * Single-token quantized rows use vpdpbusd in its native unsigned x signed
+ * form: a Q8_0 weight w becomes the byte w + 128 (an xor), a Q4_0 nibble q
+ * is already 0..15 for q - 8, so each block is one dpbusd whose accumulator
+ * starts at -offset * (the activation's 4-byte lane sums).  Those sums and
+ * the activation scales as floats are computed once per call, not per row.
+ */
+typedef struct act_side {
+    __m256i neg_lane_sums; /* -offset * sum of x's bytes per int32 lane */
+    float d;               /* x's scale */
+} act_side;
 
-/* One quantized row against one token: two blocks a step into two accumulators. */
-#define QUANT_ROW(NAME, WB, QK)                                                                                        \
-    static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
-        const WB *w = wv;                                                                                              \
+static void prepare_side(const ag_block_q8_0 *x, size_t nb, int log2_offset, act_side *s) {
+    for (size_t b = 0; b < nb; b++) {
+        __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), load_q8_0(&x[b]));
+        s[b].neg_lane_sums = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sums, log2_offset));
+        s[b].d = f16(x[b].d);
+    }
+}
+
+AG_INLINE __m256i q8_0_unsigned(const ag_block_q8_0 *b) { return _mm256_xor_si256(load_q8_0(b), _mm256_set1_epi8(-128)); }
+AG_INLINE __m256i q4_0_unsigned(const ag_block_q4_0 *b) {
+    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
+}
+
+#define QUANT_ROWS(NAME, WB, UNSIGNED, LOG2_OFFSET, QK)                                                                \
+    /* acc + d_w * d_x * (w . x) over one block */                                                                    \
+    AG_INLINE __m256 NAME##_block(__m256 acc, const WB *w, const ag_block_q8_0 *x, const act_side *s) {               \
+        __m256i p = _mm256_dpbusd_epi32(s->neg_lane_sums, UNSIGNED(w), load_q8_0(x));                                  \
+        __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16((short)w->d));                                                      \
+        return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s->d)), dw, acc);                  \
+    }                                                                                                                  \
+    static void NAME(const void *wv, size_t ws, const void *xv, size_t n, size_t r0, size_t r1, float *y) {           \
         const ag_block_q8_0 *x = xv;                                                                                   \
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                     \
-        size_t nb = n / (QK), b = 0;                                                                                   \
-        for (; b + 2 <= nb; b += 2) {                                                                                  \
-            a0 = _mm256_add_ps(a0, block_dot_##WB(&w[b], &x[b]));                                                      \
-            a1 = _mm256_add_ps(a1, block_dot_##WB(&w[b + 1], &x[b + 1]));                                              \
+        const size_t nb = n / (QK);                                                                                    \
+        act_side *s = ag_kern_scratch(nb * sizeof *s);                                                                 \
+        prepare_side(x, nb, LOG2_OFFSET, s);                                                                           \
+        for (size_t r = r0; r < r1; r++) {                                                                             \
+            const WB *w = (const WB *)((const char *)wv + r * ws);                                                     \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                 \
+            size_t b = 0;                                                                                              \
+            for (; b + 2 <= nb; b += 2) {                                                                              \
+                a0 = NAME##_block(a0, &w[b], &x[b], &s[b]);                                                            \
+                a1 = NAME##_block(a1, &w[b + 1], &x[b + 1], &s[b + 1]);                                                \
+            }                                                                                                          \
+            if (b < nb) a0 = NAME##_block(a0, &w[b], &x[b], &s[b]);                                                    \
+            y[r] = hsum256(_mm256_add_ps(a0, a1));                                                                     \
         }                                                                                                              \
-        if (b < nb) a0 = _mm256_add_ps(a0, block_dot_##WB(&w[b], &x[b]));                                              \
-        return hsum256(_mm256_add_ps(a0, a1));                                                                         \
     }
 
-QUANT_ROW(row_q8_0, ag_block_q8_0, AG_QK8_0)
-QUANT_ROW(row_q4_0, ag_block_q4_0, AG_QK4_0)
+QUANT_ROWS(rows_q8_0, ag_block_q8_0, q8_0_unsigned, 7, AG_QK8_0)
+QUANT_ROWS(rows_q4_0, ag_block_q4_0, q4_0_unsigned, 3, AG_QK4_0)
 
-AG_TILED_MATMUL(matmul_f32, tile_f32, row_f32, 4, 4)
+/* R rows x C tokens of the same: per pair and block one dpbusd, one convert, one multiply, one FMA. */
+#define QUANT_TILE(NAME, WB, UNSIGNED)                                                                                 \
+    AG_INLINE void NAME(const char *w, size_t ws, const char *x, size_t xs, size_t nb, const act_side *side,          \
+                        float *y, size_t ldy, const int R, const int C) {                                              \
+        __m256 acc[4][4];                                                                                              \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();                                               \
+        for (size_t b = 0; b < nb; b++) {                                                                              \
+            __m256i xq[4];                                                                                             \
+            for (int c = 0; c < C; c++) xq[c] = load_q8_0((const ag_block_q8_0 *)(x + c * xs) + b);                    \
+            for (int r = 0; r < R; r++) {                                                                              \
+                const WB *wb = (const WB *)(w + r * ws) + b;                                                           \
+                __m256i wu = UNSIGNED(wb);                                                                             \
+                __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16((short)wb->d));                                             \
+                for (int c = 0; c < C; c++) {                                                                          \
+                    const act_side *sc = side + c * nb + b;                                                            \
+                    __m256i p = _mm256_dpbusd_epi32(sc->neg_lane_sums, wu, xq[c]);                                     \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sc->d)), dw,       \
+                                                acc[r][c]);                                                            \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < C; c++) y[c * ldy + r] = hsum256(acc[r][c]);                                           \
+    }
+
+QUANT_TILE(tile_q8_0, ag_block_q8_0, q8_0_unsigned)
+QUANT_TILE(tile_q4_0, ag_block_q4_0, q4_0_unsigned)
+
+/* The tiles' extra arguments come from the walk below: this token tile's activation sums and scales. */
+#define TILE_Q8_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q8_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
+#define TILE_Q4_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q4_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
+
+/* Like AG_TILED_MATMUL, with each token block's activation sums and scales prepared once. */
+#define QUANT_MATMUL(NAME, TILE, ROWS, LOG2_OFFSET, QK)                                                                \
+    static void NAME(const void *w, size_t ws, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
+                     float *y, size_t ldy) {                                                                           \
+        if (T == 1) {                                                                                                  \
+            ROWS(w, ws, x, n, r0, r1, y);                                                                              \
+            return;                                                                                                    \
+        }                                                                                                              \
+        const size_t nb = n / (QK);                                                                                    \
+        act_side *side = ag_kern_scratch(AG_TILE_TOKEN_BLOCK * nb * sizeof *side);                                     \
+        for (size_t t0 = 0; t0 < T; t0 += AG_TILE_TOKEN_BLOCK) {                                                       \
+            size_t t1 = T - t0 < AG_TILE_TOKEN_BLOCK ? T : t0 + AG_TILE_TOKEN_BLOCK;                                   \
+            for (size_t t = t0; t < t1; t++)                                                                           \
+                prepare_side((const ag_block_q8_0 *)((const char *)x + t * xs), nb, LOG2_OFFSET,                       \
+                             side + (t - t0) * nb);                                                                    \
+            for (size_t r = r0; r < r1; r += 4) {                                                                      \
+                int R = r1 - r < 4 ? (int)(r1 - r) : 4;                                                                \
+                for (size_t t = t0; t < t1; t += 4) {                                                                  \
+                    int C = t1 - t < 4 ? (int)(t1 - t) : 4;                                                            \
+                    const char *wp = (const char *)w + r * ws, *xp = (const char *)x + t * xs;                         \
+                    float *yp = y + t * ldy + r;                                                                       \
+                    AG_TILE_SWITCH(TILE, wp, ws, xp, xs, n, yp, ldy)                                                   \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+QUANT_MATMUL(matmul_q8_0, TILE_Q8_0, rows_q8_0, 7, AG_QK8_0)
+QUANT_MATMUL(matmul_q4_0, TILE_Q4_0, rows_q4_0, 3, AG_QK4_0)
+
+AG_ROWS_OF(rows_f32, row_f32)
+AG_ROWS_OF(rows_f16, row_f16)
+AG_ROWS_OF(rows_bf16, row_bf16)
+
+AG_TILED_MATMUL(matmul_f32, tile_f32, rows_f32, 4, 4)
 /* An F16 row to f32, for AG_TILED_MATMUL_WIDEN. */
 static void widen_f16(const void *src, float *dst, size_t n) {
     const uint16_t *h = src;
@@ -154,10 +215,8 @@ static void widen_f16(const void *src, float *dst, size_t n) {
     for (; i < n; i++) dst[i] = f16(h[i]);
 }
 
-AG_TILED_MATMUL_WIDEN(matmul_f16, tile_f32, row_f16, widen_f16, 4, 4)
-AG_TILED_MATMUL(matmul_bf16, tile_bf16, row_bf16, 4, 4)
-AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, row_q8_0, 4, 4)
-AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, row_q4_0, 4, 4)
+AG_TILED_MATMUL_WIDEN(matmul_f16, tile_f32, rows_f16, widen_f16, 4, 4)
+AG_TILED_MATMUL(matmul_bf16, tile_bf16, rows_bf16, 4, 4)
 
 const ag_kernels ag_kernels_avx512 = {
     .name = "avx512",

@@ -8,8 +8,9 @@
  * weight rows streams past) and dispatches the edge tiles to the matching
  * constant instance.  RMAX and CMAX are at most 4.
  *
- * A single token (decode) takes another path: ROW(w_row, x, n) per weight
- * row, reading the matrix front to back as one sequential stream.  Tiles of
+ * A single token (decode) takes another path: ROWS(w, ws, x, n, r0, r1, y)
+ * computes y[r] row by row, reading the matrix front to back as one
+ * sequential stream (AG_ROWS_OF(ROW) makes one from a one-row dot product).  Tiles of
  * several rows would read several short streams at once (a 1024-element F16
  * row is only 32 cache lines), which the hardware prefetchers do not follow,
  * and decode is bound by exactly that stream.
@@ -39,11 +40,16 @@
         AG_TILE_CASE(TILE, WP, WS, XP, XS, N, YP, LDY, 4, 3) AG_TILE_CASE(TILE, WP, WS, XP, XS, N, YP, LDY, 4, 4)      \
     }
 
-#define AG_TILED_MATMUL(NAME, TILE, ROW, RMAX, CMAX)                                                                   \
+#define AG_ROWS_OF(NAME, ROW)                                                                                          \
+    static void NAME(const void *w, size_t ws, const void *x, size_t n, size_t r0, size_t r1, float *y) {             \
+        for (size_t r = r0; r < r1; r++) y[r] = ROW((const char *)w + r * ws, x, n);                                  \
+    }
+
+#define AG_TILED_MATMUL(NAME, TILE, ROWS, RMAX, CMAX)                                                                  \
     static void NAME(const void *w, size_t ws, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
                      float *y, size_t ldy) {                                                                           \
         if (T == 1) {                                                                                                  \
-            for (size_t r = r0; r < r1; r++) y[r] = ROW((const char *)w + r * ws, x, n);                              \
+            ROWS(w, ws, x, n, r0, r1, y);                                                                              \
             return;                                                                                                    \
         }                                                                                                              \
         for (size_t t0 = 0; t0 < T; t0 += AG_TILE_TOKEN_BLOCK) {                                                       \
@@ -67,11 +73,11 @@
  * token in the block, so the conversion is paid once per 64 tokens instead
  * of once per 4.
  */
-#define AG_TILED_MATMUL_WIDEN(NAME, FTILE, ROW, WIDEN, RMAX, CMAX)                                                     \
+#define AG_TILED_MATMUL_WIDEN(NAME, FTILE, ROWS, WIDEN, RMAX, CMAX)                                                    \
     static void NAME(const void *w, size_t ws, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
                      float *y, size_t ldy) {                                                                           \
         if (T == 1) {                                                                                                  \
-            for (size_t r = r0; r < r1; r++) y[r] = ROW((const char *)w + r * ws, x, n);                              \
+            ROWS(w, ws, x, n, r0, r1, y);                                                                              \
             return;                                                                                                    \
         }                                                                                                              \
         const size_t fs = (n * sizeof(float) + 63) / 64 * 64; /* rows on cache lines */                               \
