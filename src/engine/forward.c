@@ -35,6 +35,7 @@ typedef struct step {
     const float *delta;    /* residual: x += delta, [T][n_embd] */
     atomic_long next_chunk; /* matmul: the next chunk of weight rows to claim */
     long chunk_rows[3];     /* matmul: rows per chunk of each matrix */
+    int n_runs;             /* attention: runs of rows in m->s.runs */
     /* the step's row function, for elementwise steps */
     void (*row_fn)(struct step *st, int t);
 } step;
@@ -193,47 +194,75 @@ static void matmul(step *st, const float *in, int n, const ag_matrix *const *mat
     ag_pool_run(st->m->pool, run_matmul, st);
 }
 
-/* ---- attention: threads split (token, head) pairs ---------------------- */
+/* ---- attention: threads claim (query run, head) items -------------------- */
 
-static void run_attention(void *ctx, int ith, int nth) {
-    step *st = ctx;
+/*
+ * Rows of one sequence at consecutive positions (a prompt's chunk, or one
+ * decode row) form a run; each run of up to ATTN_ROWS rows and each head is
+ * one work item: S = Q . K^T over the keys 0..last position as a matrix
+ * product with the weights' kernels (block by block, as the cache hands them
+ * out; K's rows are the "weights"), a causal mask and softmax on S, then
+ * O += p * v for each key, reading V in place in its cache dtype.
+ */
+enum { ATTN_ROWS = 64 };
+
+/* The first row of each run of st's rows, in st->m->s.runs; returns the number of runs. */
+static int find_runs(step *st) {
+    int n = 0;
+    for (int t = 0; t < st->T; t++)
+        if (t == 0 || st->seq[t] != st->seq[t - 1] || st->pos[t] != st->pos[t - 1] + 1 ||
+            t - st->m->s.runs[n - 1] == ATTN_ROWS)
+            st->m->s.runs[n++] = t;
+    st->m->s.runs[n] = st->T;
+    return n;
+}
+
+static void attend(step *st, int a, int b, int h, float *S) {
     ag_model *m = st->m;
     const ag_config *c = &m->cfg;
     ag_kv_cache *kv = m->kv;
     const ag_kernels *K = m->kern;
-    const int hd = c->head_dim, kv_dim = c->n_head_kv * hd, group = c->n_head / c->n_head_kv;
+    const int hd = c->head_dim, q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd, kvh = h / (c->n_head / c->n_head_kv);
+    const int G = b - a, n_keys = st->pos[b - 1] + 1, bt = kv->block_tokens;
+    const size_t ld = ((size_t)n_keys + 15) / 16 * 16; /* S rows on cache lines */
+    const ag_wtype wt = kv->type == AG_DTYPE_F32 ? AG_W_F32 : AG_W_F16;
+    const size_t el = kv->type == AG_DTYPE_F32 ? 4 : 2;
+    const float *q = m->s.q + (size_t)a * q_dim + (size_t)h * hd;
+    for (int p0 = 0; p0 < n_keys; p0 += bt) {
+        int rows = n_keys - p0 < bt ? n_keys - p0 : bt;
+        const char *kb = (const char *)kv->ops->k_block(kv, st->layer, st->seq[a], p0 / bt) + (size_t)kvh * hd * el;
+        K->matmul[wt](kb, (size_t)kv_dim * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)rows, (size_t)G, S + p0, ld);
+    }
     const float scale = 1.0f / sqrtf((float)hd);
-    float *att = m->s.att + (size_t)ith * m->n_ctx;
-    long lo, hi;
-    ag_pool_split((long)st->T * c->n_head, ith, nth, 1, &lo, &hi);
-    for (long i = lo; i < hi; i++) {
-        int t = (int)(i / c->n_head), h = (int)(i % c->n_head), kvh = h / group;
-        const float *q = m->s.q + (size_t)t * c->n_head * hd + (size_t)h * hd;
-        float *out = m->s.xb2 + (size_t)t * c->n_head * hd + (size_t)h * hd;
-        int32_t n = st->pos[t] + 1, bt = kv->block_tokens;
-        float mx = -INFINITY;
-        for (int32_t p0 = 0; p0 < n; p0 += bt) {
-            const char *kb = kv->ops->k_block(kv, st->layer, st->seq[t], p0 / bt);
-            for (int32_t p = p0; p < n && p < p0 + bt; p++) {
-                size_t off = (size_t)(p - p0) * kv_dim + (size_t)kvh * hd;
-                float s = kv->type == AG_DTYPE_F32 ? K->dot_f32((const float *)kb + off, q, hd)
-                                                   : K->dot_f16((const uint16_t *)kb + off, q, hd);
-                att[p] = s * scale;
-                if (att[p] > mx) mx = att[p];
-            }
-        }
-        float sum = 0;
-        for (int32_t p = 0; p < n; p++) sum += att[p] = expf(att[p] - mx);
+    for (int i = 0; i < G; i++) {
+        float *row = S + (size_t)i * ld, mx = -INFINITY, sum = 0;
+        int n = st->pos[a + i] + 1; /* causal: this row sees keys 0..its position */
+        for (int p = 0; p < n; p++) mx = fmaxf(mx, row[p] *= scale);
+        for (int p = 0; p < n; p++) sum += row[p] = expf(row[p] - mx);
+        float *out = m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
-        for (int32_t p0 = 0; p0 < n; p0 += bt) {
-            const char *vb = kv->ops->v_block(kv, st->layer, st->seq[t], p0 / bt);
-            for (int32_t p = p0; p < n && p < p0 + bt; p++) {
-                size_t off = (size_t)(p - p0) * kv_dim + (size_t)kvh * hd;
-                float a = att[p] / sum;
-                if (kv->type == AG_DTYPE_F32) K->axpy_f32(out, a, (const float *)vb + off, hd);
-                else K->axpy_f16(out, a, (const uint16_t *)vb + off, hd);
+        for (int p0 = 0; p0 < n; p0 += bt) {
+            const char *vb = (const char *)kv->ops->v_block(kv, st->layer, st->seq[a], p0 / bt) + (size_t)kvh * hd * el;
+            for (int p = p0; p < n && p < p0 + bt; p++) {
+                const char *v = vb + (size_t)(p - p0) * kv_dim * el;
+                if (el == 4) K->axpy_f32(out, row[p] / sum, (const float *)v, (size_t)hd);
+                else K->axpy_f16(out, row[p] / sum, (const uint16_t *)v, (size_t)hd);
             }
         }
+    }
+}
+
+static void run_attention(void *ctx, int ith, int nth) {
+    (void)nth;
+    step *st = ctx;
+    ag_model *m = st->m;
+    const int n_head = m->cfg.n_head;
+    float *S = m->s.att + (size_t)ith * m->s.att_per_thread;
+    for (;;) {
+        long item = atomic_fetch_add_explicit(&st->next_chunk, 1, memory_order_relaxed);
+        if (item >= (long)st->n_runs * n_head) return;
+        int r = (int)(item / n_head), h = (int)(item % n_head);
+        attend(st, m->s.runs[r], m->s.runs[r + 1], h, S);
     }
 }
 
@@ -246,6 +275,8 @@ static void layer_forward(step *st) {
     for_each_row(st, row_attn_norm);
     matmul(st, s->xb, 3, (const ag_matrix *[]){&lw->wq, &lw->wk, &lw->wv}, (float *[]){s->q, s->k, s->v});
     for_each_row(st, row_qkv_post);
+    st->n_runs = find_runs(st);
+    atomic_store_explicit(&st->next_chunk, 0, memory_order_relaxed);
     ag_pool_run(m->pool, run_attention, st);
     matmul(st, s->xb2, 1, (const ag_matrix *[]){&lw->wo}, (float *[]){s->xb});
     st->delta = s->xb;

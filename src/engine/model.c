@@ -201,7 +201,11 @@ static ag_status init_state(loader *L, int n_threads) {
     s->hb = alloc_floats(B * c->n_ff, &ok);
     s->hb2 = alloc_floats(B * c->n_ff, &ok);
     s->act = alloc_floats(B * (act_cols + 16), &ok); /* f32 is the widest activation dtype; rows padded to 64 bytes */
-    s->att = alloc_floats((size_t)n_threads * m->n_ctx, &ok);
+    s->att_ld = ((size_t)m->n_ctx + 15) / 16 * 16;
+    s->att_per_thread = 64 * s->att_ld;
+    s->att = alloc_floats((size_t)n_threads * s->att_per_thread, &ok);
+    s->runs = ag_try_malloc(((size_t)m->n_batch + 1) * sizeof *s->runs);
+    if (!s->runs) ok = false;
     if (!ok) return ag_err_set(L->err, AG_NOMEM, "no memory for activations of %d rows", m->n_batch);
     return AG_OK;
 }
@@ -268,6 +272,7 @@ void ag_model_free(ag_model *m) {
     ag_run_state *s = &m->s;
     float *v[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->hb, s->hb2, s->act, s->att, s->inv_freq, s->logits};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) free(v[i]);
+    free(s->runs);
     ag_tokenizer_free(m->tok);
     ag_gguf_close(m->file);
     free(m);

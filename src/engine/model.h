@@ -76,7 +76,9 @@ typedef struct ag_run_state {
     float *q, *k, *v;     /* [n_batch][q_dim], [n_batch][kv_dim] x 2 */
     float *hb, *hb2;      /* [n_batch][n_ff] */
     void *act;            /* a matmul input in its activation dtype */
-    float *att;           /* [n_threads][n_ctx] attention scores */
+    float *att;           /* per thread: attention scores [64][att_ld] */
+    size_t att_ld, att_per_thread; /* floats: att_ld = n_ctx rounded up to 16 */
+    int *runs;            /* [n_batch + 1] first row of each attention run */
     float *inv_freq;      /* [n_rot / 2] RoPE frequencies, scaling applied */
     float *logits;        /* [n_logits][n_vocab] */
     size_t logits_cap;    /* rows logits can hold */
