@@ -388,30 +388,70 @@ static void test_bad_batches_refused(void **state) {
     ag_model_free(m);
 }
 
-/* A file without one tensor is refused at load, naming it. */
-static void test_missing_tensor_named(void **state) {
-    (void)state;
+/*
+ * A copy of a fixture with one change: a tensor left out (skip_tensor), or
+ * one metadata key replaced by a u32 or string value.  Loading it must fail
+ * cleanly with a message containing `expect`.
+ */
+typedef struct mutation {
+    const char *skip_tensor, *key, *str;
+    uint32_t u32;
+    const char *expect;
+} mutation;
+
+static void check_refused(const char *fixture, const mutation *mu) {
     ag_gguf_file *f = NULL;
     ag_err err;
-    assert_int_equal(ag_gguf_open(FIXTURES "qwen3.gguf", &f, &err), AG_OK);
+    assert_int_equal(ag_gguf_open(fixture, &f, &err), AG_OK);
     ag_gguf_writer *w = ag_gguf_writer_create(0);
-    for (size_t i = 0; i < ag_gguf_n_kv(f); i++) ag_gguf_writer_copy_kv(w, ag_gguf_kv_at(f, i));
+    for (size_t i = 0; i < ag_gguf_n_kv(f); i++) {
+        const ag_gguf_kv *kv = ag_gguf_kv_at(f, i);
+        if (mu->key && ag_str_eq_cstr(kv->key, mu->key)) {
+            if (mu->str) ag_gguf_writer_set_str(w, mu->key, mu->str, strlen(mu->str));
+            else ag_gguf_writer_set_u32(w, mu->key, mu->u32);
+        } else {
+            ag_gguf_writer_copy_kv(w, kv);
+        }
+    }
     for (size_t i = 0; i < ag_gguf_n_tensors(f); i++) {
         const ag_gguf_tensor *t = ag_gguf_tensor_at(f, i);
-        if (ag_str_eq_cstr(t->name, "blk.1.attn_k_norm.weight")) continue;
+        if (mu->skip_tensor && ag_str_eq_cstr(t->name, mu->skip_tensor)) continue;
         char name[128];
         snprintf(name, sizeof name, "%.*s", (int)t->name.n, t->name.p);
         assert_int_equal(ag_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data), AG_OK);
     }
-    const char *out = FIXTURES "qwen3-missing.gguf";
+    const char *out = FIXTURES "mutated.gguf";
     assert_int_equal(ag_gguf_writer_to_file(w, out), AG_OK);
     ag_gguf_writer_destroy(w);
     ag_gguf_close(f);
     ag_model *m = NULL;
-    assert_int_equal(ag_model_load(out, NULL, &m, &err), AG_EINVAL);
+    ag_status rc = ag_model_load(out, NULL, &m, &err);
+    if (rc == AG_OK) fail_msg("loaded despite %s%s", mu->skip_tensor ? mu->skip_tensor : "", mu->key ? mu->key : "");
     assert_null(m);
-    assert_non_null(strstr(err.msg, "blk.1.attn_k_norm.weight"));
+    if (!strstr(err.msg, mu->expect)) fail_msg("error '%s' lacks '%s'", err.msg, mu->expect);
     remove(out);
+}
+
+/* Bad files are refused at load with a message naming what is wrong, never later. */
+static void test_bad_models_refused(void **state) {
+    (void)state;
+    static const mutation qwen3[] = {
+        {.skip_tensor = "blk.1.attn_k_norm.weight", .expect = "tensor blk.1.attn_k_norm.weight is missing"},
+        {.skip_tensor = "output_norm.weight", .expect = "output_norm.weight is missing"},
+        {.key = "general.architecture", .str = "mamba", .expect = "architecture 'mamba' is not supported"},
+        {.key = "qwen3.attention.head_count", .u32 = 0, .expect = "head_count is missing or out of range"},
+        {.key = "qwen3.attention.head_count_kv", .u32 = 3, .expect = "inconsistent heads"},
+        {.key = "qwen3.attention.key_length", .u32 = 16, .expect = "inconsistent heads"},
+        {.key = "qwen3.embedding_length", .u32 = 128, .expect = "token_embd.weight is 64 x 151936, expected 128 x 151936"},
+        {.key = "qwen3.rope.dimension_count", .u32 = 33, .expect = "inconsistent heads"},
+        {.key = "qwen3.feed_forward_length", .u32 = 100, .expect = "blk.0.ffn_gate.weight is 64 x 128, expected 64 x 100"},
+        {.key = "qwen3.block_count", .u32 = 3, .expect = "blk.2."},
+    };
+    for (size_t i = 0; i < sizeof qwen3 / sizeof *qwen3; i++) check_refused(FIXTURES "qwen3.gguf", &qwen3[i]);
+    static const mutation qwen2[] = {
+        {.skip_tensor = "blk.0.attn_v.bias", .expect = "tensor blk.0.attn_v.bias is missing"},
+    };
+    check_refused(FIXTURES "qwen2.gguf", &qwen2[0]);
 }
 
 int main(void) {
@@ -419,7 +459,7 @@ int main(void) {
         cmocka_unit_test(test_llama2_matches_reference),   cmocka_unit_test(test_llama3_matches_reference),
         cmocka_unit_test(test_qwen2_matches_reference),    cmocka_unit_test(test_qwen3_matches_reference),
         cmocka_unit_test(test_batch_rows_equal_sequences_alone), cmocka_unit_test(test_greedy_decode_golden),
-        cmocka_unit_test(test_bad_batches_refused),        cmocka_unit_test(test_missing_tensor_named),
+        cmocka_unit_test(test_bad_batches_refused),        cmocka_unit_test(test_bad_models_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
