@@ -58,6 +58,7 @@ bench: release
 	@$(CMAKE) --build build/bench -j$(JOBS)
 	@build/bench/bench/bench_json
 	@bench/tokenizer/run build/bin/autoglm build/bench/bench/bench_tokenizer
+	@bench/engine/run build/bin/autoglm build/bench/bench/bench_engine
 
 fuzz: fixtures
 	@CC=clang CXX=clang++ $(CMAKE) -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Release -DAG_FUZZ=ON $(CMAKE_FLAGS) >/dev/null

@@ -8,24 +8,27 @@
  *     (a VM's bandwidth drifts by tens of percent; the best is the ceiling);
  *   - peak FMA rate: independent vector FMA chains (the widest vectors this
  *     build has; AVX-512 here), best of 5;
- *   - decode: 64 single-token forwards from an empty cache (positions 0..63),
+ *   - decode (best of 3): 64 single-token forwards from an empty cache (positions 0..63),
  *     tokens/s, and bytes of weights read per token x tokens/s / bandwidth;
- *   - prefill: one 512-token batch (logits for the last row only), tokens/s,
+ *   - prefill (best of 3): one 512-token batch (logits for the last row only), tokens/s,
  *     and FLOP/s (2 per multiply-add: every weight matrix per token, the head
  *     once, attention's QK and AV products) / peak.
  * Each model is measured with every thread count given (--threads "1 2").
- * usage: bench_engine [--threads "1 2"] MODEL.gguf...
+ * --json F also writes the ceilings and results as JSON (bench/engine/compare.mjs reads it).
+ * usage: bench_engine [--threads "1 2"] [--json F] MODEL.gguf...
  */
 #include "base/clock.h"
 #include "base/pool.h"
 #include "engine/model.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { TRIAD_N = 8 << 20, DECODE_TOKENS = 64, PREFILL_TOKENS = 512, REPS = 5 };
+enum { TRIAD_N = 8 << 20, DECODE_TOKENS = 64, PREFILL_TOKENS = 512, REPS = 5, ENGINE_REPS = 3 };
 
 typedef struct triad_job {
     double *a, *b, *c;
@@ -133,11 +136,15 @@ static int measure_ceilings(const int *threads, int n, double *bw, double *peak)
 static double now_s(void) { return (double)ag_clock_mono_ns() / 1e9; }
 
 int main(int argc, char **argv) {
-    const char *threads_list = "1 2";
+    const char *threads_list = "1 2", *json_path = NULL;
     int first = 1;
-    if (argc > 2 && strcmp(argv[1], "--threads") == 0) threads_list = argv[2], first = 3;
-    if (first >= argc) {
-        fprintf(stderr, "usage: bench_engine [--threads \"1 2\"] MODEL.gguf...\n");
+    for (; first + 1 < argc && argv[first][0] == '-'; first += 2) {
+        if (strcmp(argv[first], "--threads") == 0) threads_list = argv[first + 1];
+        else if (strcmp(argv[first], "--json") == 0) json_path = argv[first + 1];
+        else break;
+    }
+    if (first >= argc || argv[first][0] == '-') {
+        fprintf(stderr, "usage: bench_engine [--threads \"1 2\"] [--json F] MODEL.gguf...\n");
         return 2;
     }
     int threads[16], n_threads = 0;
@@ -177,7 +184,7 @@ int main(int argc, char **argv) {
             }
             /* decode: one token per forward, as a single stream generates */
             double best_decode = 0;
-            for (int r = 0; r < 2; r++) {
+            for (int r = 0; r < ENGINE_REPS; r++) {
                 m->kv->ops->seq_clear(m->kv, 0);
                 double t0 = now_s();
                 for (int i = 0; i < DECODE_TOKENS; i++)
@@ -187,7 +194,7 @@ int main(int argc, char **argv) {
                 if (tps > best_decode) best_decode = tps;
             }
             double best_prefill = 0;
-            for (int r = 0; r < 2; r++) {
+            for (int r = 0; r < ENGINE_REPS; r++) {
                 m->kv->ops->seq_clear(m->kv, 0);
                 double t0 = now_s();
                 if (ag_forward(m, &(ag_batch){.n = PREFILL_TOKENS, .token = tok, .pos = pos}, &err) != AG_OK)
@@ -216,6 +223,24 @@ int main(int argc, char **argv) {
         printf("| %s | %s | %d | %s | %.1f | %.1f | %.0f%% | %.1f | %.1f | %.0f%% |\n", r->name, r->type,
                threads[r->ti], r->kernels, r->decode, r->wbytes / 1e6, 100.0 * r->decode * r->wbytes / (bw[r->ti] * 1e9),
                r->prefill, r->gflops, 100.0 * r->gflops / peak[r->ti]);
+    }
+    if (json_path) {
+        FILE *f = fopen(json_path, "w");
+        if (!f) return fprintf(stderr, "%s: cannot write\n", json_path), 1;
+        fprintf(f, "{\"ceilings\": [");
+        for (int i = 0; i < n_threads; i++)
+            fprintf(f, "%s{\"threads\": %d, \"triad_gbs\": %.3f, \"peak_gflops\": %.3f}", i ? ", " : "", threads[i],
+                    bw[i], peak[i]);
+        fprintf(f, "],\n \"results\": [");
+        for (int i = 0; i < n_res; i++) {
+            const result *r = &res[i];
+            fprintf(f,
+                    "%s\n  {\"model\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"decode_tps\": %.3f, "
+                    "\"weight_bytes\": %.0f, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f}",
+                    i ? "," : "", r->name, r->type, threads[r->ti], r->kernels, r->decode, r->wbytes, r->prefill, r->gflops);
+        }
+        fprintf(f, "]}\n");
+        fclose(f);
     }
     free(res);
     return 0;
