@@ -9,20 +9,7 @@
  * d_w * d_x into a float accumulator.  Tails shorter than a vector are scalar.
  */
 #include "engine/kernels/kernels_x86.h"
-#include "engine/kernels/tile.h"
 
-#include <immintrin.h>
-
-AG_INLINE float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AG_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
-AG_INLINE float bf16(uint16_t h) { return ag_bf16_to_f32(h); }
-AG_INLINE float f32(float v) { return v; }
 
 AG_INLINE __m256 load_f32(const float *p) { return _mm256_loadu_ps(p); }
 AG_INLINE __m256 load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
@@ -30,42 +17,21 @@ AG_INLINE __m256 load_bf16(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 
-/* A float-type tile: R rows of WT against C rows of XT, 8 elements a step. */
-#define FLOAT_TILE(NAME, WT, XT, LOADW, LOADX, SW, SX)                                                                 \
-    AG_INLINE void NAME(const char *w, size_t ws, const char *x, size_t xs, size_t n, float *y, size_t ldy,            \
-                        const int R, const int C) {                                                                    \
-        __m256 acc[4][4];                                                                                              \
-        for (int r = 0; r < R; r++)                                                                                    \
-            for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();                                               \
-        size_t k = 0;                                                                                                  \
-        for (; k + 8 <= n; k += 8) {                                                                                   \
-            __m256 xv[4];                                                                                              \
-            for (int c = 0; c < C; c++) xv[c] = LOADX((const XT *)(x + c * xs) + k);                                  \
-            for (int r = 0; r < R; r++) {                                                                              \
-                __m256 wv = LOADW((const WT *)(w + r * ws) + k);                                                       \
-                for (int c = 0; c < C; c++) acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);                         \
-            }                                                                                                          \
-        }                                                                                                              \
-        for (int r = 0; r < R; r++)                                                                                    \
-            for (int c = 0; c < C; c++) {                                                                              \
-                float s = hsum256(acc[r][c]);                                                                          \
-                const WT *wr = (const WT *)(w + r * ws);                                                               \
-                const XT *xr = (const XT *)(x + c * xs);                                                               \
-                for (size_t i = k; i < n; i++) s += SW(wr[i]) * SX(xr[i]);                                             \
-                y[c * ldy + r] = s;                                                                                    \
-            }                                                                                                          \
-    }
 
-FLOAT_TILE(tile_f32, float, float, load_f32, load_f32, f32, f32)
-FLOAT_TILE(tile_f16, uint16_t, float, load_f16, load_f32, f16, f32)
-FLOAT_TILE(tile_bf16, uint16_t, uint16_t, load_bf16, load_bf16, bf16, bf16)
+#define ACC __m256
+#define ACC_ZERO _mm256_setzero_ps
+#define ACC_ADD _mm256_add_ps
+#define ACC_SUM hsum256
+AG_INLINE __m256 fma_ps(__m256 acc, __m256 w, __m256 x) { return _mm256_fmadd_ps(w, x, acc); }
+
+AG_X86_FLOAT_TILE(tile_f32, float, float, __m256, 8, load_f32, load_f32, fma_ps, f32, f32)
+AG_X86_FLOAT_TILE(tile_bf16, uint16_t, uint16_t, __m256, 8, load_bf16, load_bf16, fma_ps, bf16, bf16)
 
 AG_INLINE __m256i unpack_q4_0(const ag_block_q4_0 *b) {
     __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
     __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q); /* elements 16..31 are the high nibbles */
     return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
 }
-AG_INLINE __m256i load_q8_0(const ag_block_q8_0 *b) { return _mm256_loadu_si256((const __m256i *)b->qs); }
 
 /* Sum of a[i] * b[i] over 32 signed bytes in int32 lanes, a = |w| and b = sign(x, w). */
 AG_INLINE __m256i dot_i8(__m256i aw, __m256i sx) {
@@ -103,24 +69,10 @@ AG_INLINE __m256i dot_i8(__m256i aw, __m256i sx) {
 QUANT_TILE(tile_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
 QUANT_TILE(tile_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
 
-/* One row against one token, 4 independent accumulators so the FMA latency is hidden. */
-#define FLOAT_ROW(NAME, WT, XT, LOADW, LOADX, SW, SX)                                                                  \
-    static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
-        const WT *w = wv;                                                                                              \
-        const XT *x = xv;                                                                                              \
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};         \
-        size_t k = 0;                                                                                                  \
-        for (; k + 32 <= n; k += 32)                                                                                   \
-            for (int u = 0; u < 4; u++) acc[u] = _mm256_fmadd_ps(LOADW(w + k + 8 * u), LOADX(x + k + 8 * u), acc[u]);  \
-        for (; k + 8 <= n; k += 8) acc[0] = _mm256_fmadd_ps(LOADW(w + k), LOADX(x + k), acc[0]);                       \
-        float s = hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));               \
-        for (; k < n; k++) s += SW(w[k]) * SX(x[k]);                                                                   \
-        return s;                                                                                                      \
-    }
 
-FLOAT_ROW(row_f32, float, float, load_f32, load_f32, f32, f32)
-FLOAT_ROW(row_f16, uint16_t, float, load_f16, load_f32, f16, f32)
-FLOAT_ROW(row_bf16, uint16_t, uint16_t, load_bf16, load_bf16, bf16, bf16)
+AG_X86_FLOAT_ROW(row_f32, float, float, __m256, 8, load_f32, load_f32, fma_ps, f32, f32)
+AG_X86_FLOAT_ROW(row_f16, uint16_t, float, __m256, 8, load_f16, load_f32, fma_ps, f16, f32)
+AG_X86_FLOAT_ROW(row_bf16, uint16_t, uint16_t, __m256, 8, load_bf16, load_bf16, fma_ps, bf16, bf16)
 
 /* The scaled dot product of one weight block with one activation block, as 8 float lanes. */
 #define QUANT_BLOCK(WB, LOADW)                                                                                         \
@@ -156,13 +108,7 @@ AG_ROWS_OF(rows_q8_0, row_q8_0)
 AG_ROWS_OF(rows_q4_0, row_q4_0)
 
 AG_TILED_MATMUL(matmul_f32, tile_f32, rows_f32, 4, 2)
-/* An F16 row to f32, for AG_TILED_MATMUL_WIDEN. */
-static void widen_f16(const void *src, float *dst, size_t n) {
-    const uint16_t *h = src;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_f16(h + i));
-    for (; i < n; i++) dst[i] = f16(h[i]);
-}
+AG_WIDEN_F16(widen_f16, 8, load_f16, _mm256_storeu_ps, f16)
 
 AG_TILED_MATMUL_WIDEN(matmul_f16, tile_f32, rows_f16, widen_f16, 4, 2)
 AG_TILED_MATMUL(matmul_bf16, tile_bf16, rows_bf16, 4, 2)
@@ -192,31 +138,22 @@ void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n) {
     }
 }
 
-float ag_kern_dot_f32_avx2(const float *a, const float *b, size_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+/* sum a[i] * b[i]: two accumulators, 16 elements a step */
+#define DOT(NAME, AT, LOADA, SA)                                                                                       \
+    float NAME(const AT *a, const float *b, size_t n) {                                                               \
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();                                                     \
+        size_t i = 0;                                                                                                  \
+        for (; i + 16 <= n; i += 16) {                                                                                 \
+            s0 = _mm256_fmadd_ps(LOADA(a + i), _mm256_loadu_ps(b + i), s0);                                            \
+            s1 = _mm256_fmadd_ps(LOADA(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);                                    \
+        }                                                                                                              \
+        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(LOADA(a + i), _mm256_loadu_ps(b + i), s0);                     \
+        float s = hsum256(_mm256_add_ps(s0, s1));                                                                      \
+        for (; i < n; i++) s += SA(a[i]) * b[i];                                                                       \
+        return s;                                                                                                      \
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum256(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-float ag_kern_dot_f16_avx2(const uint16_t *a, const float *b, size_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(load_f16(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(load_f16(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_f16(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum256(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += f16(a[i]) * b[i];
-    return s;
-}
+DOT(ag_kern_dot_f32_avx2, float, load_f32, f32)
+DOT(ag_kern_dot_f16_avx2, uint16_t, load_f16, f16)
 
 void ag_kern_axpy_f32_avx2(float *y, float a, const float *x, size_t n) {
     __m256 av = _mm256_set1_ps(a);

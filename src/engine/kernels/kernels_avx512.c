@@ -11,20 +11,7 @@
  * sequential stream (tile.h says why).
  */
 #include "engine/kernels/kernels_x86.h"
-#include "engine/kernels/tile.h"
 
-#include <immintrin.h>
-
-AG_INLINE float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AG_INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
-AG_INLINE float bf16(uint16_t h) { return ag_bf16_to_f32(h); }
-AG_INLINE float f32(float v) { return v; }
 
 AG_INLINE __m512 load_f32(const float *p) { return _mm512_loadu_ps(p); }
 AG_INLINE __m512 load_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
@@ -32,57 +19,21 @@ AG_INLINE __m512 fma_ps(__m512 acc, __m512 w, __m512 x) { return _mm512_fmadd_ps
 AG_INLINE __m512i load_bf16x32(const uint16_t *p) { return _mm512_loadu_si512(p); }
 AG_INLINE __m512 dot_bf16(__m512 acc, __m512i w, __m512i x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
 
-/* R rows of WT against C rows of XT, STEP elements a step: acc = OP(acc, w, x) on vectors of type V. */
-#define TILE512(NAME, WT, XT, V, STEP, LOADW, LOADX, OP, SW, SX)                                                       \
-    AG_INLINE void NAME(const char *w, size_t ws, const char *x, size_t xs, size_t n, float *y, size_t ldy,            \
-                        const int R, const int C) {                                                                    \
-        __m512 acc[4][4];                                                                                              \
-        for (int r = 0; r < R; r++)                                                                                    \
-            for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();                                               \
-        size_t k = 0;                                                                                                  \
-        for (; k + (STEP) <= n; k += (STEP)) {                                                                         \
-            V xv[4];                                                                                                   \
-            for (int c = 0; c < C; c++) xv[c] = LOADX((const XT *)(x + c * xs) + k);                                  \
-            for (int r = 0; r < R; r++) {                                                                              \
-                V wv = LOADW((const WT *)(w + r * ws) + k);                                                            \
-                for (int c = 0; c < C; c++) acc[r][c] = OP(acc[r][c], wv, xv[c]);                                      \
-            }                                                                                                          \
-        }                                                                                                              \
-        for (int r = 0; r < R; r++)                                                                                    \
-            for (int c = 0; c < C; c++) {                                                                              \
-                float s = _mm512_reduce_add_ps(acc[r][c]);                                                             \
-                const WT *wr = (const WT *)(w + r * ws);                                                               \
-                const XT *xr = (const XT *)(x + c * xs);                                                               \
-                for (size_t i = k; i < n; i++) s += SW(wr[i]) * SX(xr[i]);                                             \
-                y[c * ldy + r] = s;                                                                                    \
-            }                                                                                                          \
-    }
 
-TILE512(tile_f32, float, float, __m512, 16, load_f32, load_f32, fma_ps, f32, f32)
-TILE512(tile_f16, uint16_t, float, __m512, 16, load_f16, load_f32, fma_ps, f16, f32)
-TILE512(tile_bf16, uint16_t, uint16_t, __m512i, 32, load_bf16x32, load_bf16x32, dot_bf16, bf16, bf16)
+#define ACC __m512
+#define ACC_ZERO _mm512_setzero_ps
+#define ACC_ADD _mm512_add_ps
+#define ACC_SUM _mm512_reduce_add_ps
 
-AG_INLINE __m256i load_q8_0(const ag_block_q8_0 *b) { return _mm256_loadu_si256((const __m256i *)b->qs); }
+AG_X86_FLOAT_TILE(tile_f32, float, float, __m512, 16, load_f32, load_f32, fma_ps, f32, f32)
+AG_X86_FLOAT_TILE(tile_bf16, uint16_t, uint16_t, __m512i, 32, load_bf16x32, load_bf16x32, dot_bf16, bf16, bf16)
 
 
-/* One row against one token, 4 independent accumulators so the FMA latency is hidden. */
-#define ROW512(NAME, WT, XT, V, STEP, LOADW, LOADX, OP, SW, SX)                                                        \
-    static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
-        const WT *w = wv;                                                                                              \
-        const XT *x = xv;                                                                                              \
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};         \
-        size_t k = 0;                                                                                                  \
-        for (; k + 4 * (STEP) <= n; k += 4 * (STEP))                                                                   \
-            for (int u = 0; u < 4; u++) acc[u] = OP(acc[u], LOADW(w + k + u * (STEP)), LOADX(x + k + u * (STEP)));     \
-        for (; k + (STEP) <= n; k += (STEP)) acc[0] = OP(acc[0], LOADW(w + k), LOADX(x + k));                          \
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));  \
-        for (; k < n; k++) s += SW(w[k]) * SX(x[k]);                                                                   \
-        return s;                                                                                                      \
-    }
 
-ROW512(row_f32, float, float, __m512, 16, load_f32, load_f32, fma_ps, f32, f32)
-ROW512(row_f16, uint16_t, float, __m512, 16, load_f16, load_f32, fma_ps, f16, f32)
-ROW512(row_bf16, uint16_t, uint16_t, __m512i, 32, load_bf16x32, load_bf16x32, dot_bf16, bf16, bf16)
+
+AG_X86_FLOAT_ROW(row_f32, float, float, __m512, 16, load_f32, load_f32, fma_ps, f32, f32)
+AG_X86_FLOAT_ROW(row_f16, uint16_t, float, __m512, 16, load_f16, load_f32, fma_ps, f16, f32)
+AG_X86_FLOAT_ROW(row_bf16, uint16_t, uint16_t, __m512i, 32, load_bf16x32, load_bf16x32, dot_bf16, bf16, bf16)
 
 /* One quantized row against one token: two blocks a step into two accumulators. */
 /*
@@ -172,32 +123,14 @@ QUANT_TILE(tile_q4_0, ag_block_q4_0, q4_0_unsigned)
 #define TILE_Q8_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q8_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
 #define TILE_Q4_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q4_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
 
-/* Like AG_TILED_MATMUL, with each token block's activation sums and scales prepared once. */
+/* Each token block's activation sums and scales, prepared once for all its row tiles. */
+#define PREPARE_SIDE(LOG2_OFFSET, QK)                                                                                  \
+    const size_t nb = n / (QK);                                                                                        \
+    act_side *side = ag_kern_scratch(AG_TILE_TOKEN_BLOCK * nb * sizeof *side);                                         \
+    for (size_t t = t0; t < t1; t++)                                                                                   \
+        prepare_side((const ag_block_q8_0 *)((const char *)x + t * xs), nb, LOG2_OFFSET, side + (t - t0) * nb)
 #define QUANT_MATMUL(NAME, TILE, ROWS, LOG2_OFFSET, QK)                                                                \
-    static void NAME(const void *w, size_t ws, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
-                     float *y, size_t ldy) {                                                                           \
-        if (T == 1) {                                                                                                  \
-            ROWS(w, ws, x, n, r0, r1, y);                                                                              \
-            return;                                                                                                    \
-        }                                                                                                              \
-        const size_t nb = n / (QK);                                                                                    \
-        act_side *side = ag_kern_scratch(AG_TILE_TOKEN_BLOCK * nb * sizeof *side);                                     \
-        for (size_t t0 = 0; t0 < T; t0 += AG_TILE_TOKEN_BLOCK) {                                                       \
-            size_t t1 = T - t0 < AG_TILE_TOKEN_BLOCK ? T : t0 + AG_TILE_TOKEN_BLOCK;                                   \
-            for (size_t t = t0; t < t1; t++)                                                                           \
-                prepare_side((const ag_block_q8_0 *)((const char *)x + t * xs), nb, LOG2_OFFSET,                       \
-                             side + (t - t0) * nb);                                                                    \
-            for (size_t r = r0; r < r1; r += 4) {                                                                      \
-                int R = r1 - r < 4 ? (int)(r1 - r) : 4;                                                                \
-                for (size_t t = t0; t < t1; t += 4) {                                                                  \
-                    int C = t1 - t < 4 ? (int)(t1 - t) : 4;                                                            \
-                    const char *wp = (const char *)w + r * ws, *xp = (const char *)x + t * xs;                         \
-                    float *yp = y + t * ldy + r;                                                                       \
-                    AG_TILE_SWITCH(TILE, wp, ws, xp, xs, n, yp, ldy)                                                   \
-                }                                                                                                      \
-            }                                                                                                          \
-        }                                                                                                              \
-    }
+    AG_MATMUL_WALK(NAME, TILE, ROWS, 4, 4, PREPARE_SIDE(LOG2_OFFSET, QK), (void)0)
 
 QUANT_MATMUL(matmul_q8_0, TILE_Q8_0, rows_q8_0, 7, AG_QK8_0)
 QUANT_MATMUL(matmul_q4_0, TILE_Q4_0, rows_q4_0, 3, AG_QK4_0)
@@ -207,13 +140,7 @@ AG_ROWS_OF(rows_f16, row_f16)
 AG_ROWS_OF(rows_bf16, row_bf16)
 
 AG_TILED_MATMUL(matmul_f32, tile_f32, rows_f32, 4, 4)
-/* An F16 row to f32, for AG_TILED_MATMUL_WIDEN. */
-static void widen_f16(const void *src, float *dst, size_t n) {
-    const uint16_t *h = src;
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load_f16(h + i));
-    for (; i < n; i++) dst[i] = f16(h[i]);
-}
+AG_WIDEN_F16(widen_f16, 16, load_f16, _mm512_storeu_ps, f16)
 
 AG_TILED_MATMUL_WIDEN(matmul_f16, tile_f32, rows_f16, widen_f16, 4, 4)
 AG_TILED_MATMUL(matmul_bf16, tile_bf16, rows_bf16, 4, 4)

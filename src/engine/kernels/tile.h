@@ -10,10 +10,10 @@
  *
  * A single token (decode) takes another path: ROWS(w, ws, x, n, r0, r1, y)
  * computes y[r] row by row, reading the matrix front to back as one
- * sequential stream (AG_ROWS_OF(ROW) makes one from a one-row dot product).  Tiles of
- * several rows would read several short streams at once (a 1024-element F16
- * row is only 32 cache lines), which the hardware prefetchers do not follow,
- * and decode is bound by exactly that stream.
+ * sequential stream (AG_ROWS_OF(ROW) makes one from a one-row dot product).
+ * Tiles of several rows would read several short streams at once (a
+ * 1024-element F16 row is only 32 cache lines), which the hardware
+ * prefetchers do not follow, and decode is bound by exactly that stream.
  */
 #ifndef AG_ENGINE_KERNELS_TILE_H
 #define AG_ENGINE_KERNELS_TILE_H
@@ -23,6 +23,8 @@
 #include <stddef.h>
 
 #define AG_TILE_TOKEN_BLOCK 64
+
+#define AG_INLINE static inline __attribute__((always_inline))
 
 #define AG_TILE_CASE(TILE, WP, WS, XP, XS, N, YP, LDY, R, C)                                                           \
     case ((R) - 1) * 4 + (C) - 1: TILE(WP, WS, XP, XS, N, YP, LDY, R, C); break;
@@ -40,25 +42,31 @@
         AG_TILE_CASE(TILE, WP, WS, XP, XS, N, YP, LDY, 4, 3) AG_TILE_CASE(TILE, WP, WS, XP, XS, N, YP, LDY, 4, 4)      \
     }
 
-#define AG_ROWS_OF(NAME, ROW)                                                                                          \
-    static void NAME(const void *w, size_t ws, const void *x, size_t n, size_t r0, size_t r1, float *y) {             \
-        for (size_t r = r0; r < r1; r++) y[r] = ROW((const char *)w + r * ws, x, n);                                  \
-    }
-
-#define AG_TILED_MATMUL(NAME, TILE, ROWS, RMAX, CMAX)                                                                  \
-    static void NAME(const void *w, size_t ws, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
+/*
+ * The whole product: ROWS for a single token, else the tiled walk.  Two hooks
+ * run inside the walk with t0/t1 (the token block) or r/R (the row tile) in
+ * scope: ON_BLOCK prepares a token block (activation sums), ON_ROWS a row
+ * tile (widening).  TILE sees wp/ws, the weight rows it should read (ON_ROWS
+ * may point them at a prepared copy).
+ */
+#define AG_MATMUL_WALK(NAME, TILE, ROWS, RMAX, CMAX, ON_BLOCK, ON_ROWS)                                                \
+    static void NAME(const void *w, size_t ws_in, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T, \
                      float *y, size_t ldy) {                                                                           \
         if (T == 1) {                                                                                                  \
-            ROWS(w, ws, x, n, r0, r1, y);                                                                              \
+            ROWS(w, ws_in, x, n, r0, r1, y);                                                                           \
             return;                                                                                                    \
         }                                                                                                              \
         for (size_t t0 = 0; t0 < T; t0 += AG_TILE_TOKEN_BLOCK) {                                                       \
             size_t t1 = T - t0 < AG_TILE_TOKEN_BLOCK ? T : t0 + AG_TILE_TOKEN_BLOCK;                                   \
+            ON_BLOCK;                                                                                                  \
             for (size_t r = r0; r < r1; r += (RMAX)) {                                                                 \
                 int R = r1 - r < (RMAX) ? (int)(r1 - r) : (RMAX);                                                      \
+                const char *wp = (const char *)w + r * ws_in;                                                          \
+                size_t ws = ws_in;                                                                                     \
+                ON_ROWS;                                                                                               \
                 for (size_t t = t0; t < t1; t += (CMAX)) {                                                             \
                     int C = t1 - t < (CMAX) ? (int)(t1 - t) : (CMAX);                                                  \
-                    const char *wp = (const char *)w + r * ws, *xp = (const char *)x + t * xs;                         \
+                    const char *xp = (const char *)x + t * xs;                                                         \
                     float *yp = y + t * ldy + r;                                                                       \
                     AG_TILE_SWITCH(TILE, wp, ws, xp, xs, n, yp, ldy)                                                   \
                 }                                                                                                      \
@@ -66,37 +74,36 @@
         }                                                                                                              \
     }
 
+#define AG_TILED_MATMUL(NAME, TILE, ROWS, RMAX, CMAX) AG_MATMUL_WALK(NAME, TILE, ROWS, RMAX, CMAX, (void)0, (void)0)
+
 /*
- * The same walk for weights that are cheaper to widen once than at every use
- * (F16): each tile of RMAX rows is converted to f32 into a per-thread buffer
- * once per token block, then FTILE (an f32 x f32 tile) reuses it for every
- * token in the block, so the conversion is paid once per 64 tokens instead
- * of once per 4.
+ * For weights cheaper to widen once than at every use (F16): each row tile
+ * is converted to f32 (WIDEN(src_row, dst, n)) into a per-thread buffer once
+ * per token block, and the f32 x f32 tile FTILE reuses it for every token of
+ * the block: one conversion per 64 tokens instead of one per 4.
  */
+#define AG_WIDEN_ROWS(WIDEN)                                                                                           \
+    do {                                                                                                               \
+        size_t fs = (n * sizeof(float) + 63) / 64 * 64; /* rows on cache lines */                                     \
+        char *wide = ag_kern_scratch((size_t)R * fs);                                                                  \
+        for (int i = 0; i < R; i++) WIDEN(wp + (size_t)i * ws, (float *)(wide + (size_t)i * fs), n);                  \
+        wp = wide, ws = fs;                                                                                            \
+    } while (0)
 #define AG_TILED_MATMUL_WIDEN(NAME, FTILE, ROWS, WIDEN, RMAX, CMAX)                                                    \
-    static void NAME(const void *w, size_t ws, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
-                     float *y, size_t ldy) {                                                                           \
-        if (T == 1) {                                                                                                  \
-            ROWS(w, ws, x, n, r0, r1, y);                                                                              \
-            return;                                                                                                    \
-        }                                                                                                              \
-        const size_t fs = (n * sizeof(float) + 63) / 64 * 64; /* rows on cache lines */                               \
-        float *wide = ag_kern_scratch((RMAX) * fs);                                                                    \
-        for (size_t t0 = 0; t0 < T; t0 += AG_TILE_TOKEN_BLOCK) {                                                       \
-            size_t t1 = T - t0 < AG_TILE_TOKEN_BLOCK ? T : t0 + AG_TILE_TOKEN_BLOCK;                                   \
-            for (size_t r = r0; r < r1; r += (RMAX)) {                                                                 \
-                int R = r1 - r < (RMAX) ? (int)(r1 - r) : (RMAX);                                                      \
-                for (int i = 0; i < R; i++) WIDEN((const char *)w + (r + i) * ws, (float *)((char *)wide + i * fs), n);\
-                for (size_t t = t0; t < t1; t += (CMAX)) {                                                             \
-                    int C = t1 - t < (CMAX) ? (int)(t1 - t) : (CMAX);                                                  \
-                    const char *wp = (const char *)wide, *xp = (const char *)x + t * xs;                               \
-                    float *yp = y + t * ldy + r;                                                                       \
-                    AG_TILE_SWITCH(FTILE, wp, fs, xp, xs, n, yp, ldy)                                                  \
-                }                                                                                                      \
-            }                                                                                                          \
-        }                                                                                                              \
+    AG_MATMUL_WALK(NAME, FTILE, ROWS, RMAX, CMAX, (void)0, AG_WIDEN_ROWS(WIDEN))
+
+#define AG_ROWS_OF(NAME, ROW)                                                                                          \
+    static void NAME(const void *w, size_t ws, const void *x, size_t n, size_t r0, size_t r1, float *y) {             \
+        for (size_t r = r0; r < r1; r++) y[r] = ROW((const char *)w + r * ws, x, n);                                  \
     }
 
-#define AG_INLINE static inline __attribute__((always_inline))
+/* An F16 row to f32 with VEC-wide conversions (VEC elements a step), for AG_TILED_MATMUL_WIDEN. */
+#define AG_WIDEN_F16(NAME, VEC, LOAD_F16, STORE_F32, F16)                                                              \
+    static void NAME(const void *src, float *dst, size_t n) {                                                         \
+        const uint16_t *h = src;                                                                                       \
+        size_t i = 0;                                                                                                  \
+        for (; i + (VEC) <= n; i += (VEC)) STORE_F32(dst + i, LOAD_F16(h + i));                                        \
+        for (; i < n; i++) dst[i] = F16(h[i]);                                                                         \
+    }
 
 #endif
