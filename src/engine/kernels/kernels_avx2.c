@@ -74,32 +74,22 @@ AG_X86_FLOAT_ROW(row_f32, float, float, __m256, 8, load_f32, load_f32, fma_ps, f
 AG_X86_FLOAT_ROW(row_f16, uint16_t, float, __m256, 8, load_f16, load_f32, fma_ps, f16, f32)
 AG_X86_FLOAT_ROW(row_bf16, uint16_t, uint16_t, __m256, 8, load_bf16, load_bf16, fma_ps, bf16, bf16)
 
-/* The scaled dot product of one weight block with one activation block, as 8 float lanes. */
-#define QUANT_BLOCK(WB, LOADW)                                                                                         \
-    AG_INLINE __m256 block_dot_##WB(const WB *w, const ag_block_q8_0 *x) {                                             \
-        __m256i wq = LOADW(w), aw = _mm256_sign_epi8(wq, wq), sx = _mm256_sign_epi8(load_q8_0(x), wq);               \
-        return _mm256_mul_ps(_mm256_cvtepi32_ps(dot_i8(aw, sx)), _mm256_set1_ps(f16(w->d) * f16(x->d)));           \
-    }
-QUANT_BLOCK(ag_block_q8_0, load_q8_0)
-QUANT_BLOCK(ag_block_q4_0, unpack_q4_0)
-
-/* One quantized row against one token: two blocks a step into two accumulators. */
-#define QUANT_ROW(NAME, WB, QK)                                                                                        \
+/* One quantized row against one token: the tiles' per-pair formula and order, so batching never changes bits. */
+#define QUANT_ROW(NAME, WB, LOADW, QK)                                                                                 \
     static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
         const WB *w = wv;                                                                                              \
         const ag_block_q8_0 *x = xv;                                                                                   \
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                     \
-        size_t nb = n / (QK), b = 0;                                                                                   \
-        for (; b + 2 <= nb; b += 2) {                                                                                  \
-            a0 = _mm256_add_ps(a0, block_dot_##WB(&w[b], &x[b]));                                                      \
-            a1 = _mm256_add_ps(a1, block_dot_##WB(&w[b + 1], &x[b + 1]));                                              \
+        __m256 acc = _mm256_setzero_ps();                                                                              \
+        for (size_t b = 0; b < n / (QK); b++) {                                                                        \
+            __m256i wq = LOADW(&w[b]);                                                                                 \
+            __m256 p = _mm256_cvtepi32_ps(dot_i8(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(load_q8_0(&x[b]), wq)));   \
+            acc = _mm256_fmadd_ps(p, _mm256_set1_ps(f16(w[b].d) * f16(x[b].d)), acc);                                  \
         }                                                                                                              \
-        if (b < nb) a0 = _mm256_add_ps(a0, block_dot_##WB(&w[b], &x[b]));                                              \
-        return hsum256(_mm256_add_ps(a0, a1));                                                                         \
+        return hsum256(acc);                                                                                           \
     }
 
-QUANT_ROW(row_q8_0, ag_block_q8_0, AG_QK8_0)
-QUANT_ROW(row_q4_0, ag_block_q4_0, AG_QK4_0)
+QUANT_ROW(row_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
+QUANT_ROW(row_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
 
 AG_ROWS_OF(rows_f32, row_f32)
 AG_ROWS_OF(rows_f16, row_f16)

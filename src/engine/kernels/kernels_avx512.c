@@ -74,16 +74,11 @@ AG_INLINE __m256i q4_0_unsigned(const ag_block_q4_0 *b) {
         const size_t nb = n / (QK);                                                                                    \
         act_side *s = ag_kern_scratch(nb * sizeof *s);                                                                 \
         prepare_side(x, nb, LOG2_OFFSET, s);                                                                           \
-        for (size_t r = r0; r < r1; r++) {                                                                             \
+        for (size_t r = r0; r < r1; r++) { /* one accumulator: the tiles' order, so batching never changes bits */     \
             const WB *w = (const WB *)((const char *)wv + r * ws);                                                     \
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                 \
-            size_t b = 0;                                                                                              \
-            for (; b + 2 <= nb; b += 2) {                                                                              \
-                a0 = NAME##_block(a0, &w[b], &x[b], &s[b]);                                                            \
-                a1 = NAME##_block(a1, &w[b + 1], &x[b + 1], &s[b + 1]);                                                \
-            }                                                                                                          \
-            if (b < nb) a0 = NAME##_block(a0, &w[b], &x[b], &s[b]);                                                    \
-            y[r] = hsum256(_mm256_add_ps(a0, a1));                                                                     \
+            __m256 acc = _mm256_setzero_ps();                                                                          \
+            for (size_t b = 0; b < nb; b++) acc = NAME##_block(acc, &w[b], &x[b], &s[b]);                              \
+            y[r] = hsum256(acc);                                                                                       \
         }                                                                                                              \
     }
 

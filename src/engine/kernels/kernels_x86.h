@@ -59,17 +59,19 @@ AG_INLINE __m256i load_q8_0(const ag_block_q8_0 *b) { return _mm256_loadu_si256(
             }                                                                                                          \
     }
 
-/* One row against one token, 4 independent accumulators so the FMA latency is hidden. */
+/*
+ * One row against one token with one accumulator, in the same order as a tile's
+ * (r, c) pair, so a row's result never depends on how many tokens share the
+ * product: decode alone and decode batched with others give identical bits.
+ */
 #define AG_X86_FLOAT_ROW(NAME, WT, XT, V, STEP, LOADW, LOADX, OP, SW, SX)                                              \
     static float NAME(const void *wv, const void *xv, size_t n) {                                                     \
         const WT *w = wv;                                                                                              \
         const XT *x = xv;                                                                                              \
-        ACC acc[4] = {ACC_ZERO(), ACC_ZERO(), ACC_ZERO(), ACC_ZERO()};                                                 \
+        ACC acc = ACC_ZERO();                                                                                          \
         size_t k = 0;                                                                                                  \
-        for (; k + 4 * (STEP) <= n; k += 4 * (STEP))                                                                   \
-            for (int u = 0; u < 4; u++) acc[u] = OP(acc[u], LOADW(w + k + u * (STEP)), LOADX(x + k + u * (STEP)));     \
-        for (; k + (STEP) <= n; k += (STEP)) acc[0] = OP(acc[0], LOADW(w + k), LOADX(x + k));                          \
-        float s = ACC_SUM(ACC_ADD(ACC_ADD(acc[0], acc[1]), ACC_ADD(acc[2], acc[3])));                                  \
+        for (; k + (STEP) <= n; k += (STEP)) acc = OP(acc, LOADW(w + k), LOADX(x + k));                                \
+        float s = ACC_SUM(acc);                                                                                        \
         for (; k < n; k++) s += SW(w[k]) * SX(x[k]);                                                                   \
         return s;                                                                                                      \
     }
