@@ -13,6 +13,18 @@
  * ag_kv_simple_create makes the simple cache: one contiguous block of n_ctx
  * positions per sequence (allocated on the sequence's first reserve), up to
  * n_seq sequences.
+ *
+ * ag_kv_paged_create makes the paged cache (PagedAttention's layout): one
+ * pool of n_blocks blocks of block_tokens positions, allocated once; each
+ * sequence has a block table.  Nothing is allocated per token.  On top of it
+ * sits the prefix cache: a full block of a sequence can be published under a
+ * chained hash of (salt, every token up to and including the block); a new
+ * sequence whose prompt starts with published blocks attaches them (shared,
+ * refcounted) instead of computing them.  A published block that no sequence
+ * uses stays cached until the pool needs it, evicted least recently used
+ * first.  A hit is confirmed by comparing the block's tokens and its parent
+ * block (with a generation count, so a reused parent never vouches for a
+ * stale child): a hash collision can cost a miss, never wrong keys.
  */
 #ifndef AG_ENGINE_KV_CACHE_H
 #define AG_ENGINE_KV_CACHE_H
@@ -20,6 +32,7 @@
 #include "autoglm/status.h"
 #include "engine/dtype.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +61,31 @@ struct ag_kv_cache {
 
 ag_status ag_kv_simple_create(int n_layer, int kv_dim, int32_t n_ctx, int32_t n_seq, ag_dtype type, ag_kv_cache **out,
                               ag_err *err);
+ag_status ag_kv_paged_create(int n_layer, int kv_dim, int32_t n_ctx, int32_t n_seq, int block_tokens, size_t n_blocks,
+                             ag_dtype type, ag_kv_cache **out, ag_err *err);
+/* Blocks that fit in mb MiB for this shape (the pool size for --kv-cache-mb). */
+size_t ag_kv_paged_blocks_for_mb(int n_layer, int kv_dim, int block_tokens, ag_dtype type, size_t mb);
+/* True for a cache made by ag_kv_paged_create (the prefix calls below need one). */
+bool ag_kv_is_paged(const ag_kv_cache *kv);
+
+/*
+ * For an empty seq: attach the longest run of published blocks matching
+ * tokens[0..n), leaving at least one token to compute (its logits are needed).
+ * Returns the positions attached, a multiple of block_tokens.
+ */
+int32_t ag_kv_prefix_attach(ag_kv_cache *kv, int32_t seq, const int32_t *tokens, int32_t n, uint64_t salt);
+/* Publish seq's full blocks among positions [0, n) whose keys and values are computed; tokens are its ids. */
+void ag_kv_prefix_publish(ag_kv_cache *kv, int32_t seq, const int32_t *tokens, int32_t n, uint64_t salt);
+
+typedef struct ag_kv_stats {
+    size_t n_blocks;   /* the pool */
+    size_t used;       /* held by at least one sequence */
+    size_t cached;     /* published and held by none: reusable until evicted */
+    size_t free;       /* neither */
+    uint64_t prefix_query_tokens, prefix_hit_tokens;
+} ag_kv_stats;
+void ag_kv_paged_stats(const ag_kv_cache *kv, ag_kv_stats *out);
+
 static inline void ag_kv_destroy(ag_kv_cache *kv) {
     if (kv) kv->ops->destroy(kv);
 }
