@@ -1,0 +1,119 @@
+/*
+ * engine.h - the engine API the server (and tests, and benchmarks) use:
+ * submit requests, read their events, cancel them.
+ *
+ * An ag_engine owns a model, its paged KV cache with the prefix cache, and
+ * one engine thread that runs the scheduler: every step it packs the running
+ * decodes and chunks of pending prefills into one batch (continuous
+ * batching), runs the forward pass, samples, and posts events.  Any thread
+ * may submit and cancel; events are read from one queue whose file
+ * descriptor becomes readable when events are waiting, so an event loop can
+ * poll it beside its sockets.
+ *
+ * Every accepted request ends with exactly one event whose `finish` is set.
+ * Scheduling rules (see src/sched/sched.c for the details):
+ *   - lower priority values are served first, FIFO within a priority; a
+ *     waiting request gains one priority level per `aging_ms` of waiting, so
+ *     nothing starves;
+ *   - at most max_queue requests wait; beyond that submit fails with AG_BUSY;
+ *   - prompt + max_tokens beyond the context is refused at submit (AG_ELIMIT);
+ *   - when the KV pool runs out, the running request with the highest
+ *     priority value (latest arrival among equals) is preempted: its cache is
+ *     freed and it is recomputed later, with identical output.
+ */
+#ifndef AUTOGLM_ENGINE_H
+#define AUTOGLM_ENGINE_H
+
+#include "autoglm/status.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ag_engine ag_engine;
+
+typedef struct ag_engine_params {
+    const char *model_path;
+    int n_threads;          /* 0: physical cores */
+    int32_t ctx;            /* per-request context (prompt + generated); 0: min(model's, 4096) */
+    int max_seqs;           /* sequences in a batch; 0: 16 */
+    int max_batch_tokens;   /* rows in a forward step; 0: 512 */
+    int max_queue;          /* waiting requests; 0: 256 */
+    int block_tokens;       /* KV block size; 0: 16 */
+    size_t kv_blocks;       /* pool size in blocks; 0: from kv_cache_mb */
+    size_t kv_cache_mb;     /* pool size in MiB when kv_blocks is 0; 0: enough for max_seqs full contexts */
+    uint32_t aging_ms;      /* waiting time that gains one priority level; 0: 1000 */
+    const char *kernels;    /* NULL: the best for this CPU */
+} ag_engine_params;
+
+/* Zero means off for every field (top_p and repetition_penalty 0 read as 1); temperature 0 is greedy. */
+typedef struct ag_sampling {
+    float temperature, top_p, min_p, repetition_penalty, frequency_penalty, presence_penalty;
+    int32_t top_k;
+    uint64_t seed;
+} ag_sampling;
+
+typedef struct ag_request {
+    const int32_t *prompt; /* copied at submit */
+    int32_t n_prompt;
+    int32_t max_tokens;
+    ag_sampling sampling;
+    int priority;          /* lower first; default 0 */
+    uint64_t deadline_ns;  /* monotonic clock (ag_clock_mono_ns); 0: none */
+    uint64_t cache_salt;   /* prefix-cache namespace (tenant isolation); 0 is a namespace too */
+    const char *const *stop; /* stop strings, copied */
+    size_t n_stop;
+    bool ignore_eos;
+} ag_request;
+
+typedef enum ag_finish {
+    AG_FINISH_NONE = 0,  /* a token event; more follow */
+    AG_FINISH_STOP,      /* end-of-text token or a stop string */
+    AG_FINISH_LENGTH,    /* max_tokens or the context */
+    AG_FINISH_CANCELLED,
+    AG_FINISH_TIMEOUT,   /* the deadline passed */
+    AG_FINISH_ERROR,
+} ag_finish;
+
+typedef struct ag_event {
+    uint64_t id;
+    int32_t token;        /* the sampled token; -1 on an event without one */
+    char *text;           /* new text (whole UTF-8, stop strings held back); owned: ag_event_clear */
+    size_t text_len;
+    ag_finish finish;
+    /* usage and timings, on every event */
+    int32_t prompt_tokens, completion_tokens, cached_tokens;
+    uint64_t t_submit_ns, t_first_token_ns, t_event_ns;
+    int32_t preemptions;
+} ag_event;
+
+void ag_event_clear(ag_event *e);
+const char *ag_finish_name(ag_finish f); /* "stop", "length", "cancelled", "timeout", "error" */
+
+/* Load the model and start the engine thread.  *out is the caller's: ag_engine_destroy. */
+ag_status ag_engine_create(const ag_engine_params *p, ag_engine **out, ag_err *err);
+/* Stop the thread; requests still open end with AG_FINISH_CANCELLED events (left unread). */
+void ag_engine_destroy(ag_engine *e);
+
+/* Queue a request; *id names it in events.  AG_BUSY when the queue is full, AG_ELIMIT / AG_EINVAL with err. */
+ag_status ag_engine_submit(ag_engine *e, const ag_request *r, uint64_t *id, ag_err *err);
+/* Ask for a request to end (AG_FINISH_CANCELLED) at the next step; unknown or finished ids are ignored. */
+void ag_engine_cancel(ag_engine *e, uint64_t id);
+
+/* Readable while events wait (level-triggered). */
+int ag_engine_event_fd(const ag_engine *e);
+/* Move up to max waiting events into out (each then owned by the caller); waits up to timeout_ms (0: not at all, -1: forever) for the first. */
+size_t ag_engine_poll(ag_engine *e, ag_event *out, size_t max, int timeout_ms);
+
+typedef struct ag_engine_stats {
+    int running, waiting;
+    size_t kv_blocks, kv_used, kv_cached, kv_free;
+    uint64_t prefix_query_tokens, prefix_hit_tokens, preemptions, steps, batch_rows;
+} ag_engine_stats;
+void ag_engine_stats_get(ag_engine *e, ag_engine_stats *out);
+
+/* The tokenizer of the engine's model, for callers that turn text into prompts (read-only, thread-safe). */
+struct ag_tokenizer;
+const struct ag_tokenizer *ag_engine_tokenizer(const ag_engine *e);
+
+#endif

@@ -1,0 +1,261 @@
+/*
+ * Tests for the scheduler and engine API (src/sched/sched.c): greedy output
+ * does not depend on batching, prefix reuse or preemption; priorities and
+ * aging order service; cancellation, admission limits, context limits and
+ * deadlines; and a randomized stress where every request ends exactly once.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "test.h"
+
+#include "autoglm/engine.h"
+#include "base/clock.h"
+
+#include <string.h>
+#include <time.h>
+
+#define FIXTURE AG_SOURCE_DIR "/build/fixtures/llama2.gguf"
+#define MAX_REQ 1024
+#define MAX_GEN 48
+
+typedef struct outcome {
+    int32_t toks[MAX_GEN];
+    int n, n_finish, preemptions, cached;
+    ag_finish finish;
+    uint64_t first_event_order;
+} outcome;
+
+typedef struct run {
+    outcome out[MAX_REQ + 1]; /* by id */
+    uint64_t order;
+} run;
+
+static ag_engine *engine(int max_seqs, size_t kv_blocks, int max_queue, uint32_t aging_ms) {
+    ag_engine_params p = {.model_path = FIXTURE, .n_threads = 2, .ctx = 128, .max_seqs = max_seqs,
+                          .max_batch_tokens = 64, .max_queue = max_queue, .kv_blocks = kv_blocks,
+                          .aging_ms = aging_ms};
+    ag_engine *e = NULL;
+    ag_err err;
+    if (ag_engine_create(&p, &e, &err) != AG_OK) fail_msg("%s", err.msg);
+    return e;
+}
+
+static uint64_t submit(ag_engine *e, const int32_t *prompt, int n, int max_tokens, int priority) {
+    ag_request r = {.prompt = prompt, .n_prompt = n, .max_tokens = max_tokens, .priority = priority, .ignore_eos = true};
+    r.sampling.temperature = 0;
+    uint64_t id = 0;
+    ag_err err;
+    if (ag_engine_submit(e, &r, &id, &err) != AG_OK) fail_msg("submit: %s", err.msg);
+    assert_true(id > 0 && id <= MAX_REQ);
+    return id;
+}
+
+/* Read events until `want` requests have finished. */
+static void collect(ag_engine *e, run *rn, int want) {
+    int done = 0;
+    uint64_t deadline = ag_clock_mono_ns() + 120ull * 1000000000ull;
+    ag_event ev[32];
+    while (done < want) {
+        if (ag_clock_mono_ns() > deadline) fail_msg("only %d of %d requests finished", done, want);
+        size_t n = ag_engine_poll(e, ev, 32, 100);
+        for (size_t i = 0; i < n; i++) {
+            outcome *o = &rn->out[ev[i].id];
+            if (!o->first_event_order) o->first_event_order = ++rn->order;
+            if (ev[i].token >= 0 && o->n < MAX_GEN) o->toks[o->n++] = ev[i].token;
+            if (ev[i].finish != AG_FINISH_NONE) {
+                o->n_finish++, done++;
+                o->finish = ev[i].finish, o->preemptions = ev[i].preemptions, o->cached = ev[i].cached_tokens;
+            }
+            ag_event_clear(&ev[i]);
+        }
+    }
+}
+
+/* The stats once the engine thread has caught up with the last finish (it posts events before updating them). */
+static ag_engine_stats idle_stats(ag_engine *e) {
+    ag_engine_stats st;
+    for (int i = 0; i < 500; i++) {
+        ag_engine_stats_get(e, &st);
+        if (st.running + st.waiting == 0 && st.kv_used == 0) break;
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    return st;
+}
+
+enum { N_PROMPTS = 32, GEN = 10 };
+static int32_t prompts[N_PROMPTS][48];
+static int prompt_len[N_PROMPTS];
+
+static void make_prompts(void) {
+    uint64_t seed = 5;
+    for (int i = 0; i < N_PROMPTS; i++) {
+        prompt_len[i] = 5 + (int)(ag_test_rand(&seed) % 40);
+        for (int k = 0; k < prompt_len[i]; k++)
+            prompts[i][k] = k < 20 && i % 2 ? 100 + k : 3 + (int32_t)(ag_test_rand(&seed) % 31000); /* odd ones share 20 */
+    }
+}
+
+/* All prompts through an engine `at_once` at a time (all submitted, the engine batches up to max_seqs). */
+static run *run_all(int max_seqs, size_t kv_blocks, int twice) {
+    ag_engine *e = engine(max_seqs, kv_blocks, 256, 1000);
+    run *rn = calloc(1, sizeof *rn);
+    for (int rep = 0; rep <= twice; rep++) {
+        for (int i = 0; i < N_PROMPTS; i++) submit(e, prompts[i], prompt_len[i], GEN, 0);
+        collect(e, rn, N_PROMPTS);
+    }
+    ag_engine_stats st = idle_stats(e);
+    assert_int_equal(st.kv_used, 0);
+    ag_engine_destroy(e);
+    return rn;
+}
+
+static void test_greedy_identical_however_batched(void **state) {
+    (void)state;
+    make_prompts();
+    run *alone = run_all(1, 0, 0);
+    struct {
+        const char *what;
+        int max_seqs;
+        size_t blocks;
+        int twice;
+    } cases[] = {{"8 at a time", 8, 0, 0},
+                 {"32 at a time", 32, 0, 0},
+                 {"32 at a time, then again from the prefix cache", 32, 0, 1},
+                 {"8 at a time in a pool of 12 blocks (preemption)", 8, 12, 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        run *rn = run_all(cases[c].max_seqs, cases[c].blocks, cases[c].twice);
+        int preempted = 0, cached = 0;
+        for (int rep = 0; rep <= cases[c].twice; rep++)
+            for (int i = 0; i < N_PROMPTS; i++) {
+                const outcome *a = &alone->out[1 + i], *b = &rn->out[1 + rep * N_PROMPTS + i];
+                assert_int_equal(b->n_finish, 1);
+                assert_int_equal(b->finish, AG_FINISH_LENGTH);
+                if (b->n != GEN || memcmp(a->toks, b->toks, sizeof a->toks[0] * GEN) != 0)
+                    fail_msg("%s: prompt %d generated differently", cases[c].what, i);
+                preempted += b->preemptions;
+                cached += rep ? b->cached : 0;
+            }
+        AG_TEST_NOTE("%s: identical; %d preemptions, %d prompt tokens from the prefix cache", cases[c].what, preempted,
+                     cached);
+        if (cases[c].blocks) assert_true(preempted > 0);
+        if (cases[c].twice) assert_true(cached > 0);
+        free(rn);
+    }
+    free(alone);
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* One sequence at a time behind a long request: priorities decide who goes next; aging lets the old win. */
+static void test_priorities_and_aging(void **state) {
+    (void)state;
+    int32_t p[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    for (int aging = 0; aging < 2; aging++) {
+        ag_engine *e = engine(1, 0, 16, aging ? 1 : 100000);
+        run *rn = calloc(1, sizeof *rn);
+        uint64_t blocker = submit(e, p, 8, 40, 0);
+        uint64_t low = submit(e, p, 4, 2, 10);
+        if (aging) sleep_ms(60);
+        uint64_t mid = submit(e, p, 5, 2, 5), high = submit(e, p, 6, 2, 1);
+        collect(e, rn, 4);
+        assert_true(rn->out[blocker].first_event_order < rn->out[high].first_event_order);
+        if (!aging) { /* 1, then 5, then 10 */
+            assert_true(rn->out[high].first_event_order < rn->out[mid].first_event_order);
+            assert_true(rn->out[mid].first_event_order < rn->out[low].first_event_order);
+        } else { /* the priority-10 request waited 60+ aging periods: it goes first */
+            assert_true(rn->out[low].first_event_order < rn->out[high].first_event_order);
+        }
+        free(rn);
+        ag_engine_destroy(e);
+    }
+}
+
+static void test_cancel_admission_limits_deadline(void **state) {
+    (void)state;
+    int32_t p[100];
+    for (int i = 0; i < 100; i++) p[i] = 10 + i;
+    ag_engine *e = engine(1, 0, 2, 1000);
+    run *rn = calloc(1, sizeof *rn);
+    uint64_t a = submit(e, p, 10, 100, 0);
+    ag_event ev;
+    while (ag_engine_poll(e, &ev, 1, 1000) == 0) {
+    }
+    assert_int_equal(ev.id, a); /* a is running */
+    ag_event_clear(&ev);
+    uint64_t b = submit(e, p, 10, 5, 0), c = submit(e, p, 10, 5, 0);
+    ag_request r = {.prompt = p, .n_prompt = 10, .max_tokens = 5};
+    uint64_t id;
+    ag_err err;
+    assert_int_equal(ag_engine_submit(e, &r, &id, &err), AG_BUSY); /* two wait already */
+    r.max_tokens = 30, r.n_prompt = 100;
+    assert_int_equal(ag_engine_submit(e, &r, &id, &err), AG_ELIMIT);
+    assert_non_null(strstr(err.msg, "context length is 128 tokens; the prompt has 100 and max_tokens asks for 30"));
+    r.n_prompt = 0;
+    assert_int_equal(ag_engine_submit(e, &r, &id, &err), AG_EINVAL);
+    ag_engine_cancel(e, a);
+    ag_engine_cancel(e, c);
+    ag_engine_cancel(e, 9999); /* unknown: ignored */
+    collect(e, rn, 3);
+    assert_int_equal(rn->out[a].finish, AG_FINISH_CANCELLED);
+    assert_int_equal(rn->out[c].finish, AG_FINISH_CANCELLED);
+    assert_int_equal(rn->out[b].finish, AG_FINISH_LENGTH);
+    /* a deadline already past ends the request with a timeout */
+    r = (ag_request){.prompt = p, .n_prompt = 10, .max_tokens = 50, .deadline_ns = ag_clock_mono_ns() + 1000};
+    assert_int_equal(ag_engine_submit(e, &r, &id, &err), AG_OK);
+    collect(e, rn, 1);
+    assert_int_equal(rn->out[id].finish, AG_FINISH_TIMEOUT);
+    ag_engine_stats st = idle_stats(e);
+    assert_int_equal(st.kv_used, 0);
+    assert_int_equal(st.running + st.waiting, 0);
+    free(rn);
+    ag_engine_destroy(e);
+}
+
+/* 1,000 random requests with random priorities and cancels, in a pool small enough to preempt. */
+static void test_random_stress(void **state) {
+    (void)state;
+    ag_engine *e = engine(8, 20, 2000, 5);
+    run *rn = calloc(1, sizeof *rn);
+    uint64_t seed = 99;
+    int32_t p[40];
+    for (int i = 0; i < 1000; i++) {
+        int n = 1 + (int)(ag_test_rand(&seed) % 40);
+        for (int k = 0; k < n; k++) p[k] = 3 + (int32_t)(ag_test_rand(&seed) % 31000);
+        ag_request r = {.prompt = p, .n_prompt = n, .max_tokens = 1 + (int)(ag_test_rand(&seed) % 8),
+                        .priority = (int)(ag_test_rand(&seed) % 4), .cache_salt = ag_test_rand(&seed) % 3};
+        r.sampling.temperature = 0.8f, r.sampling.top_p = 0.9f, r.sampling.seed = (uint64_t)i;
+        uint64_t id;
+        ag_err err;
+        assert_int_equal(ag_engine_submit(e, &r, &id, &err), AG_OK);
+        if (ag_test_rand(&seed) % 10 == 0) ag_engine_cancel(e, id - (ag_test_rand(&seed) % 5 < id ? ag_test_rand(&seed) % 5 : 0));
+    }
+    collect(e, rn, 1000);
+    int by_reason[6] = {0};
+    for (int id = 1; id <= 1000; id++) {
+        assert_int_equal(rn->out[id].n_finish, 1);
+        by_reason[rn->out[id].finish]++;
+    }
+    ag_event ev;
+    assert_int_equal(ag_engine_poll(e, &ev, 1, 50), 0); /* nothing after the finishes */
+    ag_engine_stats st = idle_stats(e);
+    assert_int_equal(st.kv_used, 0);
+    AG_TEST_NOTE("1000 requests: %d stop, %d length, %d cancelled, %d error; %llu preemptions, %llu steps",
+                 by_reason[AG_FINISH_STOP], by_reason[AG_FINISH_LENGTH], by_reason[AG_FINISH_CANCELLED],
+                 by_reason[AG_FINISH_ERROR], (unsigned long long)st.preemptions, (unsigned long long)st.steps);
+    assert_int_equal(by_reason[AG_FINISH_ERROR], 0);
+    free(rn);
+    ag_engine_destroy(e);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_greedy_identical_however_batched),
+        cmocka_unit_test(test_priorities_and_aging),
+        cmocka_unit_test(test_cancel_admission_limits_deadline),
+        cmocka_unit_test(test_random_stress),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
