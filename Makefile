@@ -59,6 +59,7 @@ bench: release
 	@build/bench/bench/bench_json
 	@bench/tokenizer/run build/bin/autoglm build/bench/bench/bench_tokenizer
 	@bench/engine/run build/bin/autoglm build/bench/bench/bench_engine
+	@build/bench/bench/bench_batching build/bench/engine/llama-218m-q8_0.gguf
 
 fuzz: fixtures
 	@CC=clang CXX=clang++ $(CMAKE) -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Release -DAG_FUZZ=ON $(CMAKE_FLAGS) >/dev/null

@@ -40,8 +40,10 @@ typedef struct ag_engine_params {
     int max_batch_tokens;   /* rows in a forward step; 0: 512 */
     int max_queue;          /* waiting requests; 0: 256 */
     int block_tokens;       /* KV block size; 0: 16 */
-    size_t kv_blocks;       /* pool size in blocks; 0: from kv_cache_mb */
-    size_t kv_cache_mb;     /* pool size in MiB when kv_blocks is 0; 0: enough for max_seqs full contexts */
+    size_t kv_blocks;       /* pool size in blocks; 0: from ctx_total, else kv_cache_mb */
+    size_t ctx_total;       /* pool size in tokens over all sequences (--ctx-total) */
+    size_t kv_cache_mb;     /* pool size in MiB (--kv-cache-mb); all three 0: max_seqs full contexts */
+    bool kv_f32;            /* store keys and values as F32 instead of F16 */
     uint32_t aging_ms;      /* waiting time that gains one priority level; 0: 1000 */
     const char *kernels;    /* NULL: the best for this CPU */
 } ag_engine_params;

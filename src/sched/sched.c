@@ -536,16 +536,17 @@ ag_status ag_engine_create(const ag_engine_params *params, ag_engine **out, ag_e
     if (rc == AG_OK) {
         const ag_config *c = &e->m->cfg;
         int kv_dim = c->n_head_kv * c->head_dim;
+        ag_dtype kv_type = p->kv_f32 ? AG_DTYPE_F32 : AG_DTYPE_F16;
         size_t blocks = p->kv_blocks;
+        if (!blocks && p->ctx_total) blocks = (p->ctx_total + (size_t)p->block_tokens - 1) / (size_t)p->block_tokens;
         if (!blocks && p->kv_cache_mb)
-            blocks = ag_kv_paged_blocks_for_mb(c->n_layer, kv_dim, p->block_tokens, AG_DTYPE_F16, p->kv_cache_mb);
+            blocks = ag_kv_paged_blocks_for_mb(c->n_layer, kv_dim, p->block_tokens, kv_type, p->kv_cache_mb);
         if (!blocks && !p->kv_cache_mb)
             blocks = (size_t)p->max_seqs * (size_t)((e->m->n_ctx + p->block_tokens - 1) / p->block_tokens);
         ag_kv_cache *kv = NULL;
-        rc = ag_kv_paged_create(c->n_layer, kv_dim, e->m->n_ctx, p->max_seqs, p->block_tokens, blocks, AG_DTYPE_F16,
-                                &kv, err);
+        if (!blocks) rc = ag_err_set(err, AG_EINVAL, "a KV cache of %zu MiB holds no block", p->kv_cache_mb);
+        else rc = ag_kv_paged_create(c->n_layer, kv_dim, e->m->n_ctx, p->max_seqs, p->block_tokens, blocks, kv_type, &kv, err);
         if (rc == AG_OK) rc = ag_model_set_kv(e->m, kv, err);
-        else if (!blocks) rc = ag_err_set(err, AG_EINVAL, "--kv-cache-mb %zu holds no block", p->kv_cache_mb);
     }
     if (rc != AG_OK) {
         ag_engine_destroy(e);
