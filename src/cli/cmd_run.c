@@ -173,6 +173,7 @@ int ag_cmd_run(int argc, char **argv) {
     }
     uint64_t t2 = ag_clock_mono_ns();
     putchar('\n');
+    fflush(stdout); /* the text before the stats line, when both go to a terminal */
     double pt = (double)(t1 - t0) / 1e9, gt = (double)(t2 - t1) / 1e9;
     fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generated: %ld tokens, %.1f tok/s | %d threads, %s kernels\n",
             ids.n, pt > 0 ? (double)ids.n / pt : 0.0, n_gen, gt > 0 ? (double)n_gen / gt : 0.0,
