@@ -4,13 +4,14 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
+#include "tmpdir.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char dir[] = "/tmp/ag_test_cli_XXXXXX";
+static char dir[160]; /* short, so paths built under it fit their buffers */
 
 typedef struct result {
     int code;
@@ -63,14 +64,12 @@ static int count_lines(const char *s) {
 
 static int setup(void **state) {
     (void)state;
-    return mkdtemp(dir) ? 0 : -1;
+    return ag_test_tmpdir_make(dir, sizeof dir, "cli");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return ag_test_tmpdir_remove(dir);
 }
 
 static void test_version_and_help(void **state) {

@@ -7,6 +7,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
+#include "tmpdir.h"
 
 #include "engine/convert.h"
 #include "engine/gguf.h"
@@ -18,7 +19,7 @@
 
 enum { EMBD = 64, HEADS = 4, KV_HEADS = 2, HD = EMBD / HEADS, FF = 96, VOCAB = 300 };
 
-static char root[] = "/tmp/ag_test_convert_XXXXXX";
+static char root[160]; /* short, so paths built under it fit their buffers */
 
 static void write_text(const char *dir, const char *name, const char *text) {
     char path[512];
@@ -155,14 +156,12 @@ static ag_status convert(const char *dir, const char *out, ag_dtype dtype, int r
 
 static int setup(void **state) {
     (void)state;
-    return mkdtemp(root) ? 0 : -1;
+    return ag_test_tmpdir_make(root, sizeof root, "convert");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-    return system(cmd) == 0 ? 0 : -1;
+    return ag_test_tmpdir_remove(root);
 }
 
 static void test_llama_real_weights(void **state) {

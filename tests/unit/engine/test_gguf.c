@@ -7,6 +7,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "test.h"
+#include "tmpdir.h"
 
 #include "engine/gguf.h"
 
@@ -366,10 +367,12 @@ static void test_malformed_tensors(void **state) {
 
 static void test_open_file(void **state) {
     (void)state;
-    char path[] = "/tmp/ag_test_gguf_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    char dir[4096], path[4200];
+    assert_int_equal(ag_test_tmpdir_make(dir, sizeof dir, "gguf"), 0);
+    snprintf(path, sizeof path, "%s/sample.gguf", dir);
+    FILE *empty = fopen(path, "wb");
+    assert_non_null(empty);
+    fclose(empty);
     ag_gguf_file *f;
     ag_err err = {{0}};
     assert_int_equal(ag_gguf_open(path, &f, &err), AG_EINVAL); /* empty */
@@ -384,6 +387,7 @@ static void test_open_file(void **state) {
     unlink(path);
     assert_int_equal(ag_gguf_open(path, &f, &err), AG_EIO);
     assert_non_null(strstr(err.msg, "No such file"));
+    assert_int_equal(ag_test_tmpdir_remove(dir), 0);
 }
 
 static void test_writer_refuses_bad_tensors(void **state) {
