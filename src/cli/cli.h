@@ -39,8 +39,9 @@ int ag_cli_is_help(const char *arg);
 ag_status ag_cli_read_file(const char *path, char **data, size_t *len);
 
 /*
- * Option values: the text after a flag as a whole number in [lo, hi] or a
- * finite float.  On failure they print a one-line usage error and return false.
+ * Option values: the text after a flag as a whole number in [lo, hi] (lo >= 0)
+ * or a finite float in the C locale.  On failure they print a one-line usage
+ * error and return false.
  */
 bool ag_cli_int(const char *cmd, const char *flag, const char *text, long lo, long hi, long *out);
 bool ag_cli_float(const char *cmd, const char *flag, const char *text, float *out);

@@ -4,32 +4,29 @@
  */
 #include "cli/cli.h"
 
-#include <errno.h>
+#include "base/str.h"
+
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 bool ag_cli_int(const char *cmd, const char *flag, const char *text, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = text ? strtol(text, &end, 10) : 0;
-    if (!text || !*text || *end || errno || v < lo || v > hi) {
+    uint64_t v = 0;
+    if (!text || ag_str_parse_u64(ag_str_from_cstr(text), &v) != AG_OK || v < (uint64_t)lo || v > (uint64_t)hi) {
         ag_cli_usage_error(cmd, "%s needs a whole number in %ld..%ld", flag, lo, hi);
         return false;
     }
-    *out = v;
+    *out = (long)v;
     return true;
 }
 
 bool ag_cli_float(const char *cmd, const char *flag, const char *text, float *out) {
-    char *end;
-    errno = 0;
-    float v = text ? strtof(text, &end) : 0;
-    if (!text || !*text || *end || errno || !isfinite(v)) {
+    char *end = NULL;
+    double v = text ? ag_strtod_c(text, &end) : 0; /* "0.5" whatever the locale */
+    if (!text || !*text || *end || !isfinite(v) || fabs(v) > 3e38) {
         ag_cli_usage_error(cmd, "%s needs a number", flag);
         return false;
     }
-    *out = v;
+    *out = (float)v;
     return true;
 }
 

@@ -5,6 +5,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "base/clock.h"
+#include "base/str.h"
 #include "cli/cli.h"
 #include "engine/sampler.h"
 
@@ -24,7 +25,7 @@ static const char run_usage[] =
     "  --min-p P            drop tokens below P times the top probability (default 0.05)\n"
     "  --repeat-penalty R   CTRL-style penalty on the last 64 tokens (default 1.0: off)\n"
     "  --frequency-penalty F, --presence-penalty P   OpenAI-style penalties (default 0)\n"
-    "  --seed S             random seed (default 0x5eed); the same seed gives the same text\n"
+    "  --seed S             random seed (default 24301); the same seed gives the same text\n"
     "  --stop TEXT          stop when TEXT is generated (repeatable)\n"
     "  --no-bos             do not add the beginning-of-sequence token\n"
     "  --special            parse special-token texts in the prompt\n";
@@ -80,8 +81,7 @@ int ag_cmd_run(int argc, char **argv) {
             if (!ag_cli_float("run", a, val, &sp.presence_penalty)) return AG_EXIT_USAGE;
             i++;
         } else if (strcmp(a, "--seed") == 0) {
-            char *end;
-            if (!val || !*val || (sp.seed = strtoull(val, &end, 0), *end))
+            if (!val || ag_str_parse_u64(ag_str_from_cstr(val), &sp.seed) != AG_OK)
                 return ag_cli_usage_error("run", "--seed needs a whole number");
             i++;
         } else if (strcmp(a, "--stop") == 0) {
