@@ -19,7 +19,6 @@
 
 #include <math.h>
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct step {
@@ -79,16 +78,26 @@ static void row_ffn_norm(step *st, int t) {
     rmsnorm(st->m->s.xb + o, st->m->s.x + o, st->m->w.layers[st->layer].ffn_norm, c->n_embd, c->eps);
 }
 
-static void rope(float *v, int n_heads, const ag_config *c, const float *inv_freq, int32_t pos) {
+/* Row t's RoPE rotations, cos and sin per pair, computed once per chunk: every layer and head reuses them. */
+static void row_rope_table(step *st, int t) {
+    const ag_model *m = st->m;
+    int half = m->cfg.n_rot / 2;
+    float *cs = m->s.rope_cs + (size_t)t * 2 * half;
+    for (int i = 0; i < half; i++) {
+        float a = (float)st->pos[t] * m->s.inv_freq[i];
+        cs[2 * i] = cosf(a), cs[2 * i + 1] = sinf(a);
+    }
+}
+
+static void rope(float *v, int n_heads, const ag_config *c, const float *cs) {
     int half = c->n_rot / 2;
     for (int h = 0; h < n_heads; h++) {
         float *x = v + (size_t)h * c->head_dim;
         for (int i = 0; i < half; i++) {
-            float a = (float)pos * inv_freq[i], cs = cosf(a), sn = sinf(a);
             int i0 = c->rope_neox ? i : 2 * i, i1 = c->rope_neox ? i + half : 2 * i + 1;
             float x0 = x[i0], x1 = x[i1];
-            x[i0] = x0 * cs - x1 * sn;
-            x[i1] = x0 * sn + x1 * cs;
+            x[i0] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
+            x[i1] = x0 * cs[2 * i + 1] + x1 * cs[2 * i];
         }
     }
 }
@@ -109,8 +118,9 @@ static void row_qkv_post(step *st, int t) {
         for (int h = 0; h < c->n_head_kv; h++)
             rmsnorm(k + h * c->head_dim, k + h * c->head_dim, lw->k_norm, c->head_dim, c->eps);
     }
-    rope(q, c->n_head, c, m->s.inv_freq, st->pos[t]);
-    rope(k, c->n_head_kv, c, m->s.inv_freq, st->pos[t]);
+    const float *cs = m->s.rope_cs + (size_t)t * c->n_rot;
+    rope(q, c->n_head, c, cs);
+    rope(k, c->n_head_kv, c, cs);
     ag_kv_cache *kv = m->kv;
     int32_t s = st->seq[t], blk = st->pos[t] / kv->block_tokens, off = st->pos[t] % kv->block_tokens;
     char *kd = kv->ops->k_block(kv, st->layer, s, blk), *vd = kv->ops->v_block(kv, st->layer, s, blk);
@@ -239,14 +249,15 @@ static void attend(step *st, int a, int b, int h, float *S) {
         int n = st->pos[a + i] + 1; /* causal: this row sees keys 0..its position */
         for (int p = 0; p < n; p++) mx = fmaxf(mx, row[p] *= scale);
         for (int p = 0; p < n; p++) sum += row[p] = expf(row[p] - mx);
+        const float inv_sum = 1.0f / sum;
         float *out = m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
         for (int p0 = 0; p0 < n; p0 += bt) {
             const char *vb = (const char *)kv->ops->v_block(kv, st->layer, st->seq[a], p0 / bt) + (size_t)kvh * hd * el;
             for (int p = p0; p < n && p < p0 + bt; p++) {
                 const char *v = vb + (size_t)(p - p0) * kv_dim * el;
-                if (el == 4) K->axpy_f32(out, row[p] / sum, (const float *)v, (size_t)hd);
-                else K->axpy_f16(out, row[p] / sum, (const uint16_t *)v, (size_t)hd);
+                if (el == 4) K->axpy_f32(out, row[p] * inv_sum, (const float *)v, (size_t)hd);
+                else K->axpy_f16(out, row[p] * inv_sum, (const uint16_t *)v, (size_t)hd);
             }
         }
     }
@@ -315,17 +326,12 @@ ag_status ag_forward(ag_model *m, const ag_batch *b, ag_err *err) {
         m->s.logits = l;
         m->s.logits_cap = want;
     }
-    int32_t *seq0 = NULL;
-    if (!b->seq) {
-        seq0 = ag_try_malloc((size_t)(b->n ? b->n : 1) * sizeof(int32_t));
-        if (!seq0) return ag_err_set(err, AG_NOMEM, "no memory for the batch");
-        memset(seq0, 0, (size_t)b->n * sizeof(int32_t));
-    }
     const int n_embd = m->cfg.n_embd;
     for (int r0 = 0; r0 < b->n; r0 += m->n_batch) {
         int T = b->n - r0 < m->n_batch ? b->n - r0 : m->n_batch;
-        step st = {.m = m, .T = T, .token = b->token + r0, .pos = b->pos + r0, .seq = (b->seq ? b->seq : seq0) + r0};
+        step st = {.m = m, .T = T, .token = b->token + r0, .pos = b->pos + r0, .seq = b->seq ? b->seq + r0 : m->s.seq_zero};
         for_each_row(&st, row_embed);
+        for_each_row(&st, row_rope_table);
         for (st.layer = 0; st.layer < m->cfg.n_layer; st.layer++) layer_forward(&st);
         /* gather the rows that want logits into xb, normalized, then one product with the head */
         int n_out = 0;
@@ -343,6 +349,5 @@ ag_status ag_forward(ag_model *m, const ag_batch *b, ag_err *err) {
             m->n_logits += (size_t)n_out;
         }
     }
-    free(seq0);
     return AG_OK;
 }

@@ -205,7 +205,9 @@ static ag_status init_state(loader *L, int n_threads) {
     s->att_per_thread = 64 * s->att_ld;
     s->att = alloc_floats((size_t)n_threads * s->att_per_thread, &ok);
     s->runs = ag_try_malloc(((size_t)m->n_batch + 1) * sizeof *s->runs);
-    if (!s->runs) ok = false;
+    s->rope_cs = alloc_floats(B * (size_t)c->n_rot, &ok);
+    s->seq_zero = calloc(B, sizeof *s->seq_zero);
+    if (!s->runs || !s->seq_zero) ok = false;
     if (!ok) return ag_err_set(L->err, AG_NOMEM, "no memory for activations of %d rows", m->n_batch);
     return AG_OK;
 }
@@ -273,6 +275,8 @@ void ag_model_free(ag_model *m) {
     float *v[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->hb, s->hb2, s->act, s->att, s->inv_freq, s->logits};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) free(v[i]);
     free(s->runs);
+    free(s->rope_cs);
+    free(s->seq_zero);
     ag_tokenizer_free(m->tok);
     ag_gguf_close(m->file);
     free(m);

@@ -80,6 +80,8 @@ typedef struct ag_run_state {
     size_t att_ld, att_per_thread; /* floats: att_ld = n_ctx rounded up to 16 */
     int *runs;            /* [n_batch + 1] first row of each attention run */
     float *inv_freq;      /* [n_rot / 2] RoPE frequencies, scaling applied */
+    float *rope_cs;       /* [n_batch][n_rot / 2][cos, sin] of the current chunk's positions */
+    int32_t *seq_zero;    /* [n_batch] zeros: the sequence ids of a batch that gives none */
     float *logits;        /* [n_logits][n_vocab] */
     size_t logits_cap;    /* rows logits can hold */
 } ag_run_state;
@@ -89,7 +91,7 @@ typedef struct ag_model_params {
     int32_t n_ctx;    /* positions per sequence; 0: min(training context, 4096) */
     int32_t n_seq;    /* sequences the built-in cache holds; 0: 1 */
     int n_batch;      /* rows per internal step; 0: 512 */
-    ag_dtype kv_type; /* AG_DTYPE_F16 (default when 0 is F32: pass explicitly) */
+    ag_dtype kv_type; /* the built-in cache's storage, F16 or F32 (ag_model_params_default: F16) */
     const char *kernels; /* NULL: best for this CPU */
 } ag_model_params;
 
