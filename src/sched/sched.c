@@ -82,6 +82,7 @@ struct ag_engine {
     int32_t *b_tok, *b_pos, *b_seq;
     bool *b_logits;
     rq **b_owner;
+    ag_buf piece, out; /* a token's text, reused every step */
     /* events */
     pthread_mutex_t ev_mu;
     pthread_cond_t ev_cv;
@@ -274,20 +275,24 @@ static void unrun(ag_engine *e, rq *r) {
     r->n_computed = 0;
 }
 
-/* The final event (with whatever text the detokenizer and stop matcher still hold), then free. */
+static void update_stats(ag_engine *e, int rows);
+
+/*
+ * The final event (with whatever text the detokenizer and stop matcher still
+ * hold), then free.  The stats are brought up to date first, so a reader who
+ * has seen the last finish sees the cache it freed.
+ */
 static void finish(ag_engine *e, rq *r, ag_finish why) {
     if (r->seq >= 0) unrun(e, r);
-    ag_buf out, piece;
-    ag_buf_init(&out);
-    ag_buf_init(&piece);
+    update_stats(e, 0);
+    ag_buf_reset(&e->out);
+    ag_buf_reset(&e->piece);
     if (why != AG_FINISH_STOP || !r->n_stops) { /* a stop string's match already cut the text */
-        ag_detok_flush(&r->dt, &piece);
-        ag_stop_push(&r->stop, piece.data ? piece.data : "", piece.len, &out);
-        ag_stop_flush(&r->stop, &out);
+        ag_detok_flush(&r->dt, &e->piece);
+        ag_stop_push(&r->stop, e->piece.data ? e->piece.data : "", e->piece.len, &e->out);
+        ag_stop_flush(&r->stop, &e->out);
     }
-    post(e, r, -1, out.data, out.len, why);
-    ag_buf_deinit(&out);
-    ag_buf_deinit(&piece);
+    post(e, r, -1, e->out.data, e->out.len, why);
     rq_free(r);
 }
 
@@ -390,9 +395,7 @@ retry:;
 /* After the forward: advance each request; sample where its last known token was computed. */
 static void after_step(ag_engine *e, int rows) {
     size_t li = 0;
-    ag_buf piece, out;
-    ag_buf_init(&piece);
-    ag_buf_init(&out);
+    ag_buf *piece = &e->piece, *out = &e->out;
     for (int i = 0; i < rows; i++) {
         rq *r = e->b_owner[i];
         r->n_computed = e->b_pos[i] + 1;
@@ -412,16 +415,14 @@ static void after_step(ag_engine *e, int rows) {
             finish(e, r, AG_FINISH_STOP);
             continue;
         }
-        ag_buf_reset(&piece);
-        ag_buf_reset(&out);
-        ag_detok_push(&r->dt, e->m->tok, tok, &piece);
-        bool stopped = ag_stop_push(&r->stop, piece.data ? piece.data : "", piece.len, &out);
-        post(e, r, tok, out.data, out.len, AG_FINISH_NONE);
+        ag_buf_reset(piece);
+        ag_buf_reset(out);
+        ag_detok_push(&r->dt, e->m->tok, tok, piece);
+        bool stopped = ag_stop_push(&r->stop, piece->data ? piece->data : "", piece->len, out);
+        post(e, r, tok, out->data, out->len, AG_FINISH_NONE);
         if (stopped) finish(e, r, AG_FINISH_STOP);
         else if (r->n_gen >= r->max_tokens || r->n_tokens >= e->m->n_ctx) finish(e, r, AG_FINISH_LENGTH);
     }
-    ag_buf_deinit(&piece);
-    ag_buf_deinit(&out);
 }
 
 static void update_stats(ag_engine *e, int rows) {
@@ -560,6 +561,8 @@ ag_status ag_engine_create(const ag_engine_params *params, ag_engine **out, ag_e
     e->b_tok = ag_xcalloc(B, sizeof *e->b_tok), e->b_pos = ag_xcalloc(B, sizeof *e->b_pos);
     e->b_seq = ag_xcalloc(B, sizeof *e->b_seq), e->b_logits = ag_xcalloc(B, sizeof *e->b_logits);
     e->b_owner = ag_xcalloc(B, sizeof *e->b_owner);
+    ag_buf_init(&e->piece);
+    ag_buf_init(&e->out);
     update_stats(e, 0);
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         ag_engine_destroy(e);
@@ -585,6 +588,8 @@ void ag_engine_destroy(ag_engine *e) {
     free(e->cancels);
     free(e->waiting), free(e->running), free(e->free_slots);
     free(e->b_tok), free(e->b_pos), free(e->b_seq), free(e->b_logits), free(e->b_owner);
+    ag_buf_deinit(&e->piece);
+    ag_buf_deinit(&e->out);
     ag_model_free(e->m);
     if (e->efd >= 0) close(e->efd);
     pthread_cond_destroy(&e->ev_cv);

@@ -70,15 +70,10 @@ static void collect(ag_engine *e, run *rn, int want) {
     }
 }
 
-/* The stats once the engine thread has caught up with the last finish (it posts events before updating them). */
-static ag_engine_stats idle_stats(ag_engine *e) {
+/* The stats as of the last finish event read (the engine updates them before posting it). */
+static ag_engine_stats stats(ag_engine *e) {
     ag_engine_stats st;
-    for (int i = 0; i < 500; i++) {
-        ag_engine_stats_get(e, &st);
-        if (st.running + st.waiting == 0 && st.kv_used == 0) break;
-        struct timespec ts = {0, 10000000L};
-        nanosleep(&ts, NULL);
-    }
+    ag_engine_stats_get(e, &st);
     return st;
 }
 
@@ -103,7 +98,7 @@ static run *run_all(int max_seqs, size_t kv_blocks, int twice) {
         for (int i = 0; i < N_PROMPTS; i++) submit(e, prompts[i], prompt_len[i], GEN, 0);
         collect(e, rn, N_PROMPTS);
     }
-    ag_engine_stats st = idle_stats(e);
+    ag_engine_stats st = stats(e);
     assert_int_equal(st.kv_used, 0);
     ag_engine_destroy(e);
     return rn;
@@ -207,7 +202,7 @@ static void test_cancel_admission_limits_deadline(void **state) {
     assert_int_equal(ag_engine_submit(e, &r, &id, &err), AG_OK);
     collect(e, rn, 1);
     assert_int_equal(rn->out[id].finish, AG_FINISH_TIMEOUT);
-    ag_engine_stats st = idle_stats(e);
+    ag_engine_stats st = stats(e);
     assert_int_equal(st.kv_used, 0);
     assert_int_equal(st.running + st.waiting, 0);
     free(rn);
@@ -240,7 +235,7 @@ static void test_random_stress(void **state) {
     }
     ag_event ev;
     assert_int_equal(ag_engine_poll(e, &ev, 1, 50), 0); /* nothing after the finishes */
-    ag_engine_stats st = idle_stats(e);
+    ag_engine_stats st = stats(e);
     assert_int_equal(st.kv_used, 0);
     AG_TEST_NOTE("1000 requests: %d stop, %d length, %d cancelled, %d error; %llu preemptions, %llu steps",
                  by_reason[AG_FINISH_STOP], by_reason[AG_FINISH_LENGTH], by_reason[AG_FINISH_CANCELLED],
