@@ -10,6 +10,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 int ag_wtype_of(ag_dtype t) {
     switch (t) {
@@ -168,11 +171,19 @@ const ag_kernels ag_kernels_generic = {
 
 /* ---- selection ---------------------------------------------------------- */
 
+#if defined(__x86_64__)
+/* F16C from CPUID directly: clang 14's __builtin_cpu_supports does not know the name. */
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 static bool cpu_has(const char *name) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (strcmp(name, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     if (strcmp(name, "avx512") == 0) /* Zen 4, Sapphire Rapids and later: VNNI and BF16 dot products */
         return cpu_has("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
