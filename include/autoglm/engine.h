@@ -48,6 +48,12 @@ typedef struct ag_engine_params {
     const char *kernels;    /* NULL: the best for this CPU */
 } ag_engine_params;
 
+/* A bias added to one token's logit before sampling; -INFINITY bans the token. */
+typedef struct ag_logit_bias {
+    int32_t token;
+    float bias;
+} ag_logit_bias;
+
 /* Zero means off for every field (top_p and repetition_penalty 0 read as 1); temperature 0 is greedy. */
 typedef struct ag_sampling {
     float temperature, top_p, min_p, repetition_penalty, frequency_penalty, presence_penalty;
@@ -65,8 +71,16 @@ typedef struct ag_request {
     uint64_t cache_salt;   /* prefix-cache namespace (tenant isolation); 0 is a namespace too */
     const char *const *stop; /* stop strings, copied */
     size_t n_stop;
+    const int32_t *end_tokens; /* tokens that end generation besides the model's EOS (a chat turn's end), copied */
+    size_t n_end_tokens;
+    const ag_logit_bias *logit_bias; /* added to logits before sampling, copied */
+    size_t n_logit_bias;
+    bool logprobs;         /* events carry the sampled token's log-probability */
+    int32_t top_logprobs;  /* and this many most likely alternatives (0..AG_MAX_TOP_LOGPROBS) */
     bool ignore_eos;
 } ag_request;
+
+#define AG_MAX_TOP_LOGPROBS 20
 
 typedef enum ag_finish {
     AG_FINISH_NONE = 0,  /* a token event; more follow */
@@ -87,6 +101,11 @@ typedef struct ag_event {
     int32_t prompt_tokens, completion_tokens, cached_tokens;
     uint64_t t_submit_ns, t_first_token_ns, t_event_ns;
     int32_t preemptions;
+    /* when the request asked for log-probabilities: the model's (raw logits, before any sampling setting) */
+    float logprob;
+    int32_t n_top;
+    int32_t top_token[AG_MAX_TOP_LOGPROBS];
+    float top_logprob[AG_MAX_TOP_LOGPROBS];
 } ag_event;
 
 void ag_event_clear(ag_event *e);
@@ -113,6 +132,12 @@ typedef struct ag_engine_stats {
     uint64_t prefix_query_tokens, prefix_hit_tokens, preemptions, steps, batch_rows;
 } ag_engine_stats;
 void ag_engine_stats_get(ag_engine *e, ag_engine_stats *out);
+
+/* The per-request context length and the vocabulary size. */
+int32_t ag_engine_ctx(const ag_engine *e);
+int32_t ag_engine_n_vocab(const ag_engine *e);
+/* A string from the model file's metadata ("tokenizer.chat_template"); false when absent.  Borrowed for the engine's life. */
+bool ag_engine_meta_str(const ag_engine *e, const char *key, const char **s, size_t *len);
 
 /* The tokenizer of the engine's model, for callers that turn text into prompts (read-only, thread-safe). */
 struct ag_tokenizer;

@@ -259,3 +259,25 @@ void ag_stop_flush(ag_stop *s, ag_buf *out) {
     if (s->held.len) ag_buf_append(out, s->held.data, s->held.len);
     ag_buf_reset(&s->held);
 }
+
+/* Two passes (max, then the sum of exponentials) and a top-k kept by insertion, which rejects nearly every token with one compare. */
+float ag_logprobs(const float *logits, int32_t n_vocab, int32_t token, int32_t k, int32_t *top_ids, float *top_lp) {
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (int32_t i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    float log_z = mx + (float)log(sum);
+    int32_t n = 0;
+    for (int32_t i = 0; i < n_vocab && k > 0; i++) {
+        float v = logits[i];
+        if (n == k && v <= top_lp[n - 1]) continue;
+        int32_t j = n < k ? n++ : k - 1;
+        while (j > 0 && top_lp[j - 1] < v) {
+            top_lp[j] = top_lp[j - 1], top_ids[j] = top_ids[j - 1];
+            j--;
+        }
+        top_lp[j] = v, top_ids[j] = i;
+    }
+    for (int32_t j = 0; j < n; j++) top_lp[j] -= log_z;
+    return logits[token] - log_z;
+}

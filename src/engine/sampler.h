@@ -15,6 +15,7 @@
 #ifndef AG_ENGINE_SAMPLER_H
 #define AG_ENGINE_SAMPLER_H
 
+#include "autoglm/engine.h" /* ag_logit_bias */
 #include "autoglm/status.h"
 #include "base/buf.h"
 
@@ -22,10 +23,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct ag_logit_bias {
-    int32_t token;
-    float bias; /* added to the logit; -INFINITY bans the token */
-} ag_logit_bias;
 
 typedef struct ag_sampler_params {
     float temperature;        /* 0: greedy */
@@ -52,6 +49,13 @@ void ag_sampler_free(ag_sampler *s);
 void ag_sampler_accept(ag_sampler *s, int32_t token);
 /* The next token from n_vocab logits (not modified). */
 int32_t ag_sampler_sample(ag_sampler *s, const float *logits);
+
+/*
+ * Log-probabilities under the model's own distribution (log-softmax of the
+ * raw logits): returns token's, and writes the k most likely tokens, most
+ * likely first, to top_ids / top_lp (k <= AG_MAX_TOP_LOGPROBS).
+ */
+float ag_logprobs(const float *logits, int32_t n_vocab, int32_t token, int32_t k, int32_t *top_ids, float *top_lp);
 
 /*
  * Stop strings matched across token boundaries: text goes in piece by piece;

@@ -55,6 +55,9 @@ typedef struct rq {
     ag_stop stop;
     char **stops;
     size_t n_stops;
+    int32_t *end_tokens;
+    size_t n_end_tokens;
+    int32_t top_logprobs; /* -1: none asked */
     struct rq *next; /* the incoming list */
 } rq;
 
@@ -83,6 +86,7 @@ struct ag_engine {
     bool *b_logits;
     rq **b_owner;
     ag_buf piece, out; /* a token's text, reused every step */
+    ag_event lp;       /* the log-probabilities of the token being posted */
     /* events */
     pthread_mutex_t ev_mu;
     pthread_cond_t ev_cv;
@@ -114,6 +118,11 @@ static void post(ag_engine *e, const rq *r, int32_t token, const char *text, siz
                    .t_first_token_ns = r->t_first,
                    .t_event_ns = ag_clock_mono_ns(),
                    .preemptions = r->preemptions};
+    if (token >= 0 && r->top_logprobs >= 0) {
+        ev.logprob = e->lp.logprob, ev.n_top = e->lp.n_top;
+        memcpy(ev.top_token, e->lp.top_token, sizeof ev.top_token);
+        memcpy(ev.top_logprob, e->lp.top_logprob, sizeof ev.top_logprob);
+    }
     if (len) {
         ev.text = ag_xmalloc(len + 1);
         memcpy(ev.text, text, len);
@@ -173,6 +182,7 @@ static void rq_free(rq *r) {
     if (!r) return;
     for (size_t i = 0; i < r->n_stops; i++) free(r->stops[i]);
     free(r->stops);
+    free(r->end_tokens);
     ag_stop_free(&r->stop);
     ag_sampler_free(r->smp);
     free(r->tokens);
@@ -190,6 +200,11 @@ ag_status ag_engine_submit(ag_engine *e, const ag_request *q, uint64_t *id, ag_e
     for (int32_t i = 0; i < q->n_prompt; i++)
         if (q->prompt[i] < 0 || q->prompt[i] >= V)
             return ag_err_set(err, AG_EINVAL, "prompt token %d is not in the vocabulary", q->prompt[i]);
+    for (size_t i = 0; i < q->n_end_tokens; i++)
+        if (q->end_tokens[i] < 0 || q->end_tokens[i] >= V)
+            return ag_err_set(err, AG_EINVAL, "end token %d is not in the vocabulary", q->end_tokens[i]);
+    if (q->top_logprobs < 0 || q->top_logprobs > AG_MAX_TOP_LOGPROBS)
+        return ag_err_set(err, AG_EINVAL, "top_logprobs must be at most %d", AG_MAX_TOP_LOGPROBS);
     ag_sampler_params sp = ag_sampler_params_default();
     sp.temperature = q->sampling.temperature, sp.top_k = q->sampling.top_k;
     sp.top_p = q->sampling.top_p == 0 ? 1.0f : q->sampling.top_p;
@@ -197,6 +212,7 @@ ag_status ag_engine_submit(ag_engine *e, const ag_request *q, uint64_t *id, ag_e
     sp.repetition_penalty = q->sampling.repetition_penalty == 0 ? 1.0f : q->sampling.repetition_penalty;
     sp.frequency_penalty = q->sampling.frequency_penalty, sp.presence_penalty = q->sampling.presence_penalty;
     sp.seed = q->sampling.seed;
+    sp.logit_bias = q->logit_bias, sp.n_logit_bias = q->n_logit_bias;
     rq *r = ag_xcalloc(1, sizeof *r);
     ag_status rc = ag_sampler_create(&sp, V, &r->smp, err);
     if (rc != AG_OK) {
@@ -216,6 +232,12 @@ ag_status ag_engine_submit(ag_engine *e, const ag_request *q, uint64_t *id, ag_e
     r->deadline = q->deadline_ns;
     r->salt = q->cache_salt;
     r->ignore_eos = q->ignore_eos;
+    r->top_logprobs = q->logprobs ? q->top_logprobs : -1;
+    if (q->n_end_tokens) {
+        r->end_tokens = ag_xmalloc(q->n_end_tokens * sizeof *r->end_tokens);
+        memcpy(r->end_tokens, q->end_tokens, q->n_end_tokens * sizeof *r->end_tokens);
+        r->n_end_tokens = q->n_end_tokens;
+    }
     r->seq = -1;
     r->n_stops = q->n_stop;
     r->stops = q->n_stop ? ag_xcalloc(q->n_stop, sizeof *r->stops) : NULL;
@@ -392,6 +414,15 @@ retry:;
     return rows;
 }
 
+/* The model's end-of-text token, or one the request added (a chat turn's end), unless told to ignore them. */
+static bool is_end(const ag_engine *e, const rq *r, int32_t tok) {
+    if (r->ignore_eos) return false;
+    if (tok == e->eos) return true;
+    for (size_t i = 0; i < r->n_end_tokens; i++)
+        if (tok == r->end_tokens[i]) return true;
+    return false;
+}
+
 /* After the forward: advance each request; sample where its last known token was computed. */
 static void after_step(ag_engine *e, int rows) {
     size_t li = 0;
@@ -410,10 +441,14 @@ static void after_step(ag_engine *e, int rows) {
         r->tokens[r->n_tokens++] = tok;
         r->n_gen++;
         if (!r->t_first) r->t_first = ag_clock_mono_ns();
-        if (tok == e->eos && !r->ignore_eos) {
+        if (is_end(e, r, tok)) {
             r->n_gen--; /* the end-of-text token is not part of the completion */
             finish(e, r, AG_FINISH_STOP);
             continue;
+        }
+        if (r->top_logprobs >= 0) {
+            e->lp.n_top = r->top_logprobs;
+            e->lp.logprob = ag_logprobs(logits, e->m->cfg.n_vocab, tok, r->top_logprobs, e->lp.top_token, e->lp.top_logprob);
         }
         ag_buf_reset(piece);
         ag_buf_reset(out);
@@ -606,3 +641,14 @@ void ag_engine_stats_get(ag_engine *e, ag_engine_stats *out) {
 }
 
 const struct ag_tokenizer *ag_engine_tokenizer(const ag_engine *e) { return e->m->tok; }
+
+int32_t ag_engine_ctx(const ag_engine *e) { return e->m->n_ctx; }
+
+int32_t ag_engine_n_vocab(const ag_engine *e) { return e->m->cfg.n_vocab; }
+
+bool ag_engine_meta_str(const ag_engine *e, const char *key, const char **s, size_t *len) {
+    ag_str v;
+    if (!ag_gguf_get_str(e->m->file, key, &v)) return false;
+    *s = v.p, *len = v.n;
+    return true;
+}

@@ -199,12 +199,38 @@ static void test_stop_strings_across_tokens(void **state) {
     ag_buf_deinit(&out);
 }
 
+/* Log-probabilities against log(softmax) in double, and the top list against a full sort. */
+static void test_logprobs(void **state) {
+    (void)state;
+    uint64_t seed = 5;
+    enum { V = 1000 };
+    static float logits[V];
+    for (int iter = 0; iter < 20; iter++) {
+        for (int i = 0; i < V; i++) logits[i] = (float)(ag_test_rand(&seed) % 20000) / 1000.0f - 10.0f;
+        logits[iter] = logits[iter + 1]; /* a tie */
+        double z = 0;
+        for (int i = 0; i < V; i++) z += exp((double)logits[i]);
+        int32_t ids[AG_MAX_TOP_LOGPROBS];
+        float lp[AG_MAX_TOP_LOGPROBS];
+        int32_t k = iter % (AG_MAX_TOP_LOGPROBS + 1), tok = (int32_t)(ag_test_rand(&seed) % V);
+        float got = ag_logprobs(logits, V, tok, k, ids, lp);
+        assert_float_equal(got, (double)logits[tok] - log(z), 1e-4);
+        for (int32_t j = 0; j < k; j++) {
+            assert_float_equal(lp[j], (double)logits[ids[j]] - log(z), 1e-4);
+            if (j) assert_true(lp[j - 1] >= lp[j]);
+            int above = 0; /* exactly j tokens are strictly more likely than the j-th */
+            for (int i = 0; i < V; i++) above += logits[i] > logits[ids[j]];
+            assert_true(above <= j);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_and_degenerate_cutoffs), cmocka_unit_test(test_distribution),
         cmocka_unit_test(test_top_p_and_top_k_sets),          cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_bias_and_penalties),            cmocka_unit_test(test_bad_params_refused),
-        cmocka_unit_test(test_stop_strings_across_tokens),
+        cmocka_unit_test(test_stop_strings_across_tokens),    cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
