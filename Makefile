@@ -20,8 +20,8 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
-PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc
-TOOLS = cmake cc c++ clang pkg-config npm
+PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv
+TOOLS = cmake cc c++ clang pkg-config npm curl
 
 .PHONY: all release asan asan-build fixtures test serve bench fuzz deps format clean
 
@@ -48,7 +48,9 @@ fixtures: release
 	@scripts/make-fixtures build/bin/autoglm
 
 test: release asan-build fixtures
-	@scripts/run-tests release=build/release/tests asan=build/asan/tests
+	@AUTOGLM_BIN=$(CURDIR)/build/bin/autoglm AUTOGLM_ASAN_BIN=$(CURDIR)/build/asan/bin/autoglm \
+	  AUTOGLM_FIXTURES=$(CURDIR)/build/fixtures scripts/run-tests release=build/release/tests asan=build/asan/tests \
+	  server=tests/integration asan-srv=tests/integration
 
 serve: fixtures
 	@scripts/serve

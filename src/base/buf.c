@@ -51,7 +51,7 @@ ag_status ag_buf_reserve(ag_buf *b, size_t n) {
 
 void ag_buf_append(ag_buf *b, const void *p, size_t n) {
     if (ag_buf_reserve(b, n) != AG_OK) return;
-    memcpy(b->data + b->len, p, n);
+    if (n) memcpy(b->data + b->len, p, n); /* p may be NULL when n is 0, which memcpy does not allow */
     b->len += n;
     b->data[b->len] = '\0';
 }

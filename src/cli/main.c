@@ -31,6 +31,7 @@ static const command commands[] = {
     {"perplexity", ag_cmd_perplexity, "measure a model's perplexity on a text file (llama.cpp's method)"},
     {"quantize", ag_cmd_quantize, "rewrite a GGUF model's weights as q8_0, q4_0, f16, bf16 or f32"},
     {"run", ag_cmd_run, "generate a continuation of a prompt, streamed to stdout"},
+    {"serve", ag_cmd_serve, "serve a model over an OpenAI-compatible HTTP API"},
     {"tokenize", ag_cmd_tokenize, "print the token ids (or pieces) of a text with a model's tokenizer"},
 };
 

@@ -1,0 +1,150 @@
+/*
+ * cmd_serve.c - `autoglm serve`: flags into ag_server_opts, then the server
+ * (src/server/server.c) runs until SIGTERM or SIGINT.  Every limit the
+ * server enforces has a flag here; README's serve section lists them.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "base/log.h"
+#include "base/str.h"
+#include "cli/cli.h"
+#include "server/chat_template.h"
+#include "server/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char serve_usage[] =
+    "usage: autoglm serve --model M.gguf [--host 127.0.0.1] [--port 8080] [options]\n\n"
+    "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,\n"
+    "/v1/models, /health, /tokenize, /detokenize).  SIGTERM or SIGINT drains: new requests get 503,\n"
+    "running ones finish (up to --drain-timeout), then the process exits 0.\n" AG_CLI_MODEL_FLAGS_HELP
+    "  --host ADDR              address to listen on (default 127.0.0.1)\n"
+    "  --port N                 port (default 8080; 0 picks a free one, printed at start)\n"
+    "  --served-model-name S    the model id in /v1/models and requests (default: the file's stem)\n"
+    "  --chat-template NAME     chatml, llama2, llama3 or mistral (default: recognized from the model)\n"
+    "  --api-key KEY            require 'Authorization: Bearer KEY' (repeatable; /health stays open)\n"
+    "  --api-key-file F         more keys, one per line ('#' comments)\n"
+    "  --max-queue N            waiting requests before 429 (default 256)\n"
+    "  --max-seqs N             sequences batched in one step (default 16)\n"
+    "  --max-batch-tokens N     token rows in one forward step (default 512)\n"
+    "  --kv-cache-mb N          KV cache size in MiB (default: max-seqs full contexts)\n"
+    "  --ctx-total N            KV cache size in tokens over all sequences\n"
+    "  --max-connections N      open connections before 503 (default 1024)\n"
+    "  --max-body-bytes N       request body limit, 413 (default 8388608)\n"
+    "  --max-header-bytes N     request head limit, 431 (default 32768)\n"
+    "  --max-headers N          header fields limit, 431 (default 100)\n"
+    "  --max-request-line N     request line limit, 414 (default 8192)\n"
+    "  --read-timeout D         a request must arrive within D, else 408 (default 30s)\n"
+    "  --idle-timeout D         close keep-alive connections idle for D (default 60s)\n"
+    "  --drain-timeout D        on shutdown, wait up to D for running requests (default 30s)\n"
+    "  --log-level L            debug, info, warn, error (default info)\n"
+    "Durations take ms, s or m suffixes (bare numbers are seconds).\n";
+
+#define MAX_KEYS 64
+
+static bool duration(const char *flag, const char *val, uint64_t *out_ms) {
+    if (val && ag_str_parse_duration_ms(ag_str_from_cstr(val), out_ms) == AG_OK) return true;
+    ag_cli_usage_error("serve", "%s needs a duration such as 500ms, 30s or 2m", flag);
+    return false;
+}
+
+/* Keys from a file, one per line; the file's text is kept for the process's life (the keys point into it). */
+static bool read_key_file(const char *path, const char **keys, size_t *n) {
+    char *text = NULL;
+    size_t len;
+    if (ag_cli_read_file(path, &text, &len) != AG_OK) {
+        fprintf(stderr, "autoglm serve: %s: cannot read\n", path);
+        return false;
+    }
+    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        ag_str k = ag_str_trim(ag_str_from_cstr(line));
+        if (!k.n || k.p[0] == '#') continue;
+        if (*n == MAX_KEYS) {
+            fprintf(stderr, "autoglm serve: more than %d API keys\n", MAX_KEYS);
+            return false;
+        }
+        ((char *)k.p)[k.n] = '\0';
+        keys[(*n)++] = k.p;
+    }
+    return true;
+}
+
+int ag_cmd_serve(int argc, char **argv) {
+    ag_server_opts o;
+    ag_server_opts_default(&o);
+    ag_cli_model_opts mo = {.params = ag_model_params_default()};
+    static const char *keys[MAX_KEYS];
+    size_t n_keys = 0;
+    long v;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        int took = ag_cli_model_flag("serve", argc, argv, &i, &mo);
+        if (took < 0) return AG_EXIT_USAGE;
+        if (took) continue;
+        bool ok = true;
+        if (ag_cli_is_help(a)) {
+            fputs(serve_usage, stdout);
+            return AG_EXIT_OK;
+        } else if (strcmp(a, "--host") == 0) {
+            if (!(o.host = val)) return ag_cli_usage_error("serve", "--host needs an address");
+        } else if (strcmp(a, "--port") == 0) {
+            ok = ag_cli_int("serve", a, val, 0, 65535, &v), o.port = (int)v;
+        } else if (strcmp(a, "--served-model-name") == 0) {
+            if (!(o.served_model_name = val) || !*val) return ag_cli_usage_error("serve", "%s needs a name", a);
+        } else if (strcmp(a, "--chat-template") == 0) {
+            if (!val || ag_chat_template_from_name(val) < 0)
+                return ag_cli_usage_error("serve", "--chat-template must be chatml, llama2, llama3 or mistral");
+            o.chat_template = val;
+        } else if (strcmp(a, "--api-key") == 0) {
+            if (!val || !*val) return ag_cli_usage_error("serve", "--api-key needs a key");
+            if (n_keys == MAX_KEYS) return ag_cli_usage_error("serve", "at most %d API keys", MAX_KEYS);
+            keys[n_keys++] = val;
+        } else if (strcmp(a, "--api-key-file") == 0) {
+            if (!val) return ag_cli_usage_error("serve", "--api-key-file needs a file");
+            if (!read_key_file(val, keys, &n_keys)) return AG_EXIT_FAIL;
+        } else if (strcmp(a, "--max-queue") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1 << 20, &v), o.engine.max_queue = (int)v;
+        } else if (strcmp(a, "--max-seqs") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 4096, &v), o.engine.max_seqs = (int)v;
+        } else if (strcmp(a, "--max-batch-tokens") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1 << 16, &v), o.engine.max_batch_tokens = (int)v;
+        } else if (strcmp(a, "--kv-cache-mb") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1 << 24, &v), o.engine.kv_cache_mb = (size_t)v;
+        } else if (strcmp(a, "--ctx-total") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1L << 30, &v), o.engine.ctx_total = (size_t)v;
+        } else if (strcmp(a, "--max-connections") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1 << 20, &v), o.max_connections = (size_t)v;
+        } else if (strcmp(a, "--max-body-bytes") == 0) {
+            ok = ag_cli_int("serve", a, val, 0, 1L << 32, &v), o.limits.max_body = (size_t)v;
+        } else if (strcmp(a, "--max-header-bytes") == 0) {
+            ok = ag_cli_int("serve", a, val, 64, 1 << 24, &v), o.limits.max_header_bytes = (size_t)v;
+        } else if (strcmp(a, "--max-headers") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, AG_HTTP_MAX_HEADERS_CAP, &v), o.limits.max_headers = (size_t)v;
+        } else if (strcmp(a, "--max-request-line") == 0) {
+            ok = ag_cli_int("serve", a, val, 16, 1 << 24, &v), o.limits.max_request_line = (size_t)v;
+        } else if (strcmp(a, "--read-timeout") == 0) {
+            ok = duration(a, val, &o.read_timeout_ms);
+        } else if (strcmp(a, "--idle-timeout") == 0) {
+            ok = duration(a, val, &o.idle_timeout_ms);
+        } else if (strcmp(a, "--drain-timeout") == 0) {
+            ok = duration(a, val, &o.drain_timeout_ms);
+        } else if (strcmp(a, "--log-level") == 0) {
+            int lv = val ? ag_log_level_parse(val) : -1;
+            if (lv < 0) return ag_cli_usage_error("serve", "--log-level must be debug, info, warn or error");
+            ag_log_configure(AG_LOG_TEXT, (ag_log_level)lv, stderr);
+        } else {
+            return ag_cli_usage_error("serve", "unknown option '%s' (try 'autoglm serve --help')", a);
+        }
+        if (!ok) return AG_EXIT_USAGE;
+        i++;
+    }
+    if (!mo.path) return ag_cli_usage_error("serve", "needs --model M.gguf");
+    o.engine.model_path = mo.path;
+    o.engine.n_threads = mo.params.n_threads;
+    o.engine.ctx = mo.params.n_ctx;
+    o.engine.kernels = mo.params.kernels;
+    o.api_keys = keys;
+    o.n_api_keys = n_keys;
+    return ag_server_run(&o);
+}

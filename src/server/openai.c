@@ -1,0 +1,716 @@
+/*
+ * openai.c - OpenAI request validation and response writing (see openai.h).
+ *
+ * Parsing is one pass over the JSON DOM: each known field is read by a typed
+ * getter that reports a wrong type or range with the field's name, so every
+ * 400 says which parameter was wrong.  Prompts are tokenized here, on the
+ * caller's thread, with special-token texts parsed (as llama.cpp's server and
+ * Hugging Face tokenizers do), so a chat template's markers become their ids.
+ */
+#include "server/openai.h"
+
+#include "base/clock.h"
+#include "base/str.h"
+#include "engine/tokenizer.h"
+#include "json/json.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+ag_status ag_api_fail(ag_api_error *err, int status, const char *type, const char *param, const char *code,
+                      const char *fmt, ...) {
+    err->status = status, err->type = type, err->param = param, err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return AG_EINVAL;
+}
+
+#define INVALID "invalid_request_error"
+
+/* ---- typed field getters: absent or null leaves *out alone ------------------------ */
+
+static const ag_json_val *field(const ag_json_val *obj, const char *key) {
+    const ag_json_val *v = ag_json_obj_getc(obj, key);
+    return v && v->type != AG_JSON_NULL ? v : NULL;
+}
+
+static ag_status get_number(const ag_json_val *obj, const char *key, double lo, double hi, float *out,
+                            ag_api_error *err) {
+    const ag_json_val *v = field(obj, key);
+    double d;
+    if (!v) return AG_OK;
+    if (!ag_json_get_double(v, &d)) return ag_api_fail(err, 400, INVALID, key, NULL, "'%s' must be a number", key);
+    if (!(d >= lo && d <= hi))
+        return ag_api_fail(err, 400, INVALID, key, NULL, "'%s' must be between %g and %g, got %g", key, lo, hi, d);
+    *out = (float)d;
+    return AG_OK;
+}
+
+static ag_status get_int(const ag_json_val *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                         ag_api_error *err) {
+    const ag_json_val *v = field(obj, key);
+    int64_t i;
+    if (!v) return AG_OK;
+    if (!ag_json_get_int(v, &i)) return ag_api_fail(err, 400, INVALID, key, NULL, "'%s' must be an integer", key);
+    if (i < lo || i > hi)
+        return ag_api_fail(err, 400, INVALID, key, NULL, "'%s' must be between %lld and %lld, got %lld", key,
+                           (long long)lo, (long long)hi, (long long)i);
+    *out = i;
+    return AG_OK;
+}
+
+static ag_status get_bool(const ag_json_val *obj, const char *key, bool *out, ag_api_error *err) {
+    const ag_json_val *v = field(obj, key);
+    if (v && !ag_json_get_bool(v, out)) return ag_api_fail(err, 400, INVALID, key, NULL, "'%s' must be a boolean", key);
+    return AG_OK;
+}
+
+static ag_status parse_object(const char *body, size_t len, ag_arena *a, ag_json_val **root, ag_api_error *err) {
+    ag_json_err je;
+    if (ag_json_parse(body, len, NULL, a, root, &je) != AG_OK)
+        return ag_api_fail(err, 400, INVALID, NULL, NULL,
+                           "We could not parse the JSON body of your request: %s at line %zu, column %zu", je.reason,
+                           je.line, je.col);
+    if ((*root)->type != AG_JSON_OBJECT)
+        return ag_api_fail(err, 400, INVALID, NULL, NULL, "the request body must be a JSON object");
+    return AG_OK;
+}
+
+/* ---- prompts ------------------------------------------------------------------------ */
+
+/* Tokenize text into the arena as prompt slot i. */
+static ag_status add_text_prompt(const ag_api_model *m, const char *text, size_t len, bool add_bos, ag_arena *a,
+                                 ag_api_request *r, size_t i, const char *param, ag_api_error *err) {
+    ag_ids ids = {0};
+    ag_err e;
+    if (ag_tokenize(m->tok, text, len, add_bos, true, &ids, &e) != AG_OK) {
+        free(ids.v);
+        return ag_api_fail(err, 400, INVALID, param, NULL, "'%s' cannot be tokenized: %s", param, e.msg);
+    }
+    r->prompts[i] = ag_arena_alloc(a, (ids.n ? ids.n : 1) * sizeof(int32_t));
+    if (ids.n) memcpy(r->prompts[i], ids.v, ids.n * sizeof(int32_t));
+    r->n_prompt[i] = (int32_t)ids.n;
+    free(ids.v);
+    return AG_OK;
+}
+
+static ag_status add_id_prompt(const ag_api_model *m, const ag_json_val *arr, ag_arena *a, ag_api_request *r,
+                               size_t i, ag_api_error *err) {
+    size_t n = ag_json_len(arr);
+    r->prompts[i] = ag_arena_alloc(a, (n ? n : 1) * sizeof(int32_t));
+    for (size_t k = 0; k < n; k++) {
+        int64_t id;
+        if (!ag_json_get_int(ag_json_arr_at(arr, k), &id) || id < 0 || id >= m->n_vocab)
+            return ag_api_fail(err, 400, INVALID, "prompt", NULL, "'prompt' token ids must be integers in 0..%d",
+                               m->n_vocab - 1);
+        r->prompts[i][k] = (int32_t)id;
+    }
+    r->n_prompt[i] = (int32_t)n;
+    return AG_OK;
+}
+
+static void alloc_prompts(ag_arena *a, ag_api_request *r, size_t n) {
+    r->n_prompts = n;
+    r->prompts = ag_arena_alloc(a, n * sizeof *r->prompts);
+    r->n_prompt = ag_arena_alloc(a, n * sizeof *r->n_prompt);
+}
+
+/* prompt: a string, an array of strings, an array of token ids, or an array of such arrays. */
+static ag_status parse_prompt(const ag_api_model *m, const ag_json_val *p, ag_arena *a, ag_api_request *r,
+                              ag_api_error *err) {
+    bool bos = ag_tokenizer_add_bos_default(m->tok);
+    if (!p) return ag_api_fail(err, 400, INVALID, "prompt", NULL, "'prompt' is required");
+    if (p->type == AG_JSON_STRING) {
+        alloc_prompts(a, r, 1);
+        return add_text_prompt(m, p->u.s, p->len, bos, a, r, 0, "prompt", err);
+    }
+    if (p->type != AG_JSON_ARRAY || p->len == 0)
+        return ag_api_fail(err, 400, INVALID, "prompt", NULL,
+                           "'prompt' must be a string, an array of strings, or token ids (non-empty)");
+    const ag_json_val *first = ag_json_arr_at(p, 0);
+    if (first->type == AG_JSON_INT || first->type == AG_JSON_DOUBLE) {
+        alloc_prompts(a, r, 1);
+        return add_id_prompt(m, p, a, r, 0, err);
+    }
+    if (p->len > AG_API_MAX_CHOICES)
+        return ag_api_fail(err, 400, INVALID, "prompt", NULL, "'prompt' holds more than %d prompts", AG_API_MAX_CHOICES);
+    alloc_prompts(a, r, p->len);
+    for (size_t i = 0; i < p->len; i++) {
+        const ag_json_val *v = ag_json_arr_at(p, i);
+        ag_status st;
+        if (v->type == AG_JSON_STRING) st = add_text_prompt(m, v->u.s, v->len, bos, a, r, i, "prompt", err);
+        else if (v->type == AG_JSON_ARRAY && v->type == first->type) st = add_id_prompt(m, v, a, r, i, err);
+        else
+            st = ag_api_fail(err, 400, INVALID, "prompt", NULL,
+                             "'prompt' arrays must hold only strings or only arrays of token ids");
+        if (st != AG_OK) return st;
+    }
+    return AG_OK;
+}
+
+/* Message content: a string, null (assistant turns with tool calls), or an array of text parts, joined. */
+static ag_status message_content(const ag_json_val *c, ag_arena *a, ag_str *out, ag_api_error *err) {
+    if (!c || c->type == AG_JSON_NULL) {
+        *out = (ag_str){"", 0};
+        return AG_OK;
+    }
+    if (c->type == AG_JSON_STRING) {
+        *out = ag_json_str(c);
+        return AG_OK;
+    }
+    if (c->type != AG_JSON_ARRAY)
+        return ag_api_fail(err, 400, INVALID, "messages", NULL, "message content must be a string or an array of parts");
+    size_t total = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        const ag_json_val *part = ag_json_arr_at(c, i);
+        ag_str type = ag_json_str(ag_json_obj_getc(part, "type"));
+        const ag_json_val *text = ag_json_obj_getc(part, "text");
+        if (!ag_str_eq_cstr(type, "text") || !ag_json_is(text, AG_JSON_STRING))
+            return ag_api_fail(err, 400, INVALID, "messages", NULL,
+                               "only text content parts ({\"type\":\"text\",\"text\":...}) are supported");
+        total += text->len;
+    }
+    char *p = ag_arena_alloc(a, total + 1);
+    size_t at = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        const ag_json_val *text = ag_json_obj_getc(ag_json_arr_at(c, i), "text");
+        memcpy(p + at, text->u.s, text->len);
+        at += text->len;
+    }
+    *out = (ag_str){p, at};
+    return AG_OK;
+}
+
+static ag_status parse_messages(const ag_api_model *m, const ag_json_val *msgs, ag_arena *a, ag_api_request *r,
+                                ag_api_error *err) {
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
+    if (!ag_json_is(msgs, AG_JSON_ARRAY) || msgs->len == 0)
+        return ag_api_fail(err, 400, INVALID, "messages", NULL, "'messages' must be a non-empty array");
+    ag_chat_msg *cm = ag_arena_alloc(a, msgs->len * sizeof *cm);
+    for (size_t i = 0; i < msgs->len; i++) {
+        const ag_json_val *msg = ag_json_arr_at(msgs, i);
+        if (!ag_json_is(msg, AG_JSON_OBJECT))
+            return ag_api_fail(err, 400, INVALID, "messages", NULL, "'messages[%zu]' must be an object", i);
+        ag_str role = ag_json_str(ag_json_obj_getc(msg, "role"));
+        bool known = false;
+        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) known |= ag_str_eq_cstr(role, roles[k]);
+        if (!known)
+            return ag_api_fail(err, 400, INVALID, "messages", NULL,
+                               "'messages[%zu].role' must be one of system, developer, user, assistant, tool", i);
+        cm[i].role = role;
+        if (message_content(ag_json_obj_getc(msg, "content"), a, &cm[i].content, err) != AG_OK) return AG_EINVAL;
+    }
+    ag_buf text;
+    ag_buf_init(&text);
+    ag_chat_template_render(m->tmpl, cm, msgs->len, &text);
+    alloc_prompts(a, r, 1);
+    ag_status st = add_text_prompt(m, text.data ? text.data : "", text.len, false, a, r, 0, "messages", err);
+    ag_buf_deinit(&text);
+    return st;
+}
+
+/* ---- the other fields ------------------------------------------------------------------ */
+
+static ag_status parse_stop(const ag_json_val *root, ag_arena *a, ag_api_request *r, ag_api_error *err) {
+    const ag_json_val *s = field(root, "stop");
+    if (!s) return AG_OK;
+    if (s->type == AG_JSON_STRING) {
+        if (s->len) r->stop[r->n_stop++] = ag_arena_try_strndup(a, s->u.s, s->len);
+        return AG_OK;
+    }
+    if (s->type != AG_JSON_ARRAY || s->len > AG_API_MAX_STOP)
+        return ag_api_fail(err, 400, INVALID, "stop", NULL, "'stop' must be a string or an array of at most %d strings",
+                           AG_API_MAX_STOP);
+    for (size_t i = 0; i < s->len; i++) {
+        const ag_json_val *v = ag_json_arr_at(s, i);
+        if (v->type != AG_JSON_STRING)
+            return ag_api_fail(err, 400, INVALID, "stop", NULL, "'stop' must be a string or an array of strings");
+        if (v->len) r->stop[r->n_stop++] = ag_arena_try_strndup(a, v->u.s, v->len);
+    }
+    return AG_OK;
+}
+
+static ag_status parse_logit_bias(const ag_api_model *m, const ag_json_val *root, ag_arena *a, ag_api_request *r,
+                                  ag_api_error *err) {
+    const ag_json_val *b = field(root, "logit_bias");
+    if (!b) return AG_OK;
+    if (b->type != AG_JSON_OBJECT)
+        return ag_api_fail(err, 400, INVALID, "logit_bias", NULL, "'logit_bias' must be an object of token ids to biases");
+    r->logit_bias = ag_arena_alloc(a, (b->len ? b->len : 1) * sizeof *r->logit_bias);
+    for (size_t i = 0; i < b->len; i++) {
+        const ag_json_member *mb = &b->u.members[i];
+        uint64_t id;
+        double bias;
+        if (ag_str_parse_u64((ag_str){mb->key.u.s, mb->key.len}, &id) != AG_OK || id >= (uint64_t)m->n_vocab)
+            return ag_api_fail(err, 400, INVALID, "logit_bias", NULL, "'logit_bias' keys must be token ids in 0..%d",
+                               m->n_vocab - 1);
+        if (!ag_json_get_double(&mb->val, &bias) || !(bias >= -100 && bias <= 100))
+            return ag_api_fail(err, 400, INVALID, "logit_bias", NULL, "'logit_bias' values must be numbers in -100..100");
+        /* -100 is OpenAI's "ban": make it exact rather than merely unlikely */
+        r->logit_bias[r->n_logit_bias++] = (ag_logit_bias){(int32_t)id, bias <= -100 ? -INFINITY : (float)bias};
+    }
+    return AG_OK;
+}
+
+static ag_status parse_logprobs(ag_api_kind kind, const ag_json_val *root, ag_api_request *r, ag_api_error *err) {
+    int64_t top = 0;
+    if (kind == AG_API_COMPLETION) { /* legacy: logprobs is the number of alternatives, 0..5 */
+        const ag_json_val *v = field(root, "logprobs");
+        if (get_int(root, "logprobs", 0, 5, &top, err) != AG_OK) return AG_EINVAL;
+        r->logprobs = v != NULL;
+        r->top_logprobs = (int32_t)top;
+        return AG_OK;
+    }
+    if (get_bool(root, "logprobs", &r->logprobs, err) != AG_OK) return AG_EINVAL;
+    if (get_int(root, "top_logprobs", 0, AG_MAX_TOP_LOGPROBS, &top, err) != AG_OK) return AG_EINVAL;
+    if (field(root, "top_logprobs") && !r->logprobs)
+        return ag_api_fail(err, 400, INVALID, "top_logprobs", NULL, "'top_logprobs' needs 'logprobs' set to true");
+    r->top_logprobs = (int32_t)top;
+    return AG_OK;
+}
+
+static ag_status parse_sampling(const ag_json_val *root, ag_api_request *r, ag_api_error *err) {
+    ag_sampling *s = &r->sampling;
+    float top_p = 1;
+    int64_t top_k = 0, seed = 0;
+    s->temperature = 1.0f; /* OpenAI's default */
+    if (get_number(root, "temperature", 0, 2, &s->temperature, err) || get_number(root, "top_p", 0, 1, &top_p, err) ||
+        get_int(root, "top_k", -1, INT32_MAX, &top_k, err) || get_number(root, "min_p", 0, 1, &s->min_p, err) ||
+        get_number(root, "presence_penalty", -2, 2, &s->presence_penalty, err) ||
+        get_number(root, "frequency_penalty", -2, 2, &s->frequency_penalty, err) ||
+        get_number(root, "repetition_penalty", 1e-6, 10, &s->repetition_penalty, err) ||
+        get_int(root, "seed", INT64_MIN, INT64_MAX, &seed, err))
+        return AG_EINVAL;
+    s->top_p = top_p > 0 ? top_p : 1e-9f; /* 0 keeps only the most likely token; the engine reads 0 as off */
+    s->top_k = top_k > 0 ? (int32_t)top_k : 0;
+    s->seed = (uint64_t)seed;
+    if (!field(root, "seed")) { /* unseeded requests differ from one another, as OpenAI's do */
+        static uint64_t counter;
+        s->seed = ag_clock_wall_ns() ^ (++counter * 0x9e3779b97f4a7c15ull);
+    }
+    return AG_OK;
+}
+
+/* The context check, in vLLM's words with OpenAI's code. */
+static ag_status check_context(const ag_api_model *m, ag_api_request *r, int64_t max_tokens, ag_api_error *err) {
+    const char *param = r->kind == AG_API_CHAT ? "messages" : "prompt";
+    int32_t longest = 0;
+    for (size_t i = 0; i < r->n_prompts; i++) {
+        if (r->n_prompt[i] == 0) return ag_api_fail(err, 400, INVALID, param, NULL, "'%s' is empty", param);
+        longest = r->n_prompt[i] > longest ? r->n_prompt[i] : longest;
+    }
+    if (longest >= m->ctx)
+        return ag_api_fail(err, 400, INVALID, param, "context_length_exceeded",
+                           "This model's maximum context length is %d tokens. However, your request has %d input "
+                           "tokens. Please reduce the length of the input messages.",
+                           m->ctx, longest);
+    if (max_tokens < 0) { /* unset: chat fills the context (vLLM), completions take OpenAI's 16 */
+        max_tokens = r->kind == AG_API_CHAT ? m->ctx - longest : 16;
+        if (max_tokens > m->ctx - longest) max_tokens = m->ctx - longest;
+    } else if (max_tokens > m->ctx - longest) {
+        return ag_api_fail(err, 400, INVALID, "max_tokens", "context_length_exceeded",
+                           "'max_tokens' or 'max_completion_tokens' is too large: %lld. This model's maximum context "
+                           "length is %d tokens and your request has %d input tokens (%lld > %d - %d).",
+                           (long long)max_tokens, m->ctx, longest, (long long)max_tokens, m->ctx, longest);
+    }
+    r->max_tokens = (int32_t)max_tokens;
+    return AG_OK;
+}
+
+/* Fields we know but cannot honour are refused, never silently ignored. */
+static ag_status refuse_unsupported(const ag_json_val *root, ag_api_error *err) {
+    bool echo = false;
+    int64_t best_of = 1;
+    if (get_bool(root, "echo", &echo, err) || get_int(root, "best_of", 1, AG_API_MAX_N, &best_of, err)) return AG_EINVAL;
+    if (echo) return ag_api_fail(err, 400, INVALID, "echo", NULL, "'echo' is not supported");
+    if (best_of > 1) return ag_api_fail(err, 400, INVALID, "best_of", NULL, "'best_of' above 1 is not supported");
+    if (field(root, "suffix")) return ag_api_fail(err, 400, INVALID, "suffix", NULL, "'suffix' is not supported");
+    const ag_json_val *rf = field(root, "response_format");
+    if (rf && !ag_str_eq_cstr(ag_json_str(ag_json_obj_getc(rf, "type")), "text"))
+        return ag_api_fail(err, 400, INVALID, "response_format", NULL,
+                           "only the 'text' response format is supported");
+    return AG_OK;
+}
+
+ag_status ag_api_request_parse(const ag_api_model *m, ag_api_kind kind, const char *body, size_t len, ag_arena *a,
+                               ag_api_request *r, ag_api_error *err) {
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    ag_json_val *root;
+    if (parse_object(body, len, a, &root, err)) return AG_EINVAL;
+    const ag_json_val *model = ag_json_obj_getc(root, "model");
+    if (!ag_json_is(model, AG_JSON_STRING)) return ag_api_fail(err, 400, INVALID, "model", NULL, "'model' must be a string");
+    if (!ag_str_eq_cstr(ag_json_str(model), m->name))
+        return ag_api_fail(err, 404, INVALID, "model", "model_not_found", "The model `%.*s` does not exist.",
+                           (int)(model->len > 200 ? 200 : model->len), model->u.s);
+    int64_t n = 1, max_tokens = -1, priority = 0;
+    const ag_json_val *so = field(root, "stream_options");
+    if (get_int(root, "n", 1, AG_API_MAX_N, &n, err) || get_bool(root, "stream", &r->stream, err) ||
+        get_int(root, "max_tokens", 1, INT32_MAX, &max_tokens, err) ||
+        get_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, err) ||
+        get_int(root, "priority", INT32_MIN, INT32_MAX, &priority, err) || parse_sampling(root, r, err) ||
+        parse_stop(root, a, r, err) || parse_logit_bias(m, root, a, r, err) || parse_logprobs(kind, root, r, err) ||
+        refuse_unsupported(root, err))
+        return AG_EINVAL;
+    const ag_json_val *user = field(root, "user");
+    if (user && user->type != AG_JSON_STRING) return ag_api_fail(err, 400, INVALID, "user", NULL, "'user' must be a string");
+    if (so) {
+        if (so->type != AG_JSON_OBJECT)
+            return ag_api_fail(err, 400, INVALID, "stream_options", NULL, "'stream_options' must be an object");
+        if (!r->stream)
+            return ag_api_fail(err, 400, INVALID, "stream_options", NULL,
+                               "'stream_options' is only allowed when 'stream' is true");
+        if (get_bool(so, "include_usage", &r->include_usage, err)) return AG_EINVAL;
+    }
+    r->n = (int)n, r->priority = (int)priority;
+    ag_status st = kind == AG_API_CHAT ? parse_messages(m, ag_json_obj_getc(root, "messages"), a, r, err)
+                                       : parse_prompt(m, field(root, "prompt"), a, r, err);
+    if (st != AG_OK) return st;
+    if (r->n_prompts * (size_t)r->n > AG_API_MAX_CHOICES)
+        return ag_api_fail(err, 400, INVALID, "n", NULL, "prompts times 'n' must be at most %d", AG_API_MAX_CHOICES);
+    return check_context(m, r, max_tokens, err);
+}
+
+void ag_api_engine_request(const ag_api_request *r, const ag_api_model *m, size_t choice, ag_request *out) {
+    size_t p = choice / (size_t)r->n;
+    *out = (ag_request){.prompt = r->prompts[p],
+                        .n_prompt = r->n_prompt[p],
+                        .max_tokens = r->max_tokens,
+                        .sampling = r->sampling,
+                        .priority = r->priority,
+                        .stop = r->stop,
+                        .n_stop = r->n_stop,
+                        .end_tokens = m->end_token >= 0 && r->kind == AG_API_CHAT ? &m->end_token : NULL,
+                        .n_end_tokens = m->end_token >= 0 && r->kind == AG_API_CHAT ? 1 : 0,
+                        .logit_bias = r->logit_bias,
+                        .n_logit_bias = r->n_logit_bias,
+                        .logprobs = r->logprobs,
+                        .top_logprobs = r->top_logprobs};
+    /*
+     * n > 1: each choice its own stream, all reproducible from the seed.  The
+     * seeds are mixed (murmur3's finalizer), not stepped by the generator's own
+     * increment, which would make choice k's stream choice 0's shifted by k.
+     */
+    uint64_t k = (uint64_t)(choice % (size_t)r->n);
+    if (k) {
+        uint64_t z = out->sampling.seed + k;
+        z = (z ^ (z >> 33)) * 0xff51afd7ed558ccdull;
+        z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53ull;
+        out->sampling.seed = z ^ (z >> 33);
+    }
+}
+
+/* ---- tokenize and detokenize ------------------------------------------------------------ */
+
+ag_status ag_api_tokenize(const ag_api_model *m, const char *body, size_t len, ag_arena *a, ag_buf *out,
+                          ag_api_error *err) {
+    ag_json_val *root;
+    ag_api_request r = {.kind = AG_API_CHAT};
+    bool add_special = true;
+    if (parse_object(body, len, a, &root, err) || get_bool(root, "add_special", &add_special, err)) return AG_EINVAL;
+    const ag_json_val *text = field(root, "prompt");
+    if (!text) text = field(root, "content");
+    ag_status st;
+    if (field(root, "messages")) {
+        st = parse_messages(m, field(root, "messages"), a, &r, err);
+    } else if (ag_json_is(text, AG_JSON_STRING)) {
+        alloc_prompts(a, &r, 1);
+        st = add_text_prompt(m, text->u.s, text->len, add_special && ag_tokenizer_add_bos_default(m->tok), a, &r, 0,
+                             "prompt", err);
+    } else {
+        st = ag_api_fail(err, 400, INVALID, "prompt", NULL, "'prompt' (a string) or 'messages' is required");
+    }
+    if (st != AG_OK) return st;
+    ag_jw w;
+    ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "count");
+    ag_jw_int(&w, r.n_prompt[0]);
+    ag_jw_keyc(&w, "max_model_len");
+    ag_jw_int(&w, m->ctx);
+    ag_jw_keyc(&w, "tokens");
+    ag_jw_arr_begin(&w);
+    for (int32_t i = 0; i < r.n_prompt[0]; i++) ag_jw_int(&w, r.prompts[0][i]);
+    ag_jw_arr_end(&w);
+    ag_jw_obj_end(&w);
+    return AG_OK;
+}
+
+ag_status ag_api_detokenize(const ag_api_model *m, const char *body, size_t len, ag_arena *a, ag_buf *out,
+                            ag_api_error *err) {
+    ag_json_val *root;
+    if (parse_object(body, len, a, &root, err)) return AG_EINVAL;
+    const ag_json_val *toks = ag_json_obj_getc(root, "tokens");
+    if (!ag_json_is(toks, AG_JSON_ARRAY))
+        return ag_api_fail(err, 400, INVALID, "tokens", NULL, "'tokens' must be an array of token ids");
+    ag_buf text;
+    ag_buf_init(&text);
+    for (size_t i = 0; i < toks->len; i++) {
+        int64_t id;
+        if (!ag_json_get_int(ag_json_arr_at(toks, i), &id) || id < 0 || id >= m->n_vocab) {
+            ag_buf_deinit(&text);
+            return ag_api_fail(err, 400, INVALID, "tokens", NULL, "'tokens' must hold token ids in 0..%d",
+                               m->n_vocab - 1);
+        }
+        ag_token_bytes(m->tok, (int32_t)id, &text);
+    }
+    ag_jw w;
+    ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "prompt");
+    ag_jw_str(&w, text.data ? text.data : "", text.len);
+    ag_jw_obj_end(&w);
+    ag_buf_deinit(&text);
+    return AG_OK;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+void ag_api_error_write(const ag_api_error *err, ag_buf *out) {
+    ag_jw w;
+    ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "error");
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "message");
+    ag_jw_strc(&w, err->message);
+    ag_jw_keyc(&w, "type");
+    ag_jw_strc(&w, err->type ? err->type : INVALID);
+    ag_jw_keyc(&w, "param");
+    if (err->param) ag_jw_strc(&w, err->param);
+    else ag_jw_null(&w);
+    ag_jw_keyc(&w, "code");
+    if (err->code) ag_jw_strc(&w, err->code);
+    else ag_jw_null(&w);
+    ag_jw_obj_end(&w);
+    ag_jw_obj_end(&w);
+}
+
+void ag_api_meta_init(ag_api_meta *m, ag_api_kind kind, const char *model, uint64_t unique) {
+    m->kind = kind;
+    m->model = model;
+    m->created = (int64_t)(ag_clock_wall_ns() / 1000000000ull);
+    snprintf(m->id, sizeof m->id, "%s-%016llx", kind == AG_API_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)(unique * 0x9e3779b97f4a7c15ull ^ ag_clock_wall_ns()));
+}
+
+const char *ag_api_finish_reason(ag_finish f) { return f == AG_FINISH_STOP ? "stop" : "length"; }
+
+static void head(ag_jw *w, const ag_api_meta *m, bool chunk) {
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, "id");
+    ag_jw_strc(w, m->id);
+    ag_jw_keyc(w, "object");
+    ag_jw_strc(w, m->kind == AG_API_CHAT ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion");
+    ag_jw_keyc(w, "created");
+    ag_jw_int(w, m->created);
+    ag_jw_keyc(w, "model");
+    ag_jw_strc(w, m->model);
+    ag_jw_keyc(w, "system_fingerprint");
+    ag_jw_strc(w, "autoglm");
+}
+
+static void usage(ag_jw *w, const ag_api_usage *u) {
+    ag_jw_keyc(w, "usage");
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, "prompt_tokens");
+    ag_jw_int(w, u->prompt_tokens);
+    ag_jw_keyc(w, "completion_tokens");
+    ag_jw_int(w, u->completion_tokens);
+    ag_jw_keyc(w, "total_tokens");
+    ag_jw_int(w, u->prompt_tokens + u->completion_tokens);
+    ag_jw_keyc(w, "prompt_tokens_details");
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, "cached_tokens");
+    ag_jw_int(w, u->cached_tokens);
+    ag_jw_obj_end(w);
+    ag_jw_obj_end(w);
+}
+
+/* "logprobs": {"content":[...]} (chat) or {"tokens","token_logprobs","top_logprobs","text_offset"}; null when absent. */
+static void logprobs(ag_jw *w, const ag_api_meta *m, const ag_api_logprobs *lp) {
+    ag_jw_keyc(w, "logprobs");
+    if (!lp) {
+        ag_jw_null(w);
+        return;
+    }
+    /* the entries are pre-written JSON: splice them in, keeping the writer's comma state right */
+    ag_buf *o = w->out;
+    ag_jw_obj_begin(w);
+    if (m->kind == AG_API_CHAT) {
+        ag_buf_append_str(o, "\"content\":[");
+        ag_buf_append(o, lp->content.data, lp->content.len);
+        ag_buf_append_str(o, "]");
+    } else {
+        const ag_buf *parts[] = {&lp->tokens, &lp->token_logprobs, &lp->top_logprobs, &lp->text_offset};
+        const char *names[] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+        for (int i = 0; i < 4; i++) ag_buf_appendf(o, "%s\"%s\":[%.*s]", i ? "," : "", names[i], (int)parts[i]->len,
+                                                   parts[i]->data ? parts[i]->data : "");
+    }
+    w->first[w->depth] = false;
+    ag_jw_obj_end(w);
+}
+
+void ag_api_response_write(const ag_api_meta *m, const ag_api_choice *ch, size_t n, const ag_api_usage *u,
+                           ag_buf *out) {
+    ag_jw w;
+    ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
+    head(&w, m, false);
+    ag_jw_keyc(&w, "choices");
+    ag_jw_arr_begin(&w);
+    for (size_t i = 0; i < n; i++) {
+        ag_jw_obj_begin(&w);
+        ag_jw_keyc(&w, "index");
+        ag_jw_int(&w, (int64_t)i);
+        if (m->kind == AG_API_CHAT) {
+            ag_jw_keyc(&w, "message");
+            ag_jw_obj_begin(&w);
+            ag_jw_keyc(&w, "role");
+            ag_jw_strc(&w, "assistant");
+            ag_jw_keyc(&w, "content");
+            ag_jw_str(&w, ch[i].text, ch[i].len);
+            ag_jw_obj_end(&w);
+        } else {
+            ag_jw_keyc(&w, "text");
+            ag_jw_str(&w, ch[i].text, ch[i].len);
+        }
+        logprobs(&w, m, ch[i].logprobs);
+        ag_jw_keyc(&w, "finish_reason");
+        ag_jw_strc(&w, ch[i].finish_reason);
+        ag_jw_obj_end(&w);
+    }
+    ag_jw_arr_end(&w);
+    usage(&w, u);
+    ag_jw_obj_end(&w);
+}
+
+void ag_api_chunk_write(const ag_api_meta *m, int index, bool first, const char *text, size_t len,
+                        const char *finish_reason, const ag_api_logprobs *lp, bool usage_null, ag_buf *out) {
+    ag_jw w;
+    ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
+    head(&w, m, true);
+    ag_jw_keyc(&w, "choices");
+    ag_jw_arr_begin(&w);
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "index");
+    ag_jw_int(&w, index);
+    if (m->kind == AG_API_CHAT) {
+        ag_jw_keyc(&w, "delta");
+        ag_jw_obj_begin(&w);
+        if (first) {
+            ag_jw_keyc(&w, "role");
+            ag_jw_strc(&w, "assistant");
+        }
+        if (len || first) {
+            ag_jw_keyc(&w, "content");
+            ag_jw_str(&w, text, len);
+        }
+        ag_jw_obj_end(&w);
+    } else {
+        ag_jw_keyc(&w, "text");
+        ag_jw_str(&w, text, len);
+    }
+    logprobs(&w, m, lp);
+    ag_jw_keyc(&w, "finish_reason");
+    if (finish_reason) ag_jw_strc(&w, finish_reason);
+    else ag_jw_null(&w);
+    ag_jw_obj_end(&w);
+    ag_jw_arr_end(&w);
+    if (usage_null) {
+        ag_jw_keyc(&w, "usage");
+        ag_jw_null(&w);
+    }
+    ag_jw_obj_end(&w);
+}
+
+void ag_api_usage_chunk_write(const ag_api_meta *m, const ag_api_usage *u, ag_buf *out) {
+    ag_jw w;
+    ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
+    head(&w, m, true);
+    ag_jw_keyc(&w, "choices");
+    ag_jw_arr_begin(&w);
+    ag_jw_arr_end(&w);
+    usage(&w, u);
+    ag_jw_obj_end(&w);
+}
+
+/* ---- log-probabilities ------------------------------------------------------------------------ */
+
+static void each_buf(ag_api_logprobs *lp, void (*f)(ag_buf *)) {
+    ag_buf *all[] = {&lp->content, &lp->tokens, &lp->token_logprobs, &lp->top_logprobs, &lp->text_offset};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) f(all[i]);
+}
+
+void ag_api_logprobs_init(ag_api_logprobs *lp) {
+    memset(lp, 0, sizeof *lp);
+    each_buf(lp, ag_buf_init);
+}
+
+void ag_api_logprobs_deinit(ag_api_logprobs *lp) { each_buf(lp, ag_buf_deinit); }
+
+/* Forget the entries but keep the text offset, which runs on across a stream's chunks. */
+void ag_api_logprobs_reset(ag_api_logprobs *lp) {
+    each_buf(lp, ag_buf_reset);
+    lp->n = 0;
+}
+
+/* {"token":..., "logprob":..., "bytes":[...]} without the closing brace, so top_logprobs can follow. */
+static void token_entry(ag_jw *w, const struct ag_tokenizer *tok, int32_t id, float logprob, ag_buf *scratch) {
+    ag_buf_reset(scratch);
+    ag_token_bytes(tok, id, scratch);
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, "token");
+    ag_jw_str(w, scratch->data ? scratch->data : "", scratch->len);
+    ag_jw_keyc(w, "logprob");
+    ag_jw_double(w, isfinite(logprob) ? logprob : -9999.0);
+    ag_jw_keyc(w, "bytes");
+    ag_jw_arr_begin(w);
+    for (size_t i = 0; i < scratch->len; i++) ag_jw_int(w, (unsigned char)scratch->data[i]);
+    ag_jw_arr_end(w);
+}
+
+void ag_api_logprobs_add(ag_api_logprobs *lp, ag_api_kind kind, const struct ag_tokenizer *tok, const ag_event *ev) {
+    ag_buf piece;
+    ag_buf_init(&piece);
+    ag_jw w;
+    if (kind == AG_API_CHAT) {
+        if (lp->n) ag_buf_append_char(&lp->content, ',');
+        ag_jw_init(&w, &lp->content, 0, AG_UTF8_REPLACE);
+        token_entry(&w, tok, ev->token, ev->logprob, &piece);
+        ag_jw_keyc(&w, "top_logprobs");
+        ag_jw_arr_begin(&w);
+        for (int32_t k = 0; k < ev->n_top; k++) {
+            token_entry(&w, tok, ev->top_token[k], ev->top_logprob[k], &piece);
+            ag_jw_obj_end(&w);
+        }
+        ag_jw_arr_end(&w);
+        ag_jw_obj_end(&w);
+    } else {
+        const char *sep = lp->n ? "," : "";
+        ag_buf_append_str(&lp->tokens, sep);
+        ag_token_bytes(tok, ev->token, &piece);
+        ag_buf_append_json_str(&lp->tokens, piece.data ? piece.data : "", piece.len, AG_UTF8_REPLACE);
+        char num[40];
+        ag_json_format_double(isfinite(ev->logprob) ? ev->logprob : -9999.0, num);
+        ag_buf_appendf(&lp->token_logprobs, "%s%s", sep, num);
+        ag_buf_appendf(&lp->text_offset, "%s%lld", sep, (long long)lp->offset);
+        ag_buf_append_str(&lp->top_logprobs, sep);
+        ag_jw_init(&w, &lp->top_logprobs, 0, AG_UTF8_REPLACE);
+        ag_jw_obj_begin(&w);
+        for (int32_t k = 0; k < ev->n_top; k++) {
+            ag_buf_reset(&piece);
+            ag_token_bytes(tok, ev->top_token[k], &piece);
+            ag_jw_key(&w, piece.data ? piece.data : "", piece.len);
+            ag_jw_double(&w, isfinite(ev->top_logprob[k]) ? ev->top_logprob[k] : -9999.0);
+        }
+        ag_jw_obj_end(&w);
+        lp->offset += (int64_t)ev->text_len;
+    }
+    lp->n++;
+    ag_buf_deinit(&piece);
+}

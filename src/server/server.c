@@ -1,0 +1,1010 @@
+/*
+ * server.c - the HTTP server around the engine: connections, routing,
+ * generation exchanges, timeouts and the drain (see server.h).
+ *
+ * Why libuv and not a hand-written epoll loop: libuv is Debian-packaged and
+ * well kept, and gives timers, signals, a thread pool (for loading the model
+ * while /health already answers 503) and write queues; a loop of our own
+ * would have to win a measurement to be worth its upkeep, and the /health
+ * benchmark against nginx (bench/server) shows the loop is not where the time
+ * goes.
+ *
+ * A connection reads into one buffer that holds the current request at its
+ * start; the HTTP parser hands back spans into it and the body is decoded in
+ * place.  Requests on a connection are served one at a time, in order
+ * (pipelined ones wait in the buffer), and the connection keeps reading while
+ * a generation runs, so a client that goes away is noticed at once and its
+ * generation cancelled.  Responses are appended to the connection's output
+ * buffer and handed to the kernel once per loop iteration (a uv_check
+ * handle), which coalesces the tokens of one engine step into one write.
+ *
+ * An exchange is one generation request: its choices (prompts x n) are engine
+ * requests, found from engine events through a map keyed by engine id.  An
+ * exchange outlives its connection when the client leaves: it cancels its
+ * engine requests and frees itself when their last events arrive.
+ *
+ * Memory: connections and exchanges are malloc'd control objects; a request's
+ * parsed JSON and prompts live in the exchange's arena.  A connection is freed
+ * only in libuv's close callbacks, never inside its own callbacks.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "server/server.h"
+
+#include "base/alloc.h"
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "engine/tokenizer.h"
+#include "json/json.h"
+#include "server/chat_template.h"
+#include "server/openai.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+typedef struct server server;
+typedef struct conn conn;
+typedef struct exchange exchange;
+
+typedef struct choice {
+    exchange *x;
+    uint64_t id; /* the engine's; the inflight map's key points here */
+    bool open;   /* submitted and not finished */
+    ag_finish finish;
+    ag_buf text;        /* non-streamed: the whole completion */
+    ag_api_logprobs lp; /* non-streamed: all tokens; streamed: the chunk's */
+    int32_t prompt_tokens, completion_tokens, cached_tokens;
+} choice;
+
+struct exchange {
+    server *s;
+    conn *c; /* NULL once the client left or was answered with an error */
+    ag_arena arena;
+    ag_api_request req;
+    ag_api_meta meta;
+    choice *ch;
+    int n_ch, n_open;
+};
+
+enum { C_HEAD, C_BODY, C_BUSY, C_CLOSING };
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown;
+    server *s;
+    int state, handles;
+    bool closed, shutting, dirty, keep_alive, chunked_out, head_only, continue_sent;
+    ag_buf in;  /* received bytes, the current request at the start */
+    ag_buf out; /* response bytes not yet handed to libuv */
+    ag_http_head_parser hp;
+    ag_http_request req;
+    ag_http_header *headers; /* limits.max_headers */
+    ag_http_chunked chunks;
+    size_t body_len, consumed; /* decoded body bytes (at in.data + head_len); request bytes of in */
+    uint64_t t_start;          /* loop time of the current request's first byte; 0 between requests */
+    exchange *x;
+    conn *prev, *next;
+};
+
+struct server {
+    const ag_server_opts *o;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_poll_t engine_poll;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+    uv_check_t flusher;
+    uv_work_t load_work;
+    ag_engine *engine;
+    ag_status load_status;
+    ag_err load_err;
+    ag_api_model model;
+    char model_name[256];
+    bool ready, draining, stopped, poll_started;
+    conn *conns;
+    size_t n_conns, n_exchanges;
+    ag_map inflight; /* engine id -> choice */
+    conn **dirty;
+    size_t n_dirty, cap_dirty;
+    ag_buf scratch;
+    uint64_t n_requests;
+    time_t date_at;
+    char date[40];
+    int exit_code;
+};
+
+void ag_server_opts_default(ag_server_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8080;
+    o->limits = ag_http_limits_default();
+    o->max_connections = 1024;
+    o->read_timeout_ms = 30000;
+    o->idle_timeout_ms = 60000;
+    o->drain_timeout_ms = 30000;
+}
+
+static void conn_close(conn *c);
+static void process(conn *c);
+static void on_timeout(uv_timer_t *t);
+static void maybe_stop(server *s);
+
+/* ---- output ---------------------------------------------------------------------- */
+
+static void conn_send(conn *c, const void *p, size_t n) {
+    if (c->closed) return;
+    ag_buf_append(&c->out, p, n);
+    if (!c->dirty) {
+        server *s = c->s;
+        if (s->n_dirty == s->cap_dirty) {
+            s->cap_dirty = s->cap_dirty ? 2 * s->cap_dirty : 64;
+            s->dirty = ag_xrealloc(s->dirty, s->cap_dirty * sizeof *s->dirty);
+        }
+        s->dirty[s->n_dirty++] = c;
+        c->dirty = true;
+    }
+}
+
+static void on_write(uv_write_t *w, int status) {
+    conn *c = w->data;
+    free(w);
+    if (status < 0) conn_close(c);
+}
+
+/* Hand c->out to the kernel: directly when the socket takes it, else queued in libuv with a copy. */
+static void conn_flush(conn *c) {
+    if (c->closed || !c->out.len) return;
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    size_t done = r > 0 ? (size_t)r : 0;
+    if (r < 0 && r != UV_EAGAIN) {
+        conn_close(c);
+        return;
+    }
+    if (done < c->out.len) {
+        size_t rest = c->out.len - done;
+        uv_write_t *w = ag_xmalloc(sizeof *w + rest);
+        memcpy(w + 1, c->out.data + done, rest);
+        w->data = c;
+        b = uv_buf_init((char *)(w + 1), (unsigned)rest);
+        if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+            free(w);
+            conn_close(c);
+            return;
+        }
+    }
+    ag_buf_reset(&c->out);
+}
+
+static void on_check(uv_check_t *h) {
+    server *s = h->data;
+    for (size_t i = 0; i < s->n_dirty; i++) {
+        s->dirty[i]->dirty = false;
+        conn_flush(s->dirty[i]);
+    }
+    s->n_dirty = 0;
+}
+
+static const char *http_date(server *s) {
+    time_t now = time(NULL);
+    if (now != s->date_at) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        s->date_at = now;
+    }
+    return s->date;
+}
+
+/*
+ * The status line and headers.  content_length < 0 is a streamed body:
+ * chunked on HTTP/1.1, delimited by closing on HTTP/1.0.  extra is zero or
+ * more complete header lines.
+ */
+static void write_head(conn *c, int status, const char *ctype, int64_t content_length, const char *extra) {
+    ag_buf *b = &c->s->scratch;
+    if (c->s->draining) c->keep_alive = false;
+    c->chunked_out = false;
+    ag_buf_reset(b);
+    ag_buf_appendf(b, "HTTP/1.1 %d %s\r\nServer: autoglm\r\nDate: %s\r\n", status, ag_http_reason(status),
+                   http_date(c->s));
+    if (ctype) ag_buf_appendf(b, "Content-Type: %s\r\n", ctype);
+    if (content_length >= 0) ag_buf_appendf(b, "Content-Length: %lld\r\n", (long long)content_length);
+    else if (c->req.version_minor >= 1) ag_buf_append_str(b, "Transfer-Encoding: chunked\r\n"), c->chunked_out = true;
+    else c->keep_alive = false;
+    if (!c->keep_alive) ag_buf_append_str(b, "Connection: close\r\n");
+    else if (c->req.version_minor == 0) ag_buf_append_str(b, "Connection: keep-alive\r\n");
+    if (extra) ag_buf_append_str(b, extra);
+    ag_buf_append_str(b, "\r\n");
+    conn_send(c, b->data, b->len);
+}
+
+/* Part of a streamed body, framed as a chunk on HTTP/1.1. */
+static void send_body_part(conn *c, const char *p, size_t n) {
+    char size[24];
+    if (!n) return;
+    if (c->chunked_out) conn_send(c, size, (size_t)snprintf(size, sizeof size, "%zx\r\n", n));
+    conn_send(c, p, n);
+    if (c->chunked_out) conn_send(c, "\r\n", 2);
+}
+
+/*
+ * Close gracefully: queued output goes out, then our FIN; we keep reading
+ * (and dropping) what the peer still sends until its FIN, since closing with
+ * unread data would reset the connection and could destroy our last response
+ * before the peer read it (nginx's lingering close).  The timer caps the wait.
+ */
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    conn *c = req->data;
+    if (status < 0) conn_close(c);
+}
+
+static void conn_end(conn *c) {
+    if (c->closed || c->shutting) return;
+    c->state = C_CLOSING;
+    c->shutting = true;
+    conn_flush(c);
+    if (c->closed) return;
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0) conn_close(c);
+    else uv_timer_start(&c->timer, on_timeout, 5000, 0);
+}
+
+/* The current request is answered: drop its bytes, and go on with the next one unless the connection ends. */
+static void request_done(conn *c) {
+    size_t rest = c->in.len - c->consumed;
+    if (c->in.data) { /* NULL when the request never sent a byte (an over-the-cap connection) */
+        memmove(c->in.data, c->in.data + c->consumed, rest);
+        c->in.data[rest] = '\0';
+    }
+    c->in.len = rest;
+    c->consumed = c->body_len = 0;
+    c->t_start = 0;
+    c->continue_sent = false;
+    memset(&c->hp, 0, sizeof c->hp);
+    memset(&c->chunks, 0, sizeof c->chunks);
+    if (!c->keep_alive || c->s->draining) {
+        conn_end(c);
+        return;
+    }
+    c->state = C_HEAD;
+}
+
+static void respond(conn *c, int status, const char *ctype, const char *body, size_t len, const char *extra) {
+    write_head(c, status, ctype, (int64_t)len, extra);
+    if (!c->head_only) conn_send(c, body, len);
+    request_done(c);
+}
+
+static void respond_json(conn *c, int status, const ag_buf *body, const char *extra) {
+    respond(c, status, "application/json", body->data ? body->data : "", body->len, extra);
+}
+
+static void respond_error(conn *c, const ag_api_error *e) {
+    ag_buf body;
+    ag_buf_init(&body);
+    ag_api_error_write(e, &body);
+    const char *extra = e->status == 429 || e->status == 503 ? "Retry-After: 1\r\n" : NULL;
+    respond_json(c, e->status, &body, extra);
+    ag_buf_deinit(&body);
+}
+
+static void respond_status(conn *c, int status, const char *type, const char *code, const char *msg,
+                           const char *extra) {
+    ag_api_error e;
+    ag_api_fail(&e, status, type, NULL, code, "%s", msg);
+    ag_buf body;
+    ag_buf_init(&body);
+    ag_api_error_write(&e, &body);
+    respond_json(c, status, &body, extra);
+    ag_buf_deinit(&body);
+}
+
+/* A protocol error: answer it and close, since the rest of the stream cannot be trusted. */
+static void http_fail(conn *c, int status, const char *reason) {
+    c->keep_alive = false;
+    c->consumed = c->in.len;
+    respond_status(c, status, "invalid_request_error", NULL, reason, NULL);
+}
+
+/* ---- exchanges (generation requests) ------------------------------------------------ */
+
+static void exchange_free(exchange *x) {
+    for (int i = 0; i < x->n_ch; i++) {
+        ag_buf_deinit(&x->ch[i].text);
+        ag_api_logprobs_deinit(&x->ch[i].lp);
+    }
+    free(x->ch);
+    ag_arena_deinit(&x->arena);
+    x->s->n_exchanges--;
+    maybe_stop(x->s);
+    free(x);
+}
+
+/* Stop every open choice; the exchange frees itself when their last events come. */
+static void exchange_cancel(exchange *x) {
+    for (int i = 0; i < x->n_ch; i++)
+        if (x->ch[i].open) ag_engine_cancel(x->s->engine, x->ch[i].id);
+}
+
+static void sse_send(conn *c, const ag_buf *json) {
+    ag_buf *b = &c->s->scratch;
+    ag_buf_reset(b);
+    ag_buf_append_str(b, "data: ");
+    ag_buf_append(b, json->data, json->len);
+    ag_buf_append_str(b, "\n\n");
+    send_body_part(c, b->data, b->len);
+}
+
+static ag_api_usage exchange_usage(const exchange *x) {
+    ag_api_usage u = {0};
+    for (int i = 0; i < x->n_ch; i++) {
+        if (i % x->req.n == 0) u.prompt_tokens += x->ch[i].prompt_tokens, u.cached_tokens += x->ch[i].cached_tokens;
+        u.completion_tokens += x->ch[i].completion_tokens;
+    }
+    return u;
+}
+
+/* Every choice finished: complete the response (if the client is still there) and free the exchange. */
+static void exchange_complete(exchange *x) {
+    conn *c = x->c;
+    if (c) {
+        ag_api_usage u = exchange_usage(x);
+        ag_buf json;
+        ag_buf_init(&json);
+        if (x->req.stream) {
+            if (x->req.include_usage) {
+                ag_api_usage_chunk_write(&x->meta, &u, &json);
+                sse_send(c, &json);
+            }
+            static const char done[] = "data: [DONE]\n\n";
+            send_body_part(c, done, sizeof done - 1);
+            if (c->chunked_out) conn_send(c, "0\r\n\r\n", 5);
+            request_done(c);
+        } else {
+            bool failed = false;
+            ag_api_choice *ch = ag_xcalloc((size_t)x->n_ch, sizeof *ch);
+            for (int i = 0; i < x->n_ch; i++) {
+                failed |= x->ch[i].finish == AG_FINISH_ERROR;
+                ch[i] = (ag_api_choice){x->ch[i].text.data ? x->ch[i].text.data : "", x->ch[i].text.len,
+                                        ag_api_finish_reason(x->ch[i].finish), x->req.logprobs ? &x->ch[i].lp : NULL};
+            }
+            ag_api_response_write(&x->meta, ch, (size_t)x->n_ch, &u, &json);
+            free(ch);
+            if (failed) respond_status(c, 500, "server_error", NULL, "the engine failed on this request", NULL);
+            else respond_json(c, 200, &json, NULL);
+        }
+        ag_buf_deinit(&json);
+        c->x = NULL;
+        process(c); /* a pipelined request may be waiting */
+    }
+    exchange_free(x);
+}
+
+static void on_event(server *s, ag_event *ev) {
+    choice *ch = ag_map_get(&s->inflight, (const char *)&ev->id, sizeof ev->id);
+    if (!ch) return;
+    exchange *x = ch->x;
+    conn *c = x->c;
+    int index = (int)(ch - x->ch);
+    bool has_token = ev->token >= 0;
+    if (c && x->req.stream) {
+        if (ev->text_len || (has_token && x->req.logprobs)) {
+            ag_buf json;
+            ag_buf_init(&json);
+            ag_api_logprobs_reset(&ch->lp);
+            if (has_token && x->req.logprobs) ag_api_logprobs_add(&ch->lp, x->req.kind, s->model.tok, ev);
+            ag_api_chunk_write(&x->meta, index, false, ev->text ? ev->text : "", ev->text_len, NULL,
+                               has_token && x->req.logprobs ? &ch->lp : NULL, x->req.include_usage, &json);
+            sse_send(c, &json);
+            ag_buf_deinit(&json);
+        }
+    } else if (c) {
+        ag_buf_append(&ch->text, ev->text, ev->text_len);
+        if (has_token && x->req.logprobs) ag_api_logprobs_add(&ch->lp, x->req.kind, s->model.tok, ev);
+    }
+    if (!ev->finish) return;
+    ch->open = false;
+    ch->finish = ev->finish;
+    ch->prompt_tokens = ev->prompt_tokens, ch->completion_tokens = ev->completion_tokens;
+    ch->cached_tokens = ev->cached_tokens;
+    ag_map_del(&s->inflight, (const char *)&ch->id, sizeof ch->id);
+    if (c && x->req.stream) {
+        ag_buf json;
+        ag_buf_init(&json);
+        ag_api_chunk_write(&x->meta, index, false, "", 0, ag_api_finish_reason(ev->finish), NULL,
+                           x->req.include_usage, &json);
+        sse_send(c, &json);
+        ag_buf_deinit(&json);
+    }
+    if (--x->n_open == 0) exchange_complete(x);
+}
+
+static void on_engine_readable(uv_poll_t *h, int status, int events) {
+    (void)status, (void)events;
+    server *s = h->data;
+    ag_event evs[64];
+    size_t n;
+    do {
+        n = ag_engine_poll(s->engine, evs, 64, 0);
+        for (size_t i = 0; i < n; i++) {
+            on_event(s, &evs[i]);
+            ag_event_clear(&evs[i]);
+        }
+    } while (n == 64);
+}
+
+/* POST /v1/chat/completions and /v1/completions. */
+static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t len) {
+    server *s = c->s;
+    exchange *x = ag_xcalloc(1, sizeof *x);
+    x->s = s;
+    ag_arena_init(&x->arena, 16384);
+    s->n_exchanges++;
+    ag_api_error err;
+    if (ag_api_request_parse(&s->model, kind, body, len, &x->arena, &x->req, &err) != AG_OK) {
+        respond_error(c, &err);
+        exchange_free(x);
+        return;
+    }
+    x->n_ch = (int)(x->req.n_prompts * (size_t)x->req.n);
+    x->ch = ag_xcalloc((size_t)x->n_ch, sizeof *x->ch);
+    ag_api_meta_init(&x->meta, kind, s->model.name, ++s->n_requests);
+    for (int i = 0; i < x->n_ch; i++) {
+        choice *ch = &x->ch[i];
+        ch->x = x;
+        ag_buf_init(&ch->text);
+        ag_api_logprobs_init(&ch->lp);
+        ag_request rq;
+        ag_err e;
+        ag_api_engine_request(&x->req, &s->model, (size_t)i, &rq);
+        ag_status st = ag_engine_submit(s->engine, &rq, &ch->id, &e);
+        if (st != AG_OK) {
+            if (st == AG_BUSY)
+                ag_api_fail(&err, 429, "rate_limit_exceeded", NULL, "rate_limit_exceeded",
+                            "The server is busy: %s. Retry later.", e.msg);
+            else if (st == AG_NOMEM)
+                ag_api_fail(&err, 503, "service_unavailable", NULL, NULL, "out of memory: %s", e.msg);
+            else ag_api_fail(&err, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
+            respond_error(c, &err);
+            exchange_cancel(x);
+            if (x->n_open == 0) exchange_free(x);
+            return;
+        }
+        ch->open = true;
+        x->n_open++;
+        ag_map_put(&s->inflight, (const char *)&ch->id, sizeof ch->id, ch);
+    }
+    x->c = c;
+    c->x = x;
+    if (!x->req.stream) return;
+    write_head(c, 200, "text/event-stream", -1, "Cache-Control: no-cache\r\n");
+    if (kind != AG_API_CHAT) return;
+    ag_buf json;
+    ag_buf_init(&json);
+    for (int i = 0; i < x->n_ch; i++) { /* OpenAI's first chunk: the role, and empty content */
+        ag_buf_reset(&json);
+        ag_api_chunk_write(&x->meta, i, true, "", 0, NULL, NULL, x->req.include_usage, &json);
+        sse_send(c, &json);
+    }
+    ag_buf_deinit(&json);
+}
+
+/* ---- routes --------------------------------------------------------------------------- */
+
+/* Constant-time over every key, so timing tells nothing of which key or how much of it matched. */
+static bool authorized(const server *s, const ag_http_request *req) {
+    if (!s->o->n_api_keys) return true;
+    ag_str h = ag_http_header_get(req, "authorization");
+    if (h.n < 7 || !ag_str_ieq((ag_str){h.p, 7}, AG_STR_LIT("bearer "))) return false;
+    ag_str key = ag_str_trim((ag_str){h.p + 7, h.n - 7});
+    unsigned ok = 0;
+    for (size_t k = 0; k < s->o->n_api_keys; k++) {
+        const char *want = s->o->api_keys[k];
+        size_t n = strlen(want);
+        unsigned diff = (unsigned)(n ^ key.n);
+        for (size_t i = 0; i < n; i++) diff |= (unsigned char)want[i] ^ (unsigned char)(i < key.n ? key.p[i] : 0);
+        ok |= diff == 0;
+    }
+    return ok;
+}
+
+static void route_health(conn *c) {
+    server *s = c->s;
+    ag_buf b;
+    ag_buf_init(&b);
+    const char *state = s->draining ? "draining" : s->ready ? "ok" : "loading";
+    ag_buf_appendf(&b, "{\"status\":\"%s\"", state);
+    if (s->engine && s->ready) { /* the engine's load, for probes and tests (the metrics issue adds /metrics) */
+        ag_engine_stats st;
+        ag_engine_stats_get(s->engine, &st);
+        ag_buf_appendf(&b, ",\"requests_running\":%d,\"requests_waiting\":%d,\"kv_blocks_used\":%zu,\"kv_blocks_total\":%zu",
+                       st.running, st.waiting, st.kv_used, st.kv_blocks);
+    }
+    ag_buf_append_char(&b, '}');
+    respond_json(c, s->ready && !s->draining ? 200 : 503, &b, s->ready && !s->draining ? NULL : "Retry-After: 1\r\n");
+    ag_buf_deinit(&b);
+}
+
+static void model_object(server *s, ag_jw *w) {
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, "id");
+    ag_jw_strc(w, s->model.name);
+    ag_jw_keyc(w, "object");
+    ag_jw_strc(w, "model");
+    ag_jw_keyc(w, "created");
+    ag_jw_int(w, (int64_t)(ag_clock_wall_ns() / 1000000000ull));
+    ag_jw_keyc(w, "owned_by");
+    ag_jw_strc(w, "autoglm");
+    ag_jw_keyc(w, "max_model_len");
+    ag_jw_int(w, s->model.ctx);
+    ag_jw_obj_end(w);
+}
+
+static void route_models(conn *c, ag_str id) {
+    server *s = c->s;
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_jw w;
+    ag_jw_init(&w, &b, 0, AG_UTF8_REPLACE);
+    if (id.p) {
+        if (!ag_str_eq_cstr(id, s->model.name)) {
+            ag_api_error e;
+            ag_api_fail(&e, 404, "invalid_request_error", "model", "model_not_found", "The model `%.*s` does not exist.",
+                        (int)(id.n > 200 ? 200 : id.n), id.p);
+            respond_error(c, &e);
+            ag_buf_deinit(&b);
+            return;
+        }
+        model_object(s, &w);
+    } else {
+        ag_jw_obj_begin(&w);
+        ag_jw_keyc(&w, "object");
+        ag_jw_strc(&w, "list");
+        ag_jw_keyc(&w, "data");
+        ag_jw_arr_begin(&w);
+        model_object(s, &w);
+        ag_jw_arr_end(&w);
+        ag_jw_obj_end(&w);
+    }
+    respond_json(c, 200, &b, NULL);
+    ag_buf_deinit(&b);
+}
+
+typedef ag_status (*tok_fn)(const ag_api_model *, const char *, size_t, ag_arena *, ag_buf *, ag_api_error *);
+
+static void route_tokens(conn *c, tok_fn fn, const char *body, size_t len) {
+    ag_arena a;
+    ag_arena_init(&a, 4096);
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_api_error e;
+    if (fn(&c->s->model, body, len, &a, &b, &e) == AG_OK) respond_json(c, 200, &b, NULL);
+    else respond_error(c, &e);
+    ag_buf_deinit(&b);
+    ag_arena_deinit(&a);
+}
+
+enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_COUNT };
+
+static const struct {
+    const char *path, *method, *allow;
+    bool prefix;
+} routes[R_COUNT] = {
+    [R_HEALTH] = {"/health", "GET", "Allow: GET, HEAD\r\n", false},
+    [R_MODELS] = {"/v1/models", "GET", "Allow: GET, HEAD\r\n", false},
+    [R_MODEL] = {"/v1/models/", "GET", "Allow: GET, HEAD\r\n", true},
+    [R_CHAT] = {"/v1/chat/completions", "POST", "Allow: POST\r\n", false},
+    [R_COMPLETIONS] = {"/v1/completions", "POST", "Allow: POST\r\n", false},
+    [R_TOKENIZE] = {"/tokenize", "POST", "Allow: POST\r\n", false},
+    [R_DETOKENIZE] = {"/detokenize", "POST", "Allow: POST\r\n", false},
+};
+
+/* A complete request is in the buffer: route it.  Every path ends in a response or a started exchange. */
+static void dispatch(conn *c) {
+    server *s = c->s;
+    const ag_http_request *req = &c->req;
+    const char *body = c->in.data + req->head_len;
+    int r = 0;
+    for (; r < R_COUNT; r++) {
+        ag_str want = ag_str_from_cstr(routes[r].path);
+        if (routes[r].prefix ? ag_str_starts_with(req->path, want) && req->path.n > want.n : ag_str_eq(req->path, want))
+            break;
+    }
+    if (r == R_COUNT) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Unknown route: %.*s %.*s", (int)(req->method.n > 16 ? 16 : req->method.n),
+                 req->method.p, (int)(req->path.n > 100 ? 100 : req->path.n), req->path.p);
+        respond_status(c, 404, "invalid_request_error", "not_found", msg, NULL);
+        return;
+    }
+    bool get = strcmp(routes[r].method, "GET") == 0;
+    if (!ag_str_eq_cstr(req->method, routes[r].method) && !(get && c->head_only)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Method %.*s is not allowed on %s", (int)(req->method.n > 16 ? 16 : req->method.n),
+                 req->method.p, routes[r].path);
+        respond_status(c, 405, "invalid_request_error", "method_not_allowed", msg, routes[r].allow);
+        return;
+    }
+    if (r == R_HEALTH) return route_health(c);
+    if (!authorized(s, req)) {
+        respond_status(c, 401, "invalid_request_error", "invalid_api_key",
+                       "Incorrect API key provided. Send it as 'Authorization: Bearer KEY'.", NULL);
+        return;
+    }
+    if (!s->ready || s->draining) {
+        respond_status(c, 503, "service_unavailable", NULL,
+                       s->draining ? "The server is shutting down." : "The model is still loading.",
+                       "Retry-After: 1\r\n");
+        return;
+    }
+    switch (r) {
+    case R_MODELS: return route_models(c, (ag_str){NULL, 0});
+    case R_MODEL: return route_models(c, (ag_str){req->path.p + 11, req->path.n - 11});
+    case R_CHAT: return start_generation(c, AG_API_CHAT, body, c->body_len);
+    case R_COMPLETIONS: return start_generation(c, AG_API_COMPLETION, body, c->body_len);
+    case R_TOKENIZE: return route_tokens(c, ag_api_tokenize, body, c->body_len);
+    default: return route_tokens(c, ag_api_detokenize, body, c->body_len);
+    }
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+/* Between requests the idle timeout runs; from a request's first byte until it is complete, the read timeout. */
+static void arm_timer(conn *c) {
+    const ag_server_opts *o = c->s->o;
+    if (c->state == C_CLOSING) return;
+    if (c->state == C_BUSY) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = uv_now(&c->s->loop), ms = o->idle_timeout_ms;
+    if (c->t_start) ms = c->t_start + o->read_timeout_ms > now ? c->t_start + o->read_timeout_ms - now : 1;
+    uv_timer_start(&c->timer, on_timeout, ms, 0);
+}
+
+static void on_timeout(uv_timer_t *t) {
+    conn *c = t->data;
+    if (c->state == C_CLOSING) {
+        conn_close(c); /* the graceful close took too long */
+    } else if (c->t_start) {
+        http_fail(c, 408, "the request did not arrive within the read timeout");
+        conn_flush(c);
+    } else {
+        conn_close(c);
+    }
+}
+
+static void on_conn_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    if (--c->handles) return;
+    ag_buf_deinit(&c->in);
+    ag_buf_deinit(&c->out);
+    free(c->headers);
+    free(c);
+}
+
+static void conn_close(conn *c) {
+    if (c->closed) return;
+    c->closed = true;
+    server *s = c->s;
+    if (c->x) { /* the client left mid-generation: stop it, freeing its KV blocks */
+        c->x->c = NULL;
+        exchange_cancel(c->x);
+        c->x = NULL;
+    }
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->n_conns--;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    maybe_stop(s);
+}
+
+/* Move the parser as far as the buffered bytes allow, serving each complete request in order. */
+static void process(conn *c) {
+    const ag_http_limits *lim = &c->s->o->limits;
+    while (!c->closed && (c->state == C_HEAD || c->state == C_BODY)) {
+        if (c->state == C_HEAD) {
+            size_t skip = 0; /* RFC 9112: empty lines before a request line are ignored */
+            while (skip < c->in.len && (c->in.data[skip] == '\r' || c->in.data[skip] == '\n')) skip++;
+            if (skip) memmove(c->in.data, c->in.data + skip, c->in.len - skip), c->in.len -= skip;
+            if (!c->in.len) break;
+            if (!c->t_start) c->t_start = uv_now(&c->s->loop);
+            ag_http_error herr;
+            c->req.headers = c->headers;
+            ag_status st = ag_http_head_parse(&c->hp, c->in.data, c->in.len, lim, &c->req, &herr);
+            if (st == AG_AGAIN) break;
+            c->head_only = st == AG_OK && ag_str_eq_cstr(c->req.method, "HEAD");
+            if (st != AG_OK) {
+                c->req.version_minor = 1;
+                http_fail(c, herr.status, herr.reason);
+                break;
+            }
+            c->keep_alive = c->req.keep_alive;
+            if (c->req.content_length > (int64_t)lim->max_body) {
+                http_fail(c, 413, "request body too large");
+                break;
+            }
+            c->state = C_BODY;
+            bool body_due = c->req.chunked || c->req.content_length > 0;
+            if (body_due && c->req.expect_continue && c->in.len == c->req.head_len) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                conn_send(c, cont, sizeof cont - 1);
+            }
+            continue;
+        }
+        size_t at = c->req.head_len;
+        if (c->req.chunked) {
+            ag_http_error herr;
+            ag_status st = ag_http_chunked_decode(&c->chunks, c->in.data + at, c->in.len - at, lim->max_body,
+                                                  lim->max_header_bytes, &herr);
+            if (st == AG_AGAIN) break;
+            if (st != AG_OK) {
+                http_fail(c, herr.status, herr.reason);
+                break;
+            }
+            c->body_len = c->chunks.dst, c->consumed = at + c->chunks.src;
+        } else {
+            size_t cl = c->req.content_length > 0 ? (size_t)c->req.content_length : 0;
+            if (c->in.len - at < cl) break;
+            c->body_len = cl, c->consumed = at + cl;
+        }
+        c->state = C_BUSY;
+        dispatch(c);
+    }
+    arm_timer(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)suggested;
+    conn *c = h->data;
+    if (ag_buf_reserve(&c->in, 65536) != AG_OK) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    *buf = uv_buf_init(c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len - 1));
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+    (void)buf;
+    conn *c = st->data;
+    if (n < 0) { /* EOF or an error: the client is gone */
+        conn_close(c);
+        return;
+    }
+    if (n == 0) return;
+    if (c->state == C_CLOSING) return; /* lingering: dropped */
+    c->in.len += (size_t)n;
+    c->in.data[c->in.len] = '\0';
+    if (c->state == C_BUSY) {
+        /* pipelined bytes wait; past a whole request's worth, stop reading until this one is done */
+        const ag_http_limits *lim = &c->s->o->limits;
+        if (c->in.len > lim->max_header_bytes + lim->max_body) uv_read_stop(st);
+        return;
+    }
+    if (c->state != C_CLOSING) process(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+    server *s = listener->data;
+    if (status < 0) return;
+    conn *c = ag_xcalloc(1, sizeof *c);
+    c->s = s;
+    c->headers = ag_xcalloc(s->o->limits.max_headers ? s->o->limits.max_headers : 1, sizeof *c->headers);
+    ag_buf_init(&c->in);
+    ag_buf_init(&c->out);
+    c->in.max_len = s->o->limits.max_header_bytes + s->o->limits.max_body + 65536 * 2;
+    uv_tcp_init(&s->loop, &c->tcp);
+    uv_timer_init(&s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (s->n_conns > s->o->max_connections) { /* over the cap: say so and close */
+        c->req.version_minor = 1;
+        respond_status(c, 503, "service_unavailable", NULL, "too many connections", "Retry-After: 1\r\n");
+        return;
+    }
+    arm_timer(c);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static void close_handle(uv_handle_t *h) {
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void close_walked(uv_handle_t *h, void *arg) {
+    (void)arg;
+    close_handle(h);
+}
+
+/* Draining and nothing left in flight: end every connection and let the loop run out. */
+static void maybe_stop(server *s) {
+    if (!s->draining || s->stopped || s->n_exchanges) return;
+    s->stopped = true;
+    for (conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == C_BUSY) continue; /* cannot be: no exchanges are left */
+        conn_end(c);
+    }
+    close_handle((uv_handle_t *)&s->drain_timer);
+    close_handle((uv_handle_t *)&s->sigterm);
+    close_handle((uv_handle_t *)&s->sigint);
+    if (s->poll_started) close_handle((uv_handle_t *)&s->engine_poll);
+    ag_logf(AG_LOG_INFO, "drained; exiting");
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+    server *s = t->data;
+    ag_logf(AG_LOG_WARN, "drain timeout: cancelling %zu requests still running", s->n_exchanges);
+    for (conn *c = s->conns; c; c = c->next)
+        if (c->x) exchange_cancel(c->x);
+}
+
+static void begin_drain(server *s) {
+    if (s->draining) return;
+    s->draining = true;
+    ag_logf(AG_LOG_INFO, "draining: no new connections, %zu requests in flight", s->n_exchanges);
+    close_handle((uv_handle_t *)&s->listener);
+    /* open connections stay until the end: a request they send meanwhile is answered 503 and closes them */
+    uv_timer_start(&s->drain_timer, on_drain_timeout, s->o->drain_timeout_ms, 0);
+    if (!s->load_status && s->engine) maybe_stop(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    server *s = h->data;
+    if (s->draining) { /* a second signal: stop now */
+        ag_logf(AG_LOG_WARN, "signal %d during drain: exiting now", signum);
+        s->exit_code = 1;
+        uv_stop(&s->loop);
+        return;
+    }
+    begin_drain(s);
+}
+
+static void load_model(uv_work_t *w) {
+    server *s = w->data;
+    s->load_status = ag_engine_create(&s->o->engine, &s->engine, &s->load_err);
+}
+
+static ag_chat_template pick_template(server *s) {
+    if (s->o->chat_template) return (ag_chat_template)ag_chat_template_from_name(s->o->chat_template);
+    const char *t = NULL;
+    size_t n = 0;
+    if (!ag_engine_meta_str(s->engine, "tokenizer.chat_template", &t, &n)) return AG_CHAT_TEMPLATE_CHATML;
+    return ag_chat_template_detect((ag_str){t, n});
+}
+
+/* The chat turn's end marker as one special token, when the vocabulary has it. */
+static int32_t end_token(server *s, ag_chat_template t) {
+    const char *text = ag_chat_template_end(t);
+    ag_ids ids = {0};
+    int32_t id = -1;
+    if (ag_tokenize(s->model.tok, text, strlen(text), false, true, &ids, NULL) == AG_OK && ids.n == 1) id = ids.v[0];
+    free(ids.v);
+    return id;
+}
+
+static void model_loaded(uv_work_t *w, int status) {
+    server *s = w->data;
+    (void)status;
+    if (s->load_status != AG_OK) {
+        ag_logf(AG_LOG_ERROR, "cannot load the model: %s", s->load_err.msg);
+        s->exit_code = 1;
+        s->draining = true;
+        s->stopped = true;
+        close_handle((uv_handle_t *)&s->listener);
+        close_handle((uv_handle_t *)&s->drain_timer);
+        close_handle((uv_handle_t *)&s->sigterm);
+        close_handle((uv_handle_t *)&s->sigint);
+        for (conn *c = s->conns, *next; c; c = next) next = c->next, conn_close(c);
+        return;
+    }
+    s->model.tok = ag_engine_tokenizer(s->engine);
+    s->model.ctx = ag_engine_ctx(s->engine);
+    s->model.n_vocab = ag_engine_n_vocab(s->engine);
+    s->model.tmpl = pick_template(s);
+    s->model.end_token = end_token(s, s->model.tmpl);
+    uv_poll_init(&s->loop, &s->engine_poll, ag_engine_event_fd(s->engine));
+    s->engine_poll.data = s;
+    uv_poll_start(&s->engine_poll, UV_READABLE, on_engine_readable);
+    s->poll_started = true;
+    s->ready = true;
+    ag_logf(AG_LOG_INFO, "ready: model %s, context %d, chat template %s", s->model.name, s->model.ctx,
+            ag_chat_template_name(s->model.tmpl));
+    maybe_stop(s); /* a signal during the load */
+}
+
+static void stem(const char *path, char *out, size_t cap) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".gguf") == 0) n -= 5;
+    snprintf(out, cap, "%.*s", (int)n, base);
+}
+
+static int listen_on(server *s) {
+    struct sockaddr_storage addr;
+    int r = uv_ip4_addr(s->o->host, s->o->port, (struct sockaddr_in *)&addr);
+    if (r < 0) r = uv_ip6_addr(s->o->host, s->o->port, (struct sockaddr_in6 *)&addr);
+    if (r < 0) {
+        ag_logf(AG_LOG_ERROR, "--host %s is not an IP address", s->o->host);
+        return -1;
+    }
+    uv_tcp_init(&s->loop, &s->listener);
+    s->listener.data = s;
+    if ((r = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) < 0 ||
+        (r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection)) < 0) {
+        ag_logf(AG_LOG_ERROR, "cannot listen on %s:%d: %s", s->o->host, s->o->port, uv_strerror(r));
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
+    int port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    ag_logf(AG_LOG_INFO, "listening on http://%s:%d (model loading)", s->o->host, port);
+    return 0;
+}
+
+int ag_server_run(const ag_server_opts *o) {
+    server *s = ag_xcalloc(1, sizeof *s);
+    s->o = o;
+    if (o->served_model_name) snprintf(s->model_name, sizeof s->model_name, "%s", o->served_model_name);
+    else stem(o->engine.model_path, s->model_name, sizeof s->model_name);
+    s->model.name = s->model_name;
+    ag_map_init(&s->inflight);
+    ag_buf_init(&s->scratch);
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&s->loop);
+    int rc = 0;
+    if (listen_on(s) < 0) {
+        close_handle((uv_handle_t *)&s->listener);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        rc = 1;
+        goto done;
+    }
+    uv_check_init(&s->loop, &s->flusher);
+    s->flusher.data = s;
+    uv_check_start(&s->flusher, on_check);
+    uv_unref((uv_handle_t *)&s->flusher); /* it never keeps the loop alive by itself */
+    uv_timer_init(&s->loop, &s->drain_timer);
+    s->drain_timer.data = s;
+    uv_signal_init(&s->loop, &s->sigterm);
+    uv_signal_init(&s->loop, &s->sigint);
+    s->sigterm.data = s->sigint.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    s->load_work.data = s;
+    uv_queue_work(&s->loop, &s->load_work, load_model, model_loaded);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    rc = s->exit_code;
+done:
+    /* after uv_stop (a second signal) handles may still be open: close them so the loop can be closed */
+    uv_walk(&s->loop, close_walked, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+    ag_engine_destroy(s->engine);
+    ag_map_deinit(&s->inflight);
+    ag_buf_deinit(&s->scratch);
+    free(s->dirty);
+    free(s);
+    return rc;
+}

@@ -1,0 +1,40 @@
+/*
+ * server.h - `autoglm serve`: the OpenAI-compatible HTTP/1.1 server.
+ *
+ * One libuv loop thread owns every socket; the engine (include/autoglm/
+ * engine.h) owns compute on its own thread.  The loop hands requests to the
+ * engine with ag_engine_submit and learns of tokens by polling the engine's
+ * event descriptor beside its sockets, so no socket is touched off the loop
+ * thread and a slow client only ever delays its own stream.
+ */
+#ifndef AG_SERVER_SERVER_H
+#define AG_SERVER_SERVER_H
+
+#include "autoglm/engine.h"
+#include "http/http.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ag_server_opts {
+    ag_engine_params engine;
+    const char *host;              /* "127.0.0.1" */
+    int port;                      /* 8080; 0 picks a free one (printed) */
+    const char *served_model_name; /* NULL: the model file's stem */
+    const char *chat_template;     /* NULL: recognized from the model */
+    const char *const *api_keys;   /* none: no authentication */
+    size_t n_api_keys;
+    ag_http_limits limits;
+    size_t max_connections;   /* beyond: 503 and close */
+    uint64_t read_timeout_ms; /* a request's head and body must arrive within this (408) */
+    uint64_t idle_timeout_ms; /* a keep-alive connection with nothing to do is closed after this */
+    uint64_t drain_timeout_ms;
+} ag_server_opts;
+
+/* The defaults above, with 30 s read, 60 s idle and 30 s drain timeouts and 1024 connections. */
+void ag_server_opts_default(ag_server_opts *o);
+
+/* Run until SIGTERM/SIGINT and a drain; returns the process exit code (0 after a clean drain). */
+int ag_server_run(const ag_server_opts *o);
+
+#endif
