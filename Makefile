@@ -21,7 +21,7 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
 PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv
-TOOLS = cmake cc c++ clang pkg-config npm curl
+TOOLS = cmake cc c++ clang pkg-config npm curl promtool
 
 .PHONY: all release asan asan-build fixtures test serve bench fuzz deps format clean
 

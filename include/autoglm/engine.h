@@ -99,7 +99,7 @@ typedef struct ag_event {
     ag_finish finish;
     /* usage and timings, on every event */
     int32_t prompt_tokens, completion_tokens, cached_tokens;
-    uint64_t t_submit_ns, t_first_token_ns, t_event_ns;
+    uint64_t t_submit_ns, t_admit_ns, t_first_token_ns, t_event_ns; /* admit: first scheduled (0: never) */
     int32_t preemptions;
     /* when the request asked for log-probabilities: the model's (raw logits, before any sampling setting) */
     float logprob;
@@ -126,10 +126,13 @@ int ag_engine_event_fd(const ag_engine *e);
 /* Move up to max waiting events into out (each then owned by the caller); waits up to timeout_ms (0: not at all, -1: forever) for the first. */
 size_t ag_engine_poll(ag_engine *e, ag_event *out, size_t max, int timeout_ms);
 
+#define AG_STEP_ROWS_BUCKETS 15 /* rows per step <= 1, 2, 4, ..., 8192, more */
+
 typedef struct ag_engine_stats {
     int running, waiting;
     size_t kv_blocks, kv_used, kv_cached, kv_free;
     uint64_t prefix_query_tokens, prefix_hit_tokens, preemptions, steps, batch_rows;
+    uint64_t step_rows_hist[AG_STEP_ROWS_BUCKETS]; /* steps by rows: [i] counts 2^(i-1) < rows <= 2^i (not cumulative) */
 } ag_engine_stats;
 void ag_engine_stats_get(ag_engine *e, ag_engine_stats *out);
 

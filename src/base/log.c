@@ -15,6 +15,8 @@
 static ag_log_format log_format = AG_LOG_TEXT;
 static ag_log_level log_min = AG_LOG_INFO;
 static FILE *log_out;
+static ag_log_sink log_sink;
+static void *log_sink_ctx;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -22,6 +24,11 @@ void ag_log_configure(ag_log_format format, ag_log_level min_level, FILE *out) {
     log_format = format;
     log_min = min_level;
     log_out = out;
+}
+
+void ag_log_set_sink(ag_log_sink sink, void *ctx) {
+    log_sink = sink;
+    log_sink_ctx = ctx;
 }
 
 int ag_log_level_parse(const char *s) {
@@ -88,7 +95,8 @@ void ag_log_fields(ag_log_level level, const char *msg, const ag_log_field *fiel
         }
         ag_buf_append_char(&b, '\n');
     }
-    if (b.err == AG_OK) fwrite(b.data, 1, b.len, log_out ? log_out : stderr);
+    if (b.err == AG_OK && log_sink) log_sink(b.data, b.len, log_sink_ctx);
+    else if (b.err == AG_OK) fwrite(b.data, 1, b.len, log_out ? log_out : stderr);
     ag_buf_deinit(&b);
 }
 

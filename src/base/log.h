@@ -10,6 +10,7 @@
 #ifndef AG_BASE_LOG_H
 #define AG_BASE_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -35,6 +36,13 @@ typedef struct ag_log_field {
 
 /* out: borrowed stream (default stderr). Not thread-safe against concurrent logging. */
 void ag_log_configure(ag_log_format format, ag_log_level min_level, FILE *out);
+/*
+ * Send finished lines (newline included) to sink instead of the stream, e.g.
+ * a buffer drained by a writer thread so logging never waits on a disk; NULL
+ * restores the stream.  Set it before other threads log.
+ */
+typedef void (*ag_log_sink)(const char *line, size_t len, void *ctx);
+void ag_log_set_sink(ag_log_sink sink, void *ctx);
 /* Parse "debug|info|warn|error|off" and "text|json"; -1 when unknown. */
 int ag_log_level_parse(const char *s);
 int ag_log_format_parse(const char *s);

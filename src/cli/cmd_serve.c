@@ -39,6 +39,11 @@ static const char serve_usage[] =
     "  --idle-timeout D         close keep-alive connections idle for D (default 60s)\n"
     "  --drain-timeout D        on shutdown, wait up to D for running requests (default 30s)\n"
     "  --log-level L            debug, info, warn, error (default info)\n"
+    "  --log-format F           text or json (default text); one access-log line per request at info\n"
+    "  --log-file F             append logs to F (default stderr); written by a background thread\n"
+    "  --otlp-endpoint URL      export spans as OTLP/HTTP JSON to URL/v1/traces (http:// only)\n"
+    "  --trace-sample-ratio R   fraction of new traces sampled for export, 0..1 (default 1)\n"
+    "GET /metrics serves Prometheus metrics; every response carries X-Trace-ID and traceparent.\n"
     "Durations take ms, s or m suffixes (bare numbers are seconds).\n";
 
 #define MAX_KEYS 64
@@ -130,9 +135,22 @@ int ag_cmd_serve(int argc, char **argv) {
         } else if (strcmp(a, "--drain-timeout") == 0) {
             ok = duration(a, val, &o.drain_timeout_ms);
         } else if (strcmp(a, "--log-level") == 0) {
-            int lv = val ? ag_log_level_parse(val) : -1;
-            if (lv < 0) return ag_cli_usage_error("serve", "--log-level must be debug, info, warn or error");
-            ag_log_configure(AG_LOG_TEXT, (ag_log_level)lv, stderr);
+            if ((o.log_level = val ? ag_log_level_parse(val) : -1) < 0)
+                return ag_cli_usage_error("serve", "--log-level must be debug, info, warn, error or off");
+        } else if (strcmp(a, "--log-format") == 0) {
+            if ((o.log_format = val ? ag_log_format_parse(val) : -1) < 0)
+                return ag_cli_usage_error("serve", "--log-format must be text or json");
+        } else if (strcmp(a, "--log-file") == 0) {
+            if (!(o.log_file = val)) return ag_cli_usage_error("serve", "--log-file needs a file");
+        } else if (strcmp(a, "--otlp-endpoint") == 0) {
+            if (!val || strncmp(val, "http://", 7) != 0)
+                return ag_cli_usage_error("serve", "--otlp-endpoint needs an http:// URL");
+            o.otlp_endpoint = val;
+        } else if (strcmp(a, "--trace-sample-ratio") == 0) {
+            float r;
+            if (!ag_cli_float("serve", a, val, &r)) return AG_EXIT_USAGE;
+            if (r < 0 || r > 1) return ag_cli_usage_error("serve", "--trace-sample-ratio must be in 0..1");
+            o.trace_sample_ratio = r;
         } else {
             return ag_cli_usage_error("serve", "unknown option '%s' (try 'autoglm serve --help')", a);
         }

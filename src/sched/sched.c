@@ -41,7 +41,7 @@
 typedef struct rq {
     uint64_t id, arrival;
     int priority;
-    uint64_t t_submit, t_enqueue, t_first, deadline;
+    uint64_t t_submit, t_enqueue, t_admit, t_first, deadline; /* t_admit: first given a KV slot */
     int32_t *tokens; /* prompt then generated */
     int32_t n_prompt, n_tokens, max_tokens, n_gen;
     int32_t seq;        /* KV slot while running, else -1 */
@@ -115,6 +115,7 @@ static void post(ag_engine *e, const rq *r, int32_t token, const char *text, siz
                    .completion_tokens = r->n_gen,
                    .cached_tokens = r->cached_tokens,
                    .t_submit_ns = r->t_submit,
+                   .t_admit_ns = r->t_admit,
                    .t_first_token_ns = r->t_first,
                    .t_event_ns = ag_clock_mono_ns(),
                    .preemptions = r->preemptions};
@@ -346,7 +347,7 @@ static void admit(ag_engine *e, uint64_t now) {
         waiting_remove(e, best);
         r->seq = e->free_slots[--e->n_free_slots];
         r->n_computed = ag_kv_prefix_attach(e->m->kv, r->seq, r->tokens, r->n_tokens, r->salt);
-        if (!r->admitted_once) r->cached_tokens = r->n_computed;
+        if (!r->admitted_once) r->cached_tokens = r->n_computed, r->t_admit = ag_clock_mono_ns();
         r->admitted_once = true;
         e->running[e->n_running++] = r;
     }
@@ -469,7 +470,12 @@ static void update_stats(ag_engine *e, int rows) {
     e->stats.kv_blocks = st.n_blocks, e->stats.kv_used = st.used, e->stats.kv_cached = st.cached;
     e->stats.kv_free = st.free;
     e->stats.prefix_query_tokens = st.prefix_query_tokens, e->stats.prefix_hit_tokens = st.prefix_hit_tokens;
-    if (rows) e->stats.steps++, e->stats.batch_rows += (uint64_t)rows;
+    if (rows) {
+        e->stats.steps++, e->stats.batch_rows += (uint64_t)rows;
+        int b = 0; /* the first power-of-two bound holding rows */
+        while (b < AG_STEP_ROWS_BUCKETS - 1 && rows > 1 << b) b++;
+        e->stats.step_rows_hist[b]++;
+    }
     pthread_mutex_unlock(&e->mu);
 }
 

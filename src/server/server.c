@@ -38,6 +38,9 @@
 #include "base/map.h"
 #include "engine/tokenizer.h"
 #include "json/json.h"
+#include "obs/export.h"
+#include "obs/metrics.h"
+#include "obs/trace.h"
 #include "server/chat_template.h"
 #include "server/openai.h"
 
@@ -56,6 +59,8 @@ typedef struct choice {
     exchange *x;
     uint64_t id; /* the engine's; the inflight map's key points here */
     bool open;   /* submitted and not finished */
+    uint64_t t_first_ns, t_last_ns;                   /* loop-side arrival of its first and latest token */
+    uint64_t t_submit_ns, t_admit_ns, t_engine_first_ns, t_end_ns; /* engine timings, from the last event */
     ag_finish finish;
     ag_buf text;        /* non-streamed: the whole completion */
     ag_api_logprobs lp; /* non-streamed: all tokens; streamed: the chunk's */
@@ -70,9 +75,23 @@ struct exchange {
     ag_api_meta meta;
     choice *ch;
     int n_ch, n_open;
+    uint64_t t_start_ns, t_first_ns; /* the request's first byte; the first token of any choice */
 };
 
+/* What is known of the request a connection is serving, for metrics, the access log and its span. */
+typedef struct req_obs {
+    bool active;
+    uint64_t t_start_ns; /* its first byte */
+    ag_trace trace;
+    int route; /* R_*, or R_COUNT for none */
+    int status;
+    char method[16], path[128];
+} req_obs;
+
 enum { C_HEAD, C_BODY, C_BUSY, C_CLOSING };
+
+/* Routes, in the order of the routes table and of the metrics' route labels. */
+enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_COUNT };
 
 struct conn {
     uv_tcp_t tcp;
@@ -89,6 +108,7 @@ struct conn {
     ag_http_chunked chunks;
     size_t body_len, consumed; /* decoded body bytes (at in.data + head_len); request bytes of in */
     uint64_t t_start;          /* loop time of the current request's first byte; 0 between requests */
+    req_obs obs;
     exchange *x;
     conn *prev, *next;
 };
@@ -118,6 +138,10 @@ struct server {
     time_t date_at;
     char date[40];
     int exit_code;
+    ag_metrics metrics;
+    ag_otlp *otlp;
+    ag_logq *logq;
+    int64_t wall_minus_mono; /* ns: converts monotonic times to Unix times for spans */
 };
 
 void ag_server_opts_default(ag_server_opts *o) {
@@ -129,10 +153,15 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->read_timeout_ms = 30000;
     o->idle_timeout_ms = 60000;
     o->drain_timeout_ms = 30000;
+    o->trace_sample_ratio = 1.0;
+    o->log_format = AG_LOG_TEXT;
+    o->log_level = AG_LOG_INFO;
 }
 
 static void conn_close(conn *c);
 static void process(conn *c);
+static void finish_obs(conn *c, int status);
+static ag_api_usage exchange_usage(const exchange *x);
 static void on_timeout(uv_timer_t *t);
 static void maybe_stop(server *s);
 
@@ -215,6 +244,12 @@ static void write_head(conn *c, int status, const char *ctype, int64_t content_l
     ag_buf_reset(b);
     ag_buf_appendf(b, "HTTP/1.1 %d %s\r\nServer: autoglm\r\nDate: %s\r\n", status, ag_http_reason(status),
                    http_date(c->s));
+    if (c->obs.active) { /* every response, errors included, names its trace */
+        char tp[56];
+        ag_trace_format(&c->obs.trace, tp);
+        ag_buf_appendf(b, "X-Trace-ID: %s\r\ntraceparent: %s\r\n", c->obs.trace.trace_id, tp);
+        c->obs.status = status;
+    }
     if (ctype) ag_buf_appendf(b, "Content-Type: %s\r\n", ctype);
     if (content_length >= 0) ag_buf_appendf(b, "Content-Length: %lld\r\n", (long long)content_length);
     else if (c->req.version_minor >= 1) ag_buf_append_str(b, "Transfer-Encoding: chunked\r\n"), c->chunked_out = true;
@@ -259,6 +294,7 @@ static void conn_end(conn *c) {
 
 /* The current request is answered: drop its bytes, and go on with the next one unless the connection ends. */
 static void request_done(conn *c) {
+    finish_obs(c, c->obs.status);
     size_t rest = c->in.len - c->consumed;
     if (c->in.data) { /* NULL when the request never sent a byte (an over-the-cap connection) */
         memmove(c->in.data, c->in.data + c->consumed, rest);
@@ -312,6 +348,193 @@ static void http_fail(conn *c, int status, const char *reason) {
     c->keep_alive = false;
     c->consumed = c->in.len;
     respond_status(c, status, "invalid_request_error", NULL, reason, NULL);
+}
+
+/* ---- observability: metrics, the access log, spans ------------------------------------ */
+
+static const char *const route_labels[] = {"/health", "/v1/models", "/v1/models/{id}", "/v1/chat/completions",
+                                           "/v1/completions", "/tokenize", "/detokenize", "/metrics", "other"};
+
+static void begin_obs(conn *c, const ag_http_request *req) {
+    req_obs *q = &c->obs;
+    ag_str tp = {NULL, 0}, xt = {NULL, 0};
+    if (req) tp = ag_http_header_get(req, "traceparent"), xt = ag_http_header_get(req, "x-trace-id");
+    ag_trace_begin(&q->trace, tp, xt, c->s->o->trace_sample_ratio);
+    q->active = true;
+    q->route = R_COUNT;
+    q->status = 0;
+    snprintf(q->method, sizeof q->method, "%.*s", req ? (int)req->method.n : 1, req ? req->method.p : "-");
+    snprintf(q->path, sizeof q->path, "%.*s", req ? (int)req->path.n : 1, req ? req->path.p : "-");
+}
+
+static ag_metric_finish metric_finish(ag_finish f) {
+    switch (f) {
+    case AG_FINISH_STOP: return AG_METRIC_FINISH_STOP;
+    case AG_FINISH_LENGTH: return AG_METRIC_FINISH_LENGTH;
+    case AG_FINISH_ERROR: return AG_METRIC_FINISH_ERROR;
+    default: return AG_METRIC_FINISH_ABORT;
+    }
+}
+
+/* {"key":key,"value":{"<kind>": ...}}: attr_open writes up to the value, attr_close ends both objects. */
+static void attr_open(ag_jw *w, const char *key, const char *kind) {
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, "key");
+    ag_jw_strc(w, key);
+    ag_jw_keyc(w, "value");
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, kind);
+}
+
+static void attr_close(ag_jw *w) {
+    ag_jw_obj_end(w);
+    ag_jw_obj_end(w);
+}
+
+static void attr_str(ag_jw *w, const char *key, const char *v) {
+    attr_open(w, key, "stringValue");
+    ag_jw_strc(w, v);
+    attr_close(w);
+}
+
+static void attr_int(ag_jw *w, const char *key, int64_t v) {
+    char text[24];
+    snprintf(text, sizeof text, "%lld", (long long)v); /* OTLP JSON: 64-bit integers as strings */
+    attr_open(w, key, "intValue");
+    ag_jw_strc(w, text);
+    attr_close(w);
+}
+
+/* One span object, opened and left with its "attributes" array open for the caller to fill and close. */
+static void span_open(ag_jw *w, const ag_trace *t, const char *span_id, const char *parent, const char *name, int kind,
+                      uint64_t start_unix_ns, uint64_t end_unix_ns) {
+    char num[24];
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, "traceId");
+    ag_jw_strc(w, t->trace_id);
+    ag_jw_keyc(w, "spanId");
+    ag_jw_strc(w, span_id);
+    if (parent && *parent) {
+        ag_jw_keyc(w, "parentSpanId");
+        ag_jw_strc(w, parent);
+    }
+    ag_jw_keyc(w, "name");
+    ag_jw_strc(w, name);
+    ag_jw_keyc(w, "kind");
+    ag_jw_int(w, kind);
+    ag_jw_keyc(w, "startTimeUnixNano");
+    snprintf(num, sizeof num, "%llu", (unsigned long long)start_unix_ns);
+    ag_jw_strc(w, num);
+    ag_jw_keyc(w, "endTimeUnixNano");
+    snprintf(num, sizeof num, "%llu", (unsigned long long)(end_unix_ns > start_unix_ns ? end_unix_ns : start_unix_ns));
+    ag_jw_strc(w, num);
+    ag_jw_keyc(w, "attributes");
+    ag_jw_arr_begin(w);
+}
+
+static void submit_span(server *s, ag_buf *b) {
+    if (b->err == AG_OK) ag_otlp_submit(s->otlp, ag_buf_detach(b, NULL));
+    ag_buf_deinit(b);
+}
+
+/* The server span with the OpenTelemetry GenAI attributes, and its queue, prefill and decode children. */
+static void export_spans(server *s, const req_obs *q, const exchange *x, int status, uint64_t end_ns) {
+    const int64_t off = s->wall_minus_mono;
+    char name[160];
+    snprintf(name, sizeof name, "%s %s", q->method, q->route < R_COUNT + 1 ? route_labels[q->route] : "other");
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_jw w;
+    ag_jw_init(&w, &b, 0, AG_UTF8_REPLACE);
+    span_open(&w, &q->trace, q->trace.span_id, q->trace.parent_id, name, 2, (uint64_t)((int64_t)q->t_start_ns + off),
+              (uint64_t)((int64_t)end_ns + off));
+    attr_str(&w, "http.request.method", q->method);
+    attr_str(&w, "http.route", route_labels[q->route]);
+    attr_str(&w, "url.path", q->path);
+    attr_str(&w, "url.scheme", "http");
+    attr_int(&w, "http.response.status_code", status);
+    if (x) {
+        ag_api_usage u = exchange_usage(x);
+        attr_str(&w, "gen_ai.operation.name", x->req.kind == AG_API_CHAT ? "chat" : "text_completion");
+        attr_str(&w, "gen_ai.provider.name", "autoglm");
+        attr_str(&w, "gen_ai.request.model", s->model.name);
+        attr_str(&w, "gen_ai.response.id", x->meta.id);
+        attr_int(&w, "gen_ai.request.max_tokens", x->req.max_tokens);
+        attr_open(&w, "gen_ai.request.temperature", "doubleValue");
+        ag_jw_double(&w, x->req.sampling.temperature);
+        attr_close(&w);
+        attr_int(&w, "gen_ai.usage.input_tokens", u.prompt_tokens);
+        attr_int(&w, "gen_ai.usage.output_tokens", u.completion_tokens);
+        attr_open(&w, "gen_ai.response.finish_reasons", "arrayValue");
+        ag_jw_obj_begin(&w);
+        ag_jw_keyc(&w, "values");
+        ag_jw_arr_begin(&w);
+        for (int i = 0; i < x->n_ch; i++) {
+            ag_jw_obj_begin(&w);
+            ag_jw_keyc(&w, "stringValue");
+            ag_jw_strc(&w, x->ch[i].open ? "abort" : ag_api_finish_reason(x->ch[i].finish));
+            ag_jw_obj_end(&w);
+        }
+        ag_jw_arr_end(&w);
+        ag_jw_obj_end(&w);
+        attr_close(&w);
+    }
+    ag_jw_arr_end(&w);
+    ag_jw_keyc(&w, "status");
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "code");
+    ag_jw_int(&w, status >= 500 || status == 499 ? 2 : 0);
+    ag_jw_obj_end(&w);
+    ag_jw_obj_end(&w);
+    submit_span(s, &b);
+    if (!x || !x->n_ch || !x->ch[0].t_submit_ns) return;
+    /* children from the first choice's engine timings: submit -> admitted -> first token -> end */
+    const choice *c0 = &x->ch[0];
+    const uint64_t marks[4] = {c0->t_submit_ns, c0->t_admit_ns, c0->t_engine_first_ns, c0->t_end_ns};
+    static const char *const names[3] = {"queue", "prefill", "decode"};
+    for (int k = 0; k < 3; k++) {
+        if (!marks[k] || !marks[k + 1]) break;
+        char id[17];
+        ag_trace_new_span_id(id);
+        ag_buf_init(&b);
+        ag_jw_init(&w, &b, 0, AG_UTF8_REPLACE);
+        span_open(&w, &q->trace, id, q->trace.span_id, names[k], 1, (uint64_t)((int64_t)marks[k] + off),
+                  (uint64_t)((int64_t)marks[k + 1] + off));
+        ag_jw_arr_end(&w);
+        ag_jw_obj_end(&w);
+        submit_span(s, &b);
+    }
+}
+
+/* The request ends (answered, or its client gone): count it, log it, export its spans. */
+static void finish_obs(conn *c, int status) {
+    req_obs *q = &c->obs;
+    if (!q->active) return;
+    q->active = false;
+    server *s = c->s;
+    const exchange *x = c->x;
+    uint64_t now = ag_clock_mono_ns();
+    ag_metrics_http_request(&s->metrics, (size_t)q->route, status);
+    if (x) ag_histogram_observe(&s->metrics.e2e, now - q->t_start_ns);
+    if (ag_log_enabled(AG_LOG_INFO)) {
+        ag_api_usage u = x ? exchange_usage(x) : (ag_api_usage){0};
+        const char *finish = !x ? "" : x->ch[0].open ? "abort" : ag_api_finish_reason(x->ch[0].finish);
+        ag_log_field f[] = {
+            AG_LOG_FIELD_STR("trace_id", q->trace.trace_id),
+            AG_LOG_FIELD_STR("span_id", q->trace.span_id),
+            AG_LOG_FIELD_STR("method", q->method),
+            AG_LOG_FIELD_STR("route", q->path),
+            AG_LOG_FIELD_INT("status", status),
+            AG_LOG_FIELD_DOUBLE("latency_ms", (double)(now - q->t_start_ns) / 1e6),
+            AG_LOG_FIELD_DOUBLE("ttft_ms", x && x->t_first_ns ? (double)(x->t_first_ns - q->t_start_ns) / 1e6 : 0),
+            AG_LOG_FIELD_INT("prompt_tokens", u.prompt_tokens),
+            AG_LOG_FIELD_INT("completion_tokens", u.completion_tokens),
+            AG_LOG_FIELD_STR("finish_reason", finish),
+            AG_LOG_FIELD_STR("cache", "none"),
+        };
+        ag_log_fields(AG_LOG_INFO, "request", f, sizeof f / sizeof f[0]);
+    }
+    if (s->otlp && q->trace.sampled) export_spans(s, q, x, status, now);
 }
 
 /* ---- exchanges (generation requests) ------------------------------------------------ */
@@ -395,6 +618,18 @@ static void on_event(server *s, ag_event *ev) {
     conn *c = x->c;
     int index = (int)(ch - x->ch);
     bool has_token = ev->token >= 0;
+    uint64_t now = ag_clock_mono_ns();
+    if (has_token) {
+        if (!ch->t_first_ns) {
+            ch->t_first_ns = now;
+            if (!x->t_first_ns) x->t_first_ns = now, ag_histogram_observe(&s->metrics.ttft, now - x->t_start_ns);
+        } else {
+            ag_histogram_observe(&s->metrics.itl, now - ch->t_last_ns);
+        }
+        ch->t_last_ns = now;
+    }
+    ch->t_submit_ns = ev->t_submit_ns, ch->t_admit_ns = ev->t_admit_ns;
+    ch->t_engine_first_ns = ev->t_first_token_ns, ch->t_end_ns = ev->t_event_ns;
     if (c && x->req.stream) {
         if (ev->text_len || (has_token && x->req.logprobs)) {
             ag_buf json;
@@ -416,6 +651,15 @@ static void on_event(server *s, ag_event *ev) {
     ch->prompt_tokens = ev->prompt_tokens, ch->completion_tokens = ev->completion_tokens;
     ch->cached_tokens = ev->cached_tokens;
     ag_map_del(&s->inflight, (const char *)&ch->id, sizeof ch->id);
+    ag_metrics *m = &s->metrics;
+    atomic_fetch_add_explicit(&m->request_success[metric_finish(ev->finish)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->prompt_tokens, (uint64_t)ev->prompt_tokens, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->generation_tokens, (uint64_t)ev->completion_tokens, memory_order_relaxed);
+    if (ev->t_admit_ns) ag_histogram_observe(&m->queue, ev->t_admit_ns - ev->t_submit_ns);
+    if (ev->t_admit_ns && ev->t_first_token_ns) ag_histogram_observe(&m->prefill, ev->t_first_token_ns - ev->t_admit_ns);
+    if (ev->t_first_token_ns) ag_histogram_observe(&m->decode, ev->t_event_ns - ev->t_first_token_ns);
+    if (ev->completion_tokens > 1)
+        ag_histogram_observe(&m->tpot, (ch->t_last_ns - ch->t_first_ns) / (uint64_t)(ev->completion_tokens - 1));
     if (c && x->req.stream) {
         ag_buf json;
         ag_buf_init(&json);
@@ -446,6 +690,7 @@ static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t
     server *s = c->s;
     exchange *x = ag_xcalloc(1, sizeof *x);
     x->s = s;
+    x->t_start_ns = c->obs.t_start_ns;
     ag_arena_init(&x->arena, 16384);
     s->n_exchanges++;
     ag_api_error err;
@@ -578,6 +823,17 @@ static void route_models(conn *c, ag_str id) {
     ag_buf_deinit(&b);
 }
 
+static void route_metrics(conn *c) {
+    server *s = c->s;
+    ag_engine_stats st;
+    if (s->ready) ag_engine_stats_get(s->engine, &st);
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_metrics_render(&s->metrics, s->ready ? &st : NULL, &b);
+    respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len, NULL);
+    ag_buf_deinit(&b);
+}
+
 typedef ag_status (*tok_fn)(const ag_api_model *, const char *, size_t, ag_arena *, ag_buf *, ag_api_error *);
 
 static void route_tokens(conn *c, tok_fn fn, const char *body, size_t len) {
@@ -592,7 +848,6 @@ static void route_tokens(conn *c, tok_fn fn, const char *body, size_t len) {
     ag_arena_deinit(&a);
 }
 
-enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_COUNT };
 
 static const struct {
     const char *path, *method, *allow;
@@ -605,6 +860,7 @@ static const struct {
     [R_COMPLETIONS] = {"/v1/completions", "POST", "Allow: POST\r\n", false},
     [R_TOKENIZE] = {"/tokenize", "POST", "Allow: POST\r\n", false},
     [R_DETOKENIZE] = {"/detokenize", "POST", "Allow: POST\r\n", false},
+    [R_METRICS] = {"/metrics", "GET", "Allow: GET, HEAD\r\n", false},
 };
 
 /* A complete request is in the buffer: route it.  Every path ends in a response or a started exchange. */
@@ -618,6 +874,7 @@ static void dispatch(conn *c) {
         if (routes[r].prefix ? ag_str_starts_with(req->path, want) && req->path.n > want.n : ag_str_eq(req->path, want))
             break;
     }
+    c->obs.route = r;
     if (r == R_COUNT) {
         char msg[160];
         snprintf(msg, sizeof msg, "Unknown route: %.*s %.*s", (int)(req->method.n > 16 ? 16 : req->method.n),
@@ -634,6 +891,7 @@ static void dispatch(conn *c) {
         return;
     }
     if (r == R_HEALTH) return route_health(c);
+    if (r == R_METRICS) return route_metrics(c); /* open, like /health: scrapers rarely carry keys */
     if (!authorized(s, req)) {
         respond_status(c, 401, "invalid_request_error", "invalid_api_key",
                        "Incorrect API key provided. Send it as 'Authorization: Bearer KEY'.", NULL);
@@ -675,6 +933,7 @@ static void on_timeout(uv_timer_t *t) {
     if (c->state == C_CLOSING) {
         conn_close(c); /* the graceful close took too long */
     } else if (c->t_start) {
+        if (!c->obs.active) begin_obs(c, NULL);
         http_fail(c, 408, "the request did not arrive within the read timeout");
         conn_flush(c);
     } else {
@@ -695,6 +954,8 @@ static void conn_close(conn *c) {
     if (c->closed) return;
     c->closed = true;
     server *s = c->s;
+    atomic_fetch_sub_explicit(&s->metrics.connections_open, 1, memory_order_relaxed);
+    if (c->obs.active && c->state == C_BUSY) finish_obs(c, 499); /* nginx's "client closed request" */
     if (c->x) { /* the client left mid-generation: stop it, freeing its KV blocks */
         c->x->c = NULL;
         exchange_cancel(c->x);
@@ -718,12 +979,13 @@ static void process(conn *c) {
             while (skip < c->in.len && (c->in.data[skip] == '\r' || c->in.data[skip] == '\n')) skip++;
             if (skip) memmove(c->in.data, c->in.data + skip, c->in.len - skip), c->in.len -= skip;
             if (!c->in.len) break;
-            if (!c->t_start) c->t_start = uv_now(&c->s->loop);
+            if (!c->t_start) c->t_start = uv_now(&c->s->loop), c->obs.t_start_ns = ag_clock_mono_ns();
             ag_http_error herr;
             c->req.headers = c->headers;
             ag_status st = ag_http_head_parse(&c->hp, c->in.data, c->in.len, lim, &c->req, &herr);
             if (st == AG_AGAIN) break;
             c->head_only = st == AG_OK && ag_str_eq_cstr(c->req.method, "HEAD");
+            begin_obs(c, st == AG_OK ? &c->req : NULL);
             if (st != AG_OK) {
                 c->req.version_minor = 1;
                 http_fail(c, herr.status, herr.reason);
@@ -807,6 +1069,8 @@ static void on_connection(uv_stream_t *listener, int status) {
     uv_timer_init(&s->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->handles = 2;
+    atomic_fetch_add_explicit(&s->metrics.connections_open, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->metrics.connections_accepted, 1, memory_order_relaxed);
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
@@ -819,6 +1083,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (s->n_conns > s->o->max_connections) { /* over the cap: say so and close */
         c->req.version_minor = 1;
+        begin_obs(c, NULL);
         respond_status(c, 503, "service_unavailable", NULL, "too many connections", "Retry-After: 1\r\n");
         return;
     }
@@ -930,6 +1195,7 @@ static void model_loaded(uv_work_t *w, int status) {
     s->ready = true;
     ag_logf(AG_LOG_INFO, "ready: model %s, context %d, chat template %s", s->model.name, s->model.ctx,
             ag_chat_template_name(s->model.tmpl));
+    if (s->o->log_file) fprintf(stderr, "autoglm serve: ready: model %s\n", s->model.name); /* logs go to the file */
     maybe_stop(s); /* a signal during the load */
 }
 
@@ -961,6 +1227,7 @@ static int listen_on(server *s) {
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
     int port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
     ag_logf(AG_LOG_INFO, "listening on http://%s:%d (model loading)", s->o->host, port);
+    if (s->o->log_file) fprintf(stderr, "autoglm serve: listening on http://%s:%d (model loading)\n", s->o->host, port);
     return 0;
 }
 
@@ -970,6 +1237,30 @@ int ag_server_run(const ag_server_opts *o) {
     if (o->served_model_name) snprintf(s->model_name, sizeof s->model_name, "%s", o->served_model_name);
     else stem(o->engine.model_path, s->model_name, sizeof s->model_name);
     s->model.name = s->model_name;
+    ag_metrics_init(&s->metrics, route_labels, sizeof route_labels / sizeof route_labels[0]);
+    s->wall_minus_mono = (int64_t)ag_clock_wall_ns() - (int64_t)ag_clock_mono_ns();
+    FILE *log_out = stderr;
+    if (o->log_file && !(log_out = fopen(o->log_file, "a"))) {
+        fprintf(stderr, "autoglm serve: %s: cannot open the log file\n", o->log_file);
+        free(s);
+        return 1;
+    }
+    ag_log_configure((ag_log_format)o->log_format, (ag_log_level)o->log_level, log_out);
+    s->logq = ag_logq_create(log_out, 4u << 20, &s->metrics.log_dropped);
+    if (s->logq) ag_log_set_sink(ag_logq_push, s->logq);
+    if (o->otlp_endpoint) {
+        ag_err err;
+        ag_otlp_params op = {.endpoint = o->otlp_endpoint, .service = "autoglm",
+                             .exported = &s->metrics.spans_exported, .dropped = &s->metrics.spans_dropped};
+        if (ag_otlp_create(&op, &s->otlp, &err) != AG_OK) {
+            ag_logf(AG_LOG_ERROR, "%s", err.msg);
+            ag_log_set_sink(NULL, NULL);
+            ag_logq_destroy(s->logq);
+            if (log_out != stderr) fclose(log_out);
+            free(s);
+            return 1;
+        }
+    }
     ag_map_init(&s->inflight);
     ag_buf_init(&s->scratch);
     signal(SIGPIPE, SIG_IGN);
@@ -1002,6 +1293,10 @@ done:
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
     ag_engine_destroy(s->engine);
+    ag_otlp_destroy(s->otlp);
+    ag_log_set_sink(NULL, NULL);
+    ag_logq_destroy(s->logq);
+    if (log_out != stderr) fclose(log_out);
     ag_map_deinit(&s->inflight);
     ag_buf_deinit(&s->scratch);
     free(s->dirty);

@@ -29,9 +29,15 @@ typedef struct ag_server_opts {
     uint64_t read_timeout_ms; /* a request's head and body must arrive within this (408) */
     uint64_t idle_timeout_ms; /* a keep-alive connection with nothing to do is closed after this */
     uint64_t drain_timeout_ms;
+    /* observability */
+    const char *otlp_endpoint; /* NULL: no span export */
+    double trace_sample_ratio; /* of new traces (an incoming traceparent's flag decides for its trace) */
+    const char *log_file;      /* NULL: stderr */
+    int log_format;            /* ag_log_format */
+    int log_level;             /* ag_log_level */
 } ag_server_opts;
 
-/* The defaults above, with 30 s read, 60 s idle and 30 s drain timeouts and 1024 connections. */
+/* The defaults above, with 30 s read, 60 s idle and 30 s drain timeouts, 1024 connections, text logs at info, sample ratio 1. */
 void ag_server_opts_default(ag_server_opts *o);
 
 /* Run until SIGTERM/SIGINT and a drain; returns the process exit code (0 after a clean drain). */
