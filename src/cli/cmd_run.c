@@ -9,6 +9,8 @@
 #include "cli/cli.h"
 #include "engine/sampler.h"
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,8 @@ static const char run_usage[] =
     "  --frequency-penalty F, --presence-penalty P   OpenAI-style penalties (default 0)\n"
     "  --seed S             random seed (default 24301); the same seed gives the same text\n"
     "  --stop TEXT          stop when TEXT is generated (repeatable)\n"
+    "  -l, --logit-bias ID+B | ID-B   add B to token ID's logit (-inf bans it; repeatable, as llama.cpp)\n"
+    "  --ignore-eos         go on past the model's end-of-generation tokens\n"
     "  --no-bos             do not add the beginning-of-sequence token\n"
     "  --special            parse special-token texts in the prompt\n";
 
@@ -41,7 +45,8 @@ int ag_cmd_run(int argc, char **argv) {
     const char *stops[16];
     size_t n_stops = 0;
     long n_predict = 128, v;
-    bool no_bos = false, special = false;
+    bool no_bos = false, special = false, ignore_eos = false;
+    ag_logit_bias bias[64];
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         int took = ag_cli_model_flag("run", argc, argv, &i, &mo);
@@ -88,6 +93,17 @@ int ag_cmd_run(int argc, char **argv) {
             if (!val) return ag_cli_usage_error("run", "--stop needs text");
             if (n_stops == sizeof stops / sizeof stops[0]) return ag_cli_usage_error("run", "at most 16 --stop strings");
             stops[n_stops++] = argv[++i];
+        } else if (strcmp(a, "-l") == 0 || strcmp(a, "--logit-bias") == 0) {
+            char *end = NULL;
+            long id = val ? strtol(val, &end, 10) : -1;
+            float b = end && (*end == '+' || *end == '-') ? strtof(end, &end) : NAN;
+            if (id < 0 || id > INT32_MAX || isnan(b) || *end)
+                return ag_cli_usage_error("run", "%s needs TOKEN_ID+BIAS or TOKEN_ID-BIAS, as 15043+1.5 or 2-inf", a);
+            if (sp.n_logit_bias == sizeof bias / sizeof bias[0]) return ag_cli_usage_error("run", "at most 64 logit biases");
+            bias[sp.n_logit_bias++] = (ag_logit_bias){(int32_t)id, b};
+            sp.logit_bias = bias, i++;
+        } else if (strcmp(a, "--ignore-eos") == 0) {
+            ignore_eos = true;
         } else if (strcmp(a, "--no-bos") == 0) {
             no_bos = true;
         } else if (strcmp(a, "--special") == 0) {
@@ -144,12 +160,12 @@ int ag_cmd_run(int argc, char **argv) {
     ag_detok dt;
     ag_detok_init(&dt);
     long n_gen = 0;
-    bool stopped = false;
-    int32_t eos = ag_tokenizer_eos(m->tok), p = (int32_t)ids.n;
+    bool stopped = false, eog = false;
+    int32_t p = (int32_t)ids.n;
     while (n_gen < n_predict && !stopped) {
         int32_t tok = ag_sampler_sample(smp, ag_model_logits(m, 0));
         n_gen++;
-        if (tok == eos) break;
+        if (!ignore_eos && (eog = ag_tokenizer_is_eog(m->tok, tok))) break;
         ag_sampler_accept(smp, tok);
         ag_buf_reset(&piece);
         ag_detok_push(&dt, m->tok, tok, &piece);
@@ -166,6 +182,7 @@ int ag_cmd_run(int argc, char **argv) {
     }
     if (!stopped) {
         ag_buf_reset(&out);
+        ag_buf_reset(&piece); /* it still holds the last token's bytes */
         ag_detok_flush(&dt, &piece);
         ag_stop_push(&stop, piece.data ? piece.data : "", piece.len, &out);
         ag_stop_flush(&stop, &out);
@@ -175,9 +192,9 @@ int ag_cmd_run(int argc, char **argv) {
     putchar('\n');
     fflush(stdout); /* the text before the stats line, when both go to a terminal */
     double pt = (double)(t1 - t0) / 1e9, gt = (double)(t2 - t1) / 1e9;
-    fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generated: %ld tokens, %.1f tok/s | %d threads, %s kernels\n",
+    fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generated: %ld tokens, %.1f tok/s | stop: %s | %d threads, %s kernels\n",
             ids.n, pt > 0 ? (double)ids.n / pt : 0.0, n_gen, gt > 0 ? (double)n_gen / gt : 0.0,
-            ag_pool_size(m->pool), m->kern->name);
+            eog ? "end of generation" : stopped ? "stop text" : "length", ag_pool_size(m->pool), m->kern->name);
     rc = AG_EXIT_OK;
 done:
     ag_stop_free(&stop);

@@ -22,7 +22,8 @@ static const char serve_usage[] =
     "  --host ADDR              address to listen on (default 127.0.0.1)\n"
     "  --port N                 port (default 8080; 0 picks a free one, printed at start)\n"
     "  --served-model-name S    the model id in /v1/models and requests (default: the file's stem)\n"
-    "  --chat-template NAME     chatml, llama2, llama3 or mistral (default: recognized from the model)\n"
+    "  --chat-template NAME     chatml, llama2, llama3, mistral, chatglm4 or glmedge\n"
+    "                           (default: recognized from the model)\n"
     "  --api-key KEY            require 'Authorization: Bearer KEY' (repeatable; /health stays open)\n"
     "  --api-key-file F         more keys, one per line ('#' comments)\n"
     "  --max-queue N            waiting requests before 429 (default 256)\n"
@@ -99,7 +100,7 @@ int ag_cmd_serve(int argc, char **argv) {
             if (!(o.served_model_name = val) || !*val) return ag_cli_usage_error("serve", "%s needs a name", a);
         } else if (strcmp(a, "--chat-template") == 0) {
             if (!val || ag_chat_template_from_name(val) < 0)
-                return ag_cli_usage_error("serve", "--chat-template must be chatml, llama2, llama3 or mistral");
+                return ag_cli_usage_error("serve", "--chat-template must be chatml, llama2, llama3, mistral, chatglm4 or glmedge");
             o.chat_template = val;
         } else if (strcmp(a, "--api-key") == 0) {
             if (!val || !*val) return ag_cli_usage_error("serve", "--api-key needs a key");

@@ -37,7 +37,9 @@ typedef struct hparams {
     const char *arch; /* GGUF general.architecture */
     bool permute_qk;  /* Llama-family checkpoints: rotate-half (HF) -> interleaved pairs (GGUF) */
     bool qkv_bias, qk_norm, tied;
+    bool glm, post_norms; /* GLM: fused gate+up, partial adjacent-pair rotary; glm4: sandwich norms */
     uint32_t n_embd, n_layer, n_ff, n_head, n_head_kv, head_dim, n_ctx, n_vocab;
+    uint32_t n_rot; /* rotary dimensions per head */
     float eps, rope_theta;
     /* Llama 3 rope scaling (rope_scaling.rope_type "llama3"); factor 0 when absent */
     float rope_factor, rope_low_freq, rope_high_freq;
@@ -115,6 +117,8 @@ static ag_status read_hparams(const ag_json_val *cfg, hparams *hp, ag_err *err) 
         {"MistralForCausalLM", "llama", true, false, false},
         {"Qwen2ForCausalLM", "qwen2", false, true, false},
         {"Qwen3ForCausalLM", "qwen3", false, false, true},
+        {"Glm4ForCausalLM", "glm4", false, false, false}, /* GLM-4-0414; biases per attention_bias */
+        {"GlmForCausalLM", "chatglm", false, false, false}, /* GLM-4-9B-chat-hf, GLM-Edge */
     };
     ag_str name = ag_json_str(ag_json_arr_at(ag_json_obj_getc(cfg, "architectures"), 0));
     size_t k = 0, n = sizeof archs / sizeof archs[0];
@@ -122,13 +126,16 @@ static ag_status read_hparams(const ag_json_val *cfg, hparams *hp, ag_err *err) 
     if (k == n)
         return ag_err_set(err, AG_EINVAL,
                           "config.json: architecture '%.*s' is not supported (LlamaForCausalLM, MistralForCausalLM, "
-                          "Qwen2ForCausalLM, Qwen3ForCausalLM)",
+                          "Qwen2ForCausalLM, Qwen3ForCausalLM, Glm4ForCausalLM, GlmForCausalLM)",
                           (int)(name.n > 60 ? 60 : name.n), name.p ? name.p : "");
     memset(hp, 0, sizeof *hp);
     hp->arch = archs[k].arch;
     hp->permute_qk = archs[k].permute;
     hp->qkv_bias = archs[k].bias;
     hp->qk_norm = archs[k].qk_norm;
+    hp->glm = strcmp(hp->arch, "glm4") == 0 || strcmp(hp->arch, "chatglm") == 0;
+    hp->post_norms = strcmp(hp->arch, "glm4") == 0;
+    if (hp->glm) ag_json_get_bool(ag_json_obj_getc(cfg, "attention_bias"), &hp->qkv_bias);
     const char *missing = !get_u32(cfg, "hidden_size", &hp->n_embd)                 ? "hidden_size"
                           : !get_u32(cfg, "num_hidden_layers", &hp->n_layer)        ? "num_hidden_layers"
                           : !get_u32(cfg, "intermediate_size", &hp->n_ff)           ? "intermediate_size"
@@ -145,6 +152,12 @@ static ag_status read_hparams(const ag_json_val *cfg, hparams *hp, ag_err *err) 
     if (hp->head_dim % 2 || hp->n_layer == 0 || hp->n_ff == 0 || hp->n_vocab == 0)
         return ag_err_set(err, AG_EINVAL, "config.json: a zero size or an odd head_dim (%u)", hp->head_dim);
     double d;
+    /* GLM rotates the first head_dim * partial_rotary_factor dimensions (0.5 unless the config says) */
+    double prf = hp->glm ? 0.5 : 1.0;
+    ag_json_get_double(ag_json_obj_getc(cfg, "partial_rotary_factor"), &prf);
+    hp->n_rot = (uint32_t)(hp->head_dim * prf);
+    if (!(prf > 0 && prf <= 1) || hp->n_rot % 2 || hp->n_rot == 0)
+        return ag_err_set(err, AG_EINVAL, "config.json: partial_rotary_factor %g does not give an even rotary size", prf);
     hp->eps = ag_json_get_double(ag_json_obj_getc(cfg, "rms_norm_eps"), &d) ? (float)d : 1e-6f;
     hp->rope_theta = ag_json_get_double(ag_json_obj_getc(cfg, "rope_theta"), &d) ? (float)d : 10000.0f;
     ag_json_get_bool(ag_json_obj_getc(cfg, "tie_word_embeddings"), &hp->tied);
@@ -221,10 +234,18 @@ static void build_plan(converter *c) {
             LAYER("attn_k_norm.weight", "self_attn.k_norm.weight", h->head_dim, 0, MAKE_NORM, 0);
         }
         LAYER("attn_output.weight", "self_attn.o_proj.weight", q_out, h->n_embd, MAKE_WEIGHT, 0);
+        /* glm4's names: HF post_self_attn_layernorm is GGUF post_attention_norm; HF
+         * post_attention_layernorm is the pre-FFN norm (ffn_norm) as in every other family */
+        if (h->post_norms) LAYER("post_attention_norm.weight", "post_self_attn_layernorm.weight", h->n_embd, 0, MAKE_NORM, 0);
         LAYER("ffn_norm.weight", "post_attention_layernorm.weight", h->n_embd, 0, MAKE_NORM, 0);
-        LAYER("ffn_gate.weight", "mlp.gate_proj.weight", h->n_embd, h->n_ff, MAKE_WEIGHT, 0);
-        LAYER("ffn_up.weight", "mlp.up_proj.weight", h->n_embd, h->n_ff, MAKE_WEIGHT, 0);
+        if (h->glm) { /* one fused matrix: gate rows, then up rows */
+            LAYER("ffn_up.weight", "mlp.gate_up_proj.weight", h->n_embd, 2 * (uint64_t)h->n_ff, MAKE_WEIGHT, 0);
+        } else {
+            LAYER("ffn_gate.weight", "mlp.gate_proj.weight", h->n_embd, h->n_ff, MAKE_WEIGHT, 0);
+            LAYER("ffn_up.weight", "mlp.up_proj.weight", h->n_embd, h->n_ff, MAKE_WEIGHT, 0);
+        }
         LAYER("ffn_down.weight", "mlp.down_proj.weight", h->n_ff, h->n_embd, MAKE_WEIGHT, 0);
+        if (h->post_norms) LAYER("post_ffw_norm.weight", "post_mlp_layernorm.weight", h->n_embd, 0, MAKE_NORM, 0);
 #undef LAYER
     }
     plan_add(c, "output_norm.weight", "model.norm.weight", h->n_embd, 0, MAKE_NORM, 0);
@@ -484,6 +505,8 @@ static ag_status write_tokenizer(converter *c, ag_gguf_writer *w, ag_arena *a) {
     ag_gguf_writer_set_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", spm ? 5 : 4);
     if (!spm) {
         const char *pre = pre_tokenizer_name(tok);
+        /* GLM's regex is Llama 3's, but llama.cpp knows GLM files by their own names (and merges differently) */
+        if (c->hp.glm && strcmp(pre, "llama-bpe") == 0) pre = strcmp(c->hp.arch, "glm4") == 0 ? "glm4" : "chatglm-bpe";
         ag_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre, strlen(pre));
     }
     ag_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, n_tok);
@@ -542,6 +565,11 @@ static ag_status write_tokenizer(converter *c, ag_gguf_writer *w, ag_arena *a) {
             uintptr_t id = s.p ? (uintptr_t)ag_map_get(&ids, s.p, s.n) : 0;
             if (id) ag_gguf_writer_set_u32(w, specials[i].gguf_key, (uint32_t)(id - 1));
         }
+        if (c->hp.glm) { /* as llama.cpp's converter: a turn ends at the next <|user|>, a tool call at <|observation|> */
+            uintptr_t eot = (uintptr_t)ag_map_get(&ids, "<|user|>", 8), eom = (uintptr_t)ag_map_get(&ids, "<|observation|>", 15);
+            if (eot) ag_gguf_writer_set_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)(eot - 1));
+            if (eom) ag_gguf_writer_set_u32(w, "tokenizer.ggml.eom_token_id", (uint32_t)(eom - 1));
+        }
         /* add_bos: the config's flag, else whether a template post-processor puts the bos token
          * first; when neither says, no key, so llama.cpp applies its pre-tokenizer's default */
         bool add_bos = false, known = ag_json_get_bool(ag_json_obj_getc(cfg, "add_bos_token"), &add_bos);
@@ -558,6 +586,7 @@ static ag_status write_tokenizer(converter *c, ag_gguf_writer *w, ag_arena *a) {
                 add_bos = add_bos || (id.p && bos.p && ag_str_eq(id, bos));
             }
         }
+        if (c->hp.glm) known = true, add_bos = false; /* GLM prompts start with the template's [gMASK]<sop> */
         if (known) ag_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", add_bos);
         ag_str tmpl = ag_json_str(ag_json_obj_getc(cfg, "chat_template"));
         if (tmpl.p) ag_gguf_writer_set_str(w, "tokenizer.chat_template", tmpl.p, tmpl.n);
@@ -616,7 +645,7 @@ ag_status ag_convert_hf(const ag_convert_opts *o, ag_err *err) {
     ARCH_U32("attention.head_count_kv", h->n_head_kv);
     ARCH_F32("attention.layer_norm_rms_epsilon", h->eps);
     ARCH_F32("rope.freq_base", h->rope_theta);
-    ARCH_U32("rope.dimension_count", h->head_dim);
+    ARCH_U32("rope.dimension_count", h->n_rot);
     ARCH_U32("attention.key_length", h->head_dim);
     ARCH_U32("attention.value_length", h->head_dim);
     ARCH_U32("vocab_size", h->n_vocab);

@@ -32,6 +32,7 @@ typedef struct step {
     int n_mats;
     const float *in;       /* matmul input [T][cols] */
     const float *delta;    /* residual: x += delta, [T][n_embd] */
+    const float *post_norm; /* glm4's sandwich norm of delta before the residual, or NULL */
     atomic_long next_chunk; /* matmul: the next chunk of weight rows to claim */
     long chunk_rows[3];     /* matmul: rows per chunk of each matrix */
     int n_runs;             /* attention: runs of rows in m->s.runs */
@@ -81,25 +82,7 @@ static void row_ffn_norm(step *st, int t) {
 /* Row t's RoPE rotations, cos and sin per pair, computed once per chunk: every layer and head reuses them. */
 static void row_rope_table(step *st, int t) {
     const ag_model *m = st->m;
-    int half = m->cfg.n_rot / 2;
-    float *cs = m->s.rope_cs + (size_t)t * 2 * half;
-    for (int i = 0; i < half; i++) {
-        float a = (float)st->pos[t] * m->s.inv_freq[i];
-        cs[2 * i] = cosf(a), cs[2 * i + 1] = sinf(a);
-    }
-}
-
-static void rope(float *v, int n_heads, const ag_config *c, const float *cs) {
-    int half = c->n_rot / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *x = v + (size_t)h * c->head_dim;
-        for (int i = 0; i < half; i++) {
-            int i0 = c->rope_neox ? i : 2 * i, i1 = c->rope_neox ? i + half : 2 * i + 1;
-            float x0 = x[i0], x1 = x[i1];
-            x[i0] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
-            x[i1] = x0 * cs[2 * i + 1] + x1 * cs[2 * i];
-        }
-    }
+    ag_rope_table(st->pos[t], m->s.inv_freq, m->cfg.n_rot, m->s.rope_cs + (size_t)t * m->cfg.n_rot);
 }
 
 /* Biases, Q/K norms and RoPE on row t's q and k, then k and v into the cache. */
@@ -119,8 +102,8 @@ static void row_qkv_post(step *st, int t) {
             rmsnorm(k + h * c->head_dim, k + h * c->head_dim, lw->k_norm, c->head_dim, c->eps);
     }
     const float *cs = m->s.rope_cs + (size_t)t * c->n_rot;
-    rope(q, c->n_head, c, cs);
-    rope(k, c->n_head_kv, c, cs);
+    ag_rope_apply(q, c->n_head, c->head_dim, c->n_rot, c->rope_neox, cs);
+    ag_rope_apply(k, c->n_head_kv, c->head_dim, c->n_rot, c->rope_neox, cs);
     ag_kv_cache *kv = m->kv;
     int32_t s = st->seq[t], blk = st->pos[t] / kv->block_tokens, off = st->pos[t] % kv->block_tokens;
     char *kd = kv->ops->k_block(kv, st->layer, s, blk), *vd = kv->ops->v_block(kv, st->layer, s, blk);
@@ -133,10 +116,12 @@ static void row_qkv_post(step *st, int t) {
     }
 }
 
+/* x += delta, after RMS-normalizing delta in place when the layer has a post-norm (glm4's sandwich). */
 static void row_residual(step *st, int t) {
     int n = st->m->cfg.n_embd;
     float *x = st->m->s.x + (size_t)t * n;
-    const float *d = st->delta + (size_t)t * n;
+    float *d = (float *)st->delta + (size_t)t * n;
+    if (st->post_norm) rmsnorm(d, d, st->post_norm, n, st->m->cfg.eps);
     for (int i = 0; i < n; i++) x[i] += d[i];
 }
 
@@ -291,12 +276,14 @@ static void layer_forward(step *st) {
     ag_pool_run(m->pool, run_attention, st);
     matmul(st, s->xb2, 1, (const ag_matrix *[]){&lw->wo}, (float *[]){s->xb});
     st->delta = s->xb;
+    st->post_norm = lw->post_attn_norm;
     for_each_row(st, row_residual);
     for_each_row(st, row_ffn_norm);
     matmul(st, s->xb, 2, (const ag_matrix *[]){&lw->w_gate, &lw->w_up}, (float *[]){s->hb, s->hb2});
     for_each_row(st, row_swiglu);
     matmul(st, s->hb, 1, (const ag_matrix *[]){&lw->w_down}, (float *[]){s->xb});
     st->delta = s->xb;
+    st->post_norm = lw->post_ffn_norm;
     for_each_row(st, row_residual);
 }
 

@@ -10,7 +10,6 @@
 
 #include "base/alloc.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +45,12 @@ static ag_status read_config(loader *L) {
     if (strcmp(L->arch, "llama") == 0) c->arch = AG_ARCH_LLAMA;
     else if (strcmp(L->arch, "qwen2") == 0) c->arch = AG_ARCH_QWEN2;
     else if (strcmp(L->arch, "qwen3") == 0) c->arch = AG_ARCH_QWEN3;
+    else if (strcmp(L->arch, "glm4") == 0) c->arch = AG_ARCH_GLM4;
+    else if (strcmp(L->arch, "chatglm") == 0) c->arch = AG_ARCH_CHATGLM;
     else
-        return ag_err_set(L->err, AG_EINVAL, "architecture '%s' is not supported (llama, qwen2, qwen3)", L->arch);
+        return ag_err_set(L->err, AG_EINVAL, "architecture '%s' is not supported (llama, qwen2, qwen3, glm4, chatglm)",
+                          L->arch);
+    const bool glm = c->arch == AG_ARCH_GLM4 || c->arch == AG_ARCH_CHATGLM;
     static const struct {
         const char *key;
         size_t off;
@@ -67,7 +70,8 @@ static ag_status read_config(loader *L) {
     c->n_head_kv = get_u32(L, "attention.head_count_kv", &v) ? (int)v : c->n_head;
     c->head_dim = get_u32(L, "attention.key_length", &v) ? (int)v : c->n_embd / c->n_head;
     c->n_ctx_train = get_u32(L, "context_length", &v) ? (int)v : 2048;
-    c->n_rot = get_u32(L, "rope.dimension_count", &v) ? (int)v : c->head_dim;
+    /* GLM rotates only part of each head; its files always say how much, else half as in every GLM config */
+    c->n_rot = get_u32(L, "rope.dimension_count", &v) ? (int)v : glm ? c->head_dim / 2 : c->head_dim;
     if (!get_f32(L, "rope.freq_base", &c->rope_base)) c->rope_base = 10000.0f;
     if (!get_f32(L, "attention.layer_norm_rms_epsilon", &c->eps)) c->eps = 1e-5f;
     if (c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->head_dim < 2 || c->head_dim > 1024 || c->n_rot < 2 ||
@@ -75,9 +79,12 @@ static ag_status read_config(loader *L) {
         (get_u32(L, "attention.value_length", &v) && (int)v != c->head_dim))
         return ag_err_set(L->err, AG_EINVAL, "%s: inconsistent heads (%d query, %d key/value, head size %d, rope %d)",
                           L->arch, c->n_head, c->n_head_kv, c->head_dim, c->n_rot);
-    c->rope_neox = c->arch != AG_ARCH_LLAMA;
-    c->qkv_bias = c->arch == AG_ARCH_QWEN2;
+    /* Llama files are converted with Q/K permuted to adjacent pairs; GLM's are adjacent pairs natively */
+    c->rope_neox = c->arch != AG_ARCH_LLAMA && !glm;
+    c->qkv_bias = c->arch == AG_ARCH_QWEN2 || (glm && (ag_gguf_find_tensor(L->m->file, "blk.0.attn_q.bias") ||
+                                                        ag_gguf_find_tensor(L->m->file, "blk.0.attn_qkv.bias")));
     c->qk_norm = c->arch == AG_ARCH_QWEN3;
+    c->post_norms = c->arch == AG_ARCH_GLM4;
     return AG_OK;
 }
 
@@ -105,6 +112,20 @@ static ag_status load_matrix(loader *L, const char *name, int layer, int64_t col
     ag_dtype_bytes(t->type, (uint64_t)cols, &rb);
     *out = (ag_matrix){t->type, (ag_wtype)wt, t->data, rows, cols, (size_t)rb};
     return AG_OK;
+}
+
+/* Rows [first, first + n) of m, in place: quant blocks never cross rows, so any row range is a matrix. */
+static ag_matrix row_view(const ag_matrix *m, int64_t first, int64_t n) {
+    ag_matrix v = *m;
+    v.data = (const char *)m->data + (size_t)first * m->row_bytes;
+    v.rows = n;
+    return v;
+}
+
+static bool has_tensor(const loader *L, const char *name, int layer) {
+    char full[96];
+    snprintf(full, sizeof full, "blk.%d.%s", layer, name);
+    return ag_gguf_find_tensor(L->m->file, full) != NULL;
 }
 
 /* A 1-D tensor copied to f32 (norm weights and biases are tiny; any float or block type is accepted). */
@@ -138,17 +159,46 @@ static ag_status load_weights(loader *L) {
         ag_layer_weights *lw = &w->layers[l];
         rc = load_vector(L, "attn_norm.weight", l, c->n_embd, &lw->attn_norm);
         if (rc == AG_OK) rc = load_vector(L, "ffn_norm.weight", l, c->n_embd, &lw->ffn_norm);
-        if (rc == AG_OK) rc = load_matrix(L, "attn_q.weight", l, c->n_embd, q_dim, &lw->wq);
-        if (rc == AG_OK) rc = load_matrix(L, "attn_k.weight", l, c->n_embd, kv_dim, &lw->wk);
-        if (rc == AG_OK) rc = load_matrix(L, "attn_v.weight", l, c->n_embd, kv_dim, &lw->wv);
+        bool fused_qkv = has_tensor(L, "attn_qkv.weight", l); /* chatglm files from the original checkpoints */
+        if (rc == AG_OK && fused_qkv) {
+            ag_matrix qkv;
+            rc = load_matrix(L, "attn_qkv.weight", l, c->n_embd, q_dim + 2 * kv_dim, &qkv);
+            lw->wq = row_view(&qkv, 0, q_dim), lw->wk = row_view(&qkv, q_dim, kv_dim);
+            lw->wv = row_view(&qkv, q_dim + kv_dim, kv_dim);
+        } else {
+            if (rc == AG_OK) rc = load_matrix(L, "attn_q.weight", l, c->n_embd, q_dim, &lw->wq);
+            if (rc == AG_OK) rc = load_matrix(L, "attn_k.weight", l, c->n_embd, kv_dim, &lw->wk);
+            if (rc == AG_OK) rc = load_matrix(L, "attn_v.weight", l, c->n_embd, kv_dim, &lw->wv);
+        }
         if (rc == AG_OK) rc = load_matrix(L, "attn_output.weight", l, q_dim, c->n_embd, &lw->wo);
-        if (rc == AG_OK) rc = load_matrix(L, "ffn_gate.weight", l, c->n_embd, c->n_ff, &lw->w_gate);
-        if (rc == AG_OK) rc = load_matrix(L, "ffn_up.weight", l, c->n_embd, c->n_ff, &lw->w_up);
+        if (rc == AG_OK && (c->arch == AG_ARCH_GLM4 || c->arch == AG_ARCH_CHATGLM)) { /* fused gate+up, gate first */
+            ag_matrix up;
+            rc = load_matrix(L, "ffn_up.weight", l, c->n_embd, 2 * (int64_t)c->n_ff, &up);
+            lw->w_gate = row_view(&up, 0, c->n_ff), lw->w_up = row_view(&up, c->n_ff, c->n_ff);
+        } else {
+            if (rc == AG_OK) rc = load_matrix(L, "ffn_gate.weight", l, c->n_embd, c->n_ff, &lw->w_gate);
+            if (rc == AG_OK) rc = load_matrix(L, "ffn_up.weight", l, c->n_embd, c->n_ff, &lw->w_up);
+        }
         if (rc == AG_OK) rc = load_matrix(L, "ffn_down.weight", l, c->n_ff, c->n_embd, &lw->w_down);
-        if (rc == AG_OK && c->qkv_bias) {
+        if (rc == AG_OK && c->qkv_bias && fused_qkv) {
+            float *b = NULL;
+            rc = load_vector(L, "attn_qkv.bias", l, q_dim + 2 * kv_dim, &b);
+            if (rc == AG_OK) { /* split by copying: biases are small and kept as f32 anyway */
+                lw->bq = ag_xmalloc((size_t)q_dim * sizeof(float)), lw->bk = ag_xmalloc((size_t)kv_dim * sizeof(float));
+                lw->bv = ag_xmalloc((size_t)kv_dim * sizeof(float));
+                memcpy(lw->bq, b, (size_t)q_dim * sizeof(float));
+                memcpy(lw->bk, b + q_dim, (size_t)kv_dim * sizeof(float));
+                memcpy(lw->bv, b + q_dim + kv_dim, (size_t)kv_dim * sizeof(float));
+            }
+            free(b);
+        } else if (rc == AG_OK && c->qkv_bias) {
             rc = load_vector(L, "attn_q.bias", l, q_dim, &lw->bq);
             if (rc == AG_OK) rc = load_vector(L, "attn_k.bias", l, kv_dim, &lw->bk);
             if (rc == AG_OK) rc = load_vector(L, "attn_v.bias", l, kv_dim, &lw->bv);
+        }
+        if (rc == AG_OK && c->post_norms) {
+            rc = load_vector(L, "post_attention_norm.weight", l, c->n_embd, &lw->post_attn_norm);
+            if (rc == AG_OK) rc = load_vector(L, "post_ffw_norm.weight", l, c->n_embd, &lw->post_ffn_norm);
         }
         if (rc == AG_OK && c->qk_norm) {
             rc = load_vector(L, "attn_q_norm.weight", l, c->head_dim, &lw->q_norm);
@@ -169,10 +219,7 @@ static ag_status init_rope(loader *L) {
         ag_status rc = load_vector(L, "rope_freqs.weight", -1, half, &factors);
         if (rc != AG_OK) return rc;
     }
-    for (int i = 0; i < half; i++) {
-        double f = pow((double)c->rope_base, -2.0 * i / c->n_rot);
-        m->s.inv_freq[i] = (float)(factors ? f / factors[i] : f);
-    }
+    ag_rope_freqs(c->n_rot, c->rope_base, factors, m->s.inv_freq);
     free(factors);
     return AG_OK;
 }
@@ -265,7 +312,8 @@ void ag_model_free(ag_model *m) {
     if (m->w.layers) {
         for (int l = 0; l < m->cfg.n_layer; l++) {
             ag_layer_weights *lw = &m->w.layers[l];
-            float *v[] = {lw->attn_norm, lw->ffn_norm, lw->bq, lw->bk, lw->bv, lw->q_norm, lw->k_norm};
+            float *v[] = {lw->attn_norm, lw->ffn_norm, lw->bq, lw->bk, lw->bv, lw->q_norm, lw->k_norm,
+                          lw->post_attn_norm, lw->post_ffn_norm};
             for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) free(v[i]);
         }
         free(m->w.layers);

@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum ag_arch { AG_ARCH_LLAMA, AG_ARCH_QWEN2, AG_ARCH_QWEN3 } ag_arch;
+typedef enum ag_arch { AG_ARCH_LLAMA, AG_ARCH_QWEN2, AG_ARCH_QWEN3, AG_ARCH_GLM4, AG_ARCH_CHATGLM } ag_arch;
 
 typedef struct ag_config {
     ag_arch arch;
@@ -44,6 +44,7 @@ typedef struct ag_config {
     bool rope_neox; /* pairs (i, i + n_rot/2) instead of (2i, 2i + 1) */
     float rope_base, eps;
     bool qkv_bias, qk_norm, tied_output;
+    bool post_norms; /* glm4: RMSNorm on the attention and FFN outputs before each residual ("sandwich") */
 } ag_config;
 
 /* A weight matrix in place: rows of `cols` elements, row r at data + r * row_bytes. */
@@ -57,10 +58,11 @@ typedef struct ag_matrix {
 
 typedef struct ag_layer_weights {
     float *attn_norm, *ffn_norm;       /* n_embd */
-    float *bq, *bk, *bv;               /* biases (qwen2), else NULL */
+    float *bq, *bk, *bv;               /* biases (qwen2, some GLM), else NULL */
     float *q_norm, *k_norm;            /* head_dim (qwen3), else NULL */
-    ag_matrix wq, wk, wv, wo;          /* attention projections */
-    ag_matrix w_gate, w_up, w_down;    /* SwiGLU feed-forward */
+    float *post_attn_norm, *post_ffn_norm; /* n_embd (glm4), else NULL */
+    ag_matrix wq, wk, wv, wo;          /* attention projections (row views of a fused attn_qkv in chatglm files) */
+    ag_matrix w_gate, w_up, w_down;    /* SwiGLU feed-forward (GLM: row views of the fused ffn_up, gate rows first) */
 } ag_layer_weights;
 
 typedef struct ag_weights {

@@ -52,6 +52,8 @@ struct ag_tokenizer {
     size_t n_specials;
     bool special_first[256]; /* bytes that start some special token: most text skips the list */
     int32_t bos, eos;
+    int32_t eog[8]; /* end-of-generation tokens: eos, eot, eom and the family's known ones */
+    size_t n_eog;
     bool add_bos;
     bool ignore_merges; /* Llama 3: a whole word in the vocabulary is taken as it is */
     bool nfc;           /* Qwen: NFC-normalize before splitting */
@@ -133,6 +135,12 @@ static ag_str copy_str(ag_arena *a, ag_str s) {
     return (ag_str){p, s.n};
 }
 
+/* Add id (when a token, and not there yet) to the end-of-generation set. */
+static void add_eog(ag_tokenizer *t, int32_t id) {
+    if (id < 0 || ag_tokenizer_is_eog(t, id) || t->n_eog == sizeof t->eog / sizeof *t->eog) return;
+    t->eog[t->n_eog++] = id;
+}
+
 ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *err) {
     ag_str model, pre = {NULL, 0};
     if (!ag_gguf_get_str(f, "tokenizer.ggml.model", &model))
@@ -144,13 +152,15 @@ ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *e
         return ag_err_set(err, AG_EINVAL, "tokenizer model '%.*s' is not supported (gpt2, llama)", (int)model.n, model.p);
     const char *patterns[4] = {NULL};
     size_t n_patterns = 0;
-    bool ignore_merges = false, nfc = false;
+    bool ignore_merges = false, nfc = false, glm = false;
     if (kind == VOCAB_BPE) {
         ag_gguf_get_str(f, "tokenizer.ggml.pre", &pre);
         n_patterns = 1;
         if (ag_str_eq_cstr(pre, "llama-bpe") || ag_str_eq_cstr(pre, "llama3") || ag_str_eq_cstr(pre, "llama-v3")) {
             patterns[0] = RE_LLAMA3;
             ignore_merges = true;
+        } else if ((glm = ag_str_eq_cstr(pre, "glm4") || ag_str_eq_cstr(pre, "chatglm-bpe"))) {
+            patterns[0] = RE_LLAMA3; /* the same regex as Llama 3, but merges are never skipped (llama.cpp CHATGLM4) */
         } else if (ag_str_eq_cstr(pre, "qwen2")) {
             patterns[0] = RE_QWEN2;
             nfc = true;
@@ -160,7 +170,7 @@ ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *e
             n_patterns = 4;
             for (size_t i = 0; i < 4; i++) patterns[i] = RE_DEFAULT[i];
         } else {
-            return ag_err_set(err, AG_EINVAL, "pre-tokenizer '%.*s' is not supported (llama-bpe, qwen2, gpt-2, default)",
+            return ag_err_set(err, AG_EINVAL, "pre-tokenizer '%.*s' is not supported (llama-bpe, glm4, chatglm-bpe, qwen2, gpt-2, default)",
                               (int)pre.n, pre.p);
         }
     }
@@ -219,6 +229,14 @@ ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *e
     uint32_t id;
     t->bos = ag_gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &id) && id < t->n_vocab ? (int32_t)id : -1;
     t->eos = ag_gguf_get_u32(f, "tokenizer.ggml.eos_token_id", &id) && id < t->n_vocab ? (int32_t)id : -1;
+    add_eog(t, t->eos);
+    if (ag_gguf_get_u32(f, "tokenizer.ggml.eot_token_id", &id) && id < t->n_vocab) add_eog(t, (int32_t)id);
+    if (ag_gguf_get_u32(f, "tokenizer.ggml.eom_token_id", &id) && id < t->n_vocab) add_eog(t, (int32_t)id);
+    if (glm) { /* GLM ends a reply with any of these, whatever its file declares (some set eos to <|user|>) */
+        static const char *const glm_eog[] = {"<|endoftext|>", "<|user|>", "<|observation|>"};
+        for (size_t i = 0; i < sizeof glm_eog / sizeof *glm_eog; i++)
+            add_eog(t, lookup(t, glm_eog[i], strlen(glm_eog[i])));
+    }
     /* without the key, llama.cpp's defaults: SentencePiece and Llama 3 add bos, others do not */
     if (!ag_gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &t->add_bos)) t->add_bos = kind == VOCAB_SPM || ignore_merges;
     for (size_t i = 0; i < n_patterns; i++) {
@@ -253,6 +271,17 @@ void ag_tokenizer_free(ag_tokenizer *t) {
 size_t ag_tokenizer_n_vocab(const ag_tokenizer *t) { return t->n_vocab; }
 int32_t ag_tokenizer_bos(const ag_tokenizer *t) { return t->bos; }
 int32_t ag_tokenizer_eos(const ag_tokenizer *t) { return t->eos; }
+
+bool ag_tokenizer_is_eog(const ag_tokenizer *t, int32_t id) {
+    for (size_t i = 0; i < t->n_eog; i++)
+        if (t->eog[i] == id) return true;
+    return false;
+}
+
+size_t ag_tokenizer_eog(const ag_tokenizer *t, const int32_t **ids) {
+    *ids = t->eog;
+    return t->n_eog;
+}
 bool ag_tokenizer_add_bos_default(const ag_tokenizer *t) { return t->add_bos; }
 
 static void ids_push(ag_ids *ids, int32_t id) {

@@ -45,6 +45,13 @@ void ag_tokenizer_free(ag_tokenizer *t);
 size_t ag_tokenizer_n_vocab(const ag_tokenizer *t);
 int32_t ag_tokenizer_bos(const ag_tokenizer *t); /* -1 when none */
 int32_t ag_tokenizer_eos(const ag_tokenizer *t);
+/*
+ * End of generation: eos, and the eot/eom tokens the file names
+ * (tokenizer.ggml.eot_token_id, eom_token_id), and for GLM vocabularies
+ * <|endoftext|>, <|user|> and <|observation|> whatever the file says.
+ */
+bool ag_tokenizer_is_eog(const ag_tokenizer *t, int32_t id);
+size_t ag_tokenizer_eog(const ag_tokenizer *t, const int32_t **ids); /* the set; *ids lives as long as t */
 bool ag_tokenizer_add_bos_default(const ag_tokenizer *t);
 
 /*

@@ -64,7 +64,6 @@ typedef struct rq {
 struct ag_engine {
     ag_engine_params p;
     ag_model *m;
-    int32_t eos;
     pthread_t thread;
     bool started;
     /* shared with other threads, under mu */
@@ -415,10 +414,10 @@ retry:;
     return rows;
 }
 
-/* The model's end-of-text token, or one the request added (a chat turn's end), unless told to ignore them. */
+/* One of the model's end-of-generation tokens, or one the request added (a chat turn's end), unless told to ignore them. */
 static bool is_end(const ag_engine *e, const rq *r, int32_t tok) {
     if (r->ignore_eos) return false;
-    if (tok == e->eos) return true;
+    if (ag_tokenizer_is_eog(e->m->tok, tok)) return true;
     for (size_t i = 0; i < r->n_end_tokens; i++)
         if (tok == r->end_tokens[i]) return true;
     return false;
@@ -594,7 +593,6 @@ ag_status ag_engine_create(const ag_engine_params *params, ag_engine **out, ag_e
         ag_engine_destroy(e);
         return rc;
     }
-    e->eos = ag_tokenizer_eos(e->m->tok);
     e->running = ag_xcalloc((size_t)p->max_seqs, sizeof *e->running);
     e->free_slots = ag_xcalloc((size_t)p->max_seqs, sizeof *e->free_slots);
     for (int i = 0; i < p->max_seqs; i++) e->free_slots[e->n_free_slots++] = p->max_seqs - 1 - i;

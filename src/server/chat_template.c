@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-static const char *const names[AG_CHAT_TEMPLATE_COUNT] = {"chatml", "llama2", "llama3", "mistral"};
+static const char *const names[AG_CHAT_TEMPLATE_COUNT] = {"chatml", "llama2", "llama3", "mistral", "chatglm4", "glmedge"};
 
 int ag_chat_template_from_name(const char *name) {
     for (int i = 0; i < AG_CHAT_TEMPLATE_COUNT; i++)
@@ -25,8 +25,14 @@ static bool contains(ag_str hay, const char *needle) {
     return false;
 }
 
+/* In llama.cpp's order (llm_chat_detect_template), so a template both know is read the same way. */
 ag_chat_template ag_chat_template_detect(ag_str jinja) {
     if (contains(jinja, "<|im_start|>")) return AG_CHAT_TEMPLATE_CHATML;
+    if (contains(jinja, "[gMASK]<sop>")) return AG_CHAT_TEMPLATE_CHATGLM4;
+    /* <|end|> is Phi-3's and </s> Falcon 3's, both with these role tokens too */
+    if (contains(jinja, "<|assistant|>") && contains(jinja, "<|user|>") && !contains(jinja, "<|end|>") &&
+        !contains(jinja, "</s>"))
+        return AG_CHAT_TEMPLATE_GLMEDGE;
     if (contains(jinja, "<|start_header_id|>")) return AG_CHAT_TEMPLATE_LLAMA3;
     if (contains(jinja, "[INST]")) return contains(jinja, "<<SYS>>") ? AG_CHAT_TEMPLATE_LLAMA2 : AG_CHAT_TEMPLATE_MISTRAL;
     return AG_CHAT_TEMPLATE_CHATML;
@@ -36,6 +42,8 @@ const char *ag_chat_template_end(ag_chat_template t) {
     switch (t) {
     case AG_CHAT_TEMPLATE_CHATML: return "<|im_end|>";
     case AG_CHAT_TEMPLATE_LLAMA3: return "<|eot_id|>";
+    case AG_CHAT_TEMPLATE_CHATGLM4:
+    case AG_CHAT_TEMPLATE_GLMEDGE: return "<|user|>"; /* GLM has no end marker: the next role token closes a turn */
     default: return "</s>";
     }
 }
@@ -115,11 +123,32 @@ static void render_inst(const ag_chat_msg *m, size_t n, bool llama2, ag_buf *out
     }
 }
 
+/*
+ * GLM: <|role|>\n{{content}} per message, untrimmed and with no end marker;
+ * GLM-4 opens with [gMASK]<sop> (special tokens, not BOS) and asks for the
+ * reply with <|assistant|>\n, GLM-Edge with a bare <|assistant|>.  Tool
+ * results go in GLM's <|observation|> role, as its own template puts them.
+ */
+static void render_glm(const ag_chat_msg *m, size_t n, bool glm4, ag_buf *out) {
+    if (glm4) ag_buf_append_str(out, "[gMASK]<sop>");
+    for (size_t i = 0; i < n; i++) {
+        ag_buf_append_str(out, "<|");
+        if (is_system(m[i].role)) ag_buf_append_str(out, "system");
+        else if (ag_str_eq_cstr(m[i].role, "tool")) ag_buf_append_str(out, "observation");
+        else append(out, m[i].role);
+        ag_buf_append_str(out, "|>\n");
+        append(out, m[i].content);
+    }
+    ag_buf_append_str(out, glm4 ? "<|assistant|>\n" : "<|assistant|>");
+}
+
 void ag_chat_template_render(ag_chat_template t, const ag_chat_msg *msgs, size_t n, ag_buf *out) {
     switch (t) {
     case AG_CHAT_TEMPLATE_LLAMA3: render_llama3(msgs, n, out); break;
     case AG_CHAT_TEMPLATE_LLAMA2: render_inst(msgs, n, true, out); break;
     case AG_CHAT_TEMPLATE_MISTRAL: render_inst(msgs, n, false, out); break;
+    case AG_CHAT_TEMPLATE_CHATGLM4: render_glm(msgs, n, true, out); break;
+    case AG_CHAT_TEMPLATE_GLMEDGE: render_glm(msgs, n, false, out); break;
     default: render_chatml(msgs, n, out); break;
     }
 }

@@ -20,6 +20,8 @@ typedef enum ag_chat_template {
     AG_CHAT_TEMPLATE_LLAMA2, /* <s>[INST] <<SYS>>\n...\n<</SYS>>\n\n... [/INST] */
     AG_CHAT_TEMPLATE_LLAMA3, /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
     AG_CHAT_TEMPLATE_MISTRAL, /* <s>[INST] ... [/INST]...</s> */
+    AG_CHAT_TEMPLATE_CHATGLM4, /* GLM-4: [gMASK]<sop><|role|>\n... then <|assistant|>\n */
+    AG_CHAT_TEMPLATE_GLMEDGE, /* GLM-Edge: <|role|>\n... then <|assistant|> */
     AG_CHAT_TEMPLATE_COUNT
 } ag_chat_template;
 

@@ -180,7 +180,7 @@ static void test_tokenize(void **state) {
 
 static void test_run_and_perplexity(void **state) {
     (void)state;
-    static const char *const fixtures[] = {"llama2", "llama3", "qwen2", "qwen3"};
+    static const char *const fixtures[] = {"llama2", "llama3", "qwen2", "qwen3", "glm4", "chatglm"};
     char cmd[1024];
     for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) {
         snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/%s.gguf -p 'Once upon a time' -n 6 --temp 0 --threads 2",
@@ -195,6 +195,25 @@ static void test_run_and_perplexity(void **state) {
         assert_memory_equal(a.out, b.out, a.out_len);
         result_free(&a), result_free(&b);
     }
+    /* GLM's end-of-generation set: <|endoftext|> (eos), <|user|> (eot), <|observation|> (eom), which the glm4
+     * fixture has at Llama 3's ids 128001, 128005 and 128010 (tests/fixtures/glm4/tokenizer-edit.json) */
+    static const int eog[] = {128001, 128005, 128010};
+    for (size_t i = 0; i < sizeof eog / sizeof *eog; i++) {
+        snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/glm4.gguf -p Hello -n 5 --temp 0 -l %d+100", AG_SOURCE_DIR, eog[i]);
+        expect(cmd, 0, NULL, "generated: 1 tokens");
+        expect(cmd, 0, NULL, "stop: end of generation");
+        snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/glm4.gguf -p Hello -n 5 --temp 0 -l %d+100 --ignore-eos",
+                 AG_SOURCE_DIR, eog[i]);
+        expect(cmd, 0, NULL, "generated: 5 tokens");
+    }
+    /* a special token that does not end generation (<|system|>); each token's text comes out once */
+    snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/glm4.gguf -p Hello -n 5 --temp 0 -l 128004+100", AG_SOURCE_DIR);
+    result r = run(cmd);
+    assert_int_equal(r.code, 0);
+    assert_string_equal(r.out, "<|system|><|system|><|system|><|system|><|system|>\n");
+    assert_non_null(strstr(r.err, "stop: length"));
+    result_free(&r);
+    expect("run -m x.gguf -p hi -l 12x", 2, NULL, "-l needs TOKEN_ID+BIAS");
     snprintf(cmd, sizeof cmd, "run -m %s/build/fixtures/llama2.gguf", AG_SOURCE_DIR);
     expect(cmd, 2, NULL, "needs exactly one of -p TEXT and -f FILE");
     expect("run -m x.gguf -p hi --temp warm", 2, NULL, "--temp needs a number");

@@ -50,6 +50,33 @@ void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *
     }
 }
 
+void ag_rope_freqs(int n_rot, float base, const float *factors, float *inv_freq) {
+    for (int i = 0; i < n_rot / 2; i++) {
+        double f = pow((double)base, -2.0 * i / n_rot);
+        inv_freq[i] = (float)(factors ? f / factors[i] : f);
+    }
+}
+
+void ag_rope_table(int32_t pos, const float *inv_freq, int n_rot, float *cs) {
+    for (int i = 0; i < n_rot / 2; i++) {
+        float a = (float)pos * inv_freq[i];
+        cs[2 * i] = cosf(a), cs[2 * i + 1] = sinf(a);
+    }
+}
+
+void ag_rope_apply(float *v, int n_heads, int head_dim, int n_rot, bool neox, const float *cs) {
+    int half = n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+            float x0 = x[i0], x1 = x[i1];
+            x[i0] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
+            x[i1] = x0 * cs[2 * i + 1] + x1 * cs[2 * i];
+        }
+    }
+}
+
 typedef struct scratch {
     void *p;
     size_t n;

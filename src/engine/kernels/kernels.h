@@ -72,6 +72,21 @@ void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *
  */
 void *ag_kern_scratch(size_t bytes);
 
+/*
+ * Rotary position embedding, in three steps so the model computes each part
+ * once: frequencies at load, cos/sin per position per chunk, the rotation
+ * per head.  Only the first n_rot dimensions of a head turn (GLM rotates
+ * half of each head) and frequencies run over n_rot, not the head size:
+ *   inv_freq[i] = base^(-2i / n_rot) / factors[i]   (factors NULL: 1)
+ *   cs[2i], cs[2i+1] = cos, sin(pos * inv_freq[i])  for i < n_rot / 2
+ * Pair i is (2i, 2i+1), adjacent (GPT-J; Llama GGUFs, whose converter
+ * permutes Q/K into this order, and GLM natively), or (i, i + n_rot/2) with
+ * neox (Qwen, Hugging Face's rotate_half); dimensions n_rot.. pass as they are.
+ */
+void ag_rope_freqs(int n_rot, float base, const float *factors, float *inv_freq);
+void ag_rope_table(int32_t pos, const float *inv_freq, int n_rot, float *cs);
+void ag_rope_apply(float *v, int n_heads, int head_dim, int n_rot, bool neox, const float *cs);
+
 /* The variants (defined in kernels_<name>.c; NULL-free tables, checked at run time by ag_kernels_by_name). */
 extern const ag_kernels ag_kernels_generic;
 #if defined(__x86_64__)

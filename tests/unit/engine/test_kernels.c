@@ -162,6 +162,51 @@ static void test_attention_helpers(void **state) {
     }
 }
 
+/*
+ * Partial rotary embedding against the formula written out (GLM's fact
+ * sheet, section 3.2): with head size d and R = n_rot rotated dimensions,
+ * theta_i = pos * base^(-2i/R) for i < R/2; pair i is (2i, 2i+1) or, neox,
+ * (i, i + R/2); dimensions R..d-1 are untouched.  Exponents over R, not d: a
+ * GLM head rotated with head-size frequencies differs by O(1).
+ */
+static void test_rope_partial_matches_formula(void **state) {
+    (void)state;
+    enum { D = 16, HEADS = 3 };
+    const double base = 10000.0;
+    uint64_t seed = 11;
+    for (int R = 2; R <= D; R += 2) {
+        for (int neox = 0; neox <= 1; neox++) {
+            for (int32_t pos = 0; pos < 4096; pos = pos * 3 + 1) {
+                float v[HEADS * D], want[HEADS * D], inv_freq[D / 2], cs[D];
+                for (int i = 0; i < HEADS * D; i++) v[i] = want[i] = frand(&seed);
+                for (int h = 0; h < HEADS; h++) {
+                    float *x = want + h * D;
+                    for (int i = 0; i < R / 2; i++) {
+                        double theta = pos * pow(base, -2.0 * i / R);
+                        int a = neox ? i : 2 * i, b = neox ? i + R / 2 : 2 * i + 1;
+                        double xa = x[a], xb = x[b];
+                        x[a] = (float)(xa * cos(theta) - xb * sin(theta));
+                        x[b] = (float)(xa * sin(theta) + xb * cos(theta));
+                    }
+                }
+                ag_rope_freqs(R, (float)base, NULL, inv_freq);
+                ag_rope_table(pos, inv_freq, R, cs);
+                ag_rope_apply(v, HEADS, D, R, neox, cs);
+                /* float angles: pos * inv_freq rounds to ~pos * 2^-24 radians */
+                for (int i = 0; i < HEADS * D; i++) {
+                    if (i % D >= R) assert_true(v[i] == want[i]); /* the unrotated tail is bit-exact */
+                    else assert_true(fabsf(v[i] - want[i]) <= 1e-6f + (float)pos * 2e-7f);
+                }
+            }
+        }
+    }
+    /* frequency factors divide (Llama 3.1's rope_freqs) */
+    float f[4], plain[4], factors[4] = {1, 2, 4, 8};
+    ag_rope_freqs(8, 500000.0f, factors, f);
+    ag_rope_freqs(8, 500000.0f, NULL, plain);
+    for (int i = 0; i < 4; i++) assert_true(fabsf(f[i] - plain[i] / factors[i]) <= 1e-7f * plain[i]);
+}
+
 static void test_selection(void **state) {
     (void)state;
     assert_non_null(ag_kernels_by_name("generic"));
@@ -231,7 +276,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_variants_match_generic), cmocka_unit_test(test_generic_matmul_is_the_definition),
         cmocka_unit_test(test_quantize_q8_0_same_bytes),      cmocka_unit_test(test_attention_helpers),
         cmocka_unit_test(test_selection),                     cmocka_unit_test(test_pool_runs_every_share_once),
-        cmocka_unit_test(test_pool_split_covers),
+        cmocka_unit_test(test_pool_split_covers), cmocka_unit_test(test_rope_partial_matches_formula),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

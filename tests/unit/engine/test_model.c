@@ -23,6 +23,8 @@
 
 typedef struct ref_layer {
     float *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down, *bq, *bk, *bv, *q_norm, *k_norm;
+    float *post_attn_norm, *post_ffn_norm; /* glm4's sandwich */
+    float *fused_up;                       /* GLM: ffn_up holds gate rows then up rows; w_gate/w_up point into it */
 } ref_layer;
 
 typedef struct ref_model {
@@ -74,7 +76,8 @@ static void ref_load(const char *path, ref_model *R) {
     R->base = ag_gguf_get_f32(f, key, &v) ? v : 10000.0;
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
     R->eps = ag_gguf_get_f32(f, key, &v) ? v : 1e-5;
-    R->neox = strcmp(arch, "llama") != 0;
+    bool glm = strcmp(arch, "glm4") == 0 || strcmp(arch, "chatglm") == 0;
+    R->neox = strcmp(arch, "llama") != 0 && !glm; /* GLM rotates adjacent pairs, unpermuted */
     R->V = (int)ag_gguf_find_tensor(f, "token_embd.weight")->ne[1];
     R->emb = tensor_f32(f, "token_embd.weight", -1);
     R->out = tensor_f32(f, "output.weight", -1);
@@ -87,6 +90,10 @@ static void ref_load(const char *path, ref_model *R) {
         y->wq = tensor_f32(f, "attn_q.weight", l), y->wk = tensor_f32(f, "attn_k.weight", l);
         y->wv = tensor_f32(f, "attn_v.weight", l), y->wo = tensor_f32(f, "attn_output.weight", l);
         y->w_gate = tensor_f32(f, "ffn_gate.weight", l), y->w_up = tensor_f32(f, "ffn_up.weight", l);
+        if (!y->w_gate) /* fused gate+up: the first F rows are the gate, as HF's chunk(2) reads them */
+            y->fused_up = y->w_up, y->w_gate = y->fused_up, y->w_up = y->fused_up + (size_t)R->F * R->E;
+        y->post_attn_norm = tensor_f32(f, "post_attention_norm.weight", l);
+        y->post_ffn_norm = tensor_f32(f, "post_ffw_norm.weight", l);
         y->w_down = tensor_f32(f, "ffn_down.weight", l);
         y->bq = tensor_f32(f, "attn_q.bias", l), y->bk = tensor_f32(f, "attn_k.bias", l);
         y->bv = tensor_f32(f, "attn_v.bias", l);
@@ -98,8 +105,10 @@ static void ref_load(const char *path, ref_model *R) {
 static void ref_free(ref_model *R) {
     for (int l = 0; l < R->L; l++) {
         ref_layer *y = &R->layers[l];
-        float *all[] = {y->attn_norm, y->ffn_norm, y->wq, y->wk, y->wv, y->wo, y->w_gate,
-                        y->w_up, y->w_down, y->bq, y->bk, y->bv, y->q_norm, y->k_norm};
+        float *all[] = {y->attn_norm, y->ffn_norm, y->wq,     y->wk,     y->wv,     y->wo,
+                        y->fused_up ? NULL : y->w_gate,     y->fused_up ? NULL : y->w_up,
+                        y->w_down,    y->bq,       y->bk,  y->bv,     y->q_norm, y->k_norm,
+                        y->post_attn_norm, y->post_ffn_norm, y->fused_up};
         for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     }
     free(R->layers), free(R->emb), free(R->out), free(R->out_norm), free(R->freq_factors);
@@ -179,12 +188,14 @@ static double *ref_forward(const ref_model *R, const int32_t *tok, int n) {
         for (int t = 0; t < n; t++) {
             double *xt = x + (size_t)t * E;
             mv(o, y->wo, att + (size_t)t * QD, E, QD, NULL);
+            if (y->post_attn_norm) rms(o, o, y->post_attn_norm, E, R->eps);
             for (int i = 0; i < E; i++) xt[i] += o[i];
             rms(xb, xt, y->ffn_norm, E, R->eps);
             mv(g, y->w_gate, xb, R->F, E, NULL);
             mv(u, y->w_up, xb, R->F, E, NULL);
             for (int i = 0; i < R->F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
             mv(o, y->w_down, g, E, R->F, NULL);
+            if (y->post_ffn_norm) rms(o, o, y->post_ffn_norm, E, R->eps);
             for (int i = 0; i < E; i++) xt[i] += o[i];
         }
     }
@@ -289,6 +300,84 @@ static void test_llama2_matches_reference(void **state) { (void)state, check_fix
 static void test_llama3_matches_reference(void **state) { (void)state, check_fixture("llama3"); }
 static void test_qwen2_matches_reference(void **state) { (void)state, check_fixture("qwen2"); }
 static void test_qwen3_matches_reference(void **state) { (void)state, check_fixture("qwen3"); }
+static void test_glm4_matches_reference(void **state) { (void)state, check_fixture("glm4"); }
+static void test_chatglm_matches_reference(void **state) { (void)state, check_fixture("chatglm"); }
+
+/*
+ * chatglm files converted from GLM's original checkpoints hold one fused
+ * attn_qkv (Q rows, then K, then V; the bias likewise).  Fusing the fixture's
+ * q/k/v by concatenating their bytes (rows are whole quant blocks) must give
+ * bit-identical logits for every weight type, with Q, K and V read in place
+ * as row ranges of the fused tensor, not copies.
+ */
+static void write_fused_qkv(const char *in, const char *out) {
+    ag_gguf_file *f = NULL;
+    ag_err err;
+    assert_int_equal(ag_gguf_open(in, &f, &err), AG_OK);
+    ag_gguf_writer *w = ag_gguf_writer_create(0);
+    for (size_t i = 0; i < ag_gguf_n_kv(f); i++) ag_gguf_writer_copy_kv(w, ag_gguf_kv_at(f, i));
+    void *fused[64];
+    size_t n_fused = 0;
+    for (size_t i = 0; i < ag_gguf_n_tensors(f); i++) {
+        const ag_gguf_tensor *t = ag_gguf_tensor_at(f, i);
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.n, t->name.p);
+        char *q = strstr(name, ".attn_q.");
+        if (strstr(name, ".attn_k.") || strstr(name, ".attn_v.")) continue; /* folded into attn_qkv */
+        if (!q) {
+            assert_int_equal(ag_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data), AG_OK);
+            continue;
+        }
+        const ag_gguf_tensor *parts[3] = {t, NULL, NULL};
+        char part[128];
+        for (int k = 1; k < 3; k++) {
+            snprintf(part, sizeof part, "%.*s.attn_%c.%s", (int)(q - name), name, "qkv"[k], q + 8);
+            parts[k] = ag_gguf_find_tensor(f, part);
+            assert_non_null(parts[k]);
+        }
+        uint64_t ne[AG_GGUF_MAX_DIMS];
+        memcpy(ne, t->ne, sizeof ne);
+        ne[t->n_dims - 1] = 0; /* rows (a bias has one dimension: its length) */
+        size_t bytes = 0;
+        for (int k = 0; k < 3; k++) ne[t->n_dims - 1] += parts[k]->ne[t->n_dims - 1], bytes += parts[k]->n_bytes;
+        char *cat = fused[n_fused++] = malloc(bytes);
+        for (int k = 0, at = 0; k < 3; at += (int)parts[k]->n_bytes, k++) memcpy(cat + at, parts[k]->data, parts[k]->n_bytes);
+        snprintf(part, sizeof part, "%.*s.attn_qkv.%s", (int)(q - name), name, q + 8);
+        assert_int_equal(ag_gguf_writer_add_tensor(w, part, t->type, t->n_dims, ne, cat), AG_OK);
+    }
+    assert_int_equal(ag_gguf_writer_to_file(w, out), AG_OK);
+    ag_gguf_writer_destroy(w);
+    for (size_t i = 0; i < n_fused; i++) free(fused[i]);
+    ag_gguf_close(f);
+}
+
+static void test_chatglm_fused_qkv(void **state) {
+    (void)state;
+    static const char *const types[] = {"f16", "q8_0", "q4_0"};
+    for (size_t d = 0; d < sizeof types / sizeof *types; d++) {
+        char path[512];
+        variant_path("chatglm", types[d], path, sizeof path);
+        const char *fused_path = FIXTURES "chatglm-fused.gguf";
+        write_fused_qkv(path, fused_path);
+        ag_model *sep = load(path, AG_DTYPE_F16, 512, 1), *fus = load(fused_path, AG_DTYPE_F16, 512, 1);
+        assert_non_null(ag_gguf_find_tensor(fus->file, "blk.1.attn_qkv.bias"));
+        assert_null(ag_gguf_find_tensor(fus->file, "blk.1.attn_k.weight"));
+        const ag_layer_weights *lw = &fus->w.layers[1];
+        assert_ptr_equal(lw->wk.data, (const char *)lw->wq.data + (size_t)lw->wq.rows * lw->wq.row_bytes);
+        assert_ptr_equal(lw->wv.data, (const char *)lw->wk.data + (size_t)lw->wk.rows * lw->wk.row_bytes);
+        int32_t tok[N_PROMPT], pos[N_PROMPT];
+        bool all[N_PROMPT];
+        for (int i = 0; i < N_PROMPT; i++) tok[i] = prompt[i], pos[i] = i, all[i] = true;
+        ag_err err;
+        const ag_batch b = {.n = N_PROMPT, .token = tok, .pos = pos, .logits = all};
+        assert_int_equal(ag_forward(sep, &b, &err), AG_OK);
+        assert_int_equal(ag_forward(fus, &b, &err), AG_OK);
+        for (int t = 0; t < N_PROMPT; t++)
+            assert_memory_equal(ag_model_logits(sep, t), ag_model_logits(fus, t), sizeof(float) * sep->cfg.n_vocab);
+        ag_model_free(sep), ag_model_free(fus);
+        remove(fused_path);
+    }
+}
 
 /*
  * Three sequences interleaved in one batch (prefill and decode rows mixed,
@@ -346,6 +435,7 @@ static void test_batch_rows_equal_sequences_alone(void **state) {
         for (size_t k = 0; k < sizeof kernels / sizeof *kernels; k++) {
             if (kernels[k] && !ag_kernels_by_name(kernels[k])) continue;
             check_batch_invariance(variant_path("llama3", types[t], path, sizeof path), kernels[k]);
+            check_batch_invariance(variant_path("glm4", types[t], path, sizeof path), kernels[k]);
         }
 }
 
@@ -464,12 +554,19 @@ static void test_bad_models_refused(void **state) {
         {.skip_tensor = "blk.0.attn_v.bias", .expect = "tensor blk.0.attn_v.bias is missing"},
     };
     check_refused(FIXTURES "qwen2.gguf", &qwen2[0]);
+    static const mutation glm4[] = {
+        {.skip_tensor = "blk.1.post_ffw_norm.weight", .expect = "tensor blk.1.post_ffw_norm.weight is missing"},
+        {.key = "glm4.feed_forward_length", .u32 = 64, .expect = "blk.0.ffn_up.weight is 64 x 192, expected 64 x 128"},
+    };
+    for (size_t i = 0; i < sizeof glm4 / sizeof *glm4; i++) check_refused(FIXTURES "glm4.gguf", &glm4[i]);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama2_matches_reference),   cmocka_unit_test(test_llama3_matches_reference),
         cmocka_unit_test(test_qwen2_matches_reference),    cmocka_unit_test(test_qwen3_matches_reference),
+        cmocka_unit_test(test_glm4_matches_reference),     cmocka_unit_test(test_chatglm_matches_reference),
+        cmocka_unit_test(test_chatglm_fused_qkv),
         cmocka_unit_test(test_batch_rows_equal_sequences_alone), cmocka_unit_test(test_greedy_decode_golden),
         cmocka_unit_test(test_bad_batches_refused),        cmocka_unit_test(test_bad_models_refused),
     };

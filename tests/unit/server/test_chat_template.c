@@ -64,6 +64,35 @@ static void test_developer_role_is_system(void **state) {
     expect_render(AG_CHAT_TEMPLATE_CHATML, m, 2, "<|im_start|>system\nD<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
 }
 
+/*
+ * GLM's exact renderings from ../shared/refs/glm-spec.md section 10, which
+ * match llama.cpp's tests/test-chat-template.cpp.  Conversation A ends with
+ * the assistant and is listed without a generation prompt; we always ask for
+ * the reply, so its string is our rendering up to the final prompt.
+ */
+static const ag_chat_msg glm_a[] = {{AG_STR_LIT("system"), AG_STR_LIT("You are a helpful assistant")},
+                                    {AG_STR_LIT("user"), AG_STR_LIT("Hello")},
+                                    {AG_STR_LIT("assistant"), AG_STR_LIT("Hi there")}};
+
+static void test_chatglm4(void **state) {
+    (void)state;
+    expect_render(AG_CHAT_TEMPLATE_CHATGLM4, glm_a, 3,
+                  "[gMASK]<sop><|system|>\nYou are a helpful assistant<|user|>\nHello<|assistant|>\nHi there"
+                  "<|assistant|>\n");
+    expect_render(AG_CHAT_TEMPLATE_CHATGLM4, glm_a, 2,
+                  "[gMASK]<sop><|system|>\nYou are a helpful assistant<|user|>\nHello<|assistant|>\n");
+    /* content is not trimmed; tool results are observations */
+    const ag_chat_msg m[] = {{AG_STR_LIT("user"), AG_STR_LIT(" x ")}, {AG_STR_LIT("tool"), AG_STR_LIT("42")}};
+    expect_render(AG_CHAT_TEMPLATE_CHATGLM4, m, 2, "[gMASK]<sop><|user|>\n x <|observation|>\n42<|assistant|>\n");
+}
+
+static void test_glmedge(void **state) {
+    (void)state;
+    expect_render(AG_CHAT_TEMPLATE_GLMEDGE, glm_a, 3,
+                  "<|system|>\nYou are a helpful assistant<|user|>\nHello<|assistant|>\nHi there<|assistant|>");
+    expect_render(AG_CHAT_TEMPLATE_GLMEDGE, glm_a, 2, "<|system|>\nYou are a helpful assistant<|user|>\nHello<|assistant|>");
+}
+
 static void test_detect(void **state) {
     (void)state;
     /* excerpts of the real templates' Jinja text */
@@ -76,18 +105,31 @@ static void test_detect(void **state) {
     assert_int_equal(ag_chat_template_detect(AG_STR_LIT("{{ bos_token }}{% for message in messages %}{{ '[INST] ' + ")),
                      AG_CHAT_TEMPLATE_MISTRAL);
     assert_int_equal(ag_chat_template_detect(AG_STR_LIT("")), AG_CHAT_TEMPLATE_CHATML);
+    assert_int_equal(ag_chat_template_detect(AG_STR_LIT("[gMASK]<sop>{% for item in messages %}{% if item['role'] == "
+                                                        "'user' %}<|user|>\n{{ item['content'] }}")),
+                     AG_CHAT_TEMPLATE_CHATGLM4);
+    assert_int_equal(ag_chat_template_detect(AG_STR_LIT("{% for item in messages %}{% if item['role'] == 'system' %}"
+                                                        "<|system|>\n{{ item['content'] }}{% elif item['role'] == 'user' "
+                                                        "%}<|user|>\n{{ item['content'] }}{% endfor %}<|assistant|>")),
+                     AG_CHAT_TEMPLATE_GLMEDGE);
+    /* Phi-3 (<|end|>) shares GLM-Edge's role tokens but is not GLM */
+    assert_int_equal(ag_chat_template_detect(AG_STR_LIT("{{'<|user|>' + '\n' + message['content'] + '<|end|>'}}"
+                                                        "{{ '<|assistant|>' }}")),
+                     AG_CHAT_TEMPLATE_CHATML);
     for (int t = 0; t < AG_CHAT_TEMPLATE_COUNT; t++)
         assert_int_equal(ag_chat_template_from_name(ag_chat_template_name((ag_chat_template)t)), t);
     assert_int_equal(ag_chat_template_from_name("jinja"), -1);
     assert_string_equal(ag_chat_template_end(AG_CHAT_TEMPLATE_CHATML), "<|im_end|>");
     assert_string_equal(ag_chat_template_end(AG_CHAT_TEMPLATE_LLAMA3), "<|eot_id|>");
+    assert_string_equal(ag_chat_template_end(AG_CHAT_TEMPLATE_CHATGLM4), "<|user|>");
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chatml),  cmocka_unit_test(test_llama3),
         cmocka_unit_test(test_llama2),  cmocka_unit_test(test_mistral),
-        cmocka_unit_test(test_developer_role_is_system), cmocka_unit_test(test_detect),
+        cmocka_unit_test(test_developer_role_is_system), cmocka_unit_test(test_chatglm4),
+        cmocka_unit_test(test_glmedge), cmocka_unit_test(test_detect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
