@@ -4,7 +4,8 @@
 #   make            Release build (-O3, -march=native; NATIVE=OFF for portable)
 #   make asan       ASan+UBSan build, then run the unit tests under it
 #   make test       both builds, every test, one closing "N passed, N failed" line
-#   make serve      build and start the most complete thing there is (see README)
+#   make serve      build and serve the default model, models/autoglm-tiny.gguf (see README)
+#   make model      re-train that model from scratch and compare (tools/train)
 #   make bench      build and run the benchmarks in bench/
 #   make fuzz       build the libFuzzer targets (clang) and run them FUZZ_SECONDS, in parallel
 #   make format     clang-format every C source
@@ -20,10 +21,10 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
-PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv
-TOOLS = cmake cc c++ clang pkg-config npm curl promtool
+PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto
+TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server
 
-.PHONY: all release asan asan-build fixtures test serve bench fuzz deps format clean
+.PHONY: all release asan asan-build fixtures test serve model bench fuzz deps format clean
 
 all: release
 
@@ -52,8 +53,13 @@ test: release asan-build fixtures
 	  AUTOGLM_FIXTURES=$(CURDIR)/build/fixtures scripts/run-tests release=build/release/tests asan=build/asan/tests \
 	  server=tests/integration asan-srv=tests/integration
 
-serve: fixtures
+serve: release
 	@scripts/serve
+
+# Re-train the default model from scratch (about an hour on 2 cores) and compare it with the shipped one.
+model: fixtures
+	@scripts/install-deps --train
+	@tools/train/run build/bin/autoglm
 
 bench: release
 	@$(CMAKE) -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAG_BENCH=ON -DAG_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
@@ -62,6 +68,7 @@ bench: release
 	@bench/tokenizer/run build/bin/autoglm build/bench/bench/bench_tokenizer
 	@bench/engine/run build/bin/autoglm build/bench/bench/bench_engine
 	@build/bench/bench/bench_batching build/bench/engine/llama-218m-q8_0.gguf
+	@build/bench/bench/bench_cache
 
 fuzz: fixtures
 	@CC=clang CXX=clang++ $(CMAKE) -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Release -DAG_FUZZ=ON $(CMAKE_FLAGS) >/dev/null

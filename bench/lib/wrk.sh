@@ -5,6 +5,8 @@
 # free_port         a free loopback TCP port
 # wait_http URL     poll URL until it answers 2xx (10 s)
 # completion_lua F  write a wrk script to F that POSTs a max_tokens=1 completion for model "bench"
+# start_nginx DIR PORT  nginx in the background ($! is its pid) serving DIR/www on 127.0.0.1:PORT with one
+#                   worker process (like our one loop thread), access log off, keep-alive unbounded
 
 measure() {
   wrk -t"$wthreads" -c"$conns" -d"$dur" --latency "$@" 2>&1 | awk '
@@ -29,4 +31,30 @@ wrk.method = "POST"
 wrk.body = '{"model":"bench","prompt":"Hello","max_tokens":1,"temperature":0}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
+}
+
+start_nginx() {
+  local tmp=$1 port=$2
+  chmod 755 "$tmp" # nginx workers run as an unprivileged user when started as root
+  cat >"$tmp/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $tmp/nginx-body;
+  proxy_temp_path $tmp/nginx-proxy;
+  fastcgi_temp_path $tmp/nginx-fastcgi;
+  uwsgi_temp_path $tmp/nginx-uwsgi;
+  scgi_temp_path $tmp/nginx-scgi;
+  server {
+    listen 127.0.0.1:$port;
+    location / { root $tmp/www; default_type application/json; }
+  }
+}
+CONF
+  "$(PATH=$PATH:/usr/sbin command -v nginx)" -c "$tmp/nginx.conf" -p "$tmp" 2>"$tmp/nginx.log" &
 }

@@ -40,6 +40,18 @@ static const char serve_usage[] =
     "  --idle-timeout D         close keep-alive connections idle for D (default 60s)\n"
     "  --drain-timeout D        on shutdown, wait up to D for running requests (default 30s)\n"
     "  --log-level L            debug, info, warn, error (default info)\n"
+    "  --cache-mb N             response cache of N MiB for reproducible requests (temperature 0 or a seed;\n"
+    "                           default 0: off); X-Cache says HIT-L1, MISS or BYPASS\n"
+    "  --cache-ttl D            an entry's life unless the request's cache.ttl says (default 1h)\n"
+    "  --cache-nondeterministic also cache sampled requests without a seed\n"
+    "  --cache-coalesce-timeout D  identical cacheable requests wait up to D for the first one's answer\n"
+    "                           instead of generating again (default 30s; 0 off)\n"
+    "  --admin-key KEY          the key DELETE /v1/cache needs\n"
+    "  --redis-url URL          a shared second tier, redis://[:password@]host[:port][/db] (needs --cache-mb;\n"
+    "                           values zstd-compressed; a slow or dead Redis reads as a miss)\n"
+    "  --redis-timeout-ms N     a Redis command's limit (default 100)\n"
+    "  --cache-policy P         cache-aside (store after answering; default) or write-through (both tiers\n"
+    "                           written before the answer completes)\n"
     "  --log-format F           text or json (default text); one access-log line per request at info\n"
     "  --log-file F             append logs to F (default stderr); written by a background thread\n"
     "  --otlp-endpoint URL      export spans as OTLP/HTTP JSON to URL/v1/traces (http:// only)\n"
@@ -135,6 +147,28 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = duration(a, val, &o.idle_timeout_ms);
         } else if (strcmp(a, "--drain-timeout") == 0) {
             ok = duration(a, val, &o.drain_timeout_ms);
+        } else if (strcmp(a, "--cache-mb") == 0) {
+            ok = ag_cli_int("serve", a, val, 0, 1 << 20, &v), o.cache_mb = (size_t)v;
+        } else if (strcmp(a, "--cache-ttl") == 0) {
+            uint64_t ms = 0;
+            ok = duration(a, val, &ms), o.cache_ttl_s = ms / 1000;
+        } else if (strcmp(a, "--cache-coalesce-timeout") == 0) {
+            ok = duration(a, val, &o.cache_coalesce_ms);
+        } else if (strcmp(a, "--cache-nondeterministic") == 0) {
+            o.cache_nondeterministic = true;
+            i--; /* a flag without a value */
+        } else if (strcmp(a, "--redis-url") == 0) {
+            if (!val || strncmp(val, "redis://", 8) != 0)
+                return ag_cli_usage_error("serve", "--redis-url needs redis://[:password@]host[:port][/db]");
+            o.redis_url = val;
+        } else if (strcmp(a, "--redis-timeout-ms") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 60000, &v), o.redis_timeout_ms = (uint64_t)v;
+        } else if (strcmp(a, "--cache-policy") == 0) {
+            if (!val || (strcmp(val, "cache-aside") != 0 && strcmp(val, "write-through") != 0))
+                return ag_cli_usage_error("serve", "--cache-policy must be cache-aside or write-through");
+            o.cache_write_through = strcmp(val, "write-through") == 0;
+        } else if (strcmp(a, "--admin-key") == 0) {
+            if (!(o.admin_key = val) || !*val) return ag_cli_usage_error("serve", "--admin-key needs a key");
         } else if (strcmp(a, "--log-level") == 0) {
             if ((o.log_level = val ? ag_log_level_parse(val) : -1) < 0)
                 return ag_cli_usage_error("serve", "--log-level must be debug, info, warn, error or off");
@@ -158,6 +192,7 @@ int ag_cmd_serve(int argc, char **argv) {
         if (!ok) return AG_EXIT_USAGE;
         i++;
     }
+    if (o.redis_url && !o.cache_mb) return ag_cli_usage_error("serve", "--redis-url needs --cache-mb (the in-process tier)");
     if (!mo.path) return ag_cli_usage_error("serve", "needs --model M.gguf");
     o.engine.model_path = mo.path;
     o.engine.n_threads = mo.params.n_threads;

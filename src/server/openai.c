@@ -274,6 +274,21 @@ static ag_status parse_logprobs(ag_api_kind kind, const ag_json_val *root, ag_ap
     return AG_OK;
 }
 
+/* "cache": {"ttl": seconds, "namespace": "name"} (LiteLLM's per-request controls). */
+static ag_status parse_cache(const ag_json_val *root, ag_arena *a, ag_api_request *r, ag_api_error *err) {
+    r->cache_ttl_s = -1;
+    const ag_json_val *c = field(root, "cache");
+    if (!c) return AG_OK;
+    if (c->type != AG_JSON_OBJECT) return ag_api_fail(err, 400, INVALID, "cache", NULL, "'cache' must be an object");
+    if (get_int(c, "ttl", 0, 365LL * 86400, &r->cache_ttl_s, err)) return AG_EINVAL;
+    if (!field(c, "ttl")) r->cache_ttl_s = -1;
+    const ag_json_val *ns = field(c, "namespace");
+    if (ns && (ns->type != AG_JSON_STRING || ns->len == 0 || ns->len > 128))
+        return ag_api_fail(err, 400, INVALID, "cache.namespace", NULL, "'cache.namespace' must be a string of 1 to 128 bytes");
+    if (ns) r->cache_namespace = ag_arena_try_strndup(a, ns->u.s, ns->len);
+    return AG_OK;
+}
+
 static ag_status parse_sampling(const ag_json_val *root, ag_api_request *r, ag_api_error *err) {
     ag_sampling *s = &r->sampling;
     float top_p = 1;
@@ -289,7 +304,8 @@ static ag_status parse_sampling(const ag_json_val *root, ag_api_request *r, ag_a
     s->top_p = top_p > 0 ? top_p : 1e-9f; /* 0 keeps only the most likely token; the engine reads 0 as off */
     s->top_k = top_k > 0 ? (int32_t)top_k : 0;
     s->seed = (uint64_t)seed;
-    if (!field(root, "seed")) { /* unseeded requests differ from one another, as OpenAI's do */
+    r->seeded = field(root, "seed") != NULL;
+    if (!r->seeded) { /* unseeded requests differ from one another, as OpenAI's do */
         static uint64_t counter;
         s->seed = ag_clock_wall_ns() ^ (++counter * 0x9e3779b97f4a7c15ull);
     }
@@ -355,7 +371,7 @@ ag_status ag_api_request_parse(const ag_api_model *m, ag_api_kind kind, const ch
         get_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, err) ||
         get_int(root, "priority", INT32_MIN, INT32_MAX, &priority, err) || parse_sampling(root, r, err) ||
         parse_stop(root, a, r, err) || parse_logit_bias(m, root, a, r, err) || parse_logprobs(kind, root, r, err) ||
-        refuse_unsupported(root, err))
+        parse_cache(root, a, r, err) || refuse_unsupported(root, err))
         return AG_EINVAL;
     const ag_json_val *user = field(root, "user");
     if (user && user->type != AG_JSON_STRING) return ag_api_fail(err, 400, INVALID, "user", NULL, "'user' must be a string");

@@ -68,6 +68,10 @@ typedef struct ag_api_request {
     bool logprobs;
     int32_t top_logprobs;
     int priority;
+    bool seeded; /* `seed` was given: sampled output is reproducible (and cacheable) */
+    /* the response cache's controls, from a "cache": {"ttl": seconds, "namespace": "..."} object */
+    int64_t cache_ttl_s;         /* -1: the server's default */
+    const char *cache_namespace; /* NUL-terminated; NULL: "default" */
 } ag_api_request;
 
 /* Parse and validate a request body; AG_OK, or AG_EINVAL with *err (status 400 or 404). */

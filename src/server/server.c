@@ -41,13 +41,17 @@
 #include "obs/export.h"
 #include "obs/metrics.h"
 #include "obs/trace.h"
+#include "cache/cache.h"
+#include "cache/l2.h"
 #include "server/chat_template.h"
+#include "server/rcache.h"
 #include "server/openai.h"
 
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <uv.h>
 
@@ -76,6 +80,18 @@ struct exchange {
     choice *ch;
     int n_ch, n_open;
     uint64_t t_start_ns, t_first_ns; /* the request's first byte; the first token of any choice */
+    /* the response cache: the X-Cache header of a generated answer, and where to store it */
+    const char *cache_hdr;
+    bool cache_store;
+    uint8_t cache_key[32];
+    uint64_t cache_ttl_ns, cache_tag;
+    /* single flight: identical cacheable requests wait for the first (their leader) instead of generating */
+    exchange *leader;      /* set while this one waits */
+    exchange **followers;  /* the leader's waiting requests */
+    int n_followers;
+    bool leading;          /* registered in server.leaders under cache_key */
+    uint64_t t_follow_ns;  /* when this one began to wait */
+    ag_buf l2_value;       /* write-through: the value on its way to Redis, answered when it is there */
 };
 
 /* What is known of the request a connection is serving, for metrics, the access log and its span. */
@@ -84,6 +100,7 @@ typedef struct req_obs {
     uint64_t t_start_ns; /* its first byte */
     ag_trace trace;
     int route; /* R_*, or R_COUNT for none */
+    const char *cache; /* the response cache's verdict: none, bypass, miss, hit-l1 */
     int status;
     char method[16], path[128];
 } req_obs;
@@ -91,7 +108,8 @@ typedef struct req_obs {
 enum { C_HEAD, C_BODY, C_BUSY, C_CLOSING };
 
 /* Routes, in the order of the routes table and of the metrics' route labels. */
-enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_COUNT };
+enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_CACHE_STATS, R_CACHE,
+       R_COUNT };
 
 struct conn {
     uv_tcp_t tcp;
@@ -142,6 +160,11 @@ struct server {
     ag_otlp *otlp;
     ag_logq *logq;
     int64_t wall_minus_mono; /* ns: converts monotonic times to Unix times for spans */
+    ag_cache *cache;         /* NULL: no response cache */
+    ag_l2 *l2;               /* the Redis tier, or NULL */
+    ag_map leaders;          /* cache key -> the exchange generating it (single flight) */
+    uv_timer_t follow_timer; /* lets followers whose leader takes too long go their own way */
+    uint64_t cache_bypass;   /* generation requests the cache did not look up (not cacheable, or no-cache) */
 };
 
 void ag_server_opts_default(ag_server_opts *o) {
@@ -154,6 +177,9 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->idle_timeout_ms = 60000;
     o->drain_timeout_ms = 30000;
     o->trace_sample_ratio = 1.0;
+    o->cache_ttl_s = 3600;
+    o->cache_coalesce_ms = 30000;
+    o->redis_timeout_ms = 100;
     o->log_format = AG_LOG_TEXT;
     o->log_level = AG_LOG_INFO;
 }
@@ -164,6 +190,8 @@ static void finish_obs(conn *c, int status);
 static ag_api_usage exchange_usage(const exchange *x);
 static void on_timeout(uv_timer_t *t);
 static void maybe_stop(server *s);
+static void on_follow_timer(uv_timer_t *t);
+static void release_follower(exchange *f, const ag_buf *value);
 
 /* ---- output ---------------------------------------------------------------------- */
 
@@ -353,7 +381,8 @@ static void http_fail(conn *c, int status, const char *reason) {
 /* ---- observability: metrics, the access log, spans ------------------------------------ */
 
 static const char *const route_labels[] = {"/health", "/v1/models", "/v1/models/{id}", "/v1/chat/completions",
-                                           "/v1/completions", "/tokenize", "/detokenize", "/metrics", "other"};
+                                           "/v1/completions", "/tokenize", "/detokenize", "/metrics", "/v1/cache/stats",
+                                           "/v1/cache", "other"};
 
 static void begin_obs(conn *c, const ag_http_request *req) {
     req_obs *q = &c->obs;
@@ -363,6 +392,7 @@ static void begin_obs(conn *c, const ag_http_request *req) {
     q->active = true;
     q->route = R_COUNT;
     q->status = 0;
+    q->cache = NULL;
     snprintf(q->method, sizeof q->method, "%.*s", req ? (int)req->method.n : 1, req ? req->method.p : "-");
     snprintf(q->path, sizeof q->path, "%.*s", req ? (int)req->path.n : 1, req ? req->path.p : "-");
 }
@@ -512,7 +542,7 @@ static void finish_obs(conn *c, int status) {
     if (!q->active) return;
     q->active = false;
     server *s = c->s;
-    const exchange *x = c->x;
+    const exchange *x = c->x && c->x->ch ? c->x : NULL; /* a follower has no choices of its own */
     uint64_t now = ag_clock_mono_ns();
     ag_metrics_http_request(&s->metrics, (size_t)q->route, status);
     if (x) ag_histogram_observe(&s->metrics.e2e, now - q->t_start_ns);
@@ -530,7 +560,7 @@ static void finish_obs(conn *c, int status) {
             AG_LOG_FIELD_INT("prompt_tokens", u.prompt_tokens),
             AG_LOG_FIELD_INT("completion_tokens", u.completion_tokens),
             AG_LOG_FIELD_STR("finish_reason", finish),
-            AG_LOG_FIELD_STR("cache", "none"),
+            AG_LOG_FIELD_STR("cache", q->cache ? q->cache : "none"),
         };
         ag_log_fields(AG_LOG_INFO, "request", f, sizeof f / sizeof f[0]);
     }
@@ -540,11 +570,12 @@ static void finish_obs(conn *c, int status) {
 /* ---- exchanges (generation requests) ------------------------------------------------ */
 
 static void exchange_free(exchange *x) {
-    for (int i = 0; i < x->n_ch; i++) {
+    for (int i = 0; x->ch && i < x->n_ch; i++) {
         ag_buf_deinit(&x->ch[i].text);
         ag_api_logprobs_deinit(&x->ch[i].lp);
     }
     free(x->ch);
+    free(x->followers);
     ag_arena_deinit(&x->arena);
     x->s->n_exchanges--;
     maybe_stop(x->s);
@@ -553,7 +584,7 @@ static void exchange_free(exchange *x) {
 
 /* Stop every open choice; the exchange frees itself when their last events come. */
 static void exchange_cancel(exchange *x) {
-    for (int i = 0; i < x->n_ch; i++)
+    for (int i = 0; x->ch && i < x->n_ch; i++)
         if (x->ch[i].open) ag_engine_cancel(x->s->engine, x->ch[i].id);
 }
 
@@ -575,22 +606,84 @@ static ag_api_usage exchange_usage(const exchange *x) {
     return u;
 }
 
-/* Every choice finished: complete the response (if the client is still there) and free the exchange. */
+/* The end of an SSE response: the usage chunk when asked, [DONE], the last HTTP chunk. */
+static void stream_end(conn *c, const ag_api_meta *meta, const ag_api_usage *u, bool include_usage) {
+    if (include_usage) {
+        ag_buf json;
+        ag_buf_init(&json);
+        ag_api_usage_chunk_write(meta, u, &json);
+        sse_send(c, &json);
+        ag_buf_deinit(&json);
+    }
+    static const char done[] = "data: [DONE]\n\n";
+    send_body_part(c, done, sizeof done - 1);
+    if (c->chunked_out) conn_send(c, "0\r\n\r\n", 5);
+    request_done(c);
+}
+
+/* A finished cacheable generation's cache value, when every choice ended normally (not cancelled or failed). */
+static bool cache_value(exchange *x, ag_buf *out) {
+    if (!x->cache_store) return false;
+    ag_rcache_choice *rc = ag_xcalloc((size_t)x->n_ch, sizeof *rc);
+    bool complete = true;
+    for (int i = 0; i < x->n_ch; i++) {
+        complete &= x->ch[i].finish == AG_FINISH_STOP || x->ch[i].finish == AG_FINISH_LENGTH;
+        rc[i] = (ag_rcache_choice){x->ch[i].text.data ? x->ch[i].text.data : "", (uint32_t)x->ch[i].text.len,
+                                   (uint8_t)x->ch[i].finish};
+    }
+    if (complete) {
+        ag_api_usage u = exchange_usage(x);
+        ag_rcache_encode(rc, (uint32_t)x->n_ch, &u, out);
+        complete = out->err == AG_OK;
+    }
+    free(rc);
+    return complete;
+}
+
+static void exchange_respond(exchange *x);
+
+static void on_write_through(void *ctx, bool ok) {
+    (void)ok; /* a failed write costs a future hit, never this answer */
+    exchange_respond(ctx);
+}
+
+/*
+ * Every choice finished: store the answer (both tiers), answer the requests
+ * that waited for it, then the request's own client, and free the exchange.
+ * Write-through holds the answer until Redis has the value (or the timeout).
+ */
 static void exchange_complete(exchange *x) {
+    server *s = x->s;
+    ag_buf value;
+    ag_buf_init(&value);
+    bool complete = cache_value(x, &value);
+    if (complete && x->cache_store)
+        ag_cache_put(s->cache, x->cache_key, value.data, value.len, x->cache_ttl_ns, ag_clock_mono_ns(), x->cache_tag);
+    if (x->leading) ag_map_del(&s->leaders, (const char *)x->cache_key, 32);
+    for (int i = 0; i < x->n_followers; i++) release_follower(x->followers[i], complete ? &value : NULL);
+    if (complete && x->cache_store && s->l2) {
+        uint64_t ttl_s = x->cache_ttl_ns / 1000000000ull;
+        if (s->o->cache_write_through) {
+            x->l2_value = value;
+            ag_l2_set(s->l2, x->cache_key, value.data, value.len, ttl_s, on_write_through, x);
+            return;
+        }
+        ag_l2_set(s->l2, x->cache_key, value.data, value.len, ttl_s, NULL, NULL);
+    }
+    ag_buf_deinit(&value);
+    exchange_respond(x);
+}
+
+/* Send the finished exchange's response (when its client is still there) and free it. */
+static void exchange_respond(exchange *x) {
     conn *c = x->c;
+    ag_buf_deinit(&x->l2_value);
     if (c) {
         ag_api_usage u = exchange_usage(x);
         ag_buf json;
         ag_buf_init(&json);
         if (x->req.stream) {
-            if (x->req.include_usage) {
-                ag_api_usage_chunk_write(&x->meta, &u, &json);
-                sse_send(c, &json);
-            }
-            static const char done[] = "data: [DONE]\n\n";
-            send_body_part(c, done, sizeof done - 1);
-            if (c->chunked_out) conn_send(c, "0\r\n\r\n", 5);
-            request_done(c);
+            stream_end(c, &x->meta, &u, x->req.include_usage);
         } else {
             bool failed = false;
             ag_api_choice *ch = ag_xcalloc((size_t)x->n_ch, sizeof *ch);
@@ -602,7 +695,7 @@ static void exchange_complete(exchange *x) {
             ag_api_response_write(&x->meta, ch, (size_t)x->n_ch, &u, &json);
             free(ch);
             if (failed) respond_status(c, 500, "server_error", NULL, "the engine failed on this request", NULL);
-            else respond_json(c, 200, &json, NULL);
+            else respond_json(c, 200, &json, x->cache_hdr);
         }
         ag_buf_deinit(&json);
         c->x = NULL;
@@ -631,6 +724,7 @@ static void on_event(server *s, ag_event *ev) {
     ch->t_submit_ns = ev->t_submit_ns, ch->t_admit_ns = ev->t_admit_ns;
     ch->t_engine_first_ns = ev->t_first_token_ns, ch->t_end_ns = ev->t_event_ns;
     if (c && x->req.stream) {
+        if (x->cache_store) ag_buf_append(&ch->text, ev->text, ev->text_len); /* the cache keeps the whole text */
         if (ev->text_len || (has_token && x->req.logprobs)) {
             ag_buf json;
             ag_buf_init(&json);
@@ -685,23 +779,103 @@ static void on_engine_readable(uv_poll_t *h, int status, int events) {
     } while (n == 64);
 }
 
-/* POST /v1/chat/completions and /v1/completions. */
-static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t len) {
-    server *s = c->s;
-    exchange *x = ag_xcalloc(1, sizeof *x);
-    x->s = s;
-    x->t_start_ns = c->obs.t_start_ns;
-    ag_arena_init(&x->arena, 16384);
-    s->n_exchanges++;
-    ag_api_error err;
-    if (ag_api_request_parse(&s->model, kind, body, len, &x->arena, &x->req, &err) != AG_OK) {
-        respond_error(c, &err);
-        exchange_free(x);
+/* The API key a request carries (its tenant for the cache), or an empty span. */
+static ag_str bearer(const ag_http_request *req) {
+    ag_str h = ag_http_header_get(req, "authorization");
+    if (h.n < 7 || !ag_str_ieq((ag_str){h.p, 7}, AG_STR_LIT("bearer "))) return (ag_str){NULL, 0};
+    return ag_str_trim((ag_str){h.p + 7, h.n - 7});
+}
+
+static bool has_token(ag_str header, const char *token) {
+    size_t n = strlen(token);
+    for (size_t i = 0; i + n <= header.n; i++)
+        if (strncasecmp(header.p + i, token, n) == 0) return true;
+    return false;
+}
+
+/* Answer from a cached value: a whole response, or the same chunks a generation streams. */
+static void serve_cached(conn *c, exchange *x, const ag_cache_val *v, const char *tier, uint64_t age) {
+    ag_rcache_choice rc[AG_API_MAX_CHOICES];
+    uint32_t n = 0;
+    ag_api_usage u;
+    char extra[128];
+    if (!ag_rcache_decode(v->data, v->len, rc, AG_API_MAX_CHOICES, &n, &u) || (int)n != x->n_ch) {
+        respond_status(c, 500, "server_error", NULL, "a response cache entry did not decode", NULL);
         return;
     }
-    x->n_ch = (int)(x->req.n_prompts * (size_t)x->req.n);
+    ag_buf json;
+    ag_buf_init(&json);
+    if (x->req.stream) {
+        snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\nX-Cache: %s\r\nAge: %llu\r\n", tier, (unsigned long long)age);
+        write_head(c, 200, "text/event-stream", -1, extra);
+        for (uint32_t i = 0; i < n; i++) {
+            if (x->req.kind == AG_API_CHAT) {
+                ag_buf_reset(&json);
+                ag_api_chunk_write(&x->meta, (int)i, true, "", 0, NULL, NULL, x->req.include_usage, &json);
+                sse_send(c, &json);
+            }
+            ag_buf_reset(&json);
+            ag_api_chunk_write(&x->meta, (int)i, false, rc[i].text, rc[i].len, NULL, NULL, x->req.include_usage, &json);
+            sse_send(c, &json);
+            ag_buf_reset(&json);
+            ag_api_chunk_write(&x->meta, (int)i, false, "", 0, ag_api_finish_reason((ag_finish)rc[i].finish), NULL,
+                               x->req.include_usage, &json);
+            sse_send(c, &json);
+        }
+        stream_end(c, &x->meta, &u, x->req.include_usage);
+    } else {
+        ag_api_choice ch[AG_API_MAX_CHOICES];
+        for (uint32_t i = 0; i < n; i++)
+            ch[i] = (ag_api_choice){rc[i].text, rc[i].len, ag_api_finish_reason((ag_finish)rc[i].finish), NULL};
+        ag_api_response_write(&x->meta, ch, n, &u, &json);
+        snprintf(extra, sizeof extra, "X-Cache: %s\r\nAge: %llu\r\n", tier, (unsigned long long)age);
+        respond_json(c, 200, &json, extra);
+    }
+    ag_buf_deinit(&json);
+}
+
+/*
+ * The response cache's part of a generation request: look it up (unless
+ * not cacheable, or Cache-Control: no-cache) and answer a hit; otherwise say
+ * how a generated answer is labelled and whether it is stored (not with
+ * no-store).  True when the request was answered from the cache.
+ */
+static bool cache_lookup(conn *c, exchange *x) {
+    server *s = c->s;
+    ag_str cc = ag_http_header_get(&c->req, "cache-control");
+    bool no_cache = has_token(cc, "no-cache"), no_store = has_token(cc, "no-store");
+    x->cache_hdr = "X-Cache: BYPASS\r\n";
+    c->obs.cache = "bypass";
+    if (!ag_rcache_cacheable(&x->req, s->o->cache_nondeterministic)) {
+        s->cache_bypass++;
+        return false;
+    }
+    ag_str tenant = bearer(&c->req);
+    ag_rcache_key(&x->req, s->model.name, tenant.p, tenant.n, x->cache_key);
+    if (no_cache) {
+        s->cache_bypass++;
+    } else {
+        ag_cache_val *v = ag_cache_get(s->cache, x->cache_key, ag_clock_mono_ns());
+        if (v) {
+            c->obs.cache = "hit-l1";
+            serve_cached(c, x, v, "HIT-L1", (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull);
+            ag_cache_val_release(v);
+            return true;
+        }
+        x->cache_hdr = "X-Cache: MISS\r\n";
+        c->obs.cache = "miss";
+    }
+    x->cache_store = !no_store;
+    x->cache_ttl_ns = (x->req.cache_ttl_s >= 0 ? (uint64_t)x->req.cache_ttl_s : s->o->cache_ttl_s) * 1000000000ull;
+    x->cache_tag = ag_rcache_tag(x->req.cache_namespace);
+    return false;
+}
+
+/* Submit every choice of x and start its response; on a refusal, answer the error and free x. */
+static void submit_choices(conn *c, exchange *x) {
+    server *s = c->s;
+    ag_api_error err;
     x->ch = ag_xcalloc((size_t)x->n_ch, sizeof *x->ch);
-    ag_api_meta_init(&x->meta, kind, s->model.name, ++s->n_requests);
     for (int i = 0; i < x->n_ch; i++) {
         choice *ch = &x->ch[i];
         ch->x = x;
@@ -718,6 +892,7 @@ static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t
             else if (st == AG_NOMEM)
                 ag_api_fail(&err, 503, "service_unavailable", NULL, NULL, "out of memory: %s", e.msg);
             else ag_api_fail(&err, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
+            c->x = NULL;
             respond_error(c, &err);
             exchange_cancel(x);
             if (x->n_open == 0) exchange_free(x);
@@ -729,9 +904,15 @@ static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t
     }
     x->c = c;
     c->x = x;
+    if (x->cache_store && !ag_map_get(&s->leaders, (const char *)x->cache_key, 32)) { /* others may follow it */
+        ag_map_put(&s->leaders, (const char *)x->cache_key, 32, x);
+        x->leading = true;
+    }
     if (!x->req.stream) return;
-    write_head(c, 200, "text/event-stream", -1, "Cache-Control: no-cache\r\n");
-    if (kind != AG_API_CHAT) return;
+    char extra[96];
+    snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\n%s", x->cache_hdr ? x->cache_hdr : "");
+    write_head(c, 200, "text/event-stream", -1, extra);
+    if (x->req.kind != AG_API_CHAT) return;
     ag_buf json;
     ag_buf_init(&json);
     for (int i = 0; i < x->n_ch; i++) { /* OpenAI's first chunk: the role, and empty content */
@@ -740,6 +921,135 @@ static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t
         sse_send(c, &json);
     }
     ag_buf_deinit(&json);
+}
+
+/* Wait for an identical request already generating (single flight); true when x now follows one. */
+static bool follow(conn *c, exchange *x) {
+    server *s = c->s;
+    exchange *l = ag_map_get(&s->leaders, (const char *)x->cache_key, 32);
+    if (!l || s->o->cache_coalesce_ms == 0) return false;
+    l->followers = ag_xrealloc(l->followers, (size_t)(l->n_followers + 1) * sizeof *l->followers);
+    l->followers[l->n_followers++] = x;
+    x->leader = l;
+    x->t_follow_ns = ag_clock_mono_ns();
+    x->c = c;
+    c->x = x;
+    c->obs.cache = "coalesced";
+    if (!uv_is_active((uv_handle_t *)&s->follow_timer)) uv_timer_start(&s->follow_timer, on_follow_timer, 50, 50);
+    return true;
+}
+
+/* A follower's wait is over: answer it from its leader's result, or (none) let it generate on its own. */
+static void release_follower(exchange *f, const ag_buf *value) {
+    conn *c = f->c;
+    f->leader = NULL;
+    if (!c) {
+        exchange_free(f);
+        return;
+    }
+    if (value) {
+        ag_cache_val *v = ag_xmalloc(sizeof *v + value->len);
+        atomic_init(&v->refs, 1);
+        v->len = value->len;
+        v->stored_ns = ag_clock_mono_ns();
+        memcpy(v->data, value->data, value->len);
+        c->x = NULL;
+        serve_cached(c, f, v, "HIT-L1", 0);
+        ag_cache_val_release(v);
+        exchange_free(f);
+        process(c); /* a pipelined request may be waiting */
+    } else if (c->s->draining) {
+        c->x = NULL;
+        exchange_free(f);
+        respond_status(c, 503, "service_unavailable", NULL, "The server is shutting down.", "Retry-After: 1\r\n");
+    } else {
+        submit_choices(c, f);
+    }
+}
+
+/* A cache miss: wait for an identical request in flight, or generate. */
+static void generate(conn *c, exchange *x) {
+    if (c->s->cache && x->cache_store && follow(c, x)) return;
+    submit_choices(c, x);
+}
+
+/* Redis's answer to an L1 miss: a hit is promoted into L1 and served; otherwise generate. */
+static void on_l2_get(void *ctx, const char *data, size_t len, uint64_t stored_ms) {
+    exchange *x = ctx;
+    conn *c = x->c;
+    server *s = x->s;
+    if (!c) { /* the client left while Redis was asked */
+        exchange_free(x);
+        return;
+    }
+    c->x = NULL;
+    if (data) {
+        uint64_t now_ms = ag_clock_wall_ns() / 1000000ull, age_s = now_ms > stored_ms ? (now_ms - stored_ms) / 1000 : 0;
+        ag_cache_put(s->cache, x->cache_key, data, len, x->cache_ttl_ns, ag_clock_mono_ns() - age_s * 1000000000ull, x->cache_tag);
+        ag_cache_val *v = ag_xmalloc(sizeof *v + len);
+        atomic_init(&v->refs, 1);
+        v->len = len, v->stored_ns = 0;
+        memcpy(v->data, data, len);
+        c->obs.cache = "hit-l2";
+        serve_cached(c, x, v, "HIT-L2", age_s);
+        ag_cache_val_release(v);
+        exchange_free(x);
+        process(c); /* a pipelined request may be waiting */
+        return;
+    }
+    generate(c, x);
+}
+
+/* POST /v1/chat/completions and /v1/completions. */
+static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t len) {
+    server *s = c->s;
+    exchange *x = ag_xcalloc(1, sizeof *x);
+    x->s = s;
+    x->t_start_ns = c->obs.t_start_ns;
+    ag_arena_init(&x->arena, 16384);
+    s->n_exchanges++;
+    ag_api_error err;
+    if (ag_api_request_parse(&s->model, kind, body, len, &x->arena, &x->req, &err) != AG_OK) {
+        respond_error(c, &err);
+        exchange_free(x);
+        return;
+    }
+    x->n_ch = (int)(x->req.n_prompts * (size_t)x->req.n);
+    ag_api_meta_init(&x->meta, kind, s->model.name, ++s->n_requests);
+    if (s->cache && cache_lookup(c, x)) {
+        exchange_free(x);
+        return;
+    }
+    if (s->l2 && x->cache_hdr && strcmp(x->cache_hdr, "X-Cache: MISS\r\n") == 0) { /* L1 missed: ask Redis */
+        x->c = c;
+        c->x = x;
+        ag_l2_get(s->l2, x->cache_key, on_l2_get, x); /* may answer at once */
+        return;
+    }
+    generate(c, x);
+}
+
+/* Followers that waited past --cache-coalesce-timeout generate on their own. */
+static void on_follow_timer(uv_timer_t *t) {
+    server *s = t->data;
+    uint64_t now = ag_clock_mono_ns(), limit = s->o->cache_coalesce_ms * 1000000ull;
+    size_t pos = 0, n_waiting = 0;
+    const char *k;
+    size_t kl;
+    void *v;
+    while (ag_map_next(&s->leaders, &pos, &k, &kl, &v)) {
+        exchange *l = v;
+        for (int i = 0; i < l->n_followers;) {
+            exchange *f = l->followers[i];
+            if (now - f->t_follow_ns < limit) {
+                i++, n_waiting++;
+                continue;
+            }
+            l->followers[i] = l->followers[--l->n_followers];
+            release_follower(f, NULL);
+        }
+    }
+    if (!n_waiting) uv_timer_stop(t);
 }
 
 /* ---- routes --------------------------------------------------------------------------- */
@@ -823,6 +1133,47 @@ static void route_models(conn *c, ag_str id) {
     ag_buf_deinit(&b);
 }
 
+/* The response cache's metrics, in Prometheus text format (promtool-clean: HELP and TYPE for each family). */
+static void render_cache_metrics(server *s, ag_buf *b) {
+    ag_cache_stats cs = ag_cache_stats_get(s->cache);
+    ag_l2_stats l2 = s->l2 ? ag_l2_stats_get(s->l2) : (ag_l2_stats){0};
+    static const char *const kinds[] = {"counter", "gauge"};
+    enum { PER_TIER, L1_ONLY, UNLABELED, REDIS }; /* REDIS: unlabeled, and only with a Redis tier */
+    const struct {
+        const char *name, *help;
+        int kind, shape;
+        uint64_t l1, other; /* other: the l2 tier's value, or the unlabeled value */
+    } m[] = {
+        {"autoglm_cache_hits_total", "Response cache hits by tier.", 0, PER_TIER, cs.hits, l2.hits},
+        {"autoglm_cache_misses_total", "Response cache lookups that missed, by tier.", 0, PER_TIER, cs.misses, l2.misses},
+        {"autoglm_cache_evictions_total", "Entries evicted to stay within the size bound.", 0, L1_ONLY, cs.evictions, 0},
+        {"autoglm_cache_admission_rejections_total", "Entries W-TinyLFU declined to admit.", 0, L1_ONLY, cs.rejections, 0},
+        {"autoglm_cache_bytes", "Bytes held by the in-process tier.", 1, L1_ONLY, cs.bytes, 0},
+        {"autoglm_cache_entries", "Entries in the in-process tier.", 1, L1_ONLY, cs.entries, 0},
+        {"autoglm_cache_bypass_total", "Generation requests not looked up (not cacheable, or no-cache).", 0, UNLABELED,
+         0, s->cache_bypass},
+        {"autoglm_cache_redis_errors_total", "Redis commands that failed.", 0, REDIS, 0, l2.errors},
+        {"autoglm_cache_redis_timeouts_total", "Redis commands answered as misses after --redis-timeout-ms.", 0, REDIS,
+         0, l2.timeouts},
+        {"autoglm_cache_redis_short_circuits_total", "Redis commands skipped while the breaker was open or Redis gone.",
+         0, REDIS, 0, l2.short_circuits},
+        {"autoglm_cache_redis_reconnects_total", "Attempts to reconnect to Redis.", 0, REDIS, 0, l2.reconnects},
+        {"autoglm_cache_redis_breaker_open", "1 while the Redis circuit breaker is open or half-open.", 1, REDIS, 0,
+         l2.breaker && strcmp(l2.breaker, "closed") != 0},
+        {"autoglm_cache_redis_connected", "1 while connected to Redis.", 1, REDIS, 0, l2.connected},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof *m; i++) {
+        if (m[i].shape == REDIS && !s->l2) continue;
+        ag_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", m[i].name, m[i].help, m[i].name, kinds[m[i].kind]);
+        if (m[i].shape >= UNLABELED) {
+            ag_buf_appendf(b, "%s %llu\n", m[i].name, (unsigned long long)m[i].other);
+            continue;
+        }
+        ag_buf_appendf(b, "%s{tier=\"l1\"} %llu\n", m[i].name, (unsigned long long)m[i].l1);
+        if (m[i].shape == PER_TIER && s->l2) ag_buf_appendf(b, "%s{tier=\"l2\"} %llu\n", m[i].name, (unsigned long long)m[i].other);
+    }
+}
+
 static void route_metrics(conn *c) {
     server *s = c->s;
     ag_engine_stats st;
@@ -830,7 +1181,77 @@ static void route_metrics(conn *c) {
     ag_buf b;
     ag_buf_init(&b);
     ag_metrics_render(&s->metrics, s->ready ? &st : NULL, &b);
+    if (s->cache) render_cache_metrics(s, &b);
     respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len, NULL);
+    ag_buf_deinit(&b);
+}
+
+/* GET /v1/cache/stats: the L1 tier's counters ({"enabled": false} without a cache). */
+static void route_cache_stats(conn *c) {
+    server *s = c->s;
+    ag_buf b;
+    ag_buf_init(&b);
+    if (!s->cache) {
+        ag_buf_append_str(&b, "{\"enabled\":false}");
+    } else {
+        ag_cache_stats st = ag_cache_stats_get(s->cache);
+        uint64_t lookups = st.hits + st.misses;
+        ag_buf_appendf(&b,
+                       "{\"enabled\":true,\"l1\":{\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%.4f,\"puts\":%llu,"
+                       "\"evictions\":%llu,\"rejections\":%llu,\"expirations\":%llu,\"entries\":%zu,\"bytes\":%zu,"
+                       "\"max_bytes\":%zu},\"bypass\":%llu}",
+                       (unsigned long long)st.hits, (unsigned long long)st.misses,
+                       lookups ? (double)st.hits / (double)lookups : 0.0, (unsigned long long)st.puts,
+                       (unsigned long long)st.evictions, (unsigned long long)st.rejections,
+                       (unsigned long long)st.expirations, st.entries, st.bytes, s->o->cache_mb << 20,
+                       (unsigned long long)s->cache_bypass);
+        if (s->l2) {
+            ag_l2_stats l2 = ag_l2_stats_get(s->l2);
+            b.len--; /* reopen the object */
+            ag_buf_appendf(&b,
+                           ",\"l2\":{\"connected\":%s,\"breaker\":\"%s\",\"hits\":%llu,\"misses\":%llu,\"sets\":%llu,"
+                           "\"errors\":%llu,\"timeouts\":%llu,\"short_circuits\":%llu,\"reconnects\":%llu}}",
+                           l2.connected ? "true" : "false", l2.breaker, (unsigned long long)l2.hits,
+                           (unsigned long long)l2.misses, (unsigned long long)l2.sets, (unsigned long long)l2.errors,
+                           (unsigned long long)l2.timeouts, (unsigned long long)l2.short_circuits,
+                           (unsigned long long)l2.reconnects);
+        }
+    }
+    respond_json(c, 200, &b, NULL);
+    ag_buf_deinit(&b);
+}
+
+/* DELETE /v1/cache[?namespace=NAME]: drop a namespace's entries or all; only with the admin key. */
+static void route_cache_delete(conn *c) {
+    server *s = c->s;
+    ag_str key = bearer(&c->req);
+    const char *admin = s->o->admin_key;
+    unsigned diff = admin ? (unsigned)(strlen(admin) ^ key.n) : 1;
+    for (size_t i = 0; admin && i < strlen(admin); i++)
+        diff |= (unsigned char)admin[i] ^ (unsigned char)(i < key.n ? key.p[i] : 0);
+    if (diff) {
+        respond_status(c, admin ? 401 : 403, "invalid_request_error", admin ? "invalid_api_key" : "forbidden",
+                       admin ? "DELETE /v1/cache needs the admin key as 'Authorization: Bearer KEY'."
+                             : "DELETE /v1/cache is disabled: the server has no --admin-key.",
+                       NULL);
+        return;
+    }
+    size_t removed = 0;
+    if (s->cache) {
+        ag_str q = c->req.query;
+        if (ag_str_starts_with(q, AG_STR_LIT("namespace=")) && q.n > 10 && q.n < 10 + 129) {
+            char ns[140];
+            snprintf(ns, sizeof ns, "%.*s", (int)(q.n - 10), q.p + 10);
+            removed = ag_cache_remove_tag(s->cache, ag_rcache_tag(ns));
+        } else {
+            removed = ag_cache_stats_get(s->cache).entries;
+            ag_cache_clear(s->cache);
+        }
+    }
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_buf_appendf(&b, "{\"deleted\":%zu}", removed);
+    respond_json(c, 200, &b, NULL);
     ag_buf_deinit(&b);
 }
 
@@ -861,6 +1282,8 @@ static const struct {
     [R_TOKENIZE] = {"/tokenize", "POST", "Allow: POST\r\n", false},
     [R_DETOKENIZE] = {"/detokenize", "POST", "Allow: POST\r\n", false},
     [R_METRICS] = {"/metrics", "GET", "Allow: GET, HEAD\r\n", false},
+    [R_CACHE_STATS] = {"/v1/cache/stats", "GET", "Allow: GET, HEAD\r\n", false},
+    [R_CACHE] = {"/v1/cache", "DELETE", "Allow: DELETE\r\n", false},
 };
 
 /* A complete request is in the buffer: route it.  Every path ends in a response or a started exchange. */
@@ -892,6 +1315,7 @@ static void dispatch(conn *c) {
     }
     if (r == R_HEALTH) return route_health(c);
     if (r == R_METRICS) return route_metrics(c); /* open, like /health: scrapers rarely carry keys */
+    if (r == R_CACHE) return route_cache_delete(c);
     if (!authorized(s, req)) {
         respond_status(c, 401, "invalid_request_error", "invalid_api_key",
                        "Incorrect API key provided. Send it as 'Authorization: Bearer KEY'.", NULL);
@@ -909,6 +1333,7 @@ static void dispatch(conn *c) {
     case R_CHAT: return start_generation(c, AG_API_CHAT, body, c->body_len);
     case R_COMPLETIONS: return start_generation(c, AG_API_COMPLETION, body, c->body_len);
     case R_TOKENIZE: return route_tokens(c, ag_api_tokenize, body, c->body_len);
+    case R_CACHE_STATS: return route_cache_stats(c);
     default: return route_tokens(c, ag_api_detokenize, body, c->body_len);
     }
 }
@@ -956,9 +1381,9 @@ static void conn_close(conn *c) {
     server *s = c->s;
     atomic_fetch_sub_explicit(&s->metrics.connections_open, 1, memory_order_relaxed);
     if (c->obs.active && c->state == C_BUSY) finish_obs(c, 499); /* nginx's "client closed request" */
-    if (c->x) { /* the client left mid-generation: stop it, freeing its KV blocks */
+    if (c->x) { /* the client left mid-generation: stop it, freeing its KV blocks (unless others wait for it) */
         c->x->c = NULL;
-        exchange_cancel(c->x);
+        if (!c->x->n_followers) exchange_cancel(c->x);
         c->x = NULL;
     }
     if (c->prev) c->prev->next = c->next;
@@ -1111,8 +1536,11 @@ static void maybe_stop(server *s) {
         conn_end(c);
     }
     close_handle((uv_handle_t *)&s->drain_timer);
+    close_handle((uv_handle_t *)&s->follow_timer);
     close_handle((uv_handle_t *)&s->sigterm);
     close_handle((uv_handle_t *)&s->sigint);
+    ag_l2_destroy(s->l2); /* its connection's handle would keep the loop running */
+    s->l2 = NULL;
     if (s->poll_started) close_handle((uv_handle_t *)&s->engine_poll);
     ag_logf(AG_LOG_INFO, "drained; exiting");
 }
@@ -1178,8 +1606,11 @@ static void model_loaded(uv_work_t *w, int status) {
         s->stopped = true;
         close_handle((uv_handle_t *)&s->listener);
         close_handle((uv_handle_t *)&s->drain_timer);
+        close_handle((uv_handle_t *)&s->follow_timer);
         close_handle((uv_handle_t *)&s->sigterm);
         close_handle((uv_handle_t *)&s->sigint);
+        ag_l2_destroy(s->l2);
+        s->l2 = NULL;
         for (conn *c = s->conns, *next; c; c = next) next = c->next, conn_close(c);
         return;
     }
@@ -1238,6 +1669,8 @@ int ag_server_run(const ag_server_opts *o) {
     else stem(o->engine.model_path, s->model_name, sizeof s->model_name);
     s->model.name = s->model_name;
     ag_metrics_init(&s->metrics, route_labels, sizeof route_labels / sizeof route_labels[0]);
+    if (o->cache_mb) s->cache = ag_cache_create(o->cache_mb << 20, AG_CACHE_WTINYLFU);
+    ag_map_init(&s->leaders);
     s->wall_minus_mono = (int64_t)ag_clock_wall_ns() - (int64_t)ag_clock_mono_ns();
     FILE *log_out = stderr;
     if (o->log_file && !(log_out = fopen(o->log_file, "a"))) {
@@ -1266,6 +1699,16 @@ int ag_server_run(const ag_server_opts *o) {
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&s->loop);
     int rc = 0;
+    if (o->redis_url) {
+        char msg[160];
+        ag_l2_opts lo = {.url = o->redis_url, .timeout_ms = o->redis_timeout_ms, .breaker_failures = 5,
+                         .breaker_open_ms = 2000};
+        if (!ag_l2_create(&s->loop, &lo, &s->l2, msg, sizeof msg)) {
+            ag_logf(AG_LOG_ERROR, "%s", msg);
+            rc = 1;
+            goto done;
+        }
+    }
     if (listen_on(s) < 0) {
         close_handle((uv_handle_t *)&s->listener);
         uv_run(&s->loop, UV_RUN_DEFAULT);
@@ -1278,6 +1721,8 @@ int ag_server_run(const ag_server_opts *o) {
     uv_unref((uv_handle_t *)&s->flusher); /* it never keeps the loop alive by itself */
     uv_timer_init(&s->loop, &s->drain_timer);
     s->drain_timer.data = s;
+    uv_timer_init(&s->loop, &s->follow_timer);
+    s->follow_timer.data = s;
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_init(&s->loop, &s->sigint);
     s->sigterm.data = s->sigint.data = s;
@@ -1288,11 +1733,14 @@ int ag_server_run(const ag_server_opts *o) {
     uv_run(&s->loop, UV_RUN_DEFAULT);
     rc = s->exit_code;
 done:
+    ag_l2_destroy(s->l2);
     /* after uv_stop (a second signal) handles may still be open: close them so the loop can be closed */
     uv_walk(&s->loop, close_walked, NULL);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
     ag_engine_destroy(s->engine);
+    ag_cache_destroy(s->cache);
+    ag_map_deinit(&s->leaders);
     ag_otlp_destroy(s->otlp);
     ag_log_set_sink(NULL, NULL);
     ag_logq_destroy(s->logq);

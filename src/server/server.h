@@ -35,6 +35,15 @@ typedef struct ag_server_opts {
     const char *log_file;      /* NULL: stderr */
     int log_format;            /* ag_log_format */
     int log_level;             /* ag_log_level */
+    /* response cache (L1, in process); off when cache_mb is 0 */
+    size_t cache_mb;
+    uint64_t cache_ttl_s;        /* an entry's life unless the request's cache.ttl says */
+    bool cache_nondeterministic; /* also cache sampled requests without a seed */
+    uint64_t cache_coalesce_ms;  /* identical requests wait this long for the first one's answer (0: never) */
+    const char *admin_key;       /* DELETE /v1/cache needs 'Authorization: Bearer' this; NULL: refused */
+    const char *redis_url;       /* the shared tier (redis://...); NULL: none */
+    uint64_t redis_timeout_ms;   /* a Redis command's limit: past it, a miss */
+    bool cache_write_through;    /* write both tiers before answering (default: fill after, cache-aside) */
 } ag_server_opts;
 
 /* The defaults above, with 30 s read, 60 s idle and 30 s drain timeouts, 1024 connections, text logs at info, sample ratio 1. */

@@ -235,6 +235,71 @@ static void test_run_and_perplexity(void **state) {
     expect("perplexity ppl.txt", 2, NULL, "needs --model");
 }
 
+/*
+ * The shipped default model (models/autoglm-tiny.gguf, see models/README.md):
+ * its held-out perplexity stays under the bound derived from the model card,
+ * quantizing costs at most 1 % (Q8_0) and 5 % (Q4_0) of it, and greedy text
+ * is deterministic and made of words from its training text.
+ */
+#define TINY AG_SOURCE_DIR "/models/autoglm-tiny.gguf"
+#define TINY_PPL_MAX 18.65 /* models/README.md: F16 17.76 on these 40 windows, plus 5 % */
+
+static double perplexity(const char *model, const char *text) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "perplexity -m %s %s --ctx 256 --chunks 40", model, text);
+    result r = run(cmd);
+    if (r.code != 0) fail_msg("'%s': exit %d: %s", cmd, r.code, r.err);
+    const char *p = strstr(r.out, "Final estimate: PPL = ");
+    assert_non_null(p);
+    double v = strtod(p + 22, NULL);
+    result_free(&r);
+    return v;
+}
+
+static void test_default_model(void **state) {
+    (void)state;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s/tools/train/kjv-text %s/kjv", AG_SOURCE_DIR, dir);
+    assert_int_equal(system(cmd), 0);
+    char held[512], train[512];
+    snprintf(held, sizeof held, "%s/kjv/heldout.txt", dir);
+    snprintf(train, sizeof train, "%s/kjv/train.txt", dir);
+    double f16 = perplexity(TINY, held);
+    AG_TEST_NOTE("autoglm-tiny held-out perplexity (ctx 256, 40 windows): f16 %.3f", f16);
+    if (!(f16 > 1 && f16 <= TINY_PPL_MAX)) fail_msg("held-out perplexity %.3f, the bound is %g", f16, (double)TINY_PPL_MAX);
+    static const struct {
+        const char *type;
+        double max_rise;
+    } q[] = {{"q8_0", 0.01}, {"q4_0", 0.05}};
+    for (size_t i = 0; i < sizeof q / sizeof *q; i++) {
+        snprintf(cmd, sizeof cmd, "quantize %s tiny-%s.gguf %s", TINY, q[i].type, q[i].type);
+        expect(cmd, 0, NULL, NULL);
+        snprintf(cmd, sizeof cmd, "%s/tiny-%s.gguf", dir, q[i].type);
+        double v = perplexity(cmd, held);
+        AG_TEST_NOTE("%s: %.3f (%+.2f%% of f16)", q[i].type, v, 100 * (v / f16 - 1));
+        if (!(v <= f16 * (1 + q[i].max_rise))) fail_msg("%s perplexity %.3f is over f16's %.3f by more than %.0f%%", q[i].type, v, f16, 100 * q[i].max_rise);
+    }
+    /* greedy text: the same twice, and at least 90 % of its words are words of the training text */
+    snprintf(cmd, sizeof cmd, "run -m %s -p 'And God said' -n 48 --temp 0", TINY);
+    result a = run(cmd), b = run(cmd);
+    assert_int_equal(a.code, 0);
+    assert_string_equal(a.out, b.out);
+    size_t train_len;
+    char *corpus = ag_test_read_file(train, &train_len);
+    int words = 0, known = 0;
+    for (char *w = strtok(a.out, " \n\t.,;:!?()'\""); w; w = strtok(NULL, " \n\t.,;:!?()'\"")) {
+        char pat[128];
+        snprintf(pat, sizeof pat, " %s", w);
+        words++;
+        known += strstr(corpus, pat) != NULL || strncmp(corpus, w, strlen(w)) == 0;
+    }
+    AG_TEST_NOTE("greedy continuation: %d words, %d in the training text", words, known);
+    assert_true(words >= 20);
+    if (known * 10 < words * 9) fail_msg("only %d of %d words occur in the training text: %s", known, words, b.out);
+    free(corpus);
+    result_free(&a), result_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_and_help),
@@ -244,6 +309,7 @@ int main(void) {
         cmocka_unit_test(test_inspect_and_quantize),
         cmocka_unit_test(test_tokenize),
         cmocka_unit_test(test_run_and_perplexity),
+        cmocka_unit_test(test_default_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

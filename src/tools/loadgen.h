@@ -1,0 +1,81 @@
+/*
+ * loadgen.h - the load generator behind `autoglm bench`: one libuv loop
+ * driving HTTP/1.1 keep-alive connections at a target, in closed loop (N
+ * connections, each sending its next request when the last one ends) or open
+ * loop (requests arrive at a rate, Poisson or Gamma-distributed, and each one's
+ * latency runs from its intended send time, so a stalled server cannot hide
+ * the queue it causes: no coordinated omission).
+ *
+ * Responses are read as they stream: for OpenAI streams (SSE) the time of
+ * every chunk carrying output text is taken, giving time to first token, the
+ * gaps between chunks, and time per output token = (e2e - ttft) / (output
+ * tokens - 1) with the token count from the response's usage.  Every request
+ * ends in exactly one bucket: ok, an HTTP status, timeout, connection error,
+ * protocol error, or aborted (in flight at Ctrl-C).
+ */
+#ifndef AG_TOOLS_LOADGEN_H
+#define AG_TOOLS_LOADGEN_H
+
+#include "autoglm/status.h"
+#include "tools/hist.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What to send: ready-made HTTP/1.1 requests (head and body), used in turn. */
+typedef struct ag_lg_requests {
+    char **data;
+    size_t *len;
+    size_t n;
+} ag_lg_requests;
+
+/* Service-level objectives for goodput; 0 leaves one out. */
+typedef struct ag_lg_slo {
+    double ttft_us, tpot_us, e2e_us;
+} ag_lg_slo;
+
+typedef struct ag_lg_step {
+    const char *host; /* a numeric address or a name */
+    int port;
+    const ag_lg_requests *reqs;
+    int concurrency;     /* closed loop when > 0 */
+    double rate;         /* open loop (requests/s) when > 0 */
+    double burstiness;   /* open loop: Gamma shape of the gaps; 1 is Poisson */
+    uint64_t duration_ns; /* measured time after warm-up; 0: count requests instead */
+    uint64_t requests;   /* measured requests when duration_ns is 0 */
+    uint64_t warmup_ns;  /* requests started before this are not counted */
+    uint64_t timeout_ns; /* per request */
+    int max_connections; /* open loop's cap; arrivals beyond it wait (their wait counts) */
+    uint64_t seed;
+    ag_lg_slo slo;
+    bool openai;         /* read usage and stream chunks from bodies (off for plain URLs) */
+    bool progress;       /* a live line on stderr */
+    const char *label;   /* for the progress line */
+} ag_lg_step;
+
+enum { AG_LG_STATUS_SLOTS = 8 };
+
+typedef struct ag_lg_result {
+    uint64_t counted;  /* requests started in the measured window */
+    uint64_t ok, http_error, timeout, conn_error, proto_error, aborted;
+    struct {
+        int status;
+        uint64_t n;
+    } statuses[AG_LG_STATUS_SLOTS]; /* non-2xx statuses seen, first ones */
+    uint64_t good;                  /* ok and within every SLO */
+    uint64_t in_tokens, out_tokens; /* from usage, when responses have it */
+    uint64_t bytes;                 /* response bytes read */
+    double seconds;                 /* from the window's start to the last counted request's end */
+    ag_hist e2e, ttft, tpot, itl;   /* microseconds; ttft/tpot/itl only when measurable */
+    bool interrupted;               /* Ctrl-C */
+} ag_lg_result;
+
+/* Run one step; AG_EINVAL with msg when the target cannot be resolved. */
+ag_status ag_lg_run(const ag_lg_step *s, ag_lg_result *r, char *msg, size_t msg_cap);
+
+/* Ask a running ag_lg_run to stop (async-signal-safe). */
+void ag_lg_interrupt(void);
+bool ag_lg_interrupted(void);
+
+#endif

@@ -1,0 +1,210 @@
+// autoglm bench against targets with known timings (its own --self-test-server)
+// and the real server: measured latencies match injected ones, open-loop rates
+// are kept, streaming timings are reproduced, req/s matches wrk's, every
+// request lands in exactly one bucket, baselines catch regressions, and the
+// report is one self-contained file.  Timing-accuracy checks skip under the
+// sanitizers (AUTOGLM_SANITIZED=1), where the generator itself runs slowed.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { BIN, startServer } from './server.mjs';
+
+const SANITIZED = process.env.AUTOGLM_SANITIZED === '1';
+const timing = { skip: SANITIZED && 'timings are not meaningful under the sanitizers' };
+const dir = mkdtempSync(path.join(tmpdir(), 'ag-bench-'));
+
+// Start `autoglm bench --self-test-server` on a free port; resolves with its base URL and a stop().
+function selfTestServer(args) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(BIN, ['bench', '--self-test-server', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    proc.stderr.on('data', (d) => {
+      log += d;
+      const m = /listening on (http:\/\/[^ ]+)/.exec(log);
+      if (m) resolve({ url: m[1], stop: () => proc.kill('SIGTERM') });
+    });
+    proc.on('exit', (code) => reject(new Error(`self-test server exited ${code}: ${log}`)));
+  });
+}
+
+// Run autoglm bench; resolves with { code, stdout, stderr, json } (json from --json when the run wrote it).
+function bench(args) {
+  const json = path.join(dir, `run-${Math.random().toString(36).slice(2)}.json`);
+  const r = spawnSync(BIN, ['bench', ...args, '--json', json], { encoding: 'utf8', timeout: 120000 });
+  let parsed = null;
+  try { parsed = JSON.parse(readFileSync(json, 'utf8')); } catch { /* not written */ }
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, json: parsed };
+}
+
+const within = (got, want, frac, what) =>
+  assert.ok(Math.abs(got - want) <= frac * want, `${what}: ${got} is not within ${100 * frac}% of ${want}`);
+
+let fixed, streaming, fast;
+before(async () => {
+  [fixed, streaming, fast] = await Promise.all([
+    selfTestServer(['--delay', '50ms']),
+    selfTestServer(['--delay', '60ms', '--chunks', '12', '--chunk-interval', '25ms']),
+    selfTestServer([]),
+  ]);
+});
+after(() => { fixed.stop(); streaming.stop(); fast.stop(); });
+
+test('closed loop: p50 latency within 5% of an injected 50 ms delay', timing, () => {
+  const r = bench(['--base-url', fixed.url, '--no-stream', '--concurrency', '1,8', '--duration', '2s', '--warmup', '300ms']);
+  assert.equal(r.code, 0, r.stderr);
+  for (const s of r.json.steps) {
+    within(s.e2e_ms.p50, 50, 0.05, `p50 at concurrency ${s.load}`);
+    assert.equal(s.ok, s.requests);
+    within(s.req_s, 1000 / 50 * s.load, 0.10, `req/s at concurrency ${s.load}`); // Little's law
+  }
+});
+
+test('open loop: rate R sends R requests/s (+-5%) over 10 s, Poisson arrivals', timing, () => {
+  const r = bench(['--base-url', fast.url, '--no-stream', '--rate', '400', '--duration', '10s', '--warmup', '0']);
+  assert.equal(r.code, 0, r.stderr);
+  const s = r.json.steps[0];
+  within(s.requests, 4000, 0.05, 'requests sent in 10 s at 400/s');
+  assert.equal(s.ok, s.requests);
+});
+
+test('streaming: TTFT, time per output token and chunk gaps reproduced within 5%', timing, () => {
+  const r = bench(['--base-url', streaming.url, '--concurrency', '4', '--duration', '2s', '--warmup', '300ms']);
+  assert.equal(r.code, 0, r.stderr);
+  const s = r.json.steps[0];
+  within(s.ttft_ms.p50, 60, 0.05, 'TTFT p50');
+  within(s.tpot_ms.p50, 25, 0.05, 'TPOT p50');
+  within(s.itl_ms.p50, 25, 0.05, 'inter-chunk gap p50');
+  within(s.e2e_ms.p50, 60 + 11 * 25, 0.05, 'e2e p50');
+  assert.equal(s.output_tokens_mean, 12); // from the usage chunk
+});
+
+test('closed-loop req/s on GET /health is within 10% of wrk\'s in the same run', timing, async () => {
+  const srv = await startServer();
+  try {
+    const ours = [], theirs = [];
+    for (let round = 0; round < 3; round++) { // alternating, so both see the same minutes of a shared machine
+      const r = bench(['--url', `${srv.url}/health`, '--concurrency', '32', '--duration', '2s', '--warmup', '300ms']);
+      assert.equal(r.code, 0, r.stderr);
+      ours.push(r.json.steps[0].req_s);
+      const w = execFileSync('wrk', ['-t1', '-c32', '-d2s', `${srv.url}/health`], { encoding: 'utf8' });
+      theirs.push(Number(/Requests\/sec:\s+([\d.]+)/.exec(w)[1]));
+    }
+    const median = (a) => [...a].sort((x, y) => x - y)[1];
+    within(median(ours), median(theirs), 0.10, `autoglm bench ${ours} vs wrk ${theirs} req/s (medians)`);
+  } finally {
+    assert.equal(await srv.stop(), 0);
+  }
+});
+
+test('against autoglm serve: token accounting from usage, one bucket per request, 404s counted', async () => {
+  const srv = await startServer();
+  try {
+    const r = bench(['--base-url', srv.url, '--model', 'llama2', '--concurrency', '1,2', '--requests', '6',
+      '--input-tokens', '16', '--output-tokens', '8', '--ignore-eos', '--csv', path.join(dir, 'out.csv')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\| concurrency \| req\/s \| output tok\/s \| p50 latency ms \| p99 latency ms \| p99 TTFT ms \| p99 TPOT ms \| error rate \| goodput req\/s \|/);
+    for (const s of r.json.steps) {
+      assert.equal(s.requests, 6);
+      assert.equal(s.ok, 6);
+      assert.ok(s.input_tokens_mean >= 8, `prompt tokens from usage: ${s.input_tokens_mean}`);
+      assert.ok(s.output_tokens_mean > 0 && s.output_tokens_mean <= 8);
+      assert.ok(s.ttft_ms.p50 > 0 && s.ttft_ms.p50 <= s.e2e_ms.p50);
+    }
+    assert.equal(readFileSync(path.join(dir, 'out.csv'), 'utf8').trim().split('\n').length, 3);
+    const bad = bench(['--base-url', srv.url, '--model', 'nope', '--concurrency', '2', '--requests', '4']);
+    assert.equal(bad.code, 0);
+    const s = bad.json.steps[0];
+    assert.deepEqual([s.requests, s.ok, s.http_errors, s.statuses], [4, 0, 4, { 404: 4 }]);
+    assert.match(bad.stdout, /4 HTTP errors \(404 x4\)/);
+  } finally {
+    assert.equal(await srv.stop(), 0);
+  }
+});
+
+test('a dead target: every request is a connection error, none lost', () => {
+  const r = bench(['--url', 'http://127.0.0.1:1/', '--concurrency', '2', '--requests', '5']);
+  assert.equal(r.code, 0, r.stderr);
+  const s = r.json.steps[0];
+  assert.equal(s.requests, 5);
+  assert.equal(s.connection_errors, 5);
+  assert.equal(s.ok, 0);
+});
+
+test('baselines: the same run compares clean; a regression past the tolerance exits 3', () => {
+  const base = path.join(dir, 'base.json');
+  const r = bench(['--base-url', fixed.url, '--no-stream', '--concurrency', '2', '--requests', '20', '--save-baseline', base]);
+  assert.equal(r.code, 0, r.stderr);
+  const doctored = JSON.parse(readFileSync(base, 'utf8'));
+  const same = bench(['--base-url', fixed.url, '--no-stream', '--concurrency', '2', '--requests', '20', '--compare', base, '--tolerance', '50%']);
+  assert.equal(same.code, 0, same.stdout);
+  doctored.steps[0].req_s *= 10; // the baseline was ten times faster
+  doctored.steps[0].e2e_ms.p99 /= 10;
+  writeFileSync(base, JSON.stringify(doctored));
+  const worse = bench(['--base-url', fixed.url, '--no-stream', '--concurrency', '2', '--requests', '20', '--compare', base]);
+  assert.equal(worse.code, 3, worse.stdout);
+  assert.match(worse.stdout, /req\/s .* REGRESSED/);
+  assert.match(worse.stdout, /p99 latency .* REGRESSED/);
+});
+
+test('the HTML report is one self-contained file with charts', () => {
+  const out = path.join(dir, 'report.html');
+  const r = bench(['--base-url', streaming.url, '--concurrency', '1,2', '--requests', '8', '--report', out, '--slo', 'ttft=200ms,tpot=50ms']);
+  assert.equal(r.code, 0, r.stderr);
+  const html = readFileSync(out, 'utf8');
+  assert.equal((html.match(/<svg/g) || []).length, 4);
+  assert.doesNotMatch(html, /<script|<link|src=/);
+  assert.match(html, /Latency CDF per step/);
+  assert.match(r.stdout, /highest load within the SLOs: concurrency 2/);
+});
+
+test('bad flags are one-line usage errors (exit 2)', () => {
+  for (const [args, msg] of [
+    [['--concurrency', '1'], /needs exactly one of --base-url URL and --url URL/],
+    [['--url', 'http://x/', '--concurrency', '1', '--rate', '2', '--requests', '1'], /exactly one of --concurrency/],
+    [['--url', 'http://x/', '--concurrency', '1'], /exactly one of --duration/],
+    [['--url', 'https://x/', '--concurrency', '1', '--requests', '1'], /https is not supported/],
+    [['--url', 'http://x/', '--concurrency', '0', '--requests', '1'], /--concurrency needs a list/],
+    [['--url', 'http://x/', '--concurrency', '1', '--duration', '5parsecs'], /--duration needs a duration/],
+    [['--url', 'http://x/', '--rate', '1', '--requests', '1', '--slo', 'ttft=fast'], /--slo needs/],
+  ]) {
+    const r = spawnSync(BIN, ['bench', ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, msg);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  }
+});
+
+test('--dataset: requests from a JSONL file of OpenAI bodies; a bad line is a one-line error', () => {
+  const data = path.join(dir, 'reqs.jsonl');
+  writeFileSync(data, [
+    JSON.stringify({ model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }),
+    '',
+    JSON.stringify({ prompt: 'once upon', max_tokens: 2, stream: false }),
+  ].join('\n'));
+  const r = bench(['--base-url', streaming.url, '--dataset', data, '--concurrency', '2', '--requests', '6']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.json.steps[0].ok, 6);
+  assert.equal(r.json.steps[0].output_tokens_mean, 12); // both were streamed, as the run asks
+  writeFileSync(data, '{"prompt": "a"}\n[1, 2]\n');
+  const bad = bench(['--base-url', streaming.url, '--dataset', data, '--concurrency', '1', '--requests', '1']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /reqs.jsonl:2: not a JSON object/);
+});
+
+test('Ctrl-C prints what was measured so far and exits 0', async () => {
+  const proc = spawn(BIN, ['bench', '--base-url', fixed.url, '--no-stream', '--concurrency', '4,8', '--duration', '60s',
+    '--warmup', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  proc.stdout.on('data', (d) => { out += d; });
+  proc.stderr.on('data', (d) => { err += d; });
+  await new Promise((r) => setTimeout(r, 1500));
+  proc.kill('SIGINT');
+  const code = await new Promise((r) => proc.on('exit', r));
+  assert.equal(code, 0, err);
+  assert.match(err, /step 1\/2, concurrency 4: .* ok \(interrupted\)/);
+  assert.match(out, /^\| 4 \| /m);
+  assert.doesNotMatch(out, /^\| 8 \| /m); // the sweep stopped there
+});

@@ -1,0 +1,177 @@
+// The response cache (L1) through the real server: which requests it serves,
+// under which key, the X-Cache/Age headers, request controls, tenants,
+// namespaces, TTL, the admin endpoints and metrics.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { startServer, postJSON, sseEvents, waitFor, MODEL_NAME } from './server.mjs';
+
+let srv, plain;
+before(async () => {
+  [srv, plain] = await Promise.all([
+    startServer(['--cache-mb', '8', '--api-key', 'tenant-a', '--api-key', 'tenant-b', '--admin-key', 'root']),
+    startServer(['--cache-mb', '8']),
+  ]);
+});
+after(async () => {
+  assert.equal(await srv.stop(), 0, srv.log());
+  assert.equal(await plain.stop(), 0, plain.log());
+});
+
+const A = { authorization: 'Bearer tenant-a' }, B = { authorization: 'Bearer tenant-b' };
+let uniq = 0;
+// A fresh greedy completion request (a prompt no other test uses).
+const fresh = (extra = {}) => ({ model: MODEL_NAME, prompt: `cache test ${++uniq}`, max_tokens: 6, temperature: 0, ...extra });
+const xcache = (r) => r.headers.get('x-cache');
+
+test('a greedy request misses, then hits with the same answer, an Age header and a new id', async () => {
+  const body = fresh();
+  const a = await postJSON(srv.url, '/v1/completions', body, A);
+  const b = await postJSON(srv.url, '/v1/completions', body, A);
+  assert.equal(xcache(a), 'MISS');
+  assert.equal(xcache(b), 'HIT-L1');
+  assert.match(b.headers.get('age'), /^\d+$/);
+  assert.equal(b.json.choices[0].text, a.json.choices[0].text);
+  assert.deepEqual(b.json.usage, a.json.usage);
+  assert.notEqual(b.json.id, a.json.id);
+});
+
+test('equivalent JSON spellings meet in one entry (the key is over prompt tokens and parameters)', async () => {
+  const body = fresh();
+  await postJSON(srv.url, '/v1/completions', body, A);
+  const respelled = `{ "temperature" : 0.0, "max_tokens": 6,\n "prompt": ${JSON.stringify(body.prompt)}, "model": "${MODEL_NAME}" }`;
+  const r = await fetch(srv.url + '/v1/completions', { method: 'POST', headers: { ...A, 'content-type': 'application/json' }, body: respelled });
+  assert.equal(r.headers.get('x-cache'), 'HIT-L1');
+  const other = await postJSON(srv.url, '/v1/completions', { ...body, max_tokens: 5 }, A);
+  assert.equal(xcache(other), 'MISS'); // a parameter that changes output is part of the key
+});
+
+test('streamed and whole answers share an entry; a hit replays the stream in the same chunk shape', async () => {
+  const body = { model: MODEL_NAME, messages: [{ role: 'user', content: `stream ${++uniq}` }], max_tokens: 6, temperature: 0 };
+  const whole = await postJSON(srv.url, '/v1/chat/completions', body, A);
+  assert.equal(xcache(whole), 'MISS');
+  const r = await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { ...A, 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }) });
+  assert.equal(r.headers.get('x-cache'), 'HIT-L1');
+  assert.equal(r.headers.get('content-type'), 'text/event-stream');
+  const ev = sseEvents(await r.text());
+  assert.equal(ev.at(-1), '[DONE]');
+  assert.equal(ev[0].choices[0].delta.role, 'assistant');
+  assert.equal(ev.filter((e) => e !== '[DONE]' && e.choices.length).map((e) => e.choices[0].delta.content ?? '').join(''),
+    whole.json.choices[0].message.content);
+  assert.equal(ev.at(-3).choices[0].finish_reason, whole.json.choices[0].finish_reason);
+  assert.deepEqual(ev.at(-2).usage, whole.json.usage);
+  // and the other way: stored by a stream, served whole
+  const body2 = { ...body, messages: [{ role: 'user', content: `stream ${++uniq}` }] };
+  const s2 = await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { ...A, 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body2, stream: true }) });
+  assert.equal(s2.headers.get('x-cache'), 'MISS');
+  const streamed = sseEvents(await s2.text()).filter((e) => e !== '[DONE]').map((e) => e.choices[0]?.delta?.content ?? '').join('');
+  const w2 = await postJSON(srv.url, '/v1/chat/completions', body2, A);
+  assert.equal(xcache(w2), 'HIT-L1');
+  assert.equal(w2.json.choices[0].message.content, streamed);
+});
+
+test('sampling without a seed is never served from the cache; with a seed it is', async () => {
+  const body = fresh({ temperature: 0.9 });
+  for (let i = 0; i < 3; i++) assert.equal(xcache(await postJSON(srv.url, '/v1/completions', body, A)), 'BYPASS');
+  const seeded = fresh({ temperature: 0.9, seed: 7 });
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', seeded, A)), 'MISS');
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', seeded, A)), 'HIT-L1');
+  const lp = fresh({ logprobs: 2 }); // log-probabilities are not cached
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', lp, A)), 'BYPASS');
+});
+
+test('Cache-Control: no-cache skips the lookup (and refreshes); no-store keeps the answer out', async () => {
+  const body = fresh();
+  await postJSON(srv.url, '/v1/completions', body, A);
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', body, { ...A, 'cache-control': 'no-cache' })), 'BYPASS');
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', body, A)), 'HIT-L1');
+  const unstored = fresh();
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', unstored, { ...A, 'cache-control': 'no-store' })), 'MISS');
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', unstored, A)), 'MISS');
+});
+
+test('tenants never read each other\'s answers; namespaces and TTL from the body', async () => {
+  const body = fresh();
+  await postJSON(srv.url, '/v1/completions', body, A);
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', body, B)), 'MISS');
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', body, B)), 'HIT-L1');
+  const ns = { ...body, cache: { namespace: 'team-x' } };
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', ns, A)), 'MISS');
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', ns, A)), 'HIT-L1');
+  const short = fresh({ cache: { ttl: 1 } });
+  await postJSON(srv.url, '/v1/completions', short, A);
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', short, A)), 'HIT-L1');
+  await new Promise((r) => setTimeout(r, 1200));
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', short, A)), 'MISS'); // expired
+  const bad = await postJSON(srv.url, '/v1/completions', fresh({ cache: { namespace: 5 } }), A);
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.error.param, 'cache.namespace');
+});
+
+test('DELETE /v1/cache needs the admin key, and can drop one namespace', async () => {
+  const body = fresh();
+  const inX = { ...body, cache: { namespace: 'x' } };
+  await postJSON(srv.url, '/v1/completions', body, A);
+  await postJSON(srv.url, '/v1/completions', inX, A);
+  assert.equal((await fetch(srv.url + '/v1/cache', { method: 'DELETE', headers: A })).status, 401);
+  assert.equal((await fetch(plain.url + '/v1/cache', { method: 'DELETE' })).status, 403); // no --admin-key
+  const del = await fetch(srv.url + '/v1/cache?namespace=x', { method: 'DELETE', headers: { authorization: 'Bearer root' } });
+  assert.equal(del.status, 200);
+  assert.equal((await del.json()).deleted, 1);
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', inX, A)), 'MISS');
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', body, A)), 'HIT-L1');
+  await fetch(srv.url + '/v1/cache', { method: 'DELETE', headers: { authorization: 'Bearer root' } });
+  assert.equal(xcache(await postJSON(srv.url, '/v1/completions', body, A)), 'MISS');
+});
+
+test('/v1/cache/stats and /metrics count hits, misses and bypasses (promtool-clean)', async () => {
+  const before = (await (await fetch(plain.url + '/v1/cache/stats')).json()).l1;
+  const body = fresh();
+  await postJSON(plain.url, '/v1/completions', body);
+  await postJSON(plain.url, '/v1/completions', body);
+  await postJSON(plain.url, '/v1/completions', fresh({ temperature: 1 }));
+  const stats = await (await fetch(plain.url + '/v1/cache/stats')).json();
+  assert.equal(stats.l1.hits - before.hits, 1);
+  assert.equal(stats.l1.misses - before.misses, 1);
+  assert.ok(stats.bypass >= 1);
+  assert.ok(stats.l1.entries >= 1 && stats.l1.bytes > 0 && stats.l1.max_bytes === 8 << 20);
+  const metrics = await (await fetch(plain.url + '/metrics')).text();
+  assert.match(metrics, new RegExp(`autoglm_cache_hits_total\\{tier="l1"\\} ${stats.l1.hits}\\n`));
+  execFileSync('promtool', ['check', 'metrics'], { input: metrics });
+});
+
+test('single flight: 50 concurrent identical requests make one generation', async () => {
+  const tokens = async () => {
+    const m = await (await fetch(plain.url + '/metrics')).text();
+    return Number(/^autoglm_generation_tokens_total (\d+)/m.exec(m)[1]);
+  };
+  const before = await tokens();
+  const body = fresh({ max_tokens: 32, logit_bias: { 2: -100 } }); // no early end: every generation is 32 tokens
+  const rs = await Promise.all(Array.from({ length: 50 }, () => postJSON(plain.url, '/v1/completions', body)));
+  const texts = new Set(rs.map((r) => r.json.choices[0].text));
+  assert.equal(texts.size, 1);
+  assert.deepEqual([...new Set(rs.map(xcache))].sort(), ['HIT-L1', 'MISS']);
+  assert.equal(rs.filter((r) => xcache(r) === 'MISS').length, 1);
+  assert.equal(await tokens() - before, 32); // one generation's tokens, not fifty
+});
+
+test('a leader whose client leaves still answers its followers', async () => {
+  const body = fresh({ max_tokens: 1500, logit_bias: { 2: -100 } }); // long enough to still run at the abort
+  const ctl = new AbortController();
+  const leader = fetch(plain.url + '/v1/completions', { method: 'POST', signal: ctl.signal,
+    headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).catch(() => null);
+  await new Promise((r) => setTimeout(r, 30));
+  const follower = postJSON(plain.url, '/v1/completions', body);
+  await new Promise((r) => setTimeout(r, 20));
+  ctl.abort();
+  await leader;
+  const f = await follower;
+  assert.equal(f.status, 200);
+  assert.equal(f.json.usage.completion_tokens, 1500);
+  assert.equal(xcache(f), 'HIT-L1');
+  const logged = (re) => waitFor(() => re.test(plain.log())); // log lines reach us a moment after the responses
+  assert.ok(await logged(/status=499 .*cache=miss/), plain.log()); // the leader's client left...
+  assert.ok(await logged(/status=200 .*cache=coalesced/), plain.log()); // ...its follower was answered
+});
