@@ -5,7 +5,7 @@
  * caller at once (a miss) and its record stays, marked abandoned, until
  * hiredis's reply (or the disconnect that flushes it) frees it.
  * Values are stored as an 8-byte Unix-millisecond timestamp then the
- * zstd-compressed bytes, under "autoglm:rc:" + the key in hex.
+ * zstd-compressed bytes, under "autoglm:rc:" + the namespace tag and the key in hex.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cache/l2.h"
@@ -185,19 +185,19 @@ static pending *track(ag_l2 *l, ag_l2_get_cb get, ag_l2_set_cb set, void *ctx) {
     return p;
 }
 
-static void key_name(const uint8_t key[32], char out[11 + 65]) {
-    memcpy(out, "autoglm:rc:", 11);
-    for (int i = 0; i < 32; i++) snprintf(out + 11 + 2 * i, 3, "%02x", key[i]);
+static void key_name(const uint8_t key[32], uint64_t tag, char out[100]) {
+    int n = snprintf(out, 100, "autoglm:rc:%016llx:", (unsigned long long)tag);
+    for (int i = 0; i < 32; i++) snprintf(out + n + 2 * i, 3, "%02x", key[i]);
 }
 
-void ag_l2_get(ag_l2 *l, const uint8_t key[32], ag_l2_get_cb cb, void *ctx) {
+void ag_l2_get(ag_l2 *l, const uint8_t key[32], uint64_t tag, ag_l2_get_cb cb, void *ctx) {
     if (!breaker_allows(l)) {
         l->st.short_circuits++;
         cb(ctx, NULL, 0, 0);
         return;
     }
-    char name[80];
-    key_name(key, name);
+    char name[100];
+    key_name(key, tag, name);
     pending *p = track(l, cb, NULL, ctx);
     if (redisAsyncCommand(l->ac, on_reply, p, "GET %s", name) != REDIS_OK) {
         unlink_pending(p);
@@ -208,8 +208,8 @@ void ag_l2_get(ag_l2 *l, const uint8_t key[32], ag_l2_get_cb cb, void *ctx) {
     }
 }
 
-void ag_l2_set(ag_l2 *l, const uint8_t key[32], const void *data, size_t len, uint64_t ttl_s, ag_l2_set_cb cb,
-               void *ctx) {
+void ag_l2_set(ag_l2 *l, const uint8_t key[32], uint64_t tag, const void *data, size_t len, uint64_t ttl_s,
+               ag_l2_set_cb cb, void *ctx) {
     if (!breaker_allows(l)) {
         l->st.short_circuits++;
         if (cb) cb(ctx, false);
@@ -220,8 +220,8 @@ void ag_l2_set(ag_l2 *l, const uint8_t key[32], const void *data, size_t len, ui
     uint64_t now_ms = ag_clock_wall_ns() / 1000000ull;
     memcpy(buf, &now_ms, 8);
     size_t n = ZSTD_compress(buf + 8, cap, data, len, 3);
-    char name[80];
-    key_name(key, name);
+    char name[100];
+    key_name(key, tag, name);
     pending *p = track(l, NULL, cb, ctx);
     int rc = ZSTD_isError(n) ? REDIS_ERR
                              : redisAsyncCommand(l->ac, on_reply, p, "SET %s %b EX %llu", name, buf, 8 + n,
@@ -236,6 +236,48 @@ void ag_l2_set(ag_l2 *l, const uint8_t key[32], const void *data, size_t len, ui
         return;
     }
     l->st.sets++;
+}
+
+/* ---- deletion: SCAN then UNLINK, batch after batch ----------------------------------------- */
+
+typedef struct deletion {
+    ag_l2 *l;
+    char pattern[48];
+} deletion;
+
+static void on_scan(redisAsyncContext *ac, void *reply, void *privdata) {
+    deletion *d = privdata;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        free(d); /* disconnected or refused: what is left ages out by TTL */
+        return;
+    }
+    redisReply *keys = r->element[1];
+    if (keys->elements) {
+        const char **argv = ag_xmalloc((keys->elements + 1) * sizeof *argv);
+        size_t *lens = ag_xmalloc((keys->elements + 1) * sizeof *lens);
+        argv[0] = "UNLINK", lens[0] = 6;
+        for (size_t i = 0; i < keys->elements; i++) argv[i + 1] = keys->element[i]->str, lens[i + 1] = keys->element[i]->len;
+        redisAsyncCommandArgv(ac, NULL, NULL, (int)keys->elements + 1, argv, lens);
+        free(argv), free(lens);
+    }
+    if (strcmp(r->element[0]->str, "0") == 0 ||
+        redisAsyncCommand(ac, on_scan, d, "SCAN %s MATCH %s COUNT 1000", r->element[0]->str, d->pattern) != REDIS_OK)
+        free(d);
+}
+
+bool ag_l2_delete(ag_l2 *l, bool all, uint64_t tag) {
+    if (!l->connected) return false;
+    deletion *d = ag_xcalloc(1, sizeof *d);
+    d->l = l;
+    if (all) snprintf(d->pattern, sizeof d->pattern, "autoglm:rc:*");
+    else snprintf(d->pattern, sizeof d->pattern, "autoglm:rc:%016llx:*", (unsigned long long)tag);
+    if (redisAsyncCommand(l->ac, on_scan, d, "SCAN 0 MATCH %s COUNT 1000", d->pattern) != REDIS_OK) {
+        free(d);
+        return false;
+    }
+    return true;
 }
 
 /* ---- connection ----------------------------------------------------------------------------- */

@@ -42,9 +42,17 @@ void ag_l2_destroy(ag_l2 *l);
 typedef void (*ag_l2_get_cb)(void *ctx, const char *data, size_t len, uint64_t stored_ms);
 typedef void (*ag_l2_set_cb)(void *ctx, bool ok);
 
-void ag_l2_get(ag_l2 *l, const uint8_t key[32], ag_l2_get_cb cb, void *ctx);
+/* Entries live under their namespace's tag (ag_l2_delete drops one namespace). */
+void ag_l2_get(ag_l2 *l, const uint8_t key[32], uint64_t tag, ag_l2_get_cb cb, void *ctx);
 /* cb may be NULL (fire and forget). */
-void ag_l2_set(ag_l2 *l, const uint8_t key[32], const void *data, size_t len, uint64_t ttl_s, ag_l2_set_cb cb, void *ctx);
+void ag_l2_set(ag_l2 *l, const uint8_t key[32], uint64_t tag, const void *data, size_t len, uint64_t ttl_s,
+               ag_l2_set_cb cb, void *ctx);
+/*
+ * Delete every entry (all) or a namespace's, in the background: SCAN
+ * batches, each UNLINKed, until the cursor returns to 0.  False when Redis
+ * is not connected (nothing started).
+ */
+bool ag_l2_delete(ag_l2 *l, bool all, uint64_t tag);
 ag_l2_stats ag_l2_stats_get(const ag_l2 *l);
 
 #endif

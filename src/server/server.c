@@ -665,10 +665,10 @@ static void exchange_complete(exchange *x) {
         uint64_t ttl_s = x->cache_ttl_ns / 1000000000ull;
         if (s->o->cache_write_through) {
             x->l2_value = value;
-            ag_l2_set(s->l2, x->cache_key, value.data, value.len, ttl_s, on_write_through, x);
+            ag_l2_set(s->l2, x->cache_key, x->cache_tag, value.data, value.len, ttl_s, on_write_through, x);
             return;
         }
-        ag_l2_set(s->l2, x->cache_key, value.data, value.len, ttl_s, NULL, NULL);
+        ag_l2_set(s->l2, x->cache_key, x->cache_tag, value.data, value.len, ttl_s, NULL, NULL);
     }
     ag_buf_deinit(&value);
     exchange_respond(x);
@@ -1023,7 +1023,7 @@ static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t
     if (s->l2 && x->cache_hdr && strcmp(x->cache_hdr, "X-Cache: MISS\r\n") == 0) { /* L1 missed: ask Redis */
         x->c = c;
         c->x = x;
-        ag_l2_get(s->l2, x->cache_key, on_l2_get, x); /* may answer at once */
+        ag_l2_get(s->l2, x->cache_key, x->cache_tag, on_l2_get, x); /* may answer at once */
         return;
     }
     generate(c, x);
@@ -1237,20 +1237,24 @@ static void route_cache_delete(conn *c) {
         return;
     }
     size_t removed = 0;
+    bool l2 = false;
     if (s->cache) {
         ag_str q = c->req.query;
         if (ag_str_starts_with(q, AG_STR_LIT("namespace=")) && q.n > 10 && q.n < 10 + 129) {
             char ns[140];
             snprintf(ns, sizeof ns, "%.*s", (int)(q.n - 10), q.p + 10);
             removed = ag_cache_remove_tag(s->cache, ag_rcache_tag(ns));
+            l2 = s->l2 && ag_l2_delete(s->l2, false, ag_rcache_tag(ns));
         } else {
             removed = ag_cache_stats_get(s->cache).entries;
             ag_cache_clear(s->cache);
+            l2 = s->l2 && ag_l2_delete(s->l2, true, 0);
         }
     }
     ag_buf b;
     ag_buf_init(&b);
-    ag_buf_appendf(&b, "{\"deleted\":%zu}", removed);
+    /* L1 is cleared now; Redis in the background (SCAN and UNLINK batches) */
+    ag_buf_appendf(&b, "{\"deleted\":%zu,\"redis\":\"%s\"}", removed, !s->l2 ? "none" : l2 ? "deleting" : "unavailable");
     respond_json(c, 200, &b, NULL);
     ag_buf_deinit(&b);
 }

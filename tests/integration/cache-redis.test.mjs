@@ -26,7 +26,7 @@ before(async () => {
   assert.ok(await startRedis(), 'redis-server did not start');
   const url = `redis://127.0.0.1:${port}`;
   [a, b, wt] = await Promise.all([
-    startServer(['--cache-mb', '8', '--redis-url', url, '--redis-timeout-ms', '100']),
+    startServer(['--cache-mb', '8', '--redis-url', url, '--redis-timeout-ms', '100', '--admin-key', 'root']),
     startServer(['--cache-mb', '8', '--redis-url', url, '--redis-timeout-ms', '100']),
     startServer(['--cache-mb', '8', '--redis-url', url, '--cache-policy', 'write-through']),
   ]);
@@ -96,4 +96,22 @@ test('Redis killed, then restarted: no error reaches clients, and the server rec
   await postJSON(a.url, '/v1/completions', body);
   assert.ok(await waitFor(async () => (await stats(a)).l2.sets > down.l2.sets));
   assert.equal(xcache(await postJSON(b.url, '/v1/completions', body)), 'HIT-L2'); // the tier works again
+});
+
+test('DELETE /v1/cache drops a namespace from Redis too, or everything', async () => {
+  const redisKeys = () => execFileSync('redis-cli', ['-p', String(port), '--scan', '--pattern', 'autoglm:rc:*'], { encoding: 'utf8' })
+    .split('\n').filter(Boolean);
+  const inX = { ...fresh(), cache: { namespace: 'x' } }, plainBody = fresh();
+  await postJSON(a.url, '/v1/completions', inX);
+  await postJSON(a.url, '/v1/completions', plainBody);
+  assert.ok(await waitFor(async () => redisKeys().length >= 2));
+  const before = redisKeys().length;
+  const admin = { authorization: 'Bearer root' };
+  const del = await fetch(a.url + '/v1/cache?namespace=x', { method: 'DELETE', headers: admin });
+  assert.equal((await del.json()).redis, 'deleting');
+  assert.ok(await waitFor(() => redisKeys().length === before - 1), redisKeys().join('\n'));
+  assert.equal(xcache(await postJSON(b.url, '/v1/completions', inX)), 'MISS'); // gone from the shared tier
+  assert.equal(xcache(await postJSON(b.url, '/v1/completions', plainBody)), 'HIT-L2'); // the other namespace stays
+  await fetch(a.url + '/v1/cache', { method: 'DELETE', headers: admin });
+  assert.ok(await waitFor(() => redisKeys().length === 0), redisKeys().join('\n'));
 });
