@@ -241,7 +241,6 @@ void ag_l2_set(ag_l2 *l, const uint8_t key[32], uint64_t tag, const void *data, 
 /* ---- deletion: SCAN then UNLINK, batch after batch ----------------------------------------- */
 
 typedef struct deletion {
-    ag_l2 *l;
     char pattern[48];
 } deletion;
 
@@ -270,7 +269,6 @@ static void on_scan(redisAsyncContext *ac, void *reply, void *privdata) {
 bool ag_l2_delete(ag_l2 *l, bool all, uint64_t tag) {
     if (!l->connected) return false;
     deletion *d = ag_xcalloc(1, sizeof *d);
-    d->l = l;
     if (all) snprintf(d->pattern, sizeof d->pattern, "autoglm:rc:*");
     else snprintf(d->pattern, sizeof d->pattern, "autoglm:rc:%016llx:*", (unsigned long long)tag);
     if (redisAsyncCommand(l->ac, on_scan, d, "SCAN 0 MATCH %s COUNT 1000", d->pattern) != REDIS_OK) {

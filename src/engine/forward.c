@@ -31,7 +31,7 @@ typedef struct step {
     float *ys[3];
     int n_mats;
     const float *in;       /* matmul input [T][cols] */
-    const float *delta;    /* residual: x += delta, [T][n_embd] */
+    float *delta;          /* residual: x += delta, [T][n_embd] (a post-norm normalizes it in place) */
     const float *post_norm; /* glm4's sandwich norm of delta before the residual, or NULL */
     atomic_long next_chunk; /* matmul: the next chunk of weight rows to claim */
     long chunk_rows[3];     /* matmul: rows per chunk of each matrix */
@@ -120,7 +120,7 @@ static void row_qkv_post(step *st, int t) {
 static void row_residual(step *st, int t) {
     int n = st->m->cfg.n_embd;
     float *x = st->m->s.x + (size_t)t * n;
-    float *d = (float *)st->delta + (size_t)t * n;
+    float *d = st->delta + (size_t)t * n;
     if (st->post_norm) rmsnorm(d, d, st->post_norm, n, st->m->cfg.eps);
     for (int i = 0; i < n; i++) x[i] += d[i];
 }

@@ -85,6 +85,7 @@ static ag_status read_config(loader *L) {
                                                         ag_gguf_find_tensor(L->m->file, "blk.0.attn_qkv.bias")));
     c->qk_norm = c->arch == AG_ARCH_QWEN3;
     c->post_norms = c->arch == AG_ARCH_GLM4;
+    c->fused_up = glm;
     return AG_OK;
 }
 
@@ -171,7 +172,7 @@ static ag_status load_weights(loader *L) {
             if (rc == AG_OK) rc = load_matrix(L, "attn_v.weight", l, c->n_embd, kv_dim, &lw->wv);
         }
         if (rc == AG_OK) rc = load_matrix(L, "attn_output.weight", l, q_dim, c->n_embd, &lw->wo);
-        if (rc == AG_OK && (c->arch == AG_ARCH_GLM4 || c->arch == AG_ARCH_CHATGLM)) { /* fused gate+up, gate first */
+        if (rc == AG_OK && c->fused_up) {
             ag_matrix up;
             rc = load_matrix(L, "ffn_up.weight", l, c->n_embd, 2 * (int64_t)c->n_ff, &up);
             lw->w_gate = row_view(&up, 0, c->n_ff), lw->w_up = row_view(&up, c->n_ff, c->n_ff);

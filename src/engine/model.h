@@ -45,6 +45,7 @@ typedef struct ag_config {
     float rope_base, eps;
     bool qkv_bias, qk_norm, tied_output;
     bool post_norms; /* glm4: RMSNorm on the attention and FFN outputs before each residual ("sandwich") */
+    bool fused_up;   /* GLM: gate and up projections in one ffn_up tensor, gate rows first */
 } ag_config;
 
 /* A weight matrix in place: rows of `cols` elements, row r at data + r * row_bytes. */

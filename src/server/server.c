@@ -80,8 +80,8 @@ struct exchange {
     choice *ch;
     int n_ch, n_open;
     uint64_t t_start_ns, t_first_ns; /* the request's first byte; the first token of any choice */
-    /* the response cache: the X-Cache header of a generated answer, and where to store it */
-    const char *cache_hdr;
+    /* the response cache: its verdict on this request (X-Cache of a generated answer), and where to store it */
+    int cache_verdict; /* CACHE_NONE, CACHE_BYPASS or CACHE_MISS */
     bool cache_store;
     uint8_t cache_key[32];
     uint64_t cache_ttl_ns, cache_tag;
@@ -106,6 +106,10 @@ typedef struct req_obs {
 } req_obs;
 
 enum { C_HEAD, C_BODY, C_BUSY, C_CLOSING };
+
+/* The response cache's verdict on a generated answer, and its X-Cache header. */
+enum { CACHE_NONE, CACHE_BYPASS, CACHE_MISS };
+static const char *const cache_headers[] = {NULL, "X-Cache: BYPASS\r\n", "X-Cache: MISS\r\n"};
 
 /* Routes, in the order of the routes table and of the metrics' route labels. */
 enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_CACHE_STATS, R_CACHE,
@@ -695,7 +699,7 @@ static void exchange_respond(exchange *x) {
             ag_api_response_write(&x->meta, ch, (size_t)x->n_ch, &u, &json);
             free(ch);
             if (failed) respond_status(c, 500, "server_error", NULL, "the engine failed on this request", NULL);
-            else respond_json(c, 200, &json, x->cache_hdr);
+            else respond_json(c, 200, &json, cache_headers[x->cache_verdict]);
         }
         ag_buf_deinit(&json);
         c->x = NULL;
@@ -786,7 +790,7 @@ static ag_str bearer(const ag_http_request *req) {
     return ag_str_trim((ag_str){h.p + 7, h.n - 7});
 }
 
-static bool has_token(ag_str header, const char *token) {
+static bool header_has(ag_str header, const char *token) {
     size_t n = strlen(token);
     for (size_t i = 0; i + n <= header.n; i++)
         if (strncasecmp(header.p + i, token, n) == 0) return true;
@@ -794,12 +798,12 @@ static bool has_token(ag_str header, const char *token) {
 }
 
 /* Answer from a cached value: a whole response, or the same chunks a generation streams. */
-static void serve_cached(conn *c, exchange *x, const ag_cache_val *v, const char *tier, uint64_t age) {
+static void serve_cached(conn *c, exchange *x, const char *value, size_t len, const char *tier, uint64_t age) {
     ag_rcache_choice rc[AG_API_MAX_CHOICES];
     uint32_t n = 0;
     ag_api_usage u;
     char extra[128];
-    if (!ag_rcache_decode(v->data, v->len, rc, AG_API_MAX_CHOICES, &n, &u) || (int)n != x->n_ch) {
+    if (!ag_rcache_decode(value, len, rc, AG_API_MAX_CHOICES, &n, &u) || (int)n != x->n_ch) {
         respond_status(c, 500, "server_error", NULL, "a response cache entry did not decode", NULL);
         return;
     }
@@ -843,8 +847,8 @@ static void serve_cached(conn *c, exchange *x, const ag_cache_val *v, const char
 static bool cache_lookup(conn *c, exchange *x) {
     server *s = c->s;
     ag_str cc = ag_http_header_get(&c->req, "cache-control");
-    bool no_cache = has_token(cc, "no-cache"), no_store = has_token(cc, "no-store");
-    x->cache_hdr = "X-Cache: BYPASS\r\n";
+    bool no_cache = header_has(cc, "no-cache"), no_store = header_has(cc, "no-store");
+    x->cache_verdict = CACHE_BYPASS;
     c->obs.cache = "bypass";
     if (!ag_rcache_cacheable(&x->req, s->o->cache_nondeterministic)) {
         s->cache_bypass++;
@@ -858,11 +862,11 @@ static bool cache_lookup(conn *c, exchange *x) {
         ag_cache_val *v = ag_cache_get(s->cache, x->cache_key, ag_clock_mono_ns());
         if (v) {
             c->obs.cache = "hit-l1";
-            serve_cached(c, x, v, "HIT-L1", (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull);
+            serve_cached(c, x, v->data, v->len, "HIT-L1", (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull);
             ag_cache_val_release(v);
             return true;
         }
-        x->cache_hdr = "X-Cache: MISS\r\n";
+        x->cache_verdict = CACHE_MISS;
         c->obs.cache = "miss";
     }
     x->cache_store = !no_store;
@@ -910,7 +914,8 @@ static void submit_choices(conn *c, exchange *x) {
     }
     if (!x->req.stream) return;
     char extra[96];
-    snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\n%s", x->cache_hdr ? x->cache_hdr : "");
+    const char *verdict = cache_headers[x->cache_verdict];
+    snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\n%s", verdict ? verdict : "");
     write_head(c, 200, "text/event-stream", -1, extra);
     if (x->req.kind != AG_API_CHAT) return;
     ag_buf json;
@@ -948,14 +953,8 @@ static void release_follower(exchange *f, const ag_buf *value) {
         return;
     }
     if (value) {
-        ag_cache_val *v = ag_xmalloc(sizeof *v + value->len);
-        atomic_init(&v->refs, 1);
-        v->len = value->len;
-        v->stored_ns = ag_clock_mono_ns();
-        memcpy(v->data, value->data, value->len);
         c->x = NULL;
-        serve_cached(c, f, v, "HIT-L1", 0);
-        ag_cache_val_release(v);
+        serve_cached(c, f, value->data, value->len, "HIT-L1", 0);
         exchange_free(f);
         process(c); /* a pipelined request may be waiting */
     } else if (c->s->draining) {
@@ -986,13 +985,8 @@ static void on_l2_get(void *ctx, const char *data, size_t len, uint64_t stored_m
     if (data) {
         uint64_t now_ms = ag_clock_wall_ns() / 1000000ull, age_s = now_ms > stored_ms ? (now_ms - stored_ms) / 1000 : 0;
         ag_cache_put(s->cache, x->cache_key, data, len, x->cache_ttl_ns, ag_clock_mono_ns() - age_s * 1000000000ull, x->cache_tag);
-        ag_cache_val *v = ag_xmalloc(sizeof *v + len);
-        atomic_init(&v->refs, 1);
-        v->len = len, v->stored_ns = 0;
-        memcpy(v->data, data, len);
         c->obs.cache = "hit-l2";
-        serve_cached(c, x, v, "HIT-L2", age_s);
-        ag_cache_val_release(v);
+        serve_cached(c, x, data, len, "HIT-L2", age_s);
         exchange_free(x);
         process(c); /* a pipelined request may be waiting */
         return;
@@ -1020,7 +1014,7 @@ static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t
         exchange_free(x);
         return;
     }
-    if (s->l2 && x->cache_hdr && strcmp(x->cache_hdr, "X-Cache: MISS\r\n") == 0) { /* L1 missed: ask Redis */
+    if (s->l2 && x->cache_verdict == CACHE_MISS) { /* L1 missed: ask Redis */
         x->c = c;
         c->x = x;
         ag_l2_get(s->l2, x->cache_key, x->cache_tag, on_l2_get, x); /* may answer at once */
@@ -1054,20 +1048,21 @@ static void on_follow_timer(uv_timer_t *t) {
 
 /* ---- routes --------------------------------------------------------------------------- */
 
-/* Constant-time over every key, so timing tells nothing of which key or how much of it matched. */
+/* key == want in time that depends only on want's length, so timing tells nothing of how much matched. */
+static bool key_equal(ag_str key, const char *want) {
+    size_t n = strlen(want);
+    unsigned diff = (unsigned)(n ^ key.n);
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)want[i] ^ (unsigned char)(i < key.n ? key.p[i] : 0);
+    return diff == 0;
+}
+
+/* Every key is compared, so timing tells nothing of which one matched. */
 static bool authorized(const server *s, const ag_http_request *req) {
     if (!s->o->n_api_keys) return true;
-    ag_str h = ag_http_header_get(req, "authorization");
-    if (h.n < 7 || !ag_str_ieq((ag_str){h.p, 7}, AG_STR_LIT("bearer "))) return false;
-    ag_str key = ag_str_trim((ag_str){h.p + 7, h.n - 7});
-    unsigned ok = 0;
-    for (size_t k = 0; k < s->o->n_api_keys; k++) {
-        const char *want = s->o->api_keys[k];
-        size_t n = strlen(want);
-        unsigned diff = (unsigned)(n ^ key.n);
-        for (size_t i = 0; i < n; i++) diff |= (unsigned char)want[i] ^ (unsigned char)(i < key.n ? key.p[i] : 0);
-        ok |= diff == 0;
-    }
+    ag_str key = bearer(req);
+    if (!key.p) return false;
+    bool ok = false;
+    for (size_t k = 0; k < s->o->n_api_keys; k++) ok |= key_equal(key, s->o->api_keys[k]);
     return ok;
 }
 
@@ -1224,12 +1219,8 @@ static void route_cache_stats(conn *c) {
 /* DELETE /v1/cache[?namespace=NAME]: drop a namespace's entries or all; only with the admin key. */
 static void route_cache_delete(conn *c) {
     server *s = c->s;
-    ag_str key = bearer(&c->req);
     const char *admin = s->o->admin_key;
-    unsigned diff = admin ? (unsigned)(strlen(admin) ^ key.n) : 1;
-    for (size_t i = 0; admin && i < strlen(admin); i++)
-        diff |= (unsigned char)admin[i] ^ (unsigned char)(i < key.n ? key.p[i] : 0);
-    if (diff) {
+    if (!admin || !key_equal(bearer(&c->req), admin)) {
         respond_status(c, admin ? 401 : 403, "invalid_request_error", admin ? "invalid_api_key" : "forbidden",
                        admin ? "DELETE /v1/cache needs the admin key as 'Authorization: Bearer KEY'."
                              : "DELETE /v1/cache is disabled: the server has no --admin-key.",

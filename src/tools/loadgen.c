@@ -48,9 +48,9 @@ typedef struct conn {
     /* the response */
     bool head_done, chunked, to_eof, sse, close_after, done;
     int status;
-    size_t body_off, content_length, decoded, scanned;
+    size_t body_off, content_length, scanned;
     ag_http_chunked dec;
-    uint64_t chunks, in_tokens, out_tokens;
+    uint64_t in_tokens, out_tokens;
 } conn;
 
 struct lg {
@@ -200,7 +200,6 @@ static void read_usage(conn *c, const char *p, size_t n) {
         if (!c->t_first) c->t_first = now;
         else if (c->counted) ag_hist_add(&c->g->r->itl, (now - c->t_last_chunk) / 1000);
         c->t_last_chunk = now;
-        c->chunks++;
     }
 }
 
@@ -409,9 +408,9 @@ static void send_next(conn *c) {
     c->in.len = 0;
     c->head_done = c->chunked = c->to_eof = c->sse = c->close_after = c->done = false;
     c->status = 0;
-    c->body_off = c->content_length = c->decoded = c->scanned = 0;
+    c->body_off = c->content_length = c->scanned = 0;
     memset(&c->dec, 0, sizeof c->dec);
-    c->chunks = c->in_tokens = c->out_tokens = 0;
+    c->in_tokens = c->out_tokens = 0;
     c->t_first = c->t_last_chunk = 0;
     if (c->connected) transmit(c); /* else on_connect does */
 }
