@@ -86,6 +86,20 @@ ag_cache *ag_cache_create(size_t max_bytes, ag_cache_policy policy) {
     return c;
 }
 
+ag_cache_val *ag_cache_val_new(const void *data, size_t len, uint64_t stored_ns) {
+    ag_cache_val *v = ag_xmalloc(sizeof *v + len);
+    atomic_init(&v->refs, 1);
+    v->len = len;
+    v->stored_ns = stored_ns;
+    memcpy(v->data, data, len);
+    return v;
+}
+
+ag_cache_val *ag_cache_val_retain(ag_cache_val *v) {
+    atomic_fetch_add(&v->refs, 1);
+    return v;
+}
+
 void ag_cache_val_release(ag_cache_val *v) {
     if (v && atomic_fetch_sub(&v->refs, 1) == 1) free(v);
 }
@@ -244,13 +258,19 @@ ag_cache_val *ag_cache_get(ag_cache *c, const uint8_t key[32], uint64_t now_ns) 
     }
     c->st.hits++;
     touch(c, e);
-    atomic_fetch_add(&e->val->refs, 1);
-    return e->val;
+    return ag_cache_val_retain(e->val);
 }
 
 bool ag_cache_put(ag_cache *c, const uint8_t key[32], const void *data, size_t len, uint64_t ttl_ns, uint64_t now_ns,
                   uint64_t tag) {
-    size_t size = len + ENTRY_OVERHEAD;
+    ag_cache_val *v = ag_cache_val_new(data, len, now_ns);
+    bool kept = ag_cache_put_val(c, key, v, ttl_ns, tag);
+    ag_cache_val_release(v);
+    return kept;
+}
+
+bool ag_cache_put_val(ag_cache *c, const uint8_t key[32], ag_cache_val *v, uint64_t ttl_ns, uint64_t tag) {
+    size_t size = v->len + ENTRY_OVERHEAD;
     uint64_t h = key_hash(key);
     entry *old = *find_slot(c, key, h);
     if (old) entry_free(c, old); /* a replacement starts over */
@@ -258,15 +278,10 @@ bool ag_cache_put(ag_cache *c, const uint8_t key[32], const void *data, size_t l
         c->st.rejections++;
         return false;
     }
-    ag_cache_val *v = ag_xmalloc(sizeof *v + len);
-    atomic_init(&v->refs, 1);
-    v->len = len;
-    v->stored_ns = now_ns;
-    memcpy(v->data, data, len);
     entry *e = ag_xcalloc(1, sizeof *e);
     memcpy(e->key, key, 32);
-    e->hash = h, e->val = v, e->size = size, e->tag = tag;
-    e->expire_ns = ttl_ns ? now_ns + ttl_ns : 0;
+    e->hash = h, e->val = ag_cache_val_retain(v), e->size = size, e->tag = tag;
+    e->expire_ns = ttl_ns ? v->stored_ns + ttl_ns : 0;
     if (c->count + 1 > (c->mask + 1) / 4 * 3) table_grow(c);
     entry **slot = find_slot(c, key, h);
     *slot = e;

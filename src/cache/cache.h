@@ -49,10 +49,13 @@ void ag_cache_destroy(ag_cache *c);
 /* The value under key, with a reference the caller releases; NULL on a miss (or an expired entry). */
 ag_cache_val *ag_cache_get(ag_cache *c, const uint8_t key[32], uint64_t now_ns);
 /*
- * Store a copy of data[0..len) under key for ttl_ns (0: no expiry), replacing
- * what was there; tag groups entries for ag_cache_remove_tag (a namespace).
- * False when the policy declined it at once (larger than the cache).
+ * Store v under key for ttl_ns from v->stored_ns (0: no expiry), replacing
+ * what was there; the cache takes a reference of its own, the caller keeps
+ * its own.  tag groups entries for ag_cache_remove_tag (a namespace).  False
+ * when the policy declined it at once (larger than the cache).
  */
+bool ag_cache_put_val(ag_cache *c, const uint8_t key[32], ag_cache_val *v, uint64_t ttl_ns, uint64_t tag);
+/* ag_cache_put_val of a new value holding a copy of data[0..len), stored at now_ns. */
 bool ag_cache_put(ag_cache *c, const uint8_t key[32], const void *data, size_t len, uint64_t ttl_ns, uint64_t now_ns,
                   uint64_t tag);
 void ag_cache_remove(ag_cache *c, const uint8_t key[32]);
@@ -61,6 +64,9 @@ size_t ag_cache_remove_tag(ag_cache *c, uint64_t tag);
 void ag_cache_clear(ag_cache *c);
 ag_cache_stats ag_cache_stats_get(const ag_cache *c);
 
+/* A value outside any cache yet, holding a copy of data[0..len), with one reference (the caller's). */
+ag_cache_val *ag_cache_val_new(const void *data, size_t len, uint64_t stored_ns);
+ag_cache_val *ag_cache_val_retain(ag_cache_val *v);
 void ag_cache_val_release(ag_cache_val *v);
 
 #endif

@@ -88,7 +88,7 @@ typedef struct pending {
 struct ag_l2 {
     uv_loop_t *loop;
     ag_l2_opts o;
-    char host[256], password[256];
+    char host[256], user[256], password[256];
     int port, db;
     redisAsyncContext *ac;
     bool connected, closing;
@@ -130,6 +130,10 @@ static void breaker_result(ag_l2 *l, bool ok) {
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
+static void note_error(ag_l2 *l, const char *msg) {
+    snprintf(l->st.last_error, sizeof l->st.last_error, "%s", msg ? msg : "unknown error");
+}
+
 static void answer_miss(pending *p) {
     if (p->answered) return;
     p->answered = true;
@@ -146,6 +150,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     redisReply *r = reply;
     unlink_pending(p);
     bool ok = r && r->type != REDIS_REPLY_ERROR;
+    if (r && !ok) note_error(l, r->str);
     if (!p->answered) {
         breaker_result(l, ok);
         if (!ok) l->st.errors++;
@@ -295,20 +300,30 @@ static void lost(ag_l2 *l) {
     uv_timer_start(&l->reconnect, on_reconnect_timer, l->backoff_ms, 0);
 }
 
+/* AUTH's and SELECT's replies: a refusal (WRONGPASS, a bad db) is kept for /v1/cache/stats. */
+static void on_setup_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+    (void)privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR) note_error(ac->data, r->str);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status) {
     ag_l2 *l = ac->data;
     if (status != REDIS_OK) { /* hiredis frees the context after this */
+        note_error(l, ac->errstr);
         lost(l);
         return;
     }
     l->connected = true;
     l->backoff_ms = 0;
-    if (l->password[0]) redisAsyncCommand(l->ac, NULL, NULL, "AUTH %s", l->password);
-    if (l->db) redisAsyncCommand(l->ac, NULL, NULL, "SELECT %d", l->db);
+    l->st.last_error[0] = '\0'; /* what failed before this connection is history; AUTH's refusal comes next */
+    if (l->user[0]) redisAsyncCommand(l->ac, on_setup_reply, NULL, "AUTH %s %s", l->user, l->password);
+    else if (l->password[0]) redisAsyncCommand(l->ac, on_setup_reply, NULL, "AUTH %s", l->password);
+    if (l->db) redisAsyncCommand(l->ac, on_setup_reply, NULL, "SELECT %d", l->db);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
-    (void)status;
+    if (status != REDIS_OK) note_error(ac->data, ac->errstr);
     lost(ac->data);
 }
 
@@ -338,6 +353,7 @@ static void on_tick(uv_timer_t *t) {
         if (!p->answered && now >= p->deadline_ns) {
             l->st.timeouts++;
             if (p->get) l->st.misses++;
+            note_error(l, "a command timed out (--redis-timeout-ms)");
             breaker_result(l, false);
             answer_miss(p);
         }
@@ -345,13 +361,17 @@ static void on_tick(uv_timer_t *t) {
 
 bool ag_l2_create(uv_loop_t *loop, const ag_l2_opts *o, ag_l2 **out, char *msg, size_t msg_cap) {
     const char *u = o->url;
+    if (strncmp(u, "rediss://", 9) == 0)
+        return snprintf(msg, msg_cap, "--redis-url: TLS (rediss://) needs hiredis 1.0 or later with hiredis_ssl; "
+                                      "this build has hiredis %d.%d", HIREDIS_MAJOR, HIREDIS_MINOR), false;
     if (strncmp(u, "redis://", 8) != 0) return snprintf(msg, msg_cap, "--redis-url must start with redis://"), false;
     ag_l2 *l = ag_xcalloc(1, sizeof *l);
     u += 8;
-    const char *at = strchr(u, '@');
-    if (at) { /* [user]:password@ */
+    const char *at = strrchr(u, '@');
+    if (at) { /* user:password@, :password@ or password@ */
         const char *colon = memchr(u, ':', (size_t)(at - u));
         const char *pw = colon ? colon + 1 : u;
+        if (colon) snprintf(l->user, sizeof l->user, "%.*s", (int)(colon - u), u);
         snprintf(l->password, sizeof l->password, "%.*s", (int)(at - pw), pw);
         u = at + 1;
     }
@@ -362,7 +382,7 @@ bool ag_l2_create(uv_loop_t *loop, const ag_l2_opts *o, ag_l2 **out, char *msg, 
     l->db = slash ? atoi(slash + 1) : 0;
     if (!l->host[0] || l->port <= 0 || l->port > 65535 || l->db < 0) {
         free(l);
-        return snprintf(msg, msg_cap, "--redis-url: expected redis://[:password@]host[:port][/db]"), false;
+        return snprintf(msg, msg_cap, "--redis-url: expected redis://[[user]:password@]host[:port][/db]"), false;
     }
     l->loop = loop;
     l->o = *o;

@@ -21,7 +21,7 @@
 typedef struct ag_l2 ag_l2;
 
 typedef struct ag_l2_opts {
-    const char *url;          /* redis://[:password@]host[:port][/db] */
+    const char *url;          /* redis://[[user]:password@]host[:port][/db] */
     uint64_t timeout_ms;      /* per command */
     int breaker_failures;     /* consecutive failures that open the breaker */
     uint64_t breaker_open_ms; /* how long it stays open before a trial */
@@ -31,9 +31,14 @@ typedef struct ag_l2_stats {
     uint64_t hits, misses, sets, errors, timeouts, short_circuits, reconnects;
     bool connected;
     const char *breaker; /* "closed", "open", "half-open" */
+    char last_error[128]; /* the latest error since the connection was made ("" for none), e.g. WRONGPASS */
 } ag_l2_stats;
 
-/* Starts connecting (in the background); false with msg when the URL is malformed. */
+/*
+ * Starts connecting (in the background); false with msg when the URL is
+ * malformed or asks for TLS (rediss://), which Debian 12's hiredis 0.14
+ * cannot do (TLS came with hiredis 1.0's separate hiredis_ssl library).
+ */
 bool ag_l2_create(uv_loop_t *loop, const ag_l2_opts *o, ag_l2 **out, char *msg, size_t msg_cap);
 /* Closes the connection; pending callbacks run (as misses) before it returns or from the loop. */
 void ag_l2_destroy(ag_l2 *l);

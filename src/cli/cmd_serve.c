@@ -41,14 +41,15 @@ static const char serve_usage[] =
     "  --drain-timeout D        on shutdown, wait up to D for running requests (default 30s)\n"
     "  --log-level L            debug, info, warn, error (default info)\n"
     "  --cache-mb N             response cache of N MiB for reproducible requests (temperature 0 or a seed;\n"
-    "                           default 0: off); X-Cache says HIT-L1, MISS or BYPASS\n"
+    "                           default 0: off); X-Cache says HIT-L1, HIT-L2, MISS or BYPASS\n"
     "  --cache-ttl D            an entry's life unless the request's cache.ttl says (default 1h)\n"
     "  --cache-nondeterministic also cache sampled requests without a seed\n"
     "  --cache-coalesce-timeout D  identical cacheable requests wait up to D for the first one's answer\n"
     "                           instead of generating again (default 30s; 0 off)\n"
     "  --admin-key KEY          the key DELETE /v1/cache needs\n"
-    "  --redis-url URL          a shared second tier, redis://[:password@]host[:port][/db] (needs --cache-mb;\n"
-    "                           values zstd-compressed; a slow or dead Redis reads as a miss)\n"
+    "  --redis-url URL          a shared second tier, redis://[[user]:password@]host[:port][/db] (values\n"
+    "                           zstd-compressed; a slow or dead Redis reads as a miss; with --cache-mb 0 the\n"
+    "                           only tier); no TLS: Debian 12's hiredis 0.14 has none\n"
     "  --redis-timeout-ms N     a Redis command's limit (default 100)\n"
     "  --cache-policy P         cache-aside (store after answering; default) or write-through (both tiers\n"
     "                           written before the answer completes)\n"
@@ -158,8 +159,8 @@ int ag_cmd_serve(int argc, char **argv) {
             o.cache_nondeterministic = true;
             i--; /* a flag without a value */
         } else if (strcmp(a, "--redis-url") == 0) {
-            if (!val || strncmp(val, "redis://", 8) != 0)
-                return ag_cli_usage_error("serve", "--redis-url needs redis://[:password@]host[:port][/db]");
+            if (!val || (strncmp(val, "redis://", 8) != 0 && strncmp(val, "rediss://", 9) != 0))
+                return ag_cli_usage_error("serve", "--redis-url needs redis://[[user]:password@]host[:port][/db]");
             o.redis_url = val;
         } else if (strcmp(a, "--redis-timeout-ms") == 0) {
             ok = ag_cli_int("serve", a, val, 1, 60000, &v), o.redis_timeout_ms = (uint64_t)v;
@@ -192,7 +193,6 @@ int ag_cmd_serve(int argc, char **argv) {
         if (!ok) return AG_EXIT_USAGE;
         i++;
     }
-    if (o.redis_url && !o.cache_mb) return ag_cli_usage_error("serve", "--redis-url needs --cache-mb (the in-process tier)");
     if (!mo.path) return ag_cli_usage_error("serve", "needs --model M.gguf");
     o.engine.model_path = mo.path;
     o.engine.n_threads = mo.params.n_threads;

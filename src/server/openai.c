@@ -517,7 +517,8 @@ void ag_api_meta_init(ag_api_meta *m, ag_api_kind kind, const char *model, uint6
 
 const char *ag_api_finish_reason(ag_finish f) { return f == AG_FINISH_STOP ? "stop" : "length"; }
 
-static void head(ag_jw *w, const ag_api_meta *m, bool chunk) {
+/* The opening that differs from one response to the next: id and creation time. */
+static void head_open(ag_jw *w, const ag_api_meta *m, bool chunk) {
     ag_jw_obj_begin(w);
     ag_jw_keyc(w, "id");
     ag_jw_strc(w, m->id);
@@ -525,10 +526,19 @@ static void head(ag_jw *w, const ag_api_meta *m, bool chunk) {
     ag_jw_strc(w, m->kind == AG_API_CHAT ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion");
     ag_jw_keyc(w, "created");
     ag_jw_int(w, m->created);
+}
+
+/* The rest of the opening, the same for every response of this server. */
+static void head_rest(ag_jw *w, const ag_api_meta *m) {
     ag_jw_keyc(w, "model");
     ag_jw_strc(w, m->model);
     ag_jw_keyc(w, "system_fingerprint");
     ag_jw_strc(w, "autoglm");
+}
+
+static void head(ag_jw *w, const ag_api_meta *m, bool chunk) {
+    head_open(w, m, chunk);
+    head_rest(w, m);
 }
 
 static void usage(ag_jw *w, const ag_api_usage *u) {
@@ -572,11 +582,20 @@ static void logprobs(ag_jw *w, const ag_api_meta *m, const ag_api_logprobs *lp) 
     ag_jw_obj_end(w);
 }
 
-void ag_api_response_write(const ag_api_meta *m, const ag_api_choice *ch, size_t n, const ag_api_usage *u,
-                           ag_buf *out) {
+void ag_api_response_open_write(const ag_api_meta *m, ag_buf *out) {
     ag_jw w;
     ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
-    head(&w, m, false);
+    head_open(&w, m, false);
+}
+
+size_t ag_api_response_write(const ag_api_meta *m, const ag_api_choice *ch, size_t n, const ag_api_usage *u,
+                             ag_buf *out) {
+    size_t start = out->len;
+    ag_jw w;
+    ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
+    head_open(&w, m, false);
+    size_t open = out->len - start;
+    head_rest(&w, m);
     ag_jw_keyc(&w, "choices");
     ag_jw_arr_begin(&w);
     for (size_t i = 0; i < n; i++) {
@@ -603,6 +622,7 @@ void ag_api_response_write(const ag_api_meta *m, const ag_api_choice *ch, size_t
     ag_jw_arr_end(&w);
     usage(&w, u);
     ag_jw_obj_end(&w);
+    return open;
 }
 
 void ag_api_chunk_write(const ag_api_meta *m, int index, bool first, const char *text, size_t len,

@@ -120,8 +120,15 @@ typedef struct ag_api_choice {
     const ag_api_logprobs *logprobs; /* NULL: "logprobs": null */
 } ag_api_choice;
 
-void ag_api_response_write(const ag_api_meta *m, const ag_api_choice *choices, size_t n, const ag_api_usage *u,
-                           ag_buf *out);
+/*
+ * A whole response's JSON, appended to out.  It returns the length of its
+ * opening (`{"id":...,"object":...,"created":N`), the only part that differs
+ * between two responses carrying the same choices; the rest is what the
+ * response cache keeps and sends after ag_api_response_open_write's opening.
+ */
+size_t ag_api_response_write(const ag_api_meta *m, const ag_api_choice *choices, size_t n, const ag_api_usage *u,
+                             ag_buf *out);
+void ag_api_response_open_write(const ag_api_meta *m, ag_buf *out);
 /*
  * One stream chunk's JSON (without the SSE framing): a delta of text for
  * choice `index` (chat: with the role when `first`), and/or its finish

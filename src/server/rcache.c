@@ -1,12 +1,17 @@
 /*
  * rcache.c - response cache keys and values (see rcache.h).  Values:
  * u32 choices, u64 prompt, completion and cached tokens, then per choice a
- * u8 finish, a u32 length and the text; little-endian as written by memcpy
- * on the one machine that reads them (the L1 tier never leaves the process).
+ * u8 finish, a u32 length and the text, then a u32 length and the
+ * response's JSON after its opening; integers little-endian as memcpy writes
+ * them on x86-64 and arm64, the machines that share a Redis tier.
  */
 #include "server/rcache.h"
 
+#include "base/alloc.h"
+
 #include <openssl/evp.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 bool ag_rcache_cacheable(const ag_api_request *r, bool nondeterministic) {
@@ -36,7 +41,7 @@ uint64_t ag_rcache_tag(const char *ns) {
 void ag_rcache_key(const ag_api_request *r, const char *model, const char *tenant, size_t tenant_len, uint8_t key[32]) {
     EVP_MD_CTX *h = EVP_MD_CTX_new();
     EVP_DigestInit_ex(h, EVP_sha256(), NULL);
-    add_str(h, "autoglm response cache v1", 25);
+    add_str(h, "autoglm response cache v2", 25); /* v2: values carry the rendered response */
     add_str(h, tenant, tenant ? tenant_len : 0);
     add_str(h, r->cache_namespace, r->cache_namespace ? strlen(r->cache_namespace) : 0);
     add_str(h, model, strlen(model));
@@ -66,33 +71,54 @@ void ag_rcache_key(const ag_api_request *r, const char *model, const char *tenan
     memcpy(key, d, 32);
 }
 
-void ag_rcache_encode(const ag_rcache_choice *ch, uint32_t n, const ag_api_usage *u, ag_buf *out) {
+void ag_rcache_encode(const ag_api_meta *m, const ag_rcache_choice *ch, uint32_t n, const ag_api_usage *u, ag_buf *out) {
     int64_t t[3] = {u->prompt_tokens, u->completion_tokens, u->cached_tokens};
     ag_buf_append(out, &n, sizeof n);
     ag_buf_append(out, t, sizeof t);
+    ag_api_choice *api = ag_xcalloc(n ? n : 1, sizeof *api);
     for (uint32_t i = 0; i < n; i++) {
         ag_buf_append(out, &ch[i].finish, 1);
         ag_buf_append(out, &ch[i].len, sizeof ch[i].len);
         ag_buf_append(out, ch[i].text, ch[i].len);
+        api[i] = (ag_api_choice){ch[i].text, ch[i].len, ag_api_finish_reason((ag_finish)ch[i].finish), NULL};
     }
+    uint32_t rest_len = 0;
+    size_t at = out->len;
+    ag_buf_append(out, &rest_len, sizeof rest_len);
+    size_t open = ag_api_response_write(m, api, n, u, out);
+    free(api);
+    if (out->err != AG_OK) return;
+    size_t rest = at + sizeof rest_len + open;
+    rest_len = (uint32_t)(out->len - rest);
+    memcpy(out->data + at, &rest_len, sizeof rest_len);
+    memmove(out->data + at + sizeof rest_len, out->data + rest, rest_len); /* keep the rest, not the opening */
+    out->len = at + sizeof rest_len + rest_len;
 }
 
-bool ag_rcache_decode(const char *p, size_t len, ag_rcache_choice *ch, uint32_t cap, uint32_t *n, ag_api_usage *u) {
+bool ag_rcache_decode(const char *p, size_t len, ag_rcache_value *v) {
     int64_t t[3];
-    if (len < sizeof *n + sizeof t) return false;
-    memcpy(n, p, sizeof *n);
-    memcpy(t, p + sizeof *n, sizeof t);
-    u->prompt_tokens = t[0], u->completion_tokens = t[1], u->cached_tokens = t[2];
-    size_t at = sizeof *n + sizeof t;
-    if (*n > cap) return false;
-    for (uint32_t i = 0; i < *n; i++) {
+    if (len < sizeof v->n + sizeof t) return false;
+    memcpy(&v->n, p, sizeof v->n);
+    memcpy(t, p + sizeof v->n, sizeof t);
+    v->usage = (ag_api_usage){t[0], t[1], t[2]};
+    size_t at = sizeof v->n + sizeof t;
+    for (int i = 0; i < 3; i++)
+        if (t[i] < 0 || t[i] > INT32_MAX) return false; /* token counts; their sum must not overflow */
+    if (v->n > AG_API_MAX_CHOICES) return false;
+    for (uint32_t i = 0; i < v->n; i++) {
+        ag_rcache_choice *ch = &v->ch[i];
         if (len - at < 5) return false;
-        ch[i].finish = (uint8_t)p[at];
-        memcpy(&ch[i].len, p + at + 1, sizeof ch[i].len);
+        ch->finish = (uint8_t)p[at];
+        memcpy(&ch->len, p + at + 1, sizeof ch->len);
         at += 5;
-        if (len - at < ch[i].len) return false;
-        ch[i].text = p + at;
-        at += ch[i].len;
+        if (len - at < ch->len) return false;
+        ch->text = p + at;
+        at += ch->len;
     }
-    return at == len;
+    uint32_t rest_len;
+    if (len - at < sizeof rest_len) return false;
+    memcpy(&rest_len, p + at, sizeof rest_len);
+    at += sizeof rest_len;
+    v->rest = p + at, v->rest_len = rest_len;
+    return rest_len > 0 && len - at == rest_len;
 }

@@ -11,8 +11,10 @@
  * answers of one request share an entry.
  *
  * The value is the choices (finish reason and text) and the token counts, in
- * a small binary form; a hit is rendered as a whole response or replayed as
- * an SSE stream of the same chunk shape.
+ * a small binary form, then the whole response's JSON after its opening (id
+ * and time): a whole-response hit sends a fresh opening and then those bytes
+ * straight from the shared value, a streamed hit is replayed as SSE chunks
+ * of the same shape a generation streams.
  */
 #ifndef AG_SERVER_RCACHE_H
 #define AG_SERVER_RCACHE_H
@@ -35,8 +37,18 @@ typedef struct ag_rcache_choice {
     uint8_t finish; /* ag_finish */
 } ag_rcache_choice;
 
-void ag_rcache_encode(const ag_rcache_choice *ch, uint32_t n, const ag_api_usage *u, ag_buf *out);
-/* Decode into ch[0..*n) (texts point into p); false when malformed or more than cap choices. */
-bool ag_rcache_decode(const char *p, size_t len, ag_rcache_choice *ch, uint32_t cap, uint32_t *n, ag_api_usage *u);
+/* The value of a finished request whose response meta m names (its kind and model). */
+void ag_rcache_encode(const ag_api_meta *m, const ag_rcache_choice *ch, uint32_t n, const ag_api_usage *u, ag_buf *out);
+
+typedef struct ag_rcache_value {
+    ag_rcache_choice ch[AG_API_MAX_CHOICES]; /* texts point into the value */
+    uint32_t n;
+    ag_api_usage usage;
+    const char *rest; /* the response JSON after ag_api_response_open_write's opening */
+    size_t rest_len;
+} ag_rcache_value;
+
+/* False when p is malformed or holds more than AG_API_MAX_CHOICES choices. */
+bool ag_rcache_decode(const char *p, size_t len, ag_rcache_value *v);
 
 #endif

@@ -91,7 +91,7 @@ struct exchange {
     int n_followers;
     bool leading;          /* registered in server.leaders under cache_key */
     uint64_t t_follow_ns;  /* when this one began to wait */
-    ag_buf l2_value;       /* write-through: the value on its way to Redis, answered when it is there */
+    ag_cache_val *l2_value; /* write-through: the value on its way to Redis, answered when it is there */
 };
 
 /* What is known of the request a connection is serving, for metrics, the access log and its span. */
@@ -164,7 +164,7 @@ struct server {
     ag_otlp *otlp;
     ag_logq *logq;
     int64_t wall_minus_mono; /* ns: converts monotonic times to Unix times for spans */
-    ag_cache *cache;         /* NULL: no response cache */
+    ag_cache *cache;         /* the in-process tier; NULL: none (no response cache, or Redis alone) */
     ag_l2 *l2;               /* the Redis tier, or NULL */
     ag_map leaders;          /* cache key -> the exchange generating it (single flight) */
     uv_timer_t follow_timer; /* lets followers whose leader takes too long go their own way */
@@ -195,7 +195,7 @@ static ag_api_usage exchange_usage(const exchange *x);
 static void on_timeout(uv_timer_t *t);
 static void maybe_stop(server *s);
 static void on_follow_timer(uv_timer_t *t);
-static void release_follower(exchange *f, const ag_buf *value);
+static void release_follower(exchange *f, ag_cache_val *value);
 
 /* ---- output ---------------------------------------------------------------------- */
 
@@ -213,29 +213,51 @@ static void conn_send(conn *c, const void *p, size_t n) {
     }
 }
 
+/* A write libuv holds: a copy of the bytes the socket did not take, and a reference on a shared body. */
+typedef struct out_write {
+    uv_write_t req;
+    ag_cache_val *body; /* NULL: none */
+    char copy[];
+} out_write;
+
 static void on_write(uv_write_t *w, int status) {
     conn *c = w->data;
-    free(w);
+    out_write *ow = (out_write *)w;
+    ag_cache_val_release(ow->body);
+    free(ow);
     if (status < 0) conn_close(c);
 }
 
-/* Hand c->out to the kernel: directly when the socket takes it, else queued in libuv with a copy. */
-static void conn_flush(conn *c) {
-    if (c->closed || !c->out.len) return;
-    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    size_t done = r > 0 ? (size_t)r : 0;
+/*
+ * Hand c->out, then body[0..n) (bytes inside the shared value v, or none),
+ * to the kernel in one writev.  What the socket does not take now waits in
+ * libuv: c->out's rest as a copy, the body's in place with a reference on v,
+ * so a cached answer is never copied however many clients it goes to.
+ */
+static void conn_write(conn *c, const char *body, size_t n, ag_cache_val *v) {
+    if (c->closed || (!c->out.len && !n)) return;
+    uv_buf_t b[2];
+    unsigned nb = 0;
+    if (c->out.len) b[nb++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    if (n) b[nb++] = uv_buf_init((char *)body, (unsigned)n);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
     if (r < 0 && r != UV_EAGAIN) {
         conn_close(c);
         return;
     }
-    if (done < c->out.len) {
-        size_t rest = c->out.len - done;
-        uv_write_t *w = ag_xmalloc(sizeof *w + rest);
-        memcpy(w + 1, c->out.data + done, rest);
-        w->data = c;
-        b = uv_buf_init((char *)(w + 1), (unsigned)rest);
-        if (uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+    size_t done = r > 0 ? (size_t)r : 0;
+    size_t out_rest = done < c->out.len ? c->out.len - done : 0;
+    size_t body_done = done > c->out.len ? done - c->out.len : 0;
+    if (out_rest || body_done < n) {
+        out_write *w = ag_xmalloc(sizeof *w + out_rest);
+        memcpy(w->copy, c->out.data + (c->out.len - out_rest), out_rest);
+        w->body = body_done < n ? ag_cache_val_retain(v) : NULL;
+        w->req.data = c;
+        nb = 0;
+        if (out_rest) b[nb++] = uv_buf_init(w->copy, (unsigned)out_rest);
+        if (body_done < n) b[nb++] = uv_buf_init((char *)body + body_done, (unsigned)(n - body_done));
+        if (uv_write(&w->req, (uv_stream_t *)&c->tcp, b, nb, on_write) < 0) {
+            ag_cache_val_release(w->body);
             free(w);
             conn_close(c);
             return;
@@ -243,6 +265,8 @@ static void conn_flush(conn *c) {
     }
     ag_buf_reset(&c->out);
 }
+
+static void conn_flush(conn *c) { conn_write(c, NULL, 0, NULL); }
 
 static void on_check(uv_check_t *h) {
     server *s = h->data;
@@ -626,8 +650,8 @@ static void stream_end(conn *c, const ag_api_meta *meta, const ag_api_usage *u, 
 }
 
 /* A finished cacheable generation's cache value, when every choice ended normally (not cancelled or failed). */
-static bool cache_value(exchange *x, ag_buf *out) {
-    if (!x->cache_store) return false;
+static ag_cache_val *cache_value(exchange *x) {
+    if (!x->cache_store) return NULL;
     ag_rcache_choice *rc = ag_xcalloc((size_t)x->n_ch, sizeof *rc);
     bool complete = true;
     for (int i = 0; i < x->n_ch; i++) {
@@ -635,13 +659,17 @@ static bool cache_value(exchange *x, ag_buf *out) {
         rc[i] = (ag_rcache_choice){x->ch[i].text.data ? x->ch[i].text.data : "", (uint32_t)x->ch[i].text.len,
                                    (uint8_t)x->ch[i].finish};
     }
+    ag_cache_val *v = NULL;
     if (complete) {
         ag_api_usage u = exchange_usage(x);
-        ag_rcache_encode(rc, (uint32_t)x->n_ch, &u, out);
-        complete = out->err == AG_OK;
+        ag_buf b;
+        ag_buf_init(&b);
+        ag_rcache_encode(&x->meta, rc, (uint32_t)x->n_ch, &u, &b);
+        if (b.err == AG_OK) v = ag_cache_val_new(b.data, b.len, ag_clock_mono_ns());
+        ag_buf_deinit(&b);
     }
     free(rc);
-    return complete;
+    return v;
 }
 
 static void exchange_respond(exchange *x);
@@ -658,30 +686,28 @@ static void on_write_through(void *ctx, bool ok) {
  */
 static void exchange_complete(exchange *x) {
     server *s = x->s;
-    ag_buf value;
-    ag_buf_init(&value);
-    bool complete = cache_value(x, &value);
-    if (complete && x->cache_store)
-        ag_cache_put(s->cache, x->cache_key, value.data, value.len, x->cache_ttl_ns, ag_clock_mono_ns(), x->cache_tag);
+    ag_cache_val *value = cache_value(x);
+    if (value && s->cache) ag_cache_put_val(s->cache, x->cache_key, value, x->cache_ttl_ns, x->cache_tag);
     if (x->leading) ag_map_del(&s->leaders, (const char *)x->cache_key, 32);
-    for (int i = 0; i < x->n_followers; i++) release_follower(x->followers[i], complete ? &value : NULL);
-    if (complete && x->cache_store && s->l2) {
+    for (int i = 0; i < x->n_followers; i++) release_follower(x->followers[i], value);
+    if (value && s->l2) {
         uint64_t ttl_s = x->cache_ttl_ns / 1000000000ull;
         if (s->o->cache_write_through) {
             x->l2_value = value;
-            ag_l2_set(s->l2, x->cache_key, x->cache_tag, value.data, value.len, ttl_s, on_write_through, x);
+            ag_l2_set(s->l2, x->cache_key, x->cache_tag, value->data, value->len, ttl_s, on_write_through, x);
             return;
         }
-        ag_l2_set(s->l2, x->cache_key, x->cache_tag, value.data, value.len, ttl_s, NULL, NULL);
+        ag_l2_set(s->l2, x->cache_key, x->cache_tag, value->data, value->len, ttl_s, NULL, NULL);
     }
-    ag_buf_deinit(&value);
+    ag_cache_val_release(value);
     exchange_respond(x);
 }
 
 /* Send the finished exchange's response (when its client is still there) and free it. */
 static void exchange_respond(exchange *x) {
     conn *c = x->c;
-    ag_buf_deinit(&x->l2_value);
+    ag_cache_val_release(x->l2_value);
+    x->l2_value = NULL;
     if (c) {
         ag_api_usage u = exchange_usage(x);
         ag_buf json;
@@ -797,13 +823,14 @@ static bool header_has(ag_str header, const char *token) {
     return false;
 }
 
-/* Answer from a cached value: a whole response, or the same chunks a generation streams. */
-static void serve_cached(conn *c, exchange *x, const char *value, size_t len, const char *tier, uint64_t age) {
-    ag_rcache_choice rc[AG_API_MAX_CHOICES];
-    uint32_t n = 0;
-    ag_api_usage u;
+/*
+ * Answer from a cached value: a whole response (a fresh opening, then the
+ * rest straight from the shared value), or the same chunks a generation streams.
+ */
+static void serve_cached(conn *c, exchange *x, ag_cache_val *v, const char *tier, uint64_t age) {
+    ag_rcache_value d;
     char extra[128];
-    if (!ag_rcache_decode(value, len, rc, AG_API_MAX_CHOICES, &n, &u) || (int)n != x->n_ch) {
+    if (!ag_rcache_decode(v->data, v->len, &d) || (int)d.n != x->n_ch) {
         respond_status(c, 500, "server_error", NULL, "a response cache entry did not decode", NULL);
         return;
     }
@@ -812,28 +839,28 @@ static void serve_cached(conn *c, exchange *x, const char *value, size_t len, co
     if (x->req.stream) {
         snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\nX-Cache: %s\r\nAge: %llu\r\n", tier, (unsigned long long)age);
         write_head(c, 200, "text/event-stream", -1, extra);
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < d.n; i++) {
             if (x->req.kind == AG_API_CHAT) {
                 ag_buf_reset(&json);
                 ag_api_chunk_write(&x->meta, (int)i, true, "", 0, NULL, NULL, x->req.include_usage, &json);
                 sse_send(c, &json);
             }
             ag_buf_reset(&json);
-            ag_api_chunk_write(&x->meta, (int)i, false, rc[i].text, rc[i].len, NULL, NULL, x->req.include_usage, &json);
+            ag_api_chunk_write(&x->meta, (int)i, false, d.ch[i].text, d.ch[i].len, NULL, NULL, x->req.include_usage, &json);
             sse_send(c, &json);
             ag_buf_reset(&json);
-            ag_api_chunk_write(&x->meta, (int)i, false, "", 0, ag_api_finish_reason((ag_finish)rc[i].finish), NULL,
+            ag_api_chunk_write(&x->meta, (int)i, false, "", 0, ag_api_finish_reason((ag_finish)d.ch[i].finish), NULL,
                                x->req.include_usage, &json);
             sse_send(c, &json);
         }
-        stream_end(c, &x->meta, &u, x->req.include_usage);
+        stream_end(c, &x->meta, &d.usage, x->req.include_usage);
     } else {
-        ag_api_choice ch[AG_API_MAX_CHOICES];
-        for (uint32_t i = 0; i < n; i++)
-            ch[i] = (ag_api_choice){rc[i].text, rc[i].len, ag_api_finish_reason((ag_finish)rc[i].finish), NULL};
-        ag_api_response_write(&x->meta, ch, n, &u, &json);
+        ag_api_response_open_write(&x->meta, &json);
         snprintf(extra, sizeof extra, "X-Cache: %s\r\nAge: %llu\r\n", tier, (unsigned long long)age);
-        respond_json(c, 200, &json, extra);
+        write_head(c, 200, "application/json", (int64_t)(json.len + d.rest_len), extra);
+        conn_send(c, json.data, json.len);
+        conn_write(c, d.rest, d.rest_len, v);
+        request_done(c);
     }
     ag_buf_deinit(&json);
 }
@@ -859,10 +886,10 @@ static bool cache_lookup(conn *c, exchange *x) {
     if (no_cache) {
         s->cache_bypass++;
     } else {
-        ag_cache_val *v = ag_cache_get(s->cache, x->cache_key, ag_clock_mono_ns());
+        ag_cache_val *v = s->cache ? ag_cache_get(s->cache, x->cache_key, ag_clock_mono_ns()) : NULL;
         if (v) {
             c->obs.cache = "hit-l1";
-            serve_cached(c, x, v->data, v->len, "HIT-L1", (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull);
+            serve_cached(c, x, v, "HIT-L1", (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull);
             ag_cache_val_release(v);
             return true;
         }
@@ -945,7 +972,7 @@ static bool follow(conn *c, exchange *x) {
 }
 
 /* A follower's wait is over: answer it from its leader's result, or (none) let it generate on its own. */
-static void release_follower(exchange *f, const ag_buf *value) {
+static void release_follower(exchange *f, ag_cache_val *value) {
     conn *c = f->c;
     f->leader = NULL;
     if (!c) {
@@ -954,7 +981,7 @@ static void release_follower(exchange *f, const ag_buf *value) {
     }
     if (value) {
         c->x = NULL;
-        serve_cached(c, f, value->data, value->len, "HIT-L1", 0);
+        serve_cached(c, f, value, "HIT-L1", 0);
         exchange_free(f);
         process(c); /* a pipelined request may be waiting */
     } else if (c->s->draining) {
@@ -968,7 +995,7 @@ static void release_follower(exchange *f, const ag_buf *value) {
 
 /* A cache miss: wait for an identical request in flight, or generate. */
 static void generate(conn *c, exchange *x) {
-    if (c->s->cache && x->cache_store && follow(c, x)) return;
+    if (x->cache_store && follow(c, x)) return;
     submit_choices(c, x);
 }
 
@@ -984,9 +1011,11 @@ static void on_l2_get(void *ctx, const char *data, size_t len, uint64_t stored_m
     c->x = NULL;
     if (data) {
         uint64_t now_ms = ag_clock_wall_ns() / 1000000ull, age_s = now_ms > stored_ms ? (now_ms - stored_ms) / 1000 : 0;
-        ag_cache_put(s->cache, x->cache_key, data, len, x->cache_ttl_ns, ag_clock_mono_ns() - age_s * 1000000000ull, x->cache_tag);
+        ag_cache_val *v = ag_cache_val_new(data, len, ag_clock_mono_ns() - age_s * 1000000000ull);
+        if (s->cache) ag_cache_put_val(s->cache, x->cache_key, v, x->cache_ttl_ns, x->cache_tag);
         c->obs.cache = "hit-l2";
-        serve_cached(c, x, data, len, "HIT-L2", age_s);
+        serve_cached(c, x, v, "HIT-L2", age_s);
+        ag_cache_val_release(v);
         exchange_free(x);
         process(c); /* a pipelined request may be waiting */
         return;
@@ -1010,7 +1039,7 @@ static void start_generation(conn *c, ag_api_kind kind, const char *body, size_t
     }
     x->n_ch = (int)(x->req.n_prompts * (size_t)x->req.n);
     ag_api_meta_init(&x->meta, kind, s->model.name, ++s->n_requests);
-    if (s->cache && cache_lookup(c, x)) {
+    if ((s->cache || s->l2) && cache_lookup(c, x)) {
         exchange_free(x);
         return;
     }
@@ -1130,10 +1159,10 @@ static void route_models(conn *c, ag_str id) {
 
 /* The response cache's metrics, in Prometheus text format (promtool-clean: HELP and TYPE for each family). */
 static void render_cache_metrics(server *s, ag_buf *b) {
-    ag_cache_stats cs = ag_cache_stats_get(s->cache);
+    ag_cache_stats cs = s->cache ? ag_cache_stats_get(s->cache) : (ag_cache_stats){0};
     ag_l2_stats l2 = s->l2 ? ag_l2_stats_get(s->l2) : (ag_l2_stats){0};
     static const char *const kinds[] = {"counter", "gauge"};
-    enum { PER_TIER, L1_ONLY, UNLABELED, REDIS }; /* REDIS: unlabeled, and only with a Redis tier */
+    enum { PER_TIER, L1_ONLY, UNLABELED, REDIS }; /* each tier's rows only when it is there; REDIS: unlabeled */
     const struct {
         const char *name, *help;
         int kind, shape;
@@ -1158,13 +1187,13 @@ static void render_cache_metrics(server *s, ag_buf *b) {
         {"autoglm_cache_redis_connected", "1 while connected to Redis.", 1, REDIS, 0, l2.connected},
     };
     for (size_t i = 0; i < sizeof m / sizeof *m; i++) {
-        if (m[i].shape == REDIS && !s->l2) continue;
+        if ((m[i].shape == REDIS && !s->l2) || (m[i].shape == L1_ONLY && !s->cache)) continue;
         ag_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", m[i].name, m[i].help, m[i].name, kinds[m[i].kind]);
         if (m[i].shape >= UNLABELED) {
             ag_buf_appendf(b, "%s %llu\n", m[i].name, (unsigned long long)m[i].other);
             continue;
         }
-        ag_buf_appendf(b, "%s{tier=\"l1\"} %llu\n", m[i].name, (unsigned long long)m[i].l1);
+        if (s->cache) ag_buf_appendf(b, "%s{tier=\"l1\"} %llu\n", m[i].name, (unsigned long long)m[i].l1);
         if (m[i].shape == PER_TIER && s->l2) ag_buf_appendf(b, "%s{tier=\"l2\"} %llu\n", m[i].name, (unsigned long long)m[i].other);
     }
 }
@@ -1176,41 +1205,48 @@ static void route_metrics(conn *c) {
     ag_buf b;
     ag_buf_init(&b);
     ag_metrics_render(&s->metrics, s->ready ? &st : NULL, &b);
-    if (s->cache) render_cache_metrics(s, &b);
+    if (s->cache || s->l2) render_cache_metrics(s, &b);
     respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len, NULL);
     ag_buf_deinit(&b);
 }
 
-/* GET /v1/cache/stats: the L1 tier's counters ({"enabled": false} without a cache). */
+/* GET /v1/cache/stats: each tier's counters ({"enabled": false} without a cache; "l1": null with Redis alone). */
 static void route_cache_stats(conn *c) {
     server *s = c->s;
     ag_buf b;
     ag_buf_init(&b);
-    if (!s->cache) {
+    if (!s->cache && !s->l2) {
         ag_buf_append_str(&b, "{\"enabled\":false}");
     } else {
-        ag_cache_stats st = ag_cache_stats_get(s->cache);
-        uint64_t lookups = st.hits + st.misses;
-        ag_buf_appendf(&b,
-                       "{\"enabled\":true,\"l1\":{\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%.4f,\"puts\":%llu,"
-                       "\"evictions\":%llu,\"rejections\":%llu,\"expirations\":%llu,\"entries\":%zu,\"bytes\":%zu,"
-                       "\"max_bytes\":%zu},\"bypass\":%llu}",
-                       (unsigned long long)st.hits, (unsigned long long)st.misses,
-                       lookups ? (double)st.hits / (double)lookups : 0.0, (unsigned long long)st.puts,
-                       (unsigned long long)st.evictions, (unsigned long long)st.rejections,
-                       (unsigned long long)st.expirations, st.entries, st.bytes, s->o->cache_mb << 20,
-                       (unsigned long long)s->cache_bypass);
+        ag_buf_append_str(&b, "{\"enabled\":true,\"l1\":");
+        if (s->cache) {
+            ag_cache_stats st = ag_cache_stats_get(s->cache);
+            uint64_t lookups = st.hits + st.misses;
+            ag_buf_appendf(&b,
+                           "{\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%.4f,\"puts\":%llu,\"evictions\":%llu,"
+                           "\"rejections\":%llu,\"expirations\":%llu,\"entries\":%zu,\"bytes\":%zu,\"max_bytes\":%zu}",
+                           (unsigned long long)st.hits, (unsigned long long)st.misses,
+                           lookups ? (double)st.hits / (double)lookups : 0.0, (unsigned long long)st.puts,
+                           (unsigned long long)st.evictions, (unsigned long long)st.rejections,
+                           (unsigned long long)st.expirations, st.entries, st.bytes, s->o->cache_mb << 20);
+        } else {
+            ag_buf_append_str(&b, "null");
+        }
         if (s->l2) {
             ag_l2_stats l2 = ag_l2_stats_get(s->l2);
-            b.len--; /* reopen the object */
             ag_buf_appendf(&b,
                            ",\"l2\":{\"connected\":%s,\"breaker\":\"%s\",\"hits\":%llu,\"misses\":%llu,\"sets\":%llu,"
-                           "\"errors\":%llu,\"timeouts\":%llu,\"short_circuits\":%llu,\"reconnects\":%llu}}",
+                           "\"errors\":%llu,\"timeouts\":%llu,\"short_circuits\":%llu,\"reconnects\":%llu,"
+                           "\"last_error\":",
                            l2.connected ? "true" : "false", l2.breaker, (unsigned long long)l2.hits,
                            (unsigned long long)l2.misses, (unsigned long long)l2.sets, (unsigned long long)l2.errors,
                            (unsigned long long)l2.timeouts, (unsigned long long)l2.short_circuits,
                            (unsigned long long)l2.reconnects);
+            if (l2.last_error[0]) ag_buf_append_json_str(&b, l2.last_error, strlen(l2.last_error), AG_UTF8_REPLACE);
+            else ag_buf_append_str(&b, "null");
+            ag_buf_append_str(&b, "}");
         }
+        ag_buf_appendf(&b, ",\"bypass\":%llu}", (unsigned long long)s->cache_bypass);
     }
     respond_json(c, 200, &b, NULL);
     ag_buf_deinit(&b);
@@ -1229,18 +1265,15 @@ static void route_cache_delete(conn *c) {
     }
     size_t removed = 0;
     bool l2 = false;
-    if (s->cache) {
-        ag_str q = c->req.query;
-        if (ag_str_starts_with(q, AG_STR_LIT("namespace=")) && q.n > 10 && q.n < 10 + 129) {
-            char ns[140];
-            snprintf(ns, sizeof ns, "%.*s", (int)(q.n - 10), q.p + 10);
-            removed = ag_cache_remove_tag(s->cache, ag_rcache_tag(ns));
-            l2 = s->l2 && ag_l2_delete(s->l2, false, ag_rcache_tag(ns));
-        } else {
-            removed = ag_cache_stats_get(s->cache).entries;
-            ag_cache_clear(s->cache);
-            l2 = s->l2 && ag_l2_delete(s->l2, true, 0);
-        }
+    ag_str q = c->req.query;
+    if (ag_str_starts_with(q, AG_STR_LIT("namespace=")) && q.n > 10 && q.n < 10 + 129) {
+        char ns[140];
+        snprintf(ns, sizeof ns, "%.*s", (int)(q.n - 10), q.p + 10);
+        removed = s->cache ? ag_cache_remove_tag(s->cache, ag_rcache_tag(ns)) : 0;
+        l2 = s->l2 && ag_l2_delete(s->l2, false, ag_rcache_tag(ns));
+    } else {
+        if (s->cache) removed = ag_cache_stats_get(s->cache).entries, ag_cache_clear(s->cache);
+        l2 = s->l2 && ag_l2_delete(s->l2, true, 0);
     }
     ag_buf b;
     ag_buf_init(&b);

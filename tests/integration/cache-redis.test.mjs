@@ -1,13 +1,13 @@
 // The response cache's Redis tier with a real redis-server (Debian's) on a free
 // loopback port: fill and promotion across two servers sharing it, Redis
 // killed mid-test and restarted (no error to clients, reconnection seen),
-// Redis stalled by DEBUG SLEEP (requests stay within the timeout), and
-// write-through.
+// Redis stalled by DEBUG SLEEP (requests stay within the timeout),
+// write-through, Redis as the only tier, and Redis's AUTH (password, ACL user).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import net from 'node:net';
-import { startServer, postJSON, waitFor, MODEL_NAME } from './server.mjs';
+import { startServer, postJSON, waitFor, MODEL_NAME, BIN, MODEL } from './server.mjs';
 
 const freePort = () => new Promise((resolve) => {
   const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
@@ -114,4 +114,69 @@ test('DELETE /v1/cache drops a namespace from Redis too, or everything', async (
   assert.equal(xcache(await postJSON(b.url, '/v1/completions', plainBody)), 'HIT-L2'); // the other namespace stays
   await fetch(a.url + '/v1/cache', { method: 'DELETE', headers: admin });
   assert.ok(await waitFor(() => redisKeys().length === 0), redisKeys().join('\n'));
+});
+
+// The bytes of a whole response after its opening (id, object, created): what a hit sends from the shared value.
+const rest = (r) => r.text.slice(r.text.indexOf(',"model":'));
+
+test('Redis alone (--cache-mb 0): hits come from Redis each time, byte for byte the generated answer', async () => {
+  const only = await startServer(['--cache-mb', '0', '--redis-url', `redis://127.0.0.1:${port}`]);
+  try {
+    await waitFor(async () => (await stats(only)).l2.connected);
+    const body = { ...fresh(), n: 3 };
+    const miss = await postJSON(only.url, '/v1/completions', body);
+    assert.equal(xcache(miss), 'MISS');
+    await waitFor(async () => (await stats(only)).l2.sets >= 1);
+    for (let i = 0; i < 2; i++) { // no L1 to promote into: HIT-L2 every time
+      const hit = await postJSON(only.url, '/v1/completions', body);
+      assert.equal(xcache(hit), 'HIT-L2');
+      assert.equal(rest(hit), rest(miss));
+      assert.notEqual(hit.json.id, miss.json.id);
+    }
+    const st = await stats(only);
+    assert.equal(st.l1, null);
+    assert.equal(st.l2.hits, 2);
+    const metrics = await (await fetch(only.url + '/metrics')).text();
+    assert.match(metrics, /^autoglm_cache_hits_total\{tier="l2"\} 2$/m);
+    assert.doesNotMatch(metrics, /tier="l1"/);
+    execFileSync('promtool', ['check', 'metrics'], { input: metrics });
+  } finally {
+    assert.equal(await only.stop(), 0, only.log());
+  }
+});
+
+test('Redis AUTH: a password or an ACL user from the URL; wrong credentials read as misses, with the refusal in the stats', async () => {
+  const authPort = await freePort();
+  const secured = spawn('redis-server', ['--port', String(authPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--requirepass', 'sesame', '--user', 'alice', 'on', '>wonder', '~autoglm:*', '+@all'], { stdio: 'ignore' });
+  const servers = [];
+  try {
+    assert.ok(await waitFor(() => { try { return execFileSync('redis-cli', ['-p', String(authPort), '-a', 'sesame', '--no-auth-warning', 'ping'], { encoding: 'utf8' }).trim() === 'PONG'; } catch { return false; } }));
+    const url = (cred) => `redis://${cred}@127.0.0.1:${authPort}`;
+    servers.push(...await Promise.all([':sesame', 'alice:wonder', ':wrong'].map((c) => startServer(['--cache-mb', '0', '--redis-url', url(c)]))));
+    const [byPassword, byUser, wrong] = servers;
+    for (const s of servers) await waitFor(async () => (await stats(s)).l2.connected);
+    const body = fresh();
+    assert.equal(xcache(await postJSON(byPassword.url, '/v1/completions', body)), 'MISS');
+    await waitFor(async () => (await stats(byPassword)).l2.sets >= 1);
+    assert.equal(xcache(await postJSON(byUser.url, '/v1/completions', body)), 'HIT-L2');
+    const r = await postJSON(wrong.url, '/v1/completions', body);
+    assert.equal(r.status, 200);
+    assert.equal(xcache(r), 'MISS');
+    const st = await stats(wrong);
+    assert.match(st.l2.last_error, /WRONGPASS|NOAUTH/, JSON.stringify(st));
+    assert.equal(st.l2.hits, 0);
+  } finally {
+    for (const s of servers) assert.equal(await s.stop(), 0, s.log());
+    secured.kill('SIGKILL');
+  }
+});
+
+test('rediss:// (TLS) is refused at start with one line that says why', () => {
+  let out = '', code = 0;
+  try {
+    execFileSync(BIN, ['serve', '--model', MODEL, '--port', '0', '--redis-url', 'rediss://127.0.0.1:6380'], { encoding: 'utf8', stdio: 'pipe' });
+  } catch (e) { code = e.status; out = e.stderr; }
+  assert.notEqual(code, 0);
+  assert.match(out, /TLS \(rediss:\/\/\) needs hiredis 1\.0/);
 });

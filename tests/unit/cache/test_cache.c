@@ -64,6 +64,24 @@ static void test_value_outlives_eviction(void **state) {
     ag_cache_destroy(c);
 }
 
+static void test_put_val_shares_the_value(void **state) {
+    (void)state;
+    ag_cache *c = ag_cache_create(4096, AG_CACHE_WTINYLFU);
+    uint8_t k[32];
+    key_of(k, 8);
+    ag_cache_val *mine = ag_cache_val_new("shared", 6, 100);
+    assert_true(ag_cache_put_val(c, k, mine, 50, 0)); /* the TTL counts from the value's stored time */
+    ag_cache_val *got = ag_cache_get(c, k, 149);
+    assert_ptr_equal(got, mine); /* the same bytes, not a copy */
+    assert_int_equal(atomic_load(&mine->refs), 3);
+    ag_cache_val_release(got);
+    assert_null(ag_cache_get(c, k, 150));
+    assert_int_equal(atomic_load(&mine->refs), 1); /* expired: the cache dropped its reference, ours stays */
+    assert_memory_equal(mine->data, "shared", 6);
+    ag_cache_val_release(mine);
+    ag_cache_destroy(c);
+}
+
 static void test_remove_by_tag(void **state) {
     (void)state;
     ag_cache *c = ag_cache_create(1 << 20, AG_CACHE_WTINYLFU);
@@ -114,7 +132,7 @@ static void test_wtinylfu_beats_lru_on_zipf_with_scans(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_put_replace_remove_ttl),
-        cmocka_unit_test(test_value_outlives_eviction),
+        cmocka_unit_test(test_value_outlives_eviction), cmocka_unit_test(test_put_val_shares_the_value),
         cmocka_unit_test(test_remove_by_tag),
         cmocka_unit_test(test_byte_bound_holds),
         cmocka_unit_test(test_wtinylfu_beats_lru_on_zipf_with_scans),
