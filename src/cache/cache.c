@@ -1,5 +1,5 @@
 /*
- * cache.c - the L1 response cache: W-TinyLFU over a hash table of digests
+ * cache.c - the L1 response cache: W-TinyLFU over a map of digests
  * (see cache.h).  Each entry sits on exactly one list: the window, main's
  * probation or protected segment (W-TinyLFU), or main alone (LRU, LFU).
  * Lists are circular with a sentinel; the LRU end is head.next.
@@ -7,6 +7,7 @@
 #include "cache/cache.h"
 
 #include "base/alloc.h"
+#include "base/map.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@ typedef struct entry {
     int where;
     uint32_t uses;     /* sampled LFU's count */
     size_t slot;       /* index in c->all (sampled LFU picks from it at random) */
-    struct entry *prev, *next, *chain;
+    struct entry *prev, *next;
 } entry;
 
 typedef struct list {
@@ -33,8 +34,8 @@ typedef struct list {
 struct ag_cache {
     ag_cache_policy policy;
     size_t max, window_max, main_max, protected_max;
-    entry **table;
-    size_t mask, count;
+    ag_map map;   /* key -> entry; the keys live in the entries */
+    size_t count; /* entries, in all[] */
     list seg[3]; /* by where; LRU and LFU use seg[IN_PROBATION] alone */
     uint8_t *sketch; /* SKETCH_ROWS rows of 4-bit counters kept in bytes */
     size_t sketch_mask;
@@ -73,8 +74,7 @@ ag_cache *ag_cache_create(size_t max_bytes, ag_cache_policy policy) {
     c->window_max = policy == AG_CACHE_WTINYLFU ? max_bytes / 100 : 0;
     c->main_max = max_bytes - c->window_max;
     c->protected_max = c->main_max / 5 * 4;
-    c->mask = 255;
-    c->table = ag_xcalloc(c->mask + 1, sizeof *c->table);
+    ag_map_init(&c->map);
     for (int i = 0; i < 3; i++) list_init(&c->seg[i]);
     /* the sketch: a counter per expected entry per row (entries of ~1 KB), at least 1024 */
     size_t width = 1024;
@@ -86,11 +86,16 @@ ag_cache *ag_cache_create(size_t max_bytes, ag_cache_policy policy) {
     return c;
 }
 
-ag_cache_val *ag_cache_val_new(const void *data, size_t len, uint64_t stored_ns) {
+ag_cache_val *ag_cache_val_alloc(size_t len, uint64_t stored_ns) {
     ag_cache_val *v = ag_xmalloc(sizeof *v + len);
     atomic_init(&v->refs, 1);
     v->len = len;
     v->stored_ns = stored_ns;
+    return v;
+}
+
+ag_cache_val *ag_cache_val_new(const void *data, size_t len, uint64_t stored_ns) {
+    ag_cache_val *v = ag_cache_val_alloc(len, stored_ns);
     memcpy(v->data, data, len);
     return v;
 }
@@ -134,30 +139,10 @@ static unsigned sketch_freq(const ag_cache *c, uint64_t hash) {
     return f;
 }
 
-/* ---- the table ------------------------------------------------------------------------- */
-
-static entry **find_slot(ag_cache *c, const uint8_t key[32], uint64_t hash) {
-    entry **p = &c->table[hash & c->mask];
-    while (*p && ((*p)->hash != hash || memcmp((*p)->key, key, 32) != 0)) p = &(*p)->chain;
-    return p;
-}
-
-static void table_grow(ag_cache *c) {
-    size_t n = (c->mask + 1) * 2;
-    entry **t = ag_xcalloc(n, sizeof *t);
-    for (size_t i = 0; i <= c->mask; i++)
-        for (entry *e = c->table[i], *next; e; e = next) {
-            next = e->chain;
-            e->chain = t[e->hash & (n - 1)];
-            t[e->hash & (n - 1)] = e;
-        }
-    free(c->table);
-    c->table = t;
-    c->mask = n - 1;
-}
+static entry *find(const ag_cache *c, const uint8_t key[32]) { return ag_map_get(&c->map, (const char *)key, 32); }
 
 static void entry_free(ag_cache *c, entry *e) {
-    *find_slot(c, e->key, e->hash) = e->chain;
+    ag_map_del(&c->map, (const char *)e->key, 32);
     list_unlink(&c->seg[e->where], e);
     c->all[e->slot] = c->all[--c->count];
     c->all[e->slot]->slot = e->slot;
@@ -246,7 +231,7 @@ static void touch(ag_cache *c, entry *e) {
 ag_cache_val *ag_cache_get(ag_cache *c, const uint8_t key[32], uint64_t now_ns) {
     uint64_t h = key_hash(key);
     if (c->policy == AG_CACHE_WTINYLFU) sketch_add(c, h);
-    entry *e = *find_slot(c, key, h);
+    entry *e = find(c, key);
     if (e && e->expire_ns && now_ns >= e->expire_ns) {
         c->st.expirations++;
         entry_free(c, e);
@@ -272,7 +257,7 @@ bool ag_cache_put(ag_cache *c, const uint8_t key[32], const void *data, size_t l
 bool ag_cache_put_val(ag_cache *c, const uint8_t key[32], ag_cache_val *v, uint64_t ttl_ns, uint64_t tag) {
     size_t size = v->len + ENTRY_OVERHEAD;
     uint64_t h = key_hash(key);
-    entry *old = *find_slot(c, key, h);
+    entry *old = find(c, key);
     if (old) entry_free(c, old); /* a replacement starts over */
     if (size > (c->policy == AG_CACHE_WTINYLFU ? c->main_max : c->max)) {
         c->st.rejections++;
@@ -282,9 +267,7 @@ bool ag_cache_put_val(ag_cache *c, const uint8_t key[32], ag_cache_val *v, uint6
     memcpy(e->key, key, 32);
     e->hash = h, e->val = ag_cache_val_retain(v), e->size = size, e->tag = tag;
     e->expire_ns = ttl_ns ? v->stored_ns + ttl_ns : 0;
-    if (c->count + 1 > (c->mask + 1) / 4 * 3) table_grow(c);
-    entry **slot = find_slot(c, key, h);
-    *slot = e;
+    ag_map_put(&c->map, (const char *)e->key, 32, e);
     if (c->count == c->cap_all) {
         c->cap_all = c->cap_all ? 2 * c->cap_all : 64;
         c->all = ag_xrealloc(c->all, c->cap_all * sizeof *c->all);
@@ -296,11 +279,11 @@ bool ag_cache_put_val(ag_cache *c, const uint8_t key[32], ag_cache_val *v, uint6
     e->where = c->policy == AG_CACHE_WTINYLFU ? IN_WINDOW : IN_PROBATION;
     list_push_mru(&c->seg[e->where], e);
     rebalance(c, e);
-    return *find_slot(c, key, h) != NULL;
+    return find(c, key) != NULL;
 }
 
 void ag_cache_remove(ag_cache *c, const uint8_t key[32]) {
-    entry *e = *find_slot(c, key, key_hash(key));
+    entry *e = find(c, key);
     if (e) entry_free(c, e);
 }
 
@@ -324,6 +307,7 @@ ag_cache_stats ag_cache_stats_get(const ag_cache *c) {
 void ag_cache_destroy(ag_cache *c) {
     if (!c) return;
     ag_cache_clear(c);
-    free(c->table), free(c->sketch), free(c->all);
+    ag_map_deinit(&c->map);
+    free(c->sketch), free(c->all);
     free(c);
 }

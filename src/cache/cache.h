@@ -64,7 +64,9 @@ size_t ag_cache_remove_tag(ag_cache *c, uint64_t tag);
 void ag_cache_clear(ag_cache *c);
 ag_cache_stats ag_cache_stats_get(const ag_cache *c);
 
-/* A value outside any cache yet, holding a copy of data[0..len), with one reference (the caller's). */
+/* A value outside any cache yet, of len bytes for the caller to fill, with one reference (the caller's). */
+ag_cache_val *ag_cache_val_alloc(size_t len, uint64_t stored_ns);
+/* ag_cache_val_alloc holding a copy of data[0..len). */
 ag_cache_val *ag_cache_val_new(const void *data, size_t len, uint64_t stored_ns);
 ag_cache_val *ag_cache_val_retain(ag_cache_val *v);
 void ag_cache_val_release(ag_cache_val *v);

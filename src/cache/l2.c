@@ -137,7 +137,7 @@ static void note_error(ag_l2 *l, const char *msg) {
 static void answer_miss(pending *p) {
     if (p->answered) return;
     p->answered = true;
-    if (p->get) p->get(p->ctx, NULL, 0, 0);
+    if (p->get) p->get(p->ctx, NULL);
     if (p->set) p->set(p->ctx, false);
 }
 
@@ -158,23 +158,24 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
             /* a value: 8 bytes of time, then the compressed bytes */
             if (ok && r->type == REDIS_REPLY_STRING && r->len > 8) {
                 unsigned long long n = ZSTD_getFrameContentSize(r->str + 8, (size_t)r->len - 8);
-                char *out = n != ZSTD_CONTENTSIZE_ERROR && n != ZSTD_CONTENTSIZE_UNKNOWN && n < (1ull << 31)
-                                ? malloc(n ? n : 1)
-                                : NULL;
-                if (out && ZSTD_decompress(out, n, r->str + 8, (size_t)r->len - 8) == n) {
-                    uint64_t stored;
-                    memcpy(&stored, r->str, 8);
+                uint64_t stored_ms, now_ms = ag_clock_wall_ns() / 1000000ull;
+                memcpy(&stored_ms, r->str, 8);
+                uint64_t age_ns = now_ms > stored_ms ? (now_ms - stored_ms) * 1000000ull : 0, mono = ag_clock_mono_ns();
+                ag_cache_val *v = n != ZSTD_CONTENTSIZE_ERROR && n != ZSTD_CONTENTSIZE_UNKNOWN && n < (1ull << 31)
+                                      ? ag_cache_val_alloc((size_t)n, mono > age_ns ? mono - age_ns : 0)
+                                      : NULL;
+                if (v && ZSTD_decompress(v->data, n, r->str + 8, (size_t)r->len - 8) == n) {
                     l->st.hits++;
                     p->answered = true;
-                    p->get(p->ctx, out, n, stored);
+                    p->get(p->ctx, v);
                 }
-                free(out);
+                ag_cache_val_release(v);
             }
             if (!p->answered) l->st.misses++;
         }
         if (!p->answered) {
             p->answered = true;
-            if (p->get) p->get(p->ctx, NULL, 0, 0);
+            if (p->get) p->get(p->ctx, NULL);
             if (p->set) p->set(p->ctx, ok);
         }
     }
@@ -198,7 +199,7 @@ static void key_name(const uint8_t key[32], uint64_t tag, char out[100]) {
 void ag_l2_get(ag_l2 *l, const uint8_t key[32], uint64_t tag, ag_l2_get_cb cb, void *ctx) {
     if (!breaker_allows(l)) {
         l->st.short_circuits++;
-        cb(ctx, NULL, 0, 0);
+        cb(ctx, NULL);
         return;
     }
     char name[100];

@@ -13,6 +13,8 @@
 #ifndef AG_CACHE_L2_H
 #define AG_CACHE_L2_H
 
+#include "cache/cache.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,8 +45,12 @@ bool ag_l2_create(uv_loop_t *loop, const ag_l2_opts *o, ag_l2 **out, char *msg, 
 /* Closes the connection; pending callbacks run (as misses) before it returns or from the loop. */
 void ag_l2_destroy(ag_l2 *l);
 
-/* data is NULL on a miss, error, timeout or open breaker; stored_ms is the Unix time the value was set. */
-typedef void (*ag_l2_get_cb)(void *ctx, const char *data, size_t len, uint64_t stored_ms);
+/*
+ * v is the value, NULL on a miss, error, timeout or open breaker; its
+ * stored_ns is when it was set, on this process's monotonic clock (so its
+ * age reads as an L1 value's).  v is lent for the call: retain it to keep it.
+ */
+typedef void (*ag_l2_get_cb)(void *ctx, ag_cache_val *v);
 typedef void (*ag_l2_set_cb)(void *ctx, bool ok);
 
 /* Entries live under their namespace's tag (ag_l2_delete drops one namespace). */

@@ -136,8 +136,7 @@ static ag_status parse_headers(const char *buf, size_t end, size_t i, const ag_h
     }
 }
 
-/* Does the comma-separated list hold the token (case-insensitive)? */
-static bool list_has(ag_str list, const char *token) {
+bool ag_http_list_has(ag_str list, const char *token) {
     ag_str want = ag_str_from_cstr(token);
     size_t i = 0;
     while (i <= list.n) {
@@ -167,8 +166,8 @@ static ag_status interpret_headers(ag_http_request *req, ag_http_error *err) {
                 return fail(err, 501, "only the chunked transfer coding is supported");
             has_te = req->chunked = true;
         } else if (ag_str_ieq(name, AG_STR_LIT("connection"))) {
-            conn_close |= list_has(val, "close");
-            conn_keep |= list_has(val, "keep-alive");
+            conn_close |= ag_http_list_has(val, "close");
+            conn_keep |= ag_http_list_has(val, "keep-alive");
         } else if (ag_str_ieq(name, AG_STR_LIT("expect"))) {
             if (!ag_str_ieq(val, AG_STR_LIT("100-continue"))) return fail(err, 417, "unsupported Expect");
             req->expect_continue = req->version_minor >= 1;

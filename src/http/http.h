@@ -74,6 +74,8 @@ ag_status ag_http_head_parse(ag_http_head_parser *p, const char *buf, size_t len
 
 /* The value of the first header named name (case-insensitive), or {NULL,0}. */
 ag_str ag_http_header_get(const ag_http_request *req, const char *name);
+/* Does a comma-separated header value (Connection, Cache-Control) hold token?  Case-insensitive. */
+bool ag_http_list_has(ag_str list, const char *token);
 
 /* The chunked decoder's state between calls; zero it before a body. */
 typedef struct ag_http_chunked {

@@ -51,7 +51,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <uv.h>
 
@@ -91,7 +90,7 @@ struct exchange {
     int n_followers;
     bool leading;          /* registered in server.leaders under cache_key */
     uint64_t t_follow_ns;  /* when this one began to wait */
-    ag_cache_val *l2_value; /* write-through: the value on its way to Redis, answered when it is there */
+    ag_cache_val *value;   /* the finished answer as stored (NULL: not stored); its client is answered from it */
 };
 
 /* What is known of the request a connection is serving, for metrics, the access log and its span. */
@@ -604,6 +603,7 @@ static void exchange_free(exchange *x) {
     }
     free(x->ch);
     free(x->followers);
+    ag_cache_val_release(x->value);
     ag_arena_deinit(&x->arena);
     x->s->n_exchanges--;
     maybe_stop(x->s);
@@ -673,6 +673,7 @@ static ag_cache_val *cache_value(exchange *x) {
 }
 
 static void exchange_respond(exchange *x);
+static bool send_stored(conn *c, const exchange *x, ag_cache_val *v, const char *extra);
 
 static void on_write_through(void *ctx, bool ok) {
     (void)ok; /* a failed write costs a future hit, never this answer */
@@ -686,34 +687,32 @@ static void on_write_through(void *ctx, bool ok) {
  */
 static void exchange_complete(exchange *x) {
     server *s = x->s;
-    ag_cache_val *value = cache_value(x);
+    ag_cache_val *value = x->value = cache_value(x);
     if (value && s->cache) ag_cache_put_val(s->cache, x->cache_key, value, x->cache_ttl_ns, x->cache_tag);
     if (x->leading) ag_map_del(&s->leaders, (const char *)x->cache_key, 32);
     for (int i = 0; i < x->n_followers; i++) release_follower(x->followers[i], value);
     if (value && s->l2) {
         uint64_t ttl_s = x->cache_ttl_ns / 1000000000ull;
         if (s->o->cache_write_through) {
-            x->l2_value = value;
             ag_l2_set(s->l2, x->cache_key, x->cache_tag, value->data, value->len, ttl_s, on_write_through, x);
             return;
         }
         ag_l2_set(s->l2, x->cache_key, x->cache_tag, value->data, value->len, ttl_s, NULL, NULL);
     }
-    ag_cache_val_release(value);
     exchange_respond(x);
 }
 
 /* Send the finished exchange's response (when its client is still there) and free it. */
 static void exchange_respond(exchange *x) {
     conn *c = x->c;
-    ag_cache_val_release(x->l2_value);
-    x->l2_value = NULL;
     if (c) {
         ag_api_usage u = exchange_usage(x);
         ag_buf json;
         ag_buf_init(&json);
         if (x->req.stream) {
             stream_end(c, &x->meta, &u, x->req.include_usage);
+        } else if (x->value && send_stored(c, x, x->value, cache_headers[x->cache_verdict])) {
+            /* rendered once, for the cache, and sent from there */
         } else {
             bool failed = false;
             ag_api_choice *ch = ag_xcalloc((size_t)x->n_ch, sizeof *ch);
@@ -816,52 +815,56 @@ static ag_str bearer(const ag_http_request *req) {
     return ag_str_trim((ag_str){h.p + 7, h.n - 7});
 }
 
-static bool header_has(ag_str header, const char *token) {
-    size_t n = strlen(token);
-    for (size_t i = 0; i + n <= header.n; i++)
-        if (strncasecmp(header.p + i, token, n) == 0) return true;
-    return false;
+/*
+ * A whole response from a stored value: x's own opening (id and time), then
+ * the value's rendered rest, sent by reference.  False when v does not decode
+ * to x's choices (nothing was sent).
+ */
+static bool send_stored(conn *c, const exchange *x, ag_cache_val *v, const char *extra) {
+    ag_rcache_value d;
+    if (!ag_rcache_decode(v->data, v->len, &d) || (int)d.n != x->n_ch) return false;
+    ag_buf open;
+    ag_buf_init(&open);
+    ag_api_response_open_write(&x->meta, &open);
+    write_head(c, 200, "application/json", (int64_t)(open.len + d.rest_len), extra);
+    conn_send(c, open.data, open.len);
+    conn_write(c, d.rest, d.rest_len, v);
+    request_done(c);
+    ag_buf_deinit(&open);
+    return true;
 }
 
-/*
- * Answer from a cached value: a whole response (a fresh opening, then the
- * rest straight from the shared value), or the same chunks a generation streams.
- */
-static void serve_cached(conn *c, exchange *x, ag_cache_val *v, const char *tier, uint64_t age) {
+/* Answer from a cached value: a whole response, or the same chunks a generation streams. */
+static void serve_cached(conn *c, exchange *x, ag_cache_val *v, const char *tier) {
     ag_rcache_value d;
     char extra[128];
-    if (!ag_rcache_decode(v->data, v->len, &d) || (int)d.n != x->n_ch) {
+    unsigned long long age = (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull;
+    snprintf(extra, sizeof extra, "%sX-Cache: %s\r\nAge: %llu\r\n", x->req.stream ? "Cache-Control: no-cache\r\n" : "",
+             tier, age);
+    bool ok = x->req.stream ? ag_rcache_decode(v->data, v->len, &d) && (int)d.n == x->n_ch : send_stored(c, x, v, extra);
+    if (!ok) {
         respond_status(c, 500, "server_error", NULL, "a response cache entry did not decode", NULL);
         return;
     }
+    if (!x->req.stream) return;
+    write_head(c, 200, "text/event-stream", -1, extra);
     ag_buf json;
     ag_buf_init(&json);
-    if (x->req.stream) {
-        snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\nX-Cache: %s\r\nAge: %llu\r\n", tier, (unsigned long long)age);
-        write_head(c, 200, "text/event-stream", -1, extra);
-        for (uint32_t i = 0; i < d.n; i++) {
-            if (x->req.kind == AG_API_CHAT) {
-                ag_buf_reset(&json);
-                ag_api_chunk_write(&x->meta, (int)i, true, "", 0, NULL, NULL, x->req.include_usage, &json);
-                sse_send(c, &json);
-            }
+    for (uint32_t i = 0; i < d.n; i++) {
+        if (x->req.kind == AG_API_CHAT) {
             ag_buf_reset(&json);
-            ag_api_chunk_write(&x->meta, (int)i, false, d.ch[i].text, d.ch[i].len, NULL, NULL, x->req.include_usage, &json);
-            sse_send(c, &json);
-            ag_buf_reset(&json);
-            ag_api_chunk_write(&x->meta, (int)i, false, "", 0, ag_api_finish_reason((ag_finish)d.ch[i].finish), NULL,
-                               x->req.include_usage, &json);
+            ag_api_chunk_write(&x->meta, (int)i, true, "", 0, NULL, NULL, x->req.include_usage, &json);
             sse_send(c, &json);
         }
-        stream_end(c, &x->meta, &d.usage, x->req.include_usage);
-    } else {
-        ag_api_response_open_write(&x->meta, &json);
-        snprintf(extra, sizeof extra, "X-Cache: %s\r\nAge: %llu\r\n", tier, (unsigned long long)age);
-        write_head(c, 200, "application/json", (int64_t)(json.len + d.rest_len), extra);
-        conn_send(c, json.data, json.len);
-        conn_write(c, d.rest, d.rest_len, v);
-        request_done(c);
+        ag_buf_reset(&json);
+        ag_api_chunk_write(&x->meta, (int)i, false, d.ch[i].text, d.ch[i].len, NULL, NULL, x->req.include_usage, &json);
+        sse_send(c, &json);
+        ag_buf_reset(&json);
+        ag_api_chunk_write(&x->meta, (int)i, false, "", 0, ag_api_finish_reason((ag_finish)d.ch[i].finish), NULL,
+                           x->req.include_usage, &json);
+        sse_send(c, &json);
     }
+    stream_end(c, &x->meta, &d.usage, x->req.include_usage);
     ag_buf_deinit(&json);
 }
 
@@ -874,7 +877,7 @@ static void serve_cached(conn *c, exchange *x, ag_cache_val *v, const char *tier
 static bool cache_lookup(conn *c, exchange *x) {
     server *s = c->s;
     ag_str cc = ag_http_header_get(&c->req, "cache-control");
-    bool no_cache = header_has(cc, "no-cache"), no_store = header_has(cc, "no-store");
+    bool no_cache = ag_http_list_has(cc, "no-cache"), no_store = ag_http_list_has(cc, "no-store");
     x->cache_verdict = CACHE_BYPASS;
     c->obs.cache = "bypass";
     if (!ag_rcache_cacheable(&x->req, s->o->cache_nondeterministic)) {
@@ -889,7 +892,7 @@ static bool cache_lookup(conn *c, exchange *x) {
         ag_cache_val *v = s->cache ? ag_cache_get(s->cache, x->cache_key, ag_clock_mono_ns()) : NULL;
         if (v) {
             c->obs.cache = "hit-l1";
-            serve_cached(c, x, v, "HIT-L1", (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull);
+            serve_cached(c, x, v, "HIT-L1");
             ag_cache_val_release(v);
             return true;
         }
@@ -981,7 +984,7 @@ static void release_follower(exchange *f, ag_cache_val *value) {
     }
     if (value) {
         c->x = NULL;
-        serve_cached(c, f, value, "HIT-L1", 0);
+        serve_cached(c, f, value, "HIT-L1");
         exchange_free(f);
         process(c); /* a pipelined request may be waiting */
     } else if (c->s->draining) {
@@ -1000,7 +1003,7 @@ static void generate(conn *c, exchange *x) {
 }
 
 /* Redis's answer to an L1 miss: a hit is promoted into L1 and served; otherwise generate. */
-static void on_l2_get(void *ctx, const char *data, size_t len, uint64_t stored_ms) {
+static void on_l2_get(void *ctx, ag_cache_val *v) {
     exchange *x = ctx;
     conn *c = x->c;
     server *s = x->s;
@@ -1009,13 +1012,10 @@ static void on_l2_get(void *ctx, const char *data, size_t len, uint64_t stored_m
         return;
     }
     c->x = NULL;
-    if (data) {
-        uint64_t now_ms = ag_clock_wall_ns() / 1000000ull, age_s = now_ms > stored_ms ? (now_ms - stored_ms) / 1000 : 0;
-        ag_cache_val *v = ag_cache_val_new(data, len, ag_clock_mono_ns() - age_s * 1000000000ull);
+    if (v) {
         if (s->cache) ag_cache_put_val(s->cache, x->cache_key, v, x->cache_ttl_ns, x->cache_tag);
         c->obs.cache = "hit-l2";
-        serve_cached(c, x, v, "HIT-L2", age_s);
-        ag_cache_val_release(v);
+        serve_cached(c, x, v, "HIT-L2");
         exchange_free(x);
         process(c); /* a pipelined request may be waiting */
         return;
@@ -1210,44 +1210,76 @@ static void route_metrics(conn *c) {
     ag_buf_deinit(&b);
 }
 
-/* GET /v1/cache/stats: each tier's counters ({"enabled": false} without a cache; "l1": null with Redis alone). */
+typedef struct named_count {
+    const char *name;
+    uint64_t n;
+} named_count;
+
+static void write_counts(ag_jw *w, const named_count *c, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        ag_jw_keyc(w, c[i].name);
+        ag_jw_int(w, (int64_t)c[i].n);
+    }
+}
+
+/* GET /v1/cache/stats: each tier's counters ({"enabled": false} without a cache; "l1": null with Redis
+ * alone). */
 static void route_cache_stats(conn *c) {
     server *s = c->s;
     ag_buf b;
     ag_buf_init(&b);
-    if (!s->cache && !s->l2) {
-        ag_buf_append_str(&b, "{\"enabled\":false}");
-    } else {
-        ag_buf_append_str(&b, "{\"enabled\":true,\"l1\":");
+    ag_jw w;
+    ag_jw_init(&w, &b, 0, AG_UTF8_REPLACE);
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "enabled");
+    ag_jw_bool(&w, s->cache || s->l2);
+    if (s->cache || s->l2) {
+        ag_jw_keyc(&w, "l1");
         if (s->cache) {
             ag_cache_stats st = ag_cache_stats_get(s->cache);
             uint64_t lookups = st.hits + st.misses;
-            ag_buf_appendf(&b,
-                           "{\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%.4f,\"puts\":%llu,\"evictions\":%llu,"
-                           "\"rejections\":%llu,\"expirations\":%llu,\"entries\":%zu,\"bytes\":%zu,\"max_bytes\":%zu}",
-                           (unsigned long long)st.hits, (unsigned long long)st.misses,
-                           lookups ? (double)st.hits / (double)lookups : 0.0, (unsigned long long)st.puts,
-                           (unsigned long long)st.evictions, (unsigned long long)st.rejections,
-                           (unsigned long long)st.expirations, st.entries, st.bytes, s->o->cache_mb << 20);
+            ag_jw_obj_begin(&w);
+            write_counts(&w, (named_count[]){{"hits", st.hits}, {"misses", st.misses}}, 2);
+            ag_jw_keyc(&w, "hit_ratio");
+            ag_jw_double(&w, lookups ? (double)st.hits / (double)lookups : 0.0);
+            const named_count rest[] = {{"puts", st.puts},
+                                        {"evictions", st.evictions},
+                                        {"rejections", st.rejections},
+                                        {"expirations", st.expirations},
+                                        {"entries", st.entries},
+                                        {"bytes", st.bytes},
+                                        {"max_bytes", s->o->cache_mb << 20}};
+            write_counts(&w, rest, sizeof rest / sizeof *rest);
+            ag_jw_obj_end(&w);
         } else {
-            ag_buf_append_str(&b, "null");
+            ag_jw_null(&w);
         }
         if (s->l2) {
             ag_l2_stats l2 = ag_l2_stats_get(s->l2);
-            ag_buf_appendf(&b,
-                           ",\"l2\":{\"connected\":%s,\"breaker\":\"%s\",\"hits\":%llu,\"misses\":%llu,\"sets\":%llu,"
-                           "\"errors\":%llu,\"timeouts\":%llu,\"short_circuits\":%llu,\"reconnects\":%llu,"
-                           "\"last_error\":",
-                           l2.connected ? "true" : "false", l2.breaker, (unsigned long long)l2.hits,
-                           (unsigned long long)l2.misses, (unsigned long long)l2.sets, (unsigned long long)l2.errors,
-                           (unsigned long long)l2.timeouts, (unsigned long long)l2.short_circuits,
-                           (unsigned long long)l2.reconnects);
-            if (l2.last_error[0]) ag_buf_append_json_str(&b, l2.last_error, strlen(l2.last_error), AG_UTF8_REPLACE);
-            else ag_buf_append_str(&b, "null");
-            ag_buf_append_str(&b, "}");
+            ag_jw_keyc(&w, "l2");
+            ag_jw_obj_begin(&w);
+            ag_jw_keyc(&w, "connected");
+            ag_jw_bool(&w, l2.connected);
+            ag_jw_keyc(&w, "breaker");
+            ag_jw_strc(&w, l2.breaker);
+            const named_count counts[] = {{"hits", l2.hits},
+                                          {"misses", l2.misses},
+                                          {"sets", l2.sets},
+                                          {"errors", l2.errors},
+                                          {"timeouts", l2.timeouts},
+                                          {"short_circuits", l2.short_circuits},
+                                          {"reconnects", l2.reconnects}};
+            write_counts(&w, counts, sizeof counts / sizeof *counts);
+            ag_jw_keyc(&w, "last_error");
+            if (l2.last_error[0])
+                ag_jw_strc(&w, l2.last_error);
+            else
+                ag_jw_null(&w);
+            ag_jw_obj_end(&w);
         }
-        ag_buf_appendf(&b, ",\"bypass\":%llu}", (unsigned long long)s->cache_bypass);
+        write_counts(&w, &(named_count){"bypass", s->cache_bypass}, 1);
     }
+    ag_jw_obj_end(&w);
     respond_json(c, 200, &b, NULL);
     ag_buf_deinit(&b);
 }
