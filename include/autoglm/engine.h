@@ -24,6 +24,7 @@
 #ifndef AUTOGLM_ENGINE_H
 #define AUTOGLM_ENGINE_H
 
+#include "autoglm/sampling.h"
 #include "autoglm/status.h"
 
 #include <stdbool.h>
@@ -48,19 +49,6 @@ typedef struct ag_engine_params {
     const char *kernels;    /* NULL: the best for this CPU */
 } ag_engine_params;
 
-/* A bias added to one token's logit before sampling; -INFINITY bans the token. */
-typedef struct ag_logit_bias {
-    int32_t token;
-    float bias;
-} ag_logit_bias;
-
-/* Zero means off for every field (top_p and repetition_penalty 0 read as 1); temperature 0 is greedy. */
-typedef struct ag_sampling {
-    float temperature, top_p, min_p, repetition_penalty, frequency_penalty, presence_penalty;
-    int32_t top_k;
-    uint64_t seed;
-} ag_sampling;
-
 typedef struct ag_request {
     const int32_t *prompt; /* copied at submit */
     int32_t n_prompt;
@@ -78,9 +66,8 @@ typedef struct ag_request {
     bool logprobs;         /* events carry the sampled token's log-probability */
     int32_t top_logprobs;  /* and this many most likely alternatives (0..AG_MAX_TOP_LOGPROBS) */
     bool ignore_eos;
+    int32_t min_tokens;    /* end tokens are banned until this many tokens were generated (vLLM's min_tokens) */
 } ag_request;
-
-#define AG_MAX_TOP_LOGPROBS 20
 
 typedef enum ag_finish {
     AG_FINISH_NONE = 0,  /* a token event; more follow */
@@ -142,8 +129,24 @@ int32_t ag_engine_n_vocab(const ag_engine *e);
 /* A string from the model file's metadata ("tokenizer.chat_template"); false when absent.  Borrowed for the engine's life. */
 bool ag_engine_meta_str(const ag_engine *e, const char *key, const char **s, size_t *len);
 
-/* The tokenizer of the engine's model, for callers that turn text into prompts (read-only, thread-safe). */
-struct ag_tokenizer;
-const struct ag_tokenizer *ag_engine_tokenizer(const ag_engine *e);
+/*
+ * Text and tokens with the model's tokenizer, for callers that turn text into
+ * prompts and tokens into text (read-only, any thread).
+ */
+typedef struct ag_tokens { /* a growable array of token ids; the caller owns ->v (free()) */
+    int32_t *v;
+    size_t n, cap;
+} ag_tokens;
+struct ag_buf;
+/* Append text's ids to out; add_bos puts the BOS first, parse_special maps special-token texts to their ids.
+ * AG_EINVAL with err on invalid UTF-8, AG_NOMEM when out cannot grow. */
+ag_status ag_engine_tokenize(const ag_engine *e, const char *text, size_t len, bool add_bos, bool parse_special,
+                             ag_tokens *out, ag_err *err);
+/* Whether the model's prompts start with BOS unless told otherwise. */
+bool ag_engine_add_bos_default(const ag_engine *e);
+/* The raw bytes one token stands for, appended to out (nothing for an id outside the vocabulary). */
+void ag_engine_token_bytes(const ag_engine *e, int32_t id, struct ag_buf *out);
+/* The bytes of ids[0..n) appended to out; AG_EINVAL with err naming the first id outside the vocabulary. */
+ag_status ag_engine_detokenize(const ag_engine *e, const int32_t *ids, size_t n, struct ag_buf *out, ag_err *err);
 
 #endif

@@ -38,6 +38,8 @@ static const char serve_usage[] =
     "  --max-request-line N     request line limit, 414 (default 8192)\n"
     "  --read-timeout D         a request must arrive within D, else 408 (default 30s)\n"
     "  --idle-timeout D         close keep-alive connections idle for D (default 60s)\n"
+    "  --max-requests-per-connection N\n"
+    "                           close a keep-alive connection after its N-th response (0: never; default 0)\n"
     "  --drain-timeout D        on shutdown, wait up to D for running requests (default 30s)\n"
     "  --log-level L            debug, info, warn, error (default info)\n"
     "  --cache-mb N             response cache of N MiB for reproducible requests (temperature 0 or a seed;\n"
@@ -146,6 +148,8 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = duration(a, val, &o.read_timeout_ms);
         } else if (strcmp(a, "--idle-timeout") == 0) {
             ok = duration(a, val, &o.idle_timeout_ms);
+        } else if (strcmp(a, "--max-requests-per-connection") == 0) {
+            ok = ag_cli_int("serve", a, val, 0, 1L << 40, &v), o.max_requests_per_conn = (uint64_t)v;
         } else if (strcmp(a, "--drain-timeout") == 0) {
             ok = duration(a, val, &o.drain_timeout_ms);
         } else if (strcmp(a, "--cache-mb") == 0) {

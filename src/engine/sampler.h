@@ -15,7 +15,7 @@
 #ifndef AG_ENGINE_SAMPLER_H
 #define AG_ENGINE_SAMPLER_H
 
-#include "autoglm/engine.h" /* ag_logit_bias */
+#include "autoglm/sampling.h"
 #include "autoglm/status.h"
 #include "base/buf.h"
 

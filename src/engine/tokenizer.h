@@ -23,6 +23,7 @@
 #ifndef AG_ENGINE_TOKENIZER_H
 #define AG_ENGINE_TOKENIZER_H
 
+#include "autoglm/engine.h"
 #include "autoglm/status.h"
 #include "base/buf.h"
 #include "engine/gguf.h"
@@ -33,11 +34,8 @@
 
 typedef struct ag_tokenizer ag_tokenizer;
 
-/* A growable array of token ids; the caller owns ->v (free()). */
-typedef struct ag_ids {
-    int32_t *v;
-    size_t n, cap;
-} ag_ids;
+/* A growable array of token ids; the caller owns ->v (free()).  The engine API's ag_tokens. */
+typedef ag_tokens ag_ids;
 
 ag_status ag_tokenizer_load(const ag_gguf_file *f, ag_tokenizer **out, ag_err *err);
 void ag_tokenizer_free(ag_tokenizer *t);

@@ -202,5 +202,50 @@ void ag_metrics_render(ag_metrics *m, const ag_engine_stats *st, ag_buf *o) {
     one(o, "autoglm_otlp_spans_exported_total", "counter", "Spans the collector accepted.", load(&m->spans_exported));
     one(o, "autoglm_otlp_spans_dropped_total", "counter",
         "Spans dropped: export buffer full, or the collector failed or was too slow.", load(&m->spans_dropped));
+    one(o, "autoglm_internal_errors_total", "counter",
+        "Events the server dropped because they came in a state that cannot take them (bugs; logged).",
+        load(&m->internal_errors));
     process_metrics(m, o);
+}
+
+void ag_metrics_render_cache(const ag_cache_metrics *c, ag_buf *o) {
+    enum { PER_TIER, L1_ONLY, UNLABELED, REDIS }; /* each tier's rows only when it is there; REDIS: unlabeled */
+    const struct {
+        const char *name, *help, *type;
+        int shape;
+        uint64_t l1, other; /* other: the l2 tier's value, or the unlabeled value */
+    } m[] = {
+        {"autoglm_cache_hits_total", "Response cache hits by tier.", "counter", PER_TIER, c->l1_hits, c->l2_hits},
+        {"autoglm_cache_misses_total", "Response cache lookups that missed, by tier.", "counter", PER_TIER, c->l1_misses,
+         c->l2_misses},
+        {"autoglm_cache_evictions_total", "Entries evicted to stay within the size bound.", "counter", L1_ONLY,
+         c->evictions, 0},
+        {"autoglm_cache_admission_rejections_total", "Entries W-TinyLFU declined to admit.", "counter", L1_ONLY,
+         c->rejections, 0},
+        {"autoglm_cache_bytes", "Bytes held by the in-process tier.", "gauge", L1_ONLY, c->bytes, 0},
+        {"autoglm_cache_entries", "Entries in the in-process tier.", "gauge", L1_ONLY, c->entries, 0},
+        {"autoglm_cache_bypass_total", "Generation requests not looked up (not cacheable, or no-cache).", "counter",
+         UNLABELED, 0, c->bypass},
+        {"autoglm_cache_redis_errors_total", "Redis commands that failed.", "counter", REDIS, 0, c->redis_errors},
+        {"autoglm_cache_redis_timeouts_total", "Redis commands answered as misses after --redis-timeout-ms.", "counter",
+         REDIS, 0, c->redis_timeouts},
+        {"autoglm_cache_redis_short_circuits_total", "Redis commands skipped while the breaker was open or Redis gone.",
+         "counter", REDIS, 0, c->redis_short_circuits},
+        {"autoglm_cache_redis_reconnects_total", "Attempts to reconnect to Redis.", "counter", REDIS, 0,
+         c->redis_reconnects},
+        {"autoglm_cache_redis_breaker_open", "1 while the Redis circuit breaker is open or half-open.", "gauge", REDIS, 0,
+         c->redis_breaker_open},
+        {"autoglm_cache_redis_connected", "1 while connected to Redis.", "gauge", REDIS, 0, c->redis_connected},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof *m; i++) {
+        if ((m[i].shape == REDIS && !c->l2) || (m[i].shape == L1_ONLY && !c->l1)) continue;
+        head(o, m[i].name, m[i].type, m[i].help);
+        if (m[i].shape >= UNLABELED) {
+            ag_buf_appendf(o, "%s %llu\n", m[i].name, (unsigned long long)m[i].other);
+            continue;
+        }
+        if (c->l1) ag_buf_appendf(o, "%s{tier=\"l1\"} %llu\n", m[i].name, (unsigned long long)m[i].l1);
+        if (m[i].shape == PER_TIER && c->l2)
+            ag_buf_appendf(o, "%s{tier=\"l2\"} %llu\n", m[i].name, (unsigned long long)m[i].other);
+    }
 }

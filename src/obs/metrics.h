@@ -17,6 +17,7 @@
 #include "base/buf.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,7 @@ typedef struct ag_metrics {
     _Atomic uint64_t connections_accepted;
     _Atomic int64_t connections_open;
     _Atomic uint64_t log_dropped, spans_exported, spans_dropped;
+    _Atomic uint64_t internal_errors; /* events dropped in a state that cannot take them: bugs */
     ag_histogram e2e, ttft, tpot, itl, queue, prefill, decode; /* nanoseconds observed, seconds shown */
     double start_time; /* Unix seconds */
 } ag_metrics;
@@ -61,5 +63,16 @@ void ag_metrics_init(ag_metrics *m, const char *const *routes, size_t n_routes);
 void ag_metrics_http_request(ag_metrics *m, size_t route, int status);
 /* Append the whole exposition; st: the engine's stats now (NULL before the model is loaded). */
 void ag_metrics_render(ag_metrics *m, const ag_engine_stats *st, ag_buf *out);
+
+/* The response cache's numbers, as the server reads them from its tiers (l1/l2: whether the tier is there). */
+typedef struct ag_cache_metrics {
+    bool l1, l2;
+    uint64_t l1_hits, l1_misses, evictions, rejections, bytes, entries, bypass;
+    uint64_t l2_hits, l2_misses, redis_errors, redis_timeouts, redis_short_circuits, redis_reconnects;
+    bool redis_breaker_open, redis_connected;
+} ag_cache_metrics;
+
+/* Append the response cache's families (only the rows of the tiers present). */
+void ag_metrics_render_cache(const ag_cache_metrics *c, ag_buf *out);
 
 #endif

@@ -32,6 +32,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -43,7 +44,7 @@ typedef struct rq {
     int priority;
     uint64_t t_submit, t_enqueue, t_admit, t_first, deadline; /* t_admit: first given a KV slot */
     int32_t *tokens; /* prompt then generated */
-    int32_t n_prompt, n_tokens, max_tokens, n_gen;
+    int32_t n_prompt, n_tokens, max_tokens, n_gen, min_tokens;
     int32_t seq;        /* KV slot while running, else -1 */
     int32_t n_computed; /* positions in the cache */
     int32_t cached_tokens;
@@ -86,6 +87,7 @@ struct ag_engine {
     rq **b_owner;
     ag_buf piece, out; /* a token's text, reused every step */
     ag_event lp;       /* the log-probabilities of the token being posted */
+    float *banned;     /* logits with the end tokens banned, for requests short of min_tokens (n_vocab) */
     /* events */
     pthread_mutex_t ev_mu;
     pthread_cond_t ev_cv;
@@ -193,6 +195,8 @@ ag_status ag_engine_submit(ag_engine *e, const ag_request *q, uint64_t *id, ag_e
     const int32_t ctx = e->m->n_ctx, V = e->m->cfg.n_vocab;
     if (q->n_prompt < 1 || !q->prompt) return ag_err_set(err, AG_EINVAL, "the prompt is empty");
     if (q->max_tokens < 1) return ag_err_set(err, AG_EINVAL, "max_tokens must be at least 1");
+    if (q->min_tokens < 0 || q->min_tokens > q->max_tokens)
+        return ag_err_set(err, AG_EINVAL, "min_tokens must be between 0 and max_tokens (%d)", q->max_tokens);
     if ((int64_t)q->n_prompt + q->max_tokens > ctx)
         return ag_err_set(err, AG_ELIMIT,
                           "this model's context length is %d tokens; the prompt has %d and max_tokens asks for %d more",
@@ -232,6 +236,7 @@ ag_status ag_engine_submit(ag_engine *e, const ag_request *q, uint64_t *id, ag_e
     r->deadline = q->deadline_ns;
     r->salt = q->cache_salt;
     r->ignore_eos = q->ignore_eos;
+    r->min_tokens = q->min_tokens;
     r->top_logprobs = q->logprobs ? q->top_logprobs : -1;
     if (q->n_end_tokens) {
         r->end_tokens = ag_xmalloc(q->n_end_tokens * sizeof *r->end_tokens);
@@ -423,6 +428,21 @@ static bool is_end(const ag_engine *e, const rq *r, int32_t tok) {
     return false;
 }
 
+/*
+ * Logits to sample from: the model's, or below min_tokens a copy with every
+ * end token banned (vLLM's min_tokens: the model cannot end early, it is not
+ * merely ignored when it does).
+ */
+static const float *sampling_logits(ag_engine *e, const rq *r, const float *logits) {
+    if (r->n_gen >= r->min_tokens || r->ignore_eos) return logits;
+    const int32_t *eog;
+    size_t n_eog = ag_tokenizer_eog(e->m->tok, &eog);
+    memcpy(e->banned, logits, (size_t)e->m->cfg.n_vocab * sizeof *logits);
+    for (size_t i = 0; i < n_eog; i++) e->banned[eog[i]] = -INFINITY;
+    for (size_t i = 0; i < r->n_end_tokens; i++) e->banned[r->end_tokens[i]] = -INFINITY;
+    return e->banned;
+}
+
 /* After the forward: advance each request; sample where its last known token was computed. */
 static void after_step(ag_engine *e, int rows) {
     size_t li = 0;
@@ -436,7 +456,7 @@ static void after_step(ag_engine *e, int rows) {
             ag_kv_prefix_publish(e->m->kv, r->seq, r->tokens, r->n_prompt, r->salt);
             r->published = true;
         }
-        int32_t tok = ag_sampler_sample(r->smp, logits);
+        int32_t tok = ag_sampler_sample(r->smp, sampling_logits(e, r, logits));
         ag_sampler_accept(r->smp, tok);
         r->tokens[r->n_tokens++] = tok;
         r->n_gen++;
@@ -598,6 +618,7 @@ ag_status ag_engine_create(const ag_engine_params *params, ag_engine **out, ag_e
     for (int i = 0; i < p->max_seqs; i++) e->free_slots[e->n_free_slots++] = p->max_seqs - 1 - i;
     size_t B = (size_t)p->max_batch_tokens;
     e->b_tok = ag_xcalloc(B, sizeof *e->b_tok), e->b_pos = ag_xcalloc(B, sizeof *e->b_pos);
+    e->banned = ag_xcalloc((size_t)e->m->cfg.n_vocab, sizeof *e->banned);
     e->b_seq = ag_xcalloc(B, sizeof *e->b_seq), e->b_logits = ag_xcalloc(B, sizeof *e->b_logits);
     e->b_owner = ag_xcalloc(B, sizeof *e->b_owner);
     ag_buf_init(&e->piece);
@@ -626,7 +647,7 @@ void ag_engine_destroy(ag_engine *e) {
     free(e->events);
     free(e->cancels);
     free(e->waiting), free(e->running), free(e->free_slots);
-    free(e->b_tok), free(e->b_pos), free(e->b_seq), free(e->b_logits), free(e->b_owner);
+    free(e->b_tok), free(e->b_pos), free(e->b_seq), free(e->b_logits), free(e->b_owner), free(e->banned);
     ag_buf_deinit(&e->piece);
     ag_buf_deinit(&e->out);
     ag_model_free(e->m);
@@ -644,7 +665,27 @@ void ag_engine_stats_get(ag_engine *e, ag_engine_stats *out) {
     pthread_mutex_unlock(&e->mu);
 }
 
-const struct ag_tokenizer *ag_engine_tokenizer(const ag_engine *e) { return e->m->tok; }
+ag_status ag_engine_tokenize(const ag_engine *e, const char *text, size_t len, bool add_bos, bool parse_special,
+                             ag_tokens *out, ag_err *err) {
+    return ag_tokenize(e->m->tok, text, len, add_bos, parse_special, out, err);
+}
+
+bool ag_engine_add_bos_default(const ag_engine *e) { return ag_tokenizer_add_bos_default(e->m->tok); }
+
+void ag_engine_token_bytes(const ag_engine *e, int32_t id, ag_buf *out) {
+    if (id >= 0 && (size_t)id < ag_tokenizer_n_vocab(e->m->tok)) ag_token_bytes(e->m->tok, id, out);
+}
+
+ag_status ag_engine_detokenize(const ag_engine *e, const int32_t *ids, size_t n, ag_buf *out, ag_err *err) {
+    size_t n_vocab = ag_tokenizer_n_vocab(e->m->tok);
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || (size_t)ids[i] >= n_vocab)
+            return ag_err_set(err, AG_EINVAL, "token id %d at %zu is outside the vocabulary (0..%zu)", ids[i], i,
+                              n_vocab - 1);
+        ag_token_bytes(e->m->tok, ids[i], out);
+    }
+    return out->err;
+}
 
 int32_t ag_engine_ctx(const ag_engine *e) { return e->m->n_ctx; }
 

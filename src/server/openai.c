@@ -11,7 +11,6 @@
 
 #include "base/clock.h"
 #include "base/str.h"
-#include "engine/tokenizer.h"
 #include "json/json.h"
 
 #include <math.h>
@@ -70,9 +69,17 @@ static ag_status get_bool(const ag_json_val *obj, const char *key, bool *out, ag
     return AG_OK;
 }
 
+/* Request-sized memory ran out: a 503, never an abort (the try tier). */
+static ag_status nomem(ag_api_error *err) {
+    ag_api_fail(err, 503, "service_unavailable", NULL, NULL, "out of memory while reading the request; retry later");
+    return AG_NOMEM;
+}
+
 static ag_status parse_object(const char *body, size_t len, ag_arena *a, ag_json_val **root, ag_api_error *err) {
     ag_json_err je;
-    if (ag_json_parse(body, len, NULL, a, root, &je) != AG_OK)
+    ag_status st = ag_json_parse(body, len, NULL, a, root, &je);
+    if (st == AG_NOMEM) return nomem(err);
+    if (st != AG_OK)
         return ag_api_fail(err, 400, INVALID, NULL, NULL,
                            "We could not parse the JSON body of your request: %s at line %zu, column %zu", je.reason,
                            je.line, je.col);
@@ -86,13 +93,19 @@ static ag_status parse_object(const char *body, size_t len, ag_arena *a, ag_json
 /* Tokenize text into the arena as prompt slot i. */
 static ag_status add_text_prompt(const ag_api_model *m, const char *text, size_t len, bool add_bos, ag_arena *a,
                                  ag_api_request *r, size_t i, const char *param, ag_api_error *err) {
-    ag_ids ids = {0};
+    ag_tokens ids = {0};
     ag_err e;
-    if (ag_tokenize(m->tok, text, len, add_bos, true, &ids, &e) != AG_OK) {
+    ag_status st = ag_engine_tokenize(m->engine, text, len, add_bos, true, &ids, &e);
+    if (st != AG_OK) {
         free(ids.v);
+        if (st == AG_NOMEM) return nomem(err);
         return ag_api_fail(err, 400, INVALID, param, NULL, "'%s' cannot be tokenized: %s", param, e.msg);
     }
-    r->prompts[i] = ag_arena_alloc(a, (ids.n ? ids.n : 1) * sizeof(int32_t));
+    r->prompts[i] = ag_arena_try_alloc(a, (ids.n ? ids.n : 1) * sizeof(int32_t));
+    if (!r->prompts[i]) {
+        free(ids.v);
+        return nomem(err);
+    }
     if (ids.n) memcpy(r->prompts[i], ids.v, ids.n * sizeof(int32_t));
     r->n_prompt[i] = (int32_t)ids.n;
     free(ids.v);
@@ -102,7 +115,7 @@ static ag_status add_text_prompt(const ag_api_model *m, const char *text, size_t
 static ag_status add_id_prompt(const ag_api_model *m, const ag_json_val *arr, ag_arena *a, ag_api_request *r,
                                size_t i, ag_api_error *err) {
     size_t n = ag_json_len(arr);
-    r->prompts[i] = ag_arena_alloc(a, (n ? n : 1) * sizeof(int32_t));
+    if (!(r->prompts[i] = ag_arena_try_alloc(a, (n ? n : 1) * sizeof(int32_t)))) return nomem(err);
     for (size_t k = 0; k < n; k++) {
         int64_t id;
         if (!ag_json_get_int(ag_json_arr_at(arr, k), &id) || id < 0 || id >= m->n_vocab)
@@ -114,19 +127,20 @@ static ag_status add_id_prompt(const ag_api_model *m, const ag_json_val *arr, ag
     return AG_OK;
 }
 
-static void alloc_prompts(ag_arena *a, ag_api_request *r, size_t n) {
+static ag_status alloc_prompts(ag_arena *a, ag_api_request *r, size_t n, ag_api_error *err) {
     r->n_prompts = n;
-    r->prompts = ag_arena_alloc(a, n * sizeof *r->prompts);
-    r->n_prompt = ag_arena_alloc(a, n * sizeof *r->n_prompt);
+    r->prompts = ag_arena_try_alloc(a, n * sizeof *r->prompts);
+    r->n_prompt = ag_arena_try_alloc(a, n * sizeof *r->n_prompt);
+    return r->prompts && r->n_prompt ? AG_OK : nomem(err);
 }
 
 /* prompt: a string, an array of strings, an array of token ids, or an array of such arrays. */
 static ag_status parse_prompt(const ag_api_model *m, const ag_json_val *p, ag_arena *a, ag_api_request *r,
                               ag_api_error *err) {
-    bool bos = ag_tokenizer_add_bos_default(m->tok);
+    bool bos = ag_engine_add_bos_default(m->engine);
     if (!p) return ag_api_fail(err, 400, INVALID, "prompt", NULL, "'prompt' is required");
     if (p->type == AG_JSON_STRING) {
-        alloc_prompts(a, r, 1);
+        if (alloc_prompts(a, r, 1, err) != AG_OK) return AG_NOMEM;
         return add_text_prompt(m, p->u.s, p->len, bos, a, r, 0, "prompt", err);
     }
     if (p->type != AG_JSON_ARRAY || p->len == 0)
@@ -134,12 +148,12 @@ static ag_status parse_prompt(const ag_api_model *m, const ag_json_val *p, ag_ar
                            "'prompt' must be a string, an array of strings, or token ids (non-empty)");
     const ag_json_val *first = ag_json_arr_at(p, 0);
     if (first->type == AG_JSON_INT || first->type == AG_JSON_DOUBLE) {
-        alloc_prompts(a, r, 1);
+        if (alloc_prompts(a, r, 1, err) != AG_OK) return AG_NOMEM;
         return add_id_prompt(m, p, a, r, 0, err);
     }
     if (p->len > AG_API_MAX_CHOICES)
         return ag_api_fail(err, 400, INVALID, "prompt", NULL, "'prompt' holds more than %d prompts", AG_API_MAX_CHOICES);
-    alloc_prompts(a, r, p->len);
+    if (alloc_prompts(a, r, p->len, err) != AG_OK) return AG_NOMEM;
     for (size_t i = 0; i < p->len; i++) {
         const ag_json_val *v = ag_json_arr_at(p, i);
         ag_status st;
@@ -175,7 +189,8 @@ static ag_status message_content(const ag_json_val *c, ag_arena *a, ag_str *out,
                                "only text content parts ({\"type\":\"text\",\"text\":...}) are supported");
         total += text->len;
     }
-    char *p = ag_arena_alloc(a, total + 1);
+    char *p = ag_arena_try_alloc(a, total + 1);
+    if (!p) return nomem(err);
     size_t at = 0;
     for (size_t i = 0; i < c->len; i++) {
         const ag_json_val *text = ag_json_obj_getc(ag_json_arr_at(c, i), "text");
@@ -191,7 +206,8 @@ static ag_status parse_messages(const ag_api_model *m, const ag_json_val *msgs, 
     static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
     if (!ag_json_is(msgs, AG_JSON_ARRAY) || msgs->len == 0)
         return ag_api_fail(err, 400, INVALID, "messages", NULL, "'messages' must be a non-empty array");
-    ag_chat_msg *cm = ag_arena_alloc(a, msgs->len * sizeof *cm);
+    ag_chat_msg *cm = ag_arena_try_alloc(a, msgs->len * sizeof *cm);
+    if (!cm) return nomem(err);
     for (size_t i = 0; i < msgs->len; i++) {
         const ag_json_val *msg = ag_json_arr_at(msgs, i);
         if (!ag_json_is(msg, AG_JSON_OBJECT))
@@ -203,13 +219,14 @@ static ag_status parse_messages(const ag_api_model *m, const ag_json_val *msgs, 
             return ag_api_fail(err, 400, INVALID, "messages", NULL,
                                "'messages[%zu].role' must be one of system, developer, user, assistant, tool", i);
         cm[i].role = role;
-        if (message_content(ag_json_obj_getc(msg, "content"), a, &cm[i].content, err) != AG_OK) return AG_EINVAL;
+        ag_status st = message_content(ag_json_obj_getc(msg, "content"), a, &cm[i].content, err);
+        if (st != AG_OK) return st;
     }
     ag_buf text;
     ag_buf_init(&text);
     ag_chat_template_render(m->tmpl, cm, msgs->len, &text);
-    alloc_prompts(a, r, 1);
-    ag_status st = add_text_prompt(m, text.data ? text.data : "", text.len, false, a, r, 0, "messages", err);
+    ag_status st = text.err != AG_OK ? nomem(err) : alloc_prompts(a, r, 1, err);
+    if (st == AG_OK) st = add_text_prompt(m, text.data ? text.data : "", text.len, false, a, r, 0, "messages", err);
     ag_buf_deinit(&text);
     return st;
 }
@@ -220,7 +237,7 @@ static ag_status parse_stop(const ag_json_val *root, ag_arena *a, ag_api_request
     const ag_json_val *s = field(root, "stop");
     if (!s) return AG_OK;
     if (s->type == AG_JSON_STRING) {
-        if (s->len) r->stop[r->n_stop++] = ag_arena_try_strndup(a, s->u.s, s->len);
+        if (s->len && !(r->stop[r->n_stop++] = ag_arena_try_strndup(a, s->u.s, s->len))) return nomem(err);
         return AG_OK;
     }
     if (s->type != AG_JSON_ARRAY || s->len > AG_API_MAX_STOP)
@@ -230,7 +247,7 @@ static ag_status parse_stop(const ag_json_val *root, ag_arena *a, ag_api_request
         const ag_json_val *v = ag_json_arr_at(s, i);
         if (v->type != AG_JSON_STRING)
             return ag_api_fail(err, 400, INVALID, "stop", NULL, "'stop' must be a string or an array of strings");
-        if (v->len) r->stop[r->n_stop++] = ag_arena_try_strndup(a, v->u.s, v->len);
+        if (v->len && !(r->stop[r->n_stop++] = ag_arena_try_strndup(a, v->u.s, v->len))) return nomem(err);
     }
     return AG_OK;
 }
@@ -241,7 +258,7 @@ static ag_status parse_logit_bias(const ag_api_model *m, const ag_json_val *root
     if (!b) return AG_OK;
     if (b->type != AG_JSON_OBJECT)
         return ag_api_fail(err, 400, INVALID, "logit_bias", NULL, "'logit_bias' must be an object of token ids to biases");
-    r->logit_bias = ag_arena_alloc(a, (b->len ? b->len : 1) * sizeof *r->logit_bias);
+    if (!(r->logit_bias = ag_arena_try_alloc(a, (b->len ? b->len : 1) * sizeof *r->logit_bias))) return nomem(err);
     for (size_t i = 0; i < b->len; i++) {
         const ag_json_member *mb = &b->u.members[i];
         uint64_t id;
@@ -285,7 +302,20 @@ static ag_status parse_cache(const ag_json_val *root, ag_arena *a, ag_api_reques
     const ag_json_val *ns = field(c, "namespace");
     if (ns && (ns->type != AG_JSON_STRING || ns->len == 0 || ns->len > 128))
         return ag_api_fail(err, 400, INVALID, "cache.namespace", NULL, "'cache.namespace' must be a string of 1 to 128 bytes");
-    if (ns) r->cache_namespace = ag_arena_try_strndup(a, ns->u.s, ns->len);
+    if (ns && !(r->cache_namespace = ag_arena_try_strndup(a, ns->u.s, ns->len))) return nomem(err);
+    return AG_OK;
+}
+
+/* vLLM's extensions: "cache_salt" (the prefix cache's namespace), "ignore_eos", "min_tokens". */
+static ag_status parse_vllm(const ag_json_val *root, ag_arena *a, ag_api_request *r, ag_api_error *err) {
+    int64_t min_tokens = 0;
+    if (get_bool(root, "ignore_eos", &r->ignore_eos, err) || get_int(root, "min_tokens", 0, INT32_MAX, &min_tokens, err))
+        return AG_EINVAL;
+    r->min_tokens = (int32_t)min_tokens;
+    const ag_json_val *salt = field(root, "cache_salt");
+    if (salt && (salt->type != AG_JSON_STRING || salt->len == 0 || salt->len > 256))
+        return ag_api_fail(err, 400, INVALID, "cache_salt", NULL, "'cache_salt' must be a string of 1 to 256 bytes");
+    if (salt && !(r->cache_salt = ag_arena_try_strndup(a, salt->u.s, salt->len))) return nomem(err);
     return AG_OK;
 }
 
@@ -358,7 +388,8 @@ ag_status ag_api_request_parse(const ag_api_model *m, ag_api_kind kind, const ch
     memset(r, 0, sizeof *r);
     r->kind = kind;
     ag_json_val *root;
-    if (parse_object(body, len, a, &root, err)) return AG_EINVAL;
+    ag_status st = parse_object(body, len, a, &root, err);
+    if (st != AG_OK) return st;
     const ag_json_val *model = ag_json_obj_getc(root, "model");
     if (!ag_json_is(model, AG_JSON_STRING)) return ag_api_fail(err, 400, INVALID, "model", NULL, "'model' must be a string");
     if (!ag_str_eq_cstr(ag_json_str(model), m->name))
@@ -371,8 +402,8 @@ ag_status ag_api_request_parse(const ag_api_model *m, ag_api_kind kind, const ch
         get_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, err) ||
         get_int(root, "priority", INT32_MIN, INT32_MAX, &priority, err) || parse_sampling(root, r, err) ||
         parse_stop(root, a, r, err) || parse_logit_bias(m, root, a, r, err) || parse_logprobs(kind, root, r, err) ||
-        parse_cache(root, a, r, err) || refuse_unsupported(root, err))
-        return AG_EINVAL;
+        parse_cache(root, a, r, err) || parse_vllm(root, a, r, err) || refuse_unsupported(root, err))
+        return err->status == 503 ? AG_NOMEM : AG_EINVAL;
     const ag_json_val *user = field(root, "user");
     if (user && user->type != AG_JSON_STRING) return ag_api_fail(err, 400, INVALID, "user", NULL, "'user' must be a string");
     if (so) {
@@ -384,12 +415,16 @@ ag_status ag_api_request_parse(const ag_api_model *m, ag_api_kind kind, const ch
         if (get_bool(so, "include_usage", &r->include_usage, err)) return AG_EINVAL;
     }
     r->n = (int)n, r->priority = (int)priority;
-    ag_status st = kind == AG_API_CHAT ? parse_messages(m, ag_json_obj_getc(root, "messages"), a, r, err)
+    st = kind == AG_API_CHAT ? parse_messages(m, ag_json_obj_getc(root, "messages"), a, r, err)
                                        : parse_prompt(m, field(root, "prompt"), a, r, err);
     if (st != AG_OK) return st;
     if (r->n_prompts * (size_t)r->n > AG_API_MAX_CHOICES)
         return ag_api_fail(err, 400, INVALID, "n", NULL, "prompts times 'n' must be at most %d", AG_API_MAX_CHOICES);
-    return check_context(m, r, max_tokens, err);
+    if (check_context(m, r, max_tokens, err) != AG_OK) return AG_EINVAL;
+    if (r->min_tokens > r->max_tokens)
+        return ag_api_fail(err, 400, INVALID, "min_tokens", NULL, "'min_tokens' (%d) must not exceed 'max_tokens' (%d)",
+                           r->min_tokens, r->max_tokens);
+    return AG_OK;
 }
 
 void ag_api_engine_request(const ag_api_request *r, const ag_api_model *m, size_t choice, ag_request *out) {
@@ -406,7 +441,9 @@ void ag_api_engine_request(const ag_api_request *r, const ag_api_model *m, size_
                         .logit_bias = r->logit_bias,
                         .n_logit_bias = r->n_logit_bias,
                         .logprobs = r->logprobs,
-                        .top_logprobs = r->top_logprobs};
+                        .top_logprobs = r->top_logprobs,
+                        .ignore_eos = r->ignore_eos,
+                        .min_tokens = r->min_tokens};
     /*
      * n > 1: each choice its own stream, all reproducible from the seed.  The
      * seeds are mixed (murmur3's finalizer), not stepped by the generator's own
@@ -435,8 +472,8 @@ ag_status ag_api_tokenize(const ag_api_model *m, const char *body, size_t len, a
     if (field(root, "messages")) {
         st = parse_messages(m, field(root, "messages"), a, &r, err);
     } else if (ag_json_is(text, AG_JSON_STRING)) {
-        alloc_prompts(a, &r, 1);
-        st = add_text_prompt(m, text->u.s, text->len, add_special && ag_tokenizer_add_bos_default(m->tok), a, &r, 0,
+        st = alloc_prompts(a, &r, 1, err);
+        if (st == AG_OK) st = add_text_prompt(m, text->u.s, text->len, add_special && ag_engine_add_bos_default(m->engine), a, &r, 0,
                              "prompt", err);
     } else {
         st = ag_api_fail(err, 400, INVALID, "prompt", NULL, "'prompt' (a string) or 'messages' is required");
@@ -464,16 +501,20 @@ ag_status ag_api_detokenize(const ag_api_model *m, const char *body, size_t len,
     const ag_json_val *toks = ag_json_obj_getc(root, "tokens");
     if (!ag_json_is(toks, AG_JSON_ARRAY))
         return ag_api_fail(err, 400, INVALID, "tokens", NULL, "'tokens' must be an array of token ids");
-    ag_buf text;
-    ag_buf_init(&text);
+    int32_t *ids = ag_arena_try_alloc(a, (toks->len ? toks->len : 1) * sizeof *ids);
+    if (!ids) return nomem(err);
     for (size_t i = 0; i < toks->len; i++) {
         int64_t id;
-        if (!ag_json_get_int(ag_json_arr_at(toks, i), &id) || id < 0 || id >= m->n_vocab) {
-            ag_buf_deinit(&text);
+        if (!ag_json_get_int(ag_json_arr_at(toks, i), &id) || id < 0 || id >= m->n_vocab)
             return ag_api_fail(err, 400, INVALID, "tokens", NULL, "'tokens' must hold token ids in 0..%d",
                                m->n_vocab - 1);
-        }
-        ag_token_bytes(m->tok, (int32_t)id, &text);
+        ids[i] = (int32_t)id;
+    }
+    ag_buf text;
+    ag_buf_init(&text);
+    if (ag_engine_detokenize(m->engine, ids, toks->len, &text, NULL) != AG_OK) {
+        ag_buf_deinit(&text);
+        return nomem(err);
     }
     ag_jw w;
     ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
@@ -696,9 +737,9 @@ void ag_api_logprobs_reset(ag_api_logprobs *lp) {
 }
 
 /* {"token":..., "logprob":..., "bytes":[...]} without the closing brace, so top_logprobs can follow. */
-static void token_entry(ag_jw *w, const struct ag_tokenizer *tok, int32_t id, float logprob, ag_buf *scratch) {
+static void token_entry(ag_jw *w, const ag_engine *tok, int32_t id, float logprob, ag_buf *scratch) {
     ag_buf_reset(scratch);
-    ag_token_bytes(tok, id, scratch);
+    ag_engine_token_bytes(tok, id, scratch);
     ag_jw_obj_begin(w);
     ag_jw_keyc(w, "token");
     ag_jw_str(w, scratch->data ? scratch->data : "", scratch->len);
@@ -710,7 +751,7 @@ static void token_entry(ag_jw *w, const struct ag_tokenizer *tok, int32_t id, fl
     ag_jw_arr_end(w);
 }
 
-void ag_api_logprobs_add(ag_api_logprobs *lp, ag_api_kind kind, const struct ag_tokenizer *tok, const ag_event *ev) {
+void ag_api_logprobs_add(ag_api_logprobs *lp, ag_api_kind kind, const ag_engine *tok, const ag_event *ev) {
     ag_buf piece;
     ag_buf_init(&piece);
     ag_jw w;
@@ -729,7 +770,7 @@ void ag_api_logprobs_add(ag_api_logprobs *lp, ag_api_kind kind, const struct ag_
     } else {
         const char *sep = lp->n ? "," : "";
         ag_buf_append_str(&lp->tokens, sep);
-        ag_token_bytes(tok, ev->token, &piece);
+        ag_engine_token_bytes(tok, ev->token, &piece);
         ag_buf_append_json_str(&lp->tokens, piece.data ? piece.data : "", piece.len, AG_UTF8_REPLACE);
         char num[40];
         ag_json_format_double(isfinite(ev->logprob) ? ev->logprob : -9999.0, num);
@@ -740,7 +781,7 @@ void ag_api_logprobs_add(ag_api_logprobs *lp, ag_api_kind kind, const struct ag_
         ag_jw_obj_begin(&w);
         for (int32_t k = 0; k < ev->n_top; k++) {
             ag_buf_reset(&piece);
-            ag_token_bytes(tok, ev->top_token[k], &piece);
+            ag_engine_token_bytes(tok, ev->top_token[k], &piece);
             ag_jw_key(&w, piece.data ? piece.data : "", piece.len);
             ag_jw_double(&w, isfinite(ev->top_logprob[k]) ? ev->top_logprob[k] : -9999.0);
         }

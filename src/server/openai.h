@@ -46,7 +46,7 @@ typedef enum ag_api_kind { AG_API_CHAT, AG_API_COMPLETION } ag_api_kind;
 /* What parsing needs to know of the model being served. */
 typedef struct ag_api_model {
     const char *name; /* the served model name: the only accepted `model` */
-    const struct ag_tokenizer *tok;
+    const ag_engine *engine; /* its tokenizer */
     int32_t ctx, n_vocab;
     ag_chat_template tmpl;
     int32_t end_token; /* the chat turn's end token (<|im_end|>), or -1 */
@@ -72,9 +72,16 @@ typedef struct ag_api_request {
     /* the response cache's controls, from a "cache": {"ttl": seconds, "namespace": "..."} object */
     int64_t cache_ttl_s;         /* -1: the server's default */
     const char *cache_namespace; /* NUL-terminated; NULL: "default" */
+    const char *cache_salt;      /* vLLM's: a namespace for the prefix (KV) cache; NULL: none */
+    bool ignore_eos;             /* vLLM's and llama.cpp's: generate max_tokens whatever the model says */
+    int32_t min_tokens;          /* vLLM's: end tokens are banned before this many */
 } ag_api_request;
 
-/* Parse and validate a request body; AG_OK, or AG_EINVAL with *err (status 400 or 404). */
+/*
+ * Parse and validate a request body; AG_OK, or AG_EINVAL with *err (status
+ * 400 or 404), or AG_NOMEM with *err (503) when the request's memory (taken
+ * from the arena's try tier, never the aborting one) runs out.
+ */
 ag_status ag_api_request_parse(const ag_api_model *m, ag_api_kind kind, const char *body, size_t len, ag_arena *arena,
                                ag_api_request *out, ag_api_error *err);
 
@@ -110,7 +117,7 @@ void ag_api_logprobs_init(ag_api_logprobs *lp);
 void ag_api_logprobs_deinit(ag_api_logprobs *lp);
 void ag_api_logprobs_reset(ag_api_logprobs *lp);
 /* Add the token of an event (its text advances the completions offset). */
-void ag_api_logprobs_add(ag_api_logprobs *lp, ag_api_kind kind, const struct ag_tokenizer *tok, const ag_event *ev);
+void ag_api_logprobs_add(ag_api_logprobs *lp, ag_api_kind kind, const ag_engine *e, const ag_event *ev);
 
 /* One choice of a whole (non-streamed) response. */
 typedef struct ag_api_choice {

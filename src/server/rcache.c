@@ -45,7 +45,7 @@ void ag_rcache_key(const ag_api_request *r, const char *model, const char *tenan
     add_str(h, tenant, tenant ? tenant_len : 0);
     add_str(h, r->cache_namespace, r->cache_namespace ? strlen(r->cache_namespace) : 0);
     add_str(h, model, strlen(model));
-    int32_t head[4] = {(int32_t)r->kind, r->n, r->max_tokens, (int32_t)r->n_prompts};
+    int32_t head[6] = {(int32_t)r->kind, r->n, r->max_tokens, (int32_t)r->n_prompts, r->ignore_eos, r->min_tokens};
     add(h, head, sizeof head);
     for (size_t i = 0; i < r->n_prompts; i++) {
         add(h, &r->n_prompt[i], sizeof r->n_prompt[i]);

@@ -28,6 +28,8 @@ typedef struct ag_server_opts {
     size_t max_connections;   /* beyond: 503 and close */
     uint64_t read_timeout_ms; /* a request's head and body must arrive within this (408) */
     uint64_t idle_timeout_ms; /* a keep-alive connection with nothing to do is closed after this */
+    uint64_t max_requests_per_conn; /* the n-th response on a connection says Connection: close (nginx's
+                                       keepalive_requests); 0: no limit */
     uint64_t drain_timeout_ms;
     /* observability */
     const char *otlp_endpoint; /* NULL: no span export */

@@ -1,0 +1,465 @@
+/*
+ * conn.c - connections: reading HTTP/1.1 requests, framing responses,
+ * timeouts, the graceful close, and the SSE stream writer.
+ *
+ * A connection reads into one buffer that holds the current request at its
+ * start; the HTTP parser hands back spans into it and the body is decoded in
+ * place.  Requests on a connection are served one at a time, in order
+ * (pipelined ones wait in the buffer), and the connection keeps reading while
+ * a request is served, so a client that goes away is noticed at once.
+ * Responses are appended to the connection's output buffer and handed to the
+ * kernel once per loop iteration (a uv_check handle), which coalesces the
+ * tokens of one engine step into one write.
+ *
+ * This layer knows requests and responses, not what they mean: a complete
+ * request goes to the server's on_request hook (routes.c), an answered one to
+ * on_request_end, a client that leaves mid-request to on_client_gone.  It is
+ * the layer HTTP/2 streams will sit beside.
+ *
+ * A connection is freed only in libuv's close callbacks, never inside its
+ * own callbacks.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "server/internal.h"
+
+#include "base/alloc.h"
+#include "base/clock.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void on_timeout(uv_timer_t *t);
+
+/* ---- output ---------------------------------------------------------------------- */
+
+static void mark_dirty(conn *c) {
+    if (c->dirty) return;
+    server *s = c->s;
+    if (s->n_dirty == s->cap_dirty) {
+        s->cap_dirty = s->cap_dirty ? 2 * s->cap_dirty : 64;
+        s->dirty = ag_xrealloc(s->dirty, s->cap_dirty * sizeof *s->dirty);
+    }
+    s->dirty[s->n_dirty++] = c;
+    c->dirty = true;
+}
+
+void ag_conn_send(conn *c, const void *p, size_t n) {
+    if (c->closed) return;
+    ag_buf_append(&c->out, p, n);
+    mark_dirty(c);
+}
+
+/* A write libuv holds: a copy of the bytes the socket did not take, and a reference on a shared body. */
+typedef struct out_write {
+    uv_write_t req;
+    ag_cache_val *body; /* NULL: none */
+    char copy[];
+} out_write;
+
+static void on_write(uv_write_t *w, int status) {
+    conn *c = w->data;
+    out_write *ow = (out_write *)w;
+    ag_cache_val_release(ow->body);
+    free(ow);
+    if (status < 0) ag_conn_close(c);
+}
+
+/*
+ * Hand c->out, then body[0..n) (bytes inside the shared value v, or none),
+ * to the kernel in one writev.  What the socket does not take now waits in
+ * libuv: c->out's rest as a copy, the body's in place with a reference on v,
+ * so a cached answer is never copied however many clients it goes to.
+ */
+void ag_conn_write(conn *c, const char *body, size_t n, ag_cache_val *v) {
+    if (c->closed || (!c->out.len && !n)) return;
+    if (c->out.err != AG_OK) { /* a response was cut short by a failed append: the stream cannot be trusted */
+        ag_conn_close(c);
+        return;
+    }
+    uv_buf_t b[2];
+    unsigned nb = 0;
+    if (c->out.len) b[nb++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    if (n) b[nb++] = uv_buf_init((char *)body, (unsigned)n);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
+    if (r < 0 && r != UV_EAGAIN) {
+        ag_conn_close(c);
+        return;
+    }
+    size_t done = r > 0 ? (size_t)r : 0;
+    size_t out_rest = done < c->out.len ? c->out.len - done : 0;
+    size_t body_done = done > c->out.len ? done - c->out.len : 0;
+    if (out_rest || body_done < n) {
+        out_write *w = ag_xmalloc(sizeof *w + out_rest);
+        memcpy(w->copy, c->out.data + (c->out.len - out_rest), out_rest);
+        w->body = body_done < n ? ag_cache_val_retain(v) : NULL;
+        w->req.data = c;
+        nb = 0;
+        if (out_rest) b[nb++] = uv_buf_init(w->copy, (unsigned)out_rest);
+        if (body_done < n) b[nb++] = uv_buf_init((char *)body + body_done, (unsigned)(n - body_done));
+        if (uv_write(&w->req, (uv_stream_t *)&c->tcp, b, nb, on_write) < 0) {
+            ag_cache_val_release(w->body);
+            free(w);
+            ag_conn_close(c);
+            return;
+        }
+    }
+    ag_buf_reset(&c->out);
+}
+
+void ag_conn_flush(conn *c) { ag_conn_write(c, NULL, 0, NULL); }
+
+void ag_conn_flush_dirty(server *s) {
+    for (size_t i = 0; i < s->n_dirty; i++) {
+        s->dirty[i]->dirty = false;
+        ag_conn_flush(s->dirty[i]);
+    }
+    s->n_dirty = 0;
+}
+
+void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_length, const char *extra) {
+    server *s = c->s;
+    ag_buf *b = &s->scratch;
+    uint64_t max_req = s->o->max_requests_per_conn;
+    if (s->draining || (max_req && c->n_served + 1 >= max_req)) c->keep_alive = false;
+    c->chunked_out = false;
+    ag_buf_reset(b);
+    ag_buf_appendf(b, "HTTP/1.1 %d %s\r\nServer: autoglm\r\nDate: %s\r\n", status, ag_http_reason(status),
+                   ag_server_http_date(s));
+    if (c->obs.active) { /* every response, errors included, names its trace */
+        char tp[56];
+        ag_trace_format(&c->obs.trace, tp);
+        ag_buf_appendf(b, "X-Trace-ID: %s\r\ntraceparent: %s\r\n", c->obs.trace.trace_id, tp);
+        c->obs.status = status;
+    }
+    if (ctype) ag_buf_appendf(b, "Content-Type: %s\r\n", ctype);
+    if (content_length >= 0) ag_buf_appendf(b, "Content-Length: %lld\r\n", (long long)content_length);
+    else if (c->req.version_minor >= 1) ag_buf_append_str(b, "Transfer-Encoding: chunked\r\n"), c->chunked_out = true;
+    else c->keep_alive = false;
+    if (!c->keep_alive) ag_buf_append_str(b, "Connection: close\r\n");
+    else if (c->req.version_minor == 0) ag_buf_append_str(b, "Connection: keep-alive\r\n");
+    if (extra) ag_buf_append_str(b, extra);
+    ag_buf_append_str(b, "\r\n");
+    ag_conn_send(c, b->data, b->len);
+}
+
+/* ---- the SSE stream writer ------------------------------------------------------------ */
+
+/*
+ * Each event is one HTTP/1.1 chunk whose size field is written first as
+ * eight hex digits (leading zeros are valid chunk-size syntax) and patched
+ * when the event ends, so the event's JSON is rendered once, in place.
+ */
+#define SSE_SIZE_DIGITS 8
+
+void ag_sse_open(conn *c, const char *extra) { ag_conn_write_head(c, 200, "text/event-stream", -1, extra); }
+
+ag_buf *ag_sse_event_begin(conn *c) {
+    c->sse_at = c->out.len;
+    if (c->chunked_out) ag_buf_append(&c->out, "00000000\r\n", SSE_SIZE_DIGITS + 2);
+    ag_buf_append(&c->out, "data: ", 6);
+    return &c->out;
+}
+
+void ag_sse_event_end(conn *c) {
+    ag_buf_append(&c->out, "\n\n", 2);
+    if (c->chunked_out && c->out.err == AG_OK) {
+        size_t n = c->out.len - c->sse_at - (SSE_SIZE_DIGITS + 2);
+        char size[SSE_SIZE_DIGITS + 1];
+        snprintf(size, sizeof size, "%08zx", n);
+        memcpy(c->out.data + c->sse_at, size, SSE_SIZE_DIGITS);
+        ag_buf_append(&c->out, "\r\n", 2);
+    }
+    if (c->closed) ag_buf_reset(&c->out); /* nothing will send it */
+    else mark_dirty(c);
+}
+
+void ag_sse_close(conn *c) {
+    ag_buf_append_str(ag_sse_event_begin(c), "[DONE]");
+    ag_sse_event_end(c);
+    if (c->chunked_out) ag_conn_send(c, "0\r\n\r\n", 5);
+    ag_conn_request_done(c);
+}
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+/*
+ * Close gracefully: queued output goes out, then our FIN; we keep reading
+ * (and dropping) what the peer still sends until its FIN, since closing with
+ * unread data would reset the connection and could destroy our last response
+ * before the peer read it (nginx's lingering close).  The timer caps the wait.
+ */
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    conn *c = req->data;
+    if (status < 0) ag_conn_close(c);
+}
+
+void ag_conn_end(conn *c) {
+    if (c->closed || c->shutting) return;
+    c->state = C_CLOSING;
+    c->shutting = true;
+    ag_conn_flush(c);
+    if (c->closed) return;
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0) ag_conn_close(c);
+    else uv_timer_start(&c->timer, on_timeout, 5000, 0);
+}
+
+static void finish_obs(conn *c, int status) {
+    if (!c->obs.active) return;
+    c->s->on_request_end(c, status);
+    c->obs.active = false;
+}
+
+void ag_conn_request_done(conn *c) {
+    finish_obs(c, c->obs.status);
+    c->n_served++;
+    size_t rest = c->in.len - c->consumed;
+    if (c->in.data) { /* NULL when the request never sent a byte (an over-the-cap connection) */
+        memmove(c->in.data, c->in.data + c->consumed, rest);
+        c->in.data[rest] = '\0';
+    }
+    c->in.len = rest;
+    c->consumed = c->body_len = 0;
+    c->t_start = 0;
+    memset(&c->hp, 0, sizeof c->hp);
+    memset(&c->chunks, 0, sizeof c->chunks);
+    if (!c->keep_alive || c->s->draining) {
+        ag_conn_end(c);
+        return;
+    }
+    c->state = C_HEAD;
+}
+
+void ag_conn_respond(conn *c, int status, const char *ctype, const char *body, size_t len, const char *extra) {
+    ag_conn_write_head(c, status, ctype, (int64_t)len, extra);
+    if (!c->head_only) ag_conn_send(c, body, len);
+    ag_conn_request_done(c);
+}
+
+void ag_conn_respond_json(conn *c, int status, const ag_buf *body, const char *extra) {
+    ag_conn_respond(c, status, "application/json", body->data ? body->data : "", body->len, extra);
+}
+
+void ag_conn_respond_error(conn *c, const ag_api_error *e) {
+    ag_buf body;
+    ag_buf_init(&body);
+    ag_api_error_write(e, &body);
+    const char *extra = e->status == 429 || e->status == 503 ? "Retry-After: 1\r\n" : NULL;
+    ag_conn_respond_json(c, e->status, &body, extra);
+    ag_buf_deinit(&body);
+}
+
+void ag_conn_respond_status(conn *c, int status, const char *type, const char *code, const char *msg,
+                            const char *extra) {
+    ag_api_error e;
+    ag_api_fail(&e, status, type, NULL, code, "%s", msg);
+    ag_buf body;
+    ag_buf_init(&body);
+    ag_api_error_write(&e, &body);
+    ag_conn_respond_json(c, status, &body, extra);
+    ag_buf_deinit(&body);
+}
+
+/* A protocol error: answer it and close, since the rest of the stream cannot be trusted. */
+static void http_fail(conn *c, int status, const char *reason) {
+    c->keep_alive = false;
+    c->consumed = c->in.len;
+    ag_conn_respond_status(c, status, "invalid_request_error", NULL, reason, NULL);
+}
+
+static void begin_obs(conn *c, const ag_http_request *req) {
+    req_obs *q = &c->obs;
+    ag_str tp = {NULL, 0}, xt = {NULL, 0};
+    if (req) tp = ag_http_header_get(req, "traceparent"), xt = ag_http_header_get(req, "x-trace-id");
+    ag_trace_begin(&q->trace, tp, xt, c->s->o->trace_sample_ratio);
+    q->active = true;
+    q->route = R_COUNT;
+    q->status = 0;
+    q->cache = NULL;
+    snprintf(q->method, sizeof q->method, "%.*s", req ? (int)req->method.n : 1, req ? req->method.p : "-");
+    snprintf(q->path, sizeof q->path, "%.*s", req ? (int)req->path.n : 1, req ? req->path.p : "-");
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+/* Between requests the idle timeout runs; from a request's first byte until it is complete, the read timeout. */
+static void arm_timer(conn *c) {
+    const ag_server_opts *o = c->s->o;
+    if (c->state == C_CLOSING) return;
+    if (c->state == C_BUSY) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = uv_now(&c->s->loop), ms = o->idle_timeout_ms;
+    if (c->t_start) ms = c->t_start + o->read_timeout_ms > now ? c->t_start + o->read_timeout_ms - now : 1;
+    uv_timer_start(&c->timer, on_timeout, ms, 0);
+}
+
+static void on_timeout(uv_timer_t *t) {
+    conn *c = t->data;
+    if (c->state == C_CLOSING) {
+        ag_conn_close(c); /* the graceful close took too long */
+    } else if (c->t_start) {
+        if (!c->obs.active) begin_obs(c, NULL);
+        http_fail(c, 408, "the request did not arrive within the read timeout");
+        ag_conn_flush(c);
+    } else {
+        ag_conn_close(c);
+    }
+}
+
+static void on_conn_closed(uv_handle_t *h) {
+    conn *c = h->data;
+    if (--c->handles) return;
+    ag_buf_deinit(&c->in);
+    ag_buf_deinit(&c->out);
+    free(c->headers);
+    free(c);
+}
+
+void ag_conn_close(conn *c) {
+    if (c->closed) return;
+    c->closed = true;
+    server *s = c->s;
+    atomic_fetch_sub_explicit(&s->metrics.connections_open, 1, memory_order_relaxed);
+    if (c->obs.active && c->state == C_BUSY) finish_obs(c, 499); /* nginx's "client closed request" */
+    if (c->x) s->on_client_gone(c);
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->n_conns--;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    ag_server_maybe_stop(s);
+}
+
+/* Re-entrant: a call from inside a request's handler (an answer given at once) leaves the work to the outer loop. */
+void ag_conn_process(conn *c) {
+    const ag_http_limits *lim = &c->s->o->limits;
+    if (c->processing) return;
+    c->processing = true;
+    while (!c->closed && (c->state == C_HEAD || c->state == C_BODY)) {
+        if (c->state == C_HEAD) {
+            size_t skip = 0; /* RFC 9112: empty lines before a request line are ignored */
+            while (skip < c->in.len && (c->in.data[skip] == '\r' || c->in.data[skip] == '\n')) skip++;
+            if (skip) memmove(c->in.data, c->in.data + skip, c->in.len - skip), c->in.len -= skip;
+            if (!c->in.len) break;
+            if (!c->t_start) c->t_start = uv_now(&c->s->loop), c->obs.t_start_ns = ag_clock_mono_ns();
+            ag_http_error herr;
+            c->req.headers = c->headers;
+            ag_status st = ag_http_head_parse(&c->hp, c->in.data, c->in.len, lim, &c->req, &herr);
+            if (st == AG_AGAIN) break;
+            c->head_only = st == AG_OK && ag_str_eq_cstr(c->req.method, "HEAD");
+            begin_obs(c, st == AG_OK ? &c->req : NULL);
+            if (st != AG_OK) {
+                c->req.version_minor = 1;
+                http_fail(c, herr.status, herr.reason);
+                break;
+            }
+            c->keep_alive = c->req.keep_alive;
+            if (c->req.content_length > (int64_t)lim->max_body) {
+                http_fail(c, 413, "request body too large");
+                break;
+            }
+            c->state = C_BODY;
+            bool body_due = c->req.chunked || c->req.content_length > 0;
+            if (body_due && c->req.expect_continue && c->in.len == c->req.head_len) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                ag_conn_send(c, cont, sizeof cont - 1);
+            }
+            continue;
+        }
+        size_t at = c->req.head_len;
+        if (c->req.chunked) {
+            ag_http_error herr;
+            ag_status st = ag_http_chunked_decode(&c->chunks, c->in.data + at, c->in.len - at, lim->max_body,
+                                                  lim->max_header_bytes, &herr);
+            if (st == AG_AGAIN) break;
+            if (st != AG_OK) {
+                http_fail(c, herr.status, herr.reason);
+                break;
+            }
+            c->body_len = c->chunks.dst, c->consumed = at + c->chunks.src;
+        } else {
+            size_t cl = c->req.content_length > 0 ? (size_t)c->req.content_length : 0;
+            if (c->in.len - at < cl) break;
+            c->body_len = cl, c->consumed = at + cl;
+        }
+        c->state = C_BUSY;
+        c->s->on_request(c);
+    }
+    c->processing = false;
+    if (!c->closed) arm_timer(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)suggested;
+    conn *c = h->data;
+    if (ag_buf_reserve(&c->in, 65536) != AG_OK) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    *buf = uv_buf_init(c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len - 1));
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+    conn *c = st->data;
+    if (n == UV_ENOBUFS || (n > 0 && !buf->base)) { /* no memory for the next read: this request cannot go on */
+        if (c->state == C_BUSY || c->state == C_CLOSING) ag_conn_close(c);
+        else {
+            if (!c->obs.active) begin_obs(c, NULL);
+            c->req.version_minor = 1;
+            http_fail(c, 503, "out of memory reading the request");
+        }
+        return;
+    }
+    if (n < 0) { /* EOF or an error: the client is gone */
+        ag_conn_close(c);
+        return;
+    }
+    if (n == 0) return;
+    if (c->state == C_CLOSING) return; /* lingering: dropped */
+    c->in.len += (size_t)n;
+    c->in.data[c->in.len] = '\0';
+    if (c->state == C_BUSY) {
+        /* pipelined bytes wait; past a whole request's worth, stop reading until this one is done */
+        const ag_http_limits *lim = &c->s->o->limits;
+        if (c->in.len > lim->max_header_bytes + lim->max_body) uv_read_stop(st);
+        return;
+    }
+    ag_conn_process(c);
+}
+
+void ag_conn_accept(server *s, uv_stream_t *listener) {
+    conn *c = ag_xcalloc(1, sizeof *c);
+    c->s = s;
+    c->headers = ag_xcalloc(s->o->limits.max_headers ? s->o->limits.max_headers : 1, sizeof *c->headers);
+    ag_buf_init(&c->in);
+    ag_buf_init(&c->out);
+    c->in.max_len = s->o->limits.max_header_bytes + s->o->limits.max_body + 65536 * 2;
+    uv_tcp_init(&s->loop, &c->tcp);
+    uv_timer_init(&s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    atomic_fetch_add_explicit(&s->metrics.connections_open, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->metrics.connections_accepted, 1, memory_order_relaxed);
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+        ag_conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (s->n_conns > s->o->max_connections) { /* over the cap: say so and close */
+        c->req.version_minor = 1;
+        c->state = C_BUSY;
+        begin_obs(c, NULL);
+        ag_conn_respond_status(c, 503, "service_unavailable", NULL, "too many connections", "Retry-After: 1\r\n");
+        return;
+    }
+    arm_timer(c);
+}

@@ -1,0 +1,266 @@
+/*
+ * internal.h - the server's own objects, shared by its files and by nothing
+ * outside src/server/.
+ *
+ * The files stack, each using only those below it:
+ *
+ *   server.c    lifecycle: listen, load the model, signals, the drain
+ *   routes.c    dispatch of a complete request to its handler; the small routes
+ *   respcache.c the response cache's part of a generation: lookup, single flight, Redis
+ *   exchange.c  one generation request's lifecycle (the state machine below) and engine events
+ *   conn.c      connection I/O, HTTP/1.1 request reading and response framing, the SSE writer
+ *
+ * conn.c knows nothing of generations: a connection that is serving one holds
+ * an opaque link to it (c->x), set and cleared only by exchange.c's
+ * ag_exchange_attach/detach, and tells the exchange layer when the client goes
+ * away through the server's on_client_gone hook.  That boundary is where HTTP/2
+ * streams will sit beside HTTP/1.1 connections.
+ */
+#ifndef AG_SERVER_INTERNAL_H
+#define AG_SERVER_INTERNAL_H
+
+#include "base/buf.h"
+#include "base/map.h"
+#include "cache/cache.h"
+#include "cache/l2.h"
+#include "http/http.h"
+#include "obs/export.h"
+#include "obs/metrics.h"
+#include "obs/trace.h"
+#include "server/openai.h"
+#include "server/server.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct server server;
+typedef struct conn conn;
+typedef struct exchange exchange;
+
+/* Routes, in the order of the routes table and of the metrics' route labels. */
+enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_CACHE_STATS, R_CACHE,
+       R_COUNT };
+extern const char *const ag_route_labels[R_COUNT + 1];
+
+/* What is known of the request a connection is serving, for metrics, the access log and its span. */
+typedef struct req_obs {
+    bool active;
+    uint64_t t_start_ns; /* its first byte */
+    ag_trace trace;
+    int route;         /* R_*, or R_COUNT for none */
+    const char *cache; /* the response cache's verdict: none, bypass, miss, coalesced, hit-l1, hit-l2 */
+    int status;
+    char method[16], path[128];
+} req_obs;
+
+/* A connection's lifecycle: reading a head, then a body, serving the request, closing gracefully. */
+typedef enum conn_state { C_HEAD, C_BODY, C_BUSY, C_CLOSING } conn_state;
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown;
+    server *s;
+    conn_state state;
+    int handles;
+    bool closed, shutting, dirty, keep_alive, chunked_out, head_only, processing;
+    ag_buf in;  /* received bytes, the current request at the start */
+    ag_buf out; /* response bytes not yet handed to libuv */
+    ag_http_head_parser hp;
+    ag_http_request req;
+    ag_http_header *headers; /* limits.max_headers */
+    ag_http_chunked chunks;
+    size_t body_len, consumed; /* decoded body bytes (at in.data + head_len); request bytes of in */
+    size_t sse_at;             /* c->out offset of the open SSE event's chunk-size field */
+    uint64_t t_start;          /* loop time of the current request's first byte; 0 between requests */
+    uint64_t n_served;         /* requests answered on this connection */
+    req_obs obs;
+    exchange *x; /* the generation this connection serves; only ag_exchange_attach/detach change it */
+    conn *prev, *next;
+};
+
+struct server {
+    const ag_server_opts *o;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_poll_t engine_poll;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+    uv_check_t flusher;
+    uv_work_t load_work;
+    ag_engine *engine;
+    ag_status load_status;
+    ag_err load_err;
+    ag_api_model model;
+    char model_name[256];
+    bool ready, draining, stopped, poll_started;
+    conn *conns;
+    size_t n_conns, n_exchanges;
+    ag_map inflight; /* engine id -> choice */
+    conn **dirty;
+    size_t n_dirty, cap_dirty;
+    ag_buf scratch;
+    uint64_t n_requests;
+    time_t date_at;
+    char date[40];
+    int exit_code;
+    ag_metrics metrics;
+    ag_otlp *otlp;
+    ag_logq *logq;
+    int64_t wall_minus_mono; /* ns: converts monotonic times to Unix times for spans */
+    ag_cache *cache;         /* the in-process tier; NULL: none (no response cache, or Redis alone) */
+    ag_l2 *l2;               /* the Redis tier, or NULL */
+    ag_map leaders;          /* cache key -> the exchange generating it (single flight) */
+    uv_timer_t follow_timer; /* lets followers whose leader takes too long go their own way */
+    uint64_t cache_bypass;   /* generation requests the cache did not look up (not cacheable, or no-cache) */
+    /* the layers above conn.c, as hooks, so that the calls stack: conn.c never calls up by name */
+    void (*on_request)(conn *c);             /* a complete request is in c's buffer: route it */
+    void (*on_request_end)(conn *c, int st); /* it was answered (or its client left: 499): count, log, span */
+    void (*on_client_gone)(conn *c);         /* the connection closed while serving c->x */
+};
+
+/* ---- conn.c: connections and HTTP/1.1 framing ---- */
+
+void ag_conn_accept(server *s, uv_stream_t *listener);
+/* Move the parser as far as the buffered bytes allow, serving each complete request in order. */
+void ag_conn_process(conn *c);
+void ag_conn_send(conn *c, const void *p, size_t n);
+/* Hand c->out, then body[0..n) inside the shared value v, to the kernel; v is held, not copied, while it waits. */
+void ag_conn_write(conn *c, const char *body, size_t n, ag_cache_val *v);
+void ag_conn_flush(conn *c);
+void ag_conn_end(conn *c);   /* graceful: output, then FIN, then a bounded lingering read */
+void ag_conn_close(conn *c); /* at once */
+/* The status line and headers; content_length < 0 is a streamed body.  extra: complete header lines or NULL. */
+void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_length, const char *extra);
+/* The current request is answered: account for it and go on with the next one (or end the connection). */
+void ag_conn_request_done(conn *c);
+void ag_conn_respond(conn *c, int status, const char *ctype, const char *body, size_t len, const char *extra);
+void ag_conn_respond_json(conn *c, int status, const ag_buf *body, const char *extra);
+void ag_conn_respond_error(conn *c, const ag_api_error *e);
+void ag_conn_respond_status(conn *c, int status, const char *type, const char *code, const char *msg,
+                            const char *extra);
+void ag_conn_flush_dirty(server *s);
+
+/*
+ * The SSE stream writer: open sends the head; each event is begun, its JSON
+ * appended by the caller straight into the returned buffer (the connection's
+ * output, no per-event heap buffer), and ended, which frames it as one
+ * HTTP/1.1 chunk; close sends [DONE] and ends the response.
+ */
+void ag_sse_open(conn *c, const char *extra);
+ag_buf *ag_sse_event_begin(conn *c);
+void ag_sse_event_end(conn *c);
+void ag_sse_close(conn *c);
+
+/* ---- routes.c ---- */
+
+void ag_route_dispatch(conn *c);
+/* The API key a request carries (its tenant for the caches), or an empty span. */
+ag_str ag_route_bearer(const ag_http_request *req);
+
+/* ---- exchange.c: the generation lifecycle ---- */
+
+/*
+ * An exchange's state.  Every transition is one function in exchange.c or
+ * respcache.c, and each checks the state it leaves; an event that finds the
+ * exchange in another state is counted in autoglm_internal_errors_total and
+ * dropped, never written to a connection.
+ *
+ *   PARSED --lookup--> LOOKUP --l2 miss--> (generate)
+ *   PARSED/LOOKUP --hit--> DONE
+ *   (generate) --leader in flight--> FOLLOWING --leader's answer--> DONE
+ *                                              --timeout, leader failed--> (submit)
+ *   (submit) --> GENERATING --last choice's event--> STORING (write-through) --> DONE
+ *                          --last choice's event--> DONE
+ *   (submit) --refused--> GENERATING, detached, until the open choices' last events --> DONE
+ *
+ * The connection link (x->c, c->x) is separate from the state: it is cut when
+ * the client leaves or has been answered, and an exchange without one never
+ * writes.
+ */
+typedef enum ag_exchange_state { X_PARSED, X_LOOKUP, X_FOLLOWING, X_GENERATING, X_STORING, X_DONE } ag_exchange_state;
+
+typedef struct choice {
+    exchange *x;
+    uint64_t id; /* the engine's; the inflight map's key points here */
+    bool open;   /* submitted and not finished */
+    uint64_t t_first_ns, t_last_ns;                                /* loop-side arrival of its first and latest token */
+    uint64_t t_submit_ns, t_admit_ns, t_engine_first_ns, t_end_ns; /* engine timings, from the last event */
+    ag_finish finish;
+    ag_buf text;        /* non-streamed: the whole completion; streamed and stored: the same */
+    ag_api_logprobs lp; /* non-streamed: all tokens; streamed: the chunk's */
+    int32_t prompt_tokens, completion_tokens, cached_tokens;
+} choice;
+
+/* The response cache's verdict on a generated answer, and its X-Cache header. */
+typedef enum { CACHE_NONE, CACHE_BYPASS, CACHE_MISS } cache_verdict;
+
+struct exchange {
+    server *s;
+    ag_exchange_state state;
+    conn *c; /* the client, while attached */
+    ag_arena arena;
+    ag_api_request req;
+    ag_api_meta meta;
+    choice *ch;
+    int n_ch, n_open;
+    uint64_t kv_salt; /* the prefix cache's namespace for this tenant */
+    bool refused; /* a choice was refused at submit: the client was answered with the error */
+    uint64_t t_start_ns, t_first_ns; /* the request's first byte; the first token of any choice */
+    /* the response cache: its verdict on this request (X-Cache of a generated answer), and where to store it */
+    cache_verdict verdict;
+    bool cache_store;
+    uint8_t cache_key[32];
+    uint64_t cache_ttl_ns, cache_tag;
+    /* single flight: identical cacheable requests wait for the first (their leader) instead of generating */
+    exchange *leader;     /* set while FOLLOWING */
+    exchange **followers; /* the leader's waiting requests */
+    int n_followers;
+    bool leading;         /* registered in server.leaders under cache_key */
+    uint64_t t_follow_ns; /* when this one began to wait */
+    ag_cache_val *value;  /* the finished answer as stored (NULL: not stored); its client is answered from it */
+};
+
+extern const char *const ag_cache_headers[];
+
+/* POST /v1/chat/completions and /v1/completions. */
+void ag_exchange_start(conn *c, ag_api_kind kind, const char *body, size_t len);
+void ag_exchange_attach(exchange *x, conn *c);
+void ag_exchange_detach(exchange *x);
+/* The client left: stop generating unless others wait for the answer (server.on_client_gone). */
+void ag_exchange_on_client_gone(conn *c);
+/* A request ends: metrics, the access log, its spans (server.on_request_end). */
+void ag_exchange_on_request_end(conn *c, int status);
+/* Submit every choice (a miss that generates); on a refusal the client gets the error. */
+void ag_exchange_submit(exchange *x);
+void ag_exchange_free(exchange *x);
+void ag_exchange_cancel(exchange *x);
+void ag_exchange_poll_engine(server *s);
+ag_api_usage ag_exchange_usage(const exchange *x);
+/* A bug: an event for an exchange in the wrong state (counted, logged, dropped). */
+void ag_exchange_bug(exchange *x, const char *what);
+
+/* ---- respcache.c: the response cache's part ---- */
+
+/* Look the request up and answer a hit (true: answered, x is DONE); else set how a generated answer is stored. */
+bool ag_respcache_lookup(exchange *x);
+/* A miss to generate: ask Redis first (LOOKUP), or follow a leader, or submit. */
+void ag_respcache_miss(exchange *x);
+/* A whole response from a stored value; false when it does not decode (nothing sent). */
+bool ag_respcache_send_stored(conn *c, const exchange *x, ag_cache_val *v, const char *extra);
+/* A leader finished: store its value, answer its followers. */
+void ag_respcache_publish(exchange *x);
+void ag_respcache_on_follow_timer(uv_timer_t *t);
+/* The cache's counters for /metrics and /v1/cache/stats. */
+void ag_respcache_render_metrics(server *s, ag_buf *out);
+void ag_respcache_stats_json(server *s, ag_buf *out);
+/* DELETE /v1/cache[?namespace=NAME]'s work and answer: L1 now, Redis in the background. */
+void ag_respcache_delete_json(server *s, ag_str query, ag_buf *out);
+
+/* ---- server.c ---- */
+
+void ag_server_maybe_stop(server *s);
+const char *ag_server_http_date(server *s);
+
+#endif
