@@ -367,8 +367,17 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     if (!c->done) return;
     request_end(c, c->status / 100 == 2 ? END_OK : END_HTTP);
     if (c->close_after) {
+        /*
+         * The server ends the connection after this response (Connection:
+         * close, nginx's keepalive_requests): the next request goes on a new
+         * one.  The new connection must be given its request here, or it
+         * would sit open with nothing to send and the run would never end.
+         */
+        lg *g = c->g;
         conn_close(c);
-        if (g_interrupted == 0 && more_to_send(c->g) && c->g->s->concurrency > 0) conn_open(c->g);
+        bool next = g->s->concurrency > 0 ? more_to_send(g) : g->n_pending > 0;
+        conn *fresh = next ? conn_open(g) : NULL;
+        if (fresh) after_response(fresh);
         return;
     }
     after_response(c);

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import net from 'node:net';
-import { startServer, postJSON, waitFor, MODEL_NAME, BIN, MODEL } from './server.mjs';
+import { startServer, postJSON, waitFor, raw, parseResponses, MODEL_NAME, BIN, MODEL } from './server.mjs';
 
 const freePort = () => new Promise((resolve) => {
   const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
@@ -179,4 +179,32 @@ test('rediss:// (TLS) is refused at start with one line that says why', () => {
   } catch (e) { code = e.status; out = e.stderr; }
   assert.notEqual(code, 0);
   assert.match(out, /TLS \(rediss:\/\/\) needs hiredis 1\.0/);
+});
+
+// Regression (issue 18): a choice k > 0 refused at --max-queue after a Redis miss left the exchange linked to the
+// connection, so the cancelled choices' events wrote SSE into the next request on it (or freed memory, under ASan).
+test('n > 1 with a later choice refused (429) after a Redis miss: the pipelined next request gets a clean answer', async () => {
+  const s = await startServer(['--cache-mb', '8', '--redis-url', `redis://127.0.0.1:${port}`, '--max-queue', '1', '--max-seqs', '1']);
+  try {
+    await waitFor(async () => (await stats(s)).l2.connected);
+    for (const stream of [true, false]) {
+      const big = JSON.stringify({ model: MODEL_NAME, prompt: `refused ${stream} ${++uniq}`, n: 8, max_tokens: 48,
+        temperature: 0, ignore_eos: true, stream });
+      const small = JSON.stringify({ model: MODEL_NAME, prompt: 'after', max_tokens: 4, temperature: 0 });
+      const req = (b) => `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(b)}\r\n\r\n${b}`;
+      const text = await raw(s.port, [req(big) + req(small)], { idle: 1500 });
+      const res = parseResponses(text);
+      assert.equal(res.length, 2, text);
+      assert.equal(res[0].status, 429, text);
+      assert.equal(JSON.parse(res[0].body).error.code, 'rate_limit_exceeded');
+      assert.equal(res[1].status, 200, text);
+      assert.equal(JSON.parse(res[1].body).object, 'text_completion');
+      assert.doesNotMatch(text, /data: /, 'no SSE chunk of the refused request reached the connection');
+    }
+    const m = await (await fetch(s.url + '/metrics')).text();
+    assert.match(m, /^autoglm_internal_errors_total 0$/m);
+    assert.equal((await fetch(s.url + '/health')).status, 200);
+  } finally {
+    assert.equal(await s.stop(), 0, s.log());
+  }
 });

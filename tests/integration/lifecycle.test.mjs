@@ -42,8 +42,10 @@ test('a client that disconnects mid-stream cancels its generation and frees its 
     st.socket.destroy();
     const after = await waitFor(async () => { const h = await health(srv.url); return h.requests_running === 0 && h.kv_blocks_used === 0 && h; }, 3000);
     assert.ok(after, 'the generation kept running after the client left');
-    // 4000 tokens take seconds on this fixture; the cancel came long before that
-    assert.ok(Date.now() - t0 < 1500, `cancel took ${Date.now() - t0} ms`);
+    // it was cancelled, not run to its 4000 tokens: counted as an abort, with fewer tokens generated
+    const m = await (await fetch(srv.url + '/metrics')).text();
+    assert.match(m, /^autoglm_request_success_total\{finished_reason="abort"\} 1(\.0)?$/m);
+    assert.ok(Number(/^autoglm_generation_tokens_total (\S+)$/m.exec(m)[1]) < 4000, `after ${Date.now() - t0} ms`);
   } finally {
     assert.equal(await srv.stop(), 0);
   }
@@ -118,7 +120,8 @@ test('a client that never reads stalls only its own stream', async () => {
     const t0 = Date.now();
     const r = await postJSON(srv.url, '/v1/completions', { model: MODEL_NAME, prompt: 'hi', max_tokens: 4 });
     assert.equal(r.status, 200);
-    assert.ok(Date.now() - t0 < 1000, `a second request waited ${Date.now() - t0} ms`);
+    // a few ms alone, more under the sanitizers; a stalled loop would wait for the reader forever
+    assert.ok(Date.now() - t0 < 5000, `a second request waited ${Date.now() - t0} ms`);
     s.destroy();
   } finally {
     assert.equal(await srv.stop(), 0);

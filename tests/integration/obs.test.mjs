@@ -206,7 +206,8 @@ test('a dead or hanging collector changes neither results nor latency; its spans
         const r = await postJSON(srv.url, '/v1/completions', body);
         assert.equal(r.status, 200);
         assert.equal(r.json.choices[0].text, want);
-        assert.ok(Date.now() - t0 < 500, `request took ${Date.now() - t0} ms with a bad collector`);
+        // the exporter's own timeout is 2 s: a request that waited for the collector would take that long
+        assert.ok(Date.now() - t0 < 1900, `request took ${Date.now() - t0} ms with a bad collector`);
       }
       const dropped = await waitFor(async () => value(await metrics(srv.url), 'autoglm_otlp_spans_dropped_total') > 0, 6000);
       assert.ok(dropped, 'no spans counted as dropped');
