@@ -8,8 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static unsigned long fail_countdown; /* 0: off; else the try-alloc that fails */
-static unsigned long fail_count;
+/* Per thread: a test arms the thread whose allocations it drives (the server's loop), and the others run on. */
+static _Thread_local unsigned long fail_countdown; /* 0: off; else the try-alloc that fails */
+static _Thread_local unsigned long fail_count;
 
 static void oom_abort(size_t n) {
     fprintf(stderr, "autoglm: out of memory allocating %zu bytes\n", n);

@@ -9,8 +9,10 @@
  *
  * Fault injection (SQLite's discipline): ag_alloc_fail_at(n) makes the n-th
  * try-allocation from now fail (n >= 1), so a test can walk n = 1, 2, ... and
- * check that every failure path is clean.  The counter is process-wide and
- * meant for single-threaded tests only.
+ * check that every failure path is clean.  The counter is the calling
+ * thread's: arming it never fails another thread's allocations, so a
+ * threaded program (the server's loop beside its engine thread) is tested
+ * deterministically and without data races.
  */
 #ifndef AG_BASE_ALLOC_H
 #define AG_BASE_ALLOC_H

@@ -148,6 +148,9 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = duration(a, val, &o.read_timeout_ms);
         } else if (strcmp(a, "--idle-timeout") == 0) {
             ok = duration(a, val, &o.idle_timeout_ms);
+        } else if (strcmp(a, "--fault-injection") == 0) { /* tests only; see POST /debug/fail-alloc */
+            o.fault_injection = true;
+            i--;
         } else if (strcmp(a, "--max-requests-per-connection") == 0) {
             ok = ag_cli_int("serve", a, val, 0, 1L << 40, &v), o.max_requests_per_conn = (uint64_t)v;
         } else if (strcmp(a, "--drain-timeout") == 0) {

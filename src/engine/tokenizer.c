@@ -512,7 +512,8 @@ static ag_status encode_segment(const ag_tokenizer *t, const char *text, size_t 
             uint8_t cp_bytes[4];
             ag_buf_append(&word, cp_bytes, ag_utf8_encode(t->byte_to_cp[(uint8_t)text[i]], cp_bytes));
         }
-        bpe_word(t, s, word.data, word.len, out);
+        if (word.err != AG_OK) st = ag_err_set(err, word.err, "out of memory tokenizing");
+        else bpe_word(t, s, word.data, word.len, out);
     }
     ag_buf_deinit(&word);
     free(a.v);
@@ -521,8 +522,9 @@ static ag_status encode_segment(const ag_tokenizer *t, const char *text, size_t 
 }
 
 /* SentencePiece: the segment is one word, "▁" first and for every space (the Llama 2 normalizer). */
-static void encode_spm(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out) {
-    if (len == 0) return;
+static ag_status encode_spm(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out,
+                            ag_err *err) {
+    if (len == 0) return AG_OK;
     ag_buf word;
     ag_buf_init(&word);
     ag_buf_append(&word, "\xe2\x96\x81", 3);
@@ -530,16 +532,15 @@ static void encode_spm(const ag_tokenizer *t, const char *text, size_t len, bpe_
         if (text[i] == ' ') ag_buf_append(&word, "\xe2\x96\x81", 3);
         else ag_buf_append_char(&word, text[i]);
     }
-    bpe_word(t, s, word.data, word.len, out);
+    ag_status st = word.err != AG_OK ? ag_err_set(err, word.err, "out of memory tokenizing") : AG_OK;
+    if (st == AG_OK) bpe_word(t, s, word.data, word.len, out);
     ag_buf_deinit(&word);
+    return st;
 }
 
 static ag_status encode_text(const ag_tokenizer *t, const char *text, size_t len, bpe_scratch *s, ag_ids *out,
                              ag_err *err) {
-    if (t->kind == VOCAB_SPM) {
-        encode_spm(t, text, len, s, out);
-        return AG_OK;
-    }
+    if (t->kind == VOCAB_SPM) return encode_spm(t, text, len, s, out, err);
     if (!t->nfc || len == 0) return encode_segment(t, text, len, s, out, err);
     utf8proc_uint8_t *norm = NULL;
     utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &norm,
@@ -580,6 +581,7 @@ ag_status ag_tokenize(const ag_tokenizer *t, const char *text, size_t len, bool 
         seg = i;
     }
     if (st == AG_OK && seg < len) st = encode_text(t, text + seg, len - seg, &s, out, err);
+    if (st == AG_OK && s.key.err != AG_OK) st = ag_err_set(err, s.key.err, "out of memory tokenizing"); /* lookups saw a cut key */
     free(s.syms);
     free(s.heap);
     ag_buf_deinit(&s.key);

@@ -140,7 +140,8 @@ void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_
     else if (c->req.version_minor == 0) ag_buf_append_str(b, "Connection: keep-alive\r\n");
     if (extra) ag_buf_append_str(b, extra);
     ag_buf_append_str(b, "\r\n");
-    ag_conn_send(c, b->data, b->len);
+    if (b->err != AG_OK) c->out.err = b->err; /* no memory for the head: the flush closes the connection */
+    else ag_conn_send(c, b->data, b->len);
 }
 
 /* ---- the SSE stream writer ------------------------------------------------------------ */

@@ -40,7 +40,7 @@ typedef struct exchange exchange;
 
 /* Routes, in the order of the routes table and of the metrics' route labels. */
 enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_CACHE_STATS, R_CACHE,
-       R_COUNT };
+       R_FAIL_ALLOC, R_COUNT };
 extern const char *const ag_route_labels[R_COUNT + 1];
 
 /* What is known of the request a connection is serving, for metrics, the access log and its span. */

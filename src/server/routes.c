@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "server/internal.h"
 
+#include "base/alloc.h"
 #include "base/clock.h"
 #include "json/json.h"
 
@@ -15,7 +16,7 @@
 
 const char *const ag_route_labels[R_COUNT + 1] = {
     "/health",         "/v1/models", "/v1/models/{id}", "/v1/chat/completions", "/v1/completions", "/tokenize",
-    "/detokenize",     "/metrics",   "/v1/cache/stats", "/v1/cache",            "other"};
+    "/detokenize",     "/metrics",   "/v1/cache/stats", "/v1/cache",            "/debug/fail-alloc", "other"};
 
 ag_str ag_route_bearer(const ag_http_request *req) {
     ag_str h = ag_http_header_get(req, "authorization");
@@ -140,6 +141,26 @@ static void route_cache_delete(conn *c) {
     ag_buf_deinit(&b);
 }
 
+/*
+ * POST /debug/fail-alloc?n=N (only with --fault-injection, for tests): the
+ * loop thread's N-th try-allocation from now fails (0: off).  It answers how
+ * many injected failures the previous arming caused, so a test walking N =
+ * 1, 2, ... knows when N has passed every allocation of its requests.
+ */
+static void route_fail_alloc(conn *c) {
+    uint64_t n = 0;
+    ag_str q = c->req.query;
+    if (!ag_str_starts_with(q, AG_STR_LIT("n=")) || ag_str_parse_u64((ag_str){q.p + 2, q.n - 2}, &n) != AG_OK) {
+        ag_conn_respond_status(c, 400, "invalid_request_error", NULL, "POST /debug/fail-alloc?n=N", NULL);
+        return;
+    }
+    char body[64];
+    int len = snprintf(body, sizeof body, "{\"failed\":%lu}", ag_alloc_failed_count());
+    ag_alloc_fail_at(0);
+    ag_conn_respond(c, 200, "application/json", body, (size_t)len, NULL);
+    ag_alloc_fail_at((unsigned long)n); /* armed after this answer's own allocations */
+}
+
 typedef ag_status (*tok_fn)(const ag_api_model *, const char *, size_t, ag_arena *, ag_buf *, ag_api_error *);
 
 static void route_tokens(conn *c, tok_fn fn, const char *body, size_t len) {
@@ -169,6 +190,7 @@ static const struct {
     [R_METRICS] = {"/metrics", "GET", "Allow: GET, HEAD\r\n", false},
     [R_CACHE_STATS] = {"/v1/cache/stats", "GET", "Allow: GET, HEAD\r\n", false},
     [R_CACHE] = {"/v1/cache", "DELETE", "Allow: DELETE\r\n", false},
+    [R_FAIL_ALLOC] = {"/debug/fail-alloc", "POST", "Allow: POST\r\n", false},
 };
 
 void ag_route_dispatch(conn *c) {
@@ -181,6 +203,7 @@ void ag_route_dispatch(conn *c) {
         if (routes[r].prefix ? ag_str_starts_with(req->path, want) && req->path.n > want.n : ag_str_eq(req->path, want))
             break;
     }
+    if (r == R_FAIL_ALLOC && !s->o->fault_injection) r = R_COUNT;
     c->obs.route = r;
     if (r == R_COUNT) {
         char msg[160];
@@ -200,6 +223,7 @@ void ag_route_dispatch(conn *c) {
     if (r == R_HEALTH) return route_health(c);
     if (r == R_METRICS) return route_metrics(c); /* open, like /health: scrapers rarely carry keys */
     if (r == R_CACHE) return route_cache_delete(c);
+    if (r == R_FAIL_ALLOC) return route_fail_alloc(c);
     if (!authorized(s, req)) {
         ag_conn_respond_status(c, 401, "invalid_request_error", "invalid_api_key",
                                "Incorrect API key provided. Send it as 'Authorization: Bearer KEY'.", NULL);
