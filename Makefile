@@ -3,6 +3,7 @@
 #
 #   make            Release build (-O3, -march=native; NATIVE=OFF for portable)
 #   make asan       ASan+UBSan build, then run the unit tests under it
+#   make tsan       ThreadSanitizer build of the threaded code: its unit tests and a server subset
 #   make test       both builds, every test, one closing "N passed, N failed" line
 #   make serve      build and serve the default model, models/autoglm-tiny.gguf (see README)
 #   make model      re-train that model from scratch and compare (tools/train)
@@ -24,7 +25,7 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto
 TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx
 
-.PHONY: all release asan asan-build fixtures test serve model bench fuzz deps format clean
+.PHONY: all release asan asan-build tsan fixtures test serve model bench fuzz deps format clean
 
 all: release
 
@@ -43,6 +44,19 @@ asan-build: deps
 
 asan: asan-build
 	@scripts/run-tests asan=build/asan/tests
+
+# ThreadSanitizer over what runs on several threads: the thread pool (kernels, forward), the engine thread
+# (scheduler), the log writer, and the server with its engine thread and OTLP exporter (an integration subset).
+TSAN_TESTS = test_base_log test_engine_kernels test_engine_model test_sched
+TSAN_SERVER_TESTS = lifecycle.test.mjs obs.test.mjs regressions.test.mjs
+tsan: fixtures
+	@$(CMAKE) -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DAG_TSAN=ON $(CMAKE_FLAGS) >/dev/null
+	@$(CMAKE) --build build/tsan -j$(JOBS) --target autoglm $(TSAN_TESTS)
+	@rm -rf build/tsan/run && mkdir -p build/tsan/run/unit build/tsan/run/server
+	@for t in $(TSAN_TESTS); do ln -sf $(CURDIR)/build/tsan/tests/$$t build/tsan/run/unit/$$t; done
+	@for t in $(TSAN_SERVER_TESTS); do ln -sf $(CURDIR)/tests/integration/$$t build/tsan/run/server/$$t; done
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" AUTOGLM_ASAN_BIN=$(CURDIR)/build/tsan/bin/autoglm \
+	  AUTOGLM_FIXTURES=$(CURDIR)/build/fixtures scripts/run-tests tsan=build/tsan/run/unit asan-tsan=build/tsan/run/server
 
 # Fixture models from real tokenizer vocabularies (npm) and random weights.
 fixtures: release
