@@ -46,9 +46,10 @@ asan: asan-build
 	@scripts/run-tests asan=build/asan/tests
 
 # ThreadSanitizer over what runs on several threads: the thread pool (kernels, forward), the engine thread
-# (scheduler), the log writer, and the server with its engine thread and OTLP exporter (an integration subset).
+# (scheduler), the log writer, and the server with its engine thread, OTLP exporter and Redis client (an
+# integration subset).
 TSAN_TESTS = test_base_log test_engine_kernels test_engine_model test_sched
-TSAN_SERVER_TESTS = lifecycle.test.mjs obs.test.mjs regressions.test.mjs
+TSAN_SERVER_TESTS = lifecycle.test.mjs obs.test.mjs regressions.test.mjs cache-redis.test.mjs
 tsan: fixtures
 	@$(CMAKE) -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DAG_TSAN=ON $(CMAKE_FLAGS) >/dev/null
 	@$(CMAKE) --build build/tsan -j$(JOBS) --target autoglm $(TSAN_TESTS)

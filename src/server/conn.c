@@ -409,6 +409,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     if (n == UV_ENOBUFS || (n > 0 && !buf->base)) { /* no memory for the next read: this request cannot go on */
         if (c->state == C_BUSY || c->state == C_CLOSING) ag_conn_close(c);
         else {
+            if (!c->t_start) c->obs.t_start_ns = ag_clock_mono_ns();
             if (!c->obs.active) begin_obs(c, NULL);
             c->req.version_minor = 1;
             http_fail(c, 503, "out of memory reading the request");
@@ -458,6 +459,7 @@ void ag_conn_accept(server *s, uv_stream_t *listener) {
     if (s->n_conns > s->o->max_connections) { /* over the cap: say so and close */
         c->req.version_minor = 1;
         c->state = C_BUSY;
+        c->obs.t_start_ns = ag_clock_mono_ns();
         begin_obs(c, NULL);
         ag_conn_respond_status(c, 503, "service_unavailable", NULL, "too many connections", "Retry-After: 1\r\n");
         return;

@@ -245,12 +245,53 @@ static void test_random_stress(void **state) {
     ag_engine_destroy(e);
 }
 
+/*
+ * min_tokens bans the end tokens until that many were generated: with EOS made
+ * overwhelmingly likely, a request ends exactly at min_tokens (STOP), one
+ * without it at once, and one that ignores EOS runs to max_tokens.  A
+ * min_tokens above max_tokens is refused at submit.
+ */
+static void test_min_tokens(void **state) {
+    (void)state;
+    ag_engine *e = engine(4, 0, 16, 1000);
+    const int32_t prompt[] = {1, 15043, 29892};
+    const ag_logit_bias eos_likely = {2, 100}; /* the llama2 fixture's EOS */
+    const int32_t mins[] = {0, 1, 7, 12};
+    uint64_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        ag_request r = {.prompt = prompt, .n_prompt = 3, .max_tokens = 12, .logit_bias = &eos_likely,
+                        .n_logit_bias = 1, .min_tokens = mins[i]};
+        ag_err err;
+        if (ag_engine_submit(e, &r, &ids[i], &err) != AG_OK) fail_msg("submit: %s", err.msg);
+    }
+    ag_request ignoring = {.prompt = prompt, .n_prompt = 3, .max_tokens = 12, .logit_bias = &eos_likely,
+                           .n_logit_bias = 1, .ignore_eos = true};
+    uint64_t ignoring_id;
+    assert_int_equal(ag_engine_submit(e, &ignoring, &ignoring_id, NULL), AG_OK);
+    run *rn = calloc(1, sizeof *rn);
+    collect(e, rn, 5);
+    for (int i = 0; i < 4; i++) {
+        const outcome *o = &rn->out[ids[i]];
+        assert_int_equal(o->n, mins[i]); /* the end token itself is not part of the completion */
+        assert_int_equal(o->finish, mins[i] == 12 ? AG_FINISH_LENGTH : AG_FINISH_STOP);
+    }
+    assert_int_equal(rn->out[ignoring_id].n, 12);
+    ag_request bad = {.prompt = prompt, .n_prompt = 3, .max_tokens = 4, .min_tokens = 5};
+    uint64_t id;
+    ag_err err;
+    assert_int_equal(ag_engine_submit(e, &bad, &id, &err), AG_EINVAL);
+    assert_non_null(strstr(err.msg, "min_tokens"));
+    free(rn);
+    ag_engine_destroy(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_identical_however_batched),
         cmocka_unit_test(test_priorities_and_aging),
         cmocka_unit_test(test_cancel_admission_limits_deadline),
         cmocka_unit_test(test_random_stress),
+        cmocka_unit_test(test_min_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
