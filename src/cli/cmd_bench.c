@@ -178,12 +178,18 @@ static const char *const words[] = {
 
 static double spread(uint64_t *s, double r) { return 1 - r + 2 * r * (double)(rnd(s) % 1000001) / 1e6; }
 
+/* The API route under --base-url's path (a prefix of under 256 bytes, so it always fits). */
+#define API_PATH_MAX 300
+static void api_path(const workload *w, bool chat, char path[API_PATH_MAX]) {
+    snprintf(path, API_PATH_MAX, "%s/v1/%s", w->path_prefix, chat ? "chat/completions" : "completions");
+}
+
 static void random_requests(const workload *w, ag_lg_requests *q) {
     uint64_t s = w->seed * 0x9E3779B97F4A7C15ull | 1;
     const size_t nw = sizeof words / sizeof *words;
     bool chat = strcmp(w->api, "chat") == 0;
-    char path[256];
-    snprintf(path, sizeof path, "%s/v1/%s", w->path_prefix, chat ? "chat/completions" : "completions");
+    char path[API_PATH_MAX];
+    api_path(w, chat, path);
     ag_buf prefix, body;
     ag_buf_init(&prefix), ag_buf_init(&body);
     for (long i = 0; i < w->prefix_tokens; i++) ag_buf_appendf(&prefix, "%s%s", i ? " " : "", words[rnd(&s) % nw]);
@@ -250,8 +256,8 @@ static bool dataset_requests(const workload *w, const char *path, ag_lg_requests
             ag_jw_keyc(&jw, "include_usage"), ag_jw_bool(&jw, true), ag_jw_obj_end(&jw);
         }
         ag_jw_obj_end(&jw);
-        char rpath[256];
-        snprintf(rpath, sizeof rpath, "%s/v1/%s", w->path_prefix, chat ? "chat/completions" : "completions");
+        char rpath[API_PATH_MAX];
+        api_path(w, chat, rpath);
         add_request(q, "POST", rpath, w, body.data, body.len);
     }
     if (ok && !q->n) snprintf(msg, cap, "%s: no requests in it", path), ok = false;

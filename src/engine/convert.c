@@ -472,7 +472,7 @@ static ag_status write_tokenizer(converter *c, ag_gguf_writer *w, ag_arena *a) {
     ag_str *toks = ag_xcalloc(n_tok, sizeof *toks);
     int32_t *types = ag_xcalloc(n_tok, sizeof *types);
     float *scores = ag_xcalloc(n_tok, sizeof *scores);
-    char (*pads)[24] = ag_xcalloc(n_tok, sizeof *pads);
+    char (*pads)[32] = ag_xcalloc(n_tok, sizeof *pads);
     ag_map ids;
     ag_map_init(&ids);
     for (size_t i = 0; i < ag_json_len(vocab); i++) {
