@@ -406,7 +406,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     conn *c = st->data;
-    if (n == UV_ENOBUFS || (n > 0 && !buf->base)) { /* no memory for the next read: this request cannot go on */
+    (void)buf;
+    if (n == UV_ENOBUFS) { /* no memory for the next read: this request cannot go on */
         if (c->state == C_BUSY || c->state == C_CLOSING) ag_conn_close(c);
         else {
             if (!c->t_start) c->obs.t_start_ns = ag_clock_mono_ns();

@@ -156,7 +156,7 @@ static void on_write_through(void *ctx, bool ok) {
 /* The last choice finished: store and publish the answer, then respond (after Redis has it, with write-through). */
 static void exchange_complete(exchange *x) {
     server *s = x->s;
-    if (!x->refused) ag_respcache_publish(x);
+    ag_respcache_publish(x); /* stores nothing unless every choice finished normally */
     if (x->value && s->l2) {
         uint64_t ttl_s = x->cache_ttl_ns / 1000000000ull;
         if (s->o->cache_write_through) {
@@ -217,7 +217,6 @@ void ag_exchange_submit(exchange *x) {
             /* the client gets the error now; choices already open are cancelled and their events find no client */
             ag_api_error err;
             refusal(st, &e, &err);
-            x->refused = true;
             ag_exchange_detach(x);
             ag_conn_respond_error(c, &err);
             ag_exchange_cancel(x);
@@ -246,7 +245,7 @@ void ag_exchange_submit(exchange *x) {
 static void stream_error(conn *c, int index) {
     ag_api_error e;
     ag_api_fail(&e, 500, "server_error", NULL, "engine_error",
-                "the engine failed on choice %d of this request (it did not fit the KV cache)", index);
+                "the engine failed on choice %d of this request", index);
     ag_api_error_write(&e, ag_sse_event_begin(c));
     ag_sse_event_end(c);
 }
@@ -296,7 +295,7 @@ static void on_event(server *s, ag_event *ev) {
     if (has_token) observe_token(s, x, ch, ag_clock_mono_ns());
     ch->t_submit_ns = ev->t_submit_ns, ch->t_admit_ns = ev->t_admit_ns;
     ch->t_engine_first_ns = ev->t_first_token_ns, ch->t_end_ns = ev->t_event_ns;
-    if (c || x->n_followers || x->cache_store) { /* someone will read the text */
+    if (c || x->cache_store) { /* someone will read the text: the client, or the cache and any followers */
         if (!x->req.stream || x->cache_store) ag_buf_append(&ch->text, ev->text, ev->text_len);
         if (lp && x->req.stream) ag_api_logprobs_reset(&ch->lp);
         if (lp) ag_api_logprobs_add(&ch->lp, x->req.kind, s->model.engine, ev);
@@ -315,8 +314,7 @@ static void on_event(server *s, ag_event *ev) {
         else stream_chunk(c, x, index, false, "", 0, ag_api_finish_reason(ev->finish), NULL);
     }
     if (--x->n_open == 0) {
-        if (x->refused) ag_exchange_free(x); /* its client was answered at the refusal */
-        else exchange_complete(x);
+        exchange_complete(x);
     }
 }
 

@@ -173,7 +173,8 @@ ag_str ag_route_bearer(const ag_http_request *req);
  *                                              --timeout, leader failed--> (submit)
  *   (submit) --> GENERATING --last choice's event--> STORING (write-through) --> DONE
  *                          --last choice's event--> DONE
- *   (submit) --refused--> GENERATING, detached, until the open choices' last events --> DONE
+ *   (submit) --refused--> GENERATING, detached (as if its client had left), until the open choices'
+ *                         last events --> DONE (stored nowhere: its choices did not all finish)
  *
  * The connection link (x->c, c->x) is separate from the state: it is cut when
  * the client leaves or has been answered, and an exchange without one never
@@ -206,7 +207,6 @@ struct exchange {
     choice *ch;
     int n_ch, n_open;
     uint64_t kv_salt; /* the prefix cache's namespace for this tenant */
-    bool refused; /* a choice was refused at submit: the client was answered with the error */
     uint64_t t_start_ns, t_first_ns; /* the request's first byte; the first token of any choice */
     /* the response cache: its verdict on this request (X-Cache of a generated answer), and where to store it */
     cache_verdict verdict;
