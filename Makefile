@@ -23,7 +23,7 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
 PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto
-TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx
+TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx chromium
 
 .PHONY: all release asan asan-build tsan fixtures test serve model bench fuzz deps format clean
 

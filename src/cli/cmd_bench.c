@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "base/arena.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/str.h"
 #include "cli/cli.h"
 #include "json/json.h"
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char bench_usage[] =
@@ -280,6 +282,43 @@ static bool write_out(const char *path, const ag_buf *b) {
     return ok;
 }
 
+/* A duration for people: "2 s", "300 ms". */
+static const char *human_ns(uint64_t ns, char out[32]) {
+    if (ns >= 1000000000ull) snprintf(out, 32, "%g s", (double)ns / 1e9);
+    else snprintf(out, 32, "%g ms", (double)ns / 1e6);
+    return out;
+}
+
+/* The report header's lines: the sweep's values, what each request is, and how each step runs. */
+typedef struct run_text {
+    char steps[512], workload[512], per_step[256];
+} run_text;
+
+static void describe_run(run_text *t, const double *loads, int n, const workload *w, const char *url,
+                         const char *method, const char *dataset, size_t n_reqs, const ag_lg_step *st) {
+    size_t k = 0;
+    for (int i = 0; i < n && k < sizeof t->steps; i++)
+        k += (size_t)snprintf(t->steps + k, sizeof t->steps - k, "%s%g", i ? ", " : "", loads[i]);
+    if (url) snprintf(t->workload, sizeof t->workload, "%s %s (plain URL: no token accounting)", method, url);
+    else if (dataset)
+        snprintf(t->workload, sizeof t->workload, "%s, model %s, %zu request bodies from %s, seed %llu", w->api, w->model,
+                 n_reqs, dataset, (unsigned long long)w->seed);
+    else
+        snprintf(t->workload, sizeof t->workload,
+                 "%s, model %s, ~%ld input tokens (range ratio %g, %ld shared prefix), max %ld output tokens, %s%s, seed %llu",
+                 w->api, w->model, w->input_tokens, w->range_ratio, w->prefix_tokens, w->output_tokens,
+                 w->stream ? "streamed" : "not streamed", w->ignore_eos ? ", ignore_eos" : "",
+                 (unsigned long long)w->seed);
+    char a[32], b[32], c[32];
+    int m = st->duration_ns ? snprintf(t->per_step, sizeof t->per_step, "%s measured", human_ns(st->duration_ns, a))
+                            : snprintf(t->per_step, sizeof t->per_step, "%llu requests measured", (unsigned long long)st->requests);
+    m += snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, " after %s warm-up, timeout %s",
+                  human_ns(st->warmup_ns, b), human_ns(st->timeout_ns, c));
+    if (!st->concurrency)
+        snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, ", arrivals %s (burstiness %g), at most %d connections",
+                 st->burstiness == 1 ? "Poisson" : "Gamma", st->burstiness, st->max_connections);
+}
+
 int ag_cmd_bench(int argc, char **argv) {
     const char *base_url = NULL, *url = NULL, *method = "GET", *body_file = NULL, *dataset = NULL;
     const char *json_path = NULL, *csv_path = NULL, *report_path = NULL, *save_path = NULL, *compare_path = NULL;
@@ -396,6 +435,18 @@ int ag_cmd_bench(int argc, char **argv) {
                         .knee_throughput = knee_thr, .knee_latency = knee_lat};
     int n_steps = n_conc ? n_conc : n_rates;
     run.rows = calloc((size_t)n_steps, sizeof *run.rows);
+    run_text text;
+    ag_lg_step shape = {.concurrency = n_conc ? 1 : 0, .burstiness = burstiness, .duration_ns = duration,
+                        .requests = (uint64_t)requests, .warmup_ns = warmup, .timeout_ns = timeout,
+                        .max_connections = (int)max_conn};
+    describe_run(&text, n_conc ? conc : rates, n_steps, &w, url, method, dataset, reqs.n, &shape);
+    char started[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    run.steps = text.steps, run.workload = text.workload, run.per_step = text.per_step, run.started = started;
+    run.client = "autoglm bench " AG_VERSION;
+    uint64_t t0 = ag_clock_mono_ns();
     signal(SIGINT, on_sigint);
     signal(SIGPIPE, SIG_IGN);
     bool tty = isatty(2);
@@ -422,6 +473,7 @@ int ag_cmd_bench(int argc, char **argv) {
                 s.out_tok_s, s.e2e[4], (unsigned long long)run.rows[i].r.ok, (unsigned long long)run.rows[i].r.counted,
                 run.rows[i].r.interrupted ? " (interrupted)" : "");
     }
+    run.wall_s = (double)(ag_clock_mono_ns() - t0) / 1e9;
     if (run.n) {
         ag_bench_print_table(&run, stdout);
         ag_buf b;

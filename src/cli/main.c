@@ -14,10 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef AG_VERSION
-#define AG_VERSION "0.0.0"
-#endif
-
 typedef struct command {
     const char *name;
     int (*run)(int argc, char **argv);

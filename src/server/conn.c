@@ -124,7 +124,7 @@ void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_
     if (s->draining || (max_req && c->n_served + 1 >= max_req)) c->keep_alive = false;
     c->chunked_out = false;
     ag_buf_reset(b);
-    ag_buf_appendf(b, "HTTP/1.1 %d %s\r\nServer: autoglm\r\nDate: %s\r\n", status, ag_http_reason(status),
+    ag_buf_appendf(b, "HTTP/1.1 %d %s\r\nServer: autoglm/" AG_VERSION "\r\nDate: %s\r\n", status, ag_http_reason(status),
                    ag_server_http_date(s));
     if (c->obs.active) { /* every response, errors included, names its trace */
         char tp[56];

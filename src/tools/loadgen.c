@@ -154,7 +154,7 @@ static void request_end(conn *c, end_kind kind) {
 /* ---- response parsing ------------------------------------------------------------------ */
 
 typedef struct head_fields {
-    ag_str content_length, transfer_encoding, content_type, connection;
+    ag_str content_length, transfer_encoding, content_type, connection, server;
 } head_fields;
 
 /* The response head's fields we act on, in one pass over its lines. */
@@ -165,7 +165,8 @@ static void read_head(const char *head, size_t len, head_fields *f) {
     } want[] = {{"content-length", 14, offsetof(head_fields, content_length)},
                 {"transfer-encoding", 17, offsetof(head_fields, transfer_encoding)},
                 {"content-type", 12, offsetof(head_fields, content_type)},
-                {"connection", 10, offsetof(head_fields, connection)}};
+                {"connection", 10, offsetof(head_fields, connection)},
+                {"server", 6, offsetof(head_fields, server)}};
     memset(f, 0, sizeof *f);
     const char *p = memchr(head, '\n', len), *end = head + len;
     while (p && ++p < end) {
@@ -236,6 +237,8 @@ static bool parse_response(conn *c) {
         c->chunked = te.n && ag_str_eq_cstr(te, "chunked");
         c->sse = ct.n >= 17 && strncmp(ct.p, "text/event-stream", 17) == 0;
         c->close_after = cn.n && strncasecmp(cn.p, "close", 5) == 0;
+        char *sv = c->g->r->server;
+        if (!sv[0] && h.server.n) snprintf(sv, sizeof c->g->r->server, "%.*s", (int)h.server.n, h.server.p);
         c->to_eof = !c->chunked && !cl.n;
         c->content_length = cl.n ? (size_t)strtoull(cl.p, NULL, 10) : 0;
         c->body_off = hl;

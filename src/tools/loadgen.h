@@ -69,6 +69,7 @@ typedef struct ag_lg_result {
     double seconds;                 /* from the window's start to the last counted request's end */
     ag_hist e2e, ttft, tpot, itl;   /* microseconds; ttft/tpot/itl only when measurable */
     bool interrupted;               /* Ctrl-C */
+    char server[64];                /* the first response's Server header (a report names the target's version) */
 } ag_lg_result;
 
 /* Run one step; AG_EINVAL with msg when the target cannot be resolved. */

@@ -1,8 +1,12 @@
 /*
  * report.c - tables, files and the HTML report of `autoglm bench` (see
- * report.h).  The HTML is one file: inline SVG charts drawn here (throughput
- * and p99 latency against load, a latency CDF per step) and tables, with no
- * script or stylesheet from elsewhere, so it can be mailed or committed.
+ * report.h).  The HTML is one file: a header with the run's parameters (target,
+ * sweep, workload, timing, SLOs, start, duration, both ends' versions), the
+ * summary table with the knee's row marked, inline SVG charts drawn here
+ * (throughput and p99 latency against load with the knee and the SLO limit as
+ * dashed lines, a latency CDF per step) and the distribution tables; each
+ * table once, as HTML.  No script or stylesheet from elsewhere, so it can be
+ * mailed or committed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "tools/report.h"
@@ -61,15 +65,58 @@ int ag_bench_slo_max(const ag_bench_run *run) {
     return best;
 }
 
+/* The summary table's columns, shared by the text table and the HTML report. */
+static const struct {
+    const char *head, *fmt;
+} columns[] = {{"req/s", "%.1f"},          {"output tok/s", "%.1f"}, {"p50 latency ms", "%.1f"},
+               {"p99 latency ms", "%.1f"}, {"p99 TTFT ms", "%.1f"},  {"p99 TPOT ms", "%.2f"},
+               {"error rate", "%.2f%%"},   {"goodput req/s", "%.1f"}};
+enum { N_COLUMNS = sizeof columns / sizeof *columns };
+
+static double column_value(const ag_bench_stats *s, int c) {
+    const double v[N_COLUMNS] = {s->req_s,   s->out_tok_s, s->e2e[1], s->e2e[4], s->ttft[4],
+                                 s->tpot[4], 100 * s->error_rate,    s->goodput_s};
+    return v[c];
+}
+
+/* One sentence each on the knee and the SLOs, and one per step whose requests did not all succeed. */
+static void knee_text(const ag_bench_run *run, char *out, size_t cap) {
+    int k = ag_bench_knee(run);
+    if (k >= 0)
+        snprintf(out, cap, "knee: %s %g (beyond it throughput grows < %.0f%% while p99 latency grows > %.0f%%)",
+                 run->mode, run->rows[k].load, 100 * run->knee_throughput, 100 * run->knee_latency);
+    else snprintf(out, cap, "knee: not reached (throughput kept growing, or latency held, at every step)");
+}
+
+static void slo_text(const ag_bench_run *run, char *out, size_t cap) {
+    int m = ag_bench_slo_max(run);
+    if (m >= 0) snprintf(out, cap, "highest load within the SLOs: %s %g", run->mode, run->rows[m].load);
+    else snprintf(out, cap, "highest load within the SLOs: none of the steps");
+}
+
+static void failure_text(const ag_bench_run *run, size_t i, ag_buf *o) {
+    const ag_lg_result *r = &run->rows[i].r;
+    ag_buf_appendf(o, "%s %g: %llu requests: %llu ok, %llu HTTP errors", run->mode, run->rows[i].load,
+                   (unsigned long long)r->counted, (unsigned long long)r->ok, (unsigned long long)r->http_error);
+    for (int j = 0; j < AG_LG_STATUS_SLOTS && r->statuses[j].status; j++)
+        ag_buf_appendf(o, "%s%d x%llu", j ? ", " : " (", r->statuses[j].status, (unsigned long long)r->statuses[j].n);
+    ag_buf_appendf(o, "%s, %llu timeouts, %llu connection errors, %llu protocol errors, %llu aborted",
+                   r->statuses[0].status ? ")" : "", (unsigned long long)r->timeout, (unsigned long long)r->conn_error,
+                   (unsigned long long)r->proto_error, (unsigned long long)r->aborted);
+}
+
 void ag_bench_print_table(const ag_bench_run *run, FILE *out) {
-    fprintf(out, "| %s | req/s | output tok/s | p50 latency ms | p99 latency ms | p99 TTFT ms | p99 TPOT ms | error rate | goodput req/s |\n",
-            run->mode);
-    fputs("|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n", out);
+    fprintf(out, "| %s |", run->mode);
+    for (int c = 0; c < N_COLUMNS; c++) fprintf(out, " %s |", columns[c].head);
+    fputs("\n|--:|", out);
+    for (int c = 0; c < N_COLUMNS; c++) fputs("--:|", out);
+    fputc('\n', out);
     for (size_t i = 0; i < run->n; i++) {
         ag_bench_stats s;
         ag_bench_stats_of(&run->rows[i].r, &s);
-        fprintf(out, "| %g | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f%% | %.1f |\n", run->rows[i].load, s.req_s,
-                s.out_tok_s, s.e2e[1], s.e2e[4], s.ttft[4], s.tpot[4], 100 * s.error_rate, s.goodput_s);
+        fprintf(out, "| %g |", run->rows[i].load);
+        for (int c = 0; c < N_COLUMNS; c++) fputc(' ', out), fprintf(out, columns[c].fmt, column_value(&s, c)), fputs(" |", out);
+        fputc('\n', out);
     }
     fprintf(out, "\nlatency distributions, ms\n| %s | metric | mean | p50 | p90 | p95 | p99 | p99.9 |\n|--:|---|--:|--:|--:|--:|--:|--:|\n",
             run->mode);
@@ -87,27 +134,19 @@ void ag_bench_print_table(const ag_bench_run *run, FILE *out) {
                 fprintf(out, "| %g | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", run->rows[i].load, d[j].name,
                         d[j].v[0], d[j].v[1], d[j].v[2], d[j].v[3], d[j].v[4], d[j].v[5]);
     }
-    int k = ag_bench_knee(run), m = ag_bench_slo_max(run);
-    if (k >= 0)
-        fprintf(out, "\nknee: %s %g (beyond it throughput grows < %.0f%% while p99 latency grows > %.0f%%)\n", run->mode,
-                run->rows[k].load, 100 * run->knee_throughput, 100 * run->knee_latency);
-    else
-        fprintf(out, "\nknee: not reached (throughput kept growing, or latency held, at every step)\n");
-    if (run->has_slo) {
-        if (m >= 0) fprintf(out, "highest load within the SLOs: %s %g\n", run->mode, run->rows[m].load);
-        else fprintf(out, "highest load within the SLOs: none of the steps\n");
-    }
+    char line[256];
+    knee_text(run, line, sizeof line);
+    fprintf(out, "\n%s\n", line);
+    if (run->has_slo) slo_text(run, line, sizeof line), fprintf(out, "%s\n", line);
+    ag_buf b;
+    ag_buf_init(&b);
     for (size_t i = 0; i < run->n; i++) {
-        const ag_lg_result *r = &run->rows[i].r;
-        if (r->counted == r->ok) continue;
-        fprintf(out, "%s %g: %llu requests: %llu ok, %llu HTTP errors", run->mode, run->rows[i].load,
-                (unsigned long long)r->counted, (unsigned long long)r->ok, (unsigned long long)r->http_error);
-        for (int j = 0; j < AG_LG_STATUS_SLOTS && r->statuses[j].status; j++)
-            fprintf(out, "%s%d x%llu", j ? ", " : " (", r->statuses[j].status, (unsigned long long)r->statuses[j].n);
-        fprintf(out, "%s, %llu timeouts, %llu connection errors, %llu protocol errors, %llu aborted\n",
-                r->statuses[0].status ? ")" : "", (unsigned long long)r->timeout, (unsigned long long)r->conn_error,
-                (unsigned long long)r->proto_error, (unsigned long long)r->aborted);
+        if (run->rows[i].r.counted == run->rows[i].r.ok) continue;
+        ag_buf_reset(&b);
+        failure_text(run, i, &b);
+        fprintf(out, "%.*s\n", (int)b.len, b.data);
     }
+    ag_buf_deinit(&b);
 }
 
 static void json_dist(ag_jw *w, const char *key, const double v[6]) {
@@ -192,9 +231,15 @@ static double nice_max(double v) {
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
 }
 
+/* A vertical dashed line at x with a label: the knee, the highest load within the SLOs. */
+typedef struct chart_mark {
+    double x;
+    const char *label, *color;
+} chart_mark;
+
 /* A line chart, 560 x 300, linear axes from 0 (log x when log_x, from the smallest x). */
 static void svg_chart(ag_buf *o, const char *title, const char *xlabel, const char *ylabel, const series *s, size_t ns,
-                      bool log_x) {
+                      bool log_x, const chart_mark *marks, size_t nm) {
     const double W = 560, H = 300, L = 60, R = 20, T = 30, B = 45;
     double xmin = log_x ? INFINITY : 0, xmax = 0, ymax = 0;
     for (size_t i = 0; i < ns; i++)
@@ -242,6 +287,14 @@ static void svg_chart(ag_buf *o, const char *title, const char *xlabel, const ch
         ag_buf_appendf(o, "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\">%s</text>", W - R - 150, T + 14.0 * (double)(i + 1),
                        s[i].color, s[i].name);
     }
+    for (size_t i = 0; i < nm; i++) { /* labelled at the foot, away from the legend; leftwards past mid-width */
+        double mx = PX(marks[i].x);
+        bool left = mx > (L + W - R) / 2;
+        ag_buf_appendf(o, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-dasharray=\"5,4\"/>"
+                          "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\" text-anchor=\"%s\">%s</text>",
+                       mx, T, mx, H - B, marks[i].color, left ? mx - 4 : mx + 4, H - B - 6 - 13.0 * (double)i,
+                       marks[i].color, left ? "end" : "start", marks[i].label);
+    }
     ag_buf_append_str(o, "</svg>\n");
 #undef PX
 #undef PY
@@ -264,6 +317,95 @@ static void html_dist_table(ag_buf *o, const ag_bench_run *run, const char *titl
     ag_buf_append_str(o, "</table>\n");
 }
 
+/* Text as HTML: the target URL, the Server header and the workload come from outside. */
+static void html_text(ag_buf *o, const char *t) {
+    for (; *t; t++) {
+        switch (*t) {
+        case '<': ag_buf_append_str(o, "&lt;"); break;
+        case '>': ag_buf_append_str(o, "&gt;"); break;
+        case '&': ag_buf_append_str(o, "&amp;"); break;
+        case '"': ag_buf_append_str(o, "&quot;"); break;
+        default: ag_buf_append_char(o, *t);
+        }
+    }
+}
+
+static void html_param(ag_buf *o, const char *name, const char *value) {
+    if (!value || !*value) return;
+    ag_buf_appendf(o, "<tr><th>%s</th><td>", name);
+    html_text(o, value);
+    ag_buf_append_str(o, "</td></tr>");
+}
+
+/* The run's parameters: target, sweep, workload, timing, SLOs, when, and both ends' versions. */
+static void html_header(const ag_bench_run *run, ag_buf *o) {
+    char line[512], slo[160] = "";
+    ag_buf_append_str(o, "<table class=\"params\">");
+    html_param(o, "target", run->target);
+    snprintf(line, sizeof line, "%s %s (%zu step%s)", run->mode, run->steps ? run->steps : "", run->n,
+             run->n == 1 ? "" : "s");
+    html_param(o, "sweep", line);
+    html_param(o, "workload", run->workload);
+    html_param(o, "each step", run->per_step);
+    if (run->has_slo) {
+        size_t n = 0;
+        const struct {
+            const char *name;
+            double us;
+        } sl[] = {{"TTFT", run->slo.ttft_us}, {"TPOT", run->slo.tpot_us}, {"e2e", run->slo.e2e_us}};
+        for (size_t i = 0; i < 3; i++)
+            if (sl[i].us > 0 && n < sizeof slo)
+                n += (size_t)snprintf(slo + n, sizeof slo - n, "%sp99 %s &le; %g ms", n ? ", " : "", sl[i].name, sl[i].us / 1e3);
+        ag_buf_appendf(o, "<tr><th>SLOs</th><td>%s</td></tr>", slo);
+    }
+    html_param(o, "started", run->started);
+    if (run->wall_s > 0) snprintf(line, sizeof line, "%.1f s", run->wall_s), html_param(o, "duration", line);
+    const char *server = "";
+    for (size_t i = 0; i < run->n && !*server; i++) server = run->rows[i].r.server;
+    snprintf(line, sizeof line, "%s; target: %s", run->client ? run->client : "autoglm bench",
+             *server ? server : "(no Server header)");
+    html_param(o, "versions", line);
+    ag_buf_append_str(o, "</table>\n");
+}
+
+/* The summary table, the knee's and the SLOs' rows marked, then the sentences and the failures. */
+static void html_summary(const ag_bench_run *run, ag_buf *o) {
+    int k = ag_bench_knee(run), m = ag_bench_slo_max(run);
+    ag_buf_appendf(o, "<h2>Summary</h2><table class=\"summary\"><tr><th>%s</th>", run->mode);
+    for (int c = 0; c < N_COLUMNS; c++) ag_buf_appendf(o, "<th>%s</th>", columns[c].head);
+    ag_buf_append_str(o, "<th></th></tr>");
+    for (size_t i = 0; i < run->n; i++) {
+        ag_bench_stats s;
+        ag_bench_stats_of(&run->rows[i].r, &s);
+        ag_buf_appendf(o, "<tr%s><td>%g</td>", (int)i == k ? " class=\"knee\"" : "", run->rows[i].load);
+        for (int c = 0; c < N_COLUMNS; c++) {
+            ag_buf_append_str(o, "<td>");
+            ag_buf_appendf(o, columns[c].fmt, column_value(&s, c));
+            ag_buf_append_str(o, "</td>");
+        }
+        ag_buf_appendf(o, "<td>%s%s%s</td></tr>", (int)i == k ? "knee" : "", (int)i == k && (int)i == m ? ", " : "",
+                       (int)i == m ? "highest within SLOs" : "");
+    }
+    char line[256];
+    knee_text(run, line, sizeof line);
+    ag_buf_append_str(o, "</table>\n<p>");
+    html_text(o, line);
+    if (run->has_slo) slo_text(run, line, sizeof line), ag_buf_append_str(o, "<br>"), html_text(o, line);
+    ag_buf_append_str(o, "</p>\n");
+    ag_buf f;
+    ag_buf_init(&f);
+    for (size_t i = 0; i < run->n; i++) {
+        if (run->rows[i].r.counted == run->rows[i].r.ok) continue;
+        ag_buf_reset(&f);
+        failure_text(run, i, &f);
+        ag_buf_append_char(&f, 0);
+        ag_buf_append_str(o, "<p class=\"failed\">");
+        html_text(o, f.data);
+        ag_buf_append_str(o, "</p>\n");
+    }
+    ag_buf_deinit(&f);
+}
+
 void ag_bench_html(const ag_bench_run *run, ag_buf *o) {
     size_t n = run->n;
     double *x = calloc(n + 1, sizeof *x), *rps = calloc(n + 1, sizeof *x), *tps = calloc(n + 1, sizeof *x);
@@ -274,33 +416,34 @@ void ag_bench_html(const ag_bench_run *run, ag_buf *o) {
         x[i] = run->rows[i].load, rps[i] = s.req_s, tps[i] = s.out_tok_s;
         p99[i] = s.e2e[4], p50[i] = s.e2e[1], ttft[i] = s.ttft[4];
     }
-    ag_buf_appendf(o, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>autoglm bench: %s</title><style>"
-                      "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
-                      "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}svg{margin:0.5em 1em 0.5em 0}"
-                      "</style></head><body><h1>autoglm bench</h1><p>target <code>%s</code>, %s sweep</p>\n",
-                   run->target, run->target, run->mode);
-    ag_buf tab;
-    ag_buf_init(&tab);
-    FILE *f = open_memstream(&tab.data, &tab.len);
-    if (f) {
-        ag_bench_print_table(run, f);
-        fclose(f);
-        ag_buf_append_str(o, "<pre>");
-        for (size_t i = 0; i < tab.len; i++) {
-            char ch = tab.data[i];
-            if (ch == '<') ag_buf_append_str(o, "&lt;");
-            else if (ch == '&') ag_buf_append_str(o, "&amp;");
-            else ag_buf_append_char(o, ch);
-        }
-        ag_buf_append_str(o, "</pre>\n");
-        free(tab.data);
+    ag_buf_append_str(o, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>autoglm bench: ");
+    html_text(o, run->target);
+    ag_buf_append_str(o, "</title><style>"
+                         "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
+                         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}svg{margin:0.5em 1em 0.5em 0}"
+                         "table.params th,table.params td{text-align:left}tr.knee{background:#fde8e8}"
+                         "p.failed{color:#a00}</style></head><body><h1>autoglm bench</h1>\n");
+    html_header(run, o);
+    html_summary(run, o);
+    int k = ag_bench_knee(run), m = ag_bench_slo_max(run);
+    char knee_label[64], slo_label[64];
+    chart_mark marks[2];
+    size_t nm = 0;
+    if (k >= 0) {
+        snprintf(knee_label, sizeof knee_label, "knee (%g)", run->rows[k].load);
+        marks[nm++] = (chart_mark){run->rows[k].load, knee_label, palette[1]};
     }
+    if (m >= 0) {
+        snprintf(slo_label, sizeof slo_label, "highest within SLOs (%g)", run->rows[m].load);
+        marks[nm++] = (chart_mark){run->rows[m].load, slo_label, palette[2]};
+    }
+    ag_buf_append_str(o, "<h2>Charts</h2>\n");
     series thr[] = {{"requests/s", palette[0], x, rps, n}}, tok[] = {{"output tokens/s", palette[2], x, tps, n}};
     series lat[] = {{"p99 latency", palette[1], x, p99, n}, {"p50 latency", palette[0], x, p50, n},
                     {"p99 TTFT", palette[3], x, ttft, n}};
-    svg_chart(o, "Throughput vs load", run->mode, "requests/s", thr, 1, false);
-    svg_chart(o, "Output tokens/s vs load", run->mode, "tokens/s", tok, 1, false);
-    svg_chart(o, "Latency vs load", run->mode, "ms", lat, 3, false);
+    svg_chart(o, "Throughput vs load", run->mode, "requests/s", thr, 1, false, marks, nm);
+    svg_chart(o, "Output tokens/s vs load", run->mode, "tokens/s", tok, 1, false, marks, nm);
+    svg_chart(o, "Latency vs load", run->mode, "ms", lat, 3, false, marks, nm);
     /* latency CDF per step, from the histogram buckets */
     series *cdf = calloc(n ? n : 1, sizeof *cdf);
     double **cx = calloc(n ? n : 1, sizeof *cx), **cy = calloc(n ? n : 1, sizeof *cy);
@@ -308,19 +451,20 @@ void ag_bench_html(const ag_bench_run *run, ag_buf *o) {
     for (size_t i = 0; i < n; i++) {
         const ag_hist *h = &run->rows[i].r.e2e;
         cx[i] = calloc(AG_HIST_MAGS * AG_HIST_SUB, sizeof **cx), cy[i] = calloc(AG_HIST_MAGS * AG_HIST_SUB, sizeof **cy);
-        size_t k = 0;
+        size_t kk = 0;
         uint64_t seen = 0;
-        for (int m = 0; m < AG_HIST_MAGS && h->n; m++)
+        for (int mg = 0; mg < AG_HIST_MAGS && h->n; mg++)
             for (int sb = 0; sb < AG_HIST_SUB; sb++) {
-                if (!h->counts[m][sb]) continue;
-                seen += h->counts[m][sb];
-                double top = m == 0 ? sb + 1 : (double)(AG_HIST_SUB + sb + 1) * (double)(1ull << (m - 1));
-                cx[i][k] = top / 1e3, cy[i][k] = 100.0 * (double)seen / (double)h->n, k++;
+                if (!h->counts[mg][sb]) continue;
+                seen += h->counts[mg][sb];
+                double top = mg == 0 ? sb + 1 : (double)(AG_HIST_SUB + sb + 1) * (double)(1ull << (mg - 1));
+                cx[i][kk] = top / 1e3, cy[i][kk] = 100.0 * (double)seen / (double)h->n, kk++;
             }
         snprintf(names[i], sizeof names[i], "%s %g", run->mode, run->rows[i].load);
-        cdf[i] = (series){names[i], palette[i % 8], cx[i], cy[i], k};
+        cdf[i] = (series){names[i], palette[i % 8], cx[i], cy[i], kk};
     }
-    svg_chart(o, "Latency CDF per step", "end-to-end latency, ms (log)", "% of requests", cdf, n, true);
+    svg_chart(o, "Latency CDF per step", "end-to-end latency, ms (log)", "% of requests", cdf, n, true, NULL, 0);
+    ag_buf_append_str(o, "<h2>Latency distributions</h2>\n");
     html_dist_table(o, run, "End-to-end latency", offsetof(ag_bench_stats, e2e));
     html_dist_table(o, run, "Time to first token", offsetof(ag_bench_stats, ttft));
     html_dist_table(o, run, "Time per output token", offsetof(ag_bench_stats, tpot));

@@ -24,6 +24,14 @@ typedef struct ag_bench_run {
     ag_lg_slo slo;
     bool has_slo;
     double knee_throughput, knee_latency; /* knee thresholds: growth below / above these fractions */
+    /* The report's header: what was sent, when, by what (NULL leaves a line out). The target's
+     * version is the Server header its first response carried (ag_lg_result.server). */
+    const char *steps;    /* the sweep's values, e.g. "1, 2, 4" */
+    const char *workload; /* e.g. "chat, model autoglm-tiny, ~128 input tokens, max 64 output tokens, streamed" */
+    const char *per_step; /* e.g. "30 s measured after 2 s warm-up, timeout 60 s" */
+    const char *started;  /* UTC, ISO 8601 */
+    double wall_s;        /* the whole sweep, warm-ups included */
+    const char *client;   /* e.g. "autoglm bench 0.1.0" */
 } ag_bench_run;
 
 /* Per-step figures derived from a result. */

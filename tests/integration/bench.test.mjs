@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BIN, startServer } from './server.mjs';
@@ -91,8 +91,11 @@ test('against autoglm serve: token accounting from usage, one bucket per request
   const srv = await startServer();
   try {
     const r = bench(['--base-url', srv.url, '--model', 'llama2', '--concurrency', '1,2', '--requests', '6',
-      '--input-tokens', '16', '--output-tokens', '8', '--ignore-eos', '--csv', path.join(dir, 'out.csv')]);
+      '--input-tokens', '16', '--output-tokens', '8', '--ignore-eos', '--csv', path.join(dir, 'out.csv'),
+      '--report', path.join(dir, 'serve.html')]);
     assert.equal(r.code, 0, r.stderr);
+    assert.match(readFileSync(path.join(dir, 'serve.html'), 'utf8'),
+      /<th>versions<\/th><td>autoglm bench (\d+\.\d+\.\d+); target: autoglm\/\1<\/td>/);
     assert.match(r.stdout, /\| concurrency \| req\/s \| output tok\/s \| p50 latency ms \| p99 latency ms \| p99 TTFT ms \| p99 TPOT ms \| error rate \| goodput req\/s \|/);
     for (const s of r.json.steps) {
       assert.equal(s.requests, 6);
@@ -137,7 +140,7 @@ test('baselines: the same run compares clean; a regression past the tolerance ex
   assert.match(worse.stdout, /p99 latency .* REGRESSED/);
 });
 
-test('the HTML report is one self-contained file with charts', () => {
+test('the HTML report: one file, the run\'s parameters, each table once as HTML, charts', () => {
   const out = path.join(dir, 'report.html');
   const r = bench(['--base-url', streaming.url, '--concurrency', '1,2', '--requests', '8', '--report', out, '--slo', 'ttft=2s,tpot=500ms']); // 30x and 20x the injected times
   assert.equal(r.code, 0, r.stderr);
@@ -146,6 +149,39 @@ test('the HTML report is one self-contained file with charts', () => {
   assert.doesNotMatch(html, /<script|<link|src=/);
   assert.match(html, /Latency CDF per step/);
   assert.match(r.stdout, /highest load within the SLOs: concurrency 2/);
+  assert.doesNotMatch(html, /<pre|\| req\/s \||\|--:\|/, 'a table printed as Markdown text');
+  // params, summary, four distributions: six tables, each metric's summary header once
+  assert.equal((html.match(/<table/g) || []).length, 6);
+  assert.equal((html.match(/<th>p99 TTFT ms<\/th>/g) || []).length, 1);
+  const param = (name) => new RegExp(`<th>${name}</th><td>([^<]*)</td>`).exec(html)?.[1];
+  assert.equal(param('target'), streaming.url);
+  assert.equal(param('sweep'), 'concurrency 1, 2 (2 steps)');
+  assert.match(param('workload'), /^chat, model autoglm-tiny, ~128 input tokens .*max 64 output tokens, streamed, seed 1$/);
+  assert.equal(param('each step'), '8 requests measured after 0 ms warm-up, timeout 60 s');
+  assert.equal(param('SLOs'), 'p99 TTFT &le; 2000 ms, p99 TPOT &le; 500 ms');
+  assert.match(param('started'), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  assert.match(param('duration'), /^\d+\.\d s$/);
+  assert.match(param('versions'), /^autoglm bench \d+\.\d+\.\d+; target: \(no Server header\)$/);
+  assert.match(html, /<td>highest within SLOs<\/td><\/tr>/);
+  assert.equal((html.match(/stroke-dasharray/g) || []).length, 3, 'the SLO limit marked on the three load charts');
+});
+
+// Debian's chromium, when installed (scripts/install-deps installs it): the report renders with no console
+// message at all (the page has no script, so any message is an error: a malformed SVG attribute, say).
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+test('the HTML report opens in headless Chromium without console errors', { skip: !CHROMIUM && 'no Chromium here' }, () => {
+  const out = path.join(dir, 'report-chromium.html'), png = path.join(dir, 'report.png');
+  assert.equal(bench(['--base-url', streaming.url, '--concurrency', '1,2,4', '--requests', '8', '--report', out]).code, 0);
+  const run = (file) => spawnSync(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', '--enable-logging=stderr',
+    '--v=0', `--screenshot=${png}`, '--window-size=1280,2000', `file://${file}`], { encoding: 'utf8', timeout: 120000 });
+  const r = run(out);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').filter((l) => /CONSOLE/.test(l)), []);
+  assert.ok(statSync(png).size > 10000, 'a screenshot of the page');
+  // the check itself: a page with a malformed SVG attribute is caught
+  const broken = path.join(dir, 'broken.html');
+  writeFileSync(broken, readFileSync(out, 'utf8').replace(/points="[^"]*"/, 'points="NaN,1"'));
+  assert.match(run(broken).stderr, /CONSOLE.*Expected number/);
 });
 
 test('bad flags are one-line usage errors (exit 2)', () => {

@@ -90,11 +90,51 @@ static void test_knee_and_slo(void **state) {
     assert_int_equal(ag_bench_slo_max(&run), 1);
 }
 
+/* The HTML report: the parameters escaped in a header, each table once as HTML, the knee marked in the
+ * summary and on the three load charts, the target's version from its Server header. */
+static void test_report_html(void **state) {
+    (void)state;
+    static ag_bench_row rows[5];
+    fake_step(&rows[0], 1, 10, 100);
+    fake_step(&rows[1], 2, 19, 105);
+    fake_step(&rows[2], 4, 36, 110);
+    fake_step(&rows[3], 8, 38, 220);
+    fake_step(&rows[4], 16, 39, 450);
+    snprintf(rows[1].r.server, sizeof rows[1].r.server, "autoglm/9.9.9");
+    rows[4].r.counted += 3, rows[4].r.http_error = 3, rows[4].r.statuses[0].status = 503, rows[4].r.statuses[0].n = 3;
+    ag_bench_run run = {.target = "http://h/<x>&\"", .mode = "concurrency", .rows = rows, .n = 5,
+                        .knee_throughput = 0.10, .knee_latency = 0.50, .steps = "1, 2, 4, 8, 16",
+                        .workload = "chat, model m", .per_step = "10 s measured", .started = "2026-12-02T00:00:00Z",
+                        .wall_s = 52.5, .client = "autoglm bench 1.2.3"};
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_bench_html(&run, &b);
+    ag_buf_append_char(&b, 0);
+    const char *h = b.data;
+    assert_null(strstr(h, "<pre"));
+    assert_null(strstr(h, "<x>"));
+    assert_non_null(strstr(h, "<th>target</th><td>http://h/&lt;x&gt;&amp;&quot;</td>"));
+    assert_non_null(strstr(h, "<th>sweep</th><td>concurrency 1, 2, 4, 8, 16 (5 steps)</td>"));
+    assert_non_null(strstr(h, "<th>duration</th><td>52.5 s</td>"));
+    assert_non_null(strstr(h, "<th>versions</th><td>autoglm bench 1.2.3; target: autoglm/9.9.9</td>"));
+    assert_null(strstr(h, "<th>SLOs</th>"));
+    assert_non_null(strstr(h, "<tr class=\"knee\"><td>4</td>"));
+    assert_non_null(strstr(h, "knee: concurrency 4 (beyond it"));
+    assert_non_null(strstr(h, "concurrency 16: 393 requests: 390 ok, 3 HTTP errors (503 x3)"));
+    size_t tables = 0, marks = 0;
+    for (const char *p = h; (p = strstr(p, "<table")); p++) tables++;
+    for (const char *p = h; (p = strstr(p, ">knee (4)</text>")); p++) marks++;
+    assert_int_equal(tables, 6);
+    assert_int_equal(marks, 3);
+    ag_buf_deinit(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantiles_within_one_percent),
         cmocka_unit_test(test_merge_and_edges),
         cmocka_unit_test(test_knee_and_slo),
+        cmocka_unit_test(test_report_html),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
