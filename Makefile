@@ -22,8 +22,8 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
-PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto
-TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx chromium
+PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto libnghttp2
+TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx chromium nghttp h2load
 
 .PHONY: all release asan asan-build tsan fixtures test serve model bench fuzz deps format clean
 

@@ -41,6 +41,8 @@ static const char serve_usage[] =
     "  --max-requests-per-connection N\n"
     "                           close a keep-alive connection after its N-th response (0: never; default 0)\n"
     "  --drain-timeout D        on shutdown, wait up to D for running requests (default 30s)\n"
+    "  --http2-max-streams N    concurrent HTTP/2 streams per connection; more are refused (default 128)\n"
+    "  --http2-window N         each HTTP/2 stream's receive window in bytes (default 1048576)\n"
     "  --log-level L            debug, info, warn, error (default info)\n"
     "  --cache-mb N             response cache of N MiB for reproducible requests (temperature 0 or a seed;\n"
     "                           default 0: off); X-Cache says HIT-L1, HIT-L2, MISS or BYPASS\n"
@@ -153,6 +155,10 @@ int ag_cmd_serve(int argc, char **argv) {
             i--;
         } else if (strcmp(a, "--max-requests-per-connection") == 0) {
             ok = ag_cli_int("serve", a, val, 0, 1L << 40, &v), o.max_requests_per_conn = (uint64_t)v;
+        } else if (strcmp(a, "--http2-max-streams") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1 << 16, &v), o.http2_max_streams = (uint32_t)v;
+        } else if (strcmp(a, "--http2-window") == 0) {
+            ok = ag_cli_int("serve", a, val, 65535, 0x7fffffff, &v), o.http2_window = (uint32_t)v;
         } else if (strcmp(a, "--drain-timeout") == 0) {
             ok = duration(a, val, &o.drain_timeout_ms);
         } else if (strcmp(a, "--cache-mb") == 0) {

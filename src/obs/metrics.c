@@ -53,11 +53,11 @@ void ag_histogram_observe(ag_histogram *h, uint64_t v) {
     atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
 }
 
-void ag_metrics_http_request(ag_metrics *m, size_t route, int status) {
+void ag_metrics_http_request(ag_metrics *m, ag_metric_protocol protocol, size_t route, int status) {
     size_t s = 0;
     while (statuses[s] && statuses[s] != status) s++;
     if (route >= m->n_routes) route = m->n_routes - 1;
-    atomic_fetch_add_explicit(&m->http_requests[route][s], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->http_requests[protocol][route][s], 1, memory_order_relaxed);
 }
 
 /* ---- rendering ------------------------------------------------------------------ */
@@ -164,16 +164,19 @@ static void engine_metrics(const ag_engine_stats *st, ag_buf *o) {
 }
 
 void ag_metrics_render(ag_metrics *m, const ag_engine_stats *st, ag_buf *o) {
-    head(o, "autoglm_http_requests_total", "counter", "HTTP requests answered, by route and status.");
-    for (size_t r = 0; r < m->n_routes; r++)
-        for (size_t s = 0; s < AG_METRICS_N_STATUS - 1; s++) {
-            uint64_t v = atomic_load_explicit(&m->http_requests[r][s], memory_order_relaxed);
-            if (!v) continue;
-            char labels[128];
-            if (statuses[s]) snprintf(labels, sizeof labels, "{route=\"%s\",status=\"%d\"}", m->routes[r], statuses[s]);
-            else snprintf(labels, sizeof labels, "{route=\"%s\",status=\"other\"}", m->routes[r]);
-            sample(o, "autoglm_http_requests_total", labels, (double)v);
-        }
+    static const char *const protocols[AG_METRIC_PROTOCOL_COUNT] = {"http/1.1", "h2"};
+    head(o, "autoglm_http_requests_total", "counter", "HTTP requests answered, by route, status and protocol.");
+    for (size_t p = 0; p < AG_METRIC_PROTOCOL_COUNT; p++)
+        for (size_t r = 0; r < m->n_routes; r++)
+            for (size_t s = 0; s < AG_METRICS_N_STATUS - 1; s++) {
+                uint64_t v = atomic_load_explicit(&m->http_requests[p][r][s], memory_order_relaxed);
+                if (!v) continue;
+                char labels[160], st[8];
+                snprintf(st, sizeof st, "%d", statuses[s]);
+                snprintf(labels, sizeof labels, "{route=\"%s\",status=\"%s\",protocol=\"%s\"}", m->routes[r],
+                         statuses[s] ? st : "other", protocols[p]);
+                sample(o, "autoglm_http_requests_total", labels, (double)v);
+            }
     head(o, "autoglm_request_success_total", "counter", "Generations finished, by finish reason.");
     for (int f = 0; f < AG_METRIC_FINISH_COUNT; f++) {
         char labels[64];

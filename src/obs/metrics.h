@@ -42,12 +42,14 @@ typedef enum ag_metric_finish {
 } ag_metric_finish;
 
 #define AG_METRICS_MAX_ROUTES 16
+/* The protocol a request came over, as its ALPN id: the protocol label of autoglm_http_requests_total. */
+typedef enum ag_metric_protocol { AG_METRIC_HTTP1, AG_METRIC_H2, AG_METRIC_PROTOCOL_COUNT } ag_metric_protocol;
 #define AG_METRICS_N_STATUS 18
 
 typedef struct ag_metrics {
     const char *const *routes; /* route label values; the last is "other" */
     size_t n_routes;
-    _Atomic uint64_t http_requests[AG_METRICS_MAX_ROUTES][AG_METRICS_N_STATUS];
+    _Atomic uint64_t http_requests[AG_METRIC_PROTOCOL_COUNT][AG_METRICS_MAX_ROUTES][AG_METRICS_N_STATUS];
     _Atomic uint64_t request_success[AG_METRIC_FINISH_COUNT];
     _Atomic uint64_t prompt_tokens, generation_tokens;
     _Atomic uint64_t connections_accepted;
@@ -60,7 +62,7 @@ typedef struct ag_metrics {
 
 /* routes: the label values of ag_metrics_http_request's route index (borrowed for the metrics' life). */
 void ag_metrics_init(ag_metrics *m, const char *const *routes, size_t n_routes);
-void ag_metrics_http_request(ag_metrics *m, size_t route, int status);
+void ag_metrics_http_request(ag_metrics *m, ag_metric_protocol protocol, size_t route, int status);
 /* Append the whole exposition; st: the engine's stats now (NULL before the model is loaded). */
 void ag_metrics_render(ag_metrics *m, const ag_engine_stats *st, ag_buf *out);
 

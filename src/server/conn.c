@@ -13,8 +13,11 @@
  *
  * This layer knows requests and responses, not what they mean: a complete
  * request goes to the server's on_request hook (routes.c), an answered one to
- * on_request_end, a client that leaves mid-request to on_client_gone.  It is
- * the layer HTTP/2 streams will sit beside.
+ * on_request_end, a client that leaves mid-request to on_client_gone.
+ *
+ * A connection whose first bytes are HTTP/2's client preface is handed to
+ * h2.c; its requests are streams, conns of their own whose answers the
+ * functions below frame through h2.c instead of as HTTP/1.1 text.
  *
  * A connection is freed only in libuv's close callbacks, never inside its
  * own callbacks.
@@ -33,8 +36,8 @@ static void on_timeout(uv_timer_t *t);
 
 /* ---- output ---------------------------------------------------------------------- */
 
-static void mark_dirty(conn *c) {
-    if (c->dirty) return;
+void ag_conn_mark_dirty(conn *c) {
+    if (c->dirty || c->closed) return;
     server *s = c->s;
     if (s->n_dirty == s->cap_dirty) {
         s->cap_dirty = s->cap_dirty ? 2 * s->cap_dirty : 64;
@@ -44,10 +47,18 @@ static void mark_dirty(conn *c) {
     c->dirty = true;
 }
 
+void ag_conn_forget_dirty(conn *c) {
+    server *s = c->s;
+    if (!c->dirty) return;
+    for (size_t i = 0; i < s->n_dirty; i++)
+        if (s->dirty[i] == c) s->dirty[i] = s->dirty[--s->n_dirty];
+    c->dirty = false;
+}
+
 void ag_conn_send(conn *c, const void *p, size_t n) {
     if (c->closed) return;
     ag_buf_append(&c->out, p, n);
-    mark_dirty(c);
+    ag_conn_mark_dirty(c);
 }
 
 /* A write libuv holds: a copy of the bytes the socket did not take, and a reference on a shared body. */
@@ -63,6 +74,7 @@ static void on_write(uv_write_t *w, int status) {
     ag_cache_val_release(ow->body);
     free(ow);
     if (status < 0) ag_conn_close(c);
+    else if (c->kind == CONN_H2 && !c->closed) ag_conn_mark_dirty(c); /* room again: frame what waits */
 }
 
 /*
@@ -72,6 +84,10 @@ static void on_write(uv_write_t *w, int status) {
  * so a cached answer is never copied however many clients it goes to.
  */
 void ag_conn_write(conn *c, const char *body, size_t n, ag_cache_val *v) {
+    if (c->kind == CONN_STREAM) { /* DATA frames are built from the stream's output: the body is copied there */
+        ag_conn_send(c, body, n);
+        return;
+    }
     if (c->closed || (!c->out.len && !n)) return;
     if (c->out.err != AG_OK) { /* a response was cut short by a failed append: the stream cannot be trusted */
         ag_conn_close(c);
@@ -107,10 +123,13 @@ void ag_conn_write(conn *c, const char *body, size_t n, ag_cache_val *v) {
     ag_buf_reset(&c->out);
 }
 
-void ag_conn_flush(conn *c) { ag_conn_write(c, NULL, 0, NULL); }
+void ag_conn_flush(conn *c) {
+    if (c->kind == CONN_H1) ag_conn_write(c, NULL, 0, NULL);
+    else ag_h2_flush(c);
+}
 
 void ag_conn_flush_dirty(server *s) {
-    for (size_t i = 0; i < s->n_dirty; i++) {
+    for (size_t i = 0; i < s->n_dirty; i++) { /* a stream's flush may add its connection: n_dirty is read each time */
         s->dirty[i]->dirty = false;
         ag_conn_flush(s->dirty[i]);
     }
@@ -118,6 +137,10 @@ void ag_conn_flush_dirty(server *s) {
 }
 
 void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_length, const char *extra) {
+    if (c->kind == CONN_STREAM) {
+        ag_h2_submit_response(c, status, ctype, content_length, extra);
+        return;
+    }
     server *s = c->s;
     ag_buf *b = &s->scratch;
     uint64_t max_req = s->o->max_requests_per_conn;
@@ -172,7 +195,7 @@ void ag_sse_event_end(conn *c) {
         ag_buf_append(&c->out, "\r\n", 2);
     }
     if (c->closed) ag_buf_reset(&c->out); /* nothing will send it */
-    else mark_dirty(c);
+    else ag_conn_mark_dirty(c);
 }
 
 void ag_sse_close(conn *c) {
@@ -197,6 +220,13 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 void ag_conn_end(conn *c) {
     if (c->closed || c->shutting) return;
+    if (c->kind == CONN_H2 && !ag_h2_done(c)) {
+        /* GOAWAY; the streams' answers go out and the session ends itself (ag_h2_flush), within the same bound */
+        if (c->state != C_CLOSING) c->state = C_CLOSING, uv_timer_start(&c->timer, on_timeout, 5000, 0);
+        ag_h2_goaway(c);
+        ag_conn_flush(c);
+        return;
+    }
     c->state = C_CLOSING;
     c->shutting = true;
     ag_conn_flush(c);
@@ -206,15 +236,19 @@ void ag_conn_end(conn *c) {
     else uv_timer_start(&c->timer, on_timeout, 5000, 0);
 }
 
-static void finish_obs(conn *c, int status) {
+void ag_conn_obs_finish(conn *c, int status) {
     if (!c->obs.active) return;
     c->s->on_request_end(c, status);
     c->obs.active = false;
 }
 
 void ag_conn_request_done(conn *c) {
-    finish_obs(c, c->obs.status);
+    ag_conn_obs_finish(c, c->obs.status);
     c->n_served++;
+    if (c->kind == CONN_STREAM) {
+        ag_h2_stream_done(c);
+        return;
+    }
     size_t rest = c->in.len - c->consumed;
     if (c->in.data) { /* NULL when the request never sent a byte (an over-the-cap connection) */
         memmove(c->in.data, c->in.data + c->consumed, rest);
@@ -263,13 +297,13 @@ void ag_conn_respond_status(conn *c, int status, const char *type, const char *c
 }
 
 /* A protocol error: answer it and close, since the rest of the stream cannot be trusted. */
-static void http_fail(conn *c, int status, const char *reason) {
+void ag_conn_fail(conn *c, int status, const char *reason) {
     c->keep_alive = false;
     c->consumed = c->in.len;
     ag_conn_respond_status(c, status, "invalid_request_error", NULL, reason, NULL);
 }
 
-static void begin_obs(conn *c, const ag_http_request *req) {
+void ag_conn_obs_begin(conn *c, const ag_http_request *req) {
     req_obs *q = &c->obs;
     ag_str tp = {NULL, 0}, xt = {NULL, 0};
     if (req) tp = ag_http_header_get(req, "traceparent"), xt = ag_http_header_get(req, "x-trace-id");
@@ -284,10 +318,18 @@ static void begin_obs(conn *c, const ag_http_request *req) {
 
 /* ---- reading --------------------------------------------------------------------------- */
 
-/* Between requests the idle timeout runs; from a request's first byte until it is complete, the read timeout. */
-static void arm_timer(conn *c) {
+/* Between requests the idle timeout runs; from a request's first byte until it is complete, the read timeout.
+ * An HTTP/2 connection is idle without streams, and times the oldest stream still arriving. */
+void ag_conn_arm_timer(conn *c) {
     const ag_server_opts *o = c->s->o;
     if (c->state == C_CLOSING) return;
+    if (c->kind == CONN_H2) {
+        uint64_t oldest, now = uv_now(&c->s->loop);
+        if (ag_h2_idle(c, &oldest)) uv_timer_start(&c->timer, on_timeout, o->idle_timeout_ms, 0);
+        else if (oldest) uv_timer_start(&c->timer, on_timeout, oldest + o->read_timeout_ms > now ? oldest + o->read_timeout_ms - now : 1, 0);
+        else uv_timer_stop(&c->timer);
+        return;
+    }
     if (c->state == C_BUSY) {
         uv_timer_stop(&c->timer);
         return;
@@ -299,11 +341,13 @@ static void arm_timer(conn *c) {
 
 static void on_timeout(uv_timer_t *t) {
     conn *c = t->data;
-    if (c->state == C_CLOSING) {
+    if (c->kind == CONN_H2 && c->state != C_CLOSING) {
+        ag_h2_on_timer(c);
+    } else if (c->state == C_CLOSING) {
         ag_conn_close(c); /* the graceful close took too long */
     } else if (c->t_start) {
-        if (!c->obs.active) begin_obs(c, NULL);
-        http_fail(c, 408, "the request did not arrive within the read timeout");
+        if (!c->obs.active) ag_conn_obs_begin(c, NULL);
+        ag_conn_fail(c, 408, "the request did not arrive within the read timeout");
         ag_conn_flush(c);
     } else {
         ag_conn_close(c);
@@ -320,11 +364,16 @@ static void on_conn_closed(uv_handle_t *h) {
 }
 
 void ag_conn_close(conn *c) {
+    if (c->kind == CONN_STREAM) { /* reset: its client is gone; it is freed when the session closes it */
+        ag_h2_stream_reset(c);
+        return;
+    }
     if (c->closed) return;
     c->closed = true;
     server *s = c->s;
+    if (c->kind == CONN_H2) ag_h2_close(c);
     atomic_fetch_sub_explicit(&s->metrics.connections_open, 1, memory_order_relaxed);
-    if (c->obs.active && c->state == C_BUSY) finish_obs(c, 499); /* nginx's "client closed request" */
+    if (c->obs.active && c->state == C_BUSY) ag_conn_obs_finish(c, 499); /* nginx's "client closed request" */
     if (c->x) s->on_client_gone(c);
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
@@ -338,7 +387,7 @@ void ag_conn_close(conn *c) {
 /* Re-entrant: a call from inside a request's handler (an answer given at once) leaves the work to the outer loop. */
 void ag_conn_process(conn *c) {
     const ag_http_limits *lim = &c->s->o->limits;
-    if (c->processing) return;
+    if (c->processing || c->kind != CONN_H1) return; /* streams carry one request; an HTTP/2 connection none */
     c->processing = true;
     while (!c->closed && (c->state == C_HEAD || c->state == C_BODY)) {
         if (c->state == C_HEAD) {
@@ -352,15 +401,15 @@ void ag_conn_process(conn *c) {
             ag_status st = ag_http_head_parse(&c->hp, c->in.data, c->in.len, lim, &c->req, &herr);
             if (st == AG_AGAIN) break;
             c->head_only = st == AG_OK && ag_str_eq_cstr(c->req.method, "HEAD");
-            begin_obs(c, st == AG_OK ? &c->req : NULL);
+            ag_conn_obs_begin(c, st == AG_OK ? &c->req : NULL);
             if (st != AG_OK) {
                 c->req.version_minor = 1;
-                http_fail(c, herr.status, herr.reason);
+                ag_conn_fail(c, herr.status, herr.reason);
                 break;
             }
             c->keep_alive = c->req.keep_alive;
             if (c->req.content_length > (int64_t)lim->max_body) {
-                http_fail(c, 413, "request body too large");
+                ag_conn_fail(c, 413, "request body too large");
                 break;
             }
             c->state = C_BODY;
@@ -378,7 +427,7 @@ void ag_conn_process(conn *c) {
                                                   lim->max_header_bytes, &herr);
             if (st == AG_AGAIN) break;
             if (st != AG_OK) {
-                http_fail(c, herr.status, herr.reason);
+                ag_conn_fail(c, herr.status, herr.reason);
                 break;
             }
             c->body_len = c->chunks.dst, c->consumed = at + c->chunks.src;
@@ -391,7 +440,7 @@ void ag_conn_process(conn *c) {
         c->s->on_request(c);
     }
     c->processing = false;
-    if (!c->closed) arm_timer(c);
+    if (!c->closed) ag_conn_arm_timer(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -408,12 +457,12 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     conn *c = st->data;
     (void)buf;
     if (n == UV_ENOBUFS) { /* no memory for the next read: this request cannot go on */
-        if (c->state == C_BUSY || c->state == C_CLOSING) ag_conn_close(c);
+        if (c->state == C_BUSY || c->state == C_CLOSING || c->kind == CONN_H2) ag_conn_close(c);
         else {
             if (!c->t_start) c->obs.t_start_ns = ag_clock_mono_ns();
-            if (!c->obs.active) begin_obs(c, NULL);
+            if (!c->obs.active) ag_conn_obs_begin(c, NULL);
             c->req.version_minor = 1;
-            http_fail(c, 503, "out of memory reading the request");
+            ag_conn_fail(c, 503, "out of memory reading the request");
         }
         return;
     }
@@ -422,9 +471,22 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
         return;
     }
     if (n == 0) return;
+    if (c->kind == CONN_H2 && !c->shutting) { /* its peer's frames matter until the end: window updates */
+        c->in.len += (size_t)n;
+        ag_h2_recv(c);
+        return;
+    }
     if (c->state == C_CLOSING) return; /* lingering: dropped */
     c->in.len += (size_t)n;
     c->in.data[c->in.len] = '\0';
+    if (c->n_served == 0 && c->state == C_HEAD) { /* HTTP/2 by prior knowledge opens with the client preface */
+        h2_preface p = ag_h2_sniff(c->in.data, c->in.len);
+        if (p == H2_PREFACE_PARTIAL) return;
+        if (p == H2_PREFACE_YES) {
+            ag_h2_start(c);
+            return;
+        }
+    }
     if (c->state == C_BUSY) {
         /* pipelined bytes wait; past a whole request's worth, stop reading until this one is done */
         const ag_http_limits *lim = &c->s->o->limits;
@@ -461,9 +523,9 @@ void ag_conn_accept(server *s, uv_stream_t *listener) {
         c->req.version_minor = 1;
         c->state = C_BUSY;
         c->obs.t_start_ns = ag_clock_mono_ns();
-        begin_obs(c, NULL);
+        ag_conn_obs_begin(c, NULL);
         ag_conn_respond_status(c, 503, "service_unavailable", NULL, "too many connections", "Retry-After: 1\r\n");
         return;
     }
-    arm_timer(c);
+    ag_conn_arm_timer(c);
 }

@@ -414,7 +414,8 @@ void ag_exchange_on_request_end(conn *c, int status) {
     server *s = c->s;
     const exchange *x = c->x && c->x->ch ? c->x : NULL; /* one that never generated has no choices */
     uint64_t now = ag_clock_mono_ns();
-    ag_metrics_http_request(&s->metrics, (size_t)q->route, status);
+    ag_metrics_http_request(&s->metrics, c->kind == CONN_STREAM ? AG_METRIC_H2 : AG_METRIC_HTTP1, (size_t)q->route,
+                            status);
     if (x) ag_histogram_observe(&s->metrics.e2e, now - q->t_start_ns);
     if (ag_log_enabled(AG_LOG_INFO)) {
         ag_api_usage u = x ? ag_exchange_usage(x) : (ag_api_usage){0};
@@ -423,6 +424,7 @@ void ag_exchange_on_request_end(conn *c, int status) {
             AG_LOG_FIELD_STR("span_id", q->trace.span_id),
             AG_LOG_FIELD_STR("method", q->method),
             AG_LOG_FIELD_STR("route", q->path),
+            AG_LOG_FIELD_STR("protocol", c->kind == CONN_STREAM ? "h2" : "http/1.1"),
             AG_LOG_FIELD_INT("status", status),
             AG_LOG_FIELD_DOUBLE("latency_ms", (double)(now - q->t_start_ns) / 1e6),
             AG_LOG_FIELD_DOUBLE("ttft_ms", x && x->t_first_ns ? (double)(x->t_first_ns - q->t_start_ns) / 1e6 : 0),

@@ -9,12 +9,20 @@
  *   respcache.c the response cache's part of a generation: lookup, single flight, Redis
  *   exchange.c  one generation request's lifecycle (the state machine below) and engine events
  *   conn.c      connection I/O, HTTP/1.1 request reading and response framing, the SSE writer
+ *   h2.c        HTTP/2 (nghttp2) on a connection that opened with the client preface: its streams
  *
  * conn.c knows nothing of generations: a connection that is serving one holds
  * an opaque link to it (c->x), set and cleared only by exchange.c's
  * ag_exchange_attach/detach, and tells the exchange layer when the client goes
- * away through the server's on_client_gone hook.  That boundary is where HTTP/2
- * streams will sit beside HTTP/1.1 connections.
+ * away through the server's on_client_gone hook.
+ *
+ * The layers above see one request at a time through a conn: an HTTP/1.1
+ * connection (requests in turn), or an HTTP/2 stream, which h2.c creates as a
+ * conn of kind CONN_STREAM under its connection (kind CONN_H2).  The calls
+ * above (ag_conn_respond*, ag_conn_write_head/send/write, ag_sse_*,
+ * ag_conn_request_done) frame a stream's answer as HEADERS and DATA frames
+ * instead of HTTP/1.1 text, so routes, exchanges and the cache are the same
+ * code for both protocols.
  */
 #ifndef AG_SERVER_INTERNAL_H
 #define AG_SERVER_INTERNAL_H
@@ -54,10 +62,22 @@ typedef struct req_obs {
     char method[16], path[128];
 } req_obs;
 
-/* A connection's lifecycle: reading a head, then a body, serving the request, closing gracefully. */
+/* A connection's lifecycle: reading a head, then a body, serving the request, closing gracefully.  A stream
+ * goes C_HEAD (HEADERS) -> C_BODY (DATA) -> C_BUSY (answering) -> C_CLOSING (answer complete, frames leaving). */
 typedef enum conn_state { C_HEAD, C_BODY, C_BUSY, C_CLOSING } conn_state;
 
+/* What a conn is: an HTTP/1.1 connection, an HTTP/2 connection (its requests are its streams), or a stream. */
+typedef enum conn_kind { CONN_H1, CONN_H2, CONN_STREAM } conn_kind;
+
+typedef struct h2_session h2_session;
+typedef struct h2_fields h2_fields;
+
 struct conn {
+    conn_kind kind;
+    h2_session *h2; /* CONN_H2: its session; CONN_STREAM: its connection's */
+    int32_t stream_id; /* CONN_STREAM */
+    size_t out_sent;   /* CONN_STREAM: bytes of out already framed as DATA */
+    h2_fields *fields; /* CONN_STREAM: where its header fields sit in in while they arrive */
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_shutdown_t shutdown;
@@ -100,6 +120,7 @@ struct server {
     ag_map inflight; /* engine id -> choice */
     conn **dirty;
     size_t n_dirty, cap_dirty;
+    conn *retired; /* HTTP/2 streams closed in this loop iteration, freed after it: a caller may still hold one */
     ag_buf scratch;
     uint64_t n_requests;
     time_t date_at;
@@ -121,6 +142,17 @@ struct server {
 };
 
 /* ---- conn.c: connections and HTTP/1.1 framing ---- */
+
+/* A request's observation starts (req: NULL when its head did not parse) and ends (metrics, log, span). */
+void ag_conn_obs_begin(conn *c, const ag_http_request *req);
+void ag_conn_obs_finish(conn *c, int status);
+/* A protocol error: answer it (and, on HTTP/1.1, close). */
+void ag_conn_fail(conn *c, int status, const char *reason);
+void ag_conn_mark_dirty(conn *c);
+/* Between requests the idle timeout runs; while one arrives, the read timeout. */
+void ag_conn_arm_timer(conn *c);
+/* Remove c from the server's list of connections to flush (a stream about to be freed). */
+void ag_conn_forget_dirty(conn *c);
 
 void ag_conn_accept(server *s, uv_stream_t *listener);
 /* Move the parser as far as the buffered bytes allow, serving each complete request in order. */
@@ -152,6 +184,36 @@ void ag_sse_open(conn *c, const char *extra);
 ag_buf *ag_sse_event_begin(conn *c);
 void ag_sse_event_end(conn *c);
 void ag_sse_close(conn *c);
+
+/* ---- h2.c: HTTP/2 ---- */
+
+/* The first bytes of a connection: the client preface (true), a prefix of it (wait), or not (HTTP/1.1). */
+typedef enum { H2_PREFACE_NO, H2_PREFACE_PARTIAL, H2_PREFACE_YES } h2_preface;
+h2_preface ag_h2_sniff(const char *p, size_t n);
+/* Turn c into an HTTP/2 connection and feed it the bytes it has read (false: no memory; c is closed). */
+bool ag_h2_start(conn *c);
+/* Feed c->in to the session (CONN_H2's read path); a protocol error or a flood ends the connection. */
+void ag_h2_recv(conn *c);
+/* Frame what the session has to send (CONN_H2) into the connection's output. */
+void ag_h2_flush(conn *c);
+/* A stream's answer: its HEADERS now, DATA from c->out as the window allows. */
+void ag_h2_submit_response(conn *st, int status, const char *ctype, int64_t content_length, const char *extra);
+/* A stream's answer is complete (END_STREAM after what is queued); or reset it (its client is then gone). */
+void ag_h2_stream_done(conn *st);
+void ag_h2_stream_reset(conn *st);
+/* The session has nothing left to read or write (after GOAWAY, its last stream closed; or a protocol error). */
+bool ag_h2_done(const conn *c);
+/* GOAWAY: no new streams; those in flight finish (drain). */
+void ag_h2_goaway(conn *c);
+/* The connection closed: every stream's client is gone. */
+void ag_h2_close(conn *c);
+/* The read timeout for streams still arriving, and whether the connection is idle (no streams). */
+void ag_h2_on_timer(conn *c);
+bool ag_h2_idle(const conn *c, uint64_t *oldest_arriving);
+/* The connection's open streams, linked through next. */
+conn *ag_h2_streams(const conn *c);
+/* Free the streams closed since the last call (after each loop iteration's flush, and at exit). */
+void ag_h2_free_retired(server *s);
 
 /* ---- routes.c ---- */
 

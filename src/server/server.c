@@ -35,6 +35,8 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->read_timeout_ms = 30000;
     o->idle_timeout_ms = 60000;
     o->drain_timeout_ms = 30000;
+    o->http2_max_streams = 128; /* nginx's http2_max_concurrent_streams */
+    o->http2_window = 1 << 20;
     o->trace_sample_ratio = 1.0;
     o->cache_ttl_s = 3600;
     o->cache_coalesce_ms = 30000;
@@ -55,7 +57,10 @@ const char *ag_server_http_date(server *s) {
 }
 
 /* Once per loop iteration: hand every connection's pending output to the kernel. */
-static void on_check(uv_check_t *h) { ag_conn_flush_dirty(h->data); }
+static void on_check(uv_check_t *h) {
+    ag_conn_flush_dirty(h->data);
+    ag_h2_free_retired(h->data);
+}
 
 static void on_connection(uv_stream_t *listener, int status) {
     if (status >= 0) ag_conn_accept(listener->data, listener);
@@ -99,8 +104,12 @@ void ag_server_maybe_stop(server *s) {
 static void on_drain_timeout(uv_timer_t *t) {
     server *s = t->data;
     ag_logf(AG_LOG_WARN, "drain timeout: cancelling %zu requests still running", s->n_exchanges);
-    for (conn *c = s->conns; c; c = c->next)
+    for (conn *c = s->conns; c; c = c->next) {
         if (c->x) ag_exchange_cancel(c->x);
+        if (c->kind == CONN_H2)
+            for (conn *st = ag_h2_streams(c); st; st = st->next)
+                if (st->x) ag_exchange_cancel(st->x);
+    }
 }
 
 static void begin_drain(server *s) {
@@ -108,7 +117,10 @@ static void begin_drain(server *s) {
     s->draining = true;
     ag_logf(AG_LOG_INFO, "draining: no new connections, %zu requests in flight", s->n_exchanges);
     close_handle((uv_handle_t *)&s->listener);
-    /* open connections stay until the end: a request they send meanwhile is answered 503 and closes them */
+    /* open connections stay until the end: a request they send meanwhile is answered 503 and closes them;
+     * HTTP/2 ones are told with GOAWAY, and the streams in flight finish */
+    for (conn *c = s->conns; c; c = c->next)
+        if (c->kind == CONN_H2) ag_h2_goaway(c);
     uv_timer_start(&s->drain_timer, on_drain_timeout, s->o->drain_timeout_ms, 0);
     if (!s->load_status && s->engine) ag_server_maybe_stop(s);
 }
@@ -293,6 +305,7 @@ done:
     uv_walk(&s->loop, close_walked, NULL);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
+    ag_h2_free_retired(s);
     ag_engine_destroy(s->engine);
     ag_cache_destroy(s->cache);
     ag_map_deinit(&s->leaders);

@@ -1,5 +1,5 @@
 /*
- * server.h - `autoglm serve`: the OpenAI-compatible HTTP/1.1 server.
+ * server.h - `autoglm serve`: the OpenAI-compatible HTTP server (HTTP/1.1 and h2c).
  *
  * One libuv loop thread owns every socket; the engine (include/autoglm/
  * engine.h) owns compute on its own thread.  The loop hands requests to the
@@ -31,6 +31,9 @@ typedef struct ag_server_opts {
     uint64_t max_requests_per_conn; /* the n-th response on a connection says Connection: close (nginx's
                                        keepalive_requests); 0: no limit */
     uint64_t drain_timeout_ms;
+    /* HTTP/2 (h2c by prior knowledge on the same listener) */
+    uint32_t http2_max_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS; more are refused (REFUSED_STREAM) */
+    uint32_t http2_window;      /* each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE), bytes */
     /* observability */
     const char *otlp_endpoint; /* NULL: no span export */
     double trace_sample_ratio; /* of new traces (an incoming traceparent's flag decides for its trace) */

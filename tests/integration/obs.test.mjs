@@ -52,10 +52,10 @@ test('/metrics passes promtool after traffic, and its counts equal what was sent
     await postJSON(srv.url, '/v1/completions', { model: MODEL_NAME, prompt: 'x', temperature: 9 });
     const text = await metrics(srv.url);
     execFileSync('promtool', ['check', 'metrics'], { input: text }); // throws on any lint problem (exit 3) or parse error
-    assert.equal(value(text, 'autoglm_http_requests_total{route="/v1/completions",status="200"}'), n);
-    assert.equal(value(text, 'autoglm_http_requests_total{route="/v1/chat/completions",status="200"}'), 1);
-    assert.equal(value(text, 'autoglm_http_requests_total{route="other",status="404"}'), 1);
-    assert.equal(value(text, 'autoglm_http_requests_total{route="/v1/completions",status="400"}'), 1);
+    assert.equal(value(text, 'autoglm_http_requests_total{route="/v1/completions",status="200",protocol="http/1.1"}'), n);
+    assert.equal(value(text, 'autoglm_http_requests_total{route="/v1/chat/completions",status="200",protocol="http/1.1"}'), 1);
+    assert.equal(value(text, 'autoglm_http_requests_total{route="other",status="404",protocol="http/1.1"}'), 1);
+    assert.equal(value(text, 'autoglm_http_requests_total{route="/v1/completions",status="400",protocol="http/1.1"}'), 1);
     assert.equal(value(text, 'autoglm_generation_tokens_total'), (n + 1) * tokens);
     assert.ok(value(text, 'autoglm_prompt_tokens_total') > promptTokens); // the chat prompt adds its own
     assert.equal(value(text, 'autoglm_request_success_total{finished_reason="length"}'), n + 1);
