@@ -496,7 +496,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     ag_conn_process(c);
 }
 
-void ag_conn_accept(server *s, uv_stream_t *listener) {
+static conn *conn_new(server *s) {
     conn *c = ag_xcalloc(1, sizeof *c);
     c->s = s;
     c->headers = ag_xcalloc(s->o->limits.max_headers ? s->o->limits.max_headers : 1, sizeof *c->headers);
@@ -513,6 +513,21 @@ void ag_conn_accept(server *s, uv_stream_t *listener) {
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->n_conns++;
+    return c;
+}
+
+conn *ag_conn_open(server *s, uv_os_sock_t fd) {
+    conn *c = conn_new(s);
+    if (uv_tcp_open(&c->tcp, fd) < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+        ag_conn_close(c);
+        return NULL;
+    }
+    ag_conn_arm_timer(c);
+    return c;
+}
+
+void ag_conn_accept(server *s, uv_stream_t *listener) {
+    conn *c = conn_new(s);
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
         ag_conn_close(c);
         return;

@@ -155,6 +155,8 @@ void ag_conn_arm_timer(conn *c);
 void ag_conn_forget_dirty(conn *c);
 
 void ag_conn_accept(server *s, uv_stream_t *listener);
+/* A connection on a socket already connected (the HTTP/2 fuzz target's socketpair); NULL if libuv refuses it. */
+conn *ag_conn_open(server *s, uv_os_sock_t fd);
 /* Move the parser as far as the buffered bytes allow, serving each complete request in order. */
 void ag_conn_process(conn *c);
 void ag_conn_send(conn *c, const void *p, size_t n);
