@@ -5,7 +5,7 @@
 #   make asan       ASan+UBSan build, then run the unit tests under it
 #   make tsan       ThreadSanitizer build of the threaded code: its unit tests and a server subset
 #   make test       both builds, every test, one closing "N passed, N failed" line
-#   make serve      build and serve the default model, models/autoglm-tiny.gguf (see README)
+#   make serve      build and serve the default model, models/autoglm-tiny.gguf (see README); TLS=1 for HTTPS
 #   make model      re-train that model from scratch and compare (tools/train)
 #   make bench      build and run the benchmarks in bench/
 #   make fuzz       build the libFuzzer targets (clang) and run them FUZZ_SECONDS, in parallel
@@ -22,8 +22,8 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
-PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto libnghttp2
-TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx chromium nghttp h2load
+PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto libssl libnghttp2 zlib
+TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx chromium nghttp h2load openssl
 
 .PHONY: all release asan asan-build tsan fixtures test serve model bench fuzz deps format clean
 
@@ -69,7 +69,7 @@ test: release asan-build fixtures
 	  server=tests/integration asan-srv=tests/integration
 
 serve: release
-	@scripts/serve
+	@TLS=$(TLS) scripts/serve
 
 # Re-train the default model from scratch (about an hour on 2 cores) and compare it with the shipped one.
 model: fixtures

@@ -100,8 +100,7 @@ static void h2_run(const uint8_t *data, size_t size, ag_buf *out) {
     }
     close(sv[1]);
     uv_loop_close(&s->loop);
-    ag_buf_deinit(&s->scratch);
-    free(s->dirty);
+    ag_conn_server_deinit(s);
     free(s);
 }
 

@@ -75,4 +75,23 @@ static inline int ag_test_for_each_file(const char *dir, int (*check)(const char
     return files;
 }
 
+/*
+ * Replay a fuzz target's corpus through the target itself (the test includes
+ * the target's .c, so its checks trap here as they would under the fuzzer).
+ * Returns the number of files.
+ */
+typedef struct ag_test_fuzz_target {
+    int (*run)(const uint8_t *data, size_t size);
+} ag_test_fuzz_target;
+
+static inline int ag_test_fuzz_one(const char *data, size_t len, void *ctx) {
+    return ((const ag_test_fuzz_target *)ctx)->run((const uint8_t *)data, len) == 0;
+}
+
+static inline int ag_test_fuzz_corpus(const char *dir, int (*run)(const uint8_t *data, size_t size)) {
+    ag_test_fuzz_target t = {run};
+    int valid;
+    return ag_test_for_each_file(dir, ag_test_fuzz_one, &t, &valid);
+}
+
 #endif

@@ -5,8 +5,9 @@
 # free_port         a free loopback TCP port
 # wait_http URL     poll URL until it answers 2xx (10 s)
 # completion_lua F  write a wrk script to F that POSTs a max_tokens=1 completion for model "bench"
-# start_nginx DIR PORT  nginx in the background ($! is its pid) serving DIR/www on 127.0.0.1:PORT with one
-#                   worker process (like our one loop thread), access log off, keep-alive unbounded
+# start_nginx DIR PORT [LISTEN_PARAMS]  nginx in the background ($! is its pid) serving DIR/www on
+#                   127.0.0.1:PORT with one worker process (like our one loop thread), access log off, keep-alive
+#                   unbounded; LISTEN_PARAMS (e.g. http2) go on its listen line
 
 measure() {
   wrk -t"$wthreads" -c"$conns" -d"$dur" --latency "$@" 2>&1 | awk '
@@ -34,7 +35,7 @@ LUA
 }
 
 start_nginx() {
-  local tmp=$1 port=$2
+  local tmp=$1 port=$2 params=${3:+ $3}
   chmod 755 "$tmp" # nginx workers run as an unprivileged user when started as root
   cat >"$tmp/nginx.conf" <<CONF
 worker_processes 1;
@@ -51,7 +52,7 @@ http {
   uwsgi_temp_path $tmp/nginx-uwsgi;
   scgi_temp_path $tmp/nginx-scgi;
   server {
-    listen 127.0.0.1:$port;
+    listen 127.0.0.1:$port$params;
     location / { root $tmp/www; default_type application/json; }
   }
 }

@@ -91,6 +91,8 @@ ag_cache_val *ag_cache_val_alloc(size_t len, uint64_t stored_ns) {
     atomic_init(&v->refs, 1);
     v->len = len;
     v->stored_ns = stored_ns;
+    v->aux = NULL;
+    v->aux_free = NULL;
     return v;
 }
 
@@ -106,7 +108,9 @@ ag_cache_val *ag_cache_val_retain(ag_cache_val *v) {
 }
 
 void ag_cache_val_release(ag_cache_val *v) {
-    if (v && atomic_fetch_sub(&v->refs, 1) == 1) free(v);
+    if (!v || atomic_fetch_sub(&v->refs, 1) != 1) return;
+    if (v->aux_free) v->aux_free(v->aux);
+    free(v);
 }
 
 /* ---- frequency sketch ----------------------------------------------------------------- */

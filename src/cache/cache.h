@@ -32,6 +32,10 @@ typedef struct ag_cache_val {
     atomic_int refs;
     size_t len;
     uint64_t stored_ns; /* when it was put: the Age header */
+    /* A form derived from the data that its user keeps with it (the server's coded bodies), set once on the
+     * thread that uses the value and freed with it; not counted in the cache's bytes. */
+    void *aux;
+    void (*aux_free)(void *aux);
     char data[];
 } ag_cache_val;
 

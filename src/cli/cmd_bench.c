@@ -12,6 +12,7 @@
 #include "base/clock.h"
 #include "base/str.h"
 #include "cli/cli.h"
+#include "http/coding.h"
 #include "json/json.h"
 #include "tools/loadgen.h"
 #include "tools/report.h"
@@ -55,6 +56,7 @@ static const char bench_usage[] =
     "  --no-stream           ask for whole responses (no TTFT/TPOT)\n"
     "  --ignore-eos          send ignore_eos: true (vLLM, llama.cpp) so outputs run to max_tokens\n"
     "  --seed S              prompts and arrivals (default 1)\n"
+    "  --compress gzip|zstd  send request bodies in that Content-Encoding\n"
     "Output:\n"
     "  --slo ttft=500ms,tpot=50ms,e2e=5s   goodput counts requests meeting all of them\n"
     "  --knee-throughput P --knee-latency P  knee thresholds (default 10%% and 50%%)\n"
@@ -146,6 +148,7 @@ typedef struct workload {
     double range_ratio;
     bool stream, ignore_eos;
     uint64_t seed;
+    ag_http_coding compress; /* request bodies sent in this Content-Encoding (identity: as they are) */
 } workload;
 
 static void add_request(ag_lg_requests *q, const char *method, const char *path, const workload *w, const char *body,
@@ -155,9 +158,16 @@ static void add_request(ag_lg_requests *q, const char *method, const char *path,
     ag_buf_appendf(&b, "%s %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: autoglm-bench\r\nAccept: */*\r\n", method, path,
                    w->host, w->port);
     if (w->api_key) ag_buf_appendf(&b, "Authorization: Bearer %s\r\n", w->api_key);
+    ag_buf coded;
+    ag_buf_init(&coded);
+    if (body && w->compress != AG_CODING_IDENTITY && ag_http_encode(w->compress, body, body_len, &coded) == AG_OK) {
+        ag_buf_appendf(&b, "Content-Encoding: %s\r\n", ag_http_coding_name(w->compress));
+        body = coded.data, body_len = coded.len;
+    }
     if (body) ag_buf_appendf(&b, "Content-Type: application/json\r\nContent-Length: %zu\r\n", body_len);
     ag_buf_append_str(&b, "\r\n");
     if (body) ag_buf_append(&b, body, body_len);
+    ag_buf_deinit(&coded);
     q->data = realloc(q->data, (q->n + 1) * sizeof *q->data);
     q->len = realloc(q->len, (q->n + 1) * sizeof *q->len);
     q->data[q->n] = ag_buf_detach(&b, &q->len[q->n]);
@@ -309,6 +319,10 @@ static void describe_run(run_text *t, const double *loads, int n, const workload
                  w->api, w->model, w->input_tokens, w->range_ratio, w->prefix_tokens, w->output_tokens,
                  w->stream ? "streamed" : "not streamed", w->ignore_eos ? ", ignore_eos" : "",
                  (unsigned long long)w->seed);
+    if (w->compress != AG_CODING_IDENTITY) {
+        size_t k2 = strlen(t->workload);
+        snprintf(t->workload + k2, sizeof t->workload - k2, ", request bodies in %s", ag_http_coding_name(w->compress));
+    }
     char a[32], b[32], c[32];
     int m = st->duration_ns ? snprintf(t->per_step, sizeof t->per_step, "%s measured", human_ns(st->duration_ns, a))
                             : snprintf(t->per_step, sizeof t->per_step, "%llu requests measured", (unsigned long long)st->requests);
@@ -347,6 +361,10 @@ int ag_cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--api-key") == 0) w.api_key = argv[++i];
         else if (strcmp(a, "--api") == 0) w.api = argv[++i];
         else if (strcmp(a, "--dataset") == 0) dataset = argv[++i];
+        else if (strcmp(a, "--compress") == 0) {
+            w.compress = ag_http_coding_parse(ag_str_from_cstr(argv[++i]));
+            if (w.compress != AG_CODING_GZIP && w.compress != AG_CODING_ZSTD) return USAGE("--compress must be gzip or zstd");
+        }
         else if (strcmp(a, "--json") == 0) json_path = argv[++i];
         else if (strcmp(a, "--csv") == 0) csv_path = argv[++i];
         else if (strcmp(a, "--report") == 0) report_path = argv[++i];

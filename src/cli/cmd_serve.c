@@ -41,6 +41,9 @@ static const char serve_usage[] =
     "  --max-requests-per-connection N\n"
     "                           close a keep-alive connection after its N-th response (0: never; default 0)\n"
     "  --drain-timeout D        on shutdown, wait up to D for running requests (default 30s)\n"
+    "  --tls-cert F, --tls-key F  serve TLS 1.2+ with this PEM certificate chain and key (ALPN h2, http/1.1)\n"
+    "  --compress-min-bytes N   gzip or zstd JSON answers of N bytes or more, as Accept-Encoding asks\n"
+    "                           (default 1024); streams only in zstd, when asked\n"
     "  --http2-max-streams N    concurrent HTTP/2 streams per connection; more are refused (default 128)\n"
     "  --http2-window N         each HTTP/2 stream's receive window in bytes (default 1048576)\n"
     "  --log-level L            debug, info, warn, error (default info)\n"
@@ -155,6 +158,11 @@ int ag_cmd_serve(int argc, char **argv) {
             i--;
         } else if (strcmp(a, "--max-requests-per-connection") == 0) {
             ok = ag_cli_int("serve", a, val, 0, 1L << 40, &v), o.max_requests_per_conn = (uint64_t)v;
+        } else if (strcmp(a, "--tls-cert") == 0 || strcmp(a, "--tls-key") == 0) {
+            if (!val || !*val) return ag_cli_usage_error("serve", "%s needs a PEM file", a);
+            *(a[6] == 'c' ? &o.tls_cert : &o.tls_key) = val;
+        } else if (strcmp(a, "--compress-min-bytes") == 0) {
+            ok = ag_cli_int("serve", a, val, 0, 1L << 40, &v), o.compress_min_bytes = (size_t)v;
         } else if (strcmp(a, "--http2-max-streams") == 0) {
             ok = ag_cli_int("serve", a, val, 1, 1 << 16, &v), o.http2_max_streams = (uint32_t)v;
         } else if (strcmp(a, "--http2-window") == 0) {
@@ -207,6 +215,7 @@ int ag_cmd_serve(int argc, char **argv) {
         i++;
     }
     if (!mo.path) return ag_cli_usage_error("serve", "needs --model M.gguf");
+    if (!o.tls_cert != !o.tls_key) return ag_cli_usage_error("serve", "--tls-cert and --tls-key go together");
     o.engine.model_path = mo.path;
     o.engine.n_threads = mo.params.n_threads;
     o.engine.ctx = mo.params.n_ctx;

@@ -22,7 +22,7 @@ static const double itl_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.0
 static const double e2e_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.3, 0.5, 0.8, 1,   1.5, 2,   2.5, 5,
                                     10,   15,    20,   30,  40,  50,  60,  120, 240, 480, 960, 1920};
 
-static const int statuses[AG_METRICS_N_STATUS - 1] = {100, 200, 400, 401, 404, 405, 408, 413, 414,
+static const int statuses[AG_METRICS_N_STATUS - 1] = {100, 200, 400, 401, 404, 405, 408, 413, 414, 415,
                                                        417, 429, 431, 500, 501, 503, 505, 0};
 
 static const char *const finish_names[AG_METRIC_FINISH_COUNT] = {"stop", "length", "abort", "error"};

@@ -17,7 +17,10 @@
  *
  * A connection whose first bytes are HTTP/2's client preface is handed to
  * h2.c; its requests are streams, conns of their own whose answers the
- * functions below frame through h2.c instead of as HTTP/1.1 text.
+ * functions below frame through h2.c instead of as HTTP/1.1 text.  Under
+ * TLS (tls.c) the socket's bytes are decrypted into the same buffer and the
+ * output encrypted on its way out.  Answers are coded (gzip, zstd) here too,
+ * as the request's Accept-Encoding allows (src/http/coding.c).
  *
  * A connection is freed only in libuv's close callbacks, never inside its
  * own callbacks.
@@ -78,10 +81,51 @@ static void on_write(uv_write_t *w, int status) {
 }
 
 /*
- * Hand c->out, then body[0..n) (bytes inside the shared value v, or none),
- * to the kernel in one writev.  What the socket does not take now waits in
- * libuv: c->out's rest as a copy, the body's in place with a reference on v,
- * so a cached answer is never copied however many clients it goes to.
+ * Hand head[0..hn), then body[0..n) (bytes inside the shared value v, or
+ * none), to the kernel in one writev.  What the socket does not take now
+ * waits in libuv: head's rest as a copy, the body's in place with a
+ * reference on v, so a cached answer is never copied however many clients it
+ * goes to.
+ */
+static void sock_write(conn *c, const char *head, size_t hn, const char *body, size_t n, ag_cache_val *v) {
+    uv_buf_t b[2];
+    unsigned nb = 0;
+    if (hn) b[nb++] = uv_buf_init((char *)head, (unsigned)hn);
+    if (n) b[nb++] = uv_buf_init((char *)body, (unsigned)n);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
+    if (r < 0 && r != UV_EAGAIN) {
+        ag_conn_close(c);
+        return;
+    }
+    size_t done = r > 0 ? (size_t)r : 0;
+    size_t out_rest = done < hn ? hn - done : 0;
+    size_t body_done = done > hn ? done - hn : 0;
+    if (out_rest || body_done < n) {
+        out_write *w = ag_xmalloc(sizeof *w + out_rest);
+        memcpy(w->copy, head + (hn - out_rest), out_rest);
+        w->body = body_done < n ? ag_cache_val_retain(v) : NULL;
+        w->req.data = c;
+        nb = 0;
+        if (out_rest) b[nb++] = uv_buf_init(w->copy, (unsigned)out_rest);
+        if (body_done < n) b[nb++] = uv_buf_init((char *)body + body_done, (unsigned)(n - body_done));
+        if (uv_write(&w->req, (uv_stream_t *)&c->tcp, b, nb, on_write) < 0) {
+            ag_cache_val_release(w->body);
+            free(w);
+            ag_conn_close(c);
+        }
+    }
+}
+
+/* What TLS has to send (handshake, alerts, close_notify) goes out now, ahead of anything after it. */
+static void send_wire(conn *c) {
+    ag_buf *w = &c->s->tls_wire;
+    if (w->len && !c->closed) sock_write(c, w->data, w->len, NULL, 0, NULL);
+    ag_buf_reset(w);
+}
+
+/*
+ * Hand c->out, then body[0..n) (bytes inside the shared value v), to the
+ * socket; over TLS both become records first, so the body is copied there.
  */
 void ag_conn_write(conn *c, const char *body, size_t n, ag_cache_val *v) {
     if (c->kind == CONN_STREAM) { /* DATA frames are built from the stream's output: the body is copied there */
@@ -93,33 +137,15 @@ void ag_conn_write(conn *c, const char *body, size_t n, ag_cache_val *v) {
         ag_conn_close(c);
         return;
     }
-    uv_buf_t b[2];
-    unsigned nb = 0;
-    if (c->out.len) b[nb++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    if (n) b[nb++] = uv_buf_init((char *)body, (unsigned)n);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
-    if (r < 0 && r != UV_EAGAIN) {
-        ag_conn_close(c);
+    if (c->tls) {
+        bool ok = ag_tls_send(c->tls, c->out.data, c->out.len, &c->s->tls_wire) &&
+                  ag_tls_send(c->tls, body, n, &c->s->tls_wire);
+        ag_buf_reset(&c->out);
+        send_wire(c);
+        if (!ok) ag_conn_close(c);
         return;
     }
-    size_t done = r > 0 ? (size_t)r : 0;
-    size_t out_rest = done < c->out.len ? c->out.len - done : 0;
-    size_t body_done = done > c->out.len ? done - c->out.len : 0;
-    if (out_rest || body_done < n) {
-        out_write *w = ag_xmalloc(sizeof *w + out_rest);
-        memcpy(w->copy, c->out.data + (c->out.len - out_rest), out_rest);
-        w->body = body_done < n ? ag_cache_val_retain(v) : NULL;
-        w->req.data = c;
-        nb = 0;
-        if (out_rest) b[nb++] = uv_buf_init(w->copy, (unsigned)out_rest);
-        if (body_done < n) b[nb++] = uv_buf_init((char *)body + body_done, (unsigned)(n - body_done));
-        if (uv_write(&w->req, (uv_stream_t *)&c->tcp, b, nb, on_write) < 0) {
-            ag_cache_val_release(w->body);
-            free(w);
-            ag_conn_close(c);
-            return;
-        }
-    }
+    sock_write(c, c->out.data, c->out.len, body, n, v);
     ag_buf_reset(&c->out);
 }
 
@@ -176,7 +202,16 @@ void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_
  */
 #define SSE_SIZE_DIGITS 8
 
-void ag_sse_open(conn *c, const char *extra) { ag_conn_write_head(c, 200, "text/event-stream", -1, extra); }
+/* Event streams are coded only in zstd, each event flushed (gzip's sync flush costs more per event). */
+void ag_sse_open(conn *c, const char *extra) {
+    ag_buf *hx = &c->s->coded_extra;
+    ag_buf_reset(hx);
+    if (extra) ag_buf_append_str(hx, extra);
+    ag_buf_append_str(hx, "Vary: Accept-Encoding\r\n");
+    if (c->coding_stream == AG_CODING_ZSTD && (c->sse_enc = ag_http_encoder_new(AG_CODING_ZSTD, true)))
+        ag_buf_append_str(hx, "Content-Encoding: zstd\r\n");
+    ag_conn_write_head(c, 200, "text/event-stream", -1, hx->err == AG_OK ? hx->data : extra);
+}
 
 ag_buf *ag_sse_event_begin(conn *c) {
     c->sse_at = c->out.len;
@@ -185,8 +220,23 @@ ag_buf *ag_sse_event_begin(conn *c) {
     return &c->out;
 }
 
+/* The open event's bytes, from its start to the end of out, replaced by their coded form (flushed). */
+static void code_event(conn *c, size_t at, bool last) {
+    ag_buf *z = &c->s->coded;
+    ag_buf_reset(z);
+    ag_status st = last ? ag_http_encoder_end(c->sse_enc, c->out.data + at, c->out.len - at, z)
+                        : ag_http_encoder_push(c->sse_enc, c->out.data + at, c->out.len - at, z);
+    if (st != AG_OK || z->err != AG_OK) {
+        c->out.err = AG_NOMEM; /* the stream cannot go on: the flush closes the connection */
+        return;
+    }
+    c->out.len = at;
+    ag_buf_append(&c->out, z->data, z->len);
+}
+
 void ag_sse_event_end(conn *c) {
     ag_buf_append(&c->out, "\n\n", 2);
+    if (c->sse_enc && c->out.err == AG_OK) code_event(c, c->sse_at + (c->chunked_out ? SSE_SIZE_DIGITS + 2 : 0), false);
     if (c->chunked_out && c->out.err == AG_OK) {
         size_t n = c->out.len - c->sse_at - (SSE_SIZE_DIGITS + 2);
         char size[SSE_SIZE_DIGITS + 1];
@@ -201,6 +251,17 @@ void ag_sse_event_end(conn *c) {
 void ag_sse_close(conn *c) {
     ag_buf_append_str(ag_sse_event_begin(c), "[DONE]");
     ag_sse_event_end(c);
+    if (c->sse_enc && c->out.err == AG_OK) { /* the coding's end, as one more chunk */
+        ag_sse_event_begin(c);
+        c->out.len -= 6; /* no "data: " in it */
+        code_event(c, c->sse_at + (c->chunked_out ? SSE_SIZE_DIGITS + 2 : 0), true);
+        if (c->chunked_out && c->out.err == AG_OK) {
+            char size[SSE_SIZE_DIGITS + 1];
+            snprintf(size, sizeof size, "%08zx", c->out.len - c->sse_at - (SSE_SIZE_DIGITS + 2));
+            memcpy(c->out.data + c->sse_at, size, SSE_SIZE_DIGITS);
+            ag_buf_append(&c->out, "\r\n", 2);
+        }
+    }
     if (c->chunked_out) ag_conn_send(c, "0\r\n\r\n", 5);
     ag_conn_request_done(c);
 }
@@ -230,6 +291,7 @@ void ag_conn_end(conn *c) {
     c->state = C_CLOSING;
     c->shutting = true;
     ag_conn_flush(c);
+    if (c->tls && !c->closed) ag_tls_shutdown(c->tls, &c->s->tls_wire), send_wire(c); /* close_notify */
     if (c->closed) return;
     c->shutdown.data = c;
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0) ag_conn_close(c);
@@ -245,6 +307,9 @@ void ag_conn_obs_finish(conn *c, int status) {
 void ag_conn_request_done(conn *c) {
     ag_conn_obs_finish(c, c->obs.status);
     c->n_served++;
+    ag_http_encoder_free(c->sse_enc);
+    c->sse_enc = NULL;
+    ag_buf_deinit(&c->body_dec);
     if (c->kind == CONN_STREAM) {
         ag_h2_stream_done(c);
         return;
@@ -266,10 +331,82 @@ void ag_conn_request_done(conn *c) {
     c->state = C_HEAD;
 }
 
-void ag_conn_respond(conn *c, int status, const char *ctype, const char *body, size_t len, const char *extra) {
-    ag_conn_write_head(c, status, ctype, (int64_t)len, extra);
-    if (!c->head_only) ag_conn_send(c, body, len);
+/* p1 then p2 in coding cod into s->coded, with the server's encoder for it; false when it cannot. */
+static bool encode_parts(server *s, ag_http_coding cod, const char *p1, size_t n1, const char *p2, size_t n2) {
+    if (!s->enc[cod] && !(s->enc[cod] = ag_http_encoder_new(cod, false))) return false;
+    ag_http_encoder_reset(s->enc[cod], n1 + n2);
+    ag_buf_reset(&s->coded);
+    return (!n1 || ag_http_encoder_push(s->enc[cod], p1, n1, &s->coded) == AG_OK) &&
+           ag_http_encoder_end(s->enc[cod], p2, n2, &s->coded) == AG_OK && s->coded.err == AG_OK;
+}
+
+/* A stored answer's tail (p2 inside v), coded once per coding and kept with the value (its aux). */
+typedef struct coded_tails {
+    bool made[AG_CODING_UNKNOWN];
+    ag_http_coded_tail t[AG_CODING_UNKNOWN];
+} coded_tails;
+
+static void coded_tails_free(void *p) {
+    coded_tails *ct = p;
+    for (int i = 0; i < AG_CODING_UNKNOWN; i++)
+        if (ct->made[i]) ag_http_coded_tail_free(&ct->t[i]);
+    free(ct);
+}
+
+/* p1 then v's tail p2 in coding cod into s->coded: the tail from v's coded forms, made on its first use. */
+static bool encode_with_tail(server *s, ag_http_coding cod, const char *p1, size_t n1, const char *p2, size_t n2,
+                             ag_cache_val *v) {
+    if (!v->aux) {
+        if (!(v->aux = ag_try_malloc(sizeof(coded_tails)))) return false;
+        memset(v->aux, 0, sizeof(coded_tails));
+        v->aux_free = coded_tails_free;
+    }
+    coded_tails *ct = v->aux;
+    if (!ct->made[cod]) {
+        if (ag_http_code_tail(cod, p2, n2, &ct->t[cod]) != AG_OK) {
+            ag_http_coded_tail_free(&ct->t[cod]);
+            return false;
+        }
+        ct->made[cod] = true;
+    }
+    ag_buf_reset(&s->coded);
+    return ag_http_code_with_tail(&ct->t[cod], p1, n1, &s->coded) == AG_OK;
+}
+
+void ag_conn_respond_parts(conn *c, int status, const char *ctype, const char *p1, size_t n1, const char *p2,
+                           size_t n2, ag_cache_val *v, const char *extra) {
+    server *s = c->s;
+    size_t total = n1 + n2;
+    bool codable = ctype && strcmp(ctype, "application/json") == 0 && total >= s->o->compress_min_bytes;
+    ag_http_coding cod = codable ? c->coding_whole : AG_CODING_IDENTITY;
+    ag_buf *hx = &s->coded_extra;
+    ag_buf_reset(hx);
+    if (extra) ag_buf_append_str(hx, extra);
+    if (codable) ag_buf_append_str(hx, "Vary: Accept-Encoding\r\n"); /* caches keep one answer per coding */
+    if (cod != AG_CODING_IDENTITY &&
+        (v && n2 ? encode_with_tail(s, cod, p1, n1, p2, n2, v) : encode_parts(s, cod, p1, n1, p2, n2))) {
+        ag_buf_appendf(hx, "Content-Encoding: %s\r\n", ag_http_coding_name(cod));
+        ag_conn_write_head(c, status, ctype, (int64_t)s->coded.len, hx->err == AG_OK ? hx->data : extra);
+        if (!c->head_only) ag_conn_send(c, s->coded.data, s->coded.len);
+    } else {
+        ag_conn_write_head(c, status, ctype, (int64_t)total, hx->err == AG_OK && hx->len ? hx->data : extra);
+        if (!c->head_only && n1) ag_conn_send(c, p1, n1);
+        if (!c->head_only && n2) ag_conn_write(c, p2, n2, v);
+    }
     ag_conn_request_done(c);
+}
+
+void ag_conn_server_deinit(server *s) {
+    ag_buf_deinit(&s->scratch);
+    ag_buf_deinit(&s->tls_wire);
+    ag_buf_deinit(&s->coded);
+    ag_buf_deinit(&s->coded_extra);
+    for (int i = 0; i < AG_CODING_UNKNOWN; i++) ag_http_encoder_free(s->enc[i]);
+    free(s->dirty);
+}
+
+void ag_conn_respond(conn *c, int status, const char *ctype, const char *body, size_t len, const char *extra) {
+    ag_conn_respond_parts(c, status, ctype, body, len, NULL, 0, NULL, extra);
 }
 
 void ag_conn_respond_json(conn *c, int status, const ag_buf *body, const char *extra) {
@@ -304,6 +441,10 @@ void ag_conn_fail(conn *c, int status, const char *reason) {
 }
 
 void ag_conn_obs_begin(conn *c, const ag_http_request *req) {
+    /* the codings the answer may use, read now: the head's bytes may move while the request is served */
+    ag_str ae = req ? ag_http_header_get(req, "accept-encoding") : (ag_str){NULL, 0};
+    c->coding_whole = ag_http_accept_pick(ae, 1u << AG_CODING_GZIP | 1u << AG_CODING_ZSTD);
+    c->coding_stream = ag_http_accept_pick(ae, 1u << AG_CODING_ZSTD);
     req_obs *q = &c->obs;
     ag_str tp = {NULL, 0}, xt = {NULL, 0};
     if (req) tp = ag_http_header_get(req, "traceparent"), xt = ag_http_header_get(req, "x-trace-id");
@@ -359,6 +500,9 @@ static void on_conn_closed(uv_handle_t *h) {
     if (--c->handles) return;
     ag_buf_deinit(&c->in);
     ag_buf_deinit(&c->out);
+    ag_buf_deinit(&c->body_dec);
+    ag_http_encoder_free(c->sse_enc); /* a stream whose client left */
+    ag_tls_free(c->tls);
     free(c->headers);
     free(c);
 }
@@ -446,6 +590,10 @@ void ag_conn_process(conn *c) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     conn *c = h->data;
+    if (c->tls) { /* ciphertext: OpenSSL takes it at once, the plaintext goes to c->in */
+        *buf = uv_buf_init(c->s->tls_rbuf, sizeof c->s->tls_rbuf);
+        return;
+    }
     if (ag_buf_reserve(&c->in, 65536) != AG_OK) {
         *buf = uv_buf_init(NULL, 0);
         return;
@@ -453,9 +601,35 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init(c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len - 1));
 }
 
+/* Got new bytes at the end of c->in (read there, or decrypted there). */
+static void on_bytes(conn *c, size_t got) {
+    if (c->kind == CONN_H2 && !c->shutting) { /* its peer's frames matter until the end: window updates */
+        c->in.len += got;
+        ag_h2_recv(c);
+        return;
+    }
+    if (c->state == C_CLOSING) return; /* lingering: dropped */
+    c->in.len += got;
+    c->in.data[c->in.len] = '\0';
+    if (c->n_served == 0 && c->state == C_HEAD) { /* HTTP/2 by prior knowledge opens with the client preface */
+        h2_preface p = ag_h2_sniff(c->in.data, c->in.len);
+        if (p == H2_PREFACE_PARTIAL) return;
+        if (p == H2_PREFACE_YES) {
+            ag_h2_start(c);
+            return;
+        }
+    }
+    if (c->state == C_BUSY) {
+        /* pipelined bytes wait; past a whole request's worth, stop reading until this one is done */
+        const ag_http_limits *lim = &c->s->o->limits;
+        if (c->in.len > lim->max_header_bytes + lim->max_body) uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    ag_conn_process(c);
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     conn *c = st->data;
-    (void)buf;
     if (n == UV_ENOBUFS) { /* no memory for the next read: this request cannot go on */
         if (c->state == C_BUSY || c->state == C_CLOSING || c->kind == CONN_H2) ag_conn_close(c);
         else {
@@ -471,29 +645,22 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
         return;
     }
     if (n == 0) return;
-    if (c->kind == CONN_H2 && !c->shutting) { /* its peer's frames matter until the end: window updates */
-        c->in.len += (size_t)n;
-        ag_h2_recv(c);
-        return;
-    }
-    if (c->state == C_CLOSING) return; /* lingering: dropped */
-    c->in.len += (size_t)n;
-    c->in.data[c->in.len] = '\0';
-    if (c->n_served == 0 && c->state == C_HEAD) { /* HTTP/2 by prior knowledge opens with the client preface */
-        h2_preface p = ag_h2_sniff(c->in.data, c->in.len);
-        if (p == H2_PREFACE_PARTIAL) return;
-        if (p == H2_PREFACE_YES) {
-            ag_h2_start(c);
+    size_t got = (size_t)n;
+    ag_tls_result tr = AG_TLS_OK;
+    if (c->tls) { /* decrypted into c->in, counted below like bytes read there */
+        if (c->shutting) return; /* lingering: dropped */
+        size_t at = c->in.len;
+        tr = ag_tls_recv(c->tls, buf->base, got, &c->in, &c->s->tls_wire);
+        send_wire(c);
+        if (tr == AG_TLS_FAILED || c->closed) {
+            ag_conn_close(c);
             return;
         }
+        got = c->in.len - at;
+        c->in.len = at;
     }
-    if (c->state == C_BUSY) {
-        /* pipelined bytes wait; past a whole request's worth, stop reading until this one is done */
-        const ag_http_limits *lim = &c->s->o->limits;
-        if (c->in.len > lim->max_header_bytes + lim->max_body) uv_read_stop(st);
-        return;
-    }
-    ag_conn_process(c);
+    if (got) on_bytes(c, got);
+    if (tr == AG_TLS_CLOSED && !c->closed) ag_conn_close(c); /* close_notify: as EOF */
 }
 
 static conn *conn_new(server *s) {
@@ -528,7 +695,7 @@ conn *ag_conn_open(server *s, uv_os_sock_t fd) {
 
 void ag_conn_accept(server *s, uv_stream_t *listener) {
     conn *c = conn_new(s);
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 || (s->tls && !(c->tls = ag_tls_new(s->tls)))) {
         ag_conn_close(c);
         return;
     }

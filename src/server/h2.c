@@ -1,8 +1,9 @@
 /*
  * h2.c - HTTP/2 on a connection, with nghttp2 (its 1.52 API, Debian 12's).
  *
- * A cleartext connection whose first bytes are the client preface ("PRI *
- * HTTP/2.0...", RFC 9113 §3.3, prior knowledge) becomes a CONN_H2 connection:
+ * A connection whose first bytes are the client preface ("PRI * HTTP/2.0...":
+ * prior knowledge in cleartext, RFC 9113 §3.3, or after ALPN h2 over TLS,
+ * whose plaintext is read the same way) becomes a CONN_H2 connection:
  * every byte it reads goes to nghttp2, and every request is a stream, a conn
  * of kind CONN_STREAM that the layers above serve exactly as they serve an
  * HTTP/1.1 request (see internal.h).  A stream collects its headers and body
@@ -130,6 +131,8 @@ void ag_h2_free_retired(server *s) {
         s->retired = st->next;
         ag_buf_deinit(&st->in);
         ag_buf_deinit(&st->out);
+        ag_buf_deinit(&st->body_dec);
+        ag_http_encoder_free(st->sse_enc); /* a stream whose client reset it */
         free(st->headers);
         free(st->fields);
         free(st);

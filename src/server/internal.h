@@ -9,6 +9,7 @@
  *   respcache.c the response cache's part of a generation: lookup, single flight, Redis
  *   exchange.c  one generation request's lifecycle (the state machine below) and engine events
  *   conn.c      connection I/O, HTTP/1.1 request reading and response framing, the SSE writer
+ *   tls.c       TLS under a connection's bytes (OpenSSL over memory BIOs), when the server has a certificate
  *   h2.c        HTTP/2 (nghttp2) on a connection that opened with the client preface: its streams
  *
  * conn.c knows nothing of generations: a connection that is serving one holds
@@ -31,12 +32,14 @@
 #include "base/map.h"
 #include "cache/cache.h"
 #include "cache/l2.h"
+#include "http/coding.h"
 #include "http/http.h"
 #include "obs/export.h"
 #include "obs/metrics.h"
 #include "obs/trace.h"
 #include "server/openai.h"
 #include "server/server.h"
+#include "server/tls.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,6 +82,7 @@ struct conn {
     size_t out_sent;   /* CONN_STREAM: bytes of out already framed as DATA */
     h2_fields *fields; /* CONN_STREAM: where its header fields sit in in while they arrive */
     uv_tcp_t tcp;
+    ag_tls *tls; /* NULL on a cleartext listener */
     uv_timer_t timer;
     uv_shutdown_t shutdown;
     server *s;
@@ -93,6 +97,9 @@ struct conn {
     ag_http_chunked chunks;
     size_t body_len, consumed; /* decoded body bytes (at in.data + head_len); request bytes of in */
     size_t sse_at;             /* c->out offset of the open SSE event's chunk-size field */
+    ag_http_coding coding_whole, coding_stream; /* what the request's Accept-Encoding allows, for each kind */
+    ag_http_encoder *sse_enc;  /* the current event stream's zstd coding, when the client asked for it */
+    ag_buf body_dec;           /* the current request's body decoded from its Content-Encoding */
     uint64_t t_start;          /* loop time of the current request's first byte; 0 between requests */
     uint64_t n_served;         /* requests answered on this connection */
     req_obs obs;
@@ -121,6 +128,11 @@ struct server {
     conn **dirty;
     size_t n_dirty, cap_dirty;
     conn *retired; /* HTTP/2 streams closed in this loop iteration, freed after it: a caller may still hold one */
+    ag_tls_ctx *tls;         /* --tls-cert/--tls-key: every connection speaks TLS; NULL: cleartext */
+    ag_buf tls_wire;         /* TLS bytes on their way to a socket (used and emptied within one call) */
+    ag_http_encoder *enc[AG_CODING_UNKNOWN]; /* whole-response encoders by coding, made when first needed */
+    ag_buf coded, coded_extra; /* a coded body and its head's extra lines (used within one call) */
+    char tls_rbuf[1 << 16];  /* a TLS connection's socket reads land here before OpenSSL takes them */
     ag_buf scratch;
     uint64_t n_requests;
     time_t date_at;
@@ -143,7 +155,8 @@ struct server {
 
 /* ---- conn.c: connections and HTTP/1.1 framing ---- */
 
-/* A request's observation starts (req: NULL when its head did not parse) and ends (metrics, log, span). */
+/* A request's observation starts (req: NULL when its head did not parse; its Accept-Encoding is noted too) and
+ * ends (metrics, log, span). */
 void ag_conn_obs_begin(conn *c, const ag_http_request *req);
 void ag_conn_obs_finish(conn *c, int status);
 /* A protocol error: answer it (and, on HTTP/1.1, close). */
@@ -170,11 +183,17 @@ void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_
 /* The current request is answered: account for it and go on with the next one (or end the connection). */
 void ag_conn_request_done(conn *c);
 void ag_conn_respond(conn *c, int status, const char *ctype, const char *body, size_t len, const char *extra);
+/* A whole answer whose body is p1 then p2 (p2 inside the shared value v, sent by reference when not coded);
+ * JSON of --compress-min-bytes or more goes out in the coding the client's Accept-Encoding prefers. */
+void ag_conn_respond_parts(conn *c, int status, const char *ctype, const char *p1, size_t n1, const char *p2,
+                           size_t n2, ag_cache_val *v, const char *extra);
 void ag_conn_respond_json(conn *c, int status, const ag_buf *body, const char *extra);
 void ag_conn_respond_error(conn *c, const ag_api_error *e);
 void ag_conn_respond_status(conn *c, int status, const char *type, const char *code, const char *msg,
                             const char *extra);
 void ag_conn_flush_dirty(server *s);
+/* What the connection layer keeps in the server (buffers, encoders, the dirty list), freed at its end. */
+void ag_conn_server_deinit(server *s);
 
 /*
  * The SSE stream writer: open sends the head; each event is begun, its JSON

@@ -30,10 +30,7 @@ bool ag_respcache_send_stored(conn *c, const exchange *x, ag_cache_val *v, const
     ag_buf open;
     ag_buf_init(&open);
     ag_api_response_open_write(&x->meta, &open);
-    ag_conn_write_head(c, 200, "application/json", (int64_t)(open.len + d.rest_len), extra);
-    ag_conn_send(c, open.data, open.len);
-    ag_conn_write(c, d.rest, d.rest_len, v);
-    ag_conn_request_done(c);
+    ag_conn_respond_parts(c, 200, "application/json", open.data, open.len, d.rest, d.rest_len, v, extra);
     ag_buf_deinit(&open);
     return true;
 }

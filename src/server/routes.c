@@ -235,13 +235,34 @@ void ag_route_dispatch(conn *c) {
                                "Retry-After: 1\r\n");
         return;
     }
+    size_t len = c->body_len;
+    ag_str ce = ag_http_header_get(req, "content-encoding");
+    if (ce.p && (r == R_CHAT || r == R_COMPLETIONS || r == R_TOKENIZE || r == R_DETOKENIZE)) {
+        /* a coded body: decoded whole before it is parsed, held to --max-body-bytes decoded (413) */
+        ag_http_coding cod = ag_http_coding_parse(ce);
+        ag_http_error herr;
+        if (cod == AG_CODING_UNKNOWN) {
+            ag_conn_respond_status(c, 415, "invalid_request_error", "unsupported_content_encoding",
+                                   "Unsupported Content-Encoding: send gzip, zstd or identity.",
+                                   "Accept-Encoding: gzip, zstd\r\n");
+            return;
+        }
+        if (cod != AG_CODING_IDENTITY) {
+            if (ag_http_decode(cod, body, len, s->o->limits.max_body, &c->body_dec, &herr) != AG_OK) {
+                ag_conn_respond_status(c, herr.status, herr.status == 503 ? "service_unavailable" : "invalid_request_error",
+                                       NULL, herr.reason, NULL);
+                return;
+            }
+            body = c->body_dec.data ? c->body_dec.data : "", len = c->body_dec.len;
+        }
+    }
     switch (r) {
     case R_MODELS: return route_models(c, (ag_str){NULL, 0});
     case R_MODEL: return route_models(c, (ag_str){req->path.p + 11, req->path.n - 11});
-    case R_CHAT: return ag_exchange_start(c, AG_API_CHAT, body, c->body_len);
-    case R_COMPLETIONS: return ag_exchange_start(c, AG_API_COMPLETION, body, c->body_len);
-    case R_TOKENIZE: return route_tokens(c, ag_api_tokenize, body, c->body_len);
+    case R_CHAT: return ag_exchange_start(c, AG_API_CHAT, body, len);
+    case R_COMPLETIONS: return ag_exchange_start(c, AG_API_COMPLETION, body, len);
+    case R_TOKENIZE: return route_tokens(c, ag_api_tokenize, body, len);
     case R_CACHE_STATS: return route_cache_stats(c);
-    default: return route_tokens(c, ag_api_detokenize, body, c->body_len);
+    default: return route_tokens(c, ag_api_detokenize, body, len);
     }
 }

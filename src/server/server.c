@@ -36,6 +36,7 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->idle_timeout_ms = 60000;
     o->drain_timeout_ms = 30000;
     o->http2_max_streams = 128; /* nginx's http2_max_concurrent_streams */
+    o->compress_min_bytes = 1024;
     o->http2_window = 1 << 20;
     o->trace_sample_ratio = 1.0;
     o->cache_ttl_s = 3600;
@@ -221,8 +222,10 @@ static int listen_on(server *s) {
     int len = sizeof bound;
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
     int port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
-    ag_logf(AG_LOG_INFO, "listening on http://%s:%d (model loading)", s->o->host, port);
-    if (s->o->log_file) fprintf(stderr, "autoglm serve: listening on http://%s:%d (model loading)\n", s->o->host, port);
+    const char *scheme = s->tls ? "https" : "http";
+    ag_logf(AG_LOG_INFO, "listening on %s://%s:%d (model loading)", scheme, s->o->host, port);
+    if (s->o->log_file)
+        fprintf(stderr, "autoglm serve: listening on %s://%s:%d (model loading)\n", scheme, s->o->host, port);
     return 0;
 }
 
@@ -276,6 +279,14 @@ int ag_server_run(const ag_server_opts *o) {
             goto done;
         }
     }
+    if (o->tls_cert) {
+        char msg[512];
+        if (!(s->tls = ag_tls_ctx_new(o->tls_cert, o->tls_key, msg, sizeof msg))) {
+            ag_logf(AG_LOG_ERROR, "%s", msg);
+            rc = 1;
+            goto done;
+        }
+    }
     if (listen_on(s) < 0) {
         close_handle((uv_handle_t *)&s->listener);
         uv_run(&s->loop, UV_RUN_DEFAULT);
@@ -314,8 +325,8 @@ done:
     ag_logq_destroy(s->logq);
     if (log_out != stderr) fclose(log_out);
     ag_map_deinit(&s->inflight);
-    ag_buf_deinit(&s->scratch);
-    free(s->dirty);
+    ag_conn_server_deinit(s);
+    ag_tls_ctx_free(s->tls);
     free(s);
     return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * server.h - `autoglm serve`: the OpenAI-compatible HTTP server (HTTP/1.1 and h2c).
+ * server.h - `autoglm serve`: the OpenAI-compatible HTTP server (HTTP/1.1 and HTTP/2, cleartext or TLS).
  *
  * One libuv loop thread owns every socket; the engine (include/autoglm/
  * engine.h) owns compute on its own thread.  The loop hands requests to the
@@ -31,7 +31,10 @@ typedef struct ag_server_opts {
     uint64_t max_requests_per_conn; /* the n-th response on a connection says Connection: close (nginx's
                                        keepalive_requests); 0: no limit */
     uint64_t drain_timeout_ms;
-    /* HTTP/2 (h2c by prior knowledge on the same listener) */
+    /* TLS: with both, every connection speaks TLS 1.2+ (ALPN h2, http/1.1); NULL: cleartext */
+    const char *tls_cert, *tls_key; /* PEM files: the certificate chain and its private key */
+    size_t compress_min_bytes; /* JSON answers this size or more go out in the coding Accept-Encoding asks for */
+    /* HTTP/2 (by the client preface, on the same listener) */
     uint32_t http2_max_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS; more are refused (REFUSED_STREAM) */
     uint32_t http2_window;      /* each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE), bytes */
     /* observability */

@@ -105,6 +105,12 @@ test('against autoglm serve: token accounting from usage, one bucket per request
       assert.ok(s.ttft_ms.p50 > 0 && s.ttft_ms.p50 <= s.e2e_ms.p50);
     }
     assert.equal(readFileSync(path.join(dir, 'out.csv'), 'utf8').trim().split('\n').length, 3);
+    for (const coding of ['gzip', 'zstd']) { // coded request bodies, decoded by the server
+      const z = bench(['--base-url', srv.url, '--model', 'llama2', '--concurrency', '2', '--requests', '4', '--output-tokens', '2',
+        '--compress', coding]);
+      assert.equal(z.code, 0, z.stderr);
+      assert.equal(z.json.steps[0].ok, 4, JSON.stringify(z.json.steps[0]));
+    }
     const bad = bench(['--base-url', srv.url, '--model', 'nope', '--concurrency', '2', '--requests', '4']);
     assert.equal(bad.code, 0);
     const s = bad.json.steps[0];

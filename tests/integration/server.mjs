@@ -20,17 +20,17 @@ export function startServer(args = [], { model = MODEL, waitReady = true } = {})
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let log = '';
-    let port = 0;
+    let port = 0, scheme = 'http';
     const exited = new Promise((res) => proc.on('exit', (code, signal) => res(code ?? signal)));
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 20000);
     proc.stderr.on('data', (d) => {
       log += d;
-      const m = /listening on http:\/\/[^:]+:(\d+)/.exec(log);
-      if (m) port = Number(m[1]);
+      const m = /listening on (https?):\/\/[^:]+:(\d+)/.exec(log);
+      if (m) scheme = m[1], port = Number(m[2]);
       if (port && (!waitReady || /ready:/.test(log))) {
         clearTimeout(timer);
         resolve({
-          proc, port, url: `http://127.0.0.1:${port}`, exited,
+          proc, port, url: `${scheme}://127.0.0.1:${port}`, exited,
           log: () => log,
           stop: async () => { proc.kill('SIGTERM'); return exited; },
         });

@@ -202,15 +202,9 @@ static void test_random_input(void **state) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #include "../../../fuzz/http_parse.c"
 
-static int replay(const char *data, size_t len, void *ctx) {
-    (void)ctx;
-    return LLVMFuzzerTestOneInput((const uint8_t *)data, len) == 0;
-}
-
 static void test_fuzz_corpus_replays(void **state) {
     (void)state;
-    int valid, files = ag_test_for_each_file(AG_SOURCE_DIR "/fuzz/corpus/http", replay, NULL, &valid);
-    assert_true(files > 0);
+    assert_true(ag_test_fuzz_corpus(AG_SOURCE_DIR "/fuzz/corpus/http", LLVMFuzzerTestOneInput) > 0);
 }
 
 int main(void) {
