@@ -165,6 +165,8 @@ static void make_request(conn *st) {
         else if (strcmp(name, ":authority") == 0) r->headers[r->n_headers++] = (ag_http_header){{"host", 4}, value};
         else if (name[0] != ':') r->headers[r->n_headers++] = (ag_http_header){{name, nl}, value};
     }
+    if (!r->target.p) r->target = (ag_str){"", 0}; /* CONNECT has no :path (nor does a head cut short at 431) */
+    if (!r->method.p) r->method = (ag_str){"", 0};
     const char *q = memchr(r->target.p, '?', r->target.n);
     r->path = (ag_str){r->target.p, q ? (size_t)(q - r->target.p) : r->target.n};
     r->query = q ? (ag_str){q + 1, r->target.n - r->path.n - 1} : (ag_str){r->target.p + r->target.n, 0};
