@@ -125,6 +125,14 @@ test('over HTTP/2 the same codings apply', async () => {
     assert.equal(r.head['content-encoding'], 'gzip');
     assert.equal(r.head['vary'], 'Accept-Encoding');
     assert.equal(JSON.parse(zlib.gunzipSync(r.body)).usage.completion_tokens, 300);
+    // a zstd event stream reset mid-way: its coder goes with the stream (the server's exit checks for leaks)
+    const req = s.request({ ':method': 'POST', ':path': '/v1/completions', 'content-type': 'application/json', 'accept-encoding': 'zstd' });
+    req.end(JSON.stringify({ ...big('h2 zstd stream'), max_tokens: 3000, stream: true }));
+    const head = await new Promise((resolve) => req.once('response', resolve));
+    assert.equal(head['content-encoding'], 'zstd');
+    await new Promise((resolve) => req.once('data', resolve));
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    assert.ok(await waitFor(async () => (await health(srv.url)).requests_running === 0, 3000));
   } finally {
     s.close();
   }
