@@ -234,16 +234,20 @@ static void code_event(conn *c, size_t at, bool last) {
     ag_buf_append(&c->out, z->data, z->len);
 }
 
-void ag_sse_event_end(conn *c) {
-    ag_buf_append(&c->out, "\n\n", 2);
-    if (c->sse_enc && c->out.err == AG_OK) code_event(c, c->sse_at + (c->chunked_out ? SSE_SIZE_DIGITS + 2 : 0), false);
+/* The open event ends: coded when the stream is, then framed as one chunk (its size patched in place). */
+static void event_finish(conn *c, bool last) {
+    if (c->sse_enc && c->out.err == AG_OK) code_event(c, c->sse_at + (c->chunked_out ? SSE_SIZE_DIGITS + 2 : 0), last);
     if (c->chunked_out && c->out.err == AG_OK) {
-        size_t n = c->out.len - c->sse_at - (SSE_SIZE_DIGITS + 2);
         char size[SSE_SIZE_DIGITS + 1];
-        snprintf(size, sizeof size, "%08zx", n);
+        snprintf(size, sizeof size, "%08zx", c->out.len - c->sse_at - (SSE_SIZE_DIGITS + 2));
         memcpy(c->out.data + c->sse_at, size, SSE_SIZE_DIGITS);
         ag_buf_append(&c->out, "\r\n", 2);
     }
+}
+
+void ag_sse_event_end(conn *c) {
+    ag_buf_append(&c->out, "\n\n", 2);
+    event_finish(c, false);
     if (c->closed) ag_buf_reset(&c->out); /* nothing will send it */
     else ag_conn_mark_dirty(c);
 }
@@ -254,13 +258,7 @@ void ag_sse_close(conn *c) {
     if (c->sse_enc && c->out.err == AG_OK) { /* the coding's end, as one more chunk */
         ag_sse_event_begin(c);
         c->out.len -= 6; /* no "data: " in it */
-        code_event(c, c->sse_at + (c->chunked_out ? SSE_SIZE_DIGITS + 2 : 0), true);
-        if (c->chunked_out && c->out.err == AG_OK) {
-            char size[SSE_SIZE_DIGITS + 1];
-            snprintf(size, sizeof size, "%08zx", c->out.len - c->sse_at - (SSE_SIZE_DIGITS + 2));
-            memcpy(c->out.data + c->sse_at, size, SSE_SIZE_DIGITS);
-            ag_buf_append(&c->out, "\r\n", 2);
-        }
+        event_finish(c, true);
     }
     if (c->chunked_out) ag_conn_send(c, "0\r\n\r\n", 5);
     ag_conn_request_done(c);
