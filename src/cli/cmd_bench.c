@@ -34,19 +34,23 @@ static const char bench_usage[] =
     "Load-test an OpenAI-compatible server (or any URL) step by step and report per step: req/s, output tok/s,\n"
     "p50/p99 latency, p99 time to first token and per output token, error rate and goodput; then the knee.\n"
     "Target:\n"
-    "  --base-url URL        the server, e.g. http://127.0.0.1:8080 (/v1/... is appended)\n"
+    "  --base-url URL        the server, e.g. http://127.0.0.1:8080 or https://... (/v1/... is appended)\n"
     "  --model NAME          the model to ask for (default: autoglm-tiny)\n"
     "  --api-key KEY         sent as Authorization: Bearer KEY\n"
     "  --api chat|completions  the endpoint (default chat)\n"
     "  --url URL             plain mode: GET (or --method POST --body FILE) any URL, no token accounting\n"
+    "  --http2               HTTP/2 (h2c by prior knowledge, or h2 by ALPN on https): every request a stream\n"
+    "  --connections N       HTTP/2: the connections the streams share (default 1)\n"
+    "  --insecure            https: take any certificate;  --cacert F: trust F's CAs instead of the system's\n"
     "Load (a comma-separated LIST is a sweep, one step per value):\n"
-    "  --concurrency LIST    closed loop: that many connections, each sending when its last request ends\n"
+    "  --concurrency LIST    closed loop: that many requests in flight, each followed by the next when it ends\n"
+    "                        (HTTP/1.1: one connection each; HTTP/2: streams over --connections)\n"
     "  --rate LIST           open loop: requests/s arriving on their own (latency from the intended send time)\n"
     "  --burstiness K        open loop: Gamma shape of arrival gaps (default 1: Poisson; < 1 burstier)\n"
     "  --duration D          measured time per step (ms, s, m suffixes); or --requests N per step\n"
     "  --warmup D            not counted, before each step's measurement (default 2s; 0 with --requests)\n"
     "  --timeout D           per request (default 60s)\n"
-    "  --max-connections N   open loop's connection cap (default 1024)\n"
+    "  --max-connections N   HTTP/1.1 open loop's connection cap (default 1024)\n"
     "Workload:\n"
     "  --input-tokens N      random prompt of about N tokens (words; usage reports the true count; default 128)\n"
     "  --output-tokens N     max_tokens (default 64)\n"
@@ -123,10 +127,12 @@ static bool parse_slo(const char *t, ag_lg_slo *slo) {
     return true;
 }
 
-/* http://host[:port][/path] into its parts; false for anything else (https is not spoken). */
-static bool parse_url(const char *url, char *host, size_t host_cap, int *port, const char **path) {
-    if (!url || strncmp(url, "http://", 7) != 0) return false;
-    const char *h = url + 7, *slash = strchr(h, '/'), *end = slash ? slash : h + strlen(h);
+/* http[s]://host[:port][/path] into its parts; false for anything else. */
+static bool parse_url(const char *url, char *host, size_t host_cap, int *port, bool *tls, const char **path) {
+    if (!url) return false;
+    *tls = strncmp(url, "https://", 8) == 0;
+    if (!*tls && strncmp(url, "http://", 7) != 0) return false;
+    const char *h = url + (*tls ? 8 : 7), *slash = strchr(h, '/'), *end = slash ? slash : h + strlen(h);
     const char *colon = h[0] == '[' ? strstr(h, "]:") : memchr(h, ':', (size_t)(end - h));
     if (colon && h[0] == '[') colon++;
     const char *hend = colon ? colon : end;
@@ -134,7 +140,7 @@ static bool parse_url(const char *url, char *host, size_t host_cap, int *port, c
     if (!hend || hend <= h || (size_t)(hend - h) >= host_cap) return false;
     memcpy(host, h, (size_t)(hend - h));
     host[hend - h] = 0;
-    *port = colon ? atoi(colon + 1) : 80;
+    *port = colon ? atoi(colon + 1) : *tls ? 443 : 80;
     *path = slash ? slash : "/";
     return *port > 0 && *port < 65536;
 }
@@ -142,8 +148,7 @@ static bool parse_url(const char *url, char *host, size_t host_cap, int *port, c
 /* ---- requests ------------------------------------------------------------------------- */
 
 typedef struct workload {
-    const char *host, *model, *api_key, *api, *path_prefix;
-    int port;
+    const char *model, *api_key, *api, *path_prefix;
     long input_tokens, output_tokens, prefix_tokens;
     double range_ratio;
     bool stream, ignore_eos;
@@ -153,25 +158,18 @@ typedef struct workload {
 
 static void add_request(ag_lg_requests *q, const char *method, const char *path, const workload *w, const char *body,
                         size_t body_len) {
-    ag_buf b;
-    ag_buf_init(&b);
-    ag_buf_appendf(&b, "%s %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: autoglm-bench\r\nAccept: */*\r\n", method, path,
-                   w->host, w->port);
-    if (w->api_key) ag_buf_appendf(&b, "Authorization: Bearer %s\r\n", w->api_key);
-    ag_buf coded;
-    ag_buf_init(&coded);
+    ag_buf h, coded;
+    ag_buf_init(&h), ag_buf_init(&coded);
+    ag_buf_append_str(&h, "User-Agent: autoglm-bench\r\nAccept: */*\r\n");
+    if (w->api_key) ag_buf_appendf(&h, "Authorization: Bearer %s\r\n", w->api_key);
     if (body && w->compress != AG_CODING_IDENTITY && ag_http_encode(w->compress, body, body_len, &coded) == AG_OK) {
-        ag_buf_appendf(&b, "Content-Encoding: %s\r\n", ag_http_coding_name(w->compress));
+        ag_buf_appendf(&h, "Content-Encoding: %s\r\n", ag_http_coding_name(w->compress));
         body = coded.data, body_len = coded.len;
     }
-    if (body) ag_buf_appendf(&b, "Content-Type: application/json\r\nContent-Length: %zu\r\n", body_len);
-    ag_buf_append_str(&b, "\r\n");
-    if (body) ag_buf_append(&b, body, body_len);
-    ag_buf_deinit(&coded);
-    q->data = realloc(q->data, (q->n + 1) * sizeof *q->data);
-    q->len = realloc(q->len, (q->n + 1) * sizeof *q->len);
-    q->data[q->n] = ag_buf_detach(&b, &q->len[q->n]);
-    q->n++;
+    if (body) ag_buf_append_str(&h, "Content-Type: application/json\r\n");
+    ag_buf_append_char(&h, '\0');
+    ag_lg_requests_add(q, method, path, h.data, body, body_len);
+    ag_buf_deinit(&h), ag_buf_deinit(&coded);
 }
 
 static uint64_t rnd(uint64_t *s) {
@@ -306,6 +304,7 @@ typedef struct run_text {
 
 static void describe_run(run_text *t, const double *loads, int n, const workload *w, const char *url,
                          const char *method, const char *dataset, size_t n_reqs, const ag_lg_step *st) {
+    const ag_lg_target *tg = st->target;
     size_t k = 0;
     for (int i = 0; i < n && k < sizeof t->steps; i++)
         k += (size_t)snprintf(t->steps + k, sizeof t->steps - k, "%s%g", i ? ", " : "", loads[i]);
@@ -329,8 +328,17 @@ static void describe_run(run_text *t, const double *loads, int n, const workload
     m += snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, " after %s warm-up, timeout %s",
                   human_ns(st->warmup_ns, b), human_ns(st->timeout_ns, c));
     if (!st->concurrency)
-        snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, ", arrivals %s (burstiness %g), at most %d connections",
-                 st->burstiness == 1 ? "Poisson" : "Gamma", st->burstiness, st->max_connections);
+        m += snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, ", arrivals %s (burstiness %g)",
+                      st->burstiness == 1 ? "Poisson" : "Gamma", st->burstiness);
+    if (tg->http2)
+        snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, ", HTTP/2%s over %d connection%s", tg->tls ? " (TLS)" : "",
+                 tg->connections, tg->connections == 1 ? "" : "s");
+    else if (st->concurrency)
+        snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, ", HTTP/1.1%s, a connection per request in flight",
+                 tg->tls ? " (TLS)" : "");
+    else
+        snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, ", HTTP/1.1%s, at most %d connections",
+                 tg->tls ? " (TLS)" : "", st->max_connections);
 }
 
 int ag_cmd_bench(int argc, char **argv) {
@@ -342,6 +350,7 @@ int ag_cmd_bench(int argc, char **argv) {
     long requests = 0, max_conn = 1024, v;
     uint64_t duration = 0, warmup = UINT64_MAX, timeout = 60000000000ull;
     ag_lg_slo slo = {0};
+    ag_lg_target tg = {.connections = 0};
     bool has_slo = false, self_test = false;
     ag_testsrv_opts ts = {.port = 0, .delay_ms = 0, .chunks = 0, .chunk_interval_ms = 0};
     for (int i = 0; i < argc; i++) {
@@ -352,6 +361,8 @@ int ag_cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--self-test-server") == 0) self_test = true;
         else if (strcmp(a, "--no-stream") == 0) w.stream = false;
         else if (strcmp(a, "--ignore-eos") == 0) w.ignore_eos = true;
+        else if (strcmp(a, "--http2") == 0) tg.http2 = true;
+        else if (strcmp(a, "--insecure") == 0) tg.insecure = true;
         else if (!val) return USAGE("unknown option '%s' or it needs a value (try 'autoglm bench --help')", a);
         else if (strcmp(a, "--base-url") == 0) base_url = argv[++i];
         else if (strcmp(a, "--url") == 0) url = argv[++i];
@@ -361,6 +372,7 @@ int ag_cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--api-key") == 0) w.api_key = argv[++i];
         else if (strcmp(a, "--api") == 0) w.api = argv[++i];
         else if (strcmp(a, "--dataset") == 0) dataset = argv[++i];
+        else if (strcmp(a, "--cacert") == 0) tg.cacert = argv[++i];
         else if (strcmp(a, "--compress") == 0) {
             w.compress = ag_http_coding_parse(ag_str_from_cstr(argv[++i]));
             if (w.compress != AG_CODING_GZIP && w.compress != AG_CODING_ZSTD) return USAGE("--compress must be gzip or zstd");
@@ -386,10 +398,12 @@ int ag_cmd_bench(int argc, char **argv) {
                    strcmp(a, "--prefix-tokens") == 0) {
             if (!ag_cli_int("bench", a, argv[++i], a[2] == 'p' ? 0 : 1, 1 << 20, &v)) return AG_EXIT_USAGE;
             *(a[2] == 'i' ? &w.input_tokens : a[2] == 'o' ? &w.output_tokens : &w.prefix_tokens) = v;
-        } else if (strcmp(a, "--max-connections") == 0 || strcmp(a, "--port") == 0 || strcmp(a, "--chunks") == 0) {
-            if (!ag_cli_int("bench", a, argv[++i], a[2] == 'm' ? 1 : 0, a[2] == 'p' ? 65535 : 1 << 20, &v))
+        } else if (strcmp(a, "--max-connections") == 0 || strcmp(a, "--port") == 0 || strcmp(a, "--chunks") == 0 ||
+                   strcmp(a, "--connections") == 0) {
+            if (!ag_cli_int("bench", a, argv[++i], a[2] == 'p' || a[3] == 'h' ? 0 : 1, a[2] == 'p' ? 65535 : 1 << 20, &v))
                 return AG_EXIT_USAGE;
             if (a[2] == 'm') max_conn = v;
+            else if (a[3] == 'o') tg.connections = (int)v;
             else *(a[2] == 'p' ? &ts.port : &ts.chunks) = (int)v;
         } else if (strcmp(a, "--seed") == 0) {
             if (ag_str_parse_u64(ag_str_from_cstr(argv[++i]), &w.seed) != AG_OK) return USAGE("--seed needs a whole number");
@@ -416,11 +430,16 @@ int ag_cmd_bench(int argc, char **argv) {
     if (strcmp(w.api, "chat") != 0 && strcmp(w.api, "completions") != 0) return USAGE("--api must be chat or completions");
     if (w.prefix_tokens > w.input_tokens) return USAGE("--prefix-tokens must not exceed --input-tokens");
     if (warmup == UINT64_MAX) warmup = requests ? 0 : 2000000000ull;
+    if (tg.connections && !tg.http2)
+        return USAGE("--connections needs --http2 (HTTP/1.1 opens a connection per request in flight)");
+    if (!tg.connections) tg.connections = 1;
     char host[256], msg[256];
     const char *path;
-    if (!parse_url(base_url ? base_url : url, host, sizeof host, &w.port, &path))
-        return USAGE("%s must be http://HOST[:PORT][/PATH] (https is not supported)", base_url ? "--base-url" : "--url");
-    w.host = host;
+    if (!parse_url(base_url ? base_url : url, host, sizeof host, &tg.port, &tg.tls, &path))
+        return USAGE("%s must be http[s]://HOST[:PORT][/PATH]", base_url ? "--base-url" : "--url");
+    if ((tg.insecure || tg.cacert) && !tg.tls) return USAGE("--insecure and --cacert are for https:// targets");
+    if (tg.insecure && tg.cacert) return USAGE("--insecure and --cacert exclude each other");
+    tg.host = host;
     char prefix[256] = "";
     if (base_url) { /* a trailing /v1 is the API's, which we add */
         snprintf(prefix, sizeof prefix, "%s", strcmp(path, "/") == 0 ? "" : path);
@@ -456,7 +475,7 @@ int ag_cmd_bench(int argc, char **argv) {
     run_text text;
     ag_lg_step shape = {.concurrency = n_conc ? 1 : 0, .burstiness = burstiness, .duration_ns = duration,
                         .requests = (uint64_t)requests, .warmup_ns = warmup, .timeout_ns = timeout,
-                        .max_connections = (int)max_conn};
+                        .max_connections = (int)max_conn, .target = &tg};
     describe_run(&text, n_conc ? conc : rates, n_steps, &w, url, method, dataset, reqs.n, &shape);
     char started[32];
     time_t now = time(NULL);
@@ -473,7 +492,7 @@ int ag_cmd_bench(int argc, char **argv) {
         double load = n_conc ? conc[i] : rates[i];
         char label[64];
         snprintf(label, sizeof label, "step %d/%d, %s %g", i + 1, n_steps, run.mode, load);
-        ag_lg_step st = {.host = host, .port = w.port, .reqs = &reqs, .concurrency = n_conc ? (int)load : 0,
+        ag_lg_step st = {.target = &tg, .reqs = &reqs, .concurrency = n_conc ? (int)load : 0,
                          .rate = n_conc ? 0 : load, .burstiness = burstiness, .duration_ns = duration,
                          .requests = (uint64_t)requests, .warmup_ns = warmup, .timeout_ns = timeout,
                          .max_connections = (int)max_conn, .seed = w.seed + (uint64_t)i, .slo = slo, .openai = !url, .progress = tty,
@@ -490,6 +509,7 @@ int ag_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "%s: %.1f req/s, %.1f output tok/s, p99 %.1f ms, %llu of %llu ok%s\n", label, s.req_s,
                 s.out_tok_s, s.e2e[4], (unsigned long long)run.rows[i].r.ok, (unsigned long long)run.rows[i].r.counted,
                 run.rows[i].r.interrupted ? " (interrupted)" : "");
+        if (run.rows[i].r.conn_why[0]) fprintf(stderr, "%s: first connection error: %s\n", label, run.rows[i].r.conn_why);
     }
     run.wall_s = (double)(ag_clock_mono_ns() - t0) / 1e9;
     if (run.n) {
@@ -518,7 +538,7 @@ int ag_cmd_bench(int argc, char **argv) {
             }
         }
     }
-    for (size_t i = 0; i < reqs.n; i++) free(reqs.data[i]);
-    free(reqs.data), free(reqs.len), free(run.rows);
+    ag_lg_requests_free(&reqs);
+    free(run.rows);
     return rc;
 }

@@ -693,7 +693,7 @@ conn *ag_conn_open(server *s, uv_os_sock_t fd) {
 
 void ag_conn_accept(server *s, uv_stream_t *listener) {
     conn *c = conn_new(s);
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 || (s->tls && !(c->tls = ag_tls_new(s->tls)))) {
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 || (s->tls && !(c->tls = ag_tls_new(s->tls, NULL)))) {
         ag_conn_close(c);
         return;
     }

@@ -8,8 +8,8 @@
  *   routes.c    dispatch of a complete request to its handler; the small routes
  *   respcache.c the response cache's part of a generation: lookup, single flight, Redis
  *   exchange.c  one generation request's lifecycle (the state machine below) and engine events
- *   conn.c      connection I/O, HTTP/1.1 request reading and response framing, the SSE writer
- *   tls.c       TLS under a connection's bytes (OpenSSL over memory BIOs), when the server has a certificate
+ *   conn.c      connection I/O, HTTP/1.1 request reading and response framing, the SSE writer; with a
+ *               certificate, TLS under the connection's bytes (src/http/tls.c, OpenSSL over memory BIOs)
  *   h2.c        HTTP/2 (nghttp2) on a connection that opened with the client preface: its streams
  *
  * conn.c knows nothing of generations: a connection that is serving one holds
@@ -39,7 +39,7 @@
 #include "obs/trace.h"
 #include "server/openai.h"
 #include "server/server.h"
-#include "server/tls.h"
+#include "http/tls.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -281,7 +281,7 @@ int ag_server_run(const ag_server_opts *o) {
     }
     if (o->tls_cert) {
         char msg[512];
-        if (!(s->tls = ag_tls_ctx_new(o->tls_cert, o->tls_key, msg, sizeof msg))) {
+        if (!(s->tls = ag_tls_ctx_new_server(o->tls_cert, o->tls_key, msg, sizeof msg))) {
             ag_logf(AG_LOG_ERROR, "%s", msg);
             rc = 1;
             goto done;

@@ -1,10 +1,16 @@
 /*
  * loadgen.h - the load generator behind `autoglm bench`: one libuv loop
- * driving HTTP/1.1 keep-alive connections at a target, in closed loop (N
- * connections, each sending its next request when the last one ends) or open
- * loop (requests arrive at a rate, Poisson or Gamma-distributed, and each one's
- * latency runs from its intended send time, so a stalled server cannot hide
- * the queue it causes: no coordinated omission).
+ * driving connections at a target, in closed loop (N requests in flight, each
+ * one followed by the next when it ends) or open loop (requests arrive at a
+ * rate, Poisson or Gamma-distributed, and each one's latency runs from its
+ * intended send time, so a stalled server cannot hide the queue it causes: no
+ * coordinated omission).
+ *
+ * Over HTTP/1.1 a connection carries one request at a time (keep-alive, no
+ * pipelining), so there are as many connections as requests in flight.  Over
+ * HTTP/2 (nghttp2) every request is a stream multiplexed over a fixed number
+ * of connections, each new one going to the connection carrying the fewest.
+ * Either may run over TLS (https:// targets).
  *
  * Responses are read as they stream: for OpenAI streams (SSE) the time of
  * every chunk carrying output text is taken, giving time to first token, the
@@ -23,12 +29,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* What to send: ready-made HTTP/1.1 requests (head and body), used in turn. */
+/* One request to send; the loop adds the Host (:authority), and Content-Length when there is a body. */
+typedef struct ag_lg_request {
+    char *method, *path;
+    char *headers; /* more header lines, "Name: value\r\n" each */
+    char *body;    /* NULL: none */
+    size_t body_len;
+} ag_lg_request;
+
+/* What to send, used in turn. */
 typedef struct ag_lg_requests {
-    char **data;
-    size_t *len;
+    ag_lg_request *v;
     size_t n;
 } ag_lg_requests;
+
+/* Copies of the arguments appended (body may be NULL); ag_lg_requests_free frees them all. */
+void ag_lg_requests_add(ag_lg_requests *q, const char *method, const char *path, const char *headers, const char *body,
+                        size_t body_len);
+void ag_lg_requests_free(ag_lg_requests *q);
+
+/* Where the requests go and how. */
+typedef struct ag_lg_target {
+    const char *host;    /* a numeric address or a name */
+    int port;
+    bool tls;            /* https */
+    bool insecure;       /* TLS: take any certificate */
+    const char *cacert;  /* TLS: trust these CAs instead of the system's */
+    bool http2;          /* HTTP/2: prior knowledge on cleartext, ALPN h2 over TLS */
+    int connections;     /* HTTP/2: the connections the streams share */
+} ag_lg_target;
 
 /* Service-level objectives for goodput; 0 leaves one out. */
 typedef struct ag_lg_slo {
@@ -36,8 +65,7 @@ typedef struct ag_lg_slo {
 } ag_lg_slo;
 
 typedef struct ag_lg_step {
-    const char *host; /* a numeric address or a name */
-    int port;
+    const ag_lg_target *target;
     const ag_lg_requests *reqs;
     int concurrency;     /* closed loop when > 0 */
     double rate;         /* open loop (requests/s) when > 0 */
@@ -46,7 +74,7 @@ typedef struct ag_lg_step {
     uint64_t requests;   /* measured requests when duration_ns is 0 */
     uint64_t warmup_ns;  /* requests started before this are not counted */
     uint64_t timeout_ns; /* per request */
-    int max_connections; /* open loop's cap; arrivals beyond it wait (their wait counts) */
+    int max_connections; /* HTTP/1.1 open loop's cap; arrivals beyond it wait (their wait counts) */
     uint64_t seed;
     ag_lg_slo slo;
     bool openai;         /* read usage and stream chunks from bodies (off for plain URLs) */
@@ -65,14 +93,15 @@ typedef struct ag_lg_result {
     } statuses[AG_LG_STATUS_SLOTS]; /* non-2xx statuses seen, first ones */
     uint64_t good;                  /* ok and within every SLO */
     uint64_t in_tokens, out_tokens; /* from usage, when responses have it */
-    uint64_t bytes;                 /* response bytes read */
+    uint64_t bytes;                 /* response bytes read (HTTP/2: header fields and DATA payloads) */
     double seconds;                 /* from the window's start to the last counted request's end */
     ag_hist e2e, ttft, tpot, itl;   /* microseconds; ttft/tpot/itl only when measurable */
     bool interrupted;               /* Ctrl-C */
     char server[64];                /* the first response's Server header (a report names the target's version) */
+    char conn_why[160];             /* the first connection error's cause (refused, a TLS alert, no h2 by ALPN) */
 } ag_lg_result;
 
-/* Run one step; AG_EINVAL with msg when the target cannot be resolved. */
+/* Run one step; AG_EINVAL with msg when the target cannot be resolved or its TLS settings cannot be used. */
 ag_status ag_lg_run(const ag_lg_step *s, ag_lg_result *r, char *msg, size_t msg_cap);
 
 /* Ask a running ag_lg_run to stop (async-signal-safe). */

@@ -165,6 +165,7 @@ void ag_bench_json(const ag_bench_run *run, ag_buf *out) {
     ag_jw_obj_begin(&w);
     ag_jw_keyc(&w, "target"), ag_jw_strc(&w, run->target);
     ag_jw_keyc(&w, "mode"), ag_jw_strc(&w, run->mode);
+    if (run->per_step) ag_jw_keyc(&w, "each_step"), ag_jw_strc(&w, run->per_step);
     ag_jw_keyc(&w, "steps");
     ag_jw_arr_begin(&w);
     for (size_t i = 0; i < run->n; i++) {
@@ -176,6 +177,7 @@ void ag_bench_json(const ag_bench_run *run, ag_buf *out) {
         JINT("requests", r->counted), JINT("ok", r->ok), JINT("http_errors", r->http_error);
         JINT("timeouts", r->timeout), JINT("connection_errors", r->conn_error), JINT("protocol_errors", r->proto_error);
         JINT("aborted", r->aborted);
+        if (r->conn_why[0]) ag_jw_keyc(&w, "first_connection_error"), ag_jw_strc(&w, r->conn_why);
         ag_jw_keyc(&w, "statuses");
         ag_jw_obj_begin(&w);
         for (int j = 0; j < AG_LG_STATUS_SLOTS && r->statuses[j].status; j++) {

@@ -7,8 +7,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { execFileSync } from 'node:child_process';
-import { startServer, postJSON, sseEvents, health, waitFor, MODEL_NAME, EOS } from './server.mjs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startServer, postJSON, sseEvents, health, waitFor, BIN, MODEL_NAME, EOS } from './server.mjs';
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
@@ -304,6 +307,45 @@ test('a broken preface or garbage after it ends that connection only', async () 
     c.socket.destroy();
   }
   assert.equal((await health(srv.url)).status, 'ok');
+});
+
+// autoglm bench as an HTTP/2 client: its requests are streams over --connections, and the server's own counters
+// say so (curl reads /metrics on a connection of its own, which the accepted count includes).
+function benchH2(url, args) {
+  const json = path.join(mkdtempSync(path.join(tmpdir(), 'ag-h2bench-')), 'run.json');
+  const r = spawnSync(BIN, ['bench', '--base-url', url, '--model', MODEL_NAME, '--http2', ...args, '--json', json], { encoding: 'utf8', timeout: 120000 });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(readFileSync(json, 'utf8'));
+}
+function counts(url) { // one connection, counted in what it reads
+  const t = execFileSync('curl', ['-s', `${url}/metrics`], { encoding: 'utf8' });
+  const v = (re) => Number(re.exec(t)?.[1] ?? 0);
+  return { conns: v(/^autoglm_http_connections_accepted_total (\S+)$/m),
+    chats: v(/^autoglm_http_requests_total\{route="\/v1\/chat\/completions",status="200",protocol="h2"\} (\S+)$/m) };
+}
+
+test('autoglm bench --http2: 12 streams over 2 connections to a server that allows 4 each; every request answered', () => {
+  const before = counts(srv1.url);
+  const run = benchH2(srv1.url, ['--connections', '2', '--concurrency', '12', '--requests', '36', '--output-tokens', '4']);
+  const s = run.steps[0];
+  assert.equal(s.requests, 36);
+  assert.equal(s.ok, 36, JSON.stringify(s));
+  assert.ok(s.ttft_ms.p50 > 0, 'streamed: a time to first token');
+  assert.match(run.each_step, /HTTP\/2 over 2 connections/);
+  const after = counts(srv1.url);
+  assert.equal(after.chats - before.chats, 36);
+  assert.equal(after.conns - before.conns, 2 + 1);
+});
+
+test('autoglm bench --http2 --timeout: a late stream is reset (the server cancels it), the connection serves on', async () => {
+  const before = counts(srv.url);
+  const run = benchH2(srv.url, ['--concurrency', '2', '--requests', '4', '--output-tokens', '3000', '--ignore-eos',
+    '--timeout', '300ms']);
+  const s = run.steps[0];
+  assert.equal(s.timeouts, 4, JSON.stringify(s));
+  assert.equal(s.connection_errors + s.protocol_errors, 0);
+  assert.equal(counts(srv.url).conns - before.conns, 1 + 1);
+  assert.ok(await waitFor(async () => (await health(srv.url)).requests_running === 0, 5000), 'a reset stream kept generating');
 });
 
 test('drain: GOAWAY on SIGTERM, the stream in flight finishes, exit 0', async () => {

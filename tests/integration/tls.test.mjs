@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
@@ -146,4 +146,24 @@ test('a missing or bad certificate or key, or a mismatched pair: one line naming
   const r = spawnSync(BIN, ['serve', '--model', MODEL, '--tls-cert', cert], { encoding: 'utf8' });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /--tls-cert and --tls-key go together/);
+});
+
+test('autoglm bench over https: h2 by ALPN or HTTP/1.1, trusting --cacert or --insecure; an unknown CA is refused with the reason', () => {
+  const bench = (...args) => {
+    const json = path.join(dir, 'bench.json');
+    const r = spawnSync(BIN, ['bench', '--base-url', srv.url, '--model', MODEL_NAME, '--concurrency', '2', '--requests', '6', '--output-tokens', '3',
+      ...args, '--json', json], { encoding: 'utf8', timeout: 120000 });
+    assert.equal(r.status, 0, r.stderr);
+    return { step: JSON.parse(readFileSync(json, 'utf8')).steps[0], stderr: r.stderr };
+  };
+  for (const args of [['--http2', '--cacert', cert], ['--cacert', cert], ['--http2', '--insecure'], ['--insecure']])
+    assert.equal(bench(...args).step.ok, 6, args.join(' '));
+  const refused = bench('--http2'); // the system's CAs do not know ours
+  assert.equal(refused.step.ok, 0);
+  assert.equal(refused.step.connection_errors, 6);
+  assert.match(refused.stderr, /first connection error: TLS: certificate verify failed: self-signed certificate/);
+  const plain = spawnSync(BIN, ['bench', '--base-url', srv.url.replace('https', 'http'), '--insecure', '--concurrency', '1',
+    '--requests', '1'], { encoding: 'utf8' });
+  assert.equal(plain.status, 2);
+  assert.match(plain.stderr, /--insecure and --cacert are for https:\/\/ targets/);
 });

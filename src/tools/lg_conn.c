@@ -1,0 +1,352 @@
+/*
+ * lg_conn.c - one of the load generator's connections (see lg.h): TCP on
+ * the step's libuv loop, TLS (http/tls.c, OpenSSL over memory BIOs) when the
+ * target is https, and its lifecycle, CONNECTING -> (HANDSHAKING ->) OPEN ->
+ * CLOSING.  Over HTTP/2 its plaintext goes to lg_h2.c; over HTTP/1.1 it
+ * reads the response to its one request here: the head, then the body by
+ * Content-Length, chunked, or to EOF.
+ *
+ * Writes go through one buffer being filled (out) and one being written
+ * (wbuf), swapped when a write completes, so a connection has at most one
+ * write in flight and no allocation per request.
+ */
+#define _GNU_SOURCE /* memmem */
+#include "tools/lg.h"
+
+#include "base/str.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- HTTP/1.1 responses ------------------------------------------------------------------ */
+
+typedef struct head_fields {
+    ag_str content_length, transfer_encoding, content_type, connection, server;
+} head_fields;
+
+/* The response head's fields we act on, in one pass over its lines. */
+static void read_head(const char *head, size_t len, head_fields *f) {
+    static const struct {
+        const char *name;
+        size_t n, off;
+    } want[] = {{"content-length", 14, offsetof(head_fields, content_length)},
+                {"transfer-encoding", 17, offsetof(head_fields, transfer_encoding)},
+                {"content-type", 12, offsetof(head_fields, content_type)},
+                {"connection", 10, offsetof(head_fields, connection)},
+                {"server", 6, offsetof(head_fields, server)}};
+    memset(f, 0, sizeof *f);
+    const char *p = memchr(head, '\n', len), *end = head + len;
+    while (p && ++p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p)), *colon;
+        if (!eol) break;
+        if ((colon = memchr(p, ':', (size_t)(eol - p))))
+            for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+                if ((size_t)(colon - p) == want[i].n && strncasecmp(p, want[i].name, want[i].n) == 0) {
+                    ag_str *v = (ag_str *)((char *)f + want[i].off);
+                    *v = ag_str_trim((ag_str){colon + 1, (size_t)(eol - colon - 1)});
+                }
+        p = eol;
+    }
+}
+
+/* Returns false on a protocol error; sets c->done when the response is complete. */
+static bool parse_response(lg_conn *c) {
+    lg_xchg *x = c->x;
+    char *d = c->in.data;
+    if (!c->head_done) {
+        char *e = memmem(d, c->in.len, "\r\n\r\n", 4);
+        if (!e) return c->in.len < 65536;
+        if (c->in.len < 12 || memcmp(d, "HTTP/1.", 7) != 0) return false;
+        x->status = atoi(d + 9);
+        size_t hl = (size_t)(e - d) + 4;
+        head_fields h;
+        read_head(d, hl, &h);
+        ag_str cl = h.content_length, te = h.transfer_encoding, ct = h.content_type, cn = h.connection;
+        c->chunked = te.n && ag_str_eq_cstr(te, "chunked");
+        x->sse = ct.n >= 17 && strncmp(ct.p, "text/event-stream", 17) == 0;
+        c->close_after = cn.n && strncasecmp(cn.p, "close", 5) == 0;
+        lg_note_server(c->g, h.server.p, h.server.n);
+        c->to_eof = !c->chunked && !cl.n;
+        c->content_length = cl.n ? (size_t)strtoull(cl.p, NULL, 10) : 0;
+        c->body_off = hl;
+        c->head_done = true;
+        if (x->status == 100) { /* an interim response: the real one follows */
+            memmove(d, d + hl, c->in.len - hl);
+            c->in.len -= hl;
+            c->head_done = false;
+            return parse_response(c);
+        }
+    }
+    char *body = d + c->body_off;
+    size_t raw = c->in.len - c->body_off;
+    if (c->chunked) {
+        ag_http_error err;
+        ag_status st = ag_http_chunked_decode(&c->dec, body, raw, SIZE_MAX / 2, 4096, &err);
+        if (st != AG_OK && st != AG_AGAIN) return false;
+        lg_body_read(x, body, c->dec.dst, st == AG_OK);
+        c->done = st == AG_OK;
+        return true;
+    }
+    if (!c->to_eof && raw > c->content_length) return false; /* bytes nobody asked for */
+    c->done = !c->to_eof && raw == c->content_length;
+    lg_body_read(x, body, raw, c->done);
+    return true;
+}
+
+/* HTTP/1.1: the request's bytes out (once the connection is open). */
+static void h1_transmit(lg_conn *c) {
+    lg *g = c->g;
+    size_t i = c->x->req;
+    if (!lg_conn_put(c, g->h1_data[i], g->h1_len[i])) lg_conn_close(c, END_CONN);
+    else lg_conn_flush(c);
+}
+
+/* ---- the exchanges a connection carries --------------------------------------------------- */
+
+void lg_conn_start(lg_conn *c, lg_xchg *x) {
+    if (c->g->t->http2) {
+        lg_h2_start(c, x);
+        return;
+    }
+    c->x = x;
+    c->in.len = 0;
+    c->head_done = c->chunked = c->to_eof = c->close_after = c->done = false;
+    c->body_off = c->content_length = 0;
+    memset(&c->dec, 0, sizeof c->dec);
+    if (c->state == LGC_OPEN) h1_transmit(c);
+}
+
+void lg_conn_finish(lg_conn *c, lg_xchg *x, lg_end kind) {
+    c->active--;
+    x->c = NULL;
+    if (c->x == x) c->x = NULL;
+    if (c->state != LGC_CLOSING) {
+        if (c->close_after) lg_conn_close(c, END_CONN); /* Connection: close, e.g. nginx's keepalive_requests */
+        else if (!c->active) lg_conn_released(c);
+    }
+    lg_xchg_end(x, kind);
+}
+
+void lg_conn_cancel(lg_conn *c, lg_xchg *x) {
+    if (c->g->t->http2) lg_h2_cancel(c, x);
+    else lg_conn_close(c, END_TIMEOUT); /* HTTP/1.1 cannot abandon a response and keep the connection */
+}
+
+bool lg_conn_usable(const lg_conn *c) { return c->state != LGC_CLOSING && !c->goaway; }
+
+/* ---- bytes out ---------------------------------------------------------------------------- */
+
+static void on_written(uv_write_t *w, int status) {
+    lg_conn *c = w->data;
+    c->g->now = uv_hrtime();
+    c->writing = false;
+    c->wbuf.len = 0;
+    if (c->state == LGC_CLOSING) return;
+    if (status < 0) {
+        if (c->active) lg_conn_error(c->g, uv_strerror(status));
+        lg_conn_close(c, END_CONN);
+        return;
+    }
+    lg_conn_flush(c);
+}
+
+bool lg_conn_put(lg_conn *c, const void *p, size_t n) {
+    if (c->tls) return ag_tls_send(c->tls, p, n, &c->out);
+    ag_buf_append(&c->out, p, n);
+    return true;
+}
+
+void lg_conn_flush(lg_conn *c) {
+    if (c->writing || !c->out.len || c->state == LGC_CONNECTING || c->state == LGC_CLOSING) return;
+    ag_buf t = c->wbuf;
+    c->wbuf = c->out, c->out = t;
+    uv_buf_t b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
+    c->write.data = c;
+    c->writing = true;
+    if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+        c->writing = false;
+        lg_conn_close(c, END_CONN);
+    }
+}
+
+/* ---- the lifecycle ------------------------------------------------------------------------ */
+
+static void on_closed(uv_handle_t *h) {
+    lg_conn *c = h->data;
+    ag_buf_deinit(&c->in), ag_buf_deinit(&c->out), ag_buf_deinit(&c->wbuf);
+    ag_tls_free(c->tls);
+    lg_conn_free(c);
+}
+
+/* The session and the socket go (deferred while nghttp2 is calling us from this connection's bytes). */
+static void release(lg_conn *c) {
+    if (c->released || c->in_recv) return;
+    c->released = true;
+    lg_h2_close(c);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+void lg_conn_close(lg_conn *c, lg_end kind) {
+    lg *g = c->g;
+    if (c->state == LGC_CLOSING) return;
+    c->state = LGC_CLOSING;
+    if (c->capped) c->capped = false, g->open_conns--;
+    for (lg_conn **p = &g->idle; *p; p = &(*p)->next_idle)
+        if (*p == c) {
+            *p = c->next_idle;
+            break;
+        }
+    /* its exchanges end; each end may start others, never on this connection */
+    while (c->active) {
+        lg_xchg *x = c->x;
+        for (lg_xchg *y = g->flight; !x && y; y = y->next)
+            if (y->c == c) x = y;
+        if (!x) break;
+        lg_h2_forget(c, x);
+        lg_conn_finish(c, x, kind);
+    }
+    release(c);
+}
+
+/* ---- bytes in ---------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+    lg_conn *c = h->data;
+    (void)hint;
+    if (c->tls) { /* ciphertext: OpenSSL takes it at once, the plaintext goes to c->in */
+        *buf = uv_buf_init(c->g->rbuf, sizeof c->g->rbuf);
+        return;
+    }
+    if (ag_buf_reserve(&c->in, 65536) != AG_OK) {
+        buf->base = NULL, buf->len = 0;
+        return;
+    }
+    buf->base = c->in.data + c->in.len;
+    buf->len = c->in.cap - c->in.len;
+}
+
+/* The server's end of the connection: EOF, close_notify, or an error. */
+static void ended(lg_conn *c, ssize_t n) {
+    lg_xchg *x = c->x;
+    if (x && n == UV_EOF && c->head_done && c->to_eof) { /* an HTTP/1.1 body delimited by the close */
+        lg_body_read(x, c->in.data + c->body_off, c->in.len - c->body_off, true);
+        c->close_after = true;
+        lg_conn_finish(c, x, x->status / 100 == 2 ? END_OK : END_HTTP);
+        return;
+    }
+    if (c->active) lg_conn_error(c->g, n == UV_EOF ? "the server closed the connection" : uv_strerror((int)n));
+    lg_conn_close(c, x && (c->head_done || c->in.len) ? END_PROTO : END_CONN);
+}
+
+static void h1_read(lg_conn *c, size_t added) {
+    lg_xchg *x = c->x;
+    if (!x) { /* bytes nobody asked for */
+        lg_conn_close(c, END_CONN);
+        return;
+    }
+    if (x->counted) c->g->r->bytes += added;
+    if (!parse_response(c)) lg_conn_close(c, END_PROTO);
+    else if (c->done) lg_conn_finish(c, x, x->status / 100 == 2 ? END_OK : END_HTTP);
+}
+
+static void opened(lg_conn *c);
+static void release(lg_conn *c);
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    lg_conn *c = s->data;
+    lg *g = c->g;
+    g->now = uv_hrtime();
+    if (n == 0 || c->state == LGC_CLOSING) return;
+    if (n < 0) {
+        ended(c, n);
+        return;
+    }
+    size_t before = c->in.len;
+    ag_tls_result tr = AG_TLS_OK;
+    if (c->tls) {
+        tr = ag_tls_recv(c->tls, buf->base, (size_t)n, &c->in, &c->out);
+        lg_conn_flush(c); /* the handshake's next flight, alerts */
+        if (tr == AG_TLS_FAILED) {
+            char why[200];
+            snprintf(why, sizeof why, "TLS: %s", ag_tls_why(c->tls));
+            lg_conn_error(g, why);
+            lg_conn_close(c, END_CONN);
+            return;
+        }
+        if (c->state == LGC_HANDSHAKING && ag_tls_ready(c->tls)) opened(c);
+    } else {
+        c->in.len += (size_t)n;
+    }
+    if (c->state == LGC_CLOSING) return;
+    if (g->t->http2) {
+        if (!lg_h2_recv(c)) lg_conn_close(c, END_PROTO);
+        else if (c->state == LGC_CLOSING) release(c); /* closed from within nghttp2's callbacks */
+    } else if (c->in.len > before) {
+        h1_read(c, c->in.len - before);
+    }
+    if (tr == AG_TLS_CLOSED && c->state != LGC_CLOSING) ended(c, UV_EOF);
+}
+
+/* Open for requests: HTTP/2 sends its preface and the streams queued meanwhile, HTTP/1.1 its request. */
+static void opened(lg_conn *c) {
+    lg *g = c->g;
+    c->state = LGC_OPEN;
+    if (g->t->http2) {
+        if (c->tls && !ag_tls_alpn_is(c->tls, "h2")) {
+            lg_conn_error(g, "the server did not agree to HTTP/2 by ALPN");
+            lg_conn_close(c, END_PROTO);
+            return;
+        }
+        lg_h2_send(c);
+    } else if (c->x) {
+        h1_transmit(c);
+    }
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+    lg_conn *c = req->data;
+    c->g->now = uv_hrtime();
+    if (c->state == LGC_CLOSING) return;
+    if (status < 0) {
+        lg_conn_error(c->g, uv_strerror(status));
+        lg_conn_close(c, END_CONN);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (!c->tls) {
+        opened(c);
+        return;
+    }
+    c->state = LGC_HANDSHAKING;
+    ag_tls_start(c->tls, &c->out);
+    lg_conn_flush(c);
+}
+
+lg_conn *lg_conn_open(lg *g) {
+    lg_conn *c = calloc(1, sizeof *c);
+    c->g = g;
+    c->state = LGC_CONNECTING;
+    ag_buf_init(&c->in), ag_buf_init(&c->out), ag_buf_init(&c->wbuf);
+    uv_tcp_init(&g->loop, &c->tcp);
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->tcp.data = c;
+    c->connect.data = c;
+    if (g->n_conns == g->cap_conns) {
+        g->cap_conns = g->cap_conns ? 2 * g->cap_conns : 64;
+        g->conns = realloc(g->conns, (size_t)g->cap_conns * sizeof *g->conns);
+    }
+    g->conns[g->n_conns++] = c;
+    g->open_conns++;
+    c->capped = true;
+    bool ok = (!g->tls || (c->tls = ag_tls_new(g->tls, g->t->host))) && (!g->t->http2 || lg_h2_open(c));
+    int rc = ok ? uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&g->addr, on_connect) : UV_ENOMEM;
+    if (rc != 0) {
+        lg_conn_error(g, uv_strerror(rc));
+        lg_conn_close(c, END_CONN);
+        return NULL;
+    }
+    return c;
+}
