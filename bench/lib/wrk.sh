@@ -7,7 +7,8 @@
 # completion_lua F  write a wrk script to F that POSTs a max_tokens=1 completion for model "bench"
 # start_nginx DIR PORT [LISTEN_PARAMS]  nginx in the background ($! is its pid) serving DIR/www on
 #                   127.0.0.1:PORT with one worker process (like our one loop thread), access log off, keep-alive
-#                   unbounded; LISTEN_PARAMS (e.g. http2) go on its listen line
+#                   unbounded; LISTEN_PARAMS (e.g. http2, "ssl http2") go on its listen line; with ssl it serves
+#                   DIR/cert.pem and DIR/key.pem
 
 measure() {
   wrk -t"$wthreads" -c"$conns" -d"$dur" --latency "$@" 2>&1 | awk '
@@ -53,6 +54,7 @@ http {
   scgi_temp_path $tmp/nginx-scgi;
   server {
     listen 127.0.0.1:$port$params;
+    $([[ $params == *ssl* ]] && echo "ssl_certificate $tmp/cert.pem; ssl_certificate_key $tmp/key.pem;")
     location / { root $tmp/www; default_type application/json; }
   }
 }
