@@ -403,7 +403,7 @@ int ag_cmd_bench(int argc, char **argv) {
             if (!ag_cli_int("bench", a, argv[++i], a[2] == 'p' || a[3] == 'h' ? 0 : 1, a[2] == 'p' ? 65535 : 1 << 20, &v))
                 return AG_EXIT_USAGE;
             if (a[2] == 'm') max_conn = v;
-            else if (a[3] == 'o') tg.connections = (int)v;
+            else if (strcmp(a, "--connections") == 0) tg.connections = (int)v;
             else *(a[2] == 'p' ? &ts.port : &ts.chunks) = (int)v;
         } else if (strcmp(a, "--seed") == 0) {
             if (ag_str_parse_u64(ag_str_from_cstr(argv[++i]), &w.seed) != AG_OK) return USAGE("--seed needs a whole number");

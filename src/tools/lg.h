@@ -132,6 +132,8 @@ void lg_conn_cancel(lg_conn *c, lg_xchg *x); /* a timeout: the exchange ends, th
 void lg_conn_finish(lg_conn *c, lg_xchg *x, lg_end kind); /* x's response is over: it leaves c and ends */
 void lg_conn_close(lg_conn *c, lg_end kind); /* its exchanges end as kind */
 bool lg_conn_usable(const lg_conn *c);
+/* HTTP/1.1: the response to c->x so far, in c->in; false on a protocol error; c->done once it is whole. */
+bool lg_h1_parse(lg_conn *c);
 bool lg_conn_put(lg_conn *c, const void *p, size_t n); /* bytes to send, through TLS on https */
 void lg_conn_flush(lg_conn *c);
 

@@ -52,8 +52,7 @@ static void read_head(const char *head, size_t len, head_fields *f) {
     }
 }
 
-/* Returns false on a protocol error; sets c->done when the response is complete. */
-static bool parse_response(lg_conn *c) {
+bool lg_h1_parse(lg_conn *c) {
     lg_xchg *x = c->x;
     char *d = c->in.data;
     if (!c->head_done) {
@@ -77,7 +76,7 @@ static bool parse_response(lg_conn *c) {
             memmove(d, d + hl, c->in.len - hl);
             c->in.len -= hl;
             c->head_done = false;
-            return parse_response(c);
+            return lg_h1_parse(c);
         }
     }
     char *body = d + c->body_off;
@@ -248,7 +247,7 @@ static void h1_read(lg_conn *c, size_t added) {
         return;
     }
     if (x->counted) c->g->r->bytes += added;
-    if (!parse_response(c)) lg_conn_close(c, END_PROTO);
+    if (!lg_h1_parse(c)) lg_conn_close(c, END_PROTO);
     else if (c->done) lg_conn_finish(c, x, x->status / 100 == 2 ? END_OK : END_HTTP);
 }
 

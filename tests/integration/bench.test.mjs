@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import { BIN, startServer } from './server.mjs';
 
@@ -17,9 +18,9 @@ const timing = { skip: SANITIZED && 'timings are not meaningful under the saniti
 const dir = mkdtempSync(path.join(tmpdir(), 'ag-bench-'));
 
 // Start `autoglm bench --self-test-server` on a free port; resolves with its base URL and a stop().
-function selfTestServer(args) {
+function selfTestServer(args, port = 0) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ['bench', '--self-test-server', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(BIN, ['bench', '--self-test-server', '--port', String(port), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     proc.stderr.on('data', (d) => {
       log += d;
@@ -188,6 +189,13 @@ test('the HTML report opens in headless Chromium without console errors', { skip
   const broken = path.join(dir, 'broken.html');
   writeFileSync(broken, readFileSync(out, 'utf8').replace(/points="[^"]*"/, 'points="NaN,1"'));
   assert.match(run(broken).stderr, /CONSOLE.*Expected number/);
+});
+
+test('--self-test-server --port N listens on N (a regression: --port was once read as --connections)', async () => {
+  const free = await new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); }); });
+  const t = await selfTestServer([], free);
+  assert.equal(t.url, `http://127.0.0.1:${free}`);
+  t.stop();
 });
 
 test('bad flags are one-line usage errors (exit 2)', () => {
