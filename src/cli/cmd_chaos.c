@@ -29,6 +29,7 @@ static const char chaos_usage[] =
     "HTTP/1.1:\n"
     "  --http-error CODE:P              answer a request with CODE instead of forwarding it (chance P per request)\n"
     "  --retry-after S                  send Retry-After: S with those answers\n"
+    "  --http-delay D:P                 hold a request D before forwarding it (chance P per request)\n"
     "Control:\n"
     "  --admin HOST:PORT                GET/PUT/DELETE /faults (JSON, the flags' names), GET /metrics\n"
     "  --max-buffer BYTES               held per direction of a connection before reading pauses (default 1 MiB)\n"

@@ -14,8 +14,9 @@
  * reaches the other side after the data before it (and slow-close later).
  * A reset fault or a socket error resets both sides (RST, SO_LINGER 0).
  *
- * HTTP-aware (http-error): the upstream direction reads HTTP/1.1 request
- * heads and skips their Content-Length bodies; a request that draws the
+ * HTTP-aware (http-error, http-delay): the upstream direction reads HTTP/1.1
+ * request heads and skips their Content-Length bodies; a request that draws
+ * http-delay goes up that much later (head and body); one that draws the
  * error is not forwarded: the answer goes down the downstream pipe, behind
  * whatever is still held there, and the connection closes after it.  A
  * chunked request body ends the checks on that connection (its bytes pass).
@@ -32,7 +33,7 @@
 #include <string.h>
 
 const char *const chaos_fault_names[F_N] = {"latency", "bandwidth", "slice", "reset", "drop", "stall", "slow_close",
-                                            "http_error"};
+                                            "http_error", "http_delay"};
 
 typedef struct chunk {
     struct chunk *next;
@@ -55,7 +56,8 @@ typedef struct pipe_ {
     double tokens;
     uint64_t t_tokens;
     bool paused, writing, shut;
-    ag_chaos_link f; /* the faults this connection drew for this direction */
+    uint64_t hold_us; /* added to every chunk's time: the request being read drew http-delay */
+    ag_chaos_link f;  /* the faults this connection drew for this direction */
 } pipe_;
 
 typedef enum { PC_STALLED, PC_CONNECTING, PC_OPEN, PC_CLOSING } pc_state;
@@ -212,7 +214,7 @@ static void pump(pipe_ *p) {
 static void enqueue(pipe_ *p, const char *data, size_t n, bool eof) {
     pconn *pc = p->pc;
     const ag_chaos_link *f = &p->f;
-    if (n && !p->head && !p->writing && !f->latency_us && !f->jitter_us && f->bandwidth <= 0 && !f->slice && !f->reset_after) {
+    if (n && !p->head && !p->writing && !p->hold_us && !f->latency_us && !f->jitter_us && f->bandwidth <= 0 && !f->slice && !f->reset_after) {
         /* nothing to hold or pace: straight out, without a copy, as far as the socket takes it */
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
         int w = uv_try_write(p->to, &b, 1);
@@ -232,6 +234,7 @@ static void enqueue(pipe_ *p, const char *data, size_t n, bool eof) {
         due += d > 0 ? (uint64_t)d : 0;
     }
     if (eof && pc->slow_close_us) due += pc->slow_close_us;
+    due += p->hold_us;
     if (due < p->last_due) due = p->last_due;
     c->due = p->last_due = due;
     if (p->tail) p->tail->next = c;
@@ -289,6 +292,9 @@ static bool http_up(pconn *pc, const char *data, size_t n) {
             return true;
         }
         if (roll(pc->x, pc->x->faults.p_http_error)) return answer_error(pc), false;
+        up->hold_us = 0; /* this request's head and body: held when it draws http-delay */
+        if (pc->x->faults.http_delay_us && roll(pc->x, pc->x->faults.p_http_delay))
+            up->hold_us = pc->x->faults.http_delay_us, pc->x->fired[F_HTTP_DELAY]++;
         pc->body_left = req.content_length > 0 ? (uint64_t)req.content_length : 0;
         pc->hs = req.chunked ? H_PASS : pc->body_left ? H_BODY : H_HEAD;
         /* the head goes up; what followed it in the buffer is read again as body or the next head */
@@ -373,7 +379,7 @@ static void draw_faults(pconn *pc) {
         if (l->reset_after && roll(x, l->p_reset)) o->reset_after = l->reset_after;
     }
     if (f->slow_close_us && roll(x, f->p_slow_close)) pc->slow_close_us = f->slow_close_us, x->fired[F_SLOW_CLOSE]++;
-    pc->http = f->http_error && f->p_http_error > 0;
+    pc->http = (f->http_error && f->p_http_error > 0) || (f->http_delay_us && f->p_http_delay > 0);
 }
 
 static void on_accept(uv_stream_t *l, int status) {

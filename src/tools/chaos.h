@@ -9,7 +9,7 @@
  * writes sliced into small pieces, a reset after N bytes.  Faults on a
  * connection: refused at once (reset), stalled (accepted, then silence, then
  * closed), a slow close.  HTTP/1.1-aware: a request answered with an error
- * status (and Retry-After) instead of being forwarded.  Each fault has a
+ * status (and Retry-After) instead of being forwarded, or held before it is.  Each fault has a
  * toxicity, the chance that a new connection gets it (drawn once, when it is
  * accepted), so faults changed through the admin API apply from the next
  * connection on.
@@ -44,17 +44,20 @@ typedef struct ag_chaos_faults {
     int http_error;         /* an HTTP/1.1 request answered with this status, not forwarded */
     double p_http_error;    /* per request */
     int retry_after_s;      /* Retry-After on those answers; 0: none */
+    uint64_t http_delay_us; /* an HTTP/1.1 request (head and body) held this long before it goes up */
+    double p_http_delay;    /* per request */
 } ag_chaos_faults;
 
 /*
  * Set one fault by its flag name without the dashes ("latency", "jitter",
  * "bandwidth", "slice", "reset-after-bytes", "drop-connections", "stall",
- * "slow-close", "http-error", "retry-after"; '_' may stand for '-') from
+ * "slow-close", "http-error", "http-delay", "retry-after"; '_' may stand for '-') from
  * its text:
  *   link faults   VALUE[,up|,down|,both][,p=P]   (direction: down by default)
  *   stall, slow-close   DURATION[,p=P]
  *   drop-connections    P
  *   http-error          CODE:P
+ *   http-delay          DURATION:P
  *   retry-after         SECONDS
  * Durations take us, ms, s or m; bandwidth takes bit/s (kbit, mbit, gbit) or
  * byte/s (B, KB, MB) units.  false with msg when the name or text is not one.

@@ -80,9 +80,10 @@ static bool options(const char *text, char *val, size_t cap, unsigned *dirs, dou
 }
 
 typedef enum { K_LATENCY, K_JITTER, K_BANDWIDTH, K_SLICE, K_RESET, K_DROP, K_STALL, K_SLOW_CLOSE, K_HTTP_ERROR,
-               K_RETRY_AFTER, K_N } kind;
-static const char *const names[K_N] = {"latency", "jitter", "bandwidth", "slice", "reset-after-bytes",
-                                       "drop-connections", "stall", "slow-close", "http-error", "retry-after"};
+               K_HTTP_DELAY, K_RETRY_AFTER, K_N } kind;
+static const char *const names[K_N] = {"latency",    "jitter",     "bandwidth",  "slice",       "reset-after-bytes",
+                                       "drop-connections", "stall", "slow-close", "http-error", "http-delay",
+                                       "retry-after"};
 
 static int kind_of(const char *name) {
     for (int k = 0; k < K_N; k++) {
@@ -135,6 +136,14 @@ bool ag_chaos_fault_set(ag_chaos_faults *f, const char *name, const char *text, 
         if (ok) f->http_error = (int)code, f->p_http_error = p;
         break;
     }
+    case K_HTTP_DELAY: {
+        const char *colon = strrchr(text, ':');
+        size_t n = colon ? (size_t)(colon - text) : 0;
+        ok = n && n < sizeof val && probability(colon + 1, &p);
+        if (ok) memcpy(val, text, n), val[n] = 0, ok = duration_us(val, &us) && us > 0;
+        if (ok) f->http_delay_us = us, f->p_http_delay = p;
+        break;
+    }
     case K_RETRY_AFTER: {
         long s = strtol(text, &end, 10);
         ok = end != text && !*end && s >= 0 && s <= 86400;
@@ -148,7 +157,7 @@ bool ag_chaos_fault_set(ag_chaos_faults *f, const char *name, const char *text, 
             "DURATION[,up|,down|,both][,p=P]", "DURATION[,up|,down|,both][,p=P]", "RATE[,up|,down|,both][,p=P] (e.g. 1mbit, 64KB)",
             "BYTES[,up|,down|,both][,p=P]",    "BYTES[,up|,down|,both][,p=P]",    "a probability in [0, 1]",
             "DURATION[,p=P]",                  "DURATION[,p=P]",                  "CODE:P (CODE 400-599, P in [0, 1])",
-            "whole seconds"};
+            "DURATION:P (P in [0, 1])",        "whole seconds"};
         snprintf(msg, cap, "%s '%s': expected %s", names[k], text, forms[k]);
     }
     return ok;
@@ -197,6 +206,8 @@ void ag_chaos_faults_json(const ag_chaos_faults *f, ag_buf *out) {
     if (f->slow_close_us)
         duration_text(d, sizeof d, f->slow_close_us), ag_buf_appendf(out, "%s\"slow-close\":\"%s,p=%g\"", SEP, d, f->p_slow_close);
     if (f->http_error) ag_buf_appendf(out, "%s\"http-error\":\"%d:%g\"", SEP, f->http_error, f->p_http_error);
+    if (f->http_delay_us)
+        duration_text(d, sizeof d, f->http_delay_us), ag_buf_appendf(out, "%s\"http-delay\":\"%s:%g\"", SEP, d, f->p_http_delay);
     if (f->retry_after_s) ag_buf_appendf(out, "%s\"retry-after\":\"%d\"", SEP, f->retry_after_s);
 #undef SEP
     ag_buf_append_char(out, '}');

@@ -12,8 +12,9 @@
 
 #include <uv.h>
 
-/* What the counters count a fault firing as: per connection that drew it, per request for http-error. */
-typedef enum { F_LATENCY, F_BANDWIDTH, F_SLICE, F_RESET, F_DROP, F_STALL, F_SLOW_CLOSE, F_HTTP_ERROR, F_N } chaos_fault;
+/* What the counters count a fault firing as: per connection that drew it, per request for the HTTP ones. */
+typedef enum { F_LATENCY, F_BANDWIDTH, F_SLICE, F_RESET, F_DROP, F_STALL, F_SLOW_CLOSE, F_HTTP_ERROR, F_HTTP_DELAY,
+               F_N } chaos_fault;
 extern const char *const chaos_fault_names[F_N];
 
 typedef struct pconn pconn;           /* a proxied connection (chaos.c) */

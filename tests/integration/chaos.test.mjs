@@ -9,6 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -108,6 +109,25 @@ test('--http-error 503:0.5 --retry-after 3: about half of 400 requests are 503 w
   assert.equal(await c.stop(), 0, c.log());
 });
 
+test('--http-delay 200ms:1: each keep-alive request goes up 200 ms late, and is counted', async () => {
+  const c = await chaos(srv.port, ['--http-delay', '200ms:1']);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const get = () => new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    http.get(`http://127.0.0.1:${c.port}/health`, { agent }, (r) => { r.resume(); r.on('end', () => resolve([r.statusCode, performance.now() - t0])); })
+      .on('error', reject);
+  });
+  for (let i = 0; i < 3; i++) { // one connection: each request draws on its own
+    const [status, ms] = await get();
+    assert.equal(status, 200);
+    assert.ok(ms >= 199 && ms < 450, `${ms} ms`);
+  }
+  agent.destroy();
+  const m = await (await fetch(`${c.admin}/metrics`)).text();
+  assert.match(m, /^autoglm_chaos_faults_total\{fault="http_delay"\} 3$/m);
+  assert.equal(await c.stop(), 0, c.log());
+});
+
 test('the admin API: faults read back as set, a change applies from the next connection, a bad one is a 400', async () => {
   const c = await chaos(echoPort);
   assert.deepEqual(await (await fetch(`${c.admin}/faults`)).json(), {});
@@ -158,6 +178,7 @@ test('bad flags are one-line usage errors (exit 2)', () => {
     [['--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:9', '--latency', 'soon'], /latency 'soon': expected DURATION/],
     [['--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:9', '--http-error', '200:0.5'], /http-error '200:0.5'/],
     [['--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:9', '--latency', '5ms,sideways'], /latency '5ms,sideways'/],
+    [['--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:9', '--http-delay', '5ms'], /http-delay '5ms': expected DURATION:P/],
     [['--listen', '127.0.0.1:0', '--upstream', '127.0.0.1:9', '--warp', '9'], /unknown option '--warp'/],
     [['--listen', 'nowhere', '--upstream', '127.0.0.1:9'], /--listen needs HOST:PORT/],
   ]) {
