@@ -451,7 +451,7 @@ static void on_signal(uv_signal_t *s, int sig) {
     for (pconn *pc = x->conns; pc; pc = pc->next) pconn_close(pc, false);
 }
 
-static bool resolve(const char *host, int port, struct sockaddr_storage *out) {
+bool chaos_resolve(const char *host, int port, struct sockaddr_storage *out) {
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
@@ -475,9 +475,9 @@ int ag_chaos_run(const ag_chaos_opts *o) {
     int rc = 0;
     char msg[256] = "";
     uv_loop_init(&x->loop);
-    if (!resolve(o->upstream_host, o->upstream_port, &x->upstream)) {
+    if (!chaos_resolve(o->upstream_host, o->upstream_port, &x->upstream)) {
         snprintf(msg, sizeof msg, "--upstream %s:%d: cannot resolve", o->upstream_host, o->upstream_port);
-    } else if (!resolve(o->listen_host, o->listen_port, &listen_addr)) {
+    } else if (!chaos_resolve(o->listen_host, o->listen_port, &listen_addr)) {
         snprintf(msg, sizeof msg, "--listen %s:%d: cannot resolve", o->listen_host, o->listen_port);
     } else {
         uv_tcp_init(&x->loop, &x->listener);

@@ -13,7 +13,6 @@
 #include "base/str.h"
 #include "http/http.h"
 
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,17 +175,14 @@ static void on_accept(uv_stream_t *l, int status) {
 
 bool chaos_admin_start(chaos *x, char *msg, size_t cap) {
     const ag_chaos_opts *o = x->o;
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", o->admin_port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(o->admin_host, ps, &hints, &ai) != 0 || !ai) {
+    struct sockaddr_storage addr;
+    if (!chaos_resolve(o->admin_host, o->admin_port, &addr)) {
         snprintf(msg, cap, "--admin %s:%d: cannot resolve", o->admin_host, o->admin_port);
         return false;
     }
     uv_tcp_init(&x->loop, &x->admin);
     x->admin.data = x;
-    int e = uv_tcp_bind(&x->admin, ai->ai_addr, 0);
-    freeaddrinfo(ai);
+    int e = uv_tcp_bind(&x->admin, (const struct sockaddr *)&addr, 0);
     if (!e) e = uv_listen((uv_stream_t *)&x->admin, 64, on_accept);
     if (e) {
         snprintf(msg, cap, "--admin %s:%d: %s", o->admin_host, o->admin_port, uv_strerror(e));

@@ -43,6 +43,9 @@ typedef struct chaos_head {
 } chaos_head;
 ag_status chaos_head_parse(chaos_head *h, const char *buf, size_t len); /* AG_AGAIN: not whole yet */
 
+/* chaos.c: host and port to an address (getaddrinfo, the first answer); false when it does not resolve. */
+bool chaos_resolve(const char *host, int port, struct sockaddr_storage *out);
+
 /* chaos_admin.c: listen on o->admin_host:admin_port; false with msg when it cannot. */
 bool chaos_admin_start(chaos *x, char *msg, size_t cap);
 /* The admin listener and its connections close (the stop). */

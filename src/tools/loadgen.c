@@ -5,9 +5,10 @@
  * (lg_conn.c, lg_h2.c) or waits for one, and ends in exactly one bucket.  A
  * 1 ms check timer enforces per-request timeouts and the step's end.
  */
-#define _GNU_SOURCE /* strdup, getaddrinfo, pthread types for uv.h */
+#define _GNU_SOURCE /* getaddrinfo, pthread types for uv.h */
 #include "tools/lg.h"
 
+#include "base/alloc.h"
 #include "base/str.h"
 #include "json/json.h"
 
@@ -24,20 +25,12 @@ bool ag_lg_interrupted(void) { return g_interrupted != 0; }
 
 /* ---- requests ------------------------------------------------------------------------ */
 
-static char *dup_or_null(const char *p, size_t n) {
-    if (!p) return NULL;
-    char *d = malloc(n + 1);
-    memcpy(d, p, n);
-    d[n] = 0;
-    return d;
-}
-
 void ag_lg_requests_add(ag_lg_requests *q, const char *method, const char *path, const char *headers, const char *body,
                         size_t body_len) {
     q->v = realloc(q->v, (q->n + 1) * sizeof *q->v);
     ag_lg_request *r = &q->v[q->n++];
-    r->method = strdup(method), r->path = strdup(path), r->headers = strdup(headers ? headers : "");
-    r->body = dup_or_null(body, body_len), r->body_len = body ? body_len : 0;
+    r->method = ag_xstrdup(method), r->path = ag_xstrdup(path), r->headers = ag_xstrdup(headers ? headers : "");
+    r->body = body ? memcpy(ag_xmalloc(body_len + 1), body, body_len) : NULL, r->body_len = body ? body_len : 0;
 }
 
 void ag_lg_requests_free(ag_lg_requests *q) {
