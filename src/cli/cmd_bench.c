@@ -50,6 +50,8 @@ static const char bench_usage[] =
     "  --duration D          measured time per step (ms, s, m suffixes); or --requests N per step\n"
     "  --warmup D            not counted, before each step's measurement (default 2s; 0 with --requests)\n"
     "  --timeout D           per request (default 60s)\n"
+    "  --retries N           act as a naive client: resend at once after a timeout, a connection error, 429 or\n"
+    "                        5xx, up to N times (default 0); latency runs from the first attempt\n"
     "  --max-connections N   HTTP/1.1 open loop's connection cap (default 1024)\n"
     "Workload:\n"
     "  --input-tokens N      random prompt of about N tokens (words; usage reports the true count; default 128)\n"
@@ -327,6 +329,8 @@ static void describe_run(run_text *t, const double *loads, int n, const workload
                             : snprintf(t->per_step, sizeof t->per_step, "%llu requests measured", (unsigned long long)st->requests);
     m += snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, " after %s warm-up, timeout %s",
                   human_ns(st->warmup_ns, b), human_ns(st->timeout_ns, c));
+    if (st->retries)
+        m += snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, ", up to %d immediate retries", st->retries);
     if (!st->concurrency)
         m += snprintf(t->per_step + m, sizeof t->per_step - (size_t)m, ", arrivals %s (burstiness %g)",
                       st->burstiness == 1 ? "Poisson" : "Gamma", st->burstiness);
@@ -347,7 +351,7 @@ int ag_cmd_bench(int argc, char **argv) {
     workload w = {.model = NULL, .api = "chat", .input_tokens = 128, .output_tokens = 64, .stream = true, .seed = 1};
     double conc[64], rates[64], burstiness = 1, tolerance = 0.10, knee_thr = 0.10, knee_lat = 0.50;
     int n_conc = 0, n_rates = 0;
-    long requests = 0, max_conn = 1024, v;
+    long requests = 0, max_conn = 1024, retries = 0, v;
     uint64_t duration = 0, warmup = UINT64_MAX, timeout = 60000000000ull;
     ag_lg_slo slo = {0};
     ag_lg_target tg = {.connections = 0};
@@ -405,6 +409,8 @@ int ag_cmd_bench(int argc, char **argv) {
             if (a[2] == 'm') max_conn = v;
             else if (strcmp(a, "--connections") == 0) tg.connections = (int)v;
             else *(a[2] == 'p' ? &ts.port : &ts.chunks) = (int)v;
+        } else if (strcmp(a, "--retries") == 0) {
+            if (!ag_cli_int("bench", a, argv[++i], 0, 100, &retries)) return AG_EXIT_USAGE;
         } else if (strcmp(a, "--seed") == 0) {
             if (ag_str_parse_u64(ag_str_from_cstr(argv[++i]), &w.seed) != AG_OK) return USAGE("--seed needs a whole number");
         } else if (strcmp(a, "--range-ratio") == 0 || strcmp(a, "--burstiness") == 0) {
@@ -475,7 +481,7 @@ int ag_cmd_bench(int argc, char **argv) {
     run_text text;
     ag_lg_step shape = {.concurrency = n_conc ? 1 : 0, .burstiness = burstiness, .duration_ns = duration,
                         .requests = (uint64_t)requests, .warmup_ns = warmup, .timeout_ns = timeout,
-                        .max_connections = (int)max_conn, .target = &tg};
+                        .retries = (int)retries, .max_connections = (int)max_conn, .target = &tg};
     describe_run(&text, n_conc ? conc : rates, n_steps, &w, url, method, dataset, reqs.n, &shape);
     char started[32];
     time_t now = time(NULL);
@@ -495,7 +501,7 @@ int ag_cmd_bench(int argc, char **argv) {
         ag_lg_step st = {.target = &tg, .reqs = &reqs, .concurrency = n_conc ? (int)load : 0,
                          .rate = n_conc ? 0 : load, .burstiness = burstiness, .duration_ns = duration,
                          .requests = (uint64_t)requests, .warmup_ns = warmup, .timeout_ns = timeout,
-                         .max_connections = (int)max_conn, .seed = w.seed + (uint64_t)i, .slo = slo, .openai = !url, .progress = tty,
+                         .retries = (int)retries, .max_connections = (int)max_conn, .seed = w.seed + (uint64_t)i, .slo = slo, .openai = !url, .progress = tty,
                          .label = label};
         if (ag_lg_run(&st, &run.rows[i].r, msg, sizeof msg) != AG_OK) {
             fprintf(stderr, "autoglm bench: %s\n", msg);

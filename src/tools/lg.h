@@ -34,6 +34,7 @@ typedef struct lg_xchg {
     struct lg_xchg *prev, *next; /* the step's exchanges in flight */
     size_t req;                  /* index into the step's requests */
     bool counted;                /* started in the measured window */
+    int attempt;                 /* 0, then 1.. for retries (ag_lg_step.retries) */
     uint64_t t_intended, t_first, t_last_chunk, deadline;
     /* the response */
     int status;
@@ -79,6 +80,14 @@ struct lg_conn {
     bool goaway;  /* the server said GOAWAY: no new streams */
 };
 
+/* A request waiting for a connection: a new one, or a retry of one that failed. */
+typedef struct lg_wait {
+    uint64_t intended;
+    size_t req; /* index into the step's requests: a retry sends the same one */
+    int attempt;
+    bool counted;
+} lg_wait;
+
 /* The prepared HTTP/2 form of a request (name/value pairs with lowercase names). */
 typedef struct lg_h2req {
     nghttp2_nv *nv;
@@ -106,7 +115,7 @@ struct lg {
     lg_xchg *flight; /* exchanges in flight */
     uint64_t t0, window_start, window_end, last_end, next_req, inflight;
     uint64_t started_counted, arrived_counted; /* requests mode: closed loop counts starts, open loop arrivals */
-    uint64_t *pending; /* intended times of requests waiting for a connection */
+    lg_wait *pending; /* requests waiting for a connection, in order */
     size_t n_pending, cap_pending;
     uint64_t next_arrival;
     uint64_t rng;

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE /* memmem */
 #include "tools/lg.h"
 
+#include "base/alloc.h"
 #include "base/str.h"
 
 #include <stddef.h>
@@ -198,15 +199,18 @@ void lg_conn_close(lg_conn *c, lg_end kind) {
             *p = c->next_idle;
             break;
         }
-    /* its exchanges end; each end may start others, never on this connection */
-    while (c->active) {
-        lg_xchg *x = c->x;
-        for (lg_xchg *y = g->flight; !x && y; y = y->next)
-            if (y->c == c) x = y;
-        if (!x) break;
-        lg_h2_forget(c, x);
-        lg_conn_finish(c, x, kind);
+    /* Its exchanges end, found in one pass over those in flight.  Each end may start others (never on this
+     * connection) or retry, but ends no other exchange of this one, so the list taken first stays true. */
+    lg_xchg *one, **mine = c->active <= 1 ? &one : ag_xmalloc((size_t)c->active * sizeof *mine);
+    int n = 0;
+    if (c->x) mine[n++] = c->x;
+    for (lg_xchg *y = g->flight; !c->x && y && n < c->active; y = y->next)
+        if (y->c == c) mine[n++] = y;
+    for (int i = 0; i < n; i++) {
+        lg_h2_forget(c, mine[i]);
+        lg_conn_finish(c, mine[i], kind);
     }
+    if (mine != &one) free(mine);
     release(c);
 }
 

@@ -111,12 +111,22 @@ void lg_conn_error(lg *g, const char *why) {
 
 static void refill(lg *g);
 
+static void wait_for_conn(lg *g, lg_wait w);
+
+/* What a naive client retries: no answer in time, no connection, or the server saying "later" or failing. */
+static bool retryable(const lg_xchg *x, lg_end kind) {
+    return kind == END_TIMEOUT || kind == END_CONN || (kind == END_HTTP && (x->status == 429 || x->status >= 500));
+}
+
 void lg_xchg_end(lg_xchg *x, lg_end kind) {
     lg *g = x->g;
     ag_lg_result *r = g->r;
     uint64_t now = g->now;
     g->inflight--;
-    if (x->counted) {
+    if (x->attempt < g->s->retries && !g_interrupted && retryable(x, kind)) {
+        r->retries += x->counted;
+        wait_for_conn(g, (lg_wait){x->t_intended, x->req, x->attempt + 1, x->counted});
+    } else if (x->counted) {
         if (now > g->last_end) g->last_end = now;
         double e2e = (double)(now - x->t_intended) / 1e3;
         switch (kind) {
@@ -228,16 +238,23 @@ static lg_conn *pick_conn(lg *g) {
     return best;
 }
 
-/* Send a request intended at `intended` on c; counted when that falls in the window. */
-static void start(lg *g, lg_conn *c, uint64_t intended) {
-    const ag_lg_requests *q = g->s->reqs;
+/* A new request intended at `intended`: counted when that falls in the window. */
+static lg_wait arrival(lg *g, uint64_t intended) {
+    lg_wait w = {.intended = intended, .req = (size_t)(g->next_req++ % g->s->reqs->n)};
+    w.counted = intended >= g->window_start && intended < g->window_end &&
+                (g->s->duration_ns || g->s->concurrency <= 0 || g->started_counted < g->s->requests);
+    if (w.counted) g->started_counted++, g->r->counted++;
+    return w;
+}
+
+/* Send a request (a new one or a retry) on c. */
+static void start(lg *g, lg_conn *c, lg_wait w) {
     lg_xchg *x = calloc(1, sizeof *x);
     x->g = g, x->c = c;
-    x->t_intended = intended;
-    x->req = (size_t)(g->next_req++ % q->n);
-    x->counted = intended >= g->window_start && intended < g->window_end &&
-                 (g->s->duration_ns || g->s->concurrency <= 0 || g->started_counted < g->s->requests);
-    if (x->counted) g->started_counted++, g->r->counted++;
+    x->t_intended = w.intended;
+    x->attempt = w.attempt;
+    x->counted = w.counted;
+    x->req = w.req;
     x->deadline = g->now + g->s->timeout_ns;
     ag_buf_init(&x->body);
     x->next = g->flight;
@@ -248,18 +265,18 @@ static void start(lg *g, lg_conn *c, uint64_t intended) {
     lg_conn_start(c, x);
 }
 
-static void wait_for_conn(lg *g, uint64_t intended) {
+static void wait_for_conn(lg *g, lg_wait w) {
     if (g->n_pending == g->cap_pending) {
         g->cap_pending = g->cap_pending ? 2 * g->cap_pending : 256;
         g->pending = realloc(g->pending, g->cap_pending * sizeof *g->pending);
     }
-    g->pending[g->n_pending++] = intended;
+    g->pending[g->n_pending++] = w;
 }
 
 static void arrive(lg *g, uint64_t intended) {
     lg_conn *c = g->n_pending ? NULL : pick_conn(g); /* those waiting go first */
-    if (c) start(g, c, intended);
-    else wait_for_conn(g, intended);
+    if (c) start(g, c, arrival(g, intended));
+    else wait_for_conn(g, arrival(g, intended));
 }
 
 static void stop_sending(lg *g);
@@ -278,13 +295,13 @@ static void refill(lg *g) {
         if (g->n_pending) {
             lg_conn *c = pick_conn(g);
             if (!c) break;
-            uint64_t intended = g->pending[0];
+            lg_wait w = g->pending[0];
             memmove(g->pending, g->pending + 1, --g->n_pending * sizeof *g->pending);
-            start(g, c, intended);
+            start(g, c, w);
         } else if (g->s->concurrency > 0 && g->inflight + g->n_pending < (uint64_t)g->s->concurrency && more_to_send(g)) {
             lg_conn *c = pick_conn(g);
             if (!c) break; /* tried again on the next tick */
-            start(g, c, g->now);
+            start(g, c, arrival(g, g->now));
         } else {
             break;
         }

@@ -73,7 +73,9 @@ typedef struct ag_lg_step {
     uint64_t duration_ns; /* measured time after warm-up; 0: count requests instead */
     uint64_t requests;   /* measured requests when duration_ns is 0 */
     uint64_t warmup_ns;  /* requests started before this are not counted */
-    uint64_t timeout_ns; /* per request */
+    uint64_t timeout_ns; /* per request (per attempt when retrying) */
+    int retries;         /* a naive client's retries: a request that timed out, could not connect or got 429 or
+                            5xx is sent again at once, up to this many times; its latency runs from the first */
     int max_connections; /* HTTP/1.1 open loop's cap; arrivals beyond it wait (their wait counts) */
     uint64_t seed;
     ag_lg_slo slo;
@@ -87,6 +89,7 @@ enum { AG_LG_STATUS_SLOTS = 8 };
 typedef struct ag_lg_result {
     uint64_t counted;  /* requests started in the measured window */
     uint64_t ok, http_error, timeout, conn_error, proto_error, aborted;
+    uint64_t retries;  /* attempts after the first, of counted requests (each reached, or tried to reach, the server) */
     struct {
         int status;
         uint64_t n;

@@ -109,6 +109,35 @@ test('--http-error 503:0.5 --retry-after 3: about half of 400 requests are 503 w
   assert.equal(await c.stop(), 0, c.log());
 });
 
+// autoglm bench --retries is the lab's naive client (bench/lab): every attempt it makes must reach the proxy,
+// so what the proxy counted and what bench reports add up exactly.
+test('bench --retries: each 503 or timeout is sent again, and the proxy saw every attempt', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ag-chaos-'));
+  const run = (port, args) => {
+    const json = path.join(dir, `${port}.json`);
+    const b = spawnSync(BIN, ['bench', '--url', `http://127.0.0.1:${port}/health`, '--concurrency', '4', '--json', json,
+      ...args], { encoding: 'utf8', timeout: 120000 });
+    assert.equal(b.status, 0, b.stderr);
+    return JSON.parse(readFileSync(json, 'utf8')).steps[0];
+  };
+  const fired = async (c, kind) =>
+    Number(new RegExp(`^autoglm_chaos_faults_total\\{fault="${kind}"\\} (\\d+)$`, 'm').exec(await (await fetch(`${c.admin}/metrics`)).text())[1]);
+  let c = await chaos(srv.port, ['--http-error', '503:0.5']);
+  let s = run(c.port, ['--requests', '400', '--retries', '3']);
+  const n503 = s.statuses['503'] ?? 0;
+  assert.equal(s.ok + n503, 400, JSON.stringify(s));
+  assert.ok(n503 <= 60, `${n503} of 400 were 503 after 3 retries (about 25 expected)`);
+  assert.ok(s.retries >= 250 && s.retries <= 450, `${s.retries} retries (about 350 expected)`);
+  assert.equal(await fired(c, 'http_error'), n503 + s.retries);
+  assert.equal(await c.stop(), 0, c.log());
+  c = await chaos(srv.port, ['--http-delay', '600ms:1']);
+  s = run(c.port, ['--requests', '8', '--timeout', '200ms', '--retries', '2']);
+  assert.equal(s.timeouts, 8, JSON.stringify(s));
+  assert.equal(s.retries, 16);
+  assert.equal(await fired(c, 'http_delay'), 24);
+  assert.equal(await c.stop(), 0, c.log());
+});
+
 test('--http-delay 200ms:1: each keep-alive request goes up 200 ms late, and is counted', async () => {
   const c = await chaos(srv.port, ['--http-delay', '200ms:1']);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
