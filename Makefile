@@ -23,7 +23,7 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 # Debian packages the build and tests need, checked through pkg-config and PATH;
 # scripts/install-deps runs only when one is missing.
 PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto libssl libnghttp2 zlib
-TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx chromium nghttp h2load openssl
+TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx chromium nghttp h2load openssl ip tc nft
 
 .PHONY: all release asan asan-build tsan fixtures test serve model bench fuzz deps format clean
 
@@ -31,7 +31,7 @@ all: release
 
 deps:
 	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists $(PKGS) || \
-	   ! (for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || exit 1; done); then \
+	   ! (PATH=$$PATH:/usr/sbin; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || exit 1; done); then \
 	   scripts/install-deps; fi
 
 release: deps

@@ -51,23 +51,33 @@ ag_status ag_str_parse_u64(ag_str s, uint64_t *out) {
     return AG_OK;
 }
 
-ag_status ag_str_parse_duration_ms(ag_str s, uint64_t *out_ms) {
-    uint64_t scale = 1000; /* a bare number is seconds */
-    if (s.n >= 2 && memcmp(s.p + s.n - 2, "ms", 2) == 0) {
-        scale = 1;
-        s.n -= 2;
-    } else if (s.n >= 1 && s.p[s.n - 1] == 's') {
-        s.n -= 1;
-    } else if (s.n >= 1 && s.p[s.n - 1] == 'm') {
-        scale = 60000;
-        s.n -= 1;
+ag_status ag_str_parse_duration_us(ag_str s, uint64_t *out_us) {
+    size_t n = 0, digits = 0;
+    bool dot = false;
+    for (; n < s.n && ((s.p[n] >= '0' && s.p[n] <= '9') || (s.p[n] == '.' && !dot)); n++) {
+        if (s.p[n] == '.') dot = true;
+        else digits++;
     }
-    uint64_t v;
-    ag_status st = ag_str_parse_u64(s, &v);
-    if (st != AG_OK) return st;
-    if (v > UINT64_MAX / scale) return AG_ELIMIT;
-    *out_ms = v * scale;
+    if (!digits) return AG_EINVAL;
+    ag_str unit = {s.p + n, s.n - n};
+    double scale = !unit.n || ag_str_eq_cstr(unit, "s") ? 1e6 : ag_str_eq_cstr(unit, "ms") ? 1e3
+                 : ag_str_eq_cstr(unit, "us") ? 1 : ag_str_eq_cstr(unit, "m") ? 60e6 : -1;
+    if (scale < 0) return AG_EINVAL;
+    char num[64];
+    if (n >= sizeof num) return AG_ELIMIT;
+    memcpy(num, s.p, n);
+    num[n] = 0;
+    double us = ag_strtod_c(num, NULL) * scale;
+    if (!(us < 0x1p63)) return AG_ELIMIT;
+    *out_us = (uint64_t)(us + 0.5);
     return AG_OK;
+}
+
+ag_status ag_str_parse_duration_ms(ag_str s, uint64_t *out_ms) {
+    uint64_t us;
+    ag_status st = ag_str_parse_duration_us(s, &us);
+    if (st == AG_OK) *out_ms = us / 1000 + (us % 1000 != 0);
+    return st;
 }
 
 static locale_t c_locale;

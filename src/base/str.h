@@ -31,7 +31,14 @@ ag_str ag_str_trim(ag_str s);
 
 /* Decimal unsigned integer, the whole span; AG_EINVAL or AG_ELIMIT on overflow. */
 ag_status ag_str_parse_u64(ag_str s, uint64_t *out);
-/* "250ms", "30s", "2m", or a bare number of seconds; result in milliseconds. */
+/*
+ * A duration, the one grammar every flag and admin API uses: a decimal number
+ * (digits, at most one '.') and a unit, us, ms, s or m; a bare number is
+ * seconds.  "250ms", "1.5s", "40us", "2m".  AG_EINVAL on anything else
+ * (signs, spaces, exponents), AG_ELIMIT past 2^63 microseconds.
+ */
+ag_status ag_str_parse_duration_us(ag_str s, uint64_t *out_us);
+/* The same, in milliseconds, rounded up (so a positive duration stays positive). */
 ag_status ag_str_parse_duration_ms(ag_str s, uint64_t *out_ms);
 
 /*

@@ -73,16 +73,11 @@ static const char bench_usage[] =
 
 #define USAGE(...) ag_cli_usage_error("bench", __VA_ARGS__)
 
-/* "250ms", "2s", "1.5m", "40us" (a bare number is seconds) to nanoseconds. */
+/* A duration (base/str.h's grammar) in nanoseconds. */
 static bool parse_duration(const char *t, uint64_t *ns) {
-    char *end;
-    errno = 0;
-    double v = t ? strtod(t, &end) : -1;
-    if (!t || end == t || errno || !(v >= 0)) return false;
-    double scale = strcmp(end, "us") == 0 ? 1e3 : strcmp(end, "ms") == 0 ? 1e6 : (!*end || strcmp(end, "s") == 0) ? 1e9
-                 : strcmp(end, "m") == 0 ? 60e9 : -1;
-    if (scale < 0 || v * scale > 1e18) return false;
-    *ns = (uint64_t)(v * scale);
+    uint64_t us;
+    if (!t || ag_str_parse_duration_us(ag_str_from_cstr(t), &us) != AG_OK || us > UINT64_MAX / 1000) return false;
+    *ns = us * 1000;
     return true;
 }
 

@@ -267,11 +267,22 @@ static void answer_error(pconn *pc) {
     pc->p[AG_CHAOS_UP].shut = true; /* nothing more goes up: the pair closes once the answer is out */
 }
 
-/* Bytes read from the client, through the request framing; false once the connection is answered here. */
+/*
+ * Bytes read from the client, through the request framing; false once the connection is answered here.
+ * What follows a complete head in pc->head is read on as body or the next head: the two buffers trade
+ * places (held keeps those bytes alive, pc->head starts empty with the other's storage), so no copy is made
+ * and nothing recurses.
+ */
 static bool http_up(pconn *pc, const char *data, size_t n) {
     pipe_ *up = &pc->p[AG_CHAOS_UP];
+    ag_buf held;
+    ag_buf_init(&held);
+    bool go = true;
     while (n) {
-        if (pc->hs == H_PASS) return enqueue(up, data, n, false), true;
+        if (pc->hs == H_PASS) {
+            enqueue(up, data, n, false);
+            break;
+        }
         if (pc->hs == H_BODY) {
             size_t k = n < pc->body_left ? n : (size_t)pc->body_left;
             enqueue(up, data, k, false);
@@ -280,36 +291,35 @@ static bool http_up(pconn *pc, const char *data, size_t n) {
             continue;
         }
         ag_buf_append(&pc->head, data, n);
-        data += n, n = 0;
+        n = 0;
         chaos_head h;
         ag_status st = chaos_head_parse(&h, pc->head.data, pc->head.len);
         const ag_http_request req = h.req;
-        if (st == AG_AGAIN) return true;
+        if (st == AG_AGAIN) break;
         if (st != AG_OK) { /* not HTTP/1.1 as we read it: pass it on untouched */
             pc->hs = H_PASS;
             enqueue(up, pc->head.data, pc->head.len, false);
             pc->head.len = 0;
-            return true;
+            break;
         }
-        if (roll(pc->x, pc->x->faults.p_http_error)) return answer_error(pc), false;
+        if (roll(pc->x, pc->x->faults.p_http_error)) {
+            answer_error(pc);
+            go = false;
+            break;
+        }
         up->hold_us = 0; /* this request's head and body: held when it draws http-delay */
         if (pc->x->faults.http_delay_us && roll(pc->x, pc->x->faults.p_http_delay))
             up->hold_us = pc->x->faults.http_delay_us, pc->x->fired[F_HTTP_DELAY]++;
         pc->body_left = req.content_length > 0 ? (uint64_t)req.content_length : 0;
         pc->hs = req.chunked ? H_PASS : pc->body_left ? H_BODY : H_HEAD;
-        /* the head goes up; what followed it in the buffer is read again as body or the next head */
-        size_t rest = pc->head.len - req.head_len;
         enqueue(up, pc->head.data, req.head_len, false);
-        char *tail = rest ? pc->head.data + req.head_len : NULL;
-        ag_buf more;
-        ag_buf_init(&more);
-        if (rest) ag_buf_append(&more, tail, rest);
+        ag_buf t = held;
+        held = pc->head, pc->head = t;
         pc->head.len = 0;
-        bool go = http_up(pc, more.data, more.len);
-        ag_buf_deinit(&more);
-        return go;
+        data = held.data + req.head_len, n = held.len - req.head_len;
     }
-    return true;
+    ag_buf_deinit(&held);
+    return go;
 }
 
 /* ---- reading ---------------------------------------------------------------------------------- */

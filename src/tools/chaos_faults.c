@@ -7,6 +7,7 @@
 #include "tools/chaos.h"
 
 #include "base/arena.h"
+#include "base/str.h"
 #include "json/json.h"
 
 #include <math.h>
@@ -25,14 +26,7 @@ static bool number_unit(const char *s, double *v, const char **unit) {
 }
 
 static bool duration_us(const char *s, uint64_t *us) {
-    double v;
-    const char *u;
-    if (!number_unit(s, &v, &u)) return false;
-    double scale = !*u || strcmp(u, "s") == 0 ? 1e6 : strcmp(u, "ms") == 0 ? 1e3 : strcmp(u, "us") == 0 ? 1 :
-                   strcmp(u, "m") == 0 ? 60e6 : -1;
-    if (scale < 0 || v * scale > 86400e6) return false; /* a day at most */
-    *us = (uint64_t)llround(v * scale);
-    return true;
+    return ag_str_parse_duration_us(ag_str_from_cstr(s), us) == AG_OK && *us <= 86400000000ull; /* a day at most */
 }
 
 static bool rate_bytes(const char *s, double *bps) {

@@ -157,6 +157,26 @@ test('--http-delay 200ms:1: each keep-alive request goes up 200 ms late, and is 
   assert.equal(await c.stop(), 0, c.log());
 });
 
+test('HTTP faults read pipelined requests with bodies at any split: every byte goes up in order, each request draws', { timeout: 20000 }, async () => {
+  const c = await chaos(echoPort, ['--http-delay', '1ms:1']);
+  const reqs = 'POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello worldGET /b HTTP/1.1\r\nHost: x\r\n\r\n' +
+    'PUT /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz';
+  const bytes = Buffer.from(reqs);
+  for (const split of [1, 7, 40, 64, 80, bytes.length]) { // one write, or two at each split point
+    const s = await open(c.port);
+    const back = [];
+    const done = new Promise((resolve) => s.on('data', (d) => { back.push(d); if (Buffer.concat(back).length >= bytes.length) resolve(); }));
+    s.write(bytes.subarray(0, split));
+    if (split < bytes.length) setTimeout(() => s.write(bytes.subarray(split)), 5);
+    await done;
+    assert.equal(Buffer.concat(back).toString(), reqs, `split at ${split}`);
+    s.destroy();
+  }
+  const m = await (await fetch(`${c.admin}/metrics`)).text();
+  assert.match(m, /^autoglm_chaos_faults_total\{fault="http_delay"\} 18$/m); // 3 requests x 6 connections
+  assert.equal(await c.stop(), 0, c.log());
+});
+
 test('the admin API: faults read back as set, a change applies from the next connection, a bad one is a 400', async () => {
   const c = await chaos(echoPort);
   assert.deepEqual(await (await fetch(`${c.admin}/faults`)).json(), {});

@@ -190,6 +190,27 @@ static void test_str_parse_numbers(void **state) {
     assert_int_equal(v, 5000);
     assert_int_equal(ag_str_parse_duration_ms(AG_STR_LIT("5h"), &v), AG_EINVAL);
     assert_int_equal(ag_str_parse_duration_ms(AG_STR_LIT("ms"), &v), AG_EINVAL);
+    assert_int_equal(ag_str_parse_duration_ms(AG_STR_LIT("1.5s"), &v), AG_OK);
+    assert_int_equal(v, 1500);
+    assert_int_equal(ag_str_parse_duration_ms(AG_STR_LIT("40us"), &v), AG_OK);
+    assert_int_equal(v, 1); /* rounded up: a positive duration stays positive */
+    /* the one grammar: flags of serve, bench and chaos, and chaos's admin API */
+    const struct {
+        const char *in;
+        ag_status st;
+        uint64_t us;
+    } cases[] = {{"250ms", AG_OK, 250000}, {"1.5s", AG_OK, 1500000}, {"40us", AG_OK, 40},   {"2m", AG_OK, 120000000},
+                 {"0.5", AG_OK, 500000},   {".25s", AG_OK, 250000},  {"0", AG_OK, 0},        {"3.", AG_OK, 3000000},
+                 {"", AG_EINVAL, 0},       {".", AG_EINVAL, 0},      {"-1s", AG_EINVAL, 0},  {"+1s", AG_EINVAL, 0},
+                 {" 1s", AG_EINVAL, 0},    {"1 s", AG_EINVAL, 0},    {"1e3ms", AG_EINVAL, 0}, {"1.2.3s", AG_EINVAL, 0},
+                 {"inf", AG_EINVAL, 0},    {"nan", AG_EINVAL, 0},    {"0x10s", AG_EINVAL, 0}, {"5h", AG_EINVAL, 0},
+                 {"1S", AG_EINVAL, 0},     {"99999999999999999999m", AG_ELIMIT, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        uint64_t us = 12345;
+        ag_status st = ag_str_parse_duration_us(ag_str_from_cstr(cases[i].in), &us);
+        if (st != cases[i].st || (st == AG_OK && us != cases[i].us))
+            fail_msg("'%s': status %d, %llu us", cases[i].in, (int)st, (unsigned long long)us);
+    }
 }
 
 static void test_c_locale_numbers(void **state) {
