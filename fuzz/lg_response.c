@@ -40,16 +40,16 @@ static lg_response lg_response_feed(const uint8_t *data, size_t size, size_t pie
     c.x = &x;
     ag_buf_init(&c.in);
     lg_response out = {.ok = true};
-    for (size_t off = 0; off < size && out.ok && !c.done;) {
+    for (size_t off = 0; off < size && out.ok && !c.resp.done;) {
         size_t n = piece && size - off > piece ? piece : size - off;
         ag_buf_append(&c.in, data + off, n);
         off += n;
         g.now += 1000000; /* a millisecond a read */
         out.ok = lg_h1_parse(&c);
-        if (c.head_done && (c.body_off > c.in.len || x.scanned > c.in.len - c.body_off)) __builtin_trap();
-        if (c.chunked && c.dec.dst > c.in.len - c.body_off) __builtin_trap();
+        if (c.resp.head_done && (c.resp.head_len > c.in.len || x.scanned > c.in.len - c.resp.head_len)) __builtin_trap();
+        if (c.resp.chunked && c.resp.dec.dst > c.in.len - c.resp.head_len) __builtin_trap();
     }
-    out.done = c.done, out.status = x.status, out.sse = x.sse;
+    out.done = c.resp.done, out.status = x.status, out.sse = x.sse;
     out.in_tokens = x.in_tokens, out.out_tokens = x.out_tokens, out.itl_samples = r.itl.n;
     memcpy(out.server, r.server, sizeof out.server);
     ag_buf_deinit(&c.in);

@@ -16,6 +16,7 @@
 #include "base/arena.h"
 #include "base/buf.h"
 #include "http/http.h"
+#include "http/response.h"
 #include "http/tls.h"
 #include "tools/loadgen.h"
 
@@ -71,9 +72,7 @@ struct lg_conn {
     bool released;        /* uv_close called */
     /* HTTP/1.1: the exchange in flight and its response's framing */
     lg_xchg *x;
-    bool head_done, chunked, to_eof, close_after, done;
-    size_t body_off, content_length;
-    ag_http_chunked dec;
+    ag_http_response resp;
     /* HTTP/2 */
     nghttp2_session *h2;
     bool in_recv; /* inside nghttp2_session_mem_recv: sending and freeing wait until it returns */
@@ -141,7 +140,7 @@ void lg_conn_cancel(lg_conn *c, lg_xchg *x); /* a timeout: the exchange ends, th
 void lg_conn_finish(lg_conn *c, lg_xchg *x, lg_end kind); /* x's response is over: it leaves c and ends */
 void lg_conn_close(lg_conn *c, lg_end kind); /* its exchanges end as kind */
 bool lg_conn_usable(const lg_conn *c);
-/* HTTP/1.1: the response to c->x so far, in c->in; false on a protocol error; c->done once it is whole. */
+/* HTTP/1.1: the response to c->x so far, in c->in (http/response.c); false on a protocol error; c->resp.done once it is whole. */
 bool lg_h1_parse(lg_conn *c);
 bool lg_conn_put(lg_conn *c, const void *p, size_t n); /* bytes to send, through TLS on https */
 void lg_conn_flush(lg_conn *c);

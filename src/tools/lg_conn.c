@@ -10,7 +10,7 @@
  * (wbuf), swapped when a write completes, so a connection has at most one
  * write in flight and no allocation per request.
  */
-#define _GNU_SOURCE /* memmem */
+#define _GNU_SOURCE /* pthread types for uv.h */
 #include "tools/lg.h"
 
 #include "base/alloc.h"
@@ -24,75 +24,18 @@
 
 /* ---- HTTP/1.1 responses ------------------------------------------------------------------ */
 
-typedef struct head_fields {
-    ag_str content_length, transfer_encoding, content_type, connection, server;
-} head_fields;
-
-/* The response head's fields we act on, in one pass over its lines. */
-static void read_head(const char *head, size_t len, head_fields *f) {
-    static const struct {
-        const char *name;
-        size_t n, off;
-    } want[] = {{"content-length", 14, offsetof(head_fields, content_length)},
-                {"transfer-encoding", 17, offsetof(head_fields, transfer_encoding)},
-                {"content-type", 12, offsetof(head_fields, content_type)},
-                {"connection", 10, offsetof(head_fields, connection)},
-                {"server", 6, offsetof(head_fields, server)}};
-    memset(f, 0, sizeof *f);
-    const char *p = memchr(head, '\n', len), *end = head + len;
-    while (p && ++p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p)), *colon;
-        if (!eol) break;
-        if ((colon = memchr(p, ':', (size_t)(eol - p))))
-            for (size_t i = 0; i < sizeof want / sizeof *want; i++)
-                if ((size_t)(colon - p) == want[i].n && strncasecmp(p, want[i].name, want[i].n) == 0) {
-                    ag_str *v = (ag_str *)((char *)f + want[i].off);
-                    *v = ag_str_trim((ag_str){colon + 1, (size_t)(eol - colon - 1)});
-                }
-        p = eol;
-    }
-}
-
 bool lg_h1_parse(lg_conn *c) {
     lg_xchg *x = c->x;
-    char *d = c->in.data;
-    if (!c->head_done) {
-        char *e = memmem(d, c->in.len, "\r\n\r\n", 4);
-        if (!e) return c->in.len < 65536;
-        if (c->in.len < 12 || memcmp(d, "HTTP/1.", 7) != 0) return false;
-        x->status = atoi(d + 9);
-        size_t hl = (size_t)(e - d) + 4;
-        head_fields h;
-        read_head(d, hl, &h);
-        ag_str cl = h.content_length, te = h.transfer_encoding, ct = h.content_type, cn = h.connection;
-        c->chunked = te.n && ag_str_eq_cstr(te, "chunked");
-        x->sse = ct.n >= 17 && strncmp(ct.p, "text/event-stream", 17) == 0;
-        c->close_after = cn.n && strncasecmp(cn.p, "close", 5) == 0;
-        lg_note_server(c->g, h.server.p, h.server.n);
-        c->to_eof = !c->chunked && !cl.n;
-        c->content_length = cl.n ? (size_t)strtoull(cl.p, NULL, 10) : 0;
-        c->body_off = hl;
-        c->head_done = true;
-        if (x->status == 100) { /* an interim response: the real one follows */
-            memmove(d, d + hl, c->in.len - hl);
-            c->in.len -= hl;
-            c->head_done = false;
-            return lg_h1_parse(c);
-        }
+    bool had_head = c->resp.head_done;
+    size_t body, n;
+    if (ag_http_response_read(&c->resp, c->in.data, &c->in.len, 65536, &body, &n) != AG_OK) return false;
+    if (!c->resp.head_done) return true;
+    if (!had_head) {
+        x->status = c->resp.status;
+        x->sse = ag_http_response_is_sse(&c->resp);
+        lg_note_server(c->g, c->resp.server.p, c->resp.server.n);
     }
-    char *body = d + c->body_off;
-    size_t raw = c->in.len - c->body_off;
-    if (c->chunked) {
-        ag_http_error err;
-        ag_status st = ag_http_chunked_decode(&c->dec, body, raw, SIZE_MAX / 2, 4096, &err);
-        if (st != AG_OK && st != AG_AGAIN) return false;
-        lg_body_read(x, body, c->dec.dst, st == AG_OK);
-        c->done = st == AG_OK;
-        return true;
-    }
-    if (!c->to_eof && raw > c->content_length) return false; /* bytes nobody asked for */
-    c->done = !c->to_eof && raw == c->content_length;
-    lg_body_read(x, body, raw, c->done);
+    lg_body_read(x, c->in.data + body, n, c->resp.done);
     return true;
 }
 
@@ -113,9 +56,7 @@ void lg_conn_start(lg_conn *c, lg_xchg *x) {
     }
     c->x = x;
     c->in.len = 0;
-    c->head_done = c->chunked = c->to_eof = c->close_after = c->done = false;
-    c->body_off = c->content_length = 0;
-    memset(&c->dec, 0, sizeof c->dec);
+    ag_http_response_reset(&c->resp);
     if (c->state == LGC_OPEN) h1_transmit(c);
 }
 
@@ -124,7 +65,7 @@ void lg_conn_finish(lg_conn *c, lg_xchg *x, lg_end kind) {
     x->c = NULL;
     if (c->x == x) c->x = NULL;
     if (c->state != LGC_CLOSING) {
-        if (c->close_after) lg_conn_close(c, END_CONN); /* Connection: close, e.g. nginx's keepalive_requests */
+        if (c->resp.close_after) lg_conn_close(c, END_CONN); /* Connection: close, e.g. nginx's keepalive_requests */
         else if (!c->active) lg_conn_released(c);
     }
     lg_xchg_end(x, kind);
@@ -234,14 +175,14 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 /* The server's end of the connection: EOF, close_notify, or an error. */
 static void ended(lg_conn *c, ssize_t n) {
     lg_xchg *x = c->x;
-    if (x && n == UV_EOF && c->head_done && c->to_eof) { /* an HTTP/1.1 body delimited by the close */
-        lg_body_read(x, c->in.data + c->body_off, c->in.len - c->body_off, true);
-        c->close_after = true;
+    if (x && n == UV_EOF && c->resp.head_done && c->resp.to_eof) { /* an HTTP/1.1 body delimited by the close */
+        lg_body_read(x, c->in.data + c->resp.head_len, c->in.len - c->resp.head_len, true);
+        c->resp.close_after = true;
         lg_conn_finish(c, x, x->status / 100 == 2 ? END_OK : END_HTTP);
         return;
     }
     if (c->active) lg_conn_error(c->g, n == UV_EOF ? "the server closed the connection" : uv_strerror((int)n));
-    lg_conn_close(c, x && (c->head_done || c->in.len) ? END_PROTO : END_CONN);
+    lg_conn_close(c, x && (c->resp.head_done || c->in.len) ? END_PROTO : END_CONN);
 }
 
 static void h1_read(lg_conn *c, size_t added) {
@@ -252,7 +193,7 @@ static void h1_read(lg_conn *c, size_t added) {
     }
     if (x->counted) c->g->r->bytes += added;
     if (!lg_h1_parse(c)) lg_conn_close(c, END_PROTO);
-    else if (c->done) lg_conn_finish(c, x, x->status / 100 == 2 ? END_OK : END_HTTP);
+    else if (c->resp.done) lg_conn_finish(c, x, x->status / 100 == 2 ? END_OK : END_HTTP);
 }
 
 static void opened(lg_conn *c);
