@@ -108,12 +108,25 @@ static void stream_close(conn *c, const exchange *x, const ag_api_usage *u) {
     ag_sse_close(c);
 }
 
-/* A whole response of generated choices (500 when the engine failed on one). */
+/* The answer when X-Request-Timeout-Ms passed before every choice was done (504). */
+static void deadline_error(const exchange *x, ag_api_error *e) {
+    ag_api_fail(e, 504, "timeout_error", NULL, "deadline_exceeded",
+                "The request's deadline (X-Request-Timeout-Ms: %llu) passed before its answer was complete.",
+                (unsigned long long)((x->deadline_ns - x->t_start_ns) / 1000000ull));
+}
+
+/* A whole response of generated choices (500 when the engine failed on one, 504 when its deadline passed). */
 static void respond_whole(conn *c, exchange *x, const ag_api_usage *u) {
-    bool failed = false;
-    for (int i = 0; i < x->n_ch; i++) failed |= x->ch[i].finish == AG_FINISH_ERROR;
+    bool failed = false, late = false;
+    for (int i = 0; i < x->n_ch; i++) failed |= x->ch[i].finish == AG_FINISH_ERROR, late |= x->ch[i].finish == AG_FINISH_TIMEOUT;
     if (failed) {
         ag_conn_respond_status(c, 500, "server_error", NULL, "the engine failed on this request", NULL);
+        return;
+    }
+    if (late) {
+        ag_api_error e;
+        deadline_error(x, &e);
+        ag_conn_respond_error(c, &e);
         return;
     }
     ag_api_choice *ch = ag_xcalloc((size_t)x->n_ch, sizeof *ch);
@@ -212,6 +225,7 @@ void ag_exchange_submit(exchange *x) {
         ag_err e;
         ag_api_engine_request(&x->req, &s->model, (size_t)i, &rq);
         rq.cache_salt = x->kv_salt;
+        rq.deadline_ns = x->deadline_ns;
         ag_status st = ag_engine_submit(s->engine, &rq, &ch->id, &e);
         if (st != AG_OK) {
             /* the client gets the error now; choices already open are cancelled and their events find no client */
@@ -241,11 +255,12 @@ void ag_exchange_submit(exchange *x) {
         for (int i = 0; i < x->n_ch; i++) stream_chunk(c, x, i, true, "", 0, NULL, NULL);
 }
 
-/* The engine failed on a streamed choice: an error event, which the OpenAI SDKs raise, instead of a finish chunk. */
-static void stream_error(conn *c, int index) {
+/* A streamed choice the engine failed on, or whose deadline passed: an error event, which the OpenAI SDKs
+ * raise, instead of a finish chunk. */
+static void stream_error(conn *c, const exchange *x, int index, ag_finish f) {
     ag_api_error e;
-    ag_api_fail(&e, 500, "server_error", NULL, "engine_error",
-                "the engine failed on choice %d of this request", index);
+    if (f == AG_FINISH_TIMEOUT) deadline_error(x, &e);
+    else ag_api_fail(&e, 500, "server_error", NULL, "engine_error", "the engine failed on choice %d of this request", index);
     ag_api_error_write(&e, ag_sse_event_begin(c));
     ag_sse_event_end(c);
 }
@@ -310,7 +325,7 @@ static void on_event(server *s, ag_event *ev) {
     ag_map_del(&s->inflight, (const char *)&ch->id, sizeof ch->id);
     observe_finish(s, ch, ev);
     if (c && x->req.stream) {
-        if (ev->finish == AG_FINISH_ERROR) stream_error(c, index);
+        if (ev->finish == AG_FINISH_ERROR || ev->finish == AG_FINISH_TIMEOUT) stream_error(c, x, index, ev->finish);
         else stream_chunk(c, x, index, false, "", 0, ag_api_finish_reason(ev->finish), NULL);
     }
     if (--x->n_open == 0) {
@@ -332,6 +347,25 @@ void ag_exchange_poll_engine(server *s) {
 
 /* ---- starting ----------------------------------------------------------------------------- */
 
+/*
+ * Deadline propagation: a client that will give up after T ms sends X-Request-Timeout-Ms: T, and the
+ * engine stops the generation (and frees its KV blocks) T ms after the request's first byte, queued or
+ * running, instead of finishing an answer nobody will read.  Relative, so client and server clocks need
+ * not agree.
+ */
+#define AG_REQUEST_TIMEOUT_MS_MAX 86400000ull /* a day */
+static ag_status read_deadline(exchange *x, const ag_http_request *req, ag_api_error *err) {
+    ag_str v = ag_http_header_get(req, "x-request-timeout-ms");
+    uint64_t ms;
+    if (!v.p) return AG_OK;
+    if (ag_str_parse_u64(v, &ms) != AG_OK || ms == 0 || ms > AG_REQUEST_TIMEOUT_MS_MAX)
+        return ag_api_fail(err, 400, "invalid_request_error", NULL, "invalid_request_timeout",
+                           "X-Request-Timeout-Ms must be a whole number of milliseconds from 1 to %llu, not '%.*s'",
+                           AG_REQUEST_TIMEOUT_MS_MAX, (int)(v.n > 40 ? 40 : v.n), v.p);
+    x->deadline_ns = x->t_start_ns + ms * 1000000ull;
+    return AG_OK;
+}
+
 void ag_exchange_start(conn *c, ag_api_kind kind, const char *body, size_t len) {
     server *s = c->s;
     exchange *x = ag_xcalloc(1, sizeof *x);
@@ -348,6 +382,12 @@ void ag_exchange_start(conn *c, ag_api_kind kind, const char *body, size_t len) 
         ag_exchange_free(x);
         return;
     }
+    if (read_deadline(x, &c->req, &err) != AG_OK) {
+        ag_exchange_detach(x);
+        ag_conn_respond_error(c, &err);
+        ag_exchange_free(x);
+        return;
+    }
     x->n_ch = (int)(x->req.n_prompts * (size_t)x->req.n);
     ag_api_meta_init(&x->meta, kind, s->model.name, ++s->n_requests);
     x->kv_salt = kv_salt(x, &c->req); /* now: the head's bytes may move while the exchange waits */
@@ -357,7 +397,10 @@ void ag_exchange_start(conn *c, ag_api_kind kind, const char *body, size_t len) 
 
 /* ---- observability: metrics, the access log, spans ------------------------------------ */
 
-static const char *choice_finish(const choice *ch) { return ch->open ? "abort" : ag_api_finish_reason(ch->finish); }
+static const char *choice_finish(const choice *ch) {
+    return ch->open ? "abort" : ch->finish == AG_FINISH_TIMEOUT || ch->finish == AG_FINISH_ERROR ? ag_finish_name(ch->finish)
+                                                                                                : ag_api_finish_reason(ch->finish);
+}
 
 /* The server span with the OpenTelemetry GenAI attributes, and its queue, prefill and decode children. */
 static void export_spans(server *s, const req_obs *q, const exchange *x, int status, uint64_t end_ns) {

@@ -291,6 +291,7 @@ struct exchange {
     int n_ch, n_open;
     uint64_t kv_salt; /* the prefix cache's namespace for this tenant */
     uint64_t t_start_ns, t_first_ns; /* the request's first byte; the first token of any choice */
+    uint64_t deadline_ns; /* X-Request-Timeout-Ms after the first byte: the engine stops there; 0: none */
     /* the response cache: its verdict on this request (X-Cache of a generated answer), and where to store it */
     cache_verdict verdict;
     bool cache_store;
