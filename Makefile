@@ -5,6 +5,7 @@
 #   make asan       ASan+UBSan build, then run the unit tests under it
 #   make tsan       ThreadSanitizer build of the threaded code: its unit tests and a server subset
 #   make test       both builds, every test, one closing "N passed, N failed" line
+#   make install    PREFIX=/usr/local: libautoglm (.so, .a, headers, autoglm.pc) and the autoglm binary
 #   make serve      build and serve the default model, models/autoglm-tiny.gguf (see README); TLS=1 for HTTPS
 #   make model      re-train that model from scratch and compare (tools/train)
 #   make bench      build and run the benchmarks in bench/
@@ -25,7 +26,7 @@ CMAKE_FLAGS = -DAG_NATIVE=$(NATIVE) -Wno-dev
 PKGS = cmocka libcjson jansson simdjson libpcre2-8 libutf8proc libuv hiredis libzstd libcrypto libssl libnghttp2 zlib
 TOOLS = cmake cc c++ clang pkg-config npm curl promtool wrk bible redis-server nginx chromium nghttp h2load openssl ip tc nft
 
-.PHONY: all release asan asan-build tsan fixtures test serve model bench fuzz deps format clean
+.PHONY: all release asan asan-build tsan fixtures test serve model bench fuzz deps format clean install
 
 all: release
 
@@ -48,7 +49,7 @@ asan: asan-build
 # ThreadSanitizer over what runs on several threads: the thread pool (kernels, forward), the engine thread
 # (scheduler), the log writer, and the server with its engine thread, OTLP exporter and Redis client (an
 # integration subset).
-TSAN_TESTS = test_base_log test_engine_kernels test_engine_model test_sched
+TSAN_TESTS = test_base_log test_engine_kernels test_engine_model test_sched test_client_call
 TSAN_SERVER_TESTS = lifecycle.test.mjs obs.test.mjs regressions.test.mjs cache-redis.test.mjs
 tsan: fixtures
 	@$(CMAKE) -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DAG_TSAN=ON $(CMAKE_FLAGS) >/dev/null
@@ -67,6 +68,10 @@ test: release asan-build fixtures
 	@AUTOGLM_BIN=$(CURDIR)/build/bin/autoglm AUTOGLM_ASAN_BIN=$(CURDIR)/build/asan/bin/autoglm \
 	  AUTOGLM_FIXTURES=$(CURDIR)/build/fixtures scripts/run-tests release=build/release/tests asan=build/asan/tests \
 	  server=tests/integration asan-srv=tests/integration
+
+PREFIX ?= /usr/local
+install: release
+	@$(CMAKE) --install build/release --prefix $(PREFIX)
 
 serve: release
 	@TLS=$(TLS) scripts/serve

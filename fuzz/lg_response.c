@@ -38,21 +38,21 @@ static lg_response lg_response_feed(const uint8_t *data, size_t size, size_t pie
     lg_conn c = {.g = &g};
     lg_xchg x = {.g = &g, .c = &c, .counted = true};
     c.x = &x;
-    ag_buf_init(&c.in);
+    ag_buf_init(&c.io.in);
     lg_response out = {.ok = true};
     for (size_t off = 0; off < size && out.ok && !c.resp.done;) {
         size_t n = piece && size - off > piece ? piece : size - off;
-        ag_buf_append(&c.in, data + off, n);
+        ag_buf_append(&c.io.in, data + off, n);
         off += n;
         g.now += 1000000; /* a millisecond a read */
         out.ok = lg_h1_parse(&c);
-        if (c.resp.head_done && (c.resp.head_len > c.in.len || x.scanned > c.in.len - c.resp.head_len)) __builtin_trap();
-        if (c.resp.chunked && c.resp.dec.dst > c.in.len - c.resp.head_len) __builtin_trap();
+        if (c.resp.head_done && (c.resp.head_len > c.io.in.len || x.scanned > c.io.in.len - c.resp.head_len)) __builtin_trap();
+        if (c.resp.chunked && c.resp.dec.dst > c.io.in.len - c.resp.head_len) __builtin_trap();
     }
     out.done = c.resp.done, out.status = x.status, out.sse = x.sse;
     out.in_tokens = x.in_tokens, out.out_tokens = x.out_tokens, out.itl_samples = r.itl.n;
     memcpy(out.server, r.server, sizeof out.server);
-    ag_buf_deinit(&c.in);
+    ag_buf_deinit(&c.io.in);
     ag_arena_deinit(&g.arena);
     return out;
 }

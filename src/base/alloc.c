@@ -40,6 +40,12 @@ char *ag_xstrdup(const char *s) {
     return memcpy(ag_xmalloc(n), s, n);
 }
 
+char *ag_xstrndup(const char *s, size_t n) {
+    char *d = memcpy(ag_xmalloc(n + 1), s, n);
+    d[n] = 0;
+    return d;
+}
+
 static int injected_failure(void) {
     if (fail_countdown == 0) return 0;
     if (--fail_countdown == 0) {

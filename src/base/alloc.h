@@ -23,6 +23,7 @@ void *ag_xmalloc(size_t n);
 void *ag_xcalloc(size_t count, size_t size);
 void *ag_xrealloc(void *p, size_t n);
 char *ag_xstrdup(const char *s);
+char *ag_xstrndup(const char *s, size_t n); /* the first n bytes of s, NUL-terminated */
 
 void *ag_try_malloc(size_t n);
 void *ag_try_realloc(void *p, size_t n);

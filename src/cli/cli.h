@@ -29,6 +29,7 @@ int ag_cmd_perplexity(int argc, char **argv);
 int ag_cmd_serve(int argc, char **argv);
 int ag_cmd_bench(int argc, char **argv);
 int ag_cmd_chaos(int argc, char **argv);
+int ag_cmd_complete(int argc, char **argv);
 
 /* One-line usage error: "autoglm <cmd>: <message>" on stderr; returns AG_EXIT_USAGE. */
 int ag_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

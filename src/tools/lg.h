@@ -15,6 +15,7 @@
 
 #include "base/arena.h"
 #include "base/buf.h"
+#include "http/cio.h"
 #include "http/http.h"
 #include "http/response.h"
 #include "http/tls.h"
@@ -63,12 +64,7 @@ struct lg_conn {
     bool capped;          /* counted in g->open_conns (an HTTP/2 connection told GOAWAY leaves the count) */
     int active;           /* exchanges it carries */
     lg_conn *next_idle;   /* HTTP/1.1: the step's idle connections */
-    ag_tls *tls;          /* https */
-    ag_buf in;            /* plaintext read and not yet consumed */
-    ag_buf out;           /* bytes for the next write (TLS records on https) */
-    ag_buf wbuf;          /* bytes being written */
-    uv_write_t write;
-    bool writing;         /* a write is in flight (at most one) */
+    ag_cio io;            /* plaintext in, bytes out (TLS on https): http/cio.c */
     bool released;        /* uv_close called */
     /* HTTP/1.1: the exchange in flight and its response's framing */
     lg_xchg *x;

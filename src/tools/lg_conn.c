@@ -28,14 +28,14 @@ bool lg_h1_parse(lg_conn *c) {
     lg_xchg *x = c->x;
     bool had_head = c->resp.head_done;
     size_t body, n;
-    if (ag_http_response_read(&c->resp, c->in.data, &c->in.len, 65536, &body, &n) != AG_OK) return false;
+    if (ag_http_response_read(&c->resp, c->io.in.data, &c->io.in.len, 65536, &body, &n) != AG_OK) return false;
     if (!c->resp.head_done) return true;
     if (!had_head) {
         x->status = c->resp.status;
         x->sse = ag_http_response_is_sse(&c->resp);
         lg_note_server(c->g, c->resp.server.p, c->resp.server.n);
     }
-    lg_body_read(x, c->in.data + body, n, c->resp.done);
+    lg_body_read(x, c->io.in.data + body, n, c->resp.done);
     return true;
 }
 
@@ -55,7 +55,7 @@ void lg_conn_start(lg_conn *c, lg_xchg *x) {
         return;
     }
     c->x = x;
-    c->in.len = 0;
+    c->io.in.len = 0;
     ag_http_response_reset(&c->resp);
     if (c->state == LGC_OPEN) h1_transmit(c);
 }
@@ -83,8 +83,7 @@ bool lg_conn_usable(const lg_conn *c) { return c->state != LGC_CLOSING && !c->go
 static void on_written(uv_write_t *w, int status) {
     lg_conn *c = w->data;
     c->g->now = uv_hrtime();
-    c->writing = false;
-    c->wbuf.len = 0;
+    ag_cio_written(&c->io);
     if (c->state == LGC_CLOSING) return;
     if (status < 0) {
         if (c->active) lg_conn_error(c->g, uv_strerror(status));
@@ -94,31 +93,19 @@ static void on_written(uv_write_t *w, int status) {
     lg_conn_flush(c);
 }
 
-bool lg_conn_put(lg_conn *c, const void *p, size_t n) {
-    if (c->tls) return ag_tls_send(c->tls, p, n, &c->out);
-    ag_buf_append(&c->out, p, n);
-    return true;
-}
+bool lg_conn_put(lg_conn *c, const void *p, size_t n) { return ag_cio_put(&c->io, p, n); }
 
 void lg_conn_flush(lg_conn *c) {
-    if (c->writing || !c->out.len || c->state == LGC_CONNECTING || c->state == LGC_CLOSING) return;
-    ag_buf t = c->wbuf;
-    c->wbuf = c->out, c->out = t;
-    uv_buf_t b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
-    c->write.data = c;
-    c->writing = true;
-    if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-        c->writing = false;
-        lg_conn_close(c, END_CONN);
-    }
+    if (c->state == LGC_CONNECTING || c->state == LGC_CLOSING) return;
+    c->io.write.data = c;
+    if (ag_cio_flush(&c->io, (uv_stream_t *)&c->tcp, on_written) != 0) lg_conn_close(c, END_CONN);
 }
 
 /* ---- the lifecycle ------------------------------------------------------------------------ */
 
 static void on_closed(uv_handle_t *h) {
     lg_conn *c = h->data;
-    ag_buf_deinit(&c->in), ag_buf_deinit(&c->out), ag_buf_deinit(&c->wbuf);
-    ag_tls_free(c->tls);
+    ag_cio_deinit(&c->io);
     lg_conn_free(c);
 }
 
@@ -160,29 +147,20 @@ void lg_conn_close(lg_conn *c, lg_end kind) {
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     lg_conn *c = h->data;
     (void)hint;
-    if (c->tls) { /* ciphertext: OpenSSL takes it at once, the plaintext goes to c->in */
-        *buf = uv_buf_init(c->g->rbuf, sizeof c->g->rbuf);
-        return;
-    }
-    if (ag_buf_reserve(&c->in, 65536) != AG_OK) {
-        buf->base = NULL, buf->len = 0;
-        return;
-    }
-    buf->base = c->in.data + c->in.len;
-    buf->len = c->in.cap - c->in.len;
+    ag_cio_alloc(&c->io, c->g->rbuf, sizeof c->g->rbuf, buf);
 }
 
 /* The server's end of the connection: EOF, close_notify, or an error. */
 static void ended(lg_conn *c, ssize_t n) {
     lg_xchg *x = c->x;
     if (x && n == UV_EOF && c->resp.head_done && c->resp.to_eof) { /* an HTTP/1.1 body delimited by the close */
-        lg_body_read(x, c->in.data + c->resp.head_len, c->in.len - c->resp.head_len, true);
+        lg_body_read(x, c->io.in.data + c->resp.head_len, c->io.in.len - c->resp.head_len, true);
         c->resp.close_after = true;
         lg_conn_finish(c, x, x->status / 100 == 2 ? END_OK : END_HTTP);
         return;
     }
     if (c->active) lg_conn_error(c->g, n == UV_EOF ? "the server closed the connection" : uv_strerror((int)n));
-    lg_conn_close(c, x && (c->resp.head_done || c->in.len) ? END_PROTO : END_CONN);
+    lg_conn_close(c, x && (c->resp.head_done || c->io.in.len) ? END_PROTO : END_CONN);
 }
 
 static void h1_read(lg_conn *c, size_t added) {
@@ -208,28 +186,28 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         ended(c, n);
         return;
     }
-    size_t before = c->in.len;
+    size_t before = c->io.in.len;
     ag_tls_result tr = AG_TLS_OK;
-    if (c->tls) {
-        tr = ag_tls_recv(c->tls, buf->base, (size_t)n, &c->in, &c->out);
+    if (c->io.tls) {
+        tr = ag_tls_recv(c->io.tls, buf->base, (size_t)n, &c->io.in, &c->io.out);
         lg_conn_flush(c); /* the handshake's next flight, alerts */
         if (tr == AG_TLS_FAILED) {
             char why[200];
-            snprintf(why, sizeof why, "TLS: %s", ag_tls_why(c->tls));
+            snprintf(why, sizeof why, "TLS: %s", ag_tls_why(c->io.tls));
             lg_conn_error(g, why);
             lg_conn_close(c, END_CONN);
             return;
         }
-        if (c->state == LGC_HANDSHAKING && ag_tls_ready(c->tls)) opened(c);
+        if (c->state == LGC_HANDSHAKING && ag_tls_ready(c->io.tls)) opened(c);
     } else {
-        c->in.len += (size_t)n;
+        c->io.in.len += (size_t)n;
     }
     if (c->state == LGC_CLOSING) return;
     if (g->t->http2) {
         if (!lg_h2_recv(c)) lg_conn_close(c, END_PROTO);
         else if (c->state == LGC_CLOSING) release(c); /* closed from within nghttp2's callbacks */
-    } else if (c->in.len > before) {
-        h1_read(c, c->in.len - before);
+    } else if (c->io.in.len > before) {
+        h1_read(c, c->io.in.len - before);
     }
     if (tr == AG_TLS_CLOSED && c->state != LGC_CLOSING) ended(c, UV_EOF);
 }
@@ -239,7 +217,7 @@ static void opened(lg_conn *c) {
     lg *g = c->g;
     c->state = LGC_OPEN;
     if (g->t->http2) {
-        if (c->tls && !ag_tls_alpn_is(c->tls, "h2")) {
+        if (c->io.tls && !ag_tls_alpn_is(c->io.tls, "h2")) {
             lg_conn_error(g, "the server did not agree to HTTP/2 by ALPN");
             lg_conn_close(c, END_PROTO);
             return;
@@ -260,12 +238,12 @@ static void on_connect(uv_connect_t *req, int status) {
         return;
     }
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (!c->tls) {
+    if (!c->io.tls) {
         opened(c);
         return;
     }
     c->state = LGC_HANDSHAKING;
-    ag_tls_start(c->tls, &c->out);
+    ag_tls_start(c->io.tls, &c->io.out);
     lg_conn_flush(c);
 }
 
@@ -273,7 +251,7 @@ lg_conn *lg_conn_open(lg *g) {
     lg_conn *c = calloc(1, sizeof *c);
     c->g = g;
     c->state = LGC_CONNECTING;
-    ag_buf_init(&c->in), ag_buf_init(&c->out), ag_buf_init(&c->wbuf);
+    ag_cio_init(&c->io);
     uv_tcp_init(&g->loop, &c->tcp);
     uv_tcp_nodelay(&c->tcp, 1);
     c->tcp.data = c;
@@ -285,7 +263,7 @@ lg_conn *lg_conn_open(lg *g) {
     g->conns[g->n_conns++] = c;
     g->open_conns++;
     c->capped = true;
-    bool ok = (!g->tls || (c->tls = ag_tls_new(g->tls, g->t->host))) && (!g->t->http2 || lg_h2_open(c));
+    bool ok = (!g->tls || (c->io.tls = ag_tls_new(g->tls, g->t->host))) && (!g->t->http2 || lg_h2_open(c));
     int rc = ok ? uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&g->addr, on_connect) : UV_ENOMEM;
     if (rc != 0) {
         lg_conn_error(g, uv_strerror(rc));

@@ -217,9 +217,9 @@ void lg_h2_cancel(lg_conn *c, lg_xchg *x) {
 
 bool lg_h2_recv(lg_conn *c) {
     c->in_recv = true;
-    ssize_t n = nghttp2_session_mem_recv(c->h2, (const uint8_t *)c->in.data, c->in.len);
+    ssize_t n = nghttp2_session_mem_recv(c->h2, (const uint8_t *)c->io.in.data, c->io.in.len);
     c->in_recv = false;
-    c->in.len = 0;
+    c->io.in.len = 0;
     if (c->state == LGC_CLOSING) return true; /* closed from a callback: lg_conn.c frees it now */
     if (n < 0) {
         lg_conn_error(c->g, nghttp2_strerror((int)n));

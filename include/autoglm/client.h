@@ -1,0 +1,137 @@
+/*
+ * client.h - libautoglm's client: OpenAI-compatible calls (/v1/completions,
+ * /v1/chat/completions, or any POST path) that survive a slow or failing API
+ * without making it worse.
+ *
+ * Every call runs through one decision table (docs/client.md; the rows are
+ * ag_client_rule): connect errors, connections that end before the answer's
+ * first byte, and timeouts are retried with exponential backoff and full
+ * jitter; 429 and 503 wait what the server asks (Retry-After in seconds or as
+ * an HTTP date, retry-after-ms) or back off; 408 and 409 are retried; other
+ * 5xx at most max_5xx_retries times; other 4xx fail at once with the server's
+ * message; a stream that delivered a byte is never retried.  A retry budget
+ * shared by the client's calls (a token bucket: each call earns budget_ratio
+ * of a retry, each retry spends one, starting from and capped at
+ * budget_floor) keeps a fleet of clients from multiplying load during an
+ * outage.  Each attempt carries the time left as X-Request-Timeout-Ms (the
+ * server stops generating when the caller has given up) and one
+ * Idempotency-Key per call.
+ *
+ * Threads: the client owns an I/O thread running a libuv loop; its
+ * connections (HTTP/1.1 keep-alive, TLS for https) are shared by every call,
+ * and any thread may call at once.  Stream deltas and async completions are
+ * delivered on that I/O thread: keep those callbacks short.
+ */
+#ifndef AUTOGLM_CLIENT_H
+#define AUTOGLM_CLIENT_H
+
+#include "autoglm/status.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ag_client ag_client;
+
+/* Every number of the decision table; ag_client_options_default() fills these. */
+typedef struct ag_client_retry_policy {
+    int max_retries;          /* retries of one call after its first attempt (2, as the OpenAI SDKs) */
+    int max_5xx_retries;      /* of those, for 5xx other than 503 (2) */
+    double backoff_base_s;    /* retry n waits uniform(0, min(cap, base * 2^n)) (0.5) */
+    double backoff_cap_s;     /* (8) */
+    double max_retry_after_s; /* a longer Retry-After fails the call at once (60) */
+    double budget_ratio;      /* retries each call earns for the client (0.1) */
+    double budget_floor;      /* the budget at start and its cap (10) */
+} ag_client_retry_policy;
+
+typedef struct ag_client_options {
+    const char *base_url; /* http://host:port or https://host:port, an optional path prefix after it */
+    const char *api_key;  /* sent as Authorization: Bearer KEY; NULL: none */
+    uint32_t connect_timeout_ms;    /* TCP connect and TLS handshake (10 s) */
+    uint32_t first_byte_timeout_ms; /* request sent -> first byte of the answer (60 s) */
+    uint32_t total_timeout_ms;      /* the whole call, retries and waits included (600 s) */
+    ag_client_retry_policy retry;
+    const char *ca_file; /* https: trust these CAs instead of the system's */
+    bool insecure;       /* https: take any certificate */
+    int max_connections; /* open at once; calls beyond wait for one (16) */
+    size_t max_response_bytes; /* an answer's body (64 MiB) */
+    uint64_t seed;       /* the jitter's draws; 0: from the clock */
+} ag_client_options;
+
+ag_client_options ag_client_options_default(void);
+
+/* What ended an attempt. */
+typedef enum ag_client_outcome {
+    AG_CLIENT_OK,            /* a 2xx answer, whole */
+    AG_CLIENT_CONNECT_ERROR, /* no connection: refused, unreachable, TLS handshake failed */
+    AG_CLIENT_RESET,         /* the connection ended before the answer's first byte */
+    AG_CLIENT_TIMEOUT,       /* connect or first byte timeout */
+    AG_CLIENT_HTTP_STATUS,   /* a non-2xx answer */
+    AG_CLIENT_STREAM_BROKEN, /* the answer stopped after some of it arrived (or an error event in a stream) */
+    AG_CLIENT_PROTOCOL,      /* an answer that cannot be read, or over max_response_bytes */
+    AG_CLIENT_DEADLINE,      /* the call's total timeout passed */
+    AG_CLIENT_CLOSED,        /* the client was freed while the call was under way */
+} ag_client_outcome;
+
+const char *ag_client_outcome_name(ag_client_outcome o);
+
+/* One attempt, as reported to on_attempt. */
+typedef struct ag_client_attempt {
+    int number;          /* 1 for the first */
+    ag_client_outcome outcome;
+    int status;          /* HTTP status; 0 when none came */
+    double seconds;      /* the attempt's duration */
+    bool retry;          /* another attempt follows */
+    double wait_s;       /* ... after this wait */
+    const char *rule;    /* the decision table's row that decided, e.g. "503: Retry-After" */
+    const char *detail;  /* the cause: the connect error, the server's message */
+    const char *stop;    /* when the row allows a retry but none follows: why (max_retries, the budget, ...) */
+} ag_client_attempt;
+
+typedef void (*ag_client_delta_fn)(const char *text, size_t len, void *ud);
+typedef void (*ag_client_attempt_fn)(const ag_client_attempt *a, void *ud);
+
+/* One call's request. */
+typedef struct ag_client_request {
+    const char *path;             /* "/v1/completions", appended to the base URL's path */
+    const char *body;             /* JSON; "stream": true asks for a stream */
+    size_t body_len;
+    ag_client_delta_fn on_delta;  /* streams: each choice-0 text delta, on the I/O thread */
+    ag_client_attempt_fn on_attempt; /* each attempt's outcome and what follows (autoglm complete --verbose) */
+    void *ud;
+} ag_client_request;
+
+typedef struct ag_client_result {
+    ag_client_outcome outcome; /* the last attempt's */
+    int status;                /* the last HTTP status, 0 when none */
+    int attempts;
+    char *body;                /* the last answer's body (a stream's raw events); NUL-terminated */
+    size_t body_len;
+    char *text;                /* choice 0's text: whole, or the stream's deltas joined; NUL-terminated */
+    size_t text_len;
+    size_t streamed_bytes;     /* stream bytes that arrived before it broke */
+    char error[512];           /* why it failed: the server's message or the fault */
+} ag_client_result;
+
+void ag_client_result_free(ag_client_result *r);
+
+ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err);
+/* Calls still under way end as AG_CLIENT_CLOSED (blocking ones return, async ones get their callback). */
+void ag_client_free(ag_client *c);
+
+/* Blocking, from any thread: AG_OK when the call ended (res->outcome says how), AG_EINVAL for a bad request. */
+ag_status ag_client_call(ag_client *c, const ag_client_request *req, ag_client_result *res);
+
+/* Asynchronous, from any thread: done runs on the I/O thread with the result, which it then owns. */
+typedef void (*ag_client_done_fn)(ag_client_result *res, void *ud);
+ag_status ag_client_call_async(ag_client *c, const ag_client_request *req, ag_client_done_fn done, void *done_ud);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,153 @@
+/*
+ * cmd_complete.c - `autoglm complete`: one completion (or chat turn) from any
+ * OpenAI-compatible server through libautoglm's client, so its retry policy,
+ * budget and deadlines can be watched from a shell: --verbose prints every
+ * attempt, its outcome, the table row that decided, and the wait.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "autoglm/client.h"
+#include "base/buf.h"
+#include "base/str.h"
+#include "cli/cli.h"
+#include "json/json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char complete_usage[] =
+    "usage: autoglm complete [--base-url URL] -p TEXT [--model NAME] [--max-tokens N] [--chat] [--stream]\n"
+    "                        [--api-key KEY] [--retries N] [--timeout D] [--connect-timeout D]\n"
+    "                        [--first-byte-timeout D] [--insecure | --cacert F] [--verbose]\n\n"
+    "One completion through libautoglm's client: connect errors, resets and timeouts are retried with backoff and\n"
+    "full jitter, 429/503 after Retry-After, other 5xx at most twice, other 4xx fail at once (docs/client.md).\n"
+    "  --base-url URL        the server (default $AUTOGLM_BASE_URL, then $OPENAI_BASE_URL); a trailing /v1 is fine\n"
+    "  --api-key KEY         default $AUTOGLM_API_KEY, then $OPENAI_API_KEY\n"
+    "  -p, --prompt TEXT     the prompt (--chat: the user's message)\n"
+    "  --model NAME          default autoglm-tiny\n"
+    "  --max-tokens N        default 64\n"
+    "  --chat                /v1/chat/completions instead of /v1/completions\n"
+    "  --stream              print the text as it arrives\n"
+    "  --retries N           retries after the first attempt (default 2)\n"
+    "  --timeout D           the whole call, retries included (default 600s); sent as X-Request-Timeout-Ms\n"
+    "  --connect-timeout D   default 10s;  --first-byte-timeout D: default 60s\n"
+    "  --insecure            https: take any certificate;  --cacert F: trust F's CAs\n"
+    "  --verbose             each attempt on stderr: outcome, status, time, the rule that decided, the wait\n";
+
+#define USAGE(...) ag_cli_usage_error("complete", __VA_ARGS__)
+
+static void print_delta(const char *text, size_t len, void *ud) {
+    (void)ud;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+}
+
+static void print_attempt(const ag_client_attempt *a, void *ud) {
+    (void)ud;
+    fprintf(stderr, "autoglm complete: attempt %d: %s", a->number, ag_client_outcome_name(a->outcome));
+    if (a->status) fprintf(stderr, " %d", a->status);
+    fprintf(stderr, " after %.3f s [%s]", a->seconds, a->rule);
+    if (a->detail) fprintf(stderr, ": %s", a->detail);
+    if (a->retry) fprintf(stderr, "; retry in %.3f s", a->wait_s);
+    else if (a->stop) fprintf(stderr, "; %s", a->stop);
+    fputc('\n', stderr);
+}
+
+static bool duration_ms(const char *t, uint32_t *ms) {
+    uint64_t v;
+    if (!t || ag_str_parse_duration_ms(ag_str_from_cstr(t), &v) != AG_OK || v == 0 || v > UINT32_MAX) return false;
+    *ms = (uint32_t)v;
+    return true;
+}
+
+int ag_cmd_complete(int argc, char **argv) {
+    ag_client_options o = ag_client_options_default();
+    const char *base = getenv("AUTOGLM_BASE_URL"), *prompt = NULL, *model = "autoglm-tiny";
+    if (!base) base = getenv("OPENAI_BASE_URL");
+    o.api_key = getenv("AUTOGLM_API_KEY");
+    if (!o.api_key) o.api_key = getenv("OPENAI_API_KEY");
+    long max_tokens = 64, v;
+    bool chat = false, stream = false, verbose = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (ag_cli_is_help(a)) return fputs(complete_usage, stdout), AG_EXIT_OK;
+        else if (strcmp(a, "--chat") == 0) chat = true;
+        else if (strcmp(a, "--stream") == 0) stream = true;
+        else if (strcmp(a, "--verbose") == 0) verbose = true;
+        else if (strcmp(a, "--insecure") == 0) o.insecure = true;
+        else if (!val) return USAGE("unknown option '%s' or it needs a value (try 'autoglm complete --help')", a);
+        else if (strcmp(a, "--base-url") == 0) base = argv[++i];
+        else if (strcmp(a, "-p") == 0 || strcmp(a, "--prompt") == 0) prompt = argv[++i];
+        else if (strcmp(a, "--model") == 0) model = argv[++i];
+        else if (strcmp(a, "--api-key") == 0) o.api_key = argv[++i];
+        else if (strcmp(a, "--cacert") == 0) o.ca_file = argv[++i];
+        else if (strcmp(a, "--max-tokens") == 0 || strcmp(a, "--retries") == 0) {
+            if (!ag_cli_int("complete", a, argv[++i], a[2] == 'm' ? 1 : 0, a[2] == 'm' ? 1 << 20 : 100, &v))
+                return AG_EXIT_USAGE;
+            if (a[2] == 'm') max_tokens = v;
+            else o.retry.max_retries = (int)v;
+        } else if (strcmp(a, "--timeout") == 0 || strcmp(a, "--connect-timeout") == 0 ||
+                   strcmp(a, "--first-byte-timeout") == 0) {
+            uint32_t *to = a[2] == 't' ? &o.total_timeout_ms : a[2] == 'c' ? &o.connect_timeout_ms : &o.first_byte_timeout_ms;
+            if (!duration_ms(argv[++i], to)) return USAGE("%s needs a duration such as 500ms, 30s or 2m", a);
+        } else return USAGE("unknown option '%s' (try 'autoglm complete --help')", a);
+    }
+    if (!base) return USAGE("no server: give --base-url URL (or set AUTOGLM_BASE_URL)");
+    if (!prompt) return USAGE("no prompt: give -p TEXT");
+    if (o.insecure && o.ca_file) return USAGE("--insecure and --cacert are exclusive");
+    /* OpenAI's SDKs take the base URL with /v1; the client's paths carry it */
+    char url[1024];
+    size_t bl = strlen(base);
+    while (bl && base[bl - 1] == '/') bl--;
+    if (bl >= 3 && strncmp(base + bl - 3, "/v1", 3) == 0) bl -= 3;
+    if (bl >= sizeof url) return USAGE("--base-url is too long");
+    memcpy(url, base, bl), url[bl] = 0;
+    o.base_url = url;
+
+    ag_buf body;
+    ag_buf_init(&body);
+    ag_jw w;
+    ag_jw_init(&w, &body, 0, AG_UTF8_REPLACE);
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "model"), ag_jw_strc(&w, model);
+    if (chat) {
+        ag_jw_keyc(&w, "messages"), ag_jw_arr_begin(&w), ag_jw_obj_begin(&w);
+        ag_jw_keyc(&w, "role"), ag_jw_strc(&w, "user");
+        ag_jw_keyc(&w, "content"), ag_jw_strc(&w, prompt);
+        ag_jw_obj_end(&w), ag_jw_arr_end(&w);
+    } else {
+        ag_jw_keyc(&w, "prompt"), ag_jw_strc(&w, prompt);
+    }
+    ag_jw_keyc(&w, "max_tokens"), ag_jw_int(&w, max_tokens);
+    ag_jw_keyc(&w, "stream"), ag_jw_bool(&w, stream);
+    ag_jw_obj_end(&w);
+
+    ag_client *cl;
+    ag_err err;
+    if (ag_client_new(&o, &cl, &err) != AG_OK) {
+        ag_buf_deinit(&body);
+        fprintf(stderr, "autoglm complete: %s\n", err.msg);
+        return AG_EXIT_FAIL;
+    }
+    ag_client_request req = {.path = chat ? "/v1/chat/completions" : "/v1/completions", .body = body.data,
+                             .body_len = body.len, .on_delta = stream ? print_delta : NULL,
+                             .on_attempt = verbose ? print_attempt : NULL};
+    ag_client_result res;
+    ag_status st = ag_client_call(cl, &req, &res);
+    ag_client_free(cl);
+    ag_buf_deinit(&body);
+    int rc = AG_EXIT_OK;
+    if (st != AG_OK) {
+        fprintf(stderr, "autoglm complete: %s\n", ag_strerror(st));
+        rc = AG_EXIT_FAIL;
+    } else if (res.outcome != AG_CLIENT_OK) {
+        if (stream && res.text_len) fputc('\n', stdout);
+        fprintf(stderr, "autoglm complete: %s after %d attempt%s\n", res.error, res.attempts, res.attempts == 1 ? "" : "s");
+        rc = AG_EXIT_FAIL;
+    } else {
+        if (!stream) fwrite(res.text, 1, res.text_len, stdout);
+        fputc('\n', stdout);
+    }
+    ag_client_result_free(&res);
+    return rc;
+}

@@ -1,0 +1,480 @@
+/*
+ * call.c - one call's lifecycle (the states in client_int.h).  Each attempt
+ * takes a connection, sends the request with the time left
+ * (X-Request-Timeout-Ms) and the call's Idempotency-Key, and reads the
+ * answer: whole, or as server-sent events whose text deltas go to the
+ * caller as they arrive.  Its outcome goes through the decision table
+ * (policy.c), which ends the call or picks the wait before the next attempt.
+ */
+#define _GNU_SOURCE /* getrandom, pthread types for uv.h */
+#include "client/client_int.h"
+
+#include "base/alloc.h"
+#include "base/arena.h"
+#include "json/json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static void attempt_begin(agc_call *call);
+static void attempt_end(agc_call *call, ag_client_outcome kind, const char *detail);
+
+/* ---- creating and ending -------------------------------------------------------------------- */
+
+agc_call *agc_call_new(const ag_client *cl, const ag_client_request *req, ag_client_done_fn done, void *done_ud) {
+    agc_call *call = ag_xcalloc(1, sizeof *call);
+    call->cl = (ag_client *)cl;
+    size_t pl = strlen(cl->path_prefix), rl = strlen(req->path);
+    call->path = ag_xmalloc(pl + rl + 1);
+    memcpy(call->path, cl->path_prefix, pl), memcpy(call->path + pl, req->path, rl + 1);
+    call->body = ag_xstrndup(req->body, req->body_len), call->body_len = req->body_len;
+    call->on_delta = req->on_delta, call->on_attempt = req->on_attempt, call->ud = req->ud;
+    call->done = done, call->done_ud = done_ud;
+    unsigned char r[16] = {0}; /* a version 4 UUID */
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)call;
+        for (int i = 0; i < 16; i++) r[i] = (unsigned char)(t >> (8 * (i % 8))) ^ (unsigned char)(i * 37);
+    }
+    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40), r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+    char *k = call->idempotency_key;
+    for (int i = 0; i < 16; i++) k += sprintf(k, "%s%02x", i == 4 || i == 6 || i == 8 || i == 10 ? "-" : "", r[i]);
+    ag_buf_init(&call->text);
+    return call;
+}
+
+/* The result goes to its owner; then the call is freed. */
+static void deliver(agc_call *call) {
+    ag_client_result *res = &call->res;
+    if (call->text.len || res->outcome == AG_CLIENT_OK) {
+        ag_buf_append_char(&call->text, '\0');
+        size_t n;
+        res->text = ag_buf_detach(&call->text, &n);
+        res->text_len = n ? n - 1 : 0;
+    }
+    ag_buf_deinit(&call->text);
+    call->done(res, call->done_ud);
+    ag_client_result_free(res);
+    free(call->path), free(call->body);
+    free(call);
+}
+
+void agc_call_free_queued(agc_call *call) {
+    call->res.outcome = AG_CLIENT_CLOSED;
+    snprintf(call->res.error, sizeof call->res.error, "the client was closed before the call started");
+    deliver(call);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+    agc_call *call = h->data;
+    if (--call->open_timers == 0) deliver(call);
+}
+
+/* DONE: out of the active list, its timers closed, then delivered. */
+static void finish(agc_call *call) {
+    ag_client *cl = call->cl;
+    call->state = CALL_DONE;
+    if (call->prev_a) call->prev_a->next_a = call->next_a;
+    else cl->active = call->next_a;
+    if (call->next_a) call->next_a->prev_a = call->prev_a;
+    uv_close((uv_handle_t *)&call->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&call->deadline, on_timer_closed);
+}
+
+static void drop_from_waiting(agc_call *call) {
+    for (agc_call **p = &call->cl->waiting; *p; p = &(*p)->next)
+        if (*p == call) {
+            *p = call->next;
+            break;
+        }
+}
+
+void agc_call_abort(agc_call *call) {
+    if (call->state == CALL_WAITING) drop_from_waiting(call);
+    agc_conn *c = call->conn;
+    call->conn = NULL;
+    if (c) c->call = NULL, agc_conn_close(c);
+    call->res.outcome = AG_CLIENT_CLOSED;
+    snprintf(call->res.error, sizeof call->res.error, "the client was closed during the call");
+    finish(call);
+}
+
+/* ---- attempts ----------------------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t) {
+    agc_call *call = t->data;
+    char why[96];
+    switch (call->state) {
+    case CALL_CONNECTING:
+        snprintf(why, sizeof why, "no connection within %u ms (connect timeout)", call->cl->o.connect_timeout_ms);
+        attempt_end(call, AG_CLIENT_TIMEOUT, why);
+        break;
+    case CALL_SENT:
+        snprintf(why, sizeof why, "no answer within %u ms (first byte timeout)", call->cl->o.first_byte_timeout_ms);
+        attempt_end(call, AG_CLIENT_TIMEOUT, why);
+        break;
+    case CALL_BACKOFF: attempt_begin(call); break;
+    default: break;
+    }
+}
+
+static void on_deadline(uv_timer_t *t) {
+    agc_call *call = t->data;
+    char why[96];
+    snprintf(why, sizeof why, "the total timeout (%u ms) passed", call->cl->o.total_timeout_ms);
+    if (call->state == CALL_WAITING || call->state == CALL_BACKOFF) {
+        if (call->state == CALL_WAITING) drop_from_waiting(call);
+        uv_timer_stop(&call->timer);
+        call->res.outcome = AG_CLIENT_DEADLINE;
+        snprintf(call->res.error, sizeof call->res.error, "%s after %d attempts", why, call->res.attempts);
+        finish(call);
+    } else if (call->state != CALL_DONE) {
+        attempt_end(call, AG_CLIENT_DEADLINE, why);
+    }
+}
+
+void agc_call_start(ag_client *cl, agc_call *call) {
+    if (call->t_start) { /* a retry that waited for a connection */
+        attempt_begin(call);
+        return;
+    }
+    call->t_start = uv_now(&cl->loop);
+    uv_timer_init(&cl->loop, &call->timer);
+    uv_timer_init(&cl->loop, &call->deadline);
+    call->timer.data = call->deadline.data = call;
+    call->open_timers = 2;
+    call->next_a = cl->active;
+    if (cl->active) cl->active->prev_a = call;
+    cl->active = call;
+    agc_budget_earn(&cl->budget, &cl->o.retry);
+    uv_timer_start(&call->deadline, on_deadline, cl->o.total_timeout_ms, 0);
+    attempt_begin(call);
+}
+
+static void attempt_begin(agc_call *call) {
+    ag_client *cl = call->cl;
+    if (!cl->idle && cl->n_conns >= cl->o.max_connections) { /* wait, in order, for a connection */
+        call->state = CALL_WAITING;
+        call->next = NULL;
+        agc_call **p = &cl->waiting;
+        while (*p) p = &(*p)->next;
+        *p = call;
+        return;
+    }
+    call->t_attempt = uv_now(&cl->loop);
+    call->res.attempts++;
+    agc_conn *c = agc_conn_get(cl, call);
+    if (!c) {
+        attempt_end(call, AG_CLIENT_CONNECT_ERROR, "cannot open a socket");
+        return;
+    }
+    call->conn = c;
+    call->reused = c->uses > 0;
+    if (c->state == CC_BUSY) { /* from the pool */
+        agc_call_conn_ready(call);
+        return;
+    }
+    call->state = CALL_CONNECTING;
+    uv_timer_start(&call->timer, on_timer, cl->o.connect_timeout_ms, 0);
+}
+
+void agc_call_conn_ready(agc_call *call) {
+    ag_client *cl = call->cl;
+    agc_conn *c = call->conn;
+    uint64_t now = uv_now(&cl->loop), end = call->t_start + cl->o.total_timeout_ms;
+    ag_buf h;
+    ag_buf_init(&h);
+    ag_buf_appendf(&h,
+                   "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: libautoglm/" AG_VERSION "\r\nAccept: %s\r\n"
+                   "Content-Type: application/json\r\nContent-Length: %zu\r\n%sIdempotency-Key: %s\r\n"
+                   "X-Request-Timeout-Ms: %llu\r\n\r\n",
+                   call->path, cl->authority, call->stream ? "text/event-stream" : "application/json", call->body_len,
+                   cl->auth_header ? cl->auth_header : "", call->idempotency_key,
+                   (unsigned long long)(end > now ? end - now : 1));
+    bool ok = h.err == AG_OK && agc_conn_send(c, h.data, h.len) && agc_conn_send(c, call->body, call->body_len);
+    ag_buf_deinit(&h);
+    ag_http_response_reset(&call->resp);
+    call->sse = call->got_byte = false;
+    call->scanned = 0;
+    call->text.len = 0;
+    call->res.streamed_bytes = 0;
+    call->retry_after[0] = call->retry_after_ms[0] = 0;
+    call->state = CALL_SENT;
+    uv_timer_start(&call->timer, on_timer, cl->o.first_byte_timeout_ms, 0);
+    if (!ok) {
+        attempt_end(call, AG_CLIENT_PROTOCOL, "cannot encode the request");
+        return;
+    }
+    agc_conn_flush(c);
+}
+
+/* ---- the answer ---------------------------------------------------------------------------------- */
+
+/* error.message of an OpenAI error body, when it is one. */
+static bool error_message(const char *p, size_t n, char *out, size_t cap) {
+    ag_arena a;
+    ag_arena_init(&a, 4096);
+    ag_json_val *root;
+    bool found = false;
+    if (ag_json_parse(p, n, NULL, &a, &root, NULL) == AG_OK) {
+        ag_str m = ag_json_str(ag_json_obj_getc(ag_json_obj_getc(root, "error"), "message"));
+        if (m.p) snprintf(out, cap, "%.*s", (int)m.n, m.p), found = true;
+    }
+    ag_arena_deinit(&a);
+    return found;
+}
+
+/* Choice 0's text in a whole answer or a stream chunk: completions' text, chat's message.content or delta.content. */
+static ag_str choice_text(const ag_json_val *root) {
+    const ag_json_val *ch = ag_json_arr_at(ag_json_obj_getc(root, "choices"), 0);
+    ag_str t = ag_json_str(ag_json_obj_getc(ch, "text"));
+    if (!t.p) t = ag_json_str(ag_json_obj_getc(ag_json_obj_getc(ch, "message"), "content"));
+    if (!t.p) t = ag_json_str(ag_json_obj_getc(ag_json_obj_getc(ch, "delta"), "content"));
+    return t;
+}
+
+/* The events of a stream found so far in body[0..n): deltas to the caller; false on an error event. */
+static bool scan_events(agc_call *call, const char *body, size_t n) {
+    for (;;) {
+        const char *p = body + call->scanned, *end = NULL;
+        size_t left = n - call->scanned;
+        for (size_t i = 0; i + 1 < left && !end; i++)
+            if (p[i] == '\n' && p[i + 1] == '\n') end = p + i;
+        if (!end) return true;
+        call->scanned += (size_t)(end - p) + 2;
+        if (end - p < 6 || memcmp(p, "data: ", 6) != 0 || (end - p == 12 && memcmp(p + 6, "[DONE]", 6) == 0)) continue;
+        ag_arena a;
+        ag_arena_init(&a, 4096);
+        ag_json_val *root;
+        bool ok = true;
+        if (ag_json_parse(p + 6, (size_t)(end - p - 6), NULL, &a, &root, NULL) == AG_OK) {
+            if (ag_json_obj_getc(root, "error")) {
+                ok = false;
+                if (!error_message(p + 6, (size_t)(end - p - 6), call->res.error, sizeof call->res.error))
+                    snprintf(call->res.error, sizeof call->res.error, "the stream ended with an error event");
+            } else {
+                ag_str t = choice_text(root);
+                if (t.n) {
+                    ag_buf_append(&call->text, t.p, t.n);
+                    if (call->on_delta) call->on_delta(t.p, t.n, call->ud);
+                }
+            }
+        }
+        ag_arena_deinit(&a);
+        if (!ok) return false;
+    }
+}
+
+static void keep_header(ag_str v, char *out, size_t cap) {
+    if (v.p && v.n < cap) memcpy(out, v.p, v.n), out[v.n] = 0;
+}
+
+/* A whole answer: its text (2xx) or its error message; the body is kept in the result. */
+static void answer_done(agc_call *call, const char *body, size_t n) {
+    ag_client_result *res = &call->res;
+    free(res->body);
+    res->body = ag_xstrndup(body, n), res->body_len = n;
+    if (call->resp.status / 100 != 2) {
+        if (!error_message(body, n, res->error, sizeof res->error))
+            snprintf(res->error, sizeof res->error, "HTTP %d", call->resp.status);
+        attempt_end(call, AG_CLIENT_HTTP_STATUS, res->error);
+        return;
+    }
+    if (!call->sse) {
+        ag_arena a;
+        ag_arena_init(&a, 4096);
+        ag_json_val *root;
+        if (ag_json_parse(body, n, NULL, &a, &root, NULL) == AG_OK) {
+            ag_str t = choice_text(root);
+            ag_buf_append(&call->text, t.p ? t.p : "", t.n);
+        }
+        ag_arena_deinit(&a);
+    }
+    attempt_end(call, AG_CLIENT_OK, NULL);
+}
+
+void agc_call_conn_read(agc_call *call) {
+    agc_conn *c = call->conn;
+    if (call->state != CALL_SENT && call->state != CALL_READING) return;
+    if (!call->got_byte) call->got_byte = true, call->state = CALL_READING, uv_timer_stop(&call->timer);
+    bool had_head = call->resp.head_done;
+    size_t off, n;
+    ag_status st = ag_http_response_read(&call->resp, c->io.in.data, &c->io.in.len, 65536, &off, &n);
+    if (st != AG_OK) {
+        attempt_end(call, call->res.streamed_bytes ? AG_CLIENT_STREAM_BROKEN : AG_CLIENT_PROTOCOL,
+                    "the answer is not HTTP/1.1 that can be read");
+        return;
+    }
+    if (!call->resp.head_done) return;
+    if (!had_head) {
+        call->res.status = call->resp.status;
+        call->sse = call->resp.status / 100 == 2 && ag_http_response_is_sse(&call->resp);
+        keep_header(call->resp.retry_after, call->retry_after, sizeof call->retry_after);
+        keep_header(call->resp.retry_after_ms, call->retry_after_ms, sizeof call->retry_after_ms);
+    }
+    if (n > call->cl->o.max_response_bytes) {
+        attempt_end(call, AG_CLIENT_PROTOCOL, "the answer is larger than max_response_bytes");
+        return;
+    }
+    const char *body = c->io.in.data + off;
+    if (call->sse) {
+        call->res.streamed_bytes = n;
+        if (!scan_events(call, body, n)) {
+            attempt_end(call, AG_CLIENT_STREAM_BROKEN, call->res.error);
+            return;
+        }
+    }
+    if (call->resp.done) answer_done(call, body, n);
+}
+
+void agc_call_conn_lost(agc_call *call, const char *why) {
+    agc_conn *c = call->conn;
+    call->conn = NULL; /* the connection is closing */
+    char d[200];
+    switch (call->state) {
+    case CALL_CONNECTING:
+        snprintf(d, sizeof d, "cannot connect to %s: %s", call->cl->authority, why ? why : "closed during the TLS handshake");
+        attempt_end(call, AG_CLIENT_CONNECT_ERROR, d);
+        break;
+    case CALL_SENT:
+        snprintf(d, sizeof d, "the connection ended before the answer%s%s", why ? ": " : "", why ? why : "");
+        attempt_end(call, AG_CLIENT_RESET, d);
+        break;
+    case CALL_READING:
+        if (!why && call->resp.head_done && call->resp.to_eof && c) { /* a body delimited by the close */
+            answer_done(call, c->io.in.data + call->resp.head_len, c->io.in.len - call->resp.head_len);
+            break;
+        }
+        if (call->res.streamed_bytes) {
+            snprintf(d, sizeof d, "the stream broke after %zu bytes (%zu bytes of text delivered)%s%s",
+                     call->res.streamed_bytes, call->text.len, why ? ": " : "", why ? why : "");
+            attempt_end(call, AG_CLIENT_STREAM_BROKEN, d);
+        } else {
+            snprintf(d, sizeof d, "the connection ended in the middle of the answer%s%s", why ? ": " : "", why ? why : "");
+            attempt_end(call, AG_CLIENT_RESET, d);
+        }
+        break;
+    default: break;
+    }
+}
+
+/* ---- the decision --------------------------------------------------------------------------------- */
+
+static void attempt_end(agc_call *call, ag_client_outcome kind, const char *detail) {
+    ag_client *cl = call->cl;
+    uv_timer_stop(&call->timer);
+    agc_conn *c = call->conn;
+    call->conn = NULL;
+    if (c) {
+        c->call = NULL;
+        bool whole = call->resp.head_done && call->resp.done && !call->resp.close_after;
+        if ((kind == AG_CLIENT_OK || kind == AG_CLIENT_HTTP_STATUS) && whole) agc_conn_release(c);
+        else agc_conn_close(c); /* HTTP/1.1 cannot abandon an answer and keep the connection */
+    }
+    uint64_t now = uv_now(&cl->loop), end = call->t_start + cl->o.total_timeout_ms;
+    ag_client_result *res = &call->res;
+    res->outcome = kind;
+    if (detail && detail != res->error) snprintf(res->error, sizeof res->error, "%s", detail);
+    if (kind == AG_CLIENT_OK) res->error[0] = 0;
+    agc_outcome o = {.kind = kind,
+                     .status = kind == AG_CLIENT_HTTP_STATUS ? res->status : 0,
+                     .retry_after = ag_str_from_cstr(call->retry_after),
+                     .retry_after_ms = ag_str_from_cstr(call->retry_after_ms),
+                     .retries_done = call->retries,
+                     .retries_5xx_done = call->retries_5xx,
+                     .remaining_s = end > now ? (double)(end - now) / 1e3 : 0,
+                     .now_unix = (int64_t)time(NULL)};
+    agc_decision d;
+    if (kind == AG_CLIENT_RESET && call->reused && !call->resent) {
+        /* a keep-alive connection the server had closed meanwhile: sent again at once on a new one, once */
+        d = (agc_decision){.retry = true, .wait_s = 0, .rule = "reused connection closed unanswered: resend at once"};
+        call->resent = true;
+    } else {
+        d = agc_decide(&cl->o.retry, &o, &cl->budget, agc_uniform(cl));
+        if (d.retry) call->retries++, call->retries_5xx += kind == AG_CLIENT_HTTP_STATUS && res->status >= 500 && res->status != 503;
+    }
+    if (call->on_attempt) {
+        ag_client_attempt a = {.number = res->attempts, .outcome = kind, .status = o.status,
+                               .seconds = (double)(now - call->t_attempt) / 1e3, .retry = d.retry, .wait_s = d.wait_s,
+                               .rule = d.rule, .detail = res->error[0] ? res->error : NULL,
+                               .stop = d.why[0] ? d.why : NULL};
+        call->on_attempt(&a, call->ud);
+    }
+    if (!d.retry) {
+        size_t el = strlen(res->error);
+        if (d.why[0] && kind != AG_CLIENT_OK && el + 4 < sizeof res->error) /* the cause, then why it ends here */
+            snprintf(res->error + el, sizeof res->error - el, " (%.*s)", (int)(sizeof res->error - el - 4), d.why);
+        finish(call);
+        return;
+    }
+    call->state = CALL_BACKOFF;
+    uv_timer_start(&call->timer, on_timer, (uint64_t)(d.wait_s * 1000 + 0.5), 0);
+}
+
+/* ---- the API ---------------------------------------------------------------------------------------- */
+
+void ag_client_result_free(ag_client_result *r) {
+    free(r->body), free(r->text);
+    r->body = r->text = NULL;
+    r->body_len = r->text_len = 0;
+}
+
+/* A request the client can send: a path, and a JSON object body; its "stream" read. */
+static ag_status check_request(const ag_client_request *req, bool *stream) {
+    if (!req || !req->path || req->path[0] != '/' || !req->body) return AG_EINVAL;
+    ag_arena a;
+    ag_arena_init(&a, 4096);
+    ag_json_val *root;
+    ag_status st = ag_json_parse(req->body, req->body_len, NULL, &a, &root, NULL);
+    if (st == AG_OK && !ag_json_is(root, AG_JSON_OBJECT)) st = AG_EINVAL;
+    bool s = false;
+    if (st == AG_OK) ag_json_get_bool(ag_json_obj_getc(root, "stream"), &s);
+    ag_arena_deinit(&a);
+    *stream = s;
+    return st == AG_OK ? AG_OK : AG_EINVAL;
+}
+
+ag_status ag_client_call_async(ag_client *c, const ag_client_request *req, ag_client_done_fn done, void *done_ud) {
+    bool stream;
+    if (!c || !done || check_request(req, &stream) != AG_OK) return AG_EINVAL;
+    agc_call *call = agc_call_new(c, req, done, done_ud);
+    call->stream = stream;
+    agc_client_submit(c, call);
+    return AG_OK;
+}
+
+typedef struct sync_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    ag_client_result *out;
+} sync_wait;
+
+static void sync_done(ag_client_result *r, void *ud) {
+    sync_wait *w = ud;
+    pthread_mutex_lock(&w->mu);
+    *w->out = *r;
+    r->body = r->text = NULL; /* moved to the caller's result */
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+ag_status ag_client_call(ag_client *c, const ag_client_request *req, ag_client_result *res) {
+    if (!c || !res || pthread_equal(pthread_self(), c->thread)) return AG_EINVAL; /* not from its own callbacks */
+    memset(res, 0, sizeof *res);
+    sync_wait w = {.done = false, .out = res};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    ag_status st = ag_client_call_async(c, req, sync_done, &w);
+    if (st == AG_OK) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+    }
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return st;
+}

@@ -1,0 +1,165 @@
+/*
+ * client_int.h - the client library's insides (see include/autoglm/client.h):
+ *
+ *   policy.c  the decision table: what an attempt's outcome leads to, the
+ *             waits (backoff with full jitter, Retry-After), the retry budget
+ *   client.c  the client: its I/O thread and loop, the queue calls arrive
+ *             through, the connection pool
+ *   call.c    one call's lifecycle over a connection: attempts, timeouts,
+ *             the answer (whole or streamed), the next attempt or the end
+ */
+#ifndef AG_CLIENT_INT_H
+#define AG_CLIENT_INT_H
+
+#include "autoglm/client.h"
+#include "base/buf.h"
+#include "http/cio.h"
+#include "http/response.h"
+#include "http/tls.h"
+
+#include <pthread.h>
+#include <uv.h>
+
+/* ---- policy.c ---- */
+
+/* What one attempt came to, as the decision table reads it. */
+typedef struct agc_outcome {
+    ag_client_outcome kind;
+    int status;
+    ag_str retry_after, retry_after_ms; /* the answer's headers; {NULL, 0} when absent */
+    int retries_done, retries_5xx_done; /* before this attempt's decision */
+    double remaining_s;                 /* of the call's total timeout */
+    int64_t now_unix;                   /* for a Retry-After given as an HTTP date */
+} agc_outcome;
+
+typedef struct agc_decision {
+    bool retry;
+    double wait_s;
+    const char *rule; /* the table row */
+    char why[160];    /* when it does not retry for a reason of its own (budget, a long Retry-After) */
+} agc_decision;
+
+/* The retry budget: a token bucket shared by a client's calls (one thread touches it). */
+typedef struct agc_budget {
+    double tokens;
+} agc_budget;
+
+void agc_budget_init(agc_budget *b, const ag_client_retry_policy *p);
+void agc_budget_earn(agc_budget *b, const ag_client_retry_policy *p); /* a call began */
+bool agc_budget_spend(agc_budget *b);                                   /* a retry: false when none is left */
+
+/* The decision table (the budget is asked only when the table says retry); u01 draws the jitter. */
+agc_decision agc_decide(const ag_client_retry_policy *p, const agc_outcome *o, agc_budget *b, double u01);
+
+/* Retry-After (seconds or an HTTP date) or retry-after-ms, in seconds; false when absent or unreadable. */
+bool agc_retry_after(ag_str retry_after, ag_str retry_after_ms, int64_t now_unix, double *seconds);
+
+/* ---- client.c ---- */
+
+typedef struct agc_call agc_call;
+typedef struct agc_conn agc_conn;
+
+typedef enum {
+    CC_CONNECTING,  /* TCP connect under way */
+    CC_HANDSHAKING, /* TLS handshake under way */
+    CC_IDLE,        /* open, in the pool */
+    CC_BUSY,        /* carrying a call */
+    CC_CLOSING      /* uv_close called; freed in its callback */
+} agc_conn_state;
+
+struct agc_conn {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    ag_client *cl;
+    agc_conn_state state;
+    ag_cio io;       /* plaintext in, bytes out (TLS on https): http/cio.c */
+    int uses;        /* calls it carried: a reused connection that ends unanswered is retried at once */
+    agc_call *call;  /* while BUSY (and CONNECTING/HANDSHAKING for the call that opened it) */
+    agc_conn *next;  /* the pool's idle list */
+};
+
+struct ag_client {
+    ag_client_options o;
+    char *host, *path_prefix, *authority, *auth_header;
+    int port;
+    bool https;
+    struct sockaddr_storage addr;
+    ag_tls_ctx *tls_ctx;
+    uv_loop_t loop;
+    uv_async_t wake;   /* a thread queued a call, or the client is closing */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    agc_call *incoming; /* queued by other threads, under mu */
+    bool closing;       /* under mu */
+    /* the I/O thread's own state */
+    agc_call *waiting;  /* calls waiting for a connection, in order */
+    agc_call *active;   /* calls under way (attempting or backing off) */
+    agc_conn *idle;
+    int n_conns;
+    agc_budget budget;
+    uint64_t rng;
+    char rbuf[1 << 16]; /* TLS socket reads land here before OpenSSL takes them */
+};
+
+double agc_uniform(ag_client *cl);
+/* A connection for the call: an idle one, a new one, or NULL (the call waits). */
+agc_conn *agc_conn_get(ag_client *cl, agc_call *call);
+void agc_conn_release(agc_conn *c);      /* the call is done with it: back to the pool */
+void agc_conn_close(agc_conn *c);        /* its call, if any, is told first (agc_call_conn_lost) */
+bool agc_conn_send(agc_conn *c, const void *p, size_t n);
+void agc_conn_flush(agc_conn *c);
+void agc_client_dispatch(ag_client *cl); /* waiting calls get the connections that came free */
+
+void agc_client_submit(ag_client *cl, agc_call *call); /* from any thread */
+
+/* ---- call.c ---- */
+
+/*
+ * A call's lifecycle: WAITING (for a connection) -> CONNECTING (the
+ * connection opens) -> SENT (the request is out, the first byte awaited) ->
+ * READING (the answer arrives) -> BACKOFF (waiting to try again) and back to
+ * WAITING, or DONE (its timers close, then its result is delivered).
+ */
+typedef enum { CALL_WAITING, CALL_CONNECTING, CALL_SENT, CALL_READING, CALL_BACKOFF, CALL_DONE } agc_call_state;
+
+struct agc_call {
+    ag_client *cl;
+    agc_call_state state;
+    agc_call *next;            /* the client's incoming or waiting list */
+    agc_call *prev_a, *next_a; /* the client's active list */
+    char *path, *body;         /* copies: the full path (prefix included) and the JSON */
+    size_t body_len;
+    ag_client_delta_fn on_delta;
+    ag_client_attempt_fn on_attempt;
+    void *ud;
+    ag_client_done_fn done;
+    void *done_ud;
+    char idempotency_key[40];
+    bool stream;               /* the body asks for a stream */
+    agc_conn *conn;
+    uv_timer_t timer;          /* connect, first byte, or backoff */
+    uv_timer_t deadline;       /* the total timeout */
+    int open_timers;           /* closing: the result goes out when both have closed */
+    uint64_t t_start, t_attempt; /* uv_now, ms */
+    int retries, retries_5xx;
+    bool reused;               /* this attempt's connection had carried calls before */
+    bool resent;               /* a reused connection's silent end was already resent once */
+    /* the answer being read */
+    ag_http_response resp;
+    bool sse, got_byte;
+    char retry_after[64], retry_after_ms[32];
+    size_t scanned;            /* SSE: body bytes looked at */
+    ag_client_result res;
+    ag_buf text;
+};
+
+agc_call *agc_call_new(const ag_client *cl, const ag_client_request *req, ag_client_done_fn done, void *done_ud);
+void agc_call_start(ag_client *cl, agc_call *call); /* on the I/O thread: an attempt begins */
+void agc_call_free_queued(agc_call *call);          /* never started (the client closed): ends as CLOSED */
+void agc_call_abort(agc_call *call);                /* under way when the client closes: ends as CLOSED */
+/* what its connection reports */
+void agc_call_conn_ready(agc_call *call);                 /* connected (and handshaken): send */
+void agc_call_conn_read(agc_call *call);                  /* more of the answer in conn->in */
+void agc_call_conn_lost(agc_call *call, const char *why); /* the connection failed or ended (why NULL: EOF) */
+
+#endif

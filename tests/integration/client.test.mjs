@@ -1,0 +1,158 @@
+// libautoglm's client, through `autoglm complete --verbose` and through `autoglm chaos`: the decision table's
+// rows against injected faults (attempts made, waits within their bounds), what the server saw, deadlines
+// reaching the server, and the installed library (make install's files, pkg-config) built into a program.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { BIN, startServer, MODEL_NAME } from './server.mjs';
+
+const SANITIZED = process.env.AUTOGLM_SANITIZED === '1';
+
+function chaos(up, args = []) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(BIN, ['chaos', '--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${up}`, '--admin', '127.0.0.1:0',
+      ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    proc.stderr.on('data', (d) => {
+      log += d;
+      const p = /proxy listening on [^:]+:(\d+)/.exec(log), a = /admin API on [^:]+:(\d+)/.exec(log);
+      if (p && a) resolve({ port: Number(p[1]), admin: `http://127.0.0.1:${a[1]}`,
+        stop: () => new Promise((r) => { proc.on('exit', r); proc.kill('SIGINT'); }) });
+    });
+    proc.on('exit', (code) => reject(new Error(`chaos exited ${code}: ${log}`)));
+  });
+}
+
+// autoglm complete, with its attempts read back from --verbose: [{ n, outcome, status, seconds, wait }]
+function complete(port, args) {
+  const t0 = performance.now();
+  const r = spawnSync(BIN, ['complete', '--base-url', `http://127.0.0.1:${port}`, '--model', MODEL_NAME, '-p', 'Once',
+    '--max-tokens', '8', '--verbose', ...args], { encoding: 'utf8', timeout: 60000 });
+  const attempts = [...r.stderr.matchAll(/^autoglm complete: attempt (\d+): ([a-z ]+?)(?: (\d{3}))? after ([\d.]+) s \[([^\]]*)\](.*)$/gm)]
+    .map((m) => ({ n: Number(m[1]), outcome: m[2], status: Number(m[3] ?? 0), seconds: Number(m[4]), rule: m[5],
+      wait: /retry in ([\d.]+) s/.test(m[6]) ? Number(/retry in ([\d.]+) s/.exec(m[6])[1]) : null }));
+  return { ...r, attempts, ms: performance.now() - t0 };
+}
+
+const served = async (url) => {
+  const m = await (await fetch(`${url}/metrics`)).text();
+  return [...m.matchAll(/^autoglm_http_requests_total\{route="\/v1\/completions"[^}]*\} (\S+)$/gm)].reduce((n, x) => n + Number(x[1]), 0);
+};
+
+let srv;
+before(async () => { srv = await startServer(); });
+after(async () => { assert.equal(await srv.stop(), 0, srv.log()); });
+
+test('ok: one attempt, the text on stdout', async () => {
+  const r = complete(srv.port, []);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.attempts.length, 1);
+  assert.equal(r.attempts[0].outcome, 'ok');
+  assert.ok(r.stdout.trim().length > 0);
+  const s = complete(srv.port, ['--stream', '--chat']);
+  assert.equal(s.status, 0, s.stderr);
+  assert.ok(s.stdout.trim().length > 0);
+});
+
+test('503 with Retry-After: each retry waits what the server asked, then the call fails with its message', async () => {
+  const c = await chaos(srv.port, ['--http-error', '503:1', '--retry-after', '1']);
+  const r = complete(c.port, []);
+  await c.stop();
+  assert.equal(r.status, 1);
+  assert.deepEqual(r.attempts.map((a) => [a.outcome, a.status, a.wait]), [['http status', 503, 1], ['http status', 503, 1],
+    ['http status', 503, null]]);
+  assert.ok(r.ms >= 2000, `${r.ms} ms`);
+  assert.match(r.stderr, /injected by autoglm chaos \(gave up after 2 retries \(max_retries\)\) after 3 attempts/);
+});
+
+test('500: backoff with full jitter, within [0, 0.5 s] then [0, 1 s]; --retries sets the count', async () => {
+  const c = await chaos(srv.port, ['--http-error', '500:1']);
+  const r = complete(c.port, []);
+  const one = complete(c.port, ['--retries', '0']);
+  await c.stop();
+  assert.equal(r.attempts.length, 3);
+  assert.ok(r.attempts[0].wait >= 0 && r.attempts[0].wait <= 0.5, JSON.stringify(r.attempts));
+  assert.ok(r.attempts[1].wait >= 0 && r.attempts[1].wait <= 1.0, JSON.stringify(r.attempts));
+  assert.equal(one.attempts.length, 1);
+});
+
+test('a 4xx fails at once and costs the server exactly one request', async () => {
+  const before = await served(srv.url);
+  const r = spawnSync(BIN, ['complete', '--base-url', srv.url, '--model', 'no-such-model', '-p', 'x', '--verbose'],
+    { encoding: 'utf8', timeout: 30000 });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /attempt 1: http status 404 .*\[4xx: fail at once\]/);
+  assert.doesNotMatch(r.stderr, /attempt 2/);
+  assert.equal(await served(srv.url), before + 1);
+});
+
+test('no connection, and no answer (a stall): retried after backoff, each timeout at least the first-byte timeout', async () => {
+  const refused = complete(1, ['--retries', '1']);
+  assert.deepEqual(refused.attempts.map((a) => a.outcome), ['connect error', 'connect error']);
+  const c = await chaos(srv.port, ['--stall', '10s']);
+  const r = complete(c.port, ['--first-byte-timeout', '300ms', '--retries', '1']);
+  await c.stop();
+  assert.deepEqual(r.attempts.map((a) => a.outcome), ['timeout', 'timeout']);
+  for (const a of r.attempts) assert.ok(a.seconds >= 0.299, JSON.stringify(a));
+});
+
+test('a stream that broke after delivering text is not retried: the error says how much arrived', async () => {
+  const c = await chaos(srv.port, ['--reset-after-bytes', '1500']);
+  const r = complete(c.port, ['--stream', '--max-tokens', '200']);
+  await c.stop();
+  assert.equal(r.status, 1);
+  assert.equal(r.attempts.length, 1, r.stderr);
+  assert.equal(r.attempts[0].outcome, 'stream broken');
+  assert.match(r.stderr, /bytes of text delivered/);
+  assert.ok(r.stdout.trim().length > 0, 'the text that arrived was printed');
+});
+
+test('the total timeout reaches the server as X-Request-Timeout-Ms: it stops generating', async () => {
+  const metric = async (re) => Number(re.exec(await (await fetch(`${srv.url}/metrics`)).text())[1]);
+  const ABORT = /^autoglm_request_success_total\{finished_reason="abort"\} (\S+)$/m, RUNNING = /^autoglm_num_requests_running (\S+)$/m;
+  const aborted = await metric(ABORT);
+  const r = complete(srv.port, ['--timeout', '400ms', '--max-tokens', '4000', '--retries', '0']);
+  assert.equal(r.status, 1);
+  assert.ok(r.ms >= 399 && r.ms < 5000, `${r.ms} ms`);
+  assert.match(r.stderr, /attempt 1: (deadline|http status 504)/);
+  // the generation (4000 tokens: seconds of work) ended at the deadline: nothing runs, one more abort
+  for (let i = 0; i < 50 && await metric(RUNNING) !== 0; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.equal(await metric(RUNNING), 0);
+  assert.equal(await metric(ABORT), aborted + 1);
+});
+
+test('usage errors are one line and exit 2', () => {
+  for (const args of [[], ['--base-url', 'http://x'], ['-p', 'x', '--base-url', 'ftp://x'], ['-p', 'x', '--retries', '-1', '--base-url', 'http://x'],
+    ['-p', 'x', '--timeout', 'soon', '--base-url', 'http://x'], ['--bogus']]) {
+    const r = spawnSync(BIN, ['complete', ...args], { encoding: 'utf8', env: { ...process.env, AUTOGLM_BASE_URL: '', OPENAI_BASE_URL: '' } });
+    assert.ok(r.status === 2 || (args.includes('ftp://x') && r.status === 1), `${args}: ${r.status} ${r.stderr}`);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+});
+
+// make install's files (cmake --install of the release build) and pkg-config, as a user of the library builds
+const RELEASE = path.resolve('build/release');
+const why = SANITIZED ? 'the installed library is the release build\'s' : !existsSync(path.join(RELEASE, 'CMakeCache.txt')) ? 'no build/release here' : false;
+test('the installed library: pkg-config finds it, docs/examples/client.c builds against it and completes', { skip: why }, () => {
+  const prefix = mkdtempSync(path.join(tmpdir(), 'ag-install-'));
+  const inst = spawnSync('cmake', ['--install', RELEASE, '--prefix', prefix], { encoding: 'utf8' });
+  assert.equal(inst.status, 0, inst.stderr);
+  const env = { ...process.env, PKG_CONFIG_PATH: path.join(prefix, 'lib', 'pkgconfig') };
+  const flags = spawnSync('pkg-config', ['--cflags', '--libs', 'autoglm'], { encoding: 'utf8', env });
+  assert.equal(flags.status, 0, flags.stderr);
+  const exe = path.join(prefix, 'client');
+  const cc = spawnSync('cc', ['-std=c11', '-Wall', '-Werror', 'docs/examples/client.c', ...flags.stdout.trim().split(/\s+/), '-o', exe],
+    { encoding: 'utf8' });
+  assert.equal(cc.status, 0, cc.stderr);
+  const run = spawnSync(exe, [srv.url, MODEL_NAME, 'In the beginning'], { encoding: 'utf8', timeout: 30000,
+    env: { ...process.env, LD_LIBRARY_PATH: path.join(prefix, 'lib') } });
+  assert.equal(run.status, 0, run.stderr);
+  assert.ok(run.stdout.trim().length > 0);
+  // only the API is exported
+  const syms = spawnSync('nm', ['-D', '--defined-only', path.join(prefix, 'lib', 'libautoglm.so')], { encoding: 'utf8' }).stdout;
+  assert.match(syms, / T ag_client_call$/m);
+  assert.doesNotMatch(syms, / T ag_http_response_read$/m);
+});

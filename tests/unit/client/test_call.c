@@ -1,0 +1,312 @@
+/*
+ * test_call.c - libautoglm's client against a scripted server in this
+ * process (a thread per connection, answers chosen per test): the budget
+ * during an outage, one client shared by many threads, a stream broken after
+ * its first event, a 4xx costing one request, the headers every attempt
+ * carries, and freeing the client under a call.  Runs under ASan and TSan.
+ */
+#define _GNU_SOURCE
+#include "test.h"
+
+#include "autoglm/client.h"
+#include "base/buf.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- the scripted server ---- */
+
+typedef enum { ANSWER_503, ANSWER_OK, ANSWER_404, ANSWER_BROKEN_STREAM, ANSWER_503_THEN_OK, ANSWER_NEVER } answer;
+
+static struct {
+    int fd, port;
+    _Atomic answer mode;
+    atomic_int requests;
+    pthread_mutex_t mu;
+    char keys[8][64];   /* Idempotency-Key of each request, first 8 */
+    long timeouts_ms[8]; /* X-Request-Timeout-Ms of each request, first 8 */
+} srv;
+
+static void header_value(const char *head, const char *name, char *out, size_t cap) {
+    out[0] = 0;
+    const char *p = strcasestr(head, name);
+    if (!p) return;
+    p += strlen(name);
+    size_t n = strcspn(p, "\r\n");
+    if (n >= cap) n = cap - 1;
+    memcpy(out, p, n), out[n] = 0;
+}
+
+static void *serve_conn(void *arg) {
+    int fd = (int)(intptr_t)arg;
+    char buf[65536];
+    size_t len = 0;
+    for (;;) {
+        char *end;
+        while (!(end = memmem(buf, len, "\r\n\r\n", 4))) {
+            ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+            if (n <= 0) goto out;
+            len += (size_t)n;
+        }
+        *end = 0;
+        char v[64];
+        header_value(buf, "\ncontent-length: ", v, sizeof v);
+        size_t head = (size_t)(end - buf) + 4, body = (size_t)atol(v);
+        while (len < head + body) {
+            ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+            if (n <= 0) goto out;
+            len += (size_t)n;
+        }
+        int i = atomic_fetch_add(&srv.requests, 1);
+        if (i < 8) {
+            pthread_mutex_lock(&srv.mu);
+            header_value(buf, "\nidempotency-key: ", srv.keys[i], sizeof srv.keys[i]);
+            header_value(buf, "\nx-request-timeout-ms: ", v, sizeof v);
+            srv.timeouts_ms[i] = atol(v);
+            pthread_mutex_unlock(&srv.mu);
+        }
+        memmove(buf, buf + head + body, len - head - body);
+        len -= head + body;
+        answer a = srv.mode;
+        if (a == ANSWER_503_THEN_OK) a = i == 0 ? ANSWER_503 : ANSWER_OK;
+        const char *status = NULL, *type = "application/json", *json = NULL;
+        switch (a) {
+        case ANSWER_503: status = "503 Service Unavailable", json = "{\"error\":{\"message\":\"busy\",\"type\":\"x\"}}"; break;
+        case ANSWER_OK: status = "200 OK", json = "{\"choices\":[{\"text\":\"hi\"}]}"; break;
+        case ANSWER_404: status = "404 Not Found", json = "{\"error\":{\"message\":\"no such model\"}}"; break;
+        case ANSWER_BROKEN_STREAM: status = "200 OK", type = "text/event-stream"; break;
+        default: break;
+        }
+        if (!status) continue; /* ANSWER_NEVER: silence */
+        char r[512];
+        if (json)
+            snprintf(r, sizeof r, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n%s", status, type,
+                     strlen(json), json);
+        else /* one event of a chunked stream, and then the connection ends */
+            snprintf(r, sizeof r, "HTTP/1.1 %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n",
+                     status, type, strlen("data: {\"choices\":[{\"text\":\"partial\"}]}\n\n"),
+                     "data: {\"choices\":[{\"text\":\"partial\"}]}\n\n");
+        if (write(fd, r, strlen(r)) < 0) break;
+        if (a == ANSWER_BROKEN_STREAM) break; /* and the connection ends mid-stream */
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+static void *accept_loop(void *arg) {
+    (void)arg;
+    for (;;) {
+        int c = accept(srv.fd, NULL, NULL);
+        if (c < 0) return NULL;
+        pthread_t t;
+        pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)c);
+        pthread_detach(t);
+    }
+}
+
+static int setup(void **state) {
+    (void)state;
+    srv.fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (bind(srv.fd, (struct sockaddr *)&a, sizeof a) || listen(srv.fd, 64) ||
+        getsockname(srv.fd, (struct sockaddr *)&a, &al))
+        return -1;
+    srv.port = ntohs(a.sin_port);
+    pthread_mutex_init(&srv.mu, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, accept_loop, NULL);
+    pthread_detach(t);
+    return 0;
+}
+
+static ag_client *client(ag_client_options o) {
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", srv.port);
+    o.base_url = url;
+    o.seed = 7;
+    ag_client *c;
+    ag_err err;
+    if (ag_client_new(&o, &c, &err) != AG_OK) fail_msg("ag_client_new: %s", err.msg);
+    return c;
+}
+
+static ag_client_options fast(void) {
+    ag_client_options o = ag_client_options_default();
+    o.retry.backoff_base_s = 0.001, o.retry.backoff_cap_s = 0.004;
+    return o;
+}
+
+static const char BODY[] = "{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":4}";
+static const ag_client_request REQ = {.path = "/v1/completions", .body = BODY, .body_len = sizeof BODY - 1};
+
+static void reset(answer mode) {
+    srv.mode = mode;
+    atomic_store(&srv.requests, 0);
+}
+
+/* ---- tests ---- */
+
+/* One call on a client of its own (freed before returning): its outcome, attempts and the requests it cost. */
+static ag_client_result call_once(ag_client_options o, const ag_client_request *req, ag_client_outcome outcome,
+                                  int attempts, int requests) {
+    ag_client *c = client(o);
+    ag_client_result r;
+    assert_int_equal(ag_client_call(c, req, &r), AG_OK);
+    ag_client_free(c);
+    assert_int_equal(r.outcome, outcome);
+    assert_int_equal(r.attempts, attempts);
+    assert_int_equal(atomic_load(&srv.requests), requests);
+    return r;
+}
+
+
+static void test_budget_caps_an_outage(void **state) {
+    (void)state;
+    reset(ANSWER_503);
+    ag_client *c = client(fast());
+    int calls = 50;
+    for (int i = 0; i < calls; i++) {
+        ag_client_result r;
+        assert_int_equal(ag_client_call(c, &REQ, &r), AG_OK);
+        assert_int_equal(r.outcome, AG_CLIENT_HTTP_STATUS);
+        assert_int_equal(r.status, 503);
+        assert_string_equal(r.body, "{\"error\":{\"message\":\"busy\",\"type\":\"x\"}}");
+        assert_non_null(strstr(r.error, "busy"));
+        ag_client_result_free(&r);
+    }
+    ag_client_free(c);
+    int seen = atomic_load(&srv.requests);
+    ag_client_retry_policy p = ag_client_options_default().retry;
+    assert_true(seen <= calls * (1 + p.budget_ratio) + p.budget_floor);
+    assert_true(seen > calls); /* it did retry while the budget lasted */
+    AG_TEST_NOTE("outage: %d calls cost %d requests (without the budget: %d)", calls, seen, calls * 3);
+}
+
+typedef struct worker {
+    ag_client *c;
+    int ok;
+} worker;
+
+static void *call_many(void *arg) {
+    worker *w = arg;
+    for (int i = 0; i < 20; i++) {
+        ag_client_result r;
+        if (ag_client_call(w->c, &REQ, &r) == AG_OK && r.outcome == AG_CLIENT_OK && strcmp(r.text, "hi") == 0) w->ok++;
+        ag_client_result_free(&r);
+    }
+    return NULL;
+}
+
+static void test_threads_share_one_client(void **state) {
+    (void)state;
+    reset(ANSWER_OK);
+    ag_client_options o = fast();
+    o.max_connections = 3; /* 8 threads: calls wait for connections */
+    ag_client *c = client(o);
+    pthread_t t[8];
+    worker w[8];
+    for (int i = 0; i < 8; i++) w[i] = (worker){.c = c}, pthread_create(&t[i], NULL, call_many, &w[i]);
+    int ok = 0;
+    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL), ok += w[i].ok;
+    ag_client_free(c);
+    assert_int_equal(ok, 160);
+    assert_int_equal(atomic_load(&srv.requests), 160);
+}
+
+static void on_delta(const char *text, size_t len, void *ud) { ag_buf_append((ag_buf *)ud, text, len); }
+
+static void test_broken_stream_is_not_retried(void **state) {
+    (void)state;
+    reset(ANSWER_BROKEN_STREAM);
+    static const char sb[] = "{\"model\":\"m\",\"prompt\":\"x\",\"stream\":true}";
+    ag_buf got;
+    ag_buf_init(&got);
+    ag_client_request req = {.path = "/v1/completions", .body = sb, .body_len = sizeof sb - 1, .on_delta = on_delta, .ud = &got};
+    ag_client_result r = call_once(fast(), &req, AG_CLIENT_STREAM_BROKEN, 1, 1);
+    assert_string_equal(r.text, "partial");
+    assert_int_equal(got.len, 7);
+    assert_non_null(strstr(r.error, "bytes of text delivered"));
+    ag_client_result_free(&r);
+    ag_buf_deinit(&got);
+}
+
+static void test_4xx_costs_one_request(void **state) {
+    (void)state;
+    reset(ANSWER_404);
+    ag_client_result r = call_once(fast(), &REQ, AG_CLIENT_HTTP_STATUS, 1, 1);
+    assert_string_equal(r.error, "no such model");
+    ag_client_result_free(&r);
+}
+
+static void test_attempts_carry_one_key_and_the_time_left(void **state) {
+    (void)state;
+    reset(ANSWER_503_THEN_OK);
+    ag_client_options o = fast();
+    o.total_timeout_ms = 5000;
+    ag_client_result r = call_once(o, &REQ, AG_CLIENT_OK, 2, 2);
+    assert_int_equal(strlen(srv.keys[0]), 36);
+    assert_string_equal(srv.keys[0], srv.keys[1]);
+    assert_true(srv.timeouts_ms[0] > 0 && srv.timeouts_ms[0] <= 5000);
+    assert_true(srv.timeouts_ms[1] > 0 && srv.timeouts_ms[1] <= srv.timeouts_ms[0]);
+    ag_client_result_free(&r);
+}
+
+static atomic_int closed_seen;
+static void on_done(ag_client_result *r, void *ud) {
+    (void)ud;
+    if (r->outcome == AG_CLIENT_CLOSED) atomic_fetch_add(&closed_seen, 1);
+}
+
+static void test_free_ends_calls_under_way(void **state) {
+    (void)state;
+    reset(ANSWER_NEVER);
+    ag_client_options o = fast();
+    o.max_connections = 1;
+    ag_client *c = client(o);
+    for (int i = 0; i < 3; i++) assert_int_equal(ag_client_call_async(c, &REQ, on_done, NULL), AG_OK); /* 1 sent, 2 wait */
+    while (atomic_load(&srv.requests) < 1) usleep(1000);
+    ag_client_free(c);
+    assert_int_equal(atomic_load(&closed_seen), 3);
+}
+
+static void test_bad_requests(void **state) {
+    (void)state;
+    ag_client *c = client(fast());
+    ag_client_result r;
+    ag_client_request bad = {.path = "v1/completions", .body = BODY, .body_len = sizeof BODY - 1};
+    assert_int_equal(ag_client_call(c, &bad, &r), AG_EINVAL);
+    bad = (ag_client_request){.path = "/v1/completions", .body = "[1]", .body_len = 3};
+    assert_int_equal(ag_client_call(c, &bad, &r), AG_EINVAL);
+    bad.body = "{", bad.body_len = 1;
+    assert_int_equal(ag_client_call(c, &bad, &r), AG_EINVAL);
+    ag_client_free(c);
+    ag_client_options o = ag_client_options_default();
+    ag_err err;
+    o.base_url = "ftp://x";
+    assert_int_equal(ag_client_new(&o, &c, &err), AG_EINVAL);
+    assert_non_null(strstr(err.msg, "http"));
+    o.base_url = "http://127.0.0.1:99999";
+    assert_int_equal(ag_client_new(&o, &c, &err), AG_EINVAL);
+    o.base_url = "http://127.0.0.1:8080", o.max_connections = 0;
+    assert_int_equal(ag_client_new(&o, &c, &err), AG_EINVAL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_budget_caps_an_outage),
+        cmocka_unit_test(test_threads_share_one_client),
+        cmocka_unit_test(test_broken_stream_is_not_retried),
+        cmocka_unit_test(test_4xx_costs_one_request),
+        cmocka_unit_test(test_attempts_carry_one_key_and_the_time_left),
+        cmocka_unit_test(test_free_ends_calls_under_way),
+        cmocka_unit_test(test_bad_requests),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
