@@ -20,7 +20,9 @@
  * Threads: the client owns an I/O thread running a libuv loop; its
  * connections (HTTP/1.1 keep-alive, TLS for https) are shared by every call,
  * and any thread may call at once.  Stream deltas and async completions are
- * delivered on that I/O thread: keep those callbacks short.
+ * delivered on that I/O thread: keep those callbacks short.  Or, with
+ * options.loop, the client runs on the caller's libuv loop instead: no thread,
+ * async calls only, made (and the client freed) on that loop's thread.
  */
 #ifndef AUTOGLM_CLIENT_H
 #define AUTOGLM_CLIENT_H
@@ -36,6 +38,7 @@ extern "C" {
 #endif
 
 typedef struct ag_client ag_client;
+struct uv_loop_s;
 
 /* Every number of the decision table; ag_client_options_default() fills these. */
 typedef struct ag_client_retry_policy {
@@ -60,6 +63,7 @@ typedef struct ag_client_options {
     int max_connections; /* open at once; calls beyond wait for one (16) */
     size_t max_response_bytes; /* an answer's body (64 MiB) */
     uint64_t seed;       /* the jitter's draws; 0: from the clock */
+    struct uv_loop_s *loop; /* NULL: the client's own I/O thread; else run on this loop (see above) */
 } ag_client_options;
 
 ag_client_options ag_client_options_default(void);
@@ -75,6 +79,8 @@ typedef enum ag_client_outcome {
     AG_CLIENT_PROTOCOL,      /* an answer that cannot be read, or over max_response_bytes */
     AG_CLIENT_DEADLINE,      /* the call's total timeout passed */
     AG_CLIENT_CLOSED,        /* the client was freed while the call was under way */
+    AG_CLIENT_CERTIFICATE,   /* https: the server's certificate failed verification (not retried) */
+    AG_CLIENT_CANCELLED,     /* ag_client_cancel */
 } ag_client_outcome;
 
 const char *ag_client_outcome_name(ag_client_outcome o);
@@ -120,13 +126,20 @@ typedef struct ag_client_result {
 void ag_client_result_free(ag_client_result *r);
 
 ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err);
-/* Calls still under way end as AG_CLIENT_CLOSED (blocking ones return, async ones get their callback). */
+/* Calls still under way end as AG_CLIENT_CLOSED (blocking ones return, async ones get their callback).  On a
+ * caller's loop it may be called from a done callback; the client's memory goes once its handles have closed. */
 void ag_client_free(ag_client *c);
 
-/* Blocking, from any thread: AG_OK when the call ended (res->outcome says how), AG_EINVAL for a bad request. */
+/* End every call under way as AG_CLIENT_CANCELLED (its connection closes, so the server stops generating).
+ * From any thread, and async-signal-safe (a SIGINT handler may call it); the client stays usable. */
+void ag_client_cancel(ag_client *c);
+
+/* Blocking, from any thread: AG_OK when the call ended (res->outcome says how), AG_EINVAL for a bad request
+ * (or on a client that runs on the caller's loop). */
 ag_status ag_client_call(ag_client *c, const ag_client_request *req, ag_client_result *res);
 
-/* Asynchronous, from any thread: done runs on the I/O thread with the result, which it then owns. */
+/* Asynchronous, from any thread (on the caller's loop: from its thread): done runs on the loop's thread with
+ * the result, valid during the call; to keep its body or text, take the pointers and set them to NULL. */
 typedef void (*ag_client_done_fn)(ag_client_result *res, void *ud);
 ag_status ag_client_call_async(ag_client *c, const ag_client_request *req, ag_client_done_fn done, void *done_ud);
 

@@ -30,6 +30,19 @@ int ag_cmd_serve(int argc, char **argv);
 int ag_cmd_bench(int argc, char **argv);
 int ag_cmd_chaos(int argc, char **argv);
 int ag_cmd_complete(int argc, char **argv);
+int ag_cmd_chat(int argc, char **argv);
+
+/*
+ * The flags the client commands (complete, chat) share: --base-url, --api-key, --retries, --timeout,
+ * --connect-timeout, --first-byte-timeout, --insecure, --cacert.  ag_cli_client_flag consumes argv[*i] (and
+ * its value) when it is one of them: 1 consumed, 0 not ours, -1 usage error already printed.  Then
+ * ag_cli_client_finish fills what was not given from AUTOGLM_BASE_URL / OPENAI_BASE_URL and AUTOGLM_API_KEY /
+ * OPENAI_API_KEY, drops a trailing /v1 from the base URL into url, and returns -1, or an exit status after a
+ * usage error.
+ */
+struct ag_client_options;
+int ag_cli_client_flag(const char *cmd, int argc, char **argv, int *i, struct ag_client_options *o, const char **base);
+int ag_cli_client_finish(const char *cmd, struct ag_client_options *o, const char *base, char *url, size_t cap);
 
 /* One-line usage error: "autoglm <cmd>: <message>" on stderr; returns AG_EXIT_USAGE. */
 int ag_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -53,56 +53,31 @@ static void print_attempt(const ag_client_attempt *a, void *ud) {
     fputc('\n', stderr);
 }
 
-static bool duration_ms(const char *t, uint32_t *ms) {
-    uint64_t v;
-    if (!t || ag_str_parse_duration_ms(ag_str_from_cstr(t), &v) != AG_OK || v == 0 || v > UINT32_MAX) return false;
-    *ms = (uint32_t)v;
-    return true;
-}
-
 int ag_cmd_complete(int argc, char **argv) {
     ag_client_options o = ag_client_options_default();
-    const char *base = getenv("AUTOGLM_BASE_URL"), *prompt = NULL, *model = "autoglm-tiny";
-    if (!base) base = getenv("OPENAI_BASE_URL");
-    o.api_key = getenv("AUTOGLM_API_KEY");
-    if (!o.api_key) o.api_key = getenv("OPENAI_API_KEY");
-    long max_tokens = 64, v;
+    const char *base = NULL, *prompt = NULL, *model = "autoglm-tiny";
+    long max_tokens = 64;
     bool chat = false, stream = false, verbose = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        int f = ag_cli_client_flag("complete", argc, argv, &i, &o, &base);
+        if (f < 0) return AG_EXIT_USAGE;
+        if (f) continue;
         if (ag_cli_is_help(a)) return fputs(complete_usage, stdout), AG_EXIT_OK;
         else if (strcmp(a, "--chat") == 0) chat = true;
         else if (strcmp(a, "--stream") == 0) stream = true;
         else if (strcmp(a, "--verbose") == 0) verbose = true;
-        else if (strcmp(a, "--insecure") == 0) o.insecure = true;
         else if (!val) return USAGE("unknown option '%s' or it needs a value (try 'autoglm complete --help')", a);
-        else if (strcmp(a, "--base-url") == 0) base = argv[++i];
         else if (strcmp(a, "-p") == 0 || strcmp(a, "--prompt") == 0) prompt = argv[++i];
         else if (strcmp(a, "--model") == 0) model = argv[++i];
-        else if (strcmp(a, "--api-key") == 0) o.api_key = argv[++i];
-        else if (strcmp(a, "--cacert") == 0) o.ca_file = argv[++i];
-        else if (strcmp(a, "--max-tokens") == 0 || strcmp(a, "--retries") == 0) {
-            if (!ag_cli_int("complete", a, argv[++i], a[2] == 'm' ? 1 : 0, a[2] == 'm' ? 1 << 20 : 100, &v))
-                return AG_EXIT_USAGE;
-            if (a[2] == 'm') max_tokens = v;
-            else o.retry.max_retries = (int)v;
-        } else if (strcmp(a, "--timeout") == 0 || strcmp(a, "--connect-timeout") == 0 ||
-                   strcmp(a, "--first-byte-timeout") == 0) {
-            uint32_t *to = a[2] == 't' ? &o.total_timeout_ms : a[2] == 'c' ? &o.connect_timeout_ms : &o.first_byte_timeout_ms;
-            if (!duration_ms(argv[++i], to)) return USAGE("%s needs a duration such as 500ms, 30s or 2m", a);
+        else if (strcmp(a, "--max-tokens") == 0) {
+            if (!ag_cli_int("complete", a, argv[++i], 1, 1 << 20, &max_tokens)) return AG_EXIT_USAGE;
         } else return USAGE("unknown option '%s' (try 'autoglm complete --help')", a);
     }
-    if (!base) return USAGE("no server: give --base-url URL (or set AUTOGLM_BASE_URL)");
-    if (!prompt) return USAGE("no prompt: give -p TEXT");
-    if (o.insecure && o.ca_file) return USAGE("--insecure and --cacert are exclusive");
-    /* OpenAI's SDKs take the base URL with /v1; the client's paths carry it */
     char url[1024];
-    size_t bl = strlen(base);
-    while (bl && base[bl - 1] == '/') bl--;
-    if (bl >= 3 && strncmp(base + bl - 3, "/v1", 3) == 0) bl -= 3;
-    if (bl >= sizeof url) return USAGE("--base-url is too long");
-    memcpy(url, base, bl), url[bl] = 0;
-    o.base_url = url;
+    int rc = ag_cli_client_finish("complete", &o, base, url, sizeof url);
+    if (rc >= 0) return rc;
+    if (!prompt) return USAGE("no prompt: give -p TEXT");
 
     ag_buf body;
     ag_buf_init(&body);
@@ -136,7 +111,7 @@ int ag_cmd_complete(int argc, char **argv) {
     ag_status st = ag_client_call(cl, &req, &res);
     ag_client_free(cl);
     ag_buf_deinit(&body);
-    int rc = AG_EXIT_OK;
+    rc = AG_EXIT_OK;
     if (st != AG_OK) {
         fprintf(stderr, "autoglm complete: %s\n", ag_strerror(st));
         rc = AG_EXIT_FAIL;

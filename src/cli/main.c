@@ -22,6 +22,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"bench", ag_cmd_bench, "load-test an OpenAI-compatible server: sweep, knee, baseline, report"},
+    {"chat", ag_cmd_chat, "an interactive chat with any OpenAI-compatible server (libautoglm)"},
     {"chaos", ag_cmd_chaos, "a TCP proxy that injects network faults (latency, bandwidth, resets, HTTP errors)"},
     {"complete", ag_cmd_complete, "one completion from any OpenAI-compatible server, with retries (libautoglm)"},
     {"convert", ag_cmd_convert, "convert a Hugging Face checkpoint directory to GGUF"},

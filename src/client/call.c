@@ -69,7 +69,9 @@ void agc_call_free_queued(agc_call *call) {
 
 static void on_timer_closed(uv_handle_t *h) {
     agc_call *call = h->data;
+    ag_client *cl = call->cl;
     if (--call->open_timers == 0) deliver(call);
+    agc_client_handle_closed(cl);
 }
 
 /* DONE: out of the active list, its timers closed, then delivered. */
@@ -91,13 +93,15 @@ static void drop_from_waiting(agc_call *call) {
         }
 }
 
-void agc_call_abort(agc_call *call) {
+void agc_call_abort(agc_call *call, ag_client_outcome why) {
     if (call->state == CALL_WAITING) drop_from_waiting(call);
+    uv_timer_stop(&call->timer);
     agc_conn *c = call->conn;
     call->conn = NULL;
     if (c) c->call = NULL, agc_conn_close(c);
-    call->res.outcome = AG_CLIENT_CLOSED;
-    snprintf(call->res.error, sizeof call->res.error, "the client was closed during the call");
+    call->res.outcome = why;
+    snprintf(call->res.error, sizeof call->res.error, "%s",
+             why == AG_CLIENT_CANCELLED ? "cancelled" : "the client was closed during the call");
     finish(call);
 }
 
@@ -140,11 +144,12 @@ void agc_call_start(ag_client *cl, agc_call *call) {
         attempt_begin(call);
         return;
     }
-    call->t_start = uv_now(&cl->loop);
-    uv_timer_init(&cl->loop, &call->timer);
-    uv_timer_init(&cl->loop, &call->deadline);
+    call->t_start = uv_now(cl->loop);
+    uv_timer_init(cl->loop, &call->timer);
+    uv_timer_init(cl->loop, &call->deadline);
     call->timer.data = call->deadline.data = call;
     call->open_timers = 2;
+    cl->handles += 2;
     call->next_a = cl->active;
     if (cl->active) cl->active->prev_a = call;
     cl->active = call;
@@ -163,7 +168,7 @@ static void attempt_begin(agc_call *call) {
         *p = call;
         return;
     }
-    call->t_attempt = uv_now(&cl->loop);
+    call->t_attempt = uv_now(cl->loop);
     call->res.attempts++;
     agc_conn *c = agc_conn_get(cl, call);
     if (!c) {
@@ -183,7 +188,7 @@ static void attempt_begin(agc_call *call) {
 void agc_call_conn_ready(agc_call *call) {
     ag_client *cl = call->cl;
     agc_conn *c = call->conn;
-    uint64_t now = uv_now(&cl->loop), end = call->t_start + cl->o.total_timeout_ms;
+    uint64_t now = uv_now(cl->loop), end = call->t_start + cl->o.total_timeout_ms;
     ag_buf h;
     ag_buf_init(&h);
     ag_buf_appendf(&h,
@@ -336,7 +341,8 @@ void agc_call_conn_lost(agc_call *call, const char *why) {
     switch (call->state) {
     case CALL_CONNECTING:
         snprintf(d, sizeof d, "cannot connect to %s: %s", call->cl->authority, why ? why : "closed during the TLS handshake");
-        attempt_end(call, AG_CLIENT_CONNECT_ERROR, d);
+        /* a certificate that failed verification will fail again: not a connect error to retry */
+        attempt_end(call, why && strstr(why, "certificate verify failed") ? AG_CLIENT_CERTIFICATE : AG_CLIENT_CONNECT_ERROR, d);
         break;
     case CALL_SENT:
         snprintf(d, sizeof d, "the connection ended before the answer%s%s", why ? ": " : "", why ? why : "");
@@ -373,7 +379,7 @@ static void attempt_end(agc_call *call, ag_client_outcome kind, const char *deta
         if ((kind == AG_CLIENT_OK || kind == AG_CLIENT_HTTP_STATUS) && whole) agc_conn_release(c);
         else agc_conn_close(c); /* HTTP/1.1 cannot abandon an answer and keep the connection */
     }
-    uint64_t now = uv_now(&cl->loop), end = call->t_start + cl->o.total_timeout_ms;
+    uint64_t now = uv_now(cl->loop), end = call->t_start + cl->o.total_timeout_ms;
     ag_client_result *res = &call->res;
     res->outcome = kind;
     if (detail && detail != res->error) snprintf(res->error, sizeof res->error, "%s", detail);
@@ -438,7 +444,7 @@ static ag_status check_request(const ag_client_request *req, bool *stream) {
 
 ag_status ag_client_call_async(ag_client *c, const ag_client_request *req, ag_client_done_fn done, void *done_ud) {
     bool stream;
-    if (!c || !done || check_request(req, &stream) != AG_OK) return AG_EINVAL;
+    if (!c || !done || c->freeing || check_request(req, &stream) != AG_OK) return AG_EINVAL;
     agc_call *call = agc_call_new(c, req, done, done_ud);
     call->stream = stream;
     agc_client_submit(c, call);
@@ -463,7 +469,7 @@ static void sync_done(ag_client_result *r, void *ud) {
 }
 
 ag_status ag_client_call(ag_client *c, const ag_client_request *req, ag_client_result *res) {
-    if (!c || !res || pthread_equal(pthread_self(), c->thread)) return AG_EINVAL; /* not from its own callbacks */
+    if (!c || !res || !c->threaded || pthread_equal(pthread_self(), c->thread)) return AG_EINVAL; /* not from its callbacks */
     memset(res, 0, sizeof *res);
     sync_wait w = {.done = false, .out = res};
     pthread_mutex_init(&w.mu, NULL);

@@ -34,6 +34,7 @@ static void on_conn_closed(uv_handle_t *h) {
     free(c);
     cl->n_conns--;
     agc_client_dispatch(cl); /* room for a waiting call's new connection */
+    agc_client_handle_closed(cl);
 }
 
 void agc_conn_close(agc_conn *c) {
@@ -139,7 +140,8 @@ static agc_conn *conn_open(ag_client *cl, agc_call *call) {
     agc_conn *c = ag_xcalloc(1, sizeof *c);
     c->cl = cl, c->call = call, c->state = CC_CONNECTING;
     ag_cio_init(&c->io);
-    uv_tcp_init(&cl->loop, &c->tcp);
+    uv_tcp_init(cl->loop, &c->tcp);
+    cl->handles++;
     c->tcp.data = c, c->connect.data = c;
     cl->n_conns++;
     if (cl->tls_ctx && !(c->io.tls = ag_tls_new(cl->tls_ctx, cl->host))) {
@@ -186,6 +188,12 @@ void agc_client_dispatch(ag_client *cl) {
     }
 }
 
+/* Calls under way end as CLOSED and every connection closes (on the loop's thread). */
+static void close_all(ag_client *cl) {
+    while (cl->active) agc_call_abort(cl->active, AG_CLIENT_CLOSED); /* each closes its connection or leaves the queue */
+    while (cl->idle) agc_conn_close(cl->idle);
+}
+
 static void on_wake(uv_async_t *a) {
     ag_client *cl = a->data;
     pthread_mutex_lock(&cl->mu);
@@ -193,6 +201,8 @@ static void on_wake(uv_async_t *a) {
     cl->incoming = NULL;
     bool closing = cl->closing;
     pthread_mutex_unlock(&cl->mu);
+    if (atomic_exchange(&cl->cancel, false))
+        while (cl->active) agc_call_abort(cl->active, AG_CLIENT_CANCELLED); /* calls queued after it run */
     /* in arrival order: the list was built newest first */
     agc_call *rev = NULL;
     while (in) {
@@ -206,18 +216,21 @@ static void on_wake(uv_async_t *a) {
         else agc_call_start(cl, call);
     }
     if (!closing) return;
-    while (cl->active) agc_call_abort(cl->active); /* each closes its connection, or leaves the waiting list */
-    while (cl->idle) agc_conn_close(cl->idle);
+    close_all(cl);
     uv_close((uv_handle_t *)&cl->wake, NULL); /* the loop ends once every close callback has run */
 }
 
 static void *io_thread(void *arg) {
     ag_client *cl = arg;
-    uv_run(&cl->loop, UV_RUN_DEFAULT);
+    uv_run(cl->loop, UV_RUN_DEFAULT);
     return NULL;
 }
 
 void agc_client_submit(ag_client *cl, agc_call *call) {
+    if (!cl->threaded) { /* on the caller's loop, from its thread */
+        agc_call_start(cl, call);
+        return;
+    }
     pthread_mutex_lock(&cl->mu);
     bool closing = cl->closing;
     if (!closing) call->next = cl->incoming, cl->incoming = call;
@@ -311,13 +324,20 @@ ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err
     cl->rng = o->seed ? o->seed : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)cl;
     if (!cl->rng) cl->rng = 1;
     pthread_mutex_init(&cl->mu, NULL);
-    uv_loop_init(&cl->loop);
-    uv_async_init(&cl->loop, &cl->wake, on_wake);
+    if (o->loop) {
+        cl->loop = o->loop;
+        *out = cl;
+        return AG_OK;
+    }
+    cl->threaded = true;
+    cl->loop = &cl->own_loop;
+    uv_loop_init(cl->loop);
+    uv_async_init(cl->loop, &cl->wake, on_wake);
     cl->wake.data = cl;
     if (pthread_create(&cl->thread, NULL, io_thread, cl) != 0) {
         uv_close((uv_handle_t *)&cl->wake, NULL);
-        uv_run(&cl->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&cl->loop);
+        uv_run(cl->loop, UV_RUN_DEFAULT);
+        uv_loop_close(cl->loop);
         pthread_mutex_destroy(&cl->mu);
         client_free_fields(cl);
         return ag_err_set(err, AG_NOMEM, "cannot start the client's I/O thread");
@@ -326,14 +346,38 @@ ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err
     return AG_OK;
 }
 
+void ag_client_cancel(ag_client *cl) {
+    if (!cl->threaded) { /* on the caller's loop, from its thread */
+        while (cl->active) agc_call_abort(cl->active, AG_CLIENT_CANCELLED);
+        return;
+    }
+    atomic_store(&cl->cancel, true);
+    uv_async_send(&cl->wake); /* async-signal-safe */
+}
+
+void agc_client_handle_closed(ag_client *cl) {
+    if (--cl->handles == 0 && cl->freeing) {
+        pthread_mutex_destroy(&cl->mu);
+        client_free_fields(cl);
+    }
+}
+
 void ag_client_free(ag_client *cl) {
     if (!cl) return;
+    if (!cl->threaded) { /* on the caller's loop: the memory goes with the last close callback */
+        if (cl->freeing) return;
+        cl->freeing = true;
+        cl->handles++; /* held while closing, so a close callback run meanwhile cannot free it under us */
+        close_all(cl);
+        agc_client_handle_closed(cl);
+        return;
+    }
     pthread_mutex_lock(&cl->mu);
     cl->closing = true;
     pthread_mutex_unlock(&cl->mu);
     uv_async_send(&cl->wake);
     pthread_join(cl->thread, NULL);
-    uv_loop_close(&cl->loop);
+    uv_loop_close(cl->loop);
     pthread_mutex_destroy(&cl->mu);
     client_free_fields(cl);
 }

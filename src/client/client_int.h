@@ -18,6 +18,7 @@
 #include "http/tls.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <uv.h>
 
 /* ---- policy.c ---- */
@@ -85,8 +86,13 @@ struct ag_client {
     bool https;
     struct sockaddr_storage addr;
     ag_tls_ctx *tls_ctx;
-    uv_loop_t loop;
-    uv_async_t wake;   /* a thread queued a call, or the client is closing */
+    uv_loop_t own_loop; /* the I/O thread's */
+    uv_loop_t *loop;    /* own_loop, or the caller's (options.loop) */
+    bool threaded;      /* own loop and I/O thread; else the caller's loop */
+    int handles;        /* on the caller's loop: handles open (connections, call timers) */
+    bool freeing;       /* on the caller's loop: ag_client_free called; freed when handles reach 0 */
+    uv_async_t wake;   /* threaded: a thread queued a call, or the client is closing */
+    atomic_bool cancel; /* ag_client_cancel asked (lock-free: a signal handler may ask) */
     pthread_t thread;
     pthread_mutex_t mu;
     agc_call *incoming; /* queued by other threads, under mu */
@@ -110,7 +116,8 @@ bool agc_conn_send(agc_conn *c, const void *p, size_t n);
 void agc_conn_flush(agc_conn *c);
 void agc_client_dispatch(ag_client *cl); /* waiting calls get the connections that came free */
 
-void agc_client_submit(ag_client *cl, agc_call *call); /* from any thread */
+void agc_client_submit(ag_client *cl, agc_call *call); /* from any thread (threaded), or the loop's */
+void agc_client_handle_closed(ag_client *cl);          /* a connection's or call timer's close callback ran */
 
 /* ---- call.c ---- */
 
@@ -156,7 +163,7 @@ struct agc_call {
 agc_call *agc_call_new(const ag_client *cl, const ag_client_request *req, ag_client_done_fn done, void *done_ud);
 void agc_call_start(ag_client *cl, agc_call *call); /* on the I/O thread: an attempt begins */
 void agc_call_free_queued(agc_call *call);          /* never started (the client closed): ends as CLOSED */
-void agc_call_abort(agc_call *call);                /* under way when the client closes: ends as CLOSED */
+void agc_call_abort(agc_call *call, ag_client_outcome why); /* under way: ends as CLOSED or CANCELLED */
 /* what its connection reports */
 void agc_call_conn_ready(agc_call *call);                 /* connected (and handshaken): send */
 void agc_call_conn_read(agc_call *call);                  /* more of the answer in conn->in */

@@ -30,7 +30,7 @@ ag_client_options ag_client_options_default(void) {
 
 const char *ag_client_outcome_name(ag_client_outcome o) {
     static const char *const names[] = {"ok",    "connect error", "reset", "timeout", "http status", "stream broken",
-                                        "protocol error", "deadline", "closed"};
+                                        "protocol error", "deadline", "closed", "certificate refused", "cancelled"};
     return (unsigned)o < sizeof names / sizeof *names ? names[o] : "?";
 }
 
@@ -97,6 +97,8 @@ static const row table[] = {
     {AG_CLIENT_PROTOCOL, 0, 0, A_FAIL, false, "unreadable answer: fail"},
     {AG_CLIENT_DEADLINE, 0, 0, A_FAIL, false, "total timeout: fail"},
     {AG_CLIENT_CLOSED, 0, 0, A_FAIL, false, "client closed: fail"},
+    {AG_CLIENT_CERTIFICATE, 0, 0, A_FAIL, false, "certificate refused: fail"},
+    {AG_CLIENT_CANCELLED, 0, 0, A_FAIL, false, "cancelled by the caller"},
 };
 
 static const row *find_row(const agc_outcome *o) {

@@ -124,6 +124,57 @@ test('the total timeout reaches the server as X-Request-Timeout-Ms: it stops gen
   assert.equal(await metric(ABORT), aborted + 1);
 });
 
+// autoglm chat, driven through a pipe: each turn finishes when the server has nothing running again
+test('autoglm chat: turns carry the history, /reset forgets it, Ctrl-C stops a reply and the chat goes on', async () => {
+  const m = async () => await (await fetch(`${srv.url}/metrics`)).text();
+  const num = (text, re) => Number(re.exec(text)[1]);
+  const PROMPT = /^autoglm_prompt_tokens_total (\S+)$/m, RUNNING = /^autoglm_num_requests_running (\S+)$/m;
+  const CHATS = /^autoglm_http_requests_total\{route="\/v1\/chat\/completions",status="200"[^}]*\} (\S+)$/m;
+  const settle = async (chats) => { // until the server answered `chats` chat requests and runs none
+    for (let i = 0; i < 500; i++) {
+      const t = await m();
+      if ((CHATS.exec(t) ? num(t, CHATS) : 0) >= chats && num(t, RUNNING) === 0) return t;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error('the chat turn did not finish');
+  };
+  const start = (args) => {
+    const p = spawn(BIN, ['chat', '--base-url', srv.url, '--model', MODEL_NAME, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    return { p, out: () => out, exited: new Promise((r) => p.on('exit', (code) => r(code))) };
+  };
+  const t0 = await m();
+  let chats = CHATS.exec(t0) ? num(t0, CHATS) : 0;
+  const c = start(['--max-tokens', '8']);
+  const turn = async (text) => {
+    const before = num(await m(), PROMPT);
+    c.p.stdin.write(`${text}\n`);
+    return num(await settle(++chats), PROMPT) - before;
+  };
+  const first = await turn('Hello there');
+  const second = await turn('Hello there');
+  c.p.stdin.write('/reset\n');
+  const third = await turn('Hello there');
+  c.p.stdin.end();
+  assert.equal(await c.exited, 0);
+  assert.ok(second > first, `the second turn sent the history: ${first} then ${second} prompt tokens`);
+  assert.equal(third, first, 'after /reset the same turn costs what the first did');
+  assert.match(c.out(), /\(history cleared\)/);
+
+  const aborted = num(await m(), /^autoglm_request_success_total\{finished_reason="abort"\} (\S+)$/m);
+  const d = start(['--max-tokens', '4000']);
+  d.p.stdin.write('Tell me everything\n');
+  for (let i = 0; i < 500 && !(d.out().length > 0 && num(await m(), RUNNING) === 1); i++) await new Promise((r) => setTimeout(r, 10));
+  d.p.kill('SIGINT');
+  for (let i = 0; i < 500 && !/\(stopped\)/.test(d.out()); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.match(d.out(), /\(stopped\)/);
+  d.p.stdin.write('/quit\n');
+  assert.equal(await d.exited, 0, 'Ctrl-C stopped the reply, not the program');
+  await settle(0);
+  assert.equal(num(await m(), /^autoglm_request_success_total\{finished_reason="abort"\} (\S+)$/m), aborted + 1);
+});
+
 test('usage errors are one line and exit 2', () => {
   for (const args of [[], ['--base-url', 'http://x'], ['-p', 'x', '--base-url', 'ftp://x'], ['-p', 'x', '--retries', '-1', '--base-url', 'http://x'],
     ['-p', 'x', '--timeout', 'soon', '--base-url', 'http://x'], ['--bogus']]) {

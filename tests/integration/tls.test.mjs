@@ -167,3 +167,17 @@ test('autoglm bench over https: h2 by ALPN or HTTP/1.1, trusting --cacert or --i
   assert.equal(plain.status, 2);
   assert.match(plain.stderr, /--insecure and --cacert are for https:\/\/ targets/);
 });
+
+test('autoglm complete (libautoglm) over https: --cacert and --insecure work; a refused certificate fails at once', () => {
+  const run = (...args) => spawnSync(BIN, ['complete', '--base-url', srv.url, '--model', MODEL_NAME, '-p', 'Once', '--max-tokens', '4',
+    '--verbose', ...args], { encoding: 'utf8', timeout: 30000 });
+  for (const args of [['--cacert', cert], ['--insecure']]) {
+    const r = run(...args);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /attempt 1: ok/);
+  }
+  const r = run();
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /attempt 1: certificate refused .*certificate verify failed/);
+  assert.doesNotMatch(r.stderr, /attempt 2/);
+});

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <uv.h>
 
 /* ---- the scripted server ---- */
 
@@ -276,6 +277,61 @@ static void test_free_ends_calls_under_way(void **state) {
     assert_int_equal(atomic_load(&closed_seen), 3);
 }
 
+typedef struct pending {
+    ag_client *c;
+    ag_client_result r;
+} pending;
+
+static void *call_one(void *arg) {
+    pending *p = arg;
+    ag_client_call(p->c, &REQ, &p->r);
+    return NULL;
+}
+
+/* ag_client_cancel from another thread ends the call under way; the client then serves the next one. */
+static void test_cancel_from_another_thread(void **state) {
+    (void)state;
+    reset(ANSWER_NEVER);
+    pending p = {.c = client(fast())};
+    pthread_t t;
+    pthread_create(&t, NULL, call_one, &p);
+    while (atomic_load(&srv.requests) < 1) usleep(1000);
+    ag_client_cancel(p.c);
+    pthread_join(t, NULL);
+    assert_int_equal(p.r.outcome, AG_CLIENT_CANCELLED);
+    assert_int_equal(p.r.attempts, 1);
+    ag_client_result_free(&p.r);
+    srv.mode = ANSWER_OK;
+    assert_int_equal(ag_client_call(p.c, &REQ, &p.r), AG_OK);
+    assert_int_equal(p.r.outcome, AG_CLIENT_OK);
+    ag_client_result_free(&p.r);
+    ag_client_free(p.c);
+}
+
+/* On the caller's loop: no thread; the last done callback frees the client, and then the loop has nothing left. */
+static int loop_ok, loop_done;
+static void on_loop_done(ag_client_result *r, void *ud) {
+    loop_ok += r->outcome == AG_CLIENT_OK && strcmp(r->text, "hi") == 0;
+    if (++loop_done == 10) ag_client_free(ud);
+}
+
+static void test_on_the_callers_loop(void **state) {
+    (void)state;
+    reset(ANSWER_OK);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ag_client_options o = fast();
+    o.loop = &loop, o.max_connections = 4;
+    ag_client *c = client(o);
+    ag_client_result r;
+    assert_int_equal(ag_client_call(c, &REQ, &r), AG_EINVAL); /* blocking would wait on the caller's own loop */
+    for (int i = 0; i < 10; i++) assert_int_equal(ag_client_call_async(c, &REQ, on_loop_done, c), AG_OK);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(loop_ok, 10);
+    assert_int_equal(atomic_load(&srv.requests), 10);
+    assert_int_equal(uv_loop_close(&loop), 0); /* every handle of the client's closed */
+}
+
 static void test_bad_requests(void **state) {
     (void)state;
     ag_client *c = client(fast());
@@ -306,6 +362,8 @@ int main(void) {
         cmocka_unit_test(test_4xx_costs_one_request),
         cmocka_unit_test(test_attempts_carry_one_key_and_the_time_left),
         cmocka_unit_test(test_free_ends_calls_under_way),
+        cmocka_unit_test(test_cancel_from_another_thread),
+        cmocka_unit_test(test_on_the_callers_loop),
         cmocka_unit_test(test_bad_requests),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -30,7 +30,7 @@ static void test_rows(void **state) {
         {AG_CLIENT_HTTP_STATUS, 502, true},   {AG_CLIENT_HTTP_STATUS, 504, true}, {AG_CLIENT_HTTP_STATUS, 400, false},
         {AG_CLIENT_HTTP_STATUS, 401, false},  {AG_CLIENT_HTTP_STATUS, 404, false}, {AG_CLIENT_HTTP_STATUS, 413, false},
         {AG_CLIENT_HTTP_STATUS, 422, false},  {AG_CLIENT_STREAM_BROKEN, 0, false}, {AG_CLIENT_PROTOCOL, 0, false},
-        {AG_CLIENT_DEADLINE, 0, false},       {AG_CLIENT_CLOSED, 0, false},
+        {AG_CLIENT_DEADLINE, 0, false},       {AG_CLIENT_CLOSED, 0, false},       {AG_CLIENT_CERTIFICATE, 0, false},
     };
     ag_client_retry_policy p = policy();
     for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
