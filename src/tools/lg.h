@@ -27,7 +27,10 @@
 typedef struct lg lg;
 typedef struct lg_conn lg_conn;
 
-typedef enum { END_OK, END_HTTP, END_TIMEOUT, END_CONN, END_PROTO, END_ABORT } lg_end;
+/* How an exchange ended.  END_REFUSED: HTTP/2 said the stream was not processed (REFUSED_STREAM, or above a
+ * GOAWAY's last stream id), so it is sent again at once, uncounted (RFC 9113 8.7), up to LG_MAX_REFUSALS times. */
+typedef enum { END_OK, END_HTTP, END_TIMEOUT, END_CONN, END_PROTO, END_ABORT, END_REFUSED } lg_end;
+#define LG_MAX_REFUSALS 8
 
 /* One request in flight. */
 typedef struct lg_xchg {
@@ -37,6 +40,7 @@ typedef struct lg_xchg {
     size_t req;                  /* index into the step's requests */
     bool counted;                /* started in the measured window */
     int attempt;                 /* 0, then 1.. for retries (ag_lg_step.retries) */
+    int refusals;                /* times the server refused it unprocessed (END_REFUSED) */
     uint64_t t_intended, t_first, t_last_chunk, deadline;
     /* the response */
     int status;
@@ -80,6 +84,7 @@ typedef struct lg_wait {
     uint64_t intended;
     size_t req; /* index into the step's requests: a retry sends the same one */
     int attempt;
+    int refusals;
     bool counted;
 } lg_wait;
 

@@ -128,7 +128,8 @@ static int on_stream_close(nghttp2_session *s, int32_t stream, uint32_t error, v
     lg_xchg *x = xchg_of(s, stream);
     if (!x) return 0;
     nghttp2_session_set_stream_user_data(s, stream, NULL);
-    lg_end kind = error || !x->status ? END_PROTO : x->status / 100 == 2 ? END_OK : END_HTTP;
+    lg_end kind = error == NGHTTP2_REFUSED_STREAM && !x->status ? END_REFUSED /* not processed: send it again */
+                : error || !x->status ? END_PROTO : x->status / 100 == 2 ? END_OK : END_HTTP;
     if (kind != END_PROTO) lg_body_read(x, x->body.data, x->body.len, true);
     lg_conn_finish(ud, x, kind);
     return 0;

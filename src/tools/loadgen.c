@@ -123,9 +123,13 @@ void lg_xchg_end(lg_xchg *x, lg_end kind) {
     ag_lg_result *r = g->r;
     uint64_t now = g->now;
     g->inflight--;
-    if (x->attempt < g->s->retries && !g_interrupted && retryable(x, kind)) {
+    if (kind == END_REFUSED && x->refusals >= LG_MAX_REFUSALS) kind = END_PROTO;
+    if (kind == END_REFUSED && !g_interrupted) {
+        r->refused += x->counted;
+        wait_for_conn(g, (lg_wait){x->t_intended, x->req, x->attempt, x->refusals + 1, x->counted});
+    } else if (x->attempt < g->s->retries && !g_interrupted && retryable(x, kind)) {
         r->retries += x->counted;
-        wait_for_conn(g, (lg_wait){x->t_intended, x->req, x->attempt + 1, x->counted});
+        wait_for_conn(g, (lg_wait){x->t_intended, x->req, x->attempt + 1, x->refusals, x->counted});
     } else if (x->counted) {
         if (now > g->last_end) g->last_end = now;
         double e2e = (double)(now - x->t_intended) / 1e3;
@@ -136,6 +140,7 @@ void lg_xchg_end(lg_xchg *x, lg_end kind) {
         case END_CONN: r->conn_error++; break;
         case END_PROTO: r->proto_error++; break;
         case END_ABORT: r->aborted++; break;
+        case END_REFUSED: r->proto_error++; break; /* interrupted before it could be sent again */
         }
         if (kind == END_OK) {
             ag_hist_add(&r->e2e, (uint64_t)e2e);
@@ -252,7 +257,7 @@ static void start(lg *g, lg_conn *c, lg_wait w) {
     lg_xchg *x = calloc(1, sizeof *x);
     x->g = g, x->c = c;
     x->t_intended = w.intended;
-    x->attempt = w.attempt;
+    x->attempt = w.attempt, x->refusals = w.refusals;
     x->counted = w.counted;
     x->req = w.req;
     x->deadline = g->now + g->s->timeout_ns;

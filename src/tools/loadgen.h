@@ -90,6 +90,7 @@ typedef struct ag_lg_result {
     uint64_t counted;  /* requests started in the measured window */
     uint64_t ok, http_error, timeout, conn_error, proto_error, aborted;
     uint64_t retries;  /* attempts after the first, of counted requests (each reached, or tried to reach, the server) */
+    uint64_t refused;  /* HTTP/2 streams the server refused unprocessed, sent again at once (not retries) */
     struct {
         int status;
         uint64_t n;

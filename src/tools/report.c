@@ -104,6 +104,7 @@ static void failure_text(const ag_bench_run *run, size_t i, ag_buf *o) {
                    r->statuses[0].status ? ")" : "", (unsigned long long)r->timeout, (unsigned long long)r->conn_error,
                    (unsigned long long)r->proto_error, (unsigned long long)r->aborted);
     if (r->retries) ag_buf_appendf(o, "; %llu retries", (unsigned long long)r->retries);
+    if (r->refused) ag_buf_appendf(o, "; %llu streams refused and sent again", (unsigned long long)r->refused);
 }
 
 void ag_bench_print_table(const ag_bench_run *run, FILE *out) {
@@ -142,7 +143,7 @@ void ag_bench_print_table(const ag_bench_run *run, FILE *out) {
     ag_buf b;
     ag_buf_init(&b);
     for (size_t i = 0; i < run->n; i++) {
-        if (run->rows[i].r.counted == run->rows[i].r.ok && !run->rows[i].r.retries) continue;
+        if (run->rows[i].r.counted == run->rows[i].r.ok && !run->rows[i].r.retries && !run->rows[i].r.refused) continue;
         ag_buf_reset(&b);
         failure_text(run, i, &b);
         fprintf(out, "%.*s\n", (int)b.len, b.data);
@@ -177,7 +178,7 @@ void ag_bench_json(const ag_bench_run *run, ag_buf *out) {
         JNUM("load", run->rows[i].load);
         JINT("requests", r->counted), JINT("ok", r->ok), JINT("http_errors", r->http_error);
         JINT("timeouts", r->timeout), JINT("connection_errors", r->conn_error), JINT("protocol_errors", r->proto_error);
-        JINT("aborted", r->aborted), JINT("retries", r->retries);
+        JINT("aborted", r->aborted), JINT("retries", r->retries), JINT("refused_resent", r->refused);
         if (r->conn_why[0]) ag_jw_keyc(&w, "first_connection_error"), ag_jw_strc(&w, r->conn_why);
         ag_jw_keyc(&w, "statuses");
         ag_jw_obj_begin(&w);
@@ -398,7 +399,7 @@ static void html_summary(const ag_bench_run *run, ag_buf *o) {
     ag_buf f;
     ag_buf_init(&f);
     for (size_t i = 0; i < run->n; i++) {
-        if (run->rows[i].r.counted == run->rows[i].r.ok && !run->rows[i].r.retries) continue;
+        if (run->rows[i].r.counted == run->rows[i].r.ok && !run->rows[i].r.retries && !run->rows[i].r.refused) continue;
         ag_buf_reset(&f);
         failure_text(run, i, &f);
         ag_buf_append_char(&f, 0);

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -346,6 +346,40 @@ test('autoglm bench --http2 --timeout: a late stream is reset (the server cancel
   assert.equal(s.connection_errors + s.protocol_errors, 0);
   assert.equal(counts(srv.url).conns - before.conns, 1 + 1);
   assert.ok(await waitFor(async () => (await health(srv.url)).requests_running === 0, 5000), 'a reset stream kept generating');
+});
+
+test('autoglm bench --http2: streams a server refuses unprocessed (REFUSED_STREAM) are sent again, not errors', async () => {
+  // a Node h2c server that refuses its first `limit` streams before reading them, then answers
+  let refused = 0, limit = 20;
+  const h2 = http2.createServer();
+  h2.on('stream', (stream) => {
+    stream.on('error', () => {}); // Node reports the refusal it sent as the stream's error
+    if (refused < limit) { refused++; stream.close(http2.constants.NGHTTP2_REFUSED_STREAM); return; }
+    stream.respond({ ':status': 200, 'content-type': 'text/plain' });
+    stream.end('ok');
+  });
+  await new Promise((r) => h2.listen(0, '127.0.0.1', r));
+  const dir = mkdtempSync(path.join(tmpdir(), 'ag-h2-refused-'));
+  const run = async (requests) => { // spawned, not spawnSync: this process's own loop serves the h2 server meanwhile
+    const bench = spawn(BIN, ['bench', '--url', `http://127.0.0.1:${h2.address().port}/`, '--http2', '--concurrency', '4',
+      '--requests', String(requests), '--json', path.join(dir, 'run.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    bench.stderr.on('data', (d) => { err += d; });
+    assert.equal(await new Promise((r) => bench.on('exit', r)), 0, err);
+    return JSON.parse(readFileSync(path.join(dir, 'run.json'), 'utf8')).steps[0];
+  };
+  let s = await run(40);
+  assert.equal(s.ok, 40, JSON.stringify(s));
+  assert.equal(s.protocol_errors, 0);
+  assert.equal(refused, 20);
+  assert.equal(s.refused_resent, 20, 'each refusal was sent again, and counted');
+  // a server that refuses everything: each request is resent 8 times (LG_MAX_REFUSALS), then a protocol error
+  refused = 0, limit = Infinity;
+  s = await run(10);
+  await new Promise((r) => h2.close(r));
+  assert.equal(s.protocol_errors, 10, JSON.stringify(s));
+  assert.equal(s.refused_resent, 80);
+  assert.equal(refused, 90);
 });
 
 test('drain: GOAWAY on SIGTERM, the stream in flight finishes, exit 0', async () => {
