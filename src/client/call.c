@@ -242,23 +242,20 @@ static ag_str choice_text(const ag_json_val *root) {
 
 /* The events of a stream found so far in body[0..n): deltas to the caller; false on an error event. */
 static bool scan_events(agc_call *call, const char *body, size_t n) {
-    for (;;) {
-        const char *p = body + call->scanned, *end = NULL;
-        size_t left = n - call->scanned;
-        for (size_t i = 0; i + 1 < left && !end; i++)
-            if (p[i] == '\n' && p[i + 1] == '\n') end = p + i;
-        if (!end) return true;
-        call->scanned += (size_t)(end - p) + 2;
-        if (end - p < 6 || memcmp(p, "data: ", 6) != 0 || (end - p == 12 && memcmp(p + 6, "[DONE]", 6) == 0)) continue;
-        ag_arena a;
-        ag_arena_init(&a, 4096);
+    ag_str d;
+    while (ag_sse_next(body, n, &call->scanned, &d)) {
+        if (!d.p) continue;
+        ag_arena *a = &call->cl->arena; /* per event, so reused: one I/O thread parses at a time */
+        ag_arena_reset(a);
         ag_json_val *root;
         bool ok = true;
-        if (ag_json_parse(p + 6, (size_t)(end - p - 6), NULL, &a, &root, NULL) == AG_OK) {
-            if (ag_json_obj_getc(root, "error")) {
+        if (ag_json_parse(d.p, d.n, NULL, a, &root, NULL) == AG_OK) {
+            const ag_json_val *e = ag_json_obj_getc(root, "error");
+            ag_str m = ag_json_str(ag_json_obj_getc(e, "message"));
+            if (e) {
                 ok = false;
-                if (!error_message(p + 6, (size_t)(end - p - 6), call->res.error, sizeof call->res.error))
-                    snprintf(call->res.error, sizeof call->res.error, "the stream ended with an error event");
+                if (m.p) snprintf(call->res.error, sizeof call->res.error, "%.*s", (int)m.n, m.p);
+                else snprintf(call->res.error, sizeof call->res.error, "the stream ended with an error event");
             } else {
                 ag_str t = choice_text(root);
                 if (t.n) {
@@ -267,9 +264,9 @@ static bool scan_events(agc_call *call, const char *body, size_t n) {
                 }
             }
         }
-        ag_arena_deinit(&a);
         if (!ok) return false;
     }
+    return true;
 }
 
 static void keep_header(ag_str v, char *out, size_t cap) {

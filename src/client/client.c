@@ -162,7 +162,7 @@ agc_conn *agc_conn_get(ag_client *cl, agc_call *call) {
     agc_conn *c = cl->idle;
     if (c) {
         cl->idle = c->next;
-        c->state = CC_BUSY, c->call = call, c->io.in.len = 0;
+        c->state = CC_BUSY, c->call = call; /* its input was emptied when it was released */
         return c;
     }
     return cl->n_conns < cl->o.max_connections ? conn_open(cl, call) : NULL;
@@ -275,6 +275,7 @@ static ag_status parse_base_url(ag_client *cl, const char *url, ag_err *err) {
 }
 
 static void client_free_fields(ag_client *cl) {
+    ag_arena_deinit(&cl->arena);
     free(cl->host), free(cl->path_prefix), free(cl->authority), free(cl->auth_header);
     ag_tls_ctx_free(cl->tls_ctx);
     free(cl);
@@ -283,6 +284,7 @@ static void client_free_fields(ag_client *cl) {
 ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err) {
     ag_client *cl = ag_xcalloc(1, sizeof *cl);
     cl->o = *o;
+    ag_arena_init(&cl->arena, 1 << 14);
     const ag_client_retry_policy *p = &o->retry;
     if (p->max_retries < 0 || p->max_5xx_retries < 0 || !(p->backoff_base_s >= 0) || !(p->backoff_cap_s >= 0) ||
         !(p->max_retry_after_s >= 0) || !(p->budget_ratio >= 0) || !(p->budget_floor >= 0) || o->max_connections < 1 ||

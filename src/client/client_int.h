@@ -12,6 +12,7 @@
 #define AG_CLIENT_INT_H
 
 #include "autoglm/client.h"
+#include "base/arena.h"
 #include "base/buf.h"
 #include "http/cio.h"
 #include "http/response.h"
@@ -103,6 +104,7 @@ struct ag_client {
     agc_conn *idle;
     int n_conns;
     agc_budget budget;
+    ag_arena arena;     /* stream events are parsed here, one at a time */
     uint64_t rng;
     char rbuf[1 << 16]; /* TLS socket reads land here before OpenSSL takes them */
 };

@@ -91,3 +91,13 @@ ag_status ag_http_response_read(ag_http_response *r, char *buf, size_t *len, siz
 bool ag_http_response_is_sse(const ag_http_response *r) {
     return r->content_type.n >= 17 && strncasecmp(r->content_type.p, "text/event-stream", 17) == 0;
 }
+
+bool ag_sse_next(const char *body, size_t len, size_t *scanned, ag_str *data) {
+    const char *p = body + *scanned, *end = *scanned + 1 < len ? memmem(p, len - *scanned, "\n\n", 2) : NULL;
+    if (!end) return false;
+    size_t n = (size_t)(end - p);
+    *scanned += n + 2;
+    bool has = n > 6 && memcmp(p, "data: ", 6) == 0 && !(n == 12 && memcmp(p + 6, "[DONE]", 6) == 0);
+    *data = has ? (ag_str){p + 6, n - 6} : (ag_str){NULL, 0};
+    return true;
+}

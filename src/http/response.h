@@ -48,4 +48,11 @@ ag_status ag_http_response_read(ag_http_response *r, char *buf, size_t *len, siz
 /* Is the body an event stream (Content-Type: text/event-stream)? */
 bool ag_http_response_is_sse(const ag_http_response *r);
 
+/*
+ * The next whole event of an event stream in body[*scanned..len): true with its "data: " payload in *data
+ * ({NULL, 0} for an event without one, and for OpenAI's closing "[DONE]"), *scanned moved past it; false when
+ * no whole event is there yet.  Call again with the body grown.
+ */
+bool ag_sse_next(const char *body, size_t len, size_t *scanned, ag_str *data);
+
 #endif

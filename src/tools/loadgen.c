@@ -189,22 +189,10 @@ static void read_usage(lg_xchg *x, const char *p, size_t n) {
 
 /* Events of an SSE body found so far: body[scanned..len). */
 static void scan_sse(lg_xchg *x, const char *body, size_t len) {
-    for (;;) {
-        const char *p = body + x->scanned;
-        size_t left = len - x->scanned;
-        const char *end = NULL;
-        for (size_t i = 0; i + 1 < left; i++)
-            if (p[i] == '\n' && p[i + 1] == '\n') {
-                end = p + i;
-                break;
-            }
-        if (!end) return;
-        if (end - p > 6 && memcmp(p, "data: ", 6) == 0 && !(end - p == 12 && memcmp(p + 6, "[DONE]", 6) == 0))
-            read_usage(x, p + 6, (size_t)(end - p - 6));
-        x->scanned += (size_t)(end - p) + 2;
-    }
+    ag_str d;
+    while (ag_sse_next(body, len, &x->scanned, &d))
+        if (d.p) read_usage(x, d.p, d.n);
 }
-
 
 void lg_body_read(lg_xchg *x, const char *body, size_t len, bool whole) {
     if (x->sse) scan_sse(x, body, len);
