@@ -53,6 +53,10 @@ static const char serve_usage[] =
     "  --cache-nondeterministic also cache sampled requests without a seed\n"
     "  --cache-coalesce-timeout D  identical cacheable requests wait up to D for the first one's answer\n"
     "                           instead of generating again (default 30s; 0 off)\n"
+    "  --idempotency-max-keys N requests with an Idempotency-Key are answered from the first one's\n"
+    "                           generation: remember N keys (default 10000; 0 off)\n"
+    "  --idempotency-ttl D      keep a key's answer for D (default 1h)\n"
+    "  --idempotency-grace D    a keyed generation whose client left goes on for D, for its retry (default 10s)\n"
     "  --admin-key KEY          the key DELETE /v1/cache needs\n"
     "  --redis-url URL          a shared second tier, redis://[[user]:password@]host[:port][/db] (values\n"
     "                           zstd-compressed; a slow or dead Redis reads as a miss; with --cache-mb 0 the\n"
@@ -176,6 +180,12 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = duration(a, val, &ms), o.cache_ttl_s = ms / 1000;
         } else if (strcmp(a, "--cache-coalesce-timeout") == 0) {
             ok = duration(a, val, &o.cache_coalesce_ms);
+        } else if (strcmp(a, "--idempotency-max-keys") == 0) {
+            ok = ag_cli_int("serve", a, val, 0, 1 << 24, &v), o.idempotency_max_keys = (size_t)v;
+        } else if (strcmp(a, "--idempotency-ttl") == 0) {
+            ok = duration(a, val, &o.idempotency_ttl_ms);
+        } else if (strcmp(a, "--idempotency-grace") == 0) {
+            ok = duration(a, val, &o.idempotency_grace_ms);
         } else if (strcmp(a, "--cache-nondeterministic") == 0) {
             o.cache_nondeterministic = true;
             i--; /* a flag without a value */

@@ -183,6 +183,13 @@ void ag_metrics_render(ag_metrics *m, const ag_engine_stats *st, ag_buf *o) {
         snprintf(labels, sizeof labels, "{finished_reason=\"%s\"}", finish_names[f]);
         sample(o, "autoglm_request_success_total", labels, load(&m->request_success[f]));
     }
+    static const char *const idem_names[AG_METRIC_IDEM_COUNT] = {"new", "replayed", "joined", "conflict", "untracked"};
+    head(o, "autoglm_idempotency_requests_total", "counter", "Generation requests with an Idempotency-Key, by result.");
+    for (int r = 0; r < AG_METRIC_IDEM_COUNT; r++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "{result=\"%s\"}", idem_names[r]);
+        sample(o, "autoglm_idempotency_requests_total", labels, load(&m->idempotency[r]));
+    }
     one(o, "autoglm_prompt_tokens_total", "counter", "Prompt tokens processed.", load(&m->prompt_tokens));
     one(o, "autoglm_generation_tokens_total", "counter", "Tokens generated.", load(&m->generation_tokens));
     histogram(o, "autoglm_e2e_request_latency_seconds", "End-to-end request latency, arrival to last byte.", &m->e2e);

@@ -45,6 +45,15 @@ typedef enum ag_metric_finish {
 /* The protocol a request came over, as its ALPN id: the protocol label of autoglm_http_requests_total. */
 typedef enum ag_metric_protocol { AG_METRIC_HTTP1, AG_METRIC_H2, AG_METRIC_PROTOCOL_COUNT } ag_metric_protocol;
 #define AG_METRICS_N_STATUS 19
+/* What became of a request with an Idempotency-Key: the result label of autoglm_idempotency_requests_total. */
+typedef enum ag_metric_idem {
+    AG_METRIC_IDEM_NEW,       /* the first with its key: generated */
+    AG_METRIC_IDEM_REPLAYED,  /* answered from its key's kept answer */
+    AG_METRIC_IDEM_JOINED,    /* waited for its key's generation in flight */
+    AG_METRIC_IDEM_CONFLICT,  /* its key came with another body: 422 */
+    AG_METRIC_IDEM_UNTRACKED, /* every kept key was generating: served without one */
+    AG_METRIC_IDEM_COUNT
+} ag_metric_idem;
 
 typedef struct ag_metrics {
     const char *const *routes; /* route label values; the last is "other" */
@@ -55,6 +64,7 @@ typedef struct ag_metrics {
     _Atomic uint64_t connections_accepted;
     _Atomic int64_t connections_open;
     _Atomic uint64_t log_dropped, spans_exported, spans_dropped;
+    _Atomic uint64_t idempotency[AG_METRIC_IDEM_COUNT];
     _Atomic uint64_t internal_errors; /* events dropped in a state that cannot take them: bugs */
     ag_histogram e2e, ttft, tpot, itl, queue, prefill, decode; /* nanoseconds observed, seconds shown */
     double start_time; /* Unix seconds */

@@ -59,6 +59,7 @@ void ag_exchange_free(exchange *x) {
         ag_buf_deinit(&x->ch[i].text);
         ag_api_logprobs_deinit(&x->ch[i].lp);
     }
+    ag_idem_end(x); /* before its value goes: those waiting on its key get it */
     free(x->ch);
     free(x->followers);
     ag_cache_val_release(x->value);
@@ -74,11 +75,12 @@ void ag_exchange_cancel(exchange *x) {
         if (x->ch[i].open) ag_engine_cancel(x->s->engine, x->ch[i].id);
 }
 
-/* The client left: stop generating, unless followers wait for this answer; a waiting exchange is freed by its waker. */
+/* The client left: stop generating, unless followers wait for this answer or its Idempotency-Key's retry may
+ * come for it; a waiting exchange is freed by its waker. */
 void ag_exchange_on_client_gone(conn *c) {
     exchange *x = c->x;
     ag_exchange_detach(x);
-    if (x->state == X_GENERATING && !x->n_followers) ag_exchange_cancel(x);
+    if (x->state == X_GENERATING && !x->n_followers && !ag_idem_keep_generating(x)) ag_exchange_cancel(x);
 }
 
 ag_api_usage ag_exchange_usage(const exchange *x) {
@@ -170,7 +172,7 @@ static void on_write_through(void *ctx, bool ok) {
 static void exchange_complete(exchange *x) {
     server *s = x->s;
     ag_respcache_publish(x); /* stores nothing unless every choice finished normally */
-    if (x->value && s->l2) {
+    if (x->value && x->cache_store && s->l2) {
         uint64_t ttl_s = x->cache_ttl_ns / 1000000000ull;
         if (s->o->cache_write_through) {
             x->state = X_STORING;
@@ -310,8 +312,9 @@ static void on_event(server *s, ag_event *ev) {
     if (has_token) observe_token(s, x, ch, ag_clock_mono_ns());
     ch->t_submit_ns = ev->t_submit_ns, ch->t_admit_ns = ev->t_admit_ns;
     ch->t_engine_first_ns = ev->t_first_token_ns, ch->t_end_ns = ev->t_event_ns;
-    if (c || x->cache_store) { /* someone will read the text: the client, or the cache and any followers */
-        if (!x->req.stream || x->cache_store) ag_buf_append(&ch->text, ev->text, ev->text_len);
+    bool kept = x->cache_store || x->idem; /* its answer is stored: for the cache, or for its key's retries */
+    if (c || kept) { /* someone will read the text: the client, or the cache and any followers */
+        if (!x->req.stream || kept) ag_buf_append(&ch->text, ev->text, ev->text_len);
         if (lp && x->req.stream) ag_api_logprobs_reset(&ch->lp);
         if (lp) ag_api_logprobs_add(&ch->lp, x->req.kind, s->model.engine, ev);
     }
@@ -391,6 +394,7 @@ void ag_exchange_start(conn *c, ag_api_kind kind, const char *body, size_t len) 
     x->n_ch = (int)(x->req.n_prompts * (size_t)x->req.n);
     ag_api_meta_init(&x->meta, kind, s->model.name, ++s->n_requests);
     x->kv_salt = kv_salt(x, &c->req); /* now: the head's bytes may move while the exchange waits */
+    if (ag_idem_begin(x, body, len)) return; /* answered or waiting by its Idempotency-Key */
     if ((s->cache || s->l2) && ag_respcache_lookup(x)) return; /* answered from the cache */
     ag_respcache_miss(x);
 }

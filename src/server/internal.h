@@ -7,6 +7,7 @@
  *   server.c    lifecycle: listen, load the model, signals, the drain
  *   routes.c    dispatch of a complete request to its handler; the small routes
  *   respcache.c the response cache's part of a generation: lookup, single flight, Redis
+ *   idem.c      Idempotency-Key: a retried request answered from its first attempt's generation
  *   exchange.c  one generation request's lifecycle (the state machine below) and engine events
  *   conn.c      connection I/O, HTTP/1.1 request reading and response framing, the SSE writer; with a
  *               certificate, TLS under the connection's bytes (src/http/tls.c, OpenSSL over memory BIOs)
@@ -48,6 +49,7 @@
 typedef struct server server;
 typedef struct conn conn;
 typedef struct exchange exchange;
+typedef struct idem_entry idem_entry;
 
 /* Routes, in the order of the routes table and of the metrics' route labels. */
 enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_CACHE_STATS, R_CACHE,
@@ -60,7 +62,8 @@ typedef struct req_obs {
     uint64_t t_start_ns; /* its first byte */
     ag_trace trace;
     int route;         /* R_*, or R_COUNT for none */
-    const char *cache; /* the response cache's verdict: none, bypass, miss, coalesced, hit-l1, hit-l2 */
+    const char *cache; /* the response cache's verdict: none, bypass, miss, coalesced, hit-l1, hit-l2; or
+                        * idempotent: answered from an earlier request with its Idempotency-Key */
     int status;
     char method[16], path[128];
 } req_obs;
@@ -147,6 +150,11 @@ struct server {
     ag_map leaders;          /* cache key -> the exchange generating it (single flight) */
     uv_timer_t follow_timer; /* lets followers whose leader takes too long go their own way */
     uint64_t cache_bypass;   /* generation requests the cache did not look up (not cacheable, or no-cache) */
+    /* Idempotency-Key (idem.c): entries by tenant and key; the generating ones; the answered ones, oldest first */
+    ag_map idem_keys;
+    idem_entry *idem_running, *idem_done, *idem_done_tail;
+    size_t idem_n;
+    uv_timer_t idem_timer; /* cancels keyed generations whose clients left and did not come back */
     /* the layers above conn.c, as hooks, so that the calls stack: conn.c never calls up by name */
     void (*on_request)(conn *c);             /* a complete request is in c's buffer: route it */
     void (*on_request_end)(conn *c, int st); /* it was answered (or its client left: 499): count, log, span */
@@ -245,11 +253,14 @@ ag_str ag_route_bearer(const ag_http_request *req);
 /* ---- exchange.c: the generation lifecycle ---- */
 
 /*
- * An exchange's state.  Every transition is one function in exchange.c or
- * respcache.c, and each checks the state it leaves; an event that finds the
+ * An exchange's state.  Every transition is one function in exchange.c,
+ * respcache.c or idem.c, and each checks the state it leaves; an event that finds the
  * exchange in another state is counted in autoglm_internal_errors_total and
  * dropped, never written to a connection.
  *
+ *   PARSED --Idempotency-Key answered--> DONE
+ *   PARSED --Idempotency-Key generating--> FOLLOWING --its answer--> DONE
+ *                                                    --its generation failed--> (submit)
  *   PARSED --lookup--> LOOKUP --l2 miss--> (generate)
  *   PARSED/LOOKUP --hit--> DONE
  *   (generate) --leader in flight--> FOLLOWING --leader's answer--> DONE
@@ -304,6 +315,10 @@ struct exchange {
     bool leading;         /* registered in server.leaders under cache_key */
     uint64_t t_follow_ns; /* when this one began to wait */
     ag_cache_val *value;  /* the finished answer as stored (NULL: not stored); its client is answered from it */
+    /* Idempotency-Key: the key's entry, as the exchange generating its answer or one waiting for it */
+    idem_entry *idem;
+    exchange *idem_next;  /* the entry's waiting list */
+    bool idem_cancelled;  /* its client left and did not come back in time */
 };
 
 extern const char *const ag_cache_headers[];
@@ -333,6 +348,9 @@ bool ag_respcache_lookup(exchange *x);
 void ag_respcache_miss(exchange *x);
 /* A whole response from a stored value; false when it does not decode (nothing sent). */
 bool ag_respcache_send_stored(conn *c, const exchange *x, ag_cache_val *v, const char *extra);
+/* Answer x from the stored value v and end x (-> DONE): a cache hit of the named tier, or (tier NULL) an
+ * idempotent replay. */
+void ag_respcache_serve(exchange *x, ag_cache_val *v, const char *tier);
 /* A leader finished: store its value, answer its followers. */
 void ag_respcache_publish(exchange *x);
 void ag_respcache_on_follow_timer(uv_timer_t *t);
@@ -341,6 +359,20 @@ void ag_respcache_render_metrics(server *s, ag_buf *out);
 void ag_respcache_stats_json(server *s, ag_buf *out);
 /* DELETE /v1/cache[?namespace=NAME]'s work and answer: L1 now, Redis in the background. */
 void ag_respcache_delete_json(server *s, ag_str query, ag_buf *out);
+
+/* ---- idem.c: Idempotency-Key ---- */
+
+/* A parsed request with the header: true when it has been dealt with (answered from its key's answer,
+ * refused, or waiting for the key's generation); false to go on (x generates the key's answer, or has none). */
+bool ag_idem_begin(exchange *x, const char *body, size_t len);
+/* x ends (from ag_exchange_free): a generator's whole answer is kept and given to those waiting, or another
+ * waiter generates. */
+void ag_idem_end(exchange *x);
+/* x's client left: true when x keeps generating for a retry (within --idempotency-grace). */
+bool ag_idem_keep_generating(exchange *x);
+/* The drain: generations kept for retries are cancelled (no retry can reach them). */
+void ag_idem_drain(server *s);
+void ag_idem_deinit(server *s);
 
 /* ---- server.c ---- */
 

@@ -57,13 +57,14 @@ static void replay_stream(conn *c, const exchange *x, const ag_rcache_value *d, 
     ag_sse_close(c);
 }
 
-/* Answer x's client from a cached value and end x (-> DONE); a pipelined request may follow. */
-static void serve_cached(exchange *x, ag_cache_val *v, const char *tier) {
+/* Answer x's client from a stored value and end x (-> DONE); a pipelined request may follow. */
+void ag_respcache_serve(exchange *x, ag_cache_val *v, const char *tier) {
     conn *c = x->c;
     char extra[128];
     unsigned long long age = (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull;
-    snprintf(extra, sizeof extra, "%sX-Cache: %s\r\nAge: %llu\r\n", x->req.stream ? "Cache-Control: no-cache\r\n" : "",
-             tier, age);
+    snprintf(extra, sizeof extra, "%s%s%s%sAge: %llu\r\n", x->req.stream ? "Cache-Control: no-cache\r\n" : "",
+             tier ? "X-Cache: " : "Idempotent-Replayed: true\r\n", tier ? tier : "", tier ? "\r\n" : "", age);
+    if (x->idem && !x->value) x->value = ag_cache_val_retain(v); /* its key's answer, for the key's retries */
     ag_exchange_detach(x);
     ag_rcache_value d;
     if (x->req.stream && ag_rcache_decode(v->data, v->len, &d) && (int)d.n == x->n_ch) replay_stream(c, x, &d, extra);
@@ -94,7 +95,7 @@ bool ag_respcache_lookup(exchange *x) {
         ag_cache_val *v = s->cache ? ag_cache_get(s->cache, x->cache_key, ag_clock_mono_ns()) : NULL;
         if (v) {
             c->obs.cache = "hit-l1";
-            serve_cached(x, v, "HIT-L1");
+            ag_respcache_serve(x, v, "HIT-L1");
             ag_cache_val_release(v);
             return true;
         }
@@ -137,7 +138,7 @@ static void release_follower(exchange *f, ag_cache_val *value) {
     }
     f->leader = NULL;
     if (!f->c) ag_exchange_free(f);
-    else if (value) serve_cached(f, value, "HIT-L1");
+    else if (value) ag_respcache_serve(f, value, "HIT-L1");
     else if (f->s->draining) {
         conn *c = f->c;
         ag_exchange_detach(f);
@@ -163,7 +164,7 @@ static void on_l2_get(void *ctx, ag_cache_val *v) {
     if (v) {
         if (s->cache) ag_cache_put_val(s->cache, x->cache_key, v, x->cache_ttl_ns, x->cache_tag);
         x->c->obs.cache = "hit-l2";
-        serve_cached(x, v, "HIT-L2");
+        ag_respcache_serve(x, v, "HIT-L2");
         return;
     }
     generate(x);
@@ -205,7 +206,7 @@ void ag_respcache_on_follow_timer(uv_timer_t *t) {
 
 /* A finished cacheable generation's value, when every choice ended normally (not cancelled or failed). */
 static ag_cache_val *cache_value(exchange *x) {
-    if (!x->cache_store) return NULL;
+    if (!x->cache_store && !x->idem) return NULL;
     ag_rcache_choice *rc = ag_xcalloc((size_t)x->n_ch, sizeof *rc);
     bool complete = true;
     for (int i = 0; i < x->n_ch; i++) {
@@ -230,7 +231,7 @@ static ag_cache_val *cache_value(exchange *x) {
 void ag_respcache_publish(exchange *x) {
     server *s = x->s;
     ag_cache_val *value = x->value = cache_value(x);
-    if (value && s->cache) ag_cache_put_val(s->cache, x->cache_key, value, x->cache_ttl_ns, x->cache_tag);
+    if (value && x->cache_store && s->cache) ag_cache_put_val(s->cache, x->cache_key, value, x->cache_ttl_ns, x->cache_tag);
     if (x->leading) ag_map_del(&s->leaders, (const char *)x->cache_key, 32), x->leading = false;
     int n = x->n_followers;
     x->n_followers = 0;

@@ -41,6 +41,9 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->trace_sample_ratio = 1.0;
     o->cache_ttl_s = 3600;
     o->cache_coalesce_ms = 30000;
+    o->idempotency_max_keys = 10000;
+    o->idempotency_ttl_ms = 3600000;
+    o->idempotency_grace_ms = 10000;
     o->redis_timeout_ms = 100;
     o->log_format = AG_LOG_TEXT;
     o->log_level = AG_LOG_INFO;
@@ -94,6 +97,7 @@ void ag_server_maybe_stop(server *s) {
     }
     close_handle((uv_handle_t *)&s->drain_timer);
     close_handle((uv_handle_t *)&s->follow_timer);
+    close_handle((uv_handle_t *)&s->idem_timer);
     close_handle((uv_handle_t *)&s->sigterm);
     close_handle((uv_handle_t *)&s->sigint);
     ag_l2_destroy(s->l2); /* its connection's handle would keep the loop running */
@@ -123,6 +127,7 @@ static void begin_drain(server *s) {
     for (conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_H2) ag_h2_goaway(c);
     uv_timer_start(&s->drain_timer, on_drain_timeout, s->o->drain_timeout_ms, 0);
+    ag_idem_drain(s);
     if (!s->load_status && s->engine) ag_server_maybe_stop(s);
 }
 
@@ -172,6 +177,7 @@ static void model_loaded(uv_work_t *w, int status) {
         close_handle((uv_handle_t *)&s->listener);
         close_handle((uv_handle_t *)&s->drain_timer);
         close_handle((uv_handle_t *)&s->follow_timer);
+        close_handle((uv_handle_t *)&s->idem_timer);
         close_handle((uv_handle_t *)&s->sigterm);
         close_handle((uv_handle_t *)&s->sigint);
         ag_l2_destroy(s->l2);
@@ -241,6 +247,7 @@ int ag_server_run(const ag_server_opts *o) {
     s->on_client_gone = ag_exchange_on_client_gone;
     if (o->cache_mb) s->cache = ag_cache_create(o->cache_mb << 20, AG_CACHE_WTINYLFU);
     ag_map_init(&s->leaders);
+    ag_map_init(&s->idem_keys);
     s->wall_minus_mono = (int64_t)ag_clock_wall_ns() - (int64_t)ag_clock_mono_ns();
     FILE *log_out = stderr;
     if (o->log_file && !(log_out = fopen(o->log_file, "a"))) {
@@ -301,6 +308,8 @@ int ag_server_run(const ag_server_opts *o) {
     s->drain_timer.data = s;
     uv_timer_init(&s->loop, &s->follow_timer);
     s->follow_timer.data = s;
+    uv_timer_init(&s->loop, &s->idem_timer);
+    s->idem_timer.data = s;
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_init(&s->loop, &s->sigint);
     s->sigterm.data = s->sigint.data = s;
@@ -320,6 +329,7 @@ done:
     ag_engine_destroy(s->engine);
     ag_cache_destroy(s->cache);
     ag_map_deinit(&s->leaders);
+    ag_idem_deinit(s);
     ag_otlp_destroy(s->otlp);
     ag_log_set_sink(NULL, NULL);
     ag_logq_destroy(s->logq);

@@ -48,6 +48,10 @@ typedef struct ag_server_opts {
     uint64_t cache_ttl_s;        /* an entry's life unless the request's cache.ttl says */
     bool cache_nondeterministic; /* also cache sampled requests without a seed */
     uint64_t cache_coalesce_ms;  /* identical requests wait this long for the first one's answer (0: never) */
+    /* Idempotency-Key: a retried request answered from its first attempt's generation (off when max_keys is 0) */
+    size_t idempotency_max_keys;   /* keys remembered at once */
+    uint64_t idempotency_ttl_ms;   /* how long a key's answer is kept */
+    uint64_t idempotency_grace_ms; /* a keyed generation goes on this long after its client left, for a retry */
     const char *admin_key;       /* DELETE /v1/cache needs 'Authorization: Bearer' this; NULL: refused */
     const char *redis_url;       /* the shared tier (redis://...); NULL: none */
     uint64_t redis_timeout_ms;   /* a Redis command's limit: past it, a miss */

@@ -124,6 +124,24 @@ test('the total timeout reaches the server as X-Request-Timeout-Ms: it stops gen
   assert.equal(await metric(ABORT), aborted + 1);
 });
 
+test('retries carry one Idempotency-Key: attempts that timed out cost the server one generation', async () => {
+  const t = async () => await (await fetch(`${srv.url}/metrics`)).text();
+  const num = (text, re) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  const DONE = /^autoglm_request_success_total\{finished_reason="(?:stop|length)"\} (\S+)$/gm;
+  const ABORT = /^autoglm_request_success_total\{finished_reason="abort"\} (\S+)$/gm;
+  const KEYED = /^autoglm_idempotency_requests_total\{result="(?:new|joined|replayed)"\} (\S+)$/gm;
+  const m0 = await t();
+  // a whole answer's first byte comes when it is done (about a second): every attempt until then times out
+  const r = complete(srv.port, ['--first-byte-timeout', '300ms', '--max-tokens', SANITIZED ? '400' : '2500', '--retries', '8']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.attempts.length >= 2 && r.attempts[0].outcome === 'timeout', r.stderr);
+  assert.equal(r.attempts.at(-1).outcome, 'ok');
+  const m1 = await t();
+  assert.equal(num(m1, DONE) - num(m0, DONE), 1, 'one generation');
+  assert.equal(num(m1, ABORT) - num(m0, ABORT), 0, 'none cancelled');
+  assert.equal(num(m1, KEYED) - num(m0, KEYED), r.attempts.length, 'every attempt carried the key');
+});
+
 // autoglm chat, driven through a pipe: each turn finishes when the server has nothing running again
 test('autoglm chat: turns carry the history, /reset forgets it, Ctrl-C stops a reply and the chat goes on', async () => {
   const m = async () => await (await fetch(`${srv.url}/metrics`)).text();
