@@ -15,7 +15,9 @@
  * budget_floor) keeps a fleet of clients from multiplying load during an
  * outage.  Each attempt carries the time left as X-Request-Timeout-Ms (the
  * server stops generating when the caller has given up) and one
- * Idempotency-Key per call.
+ * Idempotency-Key per call (the server answers a retry from the first
+ * attempt's generation).  With options.compress, answers come gzip- or
+ * zstd-coded (streams too) and request bodies go gzipped.
  *
  * Threads: the client owns an I/O thread running a libuv loop; its
  * connections (HTTP/1.1 keep-alive, TLS for https) are shared by every call,
@@ -62,6 +64,8 @@ typedef struct ag_client_options {
     bool insecure;       /* https: take any certificate */
     int max_connections; /* open at once; calls beyond wait for one (16) */
     size_t max_response_bytes; /* an answer's body (64 MiB) */
+    bool compress;       /* ask for gzip or zstd answers (Accept-Encoding), and send request bodies gzipped */
+    size_t compress_min_bytes; /* ... of this size or more (1024) */
     uint64_t seed;       /* the jitter's draws; 0: from the clock */
     struct uv_loop_s *loop; /* NULL: the client's own I/O thread; else run on this loop (see above) */
 } ag_client_options;
@@ -96,6 +100,7 @@ typedef struct ag_client_attempt {
     const char *rule;    /* the decision table's row that decided, e.g. "503: Retry-After" */
     const char *detail;  /* the cause: the connect error, the server's message */
     const char *stop;    /* when the row allows a retry but none follows: why (max_retries, the budget, ...) */
+    const char *coding;  /* the answer's Content-Encoding ("gzip", "zstd"); NULL: none */
 } ag_client_attempt;
 
 typedef void (*ag_client_delta_fn)(const char *text, size_t len, void *ud);

@@ -18,7 +18,7 @@
 static const char complete_usage[] =
     "usage: autoglm complete [--base-url URL] -p TEXT [--model NAME] [--max-tokens N] [--chat] [--stream]\n"
     "                        [--api-key KEY] [--retries N] [--timeout D] [--connect-timeout D]\n"
-    "                        [--first-byte-timeout D] [--insecure | --cacert F] [--verbose]\n\n"
+    "                        [--first-byte-timeout D] [--insecure | --cacert F] [--compress] [--verbose]\n\n"
     "One completion through libautoglm's client: connect errors, resets and timeouts are retried with backoff and\n"
     "full jitter, 429/503 after Retry-After, other 5xx at most twice, other 4xx fail at once (docs/client.md).\n"
     "  --base-url URL        the server (default $AUTOGLM_BASE_URL, then $OPENAI_BASE_URL); a trailing /v1 is fine\n"
@@ -32,6 +32,7 @@ static const char complete_usage[] =
     "  --timeout D           the whole call, retries included (default 600s); sent as X-Request-Timeout-Ms\n"
     "  --connect-timeout D   default 10s;  --first-byte-timeout D: default 60s\n"
     "  --insecure            https: take any certificate;  --cacert F: trust F's CAs\n"
+    "  --compress            ask for gzip/zstd answers and gzip request bodies of 1 KiB or more\n"
     "  --verbose             each attempt on stderr: outcome, status, time, the rule that decided, the wait\n";
 
 #define USAGE(...) ag_cli_usage_error("complete", __VA_ARGS__)
@@ -50,6 +51,7 @@ static void print_attempt(const ag_client_attempt *a, void *ud) {
     if (a->detail) fprintf(stderr, ": %s", a->detail);
     if (a->retry) fprintf(stderr, "; retry in %.3f s", a->wait_s);
     else if (a->stop) fprintf(stderr, "; %s", a->stop);
+    if (a->coding) fprintf(stderr, " (answer %s-coded)", a->coding);
     fputc('\n', stderr);
 }
 

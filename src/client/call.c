@@ -30,7 +30,16 @@ agc_call *agc_call_new(const ag_client *cl, const ag_client_request *req, ag_cli
     size_t pl = strlen(cl->path_prefix), rl = strlen(req->path);
     call->path = ag_xmalloc(pl + rl + 1);
     memcpy(call->path, cl->path_prefix, pl), memcpy(call->path + pl, req->path, rl + 1);
-    call->body = ag_xstrndup(req->body, req->body_len), call->body_len = req->body_len;
+    ag_buf z;
+    ag_buf_init(&z);
+    if (cl->o.compress && req->body_len >= cl->o.compress_min_bytes &&
+        ag_http_encode(AG_CODING_GZIP, req->body, req->body_len, &z) == AG_OK && z.len < req->body_len) {
+        call->body = ag_buf_detach(&z, &call->body_len); /* coded once: each attempt sends the same bytes */
+        call->body_gzip = true;
+    } else {
+        call->body = ag_xstrndup(req->body, req->body_len), call->body_len = req->body_len;
+    }
+    ag_buf_deinit(&z);
     call->on_delta = req->on_delta, call->on_attempt = req->on_attempt, call->ud = req->ud;
     call->done = done, call->done_ud = done_ud;
     unsigned char r[16] = {0}; /* a version 4 UUID */
@@ -42,6 +51,7 @@ agc_call *agc_call_new(const ag_client *cl, const ag_client_request *req, ag_cli
     char *k = call->idempotency_key;
     for (int i = 0; i < 16; i++) k += sprintf(k, "%s%02x", i == 4 || i == 6 || i == 8 || i == 10 ? "-" : "", r[i]);
     ag_buf_init(&call->text);
+    ag_buf_init(&call->plain);
     return call;
 }
 
@@ -55,6 +65,8 @@ static void deliver(agc_call *call) {
         res->text_len = n ? n - 1 : 0;
     }
     ag_buf_deinit(&call->text);
+    ag_buf_deinit(&call->plain);
+    ag_http_decoder_free(call->dec);
     call->done(res, call->done_ud);
     ag_client_result_free(res);
     free(call->path), free(call->body);
@@ -192,10 +204,12 @@ void agc_call_conn_ready(agc_call *call) {
     ag_buf h;
     ag_buf_init(&h);
     ag_buf_appendf(&h,
-                   "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: libautoglm/" AG_VERSION "\r\nAccept: %s\r\n"
-                   "Content-Type: application/json\r\nContent-Length: %zu\r\n%sIdempotency-Key: %s\r\n"
+                   "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: libautoglm/" AG_VERSION "\r\nAccept: %s\r\n%s"
+                   "Content-Type: application/json\r\n%sContent-Length: %zu\r\n%sIdempotency-Key: %s\r\n"
                    "X-Request-Timeout-Ms: %llu\r\n\r\n",
-                   call->path, cl->authority, call->stream ? "text/event-stream" : "application/json", call->body_len,
+                   call->path, cl->authority, call->stream ? "text/event-stream" : "application/json",
+                   cl->o.compress ? "Accept-Encoding: zstd, gzip\r\n" : "",
+                   call->body_gzip ? "Content-Encoding: gzip\r\n" : "", call->body_len,
                    cl->auth_header ? cl->auth_header : "", call->idempotency_key,
                    (unsigned long long)(end > now ? end - now : 1));
     bool ok = h.err == AG_OK && agc_conn_send(c, h.data, h.len) && agc_conn_send(c, call->body, call->body_len);
@@ -204,6 +218,8 @@ void agc_call_conn_ready(agc_call *call) {
     call->sse = call->got_byte = false;
     call->scanned = 0;
     call->text.len = 0;
+    ag_http_decoder_free(call->dec);
+    call->dec = NULL, call->coding = NULL, call->plain.len = 0, call->fed = 0;
     call->res.streamed_bytes = 0;
     call->retry_after[0] = call->retry_after_ms[0] = 0;
     call->state = CALL_SENT;
@@ -297,6 +313,49 @@ static void answer_done(agc_call *call, const char *body, size_t n) {
     attempt_end(call, AG_CLIENT_OK, NULL);
 }
 
+/* The answer's body so far, raw[0..n) in its Content-Encoding: decoded, its events to the caller, and, once it is
+ * whole, its end. */
+static void take_body(agc_call *call, const char *raw, size_t n, bool whole) {
+    const char *body = raw;
+    if (call->dec) {
+        ag_http_error err;
+        ag_status st = AG_OK;
+        if (n > call->fed)
+            st = ag_http_decoder_push(call->dec, raw + call->fed, n - call->fed, call->cl->o.max_response_bytes,
+                                      &call->plain, &err);
+        call->fed = n;
+        if (st == AG_OK && whole) st = ag_http_decoder_end(call->dec, &err);
+        if (st != AG_OK) {
+            char why[128];
+            snprintf(why, sizeof why, "the answer's %s body: %s", call->coding, err.reason);
+            attempt_end(call, call->res.streamed_bytes ? AG_CLIENT_STREAM_BROKEN : AG_CLIENT_PROTOCOL, why);
+            return;
+        }
+        body = call->plain.data ? call->plain.data : "", n = call->plain.len;
+    }
+    if (call->sse) {
+        call->res.streamed_bytes = n;
+        if (!scan_events(call, body, n)) {
+            attempt_end(call, AG_CLIENT_STREAM_BROKEN, call->res.error);
+            return;
+        }
+    }
+    if (whole) answer_done(call, body, n);
+}
+
+/* The answer's Content-Encoding: a decoder for gzip or zstd; false (the attempt ended) for one it cannot read. */
+static bool take_coding(agc_call *call) {
+    ag_str ce = call->resp.content_encoding;
+    ag_http_coding cod = ce.p ? ag_http_coding_parse(ce) : AG_CODING_IDENTITY;
+    if (cod == AG_CODING_IDENTITY) return true;
+    if (cod == AG_CODING_UNKNOWN || !(call->dec = ag_http_decoder_new(cod))) {
+        attempt_end(call, AG_CLIENT_PROTOCOL, "the answer's Content-Encoding is not gzip or zstd");
+        return false;
+    }
+    call->coding = ag_http_coding_name(cod);
+    return true;
+}
+
 void agc_call_conn_read(agc_call *call) {
     agc_conn *c = call->conn;
     if (call->state != CALL_SENT && call->state != CALL_READING) return;
@@ -315,20 +374,13 @@ void agc_call_conn_read(agc_call *call) {
         call->sse = call->resp.status / 100 == 2 && ag_http_response_is_sse(&call->resp);
         keep_header(call->resp.retry_after, call->retry_after, sizeof call->retry_after);
         keep_header(call->resp.retry_after_ms, call->retry_after_ms, sizeof call->retry_after_ms);
+        if (!take_coding(call)) return;
     }
     if (n > call->cl->o.max_response_bytes) {
         attempt_end(call, AG_CLIENT_PROTOCOL, "the answer is larger than max_response_bytes");
         return;
     }
-    const char *body = c->io.in.data + off;
-    if (call->sse) {
-        call->res.streamed_bytes = n;
-        if (!scan_events(call, body, n)) {
-            attempt_end(call, AG_CLIENT_STREAM_BROKEN, call->res.error);
-            return;
-        }
-    }
-    if (call->resp.done) answer_done(call, body, n);
+    take_body(call, c->io.in.data + off, n, call->resp.done);
 }
 
 void agc_call_conn_lost(agc_call *call, const char *why) {
@@ -347,7 +399,7 @@ void agc_call_conn_lost(agc_call *call, const char *why) {
         break;
     case CALL_READING:
         if (!why && call->resp.head_done && call->resp.to_eof && c) { /* a body delimited by the close */
-            answer_done(call, c->io.in.data + call->resp.head_len, c->io.in.len - call->resp.head_len);
+            take_body(call, c->io.in.data + call->resp.head_len, c->io.in.len - call->resp.head_len, true);
             break;
         }
         if (call->res.streamed_bytes) {
@@ -402,7 +454,7 @@ static void attempt_end(agc_call *call, ag_client_outcome kind, const char *deta
         ag_client_attempt a = {.number = res->attempts, .outcome = kind, .status = o.status,
                                .seconds = (double)(now - call->t_attempt) / 1e3, .retry = d.retry, .wait_s = d.wait_s,
                                .rule = d.rule, .detail = res->error[0] ? res->error : NULL,
-                               .stop = d.why[0] ? d.why : NULL};
+                               .stop = d.why[0] ? d.why : NULL, .coding = call->coding};
         call->on_attempt(&a, call->ud);
     }
     if (!d.retry) {

@@ -15,6 +15,7 @@
 #include "base/arena.h"
 #include "base/buf.h"
 #include "http/cio.h"
+#include "http/coding.h"
 #include "http/response.h"
 #include "http/tls.h"
 
@@ -136,8 +137,9 @@ struct agc_call {
     agc_call_state state;
     agc_call *next;            /* the client's incoming or waiting list */
     agc_call *prev_a, *next_a; /* the client's active list */
-    char *path, *body;         /* copies: the full path (prefix included) and the JSON */
+    char *path, *body;         /* copies: the full path (prefix included) and the JSON, gzipped with compress */
     size_t body_len;
+    bool body_gzip;
     ag_client_delta_fn on_delta;
     ag_client_attempt_fn on_attempt;
     void *ud;
@@ -157,7 +159,11 @@ struct agc_call {
     ag_http_response resp;
     bool sse, got_byte;
     char retry_after[64], retry_after_ms[32];
-    size_t scanned;            /* SSE: body bytes looked at */
+    size_t scanned;            /* SSE: body bytes looked at (decoded ones, with a coding) */
+    ag_http_decoder *dec;      /* the answer's Content-Encoding, when not identity */
+    const char *coding;        /* ... its name */
+    ag_buf plain;              /* ... the body decoded so far */
+    size_t fed;                /* ... coded body bytes given to dec */
     ag_client_result res;
     ag_buf text;
 };

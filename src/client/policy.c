@@ -25,6 +25,7 @@ ag_client_options ag_client_options_default(void) {
                   .max_retry_after_s = 60, .budget_ratio = 0.1, .budget_floor = 10},
         .max_connections = 16,
         .max_response_bytes = 64u << 20,
+        .compress_min_bytes = 1024,
     };
 }
 

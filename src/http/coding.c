@@ -224,66 +224,123 @@ static ag_status fail(ag_http_error *err, int status, const char *reason, ag_sta
     return st;
 }
 
-/* One more output step of up to STEP bytes, within max; false (413) past it. */
-static bool room(ag_buf *out, size_t max, size_t start) {
-    size_t want = out->len - start + STEP > max + 1 ? max + 1 - (out->len - start) : STEP;
-    return ag_buf_reserve(out, want) == AG_OK;
-}
 
-ag_status ag_http_decode(ag_http_coding c, const void *in, size_t n, size_t max, ag_buf *out, ag_http_error *err) {
-    size_t start = out->len;
-    if (c == AG_CODING_GZIP) {
-        z_stream z;
-        memset(&z, 0, sizeof z);
-        if (inflateInit2(&z, 15 + 16) != Z_OK) return fail(err, 503, "out of memory decoding the body", AG_NOMEM);
-        z.next_in = (Bytef *)in, z.avail_in = (uInt)n;
-        int r = Z_OK;
-        while (r != Z_STREAM_END || z.avail_in) {
-            if (r == Z_STREAM_END) inflateReset(&z); /* another gzip member (RFC 1952 allows several) */
-            if (!room(out, max, start)) break;
-            size_t cap = out->cap - out->len;
-            if (out->len - start + cap > max + 1) cap = max + 1 - (out->len - start);
-            z.next_out = (Bytef *)out->data + out->len, z.avail_out = (uInt)cap;
-            r = inflate(&z, Z_NO_FLUSH);
-            out->len = (size_t)((char *)z.next_out - out->data);
-            if (out->len - start > max) break;
-            if (r != Z_OK && r != Z_STREAM_END) break;
-            if (r == Z_OK && z.avail_in == 0 && z.avail_out != 0) break; /* truncated */
-        }
-        inflateEnd(&z);
-        if (out->err != AG_OK) return fail(err, 503, "out of memory decoding the body", AG_NOMEM);
-        if (out->len - start > max) return fail(err, 413, "request body too large once decoded", AG_EINVAL);
-        if (r != Z_STREAM_END || z.avail_in) return fail(err, 400, "the gzip body does not decode", AG_EINVAL);
-        return AG_OK;
+struct ag_http_decoder {
+    ag_http_coding coding;
+    size_t total;  /* decoded bytes so far */
+    bool ended;    /* gzip: a member ended (more input starts another); zstd: a frame ended */
+    bool broken;   /* corrupt data seen: every later call fails */
+    z_stream z;
+    ZSTD_DCtx *zd;
+};
+
+ag_http_decoder *ag_http_decoder_new(ag_http_coding c) {
+    if (c == AG_CODING_UNKNOWN) return NULL;
+    ag_http_decoder *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    d->coding = c;
+    if (c == AG_CODING_GZIP && inflateInit2(&d->z, 15 + 16) != Z_OK) {
+        free(d);
+        return NULL;
     }
     if (c == AG_CODING_ZSTD) {
-        ZSTD_DCtx *d = ZSTD_createDCtx();
-        if (!d) return fail(err, 503, "out of memory decoding the body", AG_NOMEM);
-        ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX);
-        ZSTD_inBuffer ib = {in, n, 0};
-        size_t r = 1;
-        while (ib.pos < ib.size || r != 0) {
-            if (!room(out, max, start)) break;
-            size_t cap = out->cap - out->len;
-            if (out->len - start + cap > max + 1) cap = max + 1 - (out->len - start);
-            ZSTD_outBuffer ob = {out->data + out->len, cap, 0};
-            size_t was = ib.pos;
-            r = ZSTD_decompressStream(d, &ob, &ib);
-            out->len += ob.pos;
-            if (ZSTD_isError(r) || out->len - start > max) break;
-            if (ib.pos == ib.size && ob.pos < cap && r != 0) break; /* truncated */
-            if (ib.pos == was && ob.pos == 0 && r != 0) break;     /* no progress */
+        if (!(d->zd = ZSTD_createDCtx())) {
+            free(d);
+            return NULL;
         }
-        ZSTD_freeDCtx(d);
-        if (out->err != AG_OK) return fail(err, 503, "out of memory decoding the body", AG_NOMEM);
-        if (out->len - start > max) return fail(err, 413, "request body too large once decoded", AG_EINVAL);
-        if (ZSTD_isError(r) || r != 0 || ib.pos != ib.size) return fail(err, 400, "the zstd body does not decode", AG_EINVAL);
-        return AG_OK;
+        ZSTD_DCtx_setParameter(d->zd, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX);
     }
-    if (c == AG_CODING_IDENTITY) {
-        if (n > max) return fail(err, 413, "request body too large", AG_EINVAL);
+    return d;
+}
+
+void ag_http_decoder_free(ag_http_decoder *d) {
+    if (!d) return;
+    if (d->coding == AG_CODING_GZIP) inflateEnd(&d->z);
+    ZSTD_freeDCtx(d->zd);
+    free(d);
+}
+
+static ag_status too_large(ag_http_decoder *d, ag_http_error *err) {
+    d->broken = true;
+    return fail(err, 413, "body too large once decoded", AG_EINVAL);
+}
+
+static ag_status corrupt(ag_http_decoder *d, ag_http_error *err) {
+    d->broken = true;
+    return fail(err, 400, d->coding == AG_CODING_GZIP ? "the gzip body does not decode" : "the zstd body does not decode",
+                AG_EINVAL);
+}
+
+/* The next output step: room in out for up to STEP bytes without passing max (false: no memory); its size. */
+static bool step(ag_http_decoder *d, ag_buf *out, size_t max, size_t *cap) {
+    size_t left = max + 1 - d->total; /* one byte more than allowed tells "too large" from "exactly max" */
+    size_t want = left < STEP ? left : STEP;
+    if (ag_buf_reserve(out, want) != AG_OK) return false;
+    *cap = out->cap - out->len < want ? out->cap - out->len : want;
+    return true;
+}
+
+static ag_status push_gzip(ag_http_decoder *d, const void *in, size_t n, size_t max, ag_buf *out, ag_http_error *err) {
+    z_stream *z = &d->z;
+    z->next_in = (Bytef *)in, z->avail_in = (uInt)n;
+    for (bool more = n > 0; more;) {
+        if (d->ended) { /* another gzip member follows (RFC 1952 allows several) */
+            if (!z->avail_in) break;
+            inflateReset(z), d->ended = false;
+        }
+        size_t cap;
+        if (!step(d, out, max, &cap)) return fail(err, 503, "out of memory decoding the body", AG_NOMEM);
+        z->next_out = (Bytef *)out->data + out->len, z->avail_out = (uInt)cap;
+        int r = inflate(z, Z_NO_FLUSH);
+        size_t got = (size_t)((char *)z->next_out - (out->data + out->len));
+        out->len += got, d->total += got;
+        if (d->total > max) return too_large(d, err);
+        if (r == Z_STREAM_END) d->ended = true;
+        else if (r == Z_BUF_ERROR && !z->avail_in) break; /* nothing more until more input */
+        else if (r != Z_OK) return corrupt(d, err);
+        more = z->avail_in > 0 || got == cap; /* input left, or output held back for lack of room */
+    }
+    return AG_OK;
+}
+
+static ag_status push_zstd(ag_http_decoder *d, const void *in, size_t n, size_t max, ag_buf *out, ag_http_error *err) {
+    ZSTD_inBuffer ib = {in, n, 0};
+    for (;;) {
+        size_t cap;
+        if (!step(d, out, max, &cap)) return fail(err, 503, "out of memory decoding the body", AG_NOMEM);
+        ZSTD_outBuffer ob = {out->data + out->len, cap, 0};
+        size_t r = ZSTD_decompressStream(d->zd, &ob, &ib);
+        out->len += ob.pos, d->total += ob.pos;
+        if (ZSTD_isError(r)) return corrupt(d, err);
+        if (d->total > max) return too_large(d, err);
+        d->ended = r == 0;
+        if (ib.pos == ib.size && ob.pos < cap) return AG_OK; /* all taken, and nothing held back for lack of room */
+    }
+}
+
+ag_status ag_http_decoder_push(ag_http_decoder *d, const void *in, size_t n, size_t max, ag_buf *out, ag_http_error *err) {
+    if (d->broken) return fail(err, 400, "the body does not decode", AG_EINVAL);
+    if (d->coding == AG_CODING_IDENTITY) {
+        if ((d->total += n) > max) return too_large(d, err);
         ag_buf_append(out, in, n);
         return out->err == AG_OK ? AG_OK : fail(err, 503, "out of memory decoding the body", AG_NOMEM);
     }
-    return fail(err, 415, "unsupported Content-Encoding (gzip and zstd are accepted)", AG_EINVAL);
+    if (!n) return AG_OK;
+    return d->coding == AG_CODING_GZIP ? push_gzip(d, in, n, max, out, err) : push_zstd(d, in, n, max, out, err);
+}
+
+ag_status ag_http_decoder_end(ag_http_decoder *d, ag_http_error *err) {
+    if (d->broken) return fail(err, 400, "the body does not decode", AG_EINVAL);
+    if (d->coding != AG_CODING_IDENTITY && !d->ended) return corrupt(d, err); /* truncated */
+    return AG_OK;
+}
+
+ag_status ag_http_decode(ag_http_coding c, const void *in, size_t n, size_t max, ag_buf *out, ag_http_error *err) {
+    if (c == AG_CODING_UNKNOWN) return fail(err, 415, "unsupported Content-Encoding (gzip and zstd are accepted)", AG_EINVAL);
+    ag_http_decoder *d = ag_http_decoder_new(c);
+    if (!d) return fail(err, 503, "out of memory decoding the body", AG_NOMEM);
+    ag_status st = ag_http_decoder_push(d, in, n, max, out, err);
+    if (st == AG_OK) st = ag_http_decoder_end(d, err);
+    ag_http_decoder_free(d);
+    return st;
 }

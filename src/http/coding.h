@@ -68,6 +68,20 @@ ag_status ag_http_code_with_tail(const ag_http_coded_tail *t, const void *head, 
 void ag_http_coded_tail_free(ag_http_coded_tail *t);
 
 /*
+ * A body decoded as it arrives (a compressed event stream), in bounded steps:
+ * push each piece; the decoded total past max stops it with 413 (a bomb never
+ * gets its size allocated), corrupt data with 400 (err says which); end says
+ * whether the body ended whole (400 when truncated).  NULL: no memory, or
+ * AG_CODING_UNKNOWN.
+ */
+typedef struct ag_http_decoder ag_http_decoder;
+ag_http_decoder *ag_http_decoder_new(ag_http_coding c);
+ag_status ag_http_decoder_push(ag_http_decoder *d, const void *in, size_t n, size_t max, ag_buf *out,
+                               ag_http_error *err);
+ag_status ag_http_decoder_end(ag_http_decoder *d, ag_http_error *err);
+void ag_http_decoder_free(ag_http_decoder *d);
+
+/*
  * A request body in coding c decoded into out, in bounded steps: past max
  * decoded bytes it stops with 413 (a bomb never gets its size allocated);
  * corrupt or truncated data is 400.  err says which.

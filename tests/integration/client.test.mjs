@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import http from 'node:http';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { BIN, startServer, MODEL_NAME } from './server.mjs';
 
 const SANITIZED = process.env.AUTOGLM_SANITIZED === '1';
@@ -140,6 +142,49 @@ test('retries carry one Idempotency-Key: attempts that timed out cost the server
   assert.equal(num(m1, DONE) - num(m0, DONE), 1, 'one generation');
   assert.equal(num(m1, ABORT) - num(m0, ABORT), 0, 'none cancelled');
   assert.equal(num(m1, KEYED) - num(m0, KEYED), r.attempts.length, 'every attempt carried the key');
+});
+
+test('--compress: answers come coded (zstd from autoglm, streams too), large request bodies go gzipped', async () => {
+  for (const stream of [[], ['--stream']]) {
+    const r = complete(srv.port, ['--compress', '--max-tokens', '300', ...stream]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /attempt 1: ok .*\(answer zstd-coded\)$/m);
+    assert.ok(r.stdout.length > 300, r.stdout);
+  }
+  // a server of node's: what the client sent, and a gzip answer it must decode (spawn: node's loop must run)
+  let seen;
+  const fake = http.createServer((req, res) => {
+    const parts = [];
+    req.on('data', (d) => parts.push(d));
+    req.on('end', () => {
+      seen = { headers: req.headers, body: Buffer.concat(parts) };
+      const broken = JSON.parse(zlib.gunzipSync(seen.body)).max_tokens === 2;
+      const answer = zlib.gzipSync(JSON.stringify({ choices: [{ index: 0, text: 'é'.repeat(2000), finish_reason: 'length' }] }));
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip' });
+      res.end(broken ? answer.subarray(0, answer.length - 9) : answer);
+    });
+  });
+  await new Promise((r) => fake.listen(0, '127.0.0.1', r));
+  const run = (args) => new Promise((resolve) => {
+    const p = spawn(BIN, ['complete', '--base-url', `http://127.0.0.1:${fake.address().port}`, '-p', 'x'.repeat(5000),
+      '--compress', '--verbose', '--retries', '0', ...args]);
+    let out = '', err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => resolve({ code, out, err }));
+  });
+  const ok = await run([]);
+  assert.equal(ok.code, 0, ok.err);
+  assert.equal(ok.out.trim(), 'é'.repeat(2000));
+  assert.match(ok.err, /\(answer gzip-coded\)/);
+  assert.equal(seen.headers['content-encoding'], 'gzip');
+  assert.match(seen.headers['accept-encoding'], /gzip/);
+  assert.ok(seen.body.length < 1000, `${seen.body.length} bytes on the wire for a 5000-character prompt`);
+  assert.equal(JSON.parse(zlib.gunzipSync(seen.body)).prompt, 'x'.repeat(5000));
+  const cut = await run(['--max-tokens', '2']); // the answer's gzip trailer cut off
+  fake.close();
+  assert.equal(cut.code, 1);
+  assert.match(cut.err, /attempt 1: protocol error .*gzip body/);
 });
 
 // autoglm chat, driven through a pipe: each turn finishes when the server has nothing running again
