@@ -2,11 +2,13 @@
  * bench_client.c - libautoglm's retry policy against a flaky API, beside no
  * retries and naive retries: THREADS threads share one client and call
  * /v1/completions in a closed loop for SECONDS; prints one JSON line with
- * calls, successes, p50/p99 latency of successful calls, and attempts per
- * call.  bench/client/run puts it behind `autoglm chaos` and reads the
- * server's own request count beside it.
+ * calls, successes, p50/p95/p99 latency of successful calls, attempts per
+ * call, and the calls that sent a hedged copy (and those the copy won).
+ * bench/client/run puts it behind `autoglm chaos` and reads the server's own
+ * counts beside it.  Modes: none (no retries), naive (at once, unbounded),
+ * policy (the defaults), hedge (the defaults and options.hedge).
  *
- * usage: bench_client BASE_URL MODEL none|naive|policy SECONDS THREADS
+ * usage: bench_client BASE_URL MODEL none|naive|policy|hedge SECONDS THREADS
  */
 #define _GNU_SOURCE
 #include "autoglm/client.h"
@@ -20,7 +22,7 @@
 
 static ag_client *client;
 static double seconds;
-static atomic_long calls, ok, attempts;
+static atomic_long calls, ok, attempts, hedged, hedge_won;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static double *lat;
 static size_t n_lat, cap_lat;
@@ -43,6 +45,8 @@ static void *worker(void *arg) {
         double dt = now_s() - t0;
         atomic_fetch_add(&calls, 1);
         atomic_fetch_add(&attempts, r.attempts);
+        atomic_fetch_add(&hedged, r.hedged);
+        atomic_fetch_add(&hedge_won, r.hedge_won);
         if (r.outcome == AG_CLIENT_OK) {
             atomic_fetch_add(&ok, 1);
             pthread_mutex_lock(&mu);
@@ -62,7 +66,7 @@ static int cmp(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc != 6) {
-        fprintf(stderr, "usage: bench_client BASE_URL MODEL none|naive|policy SECONDS THREADS\n");
+        fprintf(stderr, "usage: bench_client BASE_URL MODEL none|naive|policy|hedge SECONDS THREADS\n");
         return 2;
     }
     const char *mode = argv[3];
@@ -77,8 +81,10 @@ int main(int argc, char **argv) {
         o.retry.max_retries = o.retry.max_5xx_retries = 1000;
         o.retry.backoff_base_s = o.retry.backoff_cap_s = 0;
         o.retry.budget_ratio = o.retry.budget_floor = 1e12;
+    } else if (strcmp(mode, "hedge") == 0) {
+        o.hedge = true;
     } else if (strcmp(mode, "policy") != 0) {
-        fprintf(stderr, "bench_client: mode must be none, naive or policy\n");
+        fprintf(stderr, "bench_client: mode must be none, naive, policy or hedge\n");
         return 2;
     }
     snprintf(body, sizeof body, "{\"model\": \"%s\", \"prompt\": \"In the beginning\", \"max_tokens\": 8}", argv[2]);
@@ -93,9 +99,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
     ag_client_free(client);
     qsort(lat, n_lat, sizeof *lat, cmp);
-    double p50 = n_lat ? lat[n_lat / 2] : 0, p99 = n_lat ? lat[(size_t)((double)(n_lat - 1) * 0.99)] : 0;
-    printf("{\"mode\": \"%s\", \"calls\": %ld, \"ok\": %ld, \"attempts\": %ld, \"p50_ms\": %.1f, \"p99_ms\": %.1f}\n", mode,
-           atomic_load(&calls), atomic_load(&ok), atomic_load(&attempts), p50 * 1e3, p99 * 1e3);
+    double q[3] = {0.5, 0.95, 0.99}, v[3] = {0};
+    for (int i = 0; i < 3 && n_lat; i++) v[i] = lat[(size_t)((double)(n_lat - 1) * q[i])] * 1e3;
+    printf("{\"mode\": \"%s\", \"calls\": %ld, \"ok\": %ld, \"attempts\": %ld, \"hedged\": %ld, \"hedge_won\": %ld, "
+           "\"p50_ms\": %.1f, \"p95_ms\": %.1f, \"p99_ms\": %.1f}\n",
+           mode, atomic_load(&calls), atomic_load(&ok), atomic_load(&attempts), atomic_load(&hedged),
+           atomic_load(&hedge_won), v[0], v[1], v[2]);
     free(lat);
     return 0;
 }

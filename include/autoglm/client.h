@@ -64,6 +64,15 @@ typedef struct ag_client_options {
     bool insecure;       /* https: take any certificate */
     int max_connections; /* open at once; calls beyond wait for one (16) */
     size_t max_response_bytes; /* an answer's body (64 MiB) */
+    /* Hedging (off by default): when an attempt has had no answer (a 2xx head) for the hedge delay, a copy of
+     * the call goes out on another connection with the same Idempotency-Key (autoglm then generates once); the
+     * first 2xx answer wins and the other copy is cancelled.  The delay is hedge_quantile of the client's
+     * recent times to a 2xx answer (its last 256), or hedge_initial_ms until hedge_min_samples were seen.  A
+     * copy is one attempt, not retried, and spends a token of the retry budget (none left: no copy). */
+    bool hedge;
+    double hedge_quantile;     /* 0.95 */
+    uint32_t hedge_initial_ms; /* 1000 */
+    int hedge_min_samples;     /* 20 */
     bool compress;       /* ask for gzip or zstd answers (Accept-Encoding), and send request bodies gzipped */
     size_t compress_min_bytes; /* ... of this size or more (1024) */
     uint64_t seed;       /* the jitter's draws; 0: from the clock */
@@ -101,6 +110,7 @@ typedef struct ag_client_attempt {
     const char *detail;  /* the cause: the connect error, the server's message */
     const char *stop;    /* when the row allows a retry but none follows: why (max_retries, the budget, ...) */
     const char *coding;  /* the answer's Content-Encoding ("gzip", "zstd"); NULL: none */
+    bool hedge;          /* an attempt of the call's hedged copy */
 } ag_client_attempt;
 
 typedef void (*ag_client_delta_fn)(const char *text, size_t len, void *ud);
@@ -125,6 +135,8 @@ typedef struct ag_client_result {
     char *text;                /* choice 0's text: whole, or the stream's deltas joined; NUL-terminated */
     size_t text_len;
     size_t streamed_bytes;     /* stream bytes that arrived before it broke */
+    bool hedged;               /* a hedged copy went out (options.hedge) */
+    bool hedge_won;            /* ... and the result is the copy's */
     char error[512];           /* why it failed: the server's message or the fault */
 } ag_client_result;
 

@@ -18,7 +18,8 @@
 static const char complete_usage[] =
     "usage: autoglm complete [--base-url URL] -p TEXT [--model NAME] [--max-tokens N] [--chat] [--stream]\n"
     "                        [--api-key KEY] [--retries N] [--timeout D] [--connect-timeout D]\n"
-    "                        [--first-byte-timeout D] [--insecure | --cacert F] [--compress] [--verbose]\n\n"
+    "                        [--first-byte-timeout D] [--insecure | --cacert F] [--compress] [--hedge]\n"
+    "                        [--verbose]\n\n"
     "One completion through libautoglm's client: connect errors, resets and timeouts are retried with backoff and\n"
     "full jitter, 429/503 after Retry-After, other 5xx at most twice, other 4xx fail at once (docs/client.md).\n"
     "  --base-url URL        the server (default $AUTOGLM_BASE_URL, then $OPENAI_BASE_URL); a trailing /v1 is fine\n"
@@ -33,6 +34,7 @@ static const char complete_usage[] =
     "  --connect-timeout D   default 10s;  --first-byte-timeout D: default 60s\n"
     "  --insecure            https: take any certificate;  --cacert F: trust F's CAs\n"
     "  --compress            ask for gzip/zstd answers and gzip request bodies of 1 KiB or more\n"
+    "  --hedge               no answer after 1 s (later: the p95 of answers so far): send a copy, take the first\n"
     "  --verbose             each attempt on stderr: outcome, status, time, the rule that decided, the wait\n";
 
 #define USAGE(...) ag_cli_usage_error("complete", __VA_ARGS__)
@@ -45,7 +47,8 @@ static void print_delta(const char *text, size_t len, void *ud) {
 
 static void print_attempt(const ag_client_attempt *a, void *ud) {
     (void)ud;
-    fprintf(stderr, "autoglm complete: attempt %d: %s", a->number, ag_client_outcome_name(a->outcome));
+    fprintf(stderr, "autoglm complete: %sattempt %d: %s", a->hedge ? "hedged copy's " : "", a->number,
+            ag_client_outcome_name(a->outcome));
     if (a->status) fprintf(stderr, " %d", a->status);
     fprintf(stderr, " after %.3f s [%s]", a->seconds, a->rule);
     if (a->detail) fprintf(stderr, ": %s", a->detail);

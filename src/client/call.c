@@ -21,6 +21,7 @@
 
 static void attempt_begin(agc_call *call);
 static void attempt_end(agc_call *call, ag_client_outcome kind, const char *detail);
+static void on_hedge(uv_timer_t *t);
 
 /* ---- creating and ending -------------------------------------------------------------------- */
 
@@ -42,6 +43,7 @@ agc_call *agc_call_new(const ag_client *cl, const ag_client_request *req, ag_cli
     ag_buf_deinit(&z);
     call->on_delta = req->on_delta, call->on_attempt = req->on_attempt, call->ud = req->ud;
     call->done = done, call->done_ud = done_ud;
+    call->total_ms = cl->o.total_timeout_ms;
     unsigned char r[16] = {0}; /* a version 4 UUID */
     if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
         uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)call;
@@ -86,7 +88,8 @@ static void on_timer_closed(uv_handle_t *h) {
     agc_client_handle_closed(cl);
 }
 
-/* DONE: out of the active list, its timers closed, then delivered. */
+/* DONE: out of the active list, its timers closed, then delivered.  A twin still running is cancelled unless the
+ * primary failed in a way the twin may yet mend (then the primary waits for it). */
 static void finish(agc_call *call) {
     ag_client *cl = call->cl;
     call->state = CALL_DONE;
@@ -95,6 +98,10 @@ static void finish(agc_call *call) {
     if (call->next_a) call->next_a->prev_a = call->prev_a;
     uv_close((uv_handle_t *)&call->timer, on_timer_closed);
     uv_close((uv_handle_t *)&call->deadline, on_timer_closed);
+    uv_close((uv_handle_t *)&call->hedge, on_timer_closed);
+    ag_client_outcome o = call->res.outcome;
+    bool over = o == AG_CLIENT_OK || o == AG_CLIENT_CLOSED || o == AG_CLIENT_CANCELLED || o == AG_CLIENT_DEADLINE;
+    if (call->twin && call->twin->state != CALL_DONE && !call->yielded && over) agc_call_abort(call->twin, AG_CLIENT_CANCELLED);
 }
 
 static void drop_from_waiting(agc_call *call) {
@@ -103,6 +110,27 @@ static void drop_from_waiting(agc_call *call) {
             *p = call->next;
             break;
         }
+}
+
+/* The attempt under way lost to the other copy of the call: on_attempt hears of it as cancelled. */
+static void report_lost(agc_call *call) {
+    if (!call->on_attempt || call->state == CALL_WAITING || call->state == CALL_BACKOFF || call->state == CALL_DONE) return;
+    ag_client_attempt a = {.number = call->res.attempts, .outcome = AG_CLIENT_CANCELLED,
+                           .seconds = (double)(uv_now(call->cl->loop) - call->t_attempt) / 1e3,
+                           .rule = "hedging: the other copy answered first", .hedge = call->primary != NULL};
+    call->on_attempt(&a, call->ud);
+}
+
+/* A primary whose twin won: its attempt stops where it is and it ends (DONE); the twin's result will be its. */
+static void yield(agc_call *call) {
+    report_lost(call);
+    if (call->state == CALL_WAITING) drop_from_waiting(call);
+    uv_timer_stop(&call->timer);
+    agc_conn *c = call->conn;
+    call->conn = NULL;
+    if (c) c->call = NULL, agc_conn_close(c);
+    call->yielded = true;
+    finish(call);
 }
 
 void agc_call_abort(agc_call *call, ag_client_outcome why) {
@@ -139,7 +167,7 @@ static void on_timer(uv_timer_t *t) {
 static void on_deadline(uv_timer_t *t) {
     agc_call *call = t->data;
     char why[96];
-    snprintf(why, sizeof why, "the total timeout (%u ms) passed", call->cl->o.total_timeout_ms);
+    snprintf(why, sizeof why, "the total timeout (%u ms) passed", call->total_ms);
     if (call->state == CALL_WAITING || call->state == CALL_BACKOFF) {
         if (call->state == CALL_WAITING) drop_from_waiting(call);
         uv_timer_stop(&call->timer);
@@ -151,6 +179,63 @@ static void on_deadline(uv_timer_t *t) {
     }
 }
 
+/* ---- hedging -------------------------------------------------------------------------------------- */
+
+/* The twin ended: its result becomes the primary's when the primary yielded to it, or when it succeeded where the
+ * primary failed; the primary is delivered once its own timers have closed too. */
+static void twin_done(ag_client_result *res, void *ud) {
+    agc_call *p = ud;
+    ag_client_result *pr = &p->res;
+    p->twin = NULL;
+    pr->attempts += res->attempts;
+    bool take = p->yielded || (res->outcome == AG_CLIENT_OK && pr->outcome != AG_CLIENT_OK);
+    if (take) {
+        if (p->state != CALL_DONE) yield(p);
+        pr->outcome = res->outcome, pr->status = res->status, pr->streamed_bytes = res->streamed_bytes;
+        memcpy(pr->error, res->error, sizeof pr->error);
+        free(pr->body);
+        pr->body = res->body, pr->body_len = res->body_len, res->body = NULL;
+        p->text.len = 0;
+        if (res->text) ag_buf_append(&p->text, res->text, res->text_len);
+        pr->hedge_won = true;
+    }
+    if (--p->open_timers == 0) deliver(p);
+}
+
+/* The hedge delay passed without a 2xx answer: a copy goes out, when the budget has a token for it. */
+static void on_hedge(uv_timer_t *t) {
+    agc_call *p = t->data;
+    ag_client *cl = p->cl;
+    if (p->state == CALL_DONE || p->won || p->twin || !agc_budget_spend(&cl->budget)) return;
+    agc_call *w = ag_xcalloc(1, sizeof *w);
+    w->cl = cl;
+    w->path = ag_xstrdup(p->path);
+    w->body = ag_xstrndup(p->body, p->body_len), w->body_len = p->body_len, w->body_gzip = p->body_gzip;
+    w->on_delta = p->on_delta, w->on_attempt = p->on_attempt, w->ud = p->ud;
+    w->done = twin_done, w->done_ud = p;
+    memcpy(w->idempotency_key, p->idempotency_key, sizeof w->idempotency_key); /* one call: one generation */
+    w->stream = p->stream;
+    uint64_t now = uv_now(cl->loop), end = p->t_start + p->total_ms;
+    w->total_ms = end > now ? (uint32_t)(end - now) : 1;
+    w->primary = p;
+    ag_buf_init(&w->text);
+    ag_buf_init(&w->plain);
+    p->twin = w;
+    p->open_timers++; /* released by twin_done */
+    p->res.hedged = true;
+    agc_call_start(cl, w);
+}
+
+/* A 2xx head: this copy of the call wins; the other stops. */
+static void won(agc_call *call) {
+    ag_client *cl = call->cl;
+    call->won = true;
+    agc_latency_add(&cl->latency, uv_now(cl->loop) - call->t_attempt);
+    uv_timer_stop(&call->hedge);
+    if (call->twin && call->twin->state != CALL_DONE) report_lost(call->twin), agc_call_abort(call->twin, AG_CLIENT_CANCELLED);
+    if (call->primary && call->primary->state != CALL_DONE) yield(call->primary);
+}
+
 void agc_call_start(ag_client *cl, agc_call *call) {
     if (call->t_start) { /* a retry that waited for a connection */
         attempt_begin(call);
@@ -159,14 +244,16 @@ void agc_call_start(ag_client *cl, agc_call *call) {
     call->t_start = uv_now(cl->loop);
     uv_timer_init(cl->loop, &call->timer);
     uv_timer_init(cl->loop, &call->deadline);
-    call->timer.data = call->deadline.data = call;
-    call->open_timers = 2;
-    cl->handles += 2;
+    uv_timer_init(cl->loop, &call->hedge);
+    call->timer.data = call->deadline.data = call->hedge.data = call;
+    call->open_timers = 3;
+    cl->handles += 3;
     call->next_a = cl->active;
     if (cl->active) cl->active->prev_a = call;
     cl->active = call;
-    agc_budget_earn(&cl->budget, &cl->o.retry);
-    uv_timer_start(&call->deadline, on_deadline, cl->o.total_timeout_ms, 0);
+    if (!call->primary) agc_budget_earn(&cl->budget, &cl->o.retry); /* a copy is not a call of its own */
+    uv_timer_start(&call->deadline, on_deadline, call->total_ms, 0);
+    if (cl->o.hedge && !call->primary) uv_timer_start(&call->hedge, on_hedge, agc_hedge_delay_ms(&cl->latency, &cl->o), 0);
     attempt_begin(call);
 }
 
@@ -200,7 +287,7 @@ static void attempt_begin(agc_call *call) {
 void agc_call_conn_ready(agc_call *call) {
     ag_client *cl = call->cl;
     agc_conn *c = call->conn;
-    uint64_t now = uv_now(cl->loop), end = call->t_start + cl->o.total_timeout_ms;
+    uint64_t now = uv_now(cl->loop), end = call->t_start + call->total_ms;
     ag_buf h;
     ag_buf_init(&h);
     ag_buf_appendf(&h,
@@ -375,6 +462,7 @@ void agc_call_conn_read(agc_call *call) {
         keep_header(call->resp.retry_after, call->retry_after, sizeof call->retry_after);
         keep_header(call->resp.retry_after_ms, call->retry_after_ms, sizeof call->retry_after_ms);
         if (!take_coding(call)) return;
+        if (call->resp.status / 100 == 2) won(call);
     }
     if (n > call->cl->o.max_response_bytes) {
         attempt_end(call, AG_CLIENT_PROTOCOL, "the answer is larger than max_response_bytes");
@@ -428,7 +516,7 @@ static void attempt_end(agc_call *call, ag_client_outcome kind, const char *deta
         if ((kind == AG_CLIENT_OK || kind == AG_CLIENT_HTTP_STATUS) && whole) agc_conn_release(c);
         else agc_conn_close(c); /* HTTP/1.1 cannot abandon an answer and keep the connection */
     }
-    uint64_t now = uv_now(cl->loop), end = call->t_start + cl->o.total_timeout_ms;
+    uint64_t now = uv_now(cl->loop), end = call->t_start + call->total_ms;
     ag_client_result *res = &call->res;
     res->outcome = kind;
     if (detail && detail != res->error) snprintf(res->error, sizeof res->error, "%s", detail);
@@ -446,6 +534,8 @@ static void attempt_end(agc_call *call, ag_client_outcome kind, const char *deta
         /* a keep-alive connection the server had closed meanwhile: sent again at once on a new one, once */
         d = (agc_decision){.retry = true, .wait_s = 0, .rule = "reused connection closed unanswered: resend at once"};
         call->resent = true;
+    } else if (call->primary) {
+        d = (agc_decision){.retry = false, .rule = "hedged copy: one attempt"};
     } else {
         d = agc_decide(&cl->o.retry, &o, &cl->budget, agc_uniform(cl));
         if (d.retry) call->retries++, call->retries_5xx += kind == AG_CLIENT_HTTP_STATUS && res->status >= 500 && res->status != 503;
@@ -454,7 +544,8 @@ static void attempt_end(agc_call *call, ag_client_outcome kind, const char *deta
         ag_client_attempt a = {.number = res->attempts, .outcome = kind, .status = o.status,
                                .seconds = (double)(now - call->t_attempt) / 1e3, .retry = d.retry, .wait_s = d.wait_s,
                                .rule = d.rule, .detail = res->error[0] ? res->error : NULL,
-                               .stop = d.why[0] ? d.why : NULL, .coding = call->coding};
+                               .stop = d.why[0] ? d.why : NULL, .coding = call->coding,
+                               .hedge = call->primary != NULL};
         call->on_attempt(&a, call->ud);
     }
     if (!d.retry) {

@@ -54,6 +54,17 @@ bool agc_budget_spend(agc_budget *b);                                   /* a ret
 /* The decision table (the budget is asked only when the table says retry); u01 draws the jitter. */
 agc_decision agc_decide(const ag_client_retry_policy *p, const agc_outcome *o, agc_budget *b, double u01);
 
+/* Recent times to a 2xx answer, for the hedge delay (one thread touches it). */
+#define AGC_LATENCY_SAMPLES 256
+typedef struct agc_latency {
+    uint32_t ms[AGC_LATENCY_SAMPLES];
+    int n, at;
+} agc_latency;
+
+void agc_latency_add(agc_latency *l, uint64_t ms);
+/* o->hedge_quantile of the samples, or o->hedge_initial_ms while fewer than o->hedge_min_samples. */
+uint64_t agc_hedge_delay_ms(const agc_latency *l, const ag_client_options *o);
+
 /* Retry-After (seconds or an HTTP date) or retry-after-ms, in seconds; false when absent or unreadable. */
 bool agc_retry_after(ag_str retry_after, ag_str retry_after_ms, int64_t now_unix, double *seconds);
 
@@ -105,6 +116,7 @@ struct ag_client {
     agc_conn *idle;
     int n_conns;
     agc_budget budget;
+    agc_latency latency; /* times to a 2xx answer: the hedge delay */
     ag_arena arena;     /* stream events are parsed here, one at a time */
     uint64_t rng;
     char rbuf[1 << 16]; /* TLS socket reads land here before OpenSSL takes them */
@@ -129,6 +141,14 @@ void agc_client_handle_closed(ag_client *cl);          /* a connection's or call
  * connection opens) -> SENT (the request is out, the first byte awaited) ->
  * READING (the answer arrives) -> BACKOFF (waiting to try again) and back to
  * WAITING, or DONE (its timers close, then its result is delivered).
+ *
+ * Hedging: a call (the primary) whose attempt has no 2xx answer by the hedge
+ * delay starts a copy, its twin: a call of its own (one attempt) whose result
+ * goes back to the primary.  The first 2xx head wins: a winning primary
+ * cancels the twin; a winning twin makes the primary yield (DONE at once,
+ * its connection closed) and its result becomes the primary's.  The primary
+ * is delivered only after its twin is gone (the twin holds one of its
+ * open_timers references), so the twin never outlives it.
  */
 typedef enum { CALL_WAITING, CALL_CONNECTING, CALL_SENT, CALL_READING, CALL_BACKOFF, CALL_DONE } agc_call_state;
 
@@ -150,7 +170,12 @@ struct agc_call {
     agc_conn *conn;
     uv_timer_t timer;          /* connect, first byte, or backoff */
     uv_timer_t deadline;       /* the total timeout */
-    int open_timers;           /* closing: the result goes out when both have closed */
+    uv_timer_t hedge;          /* the hedge delay (a primary of a client with options.hedge) */
+    int open_timers;           /* closing: the result goes out when the three have closed (and any twin ended) */
+    uint32_t total_ms;         /* the total timeout: the client's, or for a twin what was left of its primary's */
+    agc_call *twin, *primary;  /* hedging: a primary's copy while it runs; a copy's primary */
+    bool won;                  /* a 2xx head arrived */
+    bool yielded;              /* a primary whose twin won: its result will be the twin's */
     uint64_t t_start, t_attempt; /* uv_now, ms */
     int retries, retries_5xx;
     bool reused;               /* this attempt's connection had carried calls before */

@@ -26,6 +26,9 @@ ag_client_options ag_client_options_default(void) {
         .max_connections = 16,
         .max_response_bytes = 64u << 20,
         .compress_min_bytes = 1024,
+        .hedge_quantile = 0.95,
+        .hedge_initial_ms = 1000,
+        .hedge_min_samples = 20,
     };
 }
 
@@ -146,4 +149,27 @@ agc_decision agc_decide(const ag_client_retry_policy *p, const agc_outcome *o, a
     }
     d.retry = true;
     return d;
+}
+
+/* ---- the hedge delay ---------------------------------------------------------------------------- */
+
+void agc_latency_add(agc_latency *l, uint64_t ms) {
+    l->ms[l->at] = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+    l->at = (l->at + 1) % AGC_LATENCY_SAMPLES;
+    if (l->n < AGC_LATENCY_SAMPLES) l->n++;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+uint64_t agc_hedge_delay_ms(const agc_latency *l, const ag_client_options *o) {
+    if (l->n < o->hedge_min_samples || l->n == 0) return o->hedge_initial_ms;
+    uint32_t v[AGC_LATENCY_SAMPLES];
+    memcpy(v, l->ms, (size_t)l->n * sizeof *v);
+    qsort(v, (size_t)l->n, sizeof *v, cmp_u32);
+    size_t rank = (size_t)ceil(o->hedge_quantile * (double)l->n); /* the nearest-rank quantile */
+    rank = rank < 1 ? 1 : rank > (size_t)l->n ? (size_t)l->n : rank;
+    return v[rank - 1];
 }

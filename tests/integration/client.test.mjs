@@ -187,6 +187,24 @@ test('--compress: answers come coded (zstd from autoglm, streams too), large req
   assert.match(cut.err, /attempt 1: protocol error .*gzip body/);
 });
 
+test('--hedge: an attempt held up gets a copy after the hedge delay; the copy answers, the held one is cancelled', async () => {
+  const c = await chaos(srv.port, ['--http-delay', '60s:1']); // every request held for a minute...
+  const fired = async () => Number(/^autoglm_chaos_faults_total\{fault="http_delay"\} (\S+)$/m
+    .exec(await (await fetch(`${c.admin}/metrics`)).text())?.[1] ?? 0);
+  const p = spawn(BIN, ['complete', '--base-url', `http://127.0.0.1:${c.port}`, '--model', MODEL_NAME, '-p', 'Once',
+    '--max-tokens', '8', '--hedge', '--verbose']);
+  let err = '';
+  p.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise((r) => p.on('exit', r));
+  while (await fired() < 1) await new Promise((r) => setTimeout(r, 20));
+  await fetch(`${c.admin}/faults`, { method: 'DELETE' }); // ...until the first is held: the copy goes straight through
+  const code = await exited;
+  await c.stop();
+  assert.equal(code, 0, err);
+  assert.match(err, /^autoglm complete: hedged copy's attempt 1: ok /m);
+  assert.match(err, /^autoglm complete: attempt 1: cancelled /m);
+});
+
 // autoglm chat, driven through a pipe: each turn finishes when the server has nothing running again
 test('autoglm chat: turns carry the history, /reset forgets it, Ctrl-C stops a reply and the chat goes on', async () => {
   const m = async () => await (await fetch(`${srv.url}/metrics`)).text();

@@ -22,12 +22,22 @@
 
 /* ---- the scripted server ---- */
 
-typedef enum { ANSWER_503, ANSWER_OK, ANSWER_404, ANSWER_BROKEN_STREAM, ANSWER_503_THEN_OK, ANSWER_NEVER } answer;
+typedef enum {
+    ANSWER_503,
+    ANSWER_OK,
+    ANSWER_404,
+    ANSWER_BROKEN_STREAM,
+    ANSWER_503_THEN_OK,
+    ANSWER_NEVER,
+    ANSWER_FIRST_NEVER, /* the first request: silence; the others: ok */
+    ANSWER_FIRST_SLOW,  /* the first request: ok after 300 ms; the others: silence */
+} answer;
 
 static struct {
     int fd, port;
     _Atomic answer mode;
     atomic_int requests;
+    atomic_int closed; /* connections the client closed */
     pthread_mutex_t mu;
     char keys[8][64];   /* Idempotency-Key of each request, first 8 */
     long timeouts_ms[8]; /* X-Request-Timeout-Ms of each request, first 8 */
@@ -75,6 +85,11 @@ static void *serve_conn(void *arg) {
         len -= head + body;
         answer a = srv.mode;
         if (a == ANSWER_503_THEN_OK) a = i == 0 ? ANSWER_503 : ANSWER_OK;
+        if (a == ANSWER_FIRST_NEVER) a = i == 0 ? ANSWER_NEVER : ANSWER_OK;
+        if (a == ANSWER_FIRST_SLOW) {
+            if (i == 0) usleep(300000);
+            a = i == 0 ? ANSWER_OK : ANSWER_NEVER;
+        }
         const char *status = NULL, *type = "application/json", *json = NULL;
         switch (a) {
         case ANSWER_503: status = "503 Service Unavailable", json = "{\"error\":{\"message\":\"busy\",\"type\":\"x\"}}"; break;
@@ -96,6 +111,7 @@ static void *serve_conn(void *arg) {
         if (a == ANSWER_BROKEN_STREAM) break; /* and the connection ends mid-stream */
     }
 out:
+    atomic_fetch_add(&srv.closed, 1);
     close(fd);
     return NULL;
 }
@@ -150,6 +166,7 @@ static const ag_client_request REQ = {.path = "/v1/completions", .body = BODY, .
 static void reset(answer mode) {
     srv.mode = mode;
     atomic_store(&srv.requests, 0);
+    atomic_store(&srv.closed, 0);
 }
 
 /* ---- tests ---- */
@@ -308,6 +325,49 @@ static void test_cancel_from_another_thread(void **state) {
     ag_client_free(p.c);
 }
 
+/* Hedging: a copy goes out after the hedge delay with the call's key; the first 2xx answer wins, and the copy
+ * that lost is cancelled (its connection closed).  The bounds are the attempts' outcomes, not times. */
+static void test_hedge_beats_a_stalled_attempt(void **state) {
+    (void)state;
+    reset(ANSWER_FIRST_NEVER);
+    ag_client_options o = fast();
+    o.hedge = true, o.hedge_initial_ms = 50;
+    ag_client *c = client(o);
+    ag_client_result r;
+    assert_int_equal(ag_client_call(c, &REQ, &r), AG_OK); /* without the copy: the 60 s first-byte timeout */
+    assert_int_equal(r.outcome, AG_CLIENT_OK);
+    assert_string_equal(r.text, "hi");
+    assert_true(r.hedged && r.hedge_won);
+    assert_int_equal(r.attempts, 2);
+    assert_int_equal(atomic_load(&srv.requests), 2);
+    assert_string_equal(srv.keys[0], srv.keys[1]); /* one call, one key: autoglm generates once */
+    for (int i = 0; i < 2000 && atomic_load(&srv.closed) < 1; i++) usleep(1000);
+    assert_int_equal(atomic_load(&srv.closed), 1); /* the stalled primary's connection */
+    ag_client_result_free(&r);
+    ag_client_free(c);
+}
+
+static void test_hedge_cancelled_when_the_primary_wins(void **state) {
+    (void)state;
+    reset(ANSWER_FIRST_SLOW);
+    ag_client_options o = fast();
+    o.hedge = true, o.hedge_initial_ms = 50;
+    ag_client *c = client(o);
+    ag_client_result r;
+    assert_int_equal(ag_client_call(c, &REQ, &r), AG_OK);
+    assert_int_equal(r.outcome, AG_CLIENT_OK);
+    assert_true(r.hedged && !r.hedge_won);
+    assert_int_equal(r.attempts, 2); /* the primary's, and the cancelled copy's */
+    for (int i = 0; i < 2000 && atomic_load(&srv.closed) < 1; i++) usleep(1000);
+    assert_int_equal(atomic_load(&srv.closed), 1); /* the copy's */
+    ag_client_result_free(&r);
+    srv.mode = ANSWER_OK; /* the client goes on serving calls */
+    assert_int_equal(ag_client_call(c, &REQ, &r), AG_OK);
+    assert_int_equal(r.outcome, AG_CLIENT_OK);
+    ag_client_result_free(&r);
+    ag_client_free(c);
+}
+
 /* On the caller's loop: no thread; the last done callback frees the client, and then the loop has nothing left. */
 static int loop_ok, loop_done;
 static void on_loop_done(ag_client_result *r, void *ud) {
@@ -363,6 +423,8 @@ int main(void) {
         cmocka_unit_test(test_attempts_carry_one_key_and_the_time_left),
         cmocka_unit_test(test_free_ends_calls_under_way),
         cmocka_unit_test(test_cancel_from_another_thread),
+        cmocka_unit_test(test_hedge_beats_a_stalled_attempt),
+        cmocka_unit_test(test_hedge_cancelled_when_the_primary_wins),
         cmocka_unit_test(test_on_the_callers_loop),
         cmocka_unit_test(test_bad_requests),
     };

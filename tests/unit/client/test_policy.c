@@ -149,10 +149,31 @@ static void test_budget(void **state) {
     assert_non_null(strstr(d.why, "budget"));
 }
 
+/* The hedge delay: the initial one until enough samples, then the nearest-rank quantile of the last 256. */
+static void test_hedge_delay(void **state) {
+    (void)state;
+    ag_client_options o = ag_client_options_default();
+    agc_latency l = {0};
+    assert_int_equal(agc_hedge_delay_ms(&l, &o), 1000);
+    for (int i = 100; i >= 1; i--) {
+        agc_latency_add(&l, (uint64_t)i);
+        assert_int_equal(agc_hedge_delay_ms(&l, &o), l.n < 20 ? 1000 : (uint64_t)((100 - l.n) + (l.n * 95 + 99) / 100));
+    }
+    assert_int_equal(agc_hedge_delay_ms(&l, &o), 95); /* 1..100 */
+    o.hedge_quantile = 1;
+    assert_int_equal(agc_hedge_delay_ms(&l, &o), 100);
+    o.hedge_quantile = 0;
+    assert_int_equal(agc_hedge_delay_ms(&l, &o), 1);
+    o.hedge_quantile = 0.95;
+    for (int i = 0; i < 256; i++) agc_latency_add(&l, 7); /* the oldest samples go */
+    assert_int_equal(l.n, 256);
+    assert_int_equal(agc_hedge_delay_ms(&l, &o), 7);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows),   cmocka_unit_test(test_backoff_bounds), cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_limits), cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_limits), cmocka_unit_test(test_budget),  cmocka_unit_test(test_hedge_delay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
