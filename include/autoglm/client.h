@@ -160,6 +160,31 @@ ag_status ag_client_call(ag_client *c, const ag_client_request *req, ag_client_r
 typedef void (*ag_client_done_fn)(ag_client_result *res, void *ud);
 ag_status ag_client_call_async(ag_client *c, const ag_client_request *req, ag_client_done_fn done, void *done_ud);
 
+/*
+ * ag_batcher: single-prompt completions from any number of callers, sent together as one /v1/completions
+ * request with an array "prompt" when max_batch prompts wait or the oldest has waited max_wait_ms.  Each
+ * caller's result has its prompt's choice: text, and the choice's JSON object as body; a failed batch fails
+ * each of its prompts the same way.  The batch is one call of the client (retried, hedged, deadlined as one).
+ * params is the request's JSON object without "prompt" (e.g. {"model":"m","max_tokens":16}); every prompt of a
+ * batcher shares it.  Needs a client with its own I/O thread; results arrive on that thread.
+ */
+typedef struct ag_batcher ag_batcher;
+typedef struct ag_batcher_options {
+    int max_batch;        /* prompts per request, 1..256 (16) */
+    uint32_t max_wait_ms; /* the longest a prompt waits for others (10) */
+    int max_pending;      /* prompts at the server at once; a batch waits until it fits (256: autoglm's queue) */
+} ag_batcher_options;
+
+ag_batcher_options ag_batcher_options_default(void);
+ag_status ag_batcher_new(ag_client *c, const char *params, const ag_batcher_options *o, ag_batcher **out, ag_err *err);
+/* From any thread (AG_EINVAL once the batcher is being freed). */
+ag_status ag_batcher_complete_async(ag_batcher *b, const char *prompt, size_t len, ag_client_done_fn done, void *ud);
+/* Blocking, from any thread but the client's I/O thread. */
+ag_status ag_batcher_complete(ag_batcher *b, const char *prompt, size_t len, ag_client_result *res);
+/* Sends what waits, waits for the answers of everything sent, then frees; before the client, and not from the
+ * client's callbacks (it would wait for its own thread: then it does nothing). */
+void ag_batcher_free(ag_batcher *b);
+
 #ifdef __cplusplus
 }
 #endif

@@ -105,6 +105,10 @@ void ag_engine_destroy(ag_engine *e);
 
 /* Queue a request; *id names it in events.  AG_BUSY when the queue is full, AG_ELIMIT / AG_EINVAL with err. */
 ag_status ag_engine_submit(ag_engine *e, const ag_request *r, uint64_t *id, ag_err *err);
+/* Queue n requests at once, all or none (AG_BUSY when the queue has no room for all; AG_ELIMIT when n is more
+ * than max_queue): the choices of one API request (prompts x n) enter the batch together, and a refusal leaves
+ * nothing half-started.  ids[i] names request i. */
+ag_status ag_engine_submit_many(ag_engine *e, const ag_request *r, size_t n, uint64_t *ids, ag_err *err);
 /* Ask for a request to end (AG_FINISH_CANCELLED) at the next step; unknown or finished ids are ignored. */
 void ag_engine_cancel(ag_engine *e, uint64_t id);
 

@@ -591,15 +591,15 @@ ag_status ag_client_call_async(ag_client *c, const ag_client_request *req, ag_cl
     return AG_OK;
 }
 
-typedef struct sync_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    ag_client_result *out;
-} sync_wait;
+void agc_sync_init(agc_sync *w, ag_client_result *out) {
+    memset(out, 0, sizeof *out);
+    w->done = false, w->out = out;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+}
 
-static void sync_done(ag_client_result *r, void *ud) {
-    sync_wait *w = ud;
+void agc_sync_done(ag_client_result *r, void *ud) {
+    agc_sync *w = ud;
     pthread_mutex_lock(&w->mu);
     *w->out = *r;
     r->body = r->text = NULL; /* moved to the caller's result */
@@ -608,19 +608,23 @@ static void sync_done(ag_client_result *r, void *ud) {
     pthread_mutex_unlock(&w->mu);
 }
 
+void agc_sync_wait(agc_sync *w) {
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void agc_sync_deinit(agc_sync *w) {
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
 ag_status ag_client_call(ag_client *c, const ag_client_request *req, ag_client_result *res) {
     if (!c || !res || !c->threaded || pthread_equal(pthread_self(), c->thread)) return AG_EINVAL; /* not from its callbacks */
-    memset(res, 0, sizeof *res);
-    sync_wait w = {.done = false, .out = res};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    ag_status st = ag_client_call_async(c, req, sync_done, &w);
-    if (st == AG_OK) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
-    }
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
+    agc_sync w;
+    agc_sync_init(&w, res);
+    ag_status st = ag_client_call_async(c, req, agc_sync_done, &w);
+    if (st == AG_OK) agc_sync_wait(&w);
+    agc_sync_deinit(&w);
     return st;
 }

@@ -6,7 +6,10 @@
  *   client.c  the client: its I/O thread and loop, the queue calls arrive
  *             through, the connection pool
  *   call.c    one call's lifecycle over a connection: attempts, timeouts,
- *             the answer (whole or streamed), the next attempt or the end
+ *             the answer (whole or streamed), hedging, the next attempt or
+ *             the end
+ *   batcher.c ag_batcher: single prompts sent together as one array-prompt
+ *             request, its choices split back to their callers
  */
 #ifndef AG_CLIENT_INT_H
 #define AG_CLIENT_INT_H
@@ -201,5 +204,19 @@ void agc_call_abort(agc_call *call, ag_client_outcome why); /* under way: ends a
 void agc_call_conn_ready(agc_call *call);                 /* connected (and handshaken): send */
 void agc_call_conn_read(agc_call *call);                  /* more of the answer in conn->in */
 void agc_call_conn_lost(agc_call *call, const char *why); /* the connection failed or ended (why NULL: EOF) */
+
+/* A blocking call's wait for its asynchronous result (ag_client_call, ag_batcher_complete): agc_sync_done is
+ * the done callback; it moves the result into out. */
+typedef struct agc_sync {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    ag_client_result *out;
+} agc_sync;
+
+void agc_sync_init(agc_sync *w, ag_client_result *out);
+void agc_sync_done(ag_client_result *r, void *ud);
+void agc_sync_wait(agc_sync *w);
+void agc_sync_deinit(agc_sync *w);
 
 #endif

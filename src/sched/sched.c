@@ -191,7 +191,8 @@ static void rq_free(rq *r) {
     free(r);
 }
 
-ag_status ag_engine_submit(ag_engine *e, const ag_request *q, uint64_t *id, ag_err *err) {
+/* A checked copy of q, ready to queue. */
+static ag_status rq_make(ag_engine *e, const ag_request *q, rq **out, ag_err *err) {
     const int32_t ctx = e->m->n_ctx, V = e->m->cfg.n_vocab;
     if (q->n_prompt < 1 || !q->prompt) return ag_err_set(err, AG_EINVAL, "the prompt is empty");
     if (q->max_tokens < 1) return ag_err_set(err, AG_EINVAL, "max_tokens must be at least 1");
@@ -250,21 +251,43 @@ ag_status ag_engine_submit(ag_engine *e, const ag_request *q, uint64_t *id, ag_e
     ag_stop_init(&r->stop, (const char *const *)r->stops, r->n_stops);
     ag_detok_init(&r->dt);
     r->t_submit = r->t_enqueue = ag_clock_mono_ns();
-    pthread_mutex_lock(&e->mu);
-    if (e->n_queued >= e->p.max_queue) {
-        pthread_mutex_unlock(&e->mu);
-        rq_free(r);
-        return ag_err_set(err, AG_BUSY, "the queue is full (%d requests waiting)", e->p.max_queue);
-    }
-    r->id = *id = ++e->next_id;
-    r->arrival = r->id;
-    e->n_queued++;
-    if (e->incoming_tail) e->incoming_tail->next = r;
-    else e->incoming = r;
-    e->incoming_tail = r;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
+    *out = r;
     return AG_OK;
+}
+
+ag_status ag_engine_submit_many(ag_engine *e, const ag_request *qs, size_t n, uint64_t *ids, ag_err *err) {
+    if ((int64_t)n > e->p.max_queue)
+        return ag_err_set(err, AG_ELIMIT, "%zu prompts at once is more than the queue takes (%d)", n, e->p.max_queue);
+    rq **rs = ag_xcalloc(n ? n : 1, sizeof *rs);
+    ag_status st = AG_OK;
+    for (size_t i = 0; i < n && st == AG_OK; i++) st = rq_make(e, &qs[i], &rs[i], err);
+    if (st == AG_OK) {
+        pthread_mutex_lock(&e->mu);
+        if (e->n_queued + (int64_t)n > e->p.max_queue) { /* all or none: no half-admitted request to cancel */
+            pthread_mutex_unlock(&e->mu);
+            st = ag_err_set(err, AG_BUSY, "the queue is full (%d requests waiting)", e->p.max_queue);
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                rq *r = rs[i];
+                r->id = ids[i] = ++e->next_id;
+                r->arrival = r->id;
+                if (e->incoming_tail) e->incoming_tail->next = r;
+                else e->incoming = r;
+                e->incoming_tail = r;
+                rs[i] = NULL;
+            }
+            e->n_queued += (int)n;
+            pthread_cond_signal(&e->cv); /* one wake for them all */
+            pthread_mutex_unlock(&e->mu);
+        }
+    }
+    for (size_t i = 0; i < n; i++) rq_free(rs[i]);
+    free(rs);
+    return st;
+}
+
+ag_status ag_engine_submit(ag_engine *e, const ag_request *q, uint64_t *id, ag_err *err) {
+    return ag_engine_submit_many(e, q, 1, id, err);
 }
 
 void ag_engine_cancel(ag_engine *e, uint64_t id) {

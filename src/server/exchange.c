@@ -221,29 +221,35 @@ void ag_exchange_submit(exchange *x) {
         ag_buf_init(&x->ch[i].text);
         ag_api_logprobs_init(&x->ch[i].lp);
     }
+    /* every choice enters the engine's queue at once, or none does (a 429 leaves nothing to cancel) */
+    ag_request *rq = ag_xcalloc((size_t)x->n_ch, sizeof *rq);
+    uint64_t *ids = ag_xcalloc((size_t)x->n_ch, sizeof *ids);
+    for (int i = 0; i < x->n_ch; i++) {
+        ag_api_engine_request(&x->req, &s->model, (size_t)i, &rq[i]);
+        rq[i].cache_salt = x->kv_salt;
+        rq[i].deadline_ns = x->deadline_ns;
+    }
+    ag_err e;
+    ag_status st = ag_engine_submit_many(s->engine, rq, (size_t)x->n_ch, ids, &e);
+    free(rq);
+    if (st != AG_OK) {
+        free(ids);
+        ag_api_error err;
+        refusal(st, &e, &err);
+        ag_exchange_detach(x);
+        ag_conn_respond_error(c, &err);
+        ag_exchange_free(x);
+        ag_conn_process(c); /* a pipelined request may be waiting */
+        return;
+    }
     for (int i = 0; i < x->n_ch; i++) {
         choice *ch = &x->ch[i];
-        ag_request rq;
-        ag_err e;
-        ag_api_engine_request(&x->req, &s->model, (size_t)i, &rq);
-        rq.cache_salt = x->kv_salt;
-        rq.deadline_ns = x->deadline_ns;
-        ag_status st = ag_engine_submit(s->engine, &rq, &ch->id, &e);
-        if (st != AG_OK) {
-            /* the client gets the error now; choices already open are cancelled and their events find no client */
-            ag_api_error err;
-            refusal(st, &e, &err);
-            ag_exchange_detach(x);
-            ag_conn_respond_error(c, &err);
-            ag_exchange_cancel(x);
-            if (x->n_open == 0) ag_exchange_free(x);
-            ag_conn_process(c); /* a pipelined request may be waiting */
-            return;
-        }
+        ch->id = ids[i];
         ch->open = true;
         x->n_open++;
         ag_map_put(&s->inflight, (const char *)&ch->id, sizeof ch->id, ch);
     }
+    free(ids);
     if (x->cache_store && !ag_map_get(&s->leaders, (const char *)x->cache_key, 32)) { /* others may follow it */
         ag_map_put(&s->leaders, (const char *)x->cache_key, 32, x);
         x->leading = true;

@@ -267,8 +267,7 @@ ag_str ag_route_bearer(const ag_http_request *req);
  *                                              --timeout, leader failed--> (submit)
  *   (submit) --> GENERATING --last choice's event--> STORING (write-through) --> DONE
  *                          --last choice's event--> DONE
- *   (submit) --refused--> GENERATING, detached (as if its client had left), until the open choices'
- *                         last events --> DONE (stored nowhere: its choices did not all finish)
+ *   (submit) --refused (the engine's queue takes all of its choices or none)--> DONE, its client answered
  *
  * The connection link (x->c, c->x) is separate from the state: it is cut when
  * the client leaves or has been answered, and an exchange without one never

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
@@ -203,6 +203,35 @@ test('--hedge: an attempt held up gets a copy after the hedge delay; the copy an
   assert.equal(code, 0, err);
   assert.match(err, /^autoglm complete: hedged copy's attempt 1: ok /m);
   assert.match(err, /^autoglm complete: attempt 1: cancelled /m);
+});
+
+test('--prompts-file: ag_batcher sends array-prompt requests and each line gets its own answer, as unbatched', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'agbatch-'));
+  const file = path.join(dir, 'prompts');
+  writeFileSync(file, Array.from({ length: 20 }, (_, i) => `Line ${i} of the "file"\\ ${'é'.repeat(i % 3)}`).join('\n') + '\n');
+  const run = (args) => spawnSync(BIN, ['complete', '--base-url', `http://127.0.0.1:${srv.port}`, '--model', MODEL_NAME,
+    '--prompts-file', file, '--max-tokens', '12', '--temperature', '0', ...args], { encoding: 'utf8', timeout: 60000 });
+  const n0 = await served(srv.url);
+  const one = run(['--max-batch', '1']);
+  const n1 = await served(srv.url);
+  const eight = run(['--max-batch', '8']);
+  const n2 = await served(srv.url);
+  assert.equal(one.status, 0, one.stderr);
+  assert.equal(eight.status, 0, eight.stderr);
+  assert.equal(n1 - n0, 20, 'a request per line');
+  assert.equal(n2 - n1, 3, 'batches of 8, 8 and 4');
+  const lines = eight.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(lines.length, 20);
+  lines.forEach((l, i) => assert.equal(l.prompt, `Line ${i} of the "file"\\ ${'é'.repeat(i % 3)}`));
+  assert.ok(lines.every((l) => typeof l.text === 'string' && l.text.length > 0));
+  assert.equal(eight.stdout, one.stdout, 'the same answers, in the file\'s order');
+  // a batch the server refuses fails each of its lines, with the server's message
+  const bad = spawnSync(BIN, ['complete', '--base-url', `http://127.0.0.1:${srv.port}`, '--model', 'no-such-model',
+    '--prompts-file', file, '--max-batch', '16'], { encoding: 'utf8', timeout: 60000 });
+  assert.equal(bad.status, 1);
+  const errs = bad.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(errs.length, 20);
+  assert.ok(errs.every((l) => /model/.test(l.error)), bad.stdout);
 });
 
 // autoglm chat, driven through a pipe: each turn finishes when the server has nothing running again

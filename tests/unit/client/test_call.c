@@ -9,7 +9,9 @@
 #include "test.h"
 
 #include "autoglm/client.h"
+#include "base/arena.h"
 #include "base/buf.h"
+#include "json/json.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -31,6 +33,7 @@ typedef enum {
     ANSWER_NEVER,
     ANSWER_FIRST_NEVER, /* the first request: silence; the others: ok */
     ANSWER_FIRST_SLOW,  /* the first request: ok after 300 ms; the others: silence */
+    ANSWER_ECHO,        /* choices in reverse order, choice i's text "<i>:" and prompt i */
 } answer;
 
 static struct {
@@ -41,6 +44,8 @@ static struct {
     pthread_mutex_t mu;
     char keys[8][64];   /* Idempotency-Key of each request, first 8 */
     long timeouts_ms[8]; /* X-Request-Timeout-Ms of each request, first 8 */
+    atomic_int prompts;  /* ANSWER_ECHO: prompts received, and the largest batch */
+    atomic_int largest;
 } srv;
 
 static void header_value(const char *head, const char *name, char *out, size_t cap) {
@@ -51,6 +56,32 @@ static void header_value(const char *head, const char *name, char *out, size_t c
     size_t n = strcspn(p, "\r\n");
     if (n >= cap) n = cap - 1;
     memcpy(out, p, n), out[n] = 0;
+}
+
+/* ANSWER_ECHO: the prompts of an array-prompt request back as choices, last first (index says which). */
+static int echo(int fd, const char *body, size_t n) {
+    ag_arena a;
+    ag_arena_init(&a, 4096);
+    ag_json_val *root;
+    ag_buf out, json;
+    ag_buf_init(&out), ag_buf_init(&json);
+    const ag_json_val *p = ag_json_parse(body, n, NULL, &a, &root, NULL) == AG_OK ? ag_json_obj_getc(root, "prompt") : NULL;
+    int k = (int)ag_json_len(p);
+    atomic_fetch_add(&srv.prompts, k);
+    for (int m = atomic_load(&srv.largest); k > m && !atomic_compare_exchange_weak(&srv.largest, &m, k);) {}
+    ag_buf_appendf(&json, "{\"choices\":[");
+    for (int i = k - 1; i >= 0; i--) {
+        ag_str t = ag_json_str(ag_json_arr_at(p, (size_t)i));
+        ag_buf_appendf(&json, "{\"index\":%d,\"text\":\"%d:%.*s\",\"finish_reason\":\"length\"}%s", i, i, (int)t.n, t.p,
+                       i ? "," : "");
+    }
+    ag_buf_appendf(&json, "]}");
+    ag_buf_appendf(&out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n", json.len);
+    ag_buf_append(&out, json.data, json.len);
+    ssize_t w = write(fd, out.data, out.len);
+    ag_buf_deinit(&out), ag_buf_deinit(&json);
+    ag_arena_deinit(&a);
+    return w < 0 ? -1 : 0;
 }
 
 static void *serve_conn(void *arg) {
@@ -81,14 +112,21 @@ static void *serve_conn(void *arg) {
             srv.timeouts_ms[i] = atol(v);
             pthread_mutex_unlock(&srv.mu);
         }
+        answer a = srv.mode;
+        char req_body[16384];
+        size_t bl = body < sizeof req_body ? body : 0;
+        memcpy(req_body, buf + head, bl);
         memmove(buf, buf + head + body, len - head - body);
         len -= head + body;
-        answer a = srv.mode;
         if (a == ANSWER_503_THEN_OK) a = i == 0 ? ANSWER_503 : ANSWER_OK;
         if (a == ANSWER_FIRST_NEVER) a = i == 0 ? ANSWER_NEVER : ANSWER_OK;
         if (a == ANSWER_FIRST_SLOW) {
             if (i == 0) usleep(300000);
             a = i == 0 ? ANSWER_OK : ANSWER_NEVER;
+        }
+        if (a == ANSWER_ECHO) {
+            if (echo(fd, req_body, bl) < 0) break;
+            continue;
         }
         const char *status = NULL, *type = "application/json", *json = NULL;
         switch (a) {
@@ -167,6 +205,8 @@ static void reset(answer mode) {
     srv.mode = mode;
     atomic_store(&srv.requests, 0);
     atomic_store(&srv.closed, 0);
+    atomic_store(&srv.prompts, 0);
+    atomic_store(&srv.largest, 0);
 }
 
 /* ---- tests ---- */
@@ -368,6 +408,67 @@ static void test_hedge_cancelled_when_the_primary_wins(void **state) {
     ag_client_free(c);
 }
 
+/* The batcher: many threads' prompts go out as few array-prompt requests, each result back to its caller (the
+ * scripted server answers the choices out of order; index says whose). */
+typedef struct bworker {
+    ag_batcher *b;
+    int id, ok;
+} bworker;
+
+static void *batch_many(void *arg) {
+    bworker *w = arg;
+    for (int i = 0; i < 10; i++) {
+        char prompt[32], want[40];
+        snprintf(prompt, sizeof prompt, "t%d-p%d", w->id, i);
+        ag_client_result r;
+        if (ag_batcher_complete(w->b, prompt, strlen(prompt), &r) != AG_OK) continue;
+        /* its text is "<index>:<prompt>": the index is its place in its batch, unknown here */
+        const char *colon = r.text ? strchr(r.text, ':') : NULL;
+        snprintf(want, sizeof want, "%s", prompt);
+        w->ok += r.outcome == AG_CLIENT_OK && colon && strcmp(colon + 1, want) == 0 && strstr(r.body, "\"index\"");
+        ag_client_result_free(&r);
+    }
+    return NULL;
+}
+
+static void test_batcher_splits_results_back(void **state) {
+    (void)state;
+    reset(ANSWER_ECHO);
+    ag_client *c = client(fast());
+    ag_batcher_options bo = ag_batcher_options_default();
+    bo.max_batch = 4, bo.max_wait_ms = 50;
+    ag_batcher *b;
+    ag_err err;
+    assert_int_equal(ag_batcher_new(c, "{\"model\":\"m\",\"max_tokens\":4}", &bo, &b, &err), AG_OK);
+    pthread_t t[8];
+    bworker w[8];
+    for (int i = 0; i < 8; i++) w[i] = (bworker){.b = b, .id = i}, pthread_create(&t[i], NULL, batch_many, &w[i]);
+    int ok = 0;
+    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL), ok += w[i].ok;
+    assert_int_equal(ok, 80);
+    assert_int_equal(atomic_load(&srv.prompts), 80);
+    int requests = atomic_load(&srv.requests);
+    assert_true(requests >= 20 && requests < 80); /* batches of at most 4, and some of more than one */
+    assert_true(atomic_load(&srv.largest) <= 4 && atomic_load(&srv.largest) >= 2);
+    AG_TEST_NOTE("80 prompts from 8 threads: %d requests, batches of up to %d", requests, atomic_load(&srv.largest));
+    /* a lone prompt leaves after max_wait_ms, alone */
+    reset(ANSWER_ECHO);
+    ag_client_result r;
+    assert_int_equal(ag_batcher_complete(b, "solo", 4, &r), AG_OK);
+    assert_int_equal(r.outcome, AG_CLIENT_OK);
+    assert_string_equal(r.text, "0:solo");
+    assert_int_equal(atomic_load(&srv.requests), 1);
+    ag_client_result_free(&r);
+    ag_batcher_free(b);
+    /* parameters a batch cannot share are refused */
+    assert_int_equal(ag_batcher_new(c, "{\"model\":\"m\",\"stream\":true}", &bo, &b, &err), AG_EINVAL);
+    assert_int_equal(ag_batcher_new(c, "{\"prompt\":\"x\"}", &bo, &b, &err), AG_EINVAL);
+    assert_int_equal(ag_batcher_new(c, "[1]", &bo, &b, &err), AG_EINVAL);
+    bo.max_batch = 0;
+    assert_int_equal(ag_batcher_new(c, "{}", &bo, &b, &err), AG_EINVAL);
+    ag_client_free(c);
+}
+
 /* On the caller's loop: no thread; the last done callback frees the client, and then the loop has nothing left. */
 static int loop_ok, loop_done;
 static void on_loop_done(ag_client_result *r, void *ud) {
@@ -425,6 +526,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_from_another_thread),
         cmocka_unit_test(test_hedge_beats_a_stalled_attempt),
         cmocka_unit_test(test_hedge_cancelled_when_the_primary_wins),
+        cmocka_unit_test(test_batcher_splits_results_back),
         cmocka_unit_test(test_on_the_callers_loop),
         cmocka_unit_test(test_bad_requests),
     };

@@ -168,18 +168,25 @@ static void test_priorities_and_aging(void **state) {
     }
 }
 
-static void test_cancel_admission_limits_deadline(void **state) {
-    (void)state;
-    int32_t p[100];
-    for (int i = 0; i < 100; i++) p[i] = 10 + i;
+/* An engine of one sequence and a queue of two, p[0..n) filled with tokens, one long request running (*a). */
+static ag_engine *one_running(int32_t *p, int n, uint64_t *a) {
+    for (int i = 0; i < n; i++) p[i] = 10 + i;
     ag_engine *e = engine(1, 0, 2, 1000);
-    run *rn = calloc(1, sizeof *rn);
-    uint64_t a = submit(e, p, 10, 100, 0);
+    *a = submit(e, p, 10, 100, 0);
     ag_event ev;
     while (ag_engine_poll(e, &ev, 1, 1000) == 0) {
     }
-    assert_int_equal(ev.id, a); /* a is running */
+    assert_int_equal(ev.id, *a);
     ag_event_clear(&ev);
+    return e;
+}
+
+static void test_cancel_admission_limits_deadline(void **state) {
+    (void)state;
+    int32_t p[100];
+    uint64_t a;
+    ag_engine *e = one_running(p, 100, &a);
+    run *rn = calloc(1, sizeof *rn);
     uint64_t b = submit(e, p, 10, 5, 0), c = submit(e, p, 10, 5, 0);
     ag_request r = {.prompt = p, .n_prompt = 10, .max_tokens = 5};
     uint64_t id;
@@ -285,11 +292,45 @@ static void test_min_tokens(void **state) {
     ag_engine_destroy(e);
 }
 
+/* submit_many: the choices of one API request enter the queue all together or not at all. */
+static void test_submit_many_all_or_none(void **state) {
+    (void)state;
+    int32_t p[10];
+    uint64_t a;
+    ag_engine *e = one_running(p, 10, &a); /* the queue (2) is empty */
+    run *rn = calloc(1, sizeof *rn);
+    ag_request rs[3];
+    for (int i = 0; i < 3; i++) rs[i] = (ag_request){.prompt = p, .n_prompt = 10, .max_tokens = 5};
+    uint64_t ids[3] = {0};
+    ag_err err;
+    assert_int_equal(ag_engine_submit_many(e, rs, 3, ids, &err), AG_ELIMIT); /* never fits */
+    uint64_t b = submit(e, p, 10, 5, 0);
+    assert_int_equal(ag_engine_submit_many(e, rs, 2, ids, &err), AG_BUSY); /* room for one of the two */
+    assert_int_equal(ids[0], 0);
+    rs[1].n_prompt = 0;
+    assert_int_equal(ag_engine_submit_many(e, rs, 2, ids, &err), AG_EINVAL); /* one bad request refuses both */
+    uint64_t c = submit(e, p, 10, 5, 0); /* the one place left: nothing of the refused pairs took it */
+    assert_int_equal(ag_engine_submit(e, &rs[0], &ids[2], &err), AG_BUSY);
+    ag_engine_cancel(e, b);
+    ag_engine_cancel(e, c);
+    collect(e, rn, 2);
+    rs[1].n_prompt = 10;
+    assert_int_equal(ag_engine_submit_many(e, rs, 2, ids, &err), AG_OK);
+    assert_true(ids[0] && ids[1] && ids[0] != ids[1]);
+    ag_engine_cancel(e, a);
+    collect(e, rn, 3);
+    assert_int_equal(rn->out[ids[0]].finish, AG_FINISH_LENGTH);
+    assert_int_equal(rn->out[ids[1]].finish, AG_FINISH_LENGTH);
+    free(rn);
+    ag_engine_destroy(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_identical_however_batched),
         cmocka_unit_test(test_priorities_and_aging),
         cmocka_unit_test(test_cancel_admission_limits_deadline),
+        cmocka_unit_test(test_submit_many_all_or_none),
         cmocka_unit_test(test_random_stress),
         cmocka_unit_test(test_min_tokens),
     };
