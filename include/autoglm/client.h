@@ -20,7 +20,7 @@
  * zstd-coded (streams too) and request bodies go gzipped.
  *
  * Threads: the client owns an I/O thread running a libuv loop; its
- * connections (HTTP/1.1 keep-alive, TLS for https) are shared by every call,
+ * connections (HTTP/1.1 keep-alive or HTTP/2, TLS for https) are shared by every call,
  * and any thread may call at once.  Stream deltas and async completions are
  * delivered on that I/O thread: keep those callbacks short.  Or, with
  * options.loop, the client runs on the caller's libuv loop instead: no thread,
@@ -62,6 +62,8 @@ typedef struct ag_client_options {
     ag_client_retry_policy retry;
     const char *ca_file; /* https: trust these CAs instead of the system's */
     bool insecure;       /* https: take any certificate */
+    bool http2;          /* HTTP/2: many calls per connection, each a stream (h2c by prior knowledge on http://,
+                            ALPN h2 on https://); else HTTP/1.1 keep-alive, a call per connection */
     int max_connections; /* open at once; calls beyond wait for one (16) */
     size_t max_response_bytes; /* an answer's body (64 MiB) */
     /* Hedging (off by default): when an attempt has had no answer (a 2xx head) for the hedge delay, a copy of

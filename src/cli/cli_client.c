@@ -23,6 +23,7 @@ int ag_cli_client_flag(const char *cmd, int argc, char **argv, int *i, ag_client
     if (strcmp(a, "--insecure") == 0) return o->insecure = true, 1;
     if (strcmp(a, "--compress") == 0) return o->compress = true, 1;
     if (strcmp(a, "--hedge") == 0) return o->hedge = true, 1;
+    if (strcmp(a, "--http2") == 0) return o->http2 = true, 1;
     bool ours = strcmp(a, "--base-url") == 0 || strcmp(a, "--api-key") == 0 || strcmp(a, "--cacert") == 0 ||
                 strcmp(a, "--retries") == 0 || strcmp(a, "--timeout") == 0 || strcmp(a, "--connect-timeout") == 0 ||
                 strcmp(a, "--first-byte-timeout") == 0;

@@ -22,7 +22,7 @@
 
 static const char chat_usage[] =
     "usage: autoglm chat [--base-url URL] [--api-key KEY] [--model NAME] [--system TEXT] [--max-tokens N]\n"
-    "                    [--timeout D] [--insecure | --cacert F] [--compress] [--hedge]\n\n"
+    "                    [--timeout D] [--insecure | --cacert F] [--compress] [--hedge] [--http2]\n\n"
     "An interactive chat: each line you type is a turn, the reply streams back and joins the history.\n"
     "  /reset   forget the history (the system prompt stays)      /quit or Ctrl-D   leave\n"
     "  Ctrl-C   stop the reply under way (the server stops generating it)\n"

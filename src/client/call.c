@@ -54,6 +54,7 @@ agc_call *agc_call_new(const ag_client *cl, const ag_client_request *req, ag_cli
     for (int i = 0; i < 16; i++) k += sprintf(k, "%s%02x", i == 4 || i == 6 || i == 8 || i == 10 ? "-" : "", r[i]);
     ag_buf_init(&call->text);
     ag_buf_init(&call->plain);
+    ag_buf_init(&call->h2body);
     return call;
 }
 
@@ -68,6 +69,7 @@ static void deliver(agc_call *call) {
     }
     ag_buf_deinit(&call->text);
     ag_buf_deinit(&call->plain);
+    ag_buf_deinit(&call->h2body);
     ag_http_decoder_free(call->dec);
     call->done(res, call->done_ud);
     ag_client_result_free(res);
@@ -128,7 +130,7 @@ static void yield(agc_call *call) {
     uv_timer_stop(&call->timer);
     agc_conn *c = call->conn;
     call->conn = NULL;
-    if (c) c->call = NULL, agc_conn_close(c);
+    if (c) agc_conn_done(c, call, false);
     call->yielded = true;
     finish(call);
 }
@@ -138,7 +140,7 @@ void agc_call_abort(agc_call *call, ag_client_outcome why) {
     uv_timer_stop(&call->timer);
     agc_conn *c = call->conn;
     call->conn = NULL;
-    if (c) c->call = NULL, agc_conn_close(c);
+    if (c) agc_conn_done(c, call, false);
     call->res.outcome = why;
     snprintf(call->res.error, sizeof call->res.error, "%s",
              why == AG_CLIENT_CANCELLED ? "cancelled" : "the client was closed during the call");
@@ -220,6 +222,7 @@ static void on_hedge(uv_timer_t *t) {
     w->primary = p;
     ag_buf_init(&w->text);
     ag_buf_init(&w->plain);
+    ag_buf_init(&w->h2body);
     p->twin = w;
     p->open_timers++; /* released by twin_done */
     p->res.hedged = true;
@@ -259,7 +262,7 @@ void agc_call_start(ag_client *cl, agc_call *call) {
 
 static void attempt_begin(agc_call *call) {
     ag_client *cl = call->cl;
-    if (!cl->idle && cl->n_conns >= cl->o.max_connections) { /* wait, in order, for a connection */
+    if (!agc_conn_room(cl)) { /* wait, in order, for a connection */
         call->state = CALL_WAITING;
         call->next = NULL;
         agc_call **p = &cl->waiting;
@@ -276,7 +279,7 @@ static void attempt_begin(agc_call *call) {
     }
     call->conn = c;
     call->reused = c->uses > 0;
-    if (c->state == CC_BUSY) { /* from the pool */
+    if (c->state == CC_BUSY || c->state == CC_MUX) { /* from the pool, or an open HTTP/2 connection */
         agc_call_conn_ready(call);
         return;
     }
@@ -284,10 +287,31 @@ static void attempt_begin(agc_call *call) {
     uv_timer_start(&call->timer, on_timer, cl->o.connect_timeout_ms, 0);
 }
 
+/* An attempt's answer starts from nothing. */
+static void attempt_reset(agc_call *call) {
+    ag_http_response_reset(&call->resp);
+    call->sse = call->got_byte = false;
+    call->scanned = 0;
+    call->text.len = 0;
+    ag_http_decoder_free(call->dec);
+    call->dec = NULL, call->coding = NULL, call->plain.len = 0, call->fed = 0;
+    call->res.streamed_bytes = 0;
+    call->retry_after[0] = call->retry_after_ms[0] = 0;
+    call->h2_status = 0, call->h2_sse = call->h2_head = false, call->h2_coding = AG_CODING_IDENTITY;
+    call->h2body.len = 0;
+}
+
 void agc_call_conn_ready(agc_call *call) {
     ag_client *cl = call->cl;
     agc_conn *c = call->conn;
     uint64_t now = uv_now(cl->loop), end = call->t_start + call->total_ms;
+    attempt_reset(call);
+    if (c->h2) {
+        call->state = CALL_SENT;
+        uv_timer_start(&call->timer, on_timer, cl->o.first_byte_timeout_ms, 0);
+        if (!agc_h2_submit(c, call, end > now ? end - now : 1)) attempt_end(call, AG_CLIENT_PROTOCOL, "cannot make the HTTP/2 request");
+        return;
+    }
     ag_buf h;
     ag_buf_init(&h);
     ag_buf_appendf(&h,
@@ -301,14 +325,6 @@ void agc_call_conn_ready(agc_call *call) {
                    (unsigned long long)(end > now ? end - now : 1));
     bool ok = h.err == AG_OK && agc_conn_send(c, h.data, h.len) && agc_conn_send(c, call->body, call->body_len);
     ag_buf_deinit(&h);
-    ag_http_response_reset(&call->resp);
-    call->sse = call->got_byte = false;
-    call->scanned = 0;
-    call->text.len = 0;
-    ag_http_decoder_free(call->dec);
-    call->dec = NULL, call->coding = NULL, call->plain.len = 0, call->fed = 0;
-    call->res.streamed_bytes = 0;
-    call->retry_after[0] = call->retry_after_ms[0] = 0;
     call->state = CALL_SENT;
     uv_timer_start(&call->timer, on_timer, cl->o.first_byte_timeout_ms, 0);
     if (!ok) {
@@ -381,9 +397,9 @@ static void answer_done(agc_call *call, const char *body, size_t n) {
     ag_client_result *res = &call->res;
     free(res->body);
     res->body = ag_xstrndup(body, n), res->body_len = n;
-    if (call->resp.status / 100 != 2) {
+    if (call->res.status / 100 != 2) {
         if (!error_message(body, n, res->error, sizeof res->error))
-            snprintf(res->error, sizeof res->error, "HTTP %d", call->resp.status);
+            snprintf(res->error, sizeof res->error, "HTTP %d", call->res.status);
         attempt_end(call, AG_CLIENT_HTTP_STATUS, res->error);
         return;
     }
@@ -430,16 +446,19 @@ static void take_body(agc_call *call, const char *raw, size_t n, bool whole) {
     if (whole) answer_done(call, body, n);
 }
 
-/* The answer's Content-Encoding: a decoder for gzip or zstd; false (the attempt ended) for one it cannot read. */
-static bool take_coding(agc_call *call) {
-    ag_str ce = call->resp.content_encoding;
-    ag_http_coding cod = ce.p ? ag_http_coding_parse(ce) : AG_CODING_IDENTITY;
-    if (cod == AG_CODING_IDENTITY) return true;
-    if (cod == AG_CODING_UNKNOWN || !(call->dec = ag_http_decoder_new(cod))) {
-        attempt_end(call, AG_CLIENT_PROTOCOL, "the answer's Content-Encoding is not gzip or zstd");
-        return false;
+/* The answer's head: its status, whether it streams, a decoder for its coding; a 2xx wins the call for this copy
+ * (hedging).  false: the attempt ended (a coding it cannot read). */
+static bool take_head(agc_call *call, int status, bool sse, ag_http_coding cod) {
+    call->res.status = status;
+    call->sse = status / 100 == 2 && sse;
+    if (cod != AG_CODING_IDENTITY) {
+        if (cod == AG_CODING_UNKNOWN || !(call->dec = ag_http_decoder_new(cod))) {
+            attempt_end(call, AG_CLIENT_PROTOCOL, "the answer's Content-Encoding is not gzip or zstd");
+            return false;
+        }
+        call->coding = ag_http_coding_name(cod);
     }
-    call->coding = ag_http_coding_name(cod);
+    if (status / 100 == 2) won(call);
     return true;
 }
 
@@ -457,18 +476,57 @@ void agc_call_conn_read(agc_call *call) {
     }
     if (!call->resp.head_done) return;
     if (!had_head) {
-        call->res.status = call->resp.status;
-        call->sse = call->resp.status / 100 == 2 && ag_http_response_is_sse(&call->resp);
         keep_header(call->resp.retry_after, call->retry_after, sizeof call->retry_after);
         keep_header(call->resp.retry_after_ms, call->retry_after_ms, sizeof call->retry_after_ms);
-        if (!take_coding(call)) return;
-        if (call->resp.status / 100 == 2) won(call);
+        ag_str ce = call->resp.content_encoding;
+        if (!take_head(call, call->resp.status, ag_http_response_is_sse(&call->resp),
+                       ce.p ? ag_http_coding_parse(ce) : AG_CODING_IDENTITY))
+            return;
     }
     if (n > call->cl->o.max_response_bytes) {
         attempt_end(call, AG_CLIENT_PROTOCOL, "the answer is larger than max_response_bytes");
         return;
     }
     take_body(call, c->io.in.data + off, n, call->resp.done);
+}
+
+/* ---- the answer over HTTP/2 (h2.c) ------------------------------------------------------------- */
+
+void agc_call_h2_head(agc_call *call) {
+    if (call->state != CALL_SENT || call->h2_head) return;
+    call->got_byte = call->h2_head = true, call->state = CALL_READING;
+    uv_timer_stop(&call->timer);
+    take_head(call, call->h2_status, call->h2_sse, call->h2_coding);
+}
+
+void agc_call_h2_data(agc_call *call, const uint8_t *p, size_t n) {
+    if (call->state != CALL_READING) return;
+    if (call->h2body.len + n > call->cl->o.max_response_bytes) {
+        attempt_end(call, AG_CLIENT_PROTOCOL, "the answer is larger than max_response_bytes");
+        return;
+    }
+    ag_buf_append(&call->h2body, p, n);
+    take_body(call, call->h2body.data, call->h2body.len, false);
+}
+
+void agc_call_h2_closed(agc_call *call, const char *why, bool refused) {
+    if (call->state != CALL_SENT && call->state != CALL_READING) return;
+    if (!why && call->h2_head) {
+        take_body(call, call->h2body.data ? call->h2body.data : "", call->h2body.len, true);
+        return;
+    }
+    char d[200];
+    if (refused) {
+        snprintf(d, sizeof d, "the server refused the stream before starting it (REFUSED_STREAM)");
+        attempt_end(call, AG_CLIENT_RESET, d);
+    } else if (call->res.streamed_bytes) {
+        snprintf(d, sizeof d, "the stream was reset after %zu bytes (%zu bytes of text delivered): %s",
+                 call->res.streamed_bytes, call->text.len, why ? why : "ended early");
+        attempt_end(call, AG_CLIENT_STREAM_BROKEN, d);
+    } else {
+        snprintf(d, sizeof d, "the stream ended before the answer: %s", why ? why : "no answer");
+        attempt_end(call, AG_CLIENT_RESET, d);
+    }
 }
 
 void agc_call_conn_lost(agc_call *call, const char *why) {
@@ -511,10 +569,10 @@ static void attempt_end(agc_call *call, ag_client_outcome kind, const char *deta
     agc_conn *c = call->conn;
     call->conn = NULL;
     if (c) {
-        c->call = NULL;
         bool whole = call->resp.head_done && call->resp.done && !call->resp.close_after;
-        if ((kind == AG_CLIENT_OK || kind == AG_CLIENT_HTTP_STATUS) && whole) agc_conn_release(c);
-        else agc_conn_close(c); /* HTTP/1.1 cannot abandon an answer and keep the connection */
+        /* HTTP/2: a long wait is no sign of a dead connection (a whole answer comes when it is done); a PING is */
+        if (c->h2 && c->state == CC_MUX && kind == AG_CLIENT_TIMEOUT && !c->ping_at) agc_h2_ping(c);
+        agc_conn_done(c, call, (kind == AG_CLIENT_OK || kind == AG_CLIENT_HTTP_STATUS) && whole);
     }
     uint64_t now = uv_now(cl->loop), end = call->t_start + call->total_ms;
     ag_client_result *res = &call->res;

@@ -8,6 +8,11 @@
  * call, until either side closes it: CLOSING, freed in its close callback.
  * A call that finds no idle connection and no room for a new one waits in
  * order; each connection that comes free serves the first waiting call.
+ *
+ * With options.http2 a connection goes CONNECTING -> (HANDSHAKING ->) MUX
+ * and carries calls as streams (h2.c), as many as the server's
+ * SETTINGS_MAX_CONCURRENT_STREAMS allow; calls that come while it opens wait
+ * on it and send when it is open.
  */
 #define _GNU_SOURCE /* getaddrinfo, pthread types for uv.h */
 #include "client/client_int.h"
@@ -31,25 +36,51 @@ static void on_conn_closed(uv_handle_t *h) {
     agc_conn *c = h->data;
     ag_client *cl = c->cl;
     ag_cio_deinit(&c->io);
+    if (c->ng) agc_h2_free(c);
+    free(c->calls);
     free(c);
     cl->n_conns--;
     agc_client_dispatch(cl); /* room for a waiting call's new connection */
     agc_client_handle_closed(cl);
 }
 
+static void unlink_conn(agc_conn **list, agc_conn *c) {
+    for (agc_conn **p = list; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+}
+
+static void h2_detach(agc_conn *c, agc_call *call) {
+    for (int i = 0; i < c->n_calls; i++)
+        if (c->calls[i] == call) {
+            c->calls[i] = c->calls[--c->n_calls];
+            break;
+        }
+}
+
+/* Every call on c learns that it is gone (why NULL: the server ended it). */
+static void lost(agc_conn *c, const char *why) {
+    if (!c->h2) {
+        agc_call *call = c->call;
+        c->call = NULL;
+        if (call) agc_call_conn_lost(call, why);
+        return;
+    }
+    while (c->n_calls) {
+        agc_call *call = c->calls[--c->n_calls];
+        call->stream_id = 0;
+        agc_call_conn_lost(call, why ? why : c->why[0] ? c->why : NULL);
+    }
+}
+
 void agc_conn_close(agc_conn *c) {
     if (c->state == CC_CLOSING) return;
-    bool idle = c->state == CC_IDLE;
+    if (c->state == CC_IDLE) unlink_conn(&c->cl->idle, c);
+    if (c->h2) unlink_conn(&c->cl->mux, c);
     c->state = CC_CLOSING;
-    if (idle)
-        for (agc_conn **p = &c->cl->idle; *p; p = &(*p)->next)
-            if (*p == c) {
-                *p = c->next;
-                break;
-            }
-    agc_call *call = c->call;
-    c->call = NULL;
-    if (call) agc_call_conn_lost(call, NULL);
+    lost(c, NULL);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
@@ -58,7 +89,7 @@ static void on_written(uv_write_t *w, int status) {
     ag_cio_written(&c->io);
     if (c->state == CC_CLOSING) return;
     if (status < 0) {
-        if (c->call) agc_call_conn_lost(c->call, uv_strerror(status)), c->call = NULL;
+        lost(c, uv_strerror(status));
         agc_conn_close(c);
         return;
     }
@@ -69,9 +100,13 @@ bool agc_conn_send(agc_conn *c, const void *p, size_t n) { return ag_cio_put(&c-
 
 void agc_conn_flush(agc_conn *c) {
     if (c->state == CC_CONNECTING || c->state == CC_CLOSING) return;
+    if (c->ng && !agc_h2_send(c)) { /* frames nghttp2 has queued, into the output */
+        agc_conn_close(c);
+        return;
+    }
     c->io.write.data = c;
     if (ag_cio_flush(&c->io, (uv_stream_t *)&c->tcp, on_written) != 0) {
-        if (c->call) agc_call_conn_lost(c->call, "write failed"), c->call = NULL;
+        lost(c, "write failed");
         agc_conn_close(c);
     }
 }
@@ -82,11 +117,49 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     ag_cio_alloc(&c->io, c->cl->rbuf, sizeof c->cl->rbuf, buf);
 }
 
+/* The connection is open (connected, and handshaken with TLS): HTTP/1.1 sends its call; HTTP/2 starts its session
+ * and every call waiting on it sends. */
+static void conn_open_done(agc_conn *c) {
+    if (!c->h2) {
+        c->state = CC_BUSY;
+        agc_call_conn_ready(c->call);
+        return;
+    }
+    if (c->io.tls && !ag_tls_alpn_is(c->io.tls, "h2")) {
+        snprintf(c->why, sizeof c->why, "the server did not agree to HTTP/2 (ALPN)");
+        agc_conn_close(c);
+        return;
+    }
+    if (!agc_h2_start(c)) {
+        snprintf(c->why, sizeof c->why, "no memory for an HTTP/2 session");
+        agc_conn_close(c);
+        return;
+    }
+    c->state = CC_MUX;
+    int n = c->n_calls;
+    agc_call **v = ag_xmalloc((size_t)(n ? n : 1) * sizeof *v); /* a copy: sending may end attempts */
+    memcpy(v, c->calls, (size_t)n * sizeof *v);
+    for (int i = 0; i < n && c->state == CC_MUX; i++)
+        if (v[i]->conn == c && v[i]->state == CALL_CONNECTING) agc_call_conn_ready(v[i]);
+    free(v);
+    agc_conn_flush(c);
+}
+
+/* HTTP/2: what was read goes to the session; its callbacks reach the calls. */
+static void h2_read(agc_conn *c) {
+    if (!agc_h2_recv(c)) {
+        agc_conn_close(c);
+        return;
+    }
+    agc_conn_flush(c); /* what the callbacks queued: WINDOW_UPDATE, RST_STREAM, new requests */
+    if (c->state != CC_CLOSING && agc_h2_done(c)) agc_conn_close(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     agc_conn *c = s->data;
     if (n == 0 || c->state == CC_CLOSING) return;
     if (n < 0) { /* the server's end: a call still reading learns why */
-        if (c->call) agc_call_conn_lost(c->call, n == UV_EOF ? NULL : uv_strerror((int)n)), c->call = NULL;
+        lost(c, n == UV_EOF ? NULL : uv_strerror((int)n));
         agc_conn_close(c);
         return;
     }
@@ -97,18 +170,19 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         if (tr != AG_TLS_OK) {
             char why[200];
             snprintf(why, sizeof why, "TLS: %s", tr == AG_TLS_CLOSED ? "the server closed the session" : ag_tls_why(c->io.tls));
-            if (c->call) agc_call_conn_lost(c->call, why), c->call = NULL;
+            lost(c, why);
             agc_conn_close(c);
             return;
         }
-        if (c->state == CC_HANDSHAKING && ag_tls_ready(c->io.tls)) {
-            c->state = CC_BUSY;
-            agc_call_conn_ready(c->call);
-        }
+        if (c->state == CC_HANDSHAKING && ag_tls_ready(c->io.tls)) conn_open_done(c);
     } else {
         c->io.in.len += (size_t)n;
     }
     if (c->io.in.len == before || c->state == CC_CLOSING) return;
+    if (c->h2) {
+        if (c->state == CC_MUX) h2_read(c);
+        return;
+    }
     if (c->state != CC_BUSY || !c->call) { /* bytes nobody asked for */
         agc_conn_close(c);
         return;
@@ -120,7 +194,7 @@ static void on_connect(uv_connect_t *req, int status) {
     agc_conn *c = req->data;
     if (c->state == CC_CLOSING) return;
     if (status < 0) {
-        if (c->call) agc_call_conn_lost(c->call, uv_strerror(status)), c->call = NULL;
+        lost(c, uv_strerror(status));
         agc_conn_close(c);
         return;
     }
@@ -132,8 +206,7 @@ static void on_connect(uv_connect_t *req, int status) {
         agc_conn_flush(c);
         return;
     }
-    c->state = CC_BUSY;
-    agc_call_conn_ready(c->call);
+    conn_open_done(c);
 }
 
 static agc_conn *conn_open(ag_client *cl, agc_call *call) {
@@ -158,7 +231,43 @@ static agc_conn *conn_open(ag_client *cl, agc_call *call) {
     return c;
 }
 
+static void h2_attach(agc_conn *c, agc_call *call) {
+    if (c->n_calls == c->cap_calls)
+        c->calls = ag_xrealloc(c->calls, (size_t)(c->cap_calls = c->cap_calls ? 2 * c->cap_calls : 8) * sizeof *c->calls);
+    c->calls[c->n_calls++] = call;
+}
+
+/* An HTTP/2 connection that can take another call, open or opening.  One whose PING (sent when a stream timed
+ * out) has had no answer for the connect timeout is dead: closed, its calls retried elsewhere. */
+static agc_conn *h2_with_room(ag_client *cl) {
+    uint64_t now = uv_now(cl->loop);
+    for (agc_conn *c = cl->mux, *next; c; c = next) {
+        next = c->next;
+        if (c->ping_at && now - c->ping_at > cl->o.connect_timeout_ms && c->state == CC_MUX) {
+            snprintf(c->why, sizeof c->why, "no answer to an HTTP/2 PING within %u ms", cl->o.connect_timeout_ms);
+            agc_conn_close(c);
+            continue;
+        }
+        if (c->state != CC_CLOSING && agc_h2_room(c) > 0) return c;
+    }
+    return NULL;
+}
+
+bool agc_conn_room(ag_client *cl) {
+    if (cl->n_conns < cl->o.max_connections) return true;
+    return cl->o.http2 ? h2_with_room(cl) != NULL : cl->idle != NULL;
+}
+
 agc_conn *agc_conn_get(ag_client *cl, agc_call *call) {
+    if (cl->o.http2) {
+        agc_conn *c = h2_with_room(cl);
+        if (!c && cl->n_conns < cl->o.max_connections && (c = conn_open(cl, NULL))) {
+            c->h2 = true;
+            c->next = cl->mux, cl->mux = c;
+        }
+        if (c) h2_attach(c, call);
+        return c;
+    }
     agc_conn *c = cl->idle;
     if (c) {
         cl->idle = c->next;
@@ -168,7 +277,26 @@ agc_conn *agc_conn_get(ag_client *cl, agc_call *call) {
     return cl->n_conns < cl->o.max_connections ? conn_open(cl, call) : NULL;
 }
 
-void agc_conn_release(agc_conn *c) {
+static void release(agc_conn *c);
+
+void agc_conn_done(agc_conn *c, agc_call *call, bool reusable) {
+    if (c->h2) {
+        h2_detach(c, call);
+        agc_h2_cancel(c, call);
+        c->uses++; /* a call that comes later is on a reused connection */
+        if (c->state != CC_MUX && !c->n_calls) { /* still opening, and nobody waits for it (they timed out) */
+            agc_conn_close(c);
+            return;
+        }
+        agc_client_dispatch(c->cl); /* a stream's room came free */
+        return;
+    }
+    c->call = NULL;
+    if (reusable) release(c);
+    else agc_conn_close(c); /* HTTP/1.1 cannot abandon an answer and keep the connection */
+}
+
+static void release(agc_conn *c) {
     ag_client *cl = c->cl;
     c->call = NULL;
     c->uses++;
@@ -181,7 +309,7 @@ void agc_conn_release(agc_conn *c) {
 /* ---- the I/O thread ------------------------------------------------------------------------ */
 
 void agc_client_dispatch(ag_client *cl) {
-    while (cl->waiting && (cl->idle || cl->n_conns < cl->o.max_connections)) {
+    while (cl->waiting && agc_conn_room(cl)) {
         agc_call *call = cl->waiting;
         cl->waiting = call->next;
         agc_call_start(cl, call);
@@ -192,6 +320,7 @@ void agc_client_dispatch(ag_client *cl) {
 static void close_all(ag_client *cl) {
     while (cl->active) agc_call_abort(cl->active, AG_CLIENT_CLOSED); /* each closes its connection or leaves the queue */
     while (cl->idle) agc_conn_close(cl->idle);
+    while (cl->mux) agc_conn_close(cl->mux);
 }
 
 static void on_wake(uv_async_t *a) {
@@ -276,7 +405,7 @@ static ag_status parse_base_url(ag_client *cl, const char *url, ag_err *err) {
 
 static void client_free_fields(ag_client *cl) {
     ag_arena_deinit(&cl->arena);
-    free(cl->host), free(cl->path_prefix), free(cl->authority), free(cl->auth_header);
+    free(cl->host), free(cl->path_prefix), free(cl->authority), free(cl->auth_header), free(cl->bearer);
     ag_tls_ctx_free(cl->tls_ctx);
     free(cl);
 }
@@ -302,6 +431,8 @@ ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err
         size_t n = strlen(o->api_key) + 32;
         cl->auth_header = ag_xmalloc(n);
         snprintf(cl->auth_header, n, "Authorization: Bearer %s\r\n", o->api_key);
+        cl->bearer = ag_xmalloc(n);
+        snprintf(cl->bearer, n, "Bearer %s", o->api_key);
     }
     char port[16];
     snprintf(port, sizeof port, "%d", cl->port);
@@ -316,7 +447,7 @@ ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err
     freeaddrinfo(ai);
     if (cl->https) {
         char msg[256];
-        if (!(cl->tls_ctx = ag_tls_ctx_new_client("http/1.1", !o->insecure, o->ca_file, msg, sizeof msg))) {
+        if (!(cl->tls_ctx = ag_tls_ctx_new_client(o->http2 ? "h2" : "http/1.1", !o->insecure, o->ca_file, msg, sizeof msg))) {
             ag_err_set(err, AG_EINVAL, "%s", msg);
             client_free_fields(cl);
             return AG_EINVAL;

@@ -79,8 +79,9 @@ typedef struct agc_conn agc_conn;
 typedef enum {
     CC_CONNECTING,  /* TCP connect under way */
     CC_HANDSHAKING, /* TLS handshake under way */
-    CC_IDLE,        /* open, in the pool */
-    CC_BUSY,        /* carrying a call */
+    CC_IDLE,        /* HTTP/1.1: open, in the pool */
+    CC_BUSY,        /* HTTP/1.1: carrying a call */
+    CC_MUX,         /* HTTP/2: open, carrying any number of calls as streams */
     CC_CLOSING      /* uv_close called; freed in its callback */
 } agc_conn_state;
 
@@ -91,13 +92,22 @@ struct agc_conn {
     agc_conn_state state;
     ag_cio io;       /* plaintext in, bytes out (TLS on https): http/cio.c */
     int uses;        /* calls it carried: a reused connection that ends unanswered is retried at once */
-    agc_call *call;  /* while BUSY (and CONNECTING/HANDSHAKING for the call that opened it) */
-    agc_conn *next;  /* the pool's idle list */
+    agc_call *call;  /* HTTP/1.1: while BUSY (and CONNECTING/HANDSHAKING for the call that opened it) */
+    agc_conn *next;  /* HTTP/1.1: the pool's idle list; HTTP/2: the client's list of its connections */
+    /* HTTP/2 (h2.c) */
+    bool h2;
+    bool goaway;     /* the server sent GOAWAY: no new streams */
+    bool in_recv;    /* nghttp2 is reading: sending and closing wait until it returns */
+    struct nghttp2_session *ng;
+    agc_call **calls; /* the calls on it: waiting for it to open, or each on a stream */
+    int n_calls, cap_calls;
+    uint64_t ping_at; /* a PING sent after a stream's first-byte timeout, unanswered yet (uv_now; 0: none) */
+    char why[160];   /* what broke it, for its calls */
 };
 
 struct ag_client {
     ag_client_options o;
-    char *host, *path_prefix, *authority, *auth_header;
+    char *host, *path_prefix, *authority, *auth_header, *bearer; /* bearer: "Bearer KEY", for HTTP/2 */
     int port;
     bool https;
     struct sockaddr_storage addr;
@@ -117,6 +127,7 @@ struct ag_client {
     agc_call *waiting;  /* calls waiting for a connection, in order */
     agc_call *active;   /* calls under way (attempting or backing off) */
     agc_conn *idle;
+    agc_conn *mux;      /* HTTP/2 connections, open or opening */
     int n_conns;
     agc_budget budget;
     agc_latency latency; /* times to a 2xx answer: the hedge delay */
@@ -126,16 +137,32 @@ struct ag_client {
 };
 
 double agc_uniform(ag_client *cl);
-/* A connection for the call: an idle one, a new one, or NULL (the call waits). */
+/* Whether a call could get a connection now (an idle one, an HTTP/2 one with room, or room for a new one). */
+bool agc_conn_room(ag_client *cl);
+/* A connection for the call: an idle one, an HTTP/2 one with room, a new one; NULL when none can be opened. */
 agc_conn *agc_conn_get(ag_client *cl, agc_call *call);
-void agc_conn_release(agc_conn *c);      /* the call is done with it: back to the pool */
-void agc_conn_close(agc_conn *c);        /* its call, if any, is told first (agc_call_conn_lost) */
+/* The call's attempt is done with c: HTTP/1.1 back to the pool (reusable: its answer was read whole) or closed;
+ * HTTP/2 the call leaves it (its stream reset when still open) and the connection goes on. */
+void agc_conn_done(agc_conn *c, agc_call *call, bool reusable);
+void agc_conn_close(agc_conn *c);        /* its calls are told first (agc_call_conn_lost) */
 bool agc_conn_send(agc_conn *c, const void *p, size_t n);
 void agc_conn_flush(agc_conn *c);
 void agc_client_dispatch(ag_client *cl); /* waiting calls get the connections that came free */
 
 void agc_client_submit(ag_client *cl, agc_call *call); /* from any thread (threaded), or the loop's */
 void agc_client_handle_closed(ag_client *cl);          /* a connection's or call timer's close callback ran */
+
+/* ---- h2.c ---- */
+
+bool agc_h2_start(agc_conn *c);  /* the session, its SETTINGS queued; false: no memory */
+void agc_h2_free(agc_conn *c);
+int agc_h2_room(const agc_conn *c); /* streams it may still take */
+bool agc_h2_submit(agc_conn *c, agc_call *call, uint64_t time_left_ms); /* the attempt's request as a stream */
+void agc_h2_cancel(agc_conn *c, agc_call *call);                     /* RST_STREAM (CANCEL) if still open */
+bool agc_h2_recv(agc_conn *c);   /* feed c->io.in to the session; false: a protocol error (c->why) */
+bool agc_h2_send(agc_conn *c);   /* frames out through agc_conn_send (later, while in_recv) */
+bool agc_h2_done(const agc_conn *c); /* the session has nothing left to read or write (after GOAWAY) */
+void agc_h2_ping(agc_conn *c);   /* is it alive?  its ACK clears ping_at */
 
 /* ---- call.c ---- */
 
@@ -192,6 +219,13 @@ struct agc_call {
     const char *coding;        /* ... its name */
     ag_buf plain;              /* ... the body decoded so far */
     size_t fed;                /* ... coded body bytes given to dec */
+    /* HTTP/2: the attempt's stream */
+    int32_t stream_id;         /* 0: none open */
+    size_t h2_sent;            /* body bytes given to nghttp2 */
+    int h2_status;
+    bool h2_sse, h2_head;
+    ag_http_coding h2_coding;
+    ag_buf h2body;             /* the answer's body so far (coded, when it has a coding) */
     ag_client_result res;
     ag_buf text;
 };
@@ -204,6 +238,11 @@ void agc_call_abort(agc_call *call, ag_client_outcome why); /* under way: ends a
 void agc_call_conn_ready(agc_call *call);                 /* connected (and handshaken): send */
 void agc_call_conn_read(agc_call *call);                  /* more of the answer in conn->in */
 void agc_call_conn_lost(agc_call *call, const char *why); /* the connection failed or ended (why NULL: EOF) */
+/* HTTP/2: the answer's head is in (h2_status and the fields set), DATA arrived, the stream ended (why NULL: whole;
+ * refused: REFUSED_STREAM, the server never started it) */
+void agc_call_h2_head(agc_call *call);
+void agc_call_h2_data(agc_call *call, const uint8_t *p, size_t n);
+void agc_call_h2_closed(agc_call *call, const char *why, bool refused);
 
 /* A blocking call's wait for its asynchronous result (ag_client_call, ag_batcher_complete): agc_sync_done is
  * the done callback; it moves the result into out. */

@@ -183,7 +183,10 @@ test('rediss:// (TLS) is refused at start with one line that says why', () => {
 
 // Regression (issue 18): a choice k > 0 refused at --max-queue after a Redis miss left the exchange linked to the
 // connection, so the cancelled choices' events wrote SSE into the next request on it (or freed memory, under ASan).
-test('n > 1 with a later choice refused (429) after a Redis miss: the pipelined next request gets a clean answer', async () => {
+// Since the engine takes a request's choices all or none (ag_engine_submit_many), 8 choices against a queue of 1
+// are refused whole (400: they can never fit), with nothing half-started; the next request must still get a clean
+// answer on the same connection.
+test('n > 1 refused after a Redis miss (more choices than the queue takes): the pipelined next request gets a clean answer', async () => {
   const s = await startServer(['--cache-mb', '8', '--redis-url', `redis://127.0.0.1:${port}`, '--max-queue', '1', '--max-seqs', '1']);
   try {
     await waitFor(async () => (await stats(s)).l2.connected);
@@ -195,14 +198,10 @@ test('n > 1 with a later choice refused (429) after a Redis miss: the pipelined 
       const text = await raw(s.port, [req(big) + req(small)], { idle: 1500 });
       const res = parseResponses(text);
       assert.equal(res.length, 2, text);
-      assert.equal(res[0].status, 429, text);
-      assert.equal(JSON.parse(res[0].body).error.code, 'rate_limit_exceeded');
-      // the refused request's open choice may still hold the queue's one place (its cancel is the engine's next
-      // step): the next request is answered, whole and well-formed, either way
-      assert.ok([200, 429].includes(res[1].status), text);
-      const next = JSON.parse(res[1].body);
-      if (res[1].status === 200) assert.equal(next.object, 'text_completion');
-      else assert.equal(next.error.code, 'rate_limit_exceeded');
+      assert.equal(res[0].status, 400, text);
+      assert.match(JSON.parse(res[0].body).error.message, /8 prompts at once is more than the queue takes \(1\)/);
+      assert.equal(res[1].status, 200, text); // nothing of the refused request holds the queue's place
+      assert.equal(JSON.parse(res[1].body).object, 'text_completion');
       assert.doesNotMatch(text, /data: /, 'no SSE chunk of the refused request reached the connection');
     }
     const m = await (await fetch(s.url + '/metrics')).text();

@@ -234,6 +234,48 @@ test('--prompts-file: ag_batcher sends array-prompt requests and each line gets 
   assert.ok(errs.every((l) => /model/.test(l.error)), bad.stdout);
 });
 
+test('--http2: calls as streams of one connection; a timed-out attempt resets its stream, not the connection', async () => {
+  // each read of the metrics on a connection of its own (counted in what it reads): one more between two reads
+  const m = () => new Promise((resolve, reject) => http.get(`${srv.url}/metrics`, { agent: false }, (res) => {
+    let t = '';
+    res.on('data', (d) => { t += d; });
+    res.on('end', () => resolve(t));
+  }).on('error', reject));
+  const num = (text, re) => [...text.matchAll(re)].reduce((n, x) => n + Number(x[1]), 0);
+  const H2 = /^autoglm_http_requests_total\{route="\/v1\/completions",status="\d+",protocol="h2"\} (\S+)$/gm;
+  const CONNS = /^autoglm_http_connections_accepted_total (\S+)$/gm;
+  const DONE = /^autoglm_request_success_total\{finished_reason="(?:stop|length)"\} (\S+)$/gm;
+  const ABORT = /^autoglm_request_success_total\{finished_reason="abort"\} (\S+)$/gm;
+  for (const args of [[], ['--stream'], ['--stream', '--compress']]) {
+    const r = complete(srv.port, ['--http2', '--max-tokens', '30', ...args]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(r.stdout.trim().length > 0);
+  }
+  const notFound = complete(srv.port, ['--http2', '--model', 'no-such-model']);
+  assert.equal(notFound.status, 1);
+  assert.match(notFound.stderr, /attempt 1: http status 404 .*\[4xx: fail at once\]/);
+  // 30 calls at once (the batcher, one prompt a request) over one connection
+  const dir = mkdtempSync(path.join(tmpdir(), 'agh2-'));
+  writeFileSync(path.join(dir, 'p'), Array.from({ length: 30 }, (_, i) => `Prompt ${i}`).join('\n'));
+  const t0 = await m();
+  const many = spawnSync(BIN, ['complete', '--base-url', `http://127.0.0.1:${srv.port}`, '--model', MODEL_NAME, '--http2',
+    '--prompts-file', path.join(dir, 'p'), '--max-batch', '1', '--max-tokens', '8', '--temperature', '0'],
+  { encoding: 'utf8', timeout: 60000 });
+  const t1 = await m();
+  assert.equal(many.status, 0, many.stderr);
+  assert.equal(many.stdout.trim().split('\n').length, 30);
+  assert.equal(num(t1, H2) - num(t0, H2), 30);
+  assert.equal(num(t1, CONNS) - num(t0, CONNS), 1 + 1, 'one connection (and the metrics read\'s)');
+  // first-byte timeouts: each attempt's stream is reset and the retry joins the generation (Idempotency-Key)
+  const r = complete(srv.port, ['--http2', '--first-byte-timeout', '300ms', '--max-tokens', SANITIZED ? '400' : '2500', '--retries', '8']);
+  const t2 = await m();
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.attempts.length >= 2 && r.attempts[0].outcome === 'timeout', r.stderr);
+  assert.equal(num(t2, CONNS) - num(t1, CONNS), 1 + 1, 'the attempts shared one connection');
+  assert.equal(num(t2, DONE) - num(t1, DONE), 1, 'one generation');
+  assert.equal(num(t2, ABORT) - num(t1, ABORT), 0);
+});
+
 // autoglm chat, driven through a pipe: each turn finishes when the server has nothing running again
 test('autoglm chat: turns carry the history, /reset forgets it, Ctrl-C stops a reply and the chat goes on', async () => {
   const m = async () => await (await fetch(`${srv.url}/metrics`)).text();

@@ -168,10 +168,10 @@ test('autoglm bench over https: h2 by ALPN or HTTP/1.1, trusting --cacert or --i
   assert.match(plain.stderr, /--insecure and --cacert are for https:\/\/ targets/);
 });
 
-test('autoglm complete (libautoglm) over https: --cacert and --insecure work; a refused certificate fails at once', () => {
+test('autoglm complete (libautoglm) over https: --cacert and --insecure work, HTTP/1.1 and h2 (ALPN); a refused certificate fails at once', () => {
   const run = (...args) => spawnSync(BIN, ['complete', '--base-url', srv.url, '--model', MODEL_NAME, '-p', 'Once', '--max-tokens', '4',
     '--verbose', ...args], { encoding: 'utf8', timeout: 30000 });
-  for (const args of [['--cacert', cert], ['--insecure']]) {
+  for (const args of [['--cacert', cert], ['--insecure'], ['--cacert', cert, '--http2'], ['--cacert', cert, '--http2', '--stream']]) {
     const r = run(...args);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /attempt 1: ok/);
