@@ -56,6 +56,7 @@ static const char serve_usage[] =
     "  --idempotency-max-keys N requests with an Idempotency-Key are answered from the first one's\n"
     "                           generation: remember N keys (default 10000; 0 off)\n"
     "  --idempotency-ttl D      keep a key's answer for D (default 1h)\n"
+    "  --idempotency-mb N       keep at most N MiB of keys' answers, the oldest going first (default 64)\n"
     "  --idempotency-grace D    a keyed generation whose client left goes on for D, for its retry (default 10s)\n"
     "  --admin-key KEY          the key DELETE /v1/cache needs\n"
     "  --redis-url URL          a shared second tier, redis://[[user]:password@]host[:port][/db] (values\n"
@@ -182,6 +183,8 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = duration(a, val, &o.cache_coalesce_ms);
         } else if (strcmp(a, "--idempotency-max-keys") == 0) {
             ok = ag_cli_int("serve", a, val, 0, 1 << 24, &v), o.idempotency_max_keys = (size_t)v;
+        } else if (strcmp(a, "--idempotency-mb") == 0) {
+            ok = ag_cli_int("serve", a, val, 0, 1 << 20, &v), o.idempotency_mb = (size_t)v;
         } else if (strcmp(a, "--idempotency-ttl") == 0) {
             ok = duration(a, val, &o.idempotency_ttl_ms);
         } else if (strcmp(a, "--idempotency-grace") == 0) {

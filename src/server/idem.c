@@ -27,8 +27,9 @@
  *
  * Limits: --idempotency-max-keys entries (the oldest DONE one is evicted to
  * make room; a request that finds every entry RUNNING is served without
- * idempotency, counted as "untracked"), their answers' size as the response
- * cache bounds it.  Requests asking for logprobs are not tracked: the stored
+ * idempotency, counted as "untracked"), and --idempotency-mb of kept
+ * answers (the oldest go first; a larger answer is given to those waiting
+ * for it and not kept).  Requests asking for logprobs are not tracked: the stored
  * form keeps only the text.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -85,6 +86,7 @@ static void list_append(server *s, idem_entry *e) {
 }
 
 static void entry_drop(server *s, idem_entry *e) {
+    if (e->value) s->idem_bytes -= e->value->len;
     list_remove(s, e);
     ag_map_del(&s->idem_keys, (const char *)e->key, 32);
     ag_cache_val_release(e->value);
@@ -228,13 +230,24 @@ void ag_idem_end(exchange *x) {
         return;
     }
     e->leader = NULL;
-    if (x->value) { /* a whole answer: kept, and given to everyone waiting */
+    if (x->value) { /* a whole answer: kept within --idempotency-mb, and given to everyone waiting */
+        exchange *ws = e->waiting;
+        e->waiting = NULL;
+        ag_cache_val *v = ag_cache_val_retain(x->value);
         list_remove(s, e);
         e->state = IDEM_DONE;
-        e->value = ag_cache_val_retain(x->value);
+        e->value = ag_cache_val_retain(v);
+        s->idem_bytes += v->len;
         e->expires_ns = ag_clock_mono_ns() + s->o->idempotency_ttl_ms * 1000000ull;
         list_append(s, e);
-        for (exchange *w; (w = pop_waiter(e));) release(w, e->value);
+        /* the oldest answers go first, this one last (alone over the limit, it is given out and not kept) */
+        while (s->idem_done && s->idem_bytes > s->o->idempotency_mb << 20) entry_drop(s, s->idem_done);
+        for (exchange *w = ws, *next; w; w = next) { /* e may be gone: each holds v */
+            next = w->idem_next;
+            w->idem_next = NULL;
+            release(w, v);
+        }
+        ag_cache_val_release(v);
         return;
     }
     /* no answer: the first waiter still there generates it instead, unless the server is draining */

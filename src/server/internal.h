@@ -153,7 +153,7 @@ struct server {
     /* Idempotency-Key (idem.c): entries by tenant and key; the generating ones; the answered ones, oldest first */
     ag_map idem_keys;
     idem_entry *idem_running, *idem_done, *idem_done_tail;
-    size_t idem_n;
+    size_t idem_n, idem_bytes; /* entries, and bytes of kept answers */
     uv_timer_t idem_timer; /* cancels keyed generations whose clients left and did not come back */
     /* the layers above conn.c, as hooks, so that the calls stack: conn.c never calls up by name */
     void (*on_request)(conn *c);             /* a complete request is in c's buffer: route it */

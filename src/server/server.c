@@ -42,6 +42,7 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->cache_ttl_s = 3600;
     o->cache_coalesce_ms = 30000;
     o->idempotency_max_keys = 10000;
+    o->idempotency_mb = 64;
     o->idempotency_ttl_ms = 3600000;
     o->idempotency_grace_ms = 10000;
     o->redis_timeout_ms = 100;

@@ -50,6 +50,7 @@ typedef struct ag_server_opts {
     uint64_t cache_coalesce_ms;  /* identical requests wait this long for the first one's answer (0: never) */
     /* Idempotency-Key: a retried request answered from its first attempt's generation (off when max_keys is 0) */
     size_t idempotency_max_keys;   /* keys remembered at once */
+    size_t idempotency_mb;         /* bytes of kept answers, MiB */
     uint64_t idempotency_ttl_ms;   /* how long a key's answer is kept */
     uint64_t idempotency_grace_ms; /* a keyed generation goes on this long after its client left, for a retry */
     const char *admin_key;       /* DELETE /v1/cache needs 'Authorization: Bearer' this; NULL: refused */

@@ -158,3 +158,24 @@ test('limits: --idempotency-max-keys evicts the oldest answer, --idempotency-ttl
   assert.equal((await metrics(small)).idem.untracked - m0.idem.untracked, 1);
   await Promise.all(running);
 });
+
+test('--idempotency-mb bounds the kept answers: at 0 none is kept, and a request in flight is still joined', async () => {
+  const s0 = await startServer(['--idempotency-mb', '0']);
+  try {
+    const m0 = await metrics(s0);
+    const body = { max_tokens: LONG, ignore_eos: true };
+    const first = post(s0, body, { key: 'mb-1', tenant: 'x' });
+    await sleep(150);
+    const joined = await post(s0, body, { key: 'mb-1', tenant: 'x' });
+    assert.equal(joined.headers.get('idempotent-replayed'), 'true');
+    assert.equal(await text(joined), await text(await first));
+    const m1 = await metrics(s0);
+    assert.equal(m1.generated - m0.generated, 1);
+    // finished, the answer was not kept: the key is free again (another body is a new request, not a 422)
+    const again = await post(s0, { max_tokens: 4 }, { key: 'mb-1', tenant: 'x' });
+    assert.equal(again.status, 200);
+    assert.equal(again.headers.get('idempotent-replayed'), null);
+  } finally {
+    assert.equal(await s0.stop(), 0, s0.log());
+  }
+});
