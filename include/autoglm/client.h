@@ -56,6 +56,7 @@ typedef struct ag_client_retry_policy {
 typedef struct ag_client_options {
     const char *base_url; /* http://host:port or https://host:port, an optional path prefix after it */
     const char *api_key;  /* sent as Authorization: Bearer KEY; NULL: none */
+    const char *model;    /* a request body without "model" gets this one; NULL: the body says */
     uint32_t connect_timeout_ms;    /* TCP connect and TLS handshake (10 s) */
     uint32_t first_byte_timeout_ms; /* request sent -> first byte of the answer (60 s) */
     uint32_t total_timeout_ms;      /* the whole call, retries and waits included (600 s) */

@@ -625,8 +625,8 @@ void ag_client_result_free(ag_client_result *r) {
     r->body_len = r->text_len = 0;
 }
 
-/* A request the client can send: a path, and a JSON object body; its "stream" read. */
-static ag_status check_request(const ag_client_request *req, bool *stream) {
+/* A request the client can send: a path, and a JSON object body; its "stream" read, and whether it names a model. */
+static ag_status check_request(const ag_client_request *req, bool *stream, bool *model) {
     if (!req || !req->path || req->path[0] != '/' || !req->body) return AG_EINVAL;
     ag_arena a;
     ag_arena_init(&a, 4096);
@@ -635,15 +635,32 @@ static ag_status check_request(const ag_client_request *req, bool *stream) {
     if (st == AG_OK && !ag_json_is(root, AG_JSON_OBJECT)) st = AG_EINVAL;
     bool s = false;
     if (st == AG_OK) ag_json_get_bool(ag_json_obj_getc(root, "stream"), &s);
+    *model = st == AG_OK && ag_json_obj_getc(root, "model");
     ag_arena_deinit(&a);
     *stream = s;
     return st == AG_OK ? AG_OK : AG_EINVAL;
 }
 
 ag_status ag_client_call_async(ag_client *c, const ag_client_request *req, ag_client_done_fn done, void *done_ud) {
-    bool stream;
-    if (!c || !done || c->freeing || check_request(req, &stream) != AG_OK) return AG_EINVAL;
-    agc_call *call = agc_call_new(c, req, done, done_ud);
+    bool stream, model;
+    if (!c || !done || c->freeing || check_request(req, &stream, &model) != AG_OK) return AG_EINVAL;
+    agc_call *call;
+    if (c->model_member && !model) { /* options.model, as the object's first member */
+        const char *open = memchr(req->body, '{', req->body_len), *end = req->body + req->body_len, *rest = open + 1;
+        while (rest < end && (*rest == ' ' || *rest == '\t' || *rest == '\r' || *rest == '\n')) rest++;
+        ag_buf b;
+        ag_buf_init(&b);
+        ag_buf_append(&b, req->body, (size_t)(open - req->body) + 1);
+        ag_buf_append(&b, c->model_member, strlen(c->model_member));
+        if (rest < end && *rest != '}') ag_buf_append_char(&b, ',');
+        ag_buf_append(&b, open + 1, (size_t)(end - open - 1));
+        ag_client_request r = *req;
+        r.body = b.data, r.body_len = b.len;
+        call = agc_call_new(c, &r, done, done_ud);
+        ag_buf_deinit(&b);
+    } else {
+        call = agc_call_new(c, req, done, done_ud);
+    }
     call->stream = stream;
     agc_client_submit(c, call);
     return AG_OK;

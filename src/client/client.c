@@ -18,6 +18,7 @@
 #include "client/client_int.h"
 
 #include "base/alloc.h"
+#include "json/json.h"
 
 #include <netdb.h>
 #include <stdio.h>
@@ -406,6 +407,7 @@ static ag_status parse_base_url(ag_client *cl, const char *url, ag_err *err) {
 static void client_free_fields(ag_client *cl) {
     ag_arena_deinit(&cl->arena);
     free(cl->host), free(cl->path_prefix), free(cl->authority), free(cl->auth_header), free(cl->bearer);
+    free(cl->model_member);
     ag_tls_ctx_free(cl->tls_ctx);
     free(cl);
 }
@@ -426,7 +428,21 @@ ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err
         client_free_fields(cl);
         return st;
     }
-    cl->o.base_url = NULL, cl->o.ca_file = NULL, cl->o.api_key = NULL; /* not kept: copies below */
+    cl->o.base_url = NULL, cl->o.ca_file = NULL, cl->o.api_key = NULL, cl->o.model = NULL; /* not kept: copies */
+    if (o->model) {
+        ag_buf b;
+        ag_buf_init(&b);
+        ag_jw w;
+        ag_jw_init(&w, &b, 0, AG_UTF8_REPLACE);
+        ag_jw_obj_begin(&w);
+        ag_jw_keyc(&w, "model"), ag_jw_strc(&w, o->model);
+        ag_jw_obj_end(&w);
+        size_t n;
+        char *obj = ag_buf_detach(&b, &n); /* {"model":"..."}: the member is between the braces */
+        cl->model_member = ag_xstrndup(obj + 1, n - 2);
+        free(obj);
+        ag_buf_deinit(&b);
+    }
     if (o->api_key) {
         size_t n = strlen(o->api_key) + 32;
         cl->auth_header = ag_xmalloc(n);

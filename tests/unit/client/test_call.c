@@ -46,6 +46,7 @@ static struct {
     long timeouts_ms[8]; /* X-Request-Timeout-Ms of each request, first 8 */
     atomic_int prompts;  /* ANSWER_ECHO: prompts received, and the largest batch */
     atomic_int largest;
+    char model[32];      /* ANSWER_ECHO: the last request's "model" (under mu) */
 } srv;
 
 static void header_value(const char *head, const char *name, char *out, size_t cap) {
@@ -68,6 +69,10 @@ static int echo(int fd, const char *body, size_t n) {
     const ag_json_val *p = ag_json_parse(body, n, NULL, &a, &root, NULL) == AG_OK ? ag_json_obj_getc(root, "prompt") : NULL;
     int k = (int)ag_json_len(p);
     atomic_fetch_add(&srv.prompts, k);
+    ag_str model = p ? ag_json_str(ag_json_obj_getc(root, "model")) : (ag_str){NULL, 0};
+    pthread_mutex_lock(&srv.mu);
+    snprintf(srv.model, sizeof srv.model, "%.*s", (int)model.n, model.p ? model.p : "");
+    pthread_mutex_unlock(&srv.mu);
     for (int m = atomic_load(&srv.largest); k > m && !atomic_compare_exchange_weak(&srv.largest, &m, k);) {}
     ag_buf_appendf(&json, "{\"choices\":[");
     for (int i = k - 1; i >= 0; i--) {
@@ -451,13 +456,21 @@ static void test_batcher_splits_results_back(void **state) {
     assert_true(requests >= 20 && requests < 80); /* batches of at most 4, and some of more than one */
     assert_true(atomic_load(&srv.largest) <= 4 && atomic_load(&srv.largest) >= 2);
     AG_TEST_NOTE("80 prompts from 8 threads: %d requests, batches of up to %d", requests, atomic_load(&srv.largest));
-    /* a lone prompt leaves after max_wait_ms, alone */
+    assert_string_equal(srv.model, "m");
+    ag_batcher_free(b);
+    ag_client_free(c);
+    /* a lone prompt leaves after max_wait_ms, alone; options.model fills in a body without "model" */
     reset(ANSWER_ECHO);
+    ag_client_options o = fast();
+    o.model = "from-options";
+    c = client(o);
+    assert_int_equal(ag_batcher_new(c, "{\"max_tokens\":4}", &bo, &b, &err), AG_OK);
     ag_client_result r;
     assert_int_equal(ag_batcher_complete(b, "solo", 4, &r), AG_OK);
     assert_int_equal(r.outcome, AG_CLIENT_OK);
     assert_string_equal(r.text, "0:solo");
     assert_int_equal(atomic_load(&srv.requests), 1);
+    assert_string_equal(srv.model, "from-options");
     ag_client_result_free(&r);
     ag_batcher_free(b);
     /* parameters a batch cannot share are refused */
