@@ -233,6 +233,7 @@ void ag_idem_end(exchange *x) {
     if (x->value) { /* a whole answer: kept within --idempotency-mb, and given to everyone waiting */
         exchange *ws = e->waiting;
         e->waiting = NULL;
+        for (exchange *w = ws; w; w = w->idem_next) w->idem = NULL; /* off e before anything can free it */
         ag_cache_val *v = ag_cache_val_retain(x->value);
         list_remove(s, e);
         e->state = IDEM_DONE;
