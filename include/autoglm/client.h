@@ -68,7 +68,7 @@ typedef struct ag_client_options {
     int max_connections; /* open at once; calls beyond wait for one (16) */
     size_t max_response_bytes; /* an answer's body (64 MiB) */
     /* Hedging (off by default): when an attempt has had no answer (a 2xx head) for the hedge delay, a copy of
-     * the call goes out on another connection with the same Idempotency-Key (autoglm then generates once); the
+     * the call goes out on another connection (HTTP/2: another stream) with the same Idempotency-Key; the
      * first 2xx answer wins and the other copy is cancelled.  The delay is hedge_quantile of the client's
      * recent times to a 2xx answer (its last 256), or hedge_initial_ms until hedge_min_samples were seen.  A
      * copy is one attempt, not retried, and spends a token of the retry budget (none left: no copy). */
