@@ -116,7 +116,8 @@ test('the total timeout reaches the server as X-Request-Timeout-Ms: it stops gen
   const metric = async (re) => Number(re.exec(await (await fetch(`${srv.url}/metrics`)).text())[1]);
   const ABORT = /^autoglm_request_success_total\{finished_reason="abort"\} (\S+)$/m, RUNNING = /^autoglm_num_requests_running (\S+)$/m;
   const aborted = await metric(ABORT);
-  const r = complete(srv.port, ['--timeout', '400ms', '--max-tokens', '4000', '--retries', '0']);
+  // temperature 0: greedy runs the whole 4000 tokens on the fixture; a sampled answer may end early at EOS
+  const r = complete(srv.port, ['--timeout', '400ms', '--max-tokens', '4000', '--temperature', '0', '--retries', '0']);
   assert.equal(r.status, 1);
   assert.ok(r.ms >= 399 && r.ms < 5000, `${r.ms} ms`);
   assert.match(r.stderr, /attempt 1: (deadline|http status 504)/);
@@ -134,7 +135,7 @@ test('retries carry one Idempotency-Key: attempts that timed out cost the server
   const KEYED = /^autoglm_idempotency_requests_total\{result="(?:new|joined|replayed)"\} (\S+)$/gm;
   const m0 = await t();
   // a whole answer's first byte comes when it is done (about a second): every attempt until then times out
-  const r = complete(srv.port, ['--first-byte-timeout', '300ms', '--max-tokens', SANITIZED ? '400' : '2500', '--retries', '8']);
+  const r = complete(srv.port, ['--first-byte-timeout', '300ms', '--max-tokens', SANITIZED ? '400' : '2500', '--temperature', '0', '--retries', '8']);
   assert.equal(r.status, 0, r.stderr);
   assert.ok(r.attempts.length >= 2 && r.attempts[0].outcome === 'timeout', r.stderr);
   assert.equal(r.attempts.at(-1).outcome, 'ok');
@@ -267,7 +268,7 @@ test('--http2: calls as streams of one connection; a timed-out attempt resets it
   assert.equal(num(t1, H2) - num(t0, H2), 30);
   assert.equal(num(t1, CONNS) - num(t0, CONNS), 1 + 1, 'one connection (and the metrics read\'s)');
   // first-byte timeouts: each attempt's stream is reset and the retry joins the generation (Idempotency-Key)
-  const r = complete(srv.port, ['--http2', '--first-byte-timeout', '300ms', '--max-tokens', SANITIZED ? '400' : '2500', '--retries', '8']);
+  const r = complete(srv.port, ['--http2', '--first-byte-timeout', '300ms', '--max-tokens', SANITIZED ? '400' : '2500', '--temperature', '0', '--retries', '8']);
   const t2 = await m();
   assert.equal(r.status, 0, r.stderr);
   assert.ok(r.attempts.length >= 2 && r.attempts[0].outcome === 'timeout', r.stderr);
