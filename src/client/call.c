@@ -316,12 +316,13 @@ void agc_call_conn_ready(agc_call *call) {
     ag_buf_init(&h);
     ag_buf_appendf(&h,
                    "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: libautoglm/" AG_VERSION "\r\nAccept: %s\r\n%s"
-                   "Content-Type: application/json\r\n%sContent-Length: %zu\r\n%sIdempotency-Key: %s\r\n"
+                   "Content-Type: application/json\r\n%sContent-Length: %zu\r\n%s%s%sIdempotency-Key: %s\r\n"
                    "X-Request-Timeout-Ms: %llu\r\n\r\n",
                    call->path, cl->authority, call->stream ? "text/event-stream" : "application/json",
                    cl->o.compress ? "Accept-Encoding: zstd, gzip\r\n" : "",
                    call->body_gzip ? "Content-Encoding: gzip\r\n" : "", call->body_len,
-                   cl->auth_header ? cl->auth_header : "", call->idempotency_key,
+                   cl->bearer ? "Authorization: " : "", cl->bearer ? cl->bearer : "", cl->bearer ? "\r\n" : "",
+                   call->idempotency_key,
                    (unsigned long long)(end > now ? end - now : 1));
     bool ok = h.err == AG_OK && agc_conn_send(c, h.data, h.len) && agc_conn_send(c, call->body, call->body_len);
     ag_buf_deinit(&h);

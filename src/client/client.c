@@ -406,7 +406,7 @@ static ag_status parse_base_url(ag_client *cl, const char *url, ag_err *err) {
 
 static void client_free_fields(ag_client *cl) {
     ag_arena_deinit(&cl->arena);
-    free(cl->host), free(cl->path_prefix), free(cl->authority), free(cl->auth_header), free(cl->bearer);
+    free(cl->host), free(cl->path_prefix), free(cl->authority), free(cl->bearer);
     free(cl->model_member);
     ag_tls_ctx_free(cl->tls_ctx);
     free(cl);
@@ -445,8 +445,6 @@ ag_status ag_client_new(const ag_client_options *o, ag_client **out, ag_err *err
     }
     if (o->api_key) {
         size_t n = strlen(o->api_key) + 32;
-        cl->auth_header = ag_xmalloc(n);
-        snprintf(cl->auth_header, n, "Authorization: Bearer %s\r\n", o->api_key);
         cl->bearer = ag_xmalloc(n);
         snprintf(cl->bearer, n, "Bearer %s", o->api_key);
     }

@@ -107,7 +107,7 @@ struct agc_conn {
 
 struct ag_client {
     ag_client_options o;
-    char *host, *path_prefix, *authority, *auth_header, *bearer; /* bearer: "Bearer KEY", for HTTP/2 */
+    char *host, *path_prefix, *authority, *bearer; /* bearer: "Bearer KEY", the Authorization value */
     char *model_member; /* options.model as the JSON member "model":"...", for bodies without one */
     int port;
     bool https;

@@ -372,15 +372,21 @@ static void test_cancel_from_another_thread(void **state) {
 
 /* Hedging: a copy goes out after the hedge delay with the call's key; the first 2xx answer wins, and the copy
  * that lost is cancelled (its connection closed).  The bounds are the attempts' outcomes, not times. */
-static void test_hedge_beats_a_stalled_attempt(void **state) {
-    (void)state;
-    reset(ANSWER_FIRST_NEVER);
+/* One call on a client with hedging after 50 ms, against the scripted server in mode m: the client, still open. */
+static ag_client *hedged_call(answer m, ag_client_result *r) {
+    reset(m);
     ag_client_options o = fast();
     o.hedge = true, o.hedge_initial_ms = 50;
     ag_client *c = client(o);
+    assert_int_equal(ag_client_call(c, &REQ, r), AG_OK);
+    assert_int_equal(r->outcome, AG_CLIENT_OK);
+    return c;
+}
+
+static void test_hedge_beats_a_stalled_attempt(void **state) {
+    (void)state;
     ag_client_result r;
-    assert_int_equal(ag_client_call(c, &REQ, &r), AG_OK); /* without the copy: the 60 s first-byte timeout */
-    assert_int_equal(r.outcome, AG_CLIENT_OK);
+    ag_client *c = hedged_call(ANSWER_FIRST_NEVER, &r); /* without the copy: the 60 s first-byte timeout */
     assert_string_equal(r.text, "hi");
     assert_true(r.hedged && r.hedge_won);
     assert_int_equal(r.attempts, 2);
@@ -394,13 +400,8 @@ static void test_hedge_beats_a_stalled_attempt(void **state) {
 
 static void test_hedge_cancelled_when_the_primary_wins(void **state) {
     (void)state;
-    reset(ANSWER_FIRST_SLOW);
-    ag_client_options o = fast();
-    o.hedge = true, o.hedge_initial_ms = 50;
-    ag_client *c = client(o);
     ag_client_result r;
-    assert_int_equal(ag_client_call(c, &REQ, &r), AG_OK);
-    assert_int_equal(r.outcome, AG_CLIENT_OK);
+    ag_client *c = hedged_call(ANSWER_FIRST_SLOW, &r);
     assert_true(r.hedged && !r.hedge_won);
     assert_int_equal(r.attempts, 2); /* the primary's, and the cancelled copy's */
     for (int i = 0; i < 2000 && atomic_load(&srv.closed) < 1; i++) usleep(1000);
