@@ -5,8 +5,9 @@
  *
  * An exchange's choices (prompts x n) are engine requests, found from engine
  * events through a map keyed by engine id.  An exchange outlives its
- * connection when the client leaves: it cancels its engine requests and frees
- * itself when their last events arrive.  Whether it may write is decided by
+ * connection when the client leaves: it cancels its engine requests (a keyed
+ * one after --idempotency-grace, idem.c) and frees itself when their last
+ * events arrive.  Whether it may write is decided by
  * one thing, its link to a connection (x->c), which only attach and detach
  * change; what it is waiting for is decided by one thing, its state.
  *
