@@ -17,8 +17,8 @@
 static const char serve_usage[] =
     "usage: autoglm serve --model M.gguf [--host 127.0.0.1] [--port 8080] [options]\n\n"
     "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,\n"
-    "/v1/models, /health, /tokenize, /detokenize).  SIGTERM or SIGINT drains: new requests get 503,\n"
-    "running ones finish (up to --drain-timeout), then the process exits 0.\n" AG_CLI_MODEL_FLAGS_HELP
+    "/v1/models, /health, /tokenize, /detokenize, /v1/stats) and a web UI at /.  SIGTERM or SIGINT\n"
+    "drains: new requests get 503, running ones finish (up to --drain-timeout), then the process exits 0.\n" AG_CLI_MODEL_FLAGS_HELP
     "  --host ADDR              address to listen on (default 127.0.0.1)\n"
     "  --port N                 port (default 8080; 0 picks a free one, printed at start)\n"
     "  --served-model-name S    the model id in /v1/models and requests (default: the file's stem)\n"
@@ -47,6 +47,7 @@ static const char serve_usage[] =
     "  --http2-max-streams N    concurrent HTTP/2 streams per connection; more are refused (default 128)\n"
     "  --http2-window N         each HTTP/2 stream's receive window in bytes (default 1048576)\n"
     "  --log-level L            debug, info, warn, error (default info)\n"
+    "  --no-ui                  no web UI (chat, completions, dashboard) at GET /\n"
     "  --cache-mb N             response cache of N MiB for reproducible requests (temperature 0 or a seed;\n"
     "                           default 0: off); X-Cache says HIT-L1, HIT-L2, MISS or BYPASS\n"
     "  --cache-ttl D            an entry's life unless the request's cache.ttl says (default 1h)\n"
@@ -158,6 +159,9 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = duration(a, val, &o.read_timeout_ms);
         } else if (strcmp(a, "--idle-timeout") == 0) {
             ok = duration(a, val, &o.idle_timeout_ms);
+        } else if (strcmp(a, "--no-ui") == 0) {
+            o.no_ui = true;
+            i--;
         } else if (strcmp(a, "--fault-injection") == 0) { /* tests only; see POST /debug/fail-alloc */
             o.fault_injection = true;
             i--;

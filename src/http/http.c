@@ -148,6 +148,30 @@ bool ag_http_list_has(ag_str list, const char *token) {
     return false;
 }
 
+/* An entity tag without its weakness mark: the quoted opaque tag. */
+static ag_str etag_opaque(ag_str t) {
+    if (t.n >= 2 && t.p[0] == 'W' && t.p[1] == '/') t.p += 2, t.n -= 2;
+    return t;
+}
+
+bool ag_http_etag_match(ag_str inm, ag_str etag) {
+    ag_str want = etag_opaque(etag);
+    size_t i = 0;
+    for (;;) {
+        while (i < inm.n && (inm.p[i] == ' ' || inm.p[i] == '\t' || inm.p[i] == ',')) i++;
+        if (i == inm.n) return false;
+        if (inm.p[i] == '*') return true;
+        size_t start = i;
+        if (inm.n - i >= 2 && inm.p[i] == 'W' && inm.p[i + 1] == '/') i += 2;
+        if (i == inm.n || inm.p[i] != '"') return false;
+        i++;
+        while (i < inm.n && inm.p[i] != '"') i++; /* etagc: any visible byte but DQUOTE, commas included */
+        if (i == inm.n) return false;
+        i++;
+        if (ag_str_eq(etag_opaque((ag_str){inm.p + start, i - start}), want)) return true;
+    }
+}
+
 /* Content-Length, Transfer-Encoding, Connection, Expect and Host, with the smuggling rules. */
 static ag_status interpret_headers(ag_http_request *req, ag_http_error *err) {
     bool has_te = false, has_host = false, conn_close = false, conn_keep = false;
@@ -306,6 +330,7 @@ const char *ag_http_reason(int status) {
     case 100: return "Continue";
     case 200: return "OK";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 404: return "Not Found";

@@ -76,6 +76,10 @@ ag_status ag_http_head_parse(ag_http_head_parser *p, const char *buf, size_t len
 ag_str ag_http_header_get(const ag_http_request *req, const char *name);
 /* Does a comma-separated header value (Connection, Cache-Control) hold token?  Case-insensitive. */
 bool ag_http_list_has(ag_str list, const char *token);
+/* Does an If-None-Match value name the entity tag etag (sent with its quotes, "\"x\"" or "W/\"x\"")?  RFC
+ * 9110 13.1.2: "*" names any, otherwise a list of tags compared weakly (W/ ignored).  A malformed list names
+ * nothing from its first bad tag on, so the full answer goes out. */
+bool ag_http_etag_match(ag_str if_none_match, ag_str etag);
 
 /* The chunked decoder's state between calls; zero it before a body. */
 typedef struct ag_http_chunked {

@@ -182,7 +182,9 @@ void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_
         c->obs.status = status;
     }
     if (ctype) ag_buf_appendf(b, "Content-Type: %s\r\n", ctype);
-    if (content_length >= 0) ag_buf_appendf(b, "Content-Length: %lld\r\n", (long long)content_length);
+    if (status == 304) {
+        /* no content and no framing (RFC 9110 15.4.5) */
+    } else if (content_length >= 0) ag_buf_appendf(b, "Content-Length: %lld\r\n", (long long)content_length);
     else if (c->req.version_minor >= 1) ag_buf_append_str(b, "Transfer-Encoding: chunked\r\n"), c->chunked_out = true;
     else c->keep_alive = false;
     if (!c->keep_alive) ag_buf_append_str(b, "Connection: close\r\n");

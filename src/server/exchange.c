@@ -275,6 +275,7 @@ static void stream_error(conn *c, const exchange *x, int index, ag_finish f) {
 }
 
 static void observe_token(server *s, exchange *x, choice *ch, uint64_t now) {
+    ag_stats_token(s->stats, now);
     if (!ch->t_first_ns) {
         ch->t_first_ns = now;
         if (!x->t_first_ns) x->t_first_ns = now, ag_histogram_observe(&s->metrics.ttft, now - x->t_start_ns);
@@ -463,6 +464,22 @@ static void export_spans(server *s, const req_obs *q, const exchange *x, int sta
     }
 }
 
+/* The request in the dashboard's numbers: a generation route's with its latencies, tokens and cache verdict. */
+static void record_stats(server *s, const req_obs *q, const exchange *x, int status, uint64_t now) {
+    if (q->route != R_CHAT && q->route != R_COMPLETIONS) return ag_stats_request(s->stats, now, status, NULL);
+    ag_stats_gen g = {.e2e_ns = now - q->t_start_ns, .cache_hit = -1};
+    if (q->cache && strncmp(q->cache, "hit", 3) == 0) g.cache_hit = 1;
+    else if (q->cache && (strcmp(q->cache, "miss") == 0 || strcmp(q->cache, "coalesced") == 0)) g.cache_hit = 0;
+    if (x) {
+        ag_api_usage u = ag_exchange_usage(x);
+        const choice *ch = &x->ch[0];
+        g.prompt_tokens = (uint64_t)u.prompt_tokens, g.cached_tokens = (uint64_t)u.cached_tokens;
+        if (x->t_first_ns) g.ttft_ns = x->t_first_ns - x->t_start_ns;
+        if (ch->completion_tokens > 1) g.tpot_ns = (ch->t_last_ns - ch->t_first_ns) / (uint64_t)(ch->completion_tokens - 1);
+    }
+    ag_stats_request(s->stats, now, status, &g);
+}
+
 void ag_exchange_on_request_end(conn *c, int status) {
     const req_obs *q = &c->obs;
     server *s = c->s;
@@ -471,6 +488,7 @@ void ag_exchange_on_request_end(conn *c, int status) {
     ag_metrics_http_request(&s->metrics, c->kind == CONN_STREAM ? AG_METRIC_H2 : AG_METRIC_HTTP1, (size_t)q->route,
                             status);
     if (x) ag_histogram_observe(&s->metrics.e2e, now - q->t_start_ns);
+    record_stats(s, q, x, status, now);
     if (ag_log_enabled(AG_LOG_INFO)) {
         ag_api_usage u = x ? ag_exchange_usage(x) : (ag_api_usage){0};
         ag_log_field f[] = {

@@ -407,7 +407,7 @@ void ag_h2_submit_response(conn *st, int status, const char *ctype, int64_t cont
         st->obs.status = status;
     }
     if (ctype) NVC("content-type", ctype);
-    if (content_length >= 0) snprintf(len_s, sizeof len_s, "%lld", (long long)content_length), NVC("content-length", len_s);
+    if (content_length >= 0 && status != 304) snprintf(len_s, sizeof len_s, "%lld", (long long)content_length), NVC("content-length", len_s);
     /* the extra lines are HTTP/1.1's "Name: value\r\n": names lowercased, connection-specific ones dropped */
     for (const char *p = extra; p && *p && n < sizeof nv / sizeof *nv;) {
         const char *colon = strchr(p, ':'), *eol = strstr(p, "\r\n");

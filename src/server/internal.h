@@ -7,6 +7,8 @@
  *   server.c    lifecycle: listen, load the model, signals, the drain
  *   routes.c    dispatch of a complete request to its handler; the small routes
  *   respcache.c the response cache's part of a generation: lookup, single flight, Redis
+ *   stats.c     GET /v1/stats: the last minutes' requests, tokens and latencies, for the web UI's dashboard
+ *   ui.c        the web UI's files (GET /, /ui/...), built into the binary
  *   idem.c      Idempotency-Key: a retried request answered from its first attempt's generation
  *   exchange.c  one generation request's lifecycle (the state machine below) and engine events
  *   conn.c      connection I/O, HTTP/1.1 request reading and response framing, the SSE writer; with a
@@ -50,10 +52,11 @@ typedef struct server server;
 typedef struct conn conn;
 typedef struct exchange exchange;
 typedef struct idem_entry idem_entry;
+typedef struct ag_stats ag_stats;
 
 /* Routes, in the order of the routes table and of the metrics' route labels. */
 enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_CACHE_STATS, R_CACHE,
-       R_FAIL_ALLOC, R_COUNT };
+       R_STATS, R_UI_INDEX, R_UI_FILE, R_FAIL_ALLOC, R_COUNT };
 extern const char *const ag_route_labels[R_COUNT + 1];
 
 /* What is known of the request a connection is serving, for metrics, the access log and its span. */
@@ -155,6 +158,8 @@ struct server {
     idem_entry *idem_running, *idem_done, *idem_done_tail;
     size_t idem_n, idem_bytes; /* entries, and bytes of kept answers */
     uv_timer_t idem_timer; /* cancels keyed generations whose clients left and did not come back */
+    ag_stats *stats;       /* the recent past, for GET /v1/stats */
+    struct ag_ui *ui;      /* the web UI's files and their coded forms; NULL with --no-ui */
     /* the layers above conn.c, as hooks, so that the calls stack: conn.c never calls up by name */
     void (*on_request)(conn *c);             /* a complete request is in c's buffer: route it */
     void (*on_request_end)(conn *c, int st); /* it was answered (or its client left: 499): count, log, span */
@@ -186,7 +191,8 @@ void ag_conn_write(conn *c, const char *body, size_t n, ag_cache_val *v);
 void ag_conn_flush(conn *c);
 void ag_conn_end(conn *c);   /* graceful: output, then FIN, then a bounded lingering read */
 void ag_conn_close(conn *c); /* at once */
-/* The status line and headers; content_length < 0 is a streamed body.  extra: complete header lines or NULL. */
+/* The status line and headers; content_length < 0 is a streamed body, and a 304 has no body and no framing
+ * headers whatever it says.  extra: complete header lines or NULL. */
 void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_length, const char *extra);
 /* The current request is answered: account for it and go on with the next one (or end the connection). */
 void ag_conn_request_done(conn *c);
@@ -249,6 +255,42 @@ void ag_h2_free_retired(server *s);
 void ag_route_dispatch(conn *c);
 /* The API key a request carries (its tenant for the caches), or an empty span. */
 ag_str ag_route_bearer(const ag_http_request *req);
+
+/* ---- stats.c: GET /v1/stats ---- */
+
+#define AG_STATS_SECONDS 300       /* the longest window, s: one slot a second */
+#define AG_STATS_SAMPLES 4096      /* generations whose latencies are kept for the percentiles: the latest */
+#define AG_STATS_DEFAULT_WINDOW 60 /* s, when the query names none */
+
+/* A generation request's numbers as it ends (ttft_ns 0: no token came; tpot_ns 0: fewer than two). */
+typedef struct ag_stats_gen {
+    uint64_t ttft_ns, tpot_ns, e2e_ns;
+    uint64_t prompt_tokens, cached_tokens;
+    int cache_hit; /* the response cache: 1 answered from it, 0 looked up and missed, -1 not looked up */
+} ag_stats_gen;
+
+/* What the server is now, read by the caller for the answer. */
+typedef struct ag_stats_now {
+    const char *model, *status;    /* status: ok, loading or draining */
+    const ag_engine_stats *engine; /* NULL while the model loads */
+} ag_stats_now;
+
+ag_stats *ag_stats_new(void);
+void ag_stats_free(ag_stats *st);
+/* A token was sent (or kept for a whole answer); a request was answered (g: NULL unless it was a generation). */
+void ag_stats_token(ag_stats *st, uint64_t now_ns);
+void ag_stats_request(ag_stats *st, uint64_t now_ns, int status, const ag_stats_gen *g);
+/* ?window=S (1..AG_STATS_SECONDS); AG_EINVAL for another value. */
+ag_status ag_stats_window_parse(ag_str query, int *window_s);
+void ag_stats_json(ag_stats *st, const ag_stats_now *now, int window_s, ag_buf *out);
+
+/* ---- ui.c: the web UI ---- */
+
+/* The UI's files, each coded in every content coding once (NULL: a coding failed; the server runs without a UI). */
+struct ag_ui *ag_ui_new(void);
+void ag_ui_free(struct ag_ui *ui);
+/* GET / and /ui/NAME: true when path is one of the UI's files (answered), false otherwise (not answered). */
+bool ag_ui_serve(conn *c, ag_str path);
 
 /* ---- exchange.c: the generation lifecycle ---- */
 

@@ -1,7 +1,8 @@
 /*
  * routes.c - a complete request's way to its handler: the routes table,
  * methods, API keys, readiness, and the routes small enough to answer at
- * once (health, models, metrics, tokenize, the cache's admin).  Generation
+ * once (health, models, metrics, stats, tokenize, the cache's admin, the
+ * web UI's files).  Generation
  * routes hand over to exchange.c.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -16,7 +17,8 @@
 
 const char *const ag_route_labels[R_COUNT + 1] = {
     "/health",         "/v1/models", "/v1/models/{id}", "/v1/chat/completions", "/v1/completions", "/tokenize",
-    "/detokenize",     "/metrics",   "/v1/cache/stats", "/v1/cache",            "/debug/fail-alloc", "other"};
+    "/detokenize",     "/metrics",   "/v1/cache/stats", "/v1/cache",            "/v1/stats",
+    "/",               "/ui/{file}", "/debug/fail-alloc", "other"};
 
 ag_str ag_route_bearer(const ag_http_request *req) {
     ag_str h = ag_http_header_get(req, "authorization");
@@ -124,6 +126,28 @@ static void route_cache_stats(conn *c) {
     ag_buf_deinit(&b);
 }
 
+/* GET /v1/stats[?window=S]: the dashboard's numbers (stats.c). */
+static void route_stats(conn *c) {
+    server *s = c->s;
+    int window;
+    if (ag_stats_window_parse(c->req.query, &window) != AG_OK) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "window must be a whole number of seconds from 1 to %d", AG_STATS_SECONDS);
+        ag_conn_respond_status(c, 400, "invalid_request_error", "invalid_window", msg, NULL);
+        return;
+    }
+    ag_engine_stats st;
+    if (s->ready) ag_engine_stats_get(s->engine, &st);
+    ag_stats_now now = {.model = s->model.name, .status = s->draining ? "draining" : s->ready ? "ok" : "loading",
+                        .engine = s->ready ? &st : NULL};
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_stats_json(s->stats, &now, window, &b);
+    if (b.err != AG_OK) ag_conn_respond_status(c, 503, "service_unavailable", NULL, "out of memory", NULL);
+    else ag_conn_respond_json(c, 200, &b, "Cache-Control: no-store\r\n");
+    ag_buf_deinit(&b);
+}
+
 /* DELETE /v1/cache[?namespace=NAME]: only with the admin key. */
 static void route_cache_delete(conn *c) {
     const char *admin = c->s->o->admin_key;
@@ -190,6 +214,9 @@ static const struct {
     [R_METRICS] = {"/metrics", "GET", "Allow: GET, HEAD\r\n", false},
     [R_CACHE_STATS] = {"/v1/cache/stats", "GET", "Allow: GET, HEAD\r\n", false},
     [R_CACHE] = {"/v1/cache", "DELETE", "Allow: DELETE\r\n", false},
+    [R_STATS] = {"/v1/stats", "GET", "Allow: GET, HEAD\r\n", false},
+    [R_UI_INDEX] = {"/", "GET", "Allow: GET, HEAD\r\n", false},
+    [R_UI_FILE] = {"/ui/", "GET", "Allow: GET, HEAD\r\n", true},
     [R_FAIL_ALLOC] = {"/debug/fail-alloc", "POST", "Allow: POST\r\n", false},
 };
 
@@ -204,6 +231,7 @@ void ag_route_dispatch(conn *c) {
             break;
     }
     if (r == R_FAIL_ALLOC && !s->o->fault_injection) r = R_COUNT;
+    if ((r == R_UI_INDEX || r == R_UI_FILE) && !s->ui) r = R_COUNT; /* --no-ui */
     c->obs.route = r;
     if (r == R_COUNT) {
         char msg[160];
@@ -224,11 +252,17 @@ void ag_route_dispatch(conn *c) {
     if (r == R_METRICS) return route_metrics(c); /* open, like /health: scrapers rarely carry keys */
     if (r == R_CACHE) return route_cache_delete(c);
     if (r == R_FAIL_ALLOC) return route_fail_alloc(c);
+    if ((r == R_UI_INDEX || r == R_UI_FILE) && ag_ui_serve(c, req->path)) return; /* open: the files hold no data */
+    if (r == R_UI_FILE) {
+        ag_conn_respond_status(c, 404, "invalid_request_error", "not_found", "No such file in the web UI.", NULL);
+        return;
+    }
     if (!authorized(s, req)) {
         ag_conn_respond_status(c, 401, "invalid_request_error", "invalid_api_key",
                                "Incorrect API key provided. Send it as 'Authorization: Bearer KEY'.", NULL);
         return;
     }
+    if (r == R_STATS) return route_stats(c); /* while loading and draining too: the dashboard shows it */
     if (!s->ready || s->draining) {
         ag_conn_respond_status(c, 503, "service_unavailable", NULL,
                                s->draining ? "The server is shutting down." : "The model is still loading.",

@@ -274,6 +274,8 @@ int ag_server_run(const ag_server_opts *o) {
     }
     ag_map_init(&s->inflight);
     ag_buf_init(&s->scratch);
+    s->stats = ag_stats_new();
+    if (!o->no_ui && !(s->ui = ag_ui_new())) ag_logf(AG_LOG_WARN, "no memory for the web UI: serving without it");
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&s->loop);
     int rc = 0;
@@ -338,6 +340,8 @@ done:
     ag_map_deinit(&s->inflight);
     ag_conn_server_deinit(s);
     ag_tls_ctx_free(s->tls);
+    ag_stats_free(s->stats);
+    ag_ui_free(s->ui);
     free(s);
     return rc;
 }

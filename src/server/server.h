@@ -57,6 +57,7 @@ typedef struct ag_server_opts {
     const char *redis_url;       /* the shared tier (redis://...); NULL: none */
     uint64_t redis_timeout_ms;   /* a Redis command's limit: past it, a miss */
     bool cache_write_through;    /* write both tiers before answering (default: fill after, cache-aside) */
+    bool no_ui;                  /* GET / and /ui/... answer 404 instead of the web UI */
     bool fault_injection;        /* tests only: POST /debug/fail-alloc?n=N fails the loop's N-th try-allocation */
 } ag_server_opts;
 

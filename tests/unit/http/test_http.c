@@ -202,6 +202,25 @@ static void test_random_input(void **state) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #include "../../../fuzz/http_parse.c"
 
+static void test_etag_match(void **state) {
+    (void)state;
+    const ag_str tag = AG_STR_LIT("\"a1\""), weak = AG_STR_LIT("W/\"a1\"");
+    const struct {
+        const char *inm;
+        bool match;
+    } cases[] = {
+        {"\"a1\"", true},          {"W/\"a1\"", true},         {"\"b\", \"a1\"", true}, {" ,\"b\",,\t\"a1\" ", true},
+        {"*", true},               {"\"a1 \"", false},         {"\"a\"", false},         {"a1", false},
+        {"\"a1", false},           {"\"x,\"a1\"\"", false},    {"", false},             {"\"b\" junk \"a1\"", false},
+        {"\"x,y\", \"a1\"", true}, {"W/", false},               {"w/\"a1\"", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ag_str inm = ag_str_from_cstr(cases[i].inm);
+        if (ag_http_etag_match(inm, tag) != cases[i].match || ag_http_etag_match(inm, weak) != cases[i].match)
+            fail_msg("If-None-Match: %s should %smatch", cases[i].inm, cases[i].match ? "" : "not ");
+    }
+}
+
 static void test_fuzz_corpus_replays(void **state) {
     (void)state;
     assert_true(ag_test_fuzz_corpus(AG_SOURCE_DIR "/fuzz/corpus/http", LLVMFuzzerTestOneInput) > 0);
@@ -212,7 +231,7 @@ int main(void) {
         cmocka_unit_test(test_simple_request), cmocka_unit_test(test_bare_lf_and_versions),
         cmocka_unit_test(test_malformed),      cmocka_unit_test(test_limits),
         cmocka_unit_test(test_chunked),        cmocka_unit_test(test_random_input),
-        cmocka_unit_test(test_fuzz_corpus_replays),
+        cmocka_unit_test(test_etag_match),     cmocka_unit_test(test_fuzz_corpus_replays),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
