@@ -6,6 +6,7 @@
 #include "test.h"
 #include "tmpdir.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -243,10 +244,18 @@ static void test_run_and_perplexity(void **state) {
  */
 #define TINY AG_SOURCE_DIR "/models/autoglm-tiny.gguf"
 #define TINY_PPL_MAX 18.65 /* models/README.md: F16 17.76 on these 40 windows, plus 5 % */
+/* Under a sanitizer the forward pass is ~8x slower (3 x 40 windows took 230 s, a quarter of make test): there
+ * the same files go through the same code on 2 windows, for memory errors, and the Release build checks the
+ * bounds on all 40. */
+#ifdef AG_TEST_SANITIZED
+#define TINY_WINDOWS 2
+#else
+#define TINY_WINDOWS 40
+#endif
 
 static double perplexity(const char *model, const char *text) {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "perplexity -m %s %s --ctx 256 --chunks 40", model, text);
+    snprintf(cmd, sizeof cmd, "perplexity -m %s %s --ctx 256 --chunks %d", model, text, TINY_WINDOWS);
     result r = run(cmd);
     if (r.code != 0) fail_msg("'%s': exit %d: %s", cmd, r.code, r.err);
     const char *p = strstr(r.out, "Final estimate: PPL = ");
@@ -265,8 +274,10 @@ static void test_default_model(void **state) {
     snprintf(held, sizeof held, "%s/kjv/heldout.txt", dir);
     snprintf(train, sizeof train, "%s/kjv/train.txt", dir);
     double f16 = perplexity(TINY, held);
-    AG_TEST_NOTE("autoglm-tiny held-out perplexity (ctx 256, 40 windows): f16 %.3f", f16);
-    if (!(f16 > 1 && f16 <= TINY_PPL_MAX)) fail_msg("held-out perplexity %.3f, the bound is %g", f16, (double)TINY_PPL_MAX);
+    const bool bounds = TINY_WINDOWS == 40;
+    AG_TEST_NOTE("autoglm-tiny held-out perplexity (ctx 256, %d windows%s): f16 %.3f", TINY_WINDOWS,
+                 bounds ? "" : "; bounds checked by the Release run", f16);
+    if (!(f16 > 1 && (!bounds || f16 <= TINY_PPL_MAX))) fail_msg("held-out perplexity %.3f, the bound is %g", f16, (double)TINY_PPL_MAX);
     static const struct {
         const char *type;
         double max_rise;
@@ -277,7 +288,7 @@ static void test_default_model(void **state) {
         snprintf(cmd, sizeof cmd, "%s/tiny-%s.gguf", dir, q[i].type);
         double v = perplexity(cmd, held);
         AG_TEST_NOTE("%s: %.3f (%+.2f%% of f16)", q[i].type, v, 100 * (v / f16 - 1));
-        if (!(v <= f16 * (1 + q[i].max_rise))) fail_msg("%s perplexity %.3f is over f16's %.3f by more than %.0f%%", q[i].type, v, f16, 100 * q[i].max_rise);
+        if (bounds && !(v <= f16 * (1 + q[i].max_rise))) fail_msg("%s perplexity %.3f is over f16's %.3f by more than %.0f%%", q[i].type, v, f16, 100 * q[i].max_rise);
     }
     /* greedy text: the same twice, and at least 90 % of its words are words of the training text */
     snprintf(cmd, sizeof cmd, "run -m %s -p 'And God said' -n 48 --temp 0", TINY);
