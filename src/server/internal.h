@@ -271,11 +271,13 @@ typedef struct ag_stats_gen {
 
 /* What the server is now, read by the caller for the answer. */
 typedef struct ag_stats_now {
+    uint64_t t_ns;                 /* monotonic, the clock of the calls below */
     const char *model, *status;    /* status: ok, loading or draining */
     const ag_engine_stats *engine; /* NULL while the model loads */
 } ag_stats_now;
 
-ag_stats *ag_stats_new(void);
+/* t0_ns: the server's start on the monotonic clock (ag_clock_mono_ns), which every call below also uses. */
+ag_stats *ag_stats_new(uint64_t t0_ns);
 void ag_stats_free(ag_stats *st);
 /* A token was sent (or kept for a whole answer); a request was answered (g: NULL unless it was a generation). */
 void ag_stats_token(ag_stats *st, uint64_t now_ns);

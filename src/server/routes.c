@@ -138,7 +138,7 @@ static void route_stats(conn *c) {
     }
     ag_engine_stats st;
     if (s->ready) ag_engine_stats_get(s->engine, &st);
-    ag_stats_now now = {.model = s->model.name, .status = s->draining ? "draining" : s->ready ? "ok" : "loading",
+    ag_stats_now now = {.t_ns = ag_clock_mono_ns(), .model = s->model.name, .status = s->draining ? "draining" : s->ready ? "ok" : "loading",
                         .engine = s->ready ? &st : NULL};
     ag_buf b;
     ag_buf_init(&b);

@@ -274,7 +274,7 @@ int ag_server_run(const ag_server_opts *o) {
     }
     ag_map_init(&s->inflight);
     ag_buf_init(&s->scratch);
-    s->stats = ag_stats_new();
+    s->stats = ag_stats_new(ag_clock_mono_ns());
     if (!o->no_ui && !(s->ui = ag_ui_new())) ag_logf(AG_LOG_WARN, "no memory for the web UI: serving without it");
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&s->loop);

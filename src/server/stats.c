@@ -16,7 +16,6 @@
 #include "server/internal.h"
 
 #include "base/alloc.h"
-#include "base/clock.h"
 #include "json/json.h"
 
 #include <stddef.h>
@@ -51,9 +50,9 @@ struct ag_stats {
     uint64_t total_requests, total_generations, total_errors, total_prompt_tokens, total_generated_tokens;
 };
 
-ag_stats *ag_stats_new(void) {
+ag_stats *ag_stats_new(uint64_t t0_ns) {
     ag_stats *st = ag_xcalloc(1, sizeof *st);
-    st->t0_ns = ag_clock_mono_ns();
+    st->t0_ns = t0_ns;
     return st;
 }
 
@@ -145,7 +144,7 @@ ag_status ag_stats_window_parse(ag_str query, int *window_s) {
 }
 
 void ag_stats_json(ag_stats *st, const ag_stats_now *now, int window_s, ag_buf *out) {
-    uint64_t t = ag_clock_mono_ns();
+    uint64_t t = now->t_ns;
     uint64_t cur = (t - st->t0_ns) / 1000000000u + 1; /* the second now falls in */
     double uptime = (double)(t - st->t0_ns) / 1e9;
     uint64_t first = cur > (uint64_t)window_s ? cur - (uint64_t)window_s + 1 : 1;

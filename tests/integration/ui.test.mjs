@@ -1,9 +1,10 @@
 // The web UI (GET /, src/server/ui/) and its numbers (GET /v1/stats).  First over plain HTTP: the files'
 // headers (CSP, ETag and 304, the codings), their size, --no-ui, and what /v1/stats counts.  Then in a real
 // browser, Debian's Chromium driven by playwright-core (tests/fixtures' npm packages): the API key is asked
-// for, a chat message to the default model streams its answer, Stop cancels a generation on the server, the
-// dashboard's numbers move with traffic, and the conversation is still there after a reload, with no console
-// message at all (a CSP violation would be one).  Screenshots go to build/ui-shots/.
+// for, a chat message to the default model streams its answer (shown piece by piece; copy works), Stop
+// cancels a generation on the server, the dashboard's numbers move with traffic, and the conversation is
+// still there after a reload, with no console message but the expected 401 (a CSP violation would be one).
+// Screenshots go to build/ui-shots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -209,11 +210,24 @@ test('in Chromium: key, streamed chat with the default model, Stop, the dashboar
     await page.fill('#temperature', '0');
     await page.locator('#max_tokens').dispatchEvent('change');
     await page.fill('#chat-input', 'And God said');
+    // each delta the page shows is one change of the reply's text: counted, to see the answer arrive in pieces
+    await page.evaluate(() => {
+      window.updates = 0;
+      new MutationObserver((records) => {
+        for (const r of records) if (r.target.classList?.contains('text') && r.target.closest('.assistant')) window.updates++;
+      }).observe(document.getElementById('messages'), { childList: true, subtree: true });
+    });
     await page.press('#chat-input', 'Enter');
     const reply = page.locator('.msg.assistant').last();
     await reply.locator('.stats', { hasText: 'tokens' }).waitFor({ timeout: 60000 });
     const text = await reply.locator('.text').textContent();
     assert.ok(text.trim().length > 20, text);
+    const updates = await page.evaluate(() => window.updates);
+    assert.ok(updates >= 10, `the reply was shown in ${updates} pieces`);
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: tiny.url });
+    await reply.locator('.copy').click();
+    await reply.locator('.copy', { hasText: 'copied' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), text);
     const statsLine = await reply.locator('.stats').textContent();
     assert.match(statsLine, /^\d+ prompt \+ 48 tokens · first token \d+ ms · [\d.]+ tok\/s · finish: length$/, statsLine);
     await page.screenshot({ path: shot('chat') });
