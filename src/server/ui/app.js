@@ -15,21 +15,24 @@ const store = {
 let apiKey = store.get('key', '');
 let keyAsked = null; // the open dialog's promise, so concurrent 401s ask once
 
+// Resolves true once a key is entered, false when the dialog is dismissed (Escape).
 function askKey(message) {
   if (keyAsked) return keyAsked;
   const dlg = $('key-dialog');
   $('key-error').textContent = message || '';
   $('key-input').value = '';
+  $('key-button').hidden = false; // the server wants a key: it can be changed from now on
   keyAsked = new Promise((resolve) => {
+    const done = (given) => { keyAsked = null; resolve(given); };
     $('key-form').onsubmit = (ev) => {
       ev.preventDefault();
       apiKey = $('key-input').value.trim();
       store.set('key', apiKey);
+      dlg.onclose = null;
       dlg.close();
-      keyAsked = null;
-      $('key-button').hidden = false;
-      resolve();
+      done(true);
     };
+    dlg.onclose = () => done(false);
   });
   dlg.showModal();
   return keyAsked;
@@ -40,8 +43,7 @@ async function api(path, init = {}) {
     const headers = Object.assign({}, init.headers || {});
     if (apiKey) headers.Authorization = 'Bearer ' + apiKey;
     const r = await fetch(path, Object.assign({}, init, { headers }));
-    if (r.status !== 401 || attempt > 3) return r;
-    await askKey(apiKey ? 'That key was refused.' : '');
+    if (r.status !== 401 || attempt > 3 || !(await askKey(apiKey ? 'That key was refused.' : ''))) return r;
   }
 }
 
@@ -483,6 +485,17 @@ function showTab(name) {
 
 let modelId = '';
 
+async function loadModel() {
+  const r = await api('/v1/models');
+  if (r.ok) {
+    const m = await r.json();
+    modelId = m.data.length ? m.data[0].id : '';
+    $('model').textContent = modelId;
+  } else {
+    $('model').textContent = 'models: ' + await errorText(r);
+  }
+}
+
 async function start() {
   loadSettings();
   for (const b of document.querySelectorAll('.tab')) b.addEventListener('click', () => showTab(b.dataset.tab));
@@ -496,7 +509,7 @@ async function start() {
   $('new-conv').addEventListener('click', () => { if (!chatAbort) newConv(); });
   $('system').addEventListener('change', () => { if (current) { current.system = $('system').value; saveConvs(); } });
   $('key-button').hidden = !apiKey;
-  $('key-button').addEventListener('click', () => askKey(''));
+  $('key-button').addEventListener('click', async () => { if (await askKey('')) loadModel(); });
   window.addEventListener('resize', () => lastStats && renderDash(lastStats));
 
   const id = store.get('current', null);
@@ -504,14 +517,7 @@ async function start() {
   const tab = location.hash.slice(1) || store.get('tab', 'chat');
   showTab(['chat', 'complete', 'dash'].includes(tab) ? tab : 'chat');
 
-  const r = await api('/v1/models');
-  if (r.ok) {
-    const m = await r.json();
-    modelId = m.data.length ? m.data[0].id : '';
-    $('model').textContent = modelId;
-  } else {
-    $('model').textContent = 'models: ' + await errorText(r);
-  }
+  await loadModel();
   const h = await fetch('/health').then((x) => x.json()).catch(() => ({ status: 'unreachable' }));
   setHealth(h.status);
   document.body.dataset.ready = '1'; // for the browser tests: the page has its model and listeners
