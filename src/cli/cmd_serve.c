@@ -41,6 +41,8 @@ static const char serve_usage[] =
     "  --max-requests-per-connection N\n"
     "                           close a keep-alive connection after its N-th response (0: never; default 0)\n"
     "  --drain-timeout D        on shutdown, wait up to D for running requests (default 30s)\n"
+    "  --drain-linger D         on shutdown, keep serving requests on open connections (with Connection: close)\n"
+    "                           for up to D, for a proxy's pooled connections (default 0: they get 503)\n"
     "  --tls-cert F, --tls-key F  serve TLS 1.2+ with this PEM certificate chain and key (ALPN h2, http/1.1)\n"
     "  --compress-min-bytes N   gzip or zstd JSON answers of N bytes or more, as Accept-Encoding asks\n"
     "                           (default 1024); streams only in zstd, when asked\n"
@@ -178,6 +180,8 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = ag_cli_int("serve", a, val, 65535, 0x7fffffff, &v), o.http2_window = (uint32_t)v;
         } else if (strcmp(a, "--drain-timeout") == 0) {
             ok = duration(a, val, &o.drain_timeout_ms);
+        } else if (strcmp(a, "--drain-linger") == 0) {
+            ok = duration(a, val, &o.drain_linger_ms);
         } else if (strcmp(a, "--cache-mb") == 0) {
             ok = ag_cli_int("serve", a, val, 0, 1 << 20, &v), o.cache_mb = (size_t)v;
         } else if (strcmp(a, "--cache-ttl") == 0) {

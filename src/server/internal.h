@@ -128,6 +128,8 @@ struct server {
     ag_api_model model;
     char model_name[256];
     bool ready, draining, stopped, poll_started;
+    bool lingering;          /* draining, and open connections' requests are still served (--drain-linger) */
+    uv_timer_t linger_timer; /* ends the linger */
     conn *conns;
     size_t n_conns, n_exchanges;
     ag_map inflight; /* engine id -> choice */

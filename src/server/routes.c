@@ -138,7 +138,9 @@ static void route_stats(conn *c) {
     }
     ag_engine_stats st;
     if (s->ready) ag_engine_stats_get(s->engine, &st);
-    ag_stats_now now = {.t_ns = ag_clock_mono_ns(), .model = s->model.name, .status = s->draining ? "draining" : s->ready ? "ok" : "loading",
+    ag_stats_now now = {.t_ns = ag_clock_mono_ns(),
+                        .model = s->model.name,
+                        .status = s->draining ? "draining" : s->ready ? "ok" : "loading",
                         .engine = s->ready ? &st : NULL};
     ag_buf b;
     ag_buf_init(&b);
@@ -263,7 +265,7 @@ void ag_route_dispatch(conn *c) {
         return;
     }
     if (r == R_STATS) return route_stats(c); /* while loading and draining too: the dashboard shows it */
-    if (!s->ready || s->draining) {
+    if (!s->ready || (s->draining && !s->lingering)) {
         ag_conn_respond_status(c, 503, "service_unavailable", NULL,
                                s->draining ? "The server is shutting down." : "The model is still loading.",
                                "Retry-After: 1\r\n");

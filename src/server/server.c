@@ -87,9 +87,10 @@ static void close_walked(uv_handle_t *h, void *arg) {
     close_handle(h);
 }
 
-/* Draining and nothing left in flight: end every connection and let the loop run out. */
+/* Draining and nothing left in flight (nor, while lingering, a connection open): end every connection and let
+ * the loop run out. */
 void ag_server_maybe_stop(server *s) {
-    if (!s->draining || s->stopped || s->n_exchanges) return;
+    if (!s->draining || s->stopped || s->n_exchanges || (s->lingering && s->conns)) return;
     s->stopped = true;
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
@@ -97,6 +98,7 @@ void ag_server_maybe_stop(server *s) {
         ag_conn_end(c);
     }
     close_handle((uv_handle_t *)&s->drain_timer);
+    close_handle((uv_handle_t *)&s->linger_timer);
     close_handle((uv_handle_t *)&s->follow_timer);
     close_handle((uv_handle_t *)&s->idem_timer);
     close_handle((uv_handle_t *)&s->sigterm);
@@ -118,16 +120,28 @@ static void on_drain_timeout(uv_timer_t *t) {
     }
 }
 
+static void on_linger_end(uv_timer_t *t) {
+    server *s = t->data;
+    s->lingering = false;
+    ag_logf(AG_LOG_INFO, "drain linger over: %zu connections left are closed", s->n_conns);
+    ag_server_maybe_stop(s);
+}
+
 static void begin_drain(server *s) {
     if (s->draining) return;
     s->draining = true;
     ag_logf(AG_LOG_INFO, "draining: no new connections, %zu requests in flight", s->n_exchanges);
     close_handle((uv_handle_t *)&s->listener);
-    /* open connections stay until the end: a request they send meanwhile is answered 503 and closes them;
-     * HTTP/2 ones are told with GOAWAY, and the streams in flight finish */
+    /* Open connections stay until the end.  A request they send meanwhile is served while the linger lasts
+     * (a proxy may have sent it on a pooled connection before it could know), else answered 503; either way
+     * with Connection: close.  HTTP/2 ones are told with GOAWAY, and the streams in flight finish. */
     for (conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_H2) ag_h2_goaway(c);
     uv_timer_start(&s->drain_timer, on_drain_timeout, s->o->drain_timeout_ms, 0);
+    if (s->o->drain_linger_ms) {
+        s->lingering = true;
+        uv_timer_start(&s->linger_timer, on_linger_end, s->o->drain_linger_ms, 0);
+    }
     ag_idem_drain(s);
     if (!s->load_status && s->engine) ag_server_maybe_stop(s);
 }
@@ -309,6 +323,8 @@ int ag_server_run(const ag_server_opts *o) {
     uv_unref((uv_handle_t *)&s->flusher); /* it never keeps the loop alive by itself */
     uv_timer_init(&s->loop, &s->drain_timer);
     s->drain_timer.data = s;
+    uv_timer_init(&s->loop, &s->linger_timer);
+    s->linger_timer.data = s;
     uv_timer_init(&s->loop, &s->follow_timer);
     s->follow_timer.data = s;
     uv_timer_init(&s->loop, &s->idem_timer);

@@ -31,6 +31,10 @@ typedef struct ag_server_opts {
     uint64_t max_requests_per_conn; /* the n-th response on a connection says Connection: close (nginx's
                                        keepalive_requests); 0: no limit */
     uint64_t drain_timeout_ms;
+    /* During a drain, requests arriving on connections already open are served, with Connection: close, for
+     * this long: a proxy (nginx) may be sending one on a pooled connection as the drain begins.  The process
+     * exits once nothing runs and every connection has closed, or this has passed.  0: they are answered 503. */
+    uint64_t drain_linger_ms;
     /* TLS: with both, every connection speaks TLS 1.2+ (ALPN h2, http/1.1); NULL: cleartext */
     const char *tls_cert, *tls_key; /* PEM files: the certificate chain and its private key */
     size_t compress_min_bytes; /* JSON answers this size or more go out in the coding Accept-Encoding asks for */

@@ -1,5 +1,5 @@
 // Server lifecycle over the real binary: disconnects cancel generations, the
-// SIGTERM drain, queue-full 429s, the connection cap, a slow reader, API keys,
+// SIGTERM drain (and its linger for a proxy's pooled connections), queue-full 429s, the connection cap, a slow reader, API keys,
 // and 200 concurrent streams that each get exactly the lone request's tokens.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -74,6 +74,46 @@ test('SIGTERM drains: in-flight streams finish, new requests get 503, new connec
   assert.equal(ev.at(-2).choices[0].finish_reason, 'length');
   assert.equal(await srv.exited, 0);
   idle.destroy();
+});
+
+// A proxy's pooled connection: nginx may send a request on it just as the drain begins, and a POST already sent
+// is never retried elsewhere, so with --drain-linger such requests are served (then the connection closes).
+test('--drain-linger: requests on open connections are served with Connection: close; exit when the last closes or the linger ends', async () => {
+  const body = JSON.stringify({ model: MODEL_NAME, prompt: 'hi', max_tokens: 4 });
+  const post = `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  const open = async (port) => {
+    const s = net.connect(port, '127.0.0.1');
+    await new Promise((r) => s.on('connect', r));
+    const conn = { s, text: '', closed: false };
+    s.on('data', (d) => { conn.text += d.toString('latin1'); });
+    s.on('close', () => { conn.closed = true; });
+    return conn;
+  };
+  const srv = await startServer(['--drain-linger', '60s']);
+  const [a, b] = [await open(srv.port), await open(srv.port)];
+  srv.proc.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 100));
+  a.s.write(post);
+  assert.ok(await waitFor(() => a.closed, 5000), 'the server closes the connection after the answer');
+  const [r] = parseResponses(a.text);
+  assert.equal(r.status, 200, a.text);
+  assert.equal(r.headers.connection, 'close');
+  assert.equal(JSON.parse(r.body).usage.completion_tokens, 4);
+  await assert.rejects(fetch(`${srv.url}/health`)); // the listener is closed: a proxy tries another replica
+  await new Promise((res) => setTimeout(res, 300));
+  assert.equal(srv.proc.exitCode, null, 'b is still open: the server waits for it');
+  b.s.destroy();
+  assert.equal(await srv.exited, 0);
+
+  // a connection that never closes holds the server only for the linger
+  const srv2 = await startServer(['--drain-linger', '1s']);
+  const c = await open(srv2.port);
+  const t0 = Date.now();
+  srv2.proc.kill('SIGTERM');
+  assert.equal(await srv2.exited, 0);
+  const took = Date.now() - t0;
+  assert.ok(took >= 900 && took < 10000, `exited ${took} ms after the signal`);
+  assert.ok(await waitFor(() => c.closed, 2000));
 });
 
 test('a full queue answers 429 with Retry-After; the rest complete', async () => {
