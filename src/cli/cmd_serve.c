@@ -54,6 +54,8 @@ static const char serve_usage[] =
     "                           default 0: off); X-Cache says HIT-L1, HIT-L2, MISS or BYPASS\n"
     "  --cache-ttl D            an entry's life unless the request's cache.ttl says (default 1h)\n"
     "  --cache-nondeterministic also cache sampled requests without a seed\n"
+    "  --cache-public           deterministic whole answers say Cache-Control: public, max-age (default\n"
+    "                           private): an edge cache (deploy/edge) may keep them\n"
     "  --cache-coalesce-timeout D  identical cacheable requests wait up to D for the first one's answer\n"
     "                           instead of generating again (default 30s; 0 off)\n"
     "  --idempotency-max-keys N requests with an Idempotency-Key are answered from the first one's\n"
@@ -197,6 +199,9 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = duration(a, val, &o.idempotency_ttl_ms);
         } else if (strcmp(a, "--idempotency-grace") == 0) {
             ok = duration(a, val, &o.idempotency_grace_ms);
+        } else if (strcmp(a, "--cache-public") == 0) {
+            o.cache_public = true;
+            i--;
         } else if (strcmp(a, "--cache-nondeterministic") == 0) {
             o.cache_nondeterministic = true;
             i--; /* a flag without a value */

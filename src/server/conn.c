@@ -209,7 +209,9 @@ void ag_sse_open(conn *c, const char *extra) {
     ag_buf *hx = &c->s->coded_extra;
     ag_buf_reset(hx);
     if (extra) ag_buf_append_str(hx, extra);
-    ag_buf_append_str(hx, "Vary: Accept-Encoding\r\n");
+    /* an event stream is never stored, and a proxy passes its events on as they come (nginx buffers, and so
+     * may cache, responses unless told) */
+    ag_buf_append_str(hx, "Vary: Accept-Encoding\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\n");
     if (c->coding_stream == AG_CODING_ZSTD && (c->sse_enc = ag_http_encoder_new(AG_CODING_ZSTD, true)))
         ag_buf_append_str(hx, "Content-Encoding: zstd\r\n");
     ag_conn_write_head(c, 200, "text/event-stream", -1, hx->err == AG_OK ? hx->data : extra);

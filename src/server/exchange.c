@@ -132,6 +132,14 @@ static void respond_whole(conn *c, exchange *x, const ag_api_usage *u) {
         ag_conn_respond_error(c, &e);
         return;
     }
+    uint64_t h = ag_respcache_etag_seed(x);
+    for (int i = 0; i < x->n_ch; i++)
+        h = ag_respcache_etag_add(h, x->ch[i].text.data ? x->ch[i].text.data : "", x->ch[i].text.len, (int)x->ch[i].finish);
+    char hdrs[512];
+    if (ag_respcache_validators(x, c, h, ag_cache_headers[x->verdict], hdrs, sizeof hdrs)) {
+        ag_respcache_precondition_failed(c, hdrs);
+        return;
+    }
     ag_api_choice *ch = ag_xcalloc((size_t)x->n_ch, sizeof *ch);
     for (int i = 0; i < x->n_ch; i++)
         ch[i] = (ag_api_choice){x->ch[i].text.data ? x->ch[i].text.data : "", x->ch[i].text.len,
@@ -141,7 +149,7 @@ static void respond_whole(conn *c, exchange *x, const ag_api_usage *u) {
     ag_api_response_write(&x->meta, ch, (size_t)x->n_ch, u, &json);
     free(ch);
     if (json.err != AG_OK) ag_conn_respond_status(c, 503, "service_unavailable", NULL, "out of memory", NULL);
-    else ag_conn_respond_json(c, 200, &json, ag_cache_headers[x->verdict]);
+    else ag_conn_respond_json(c, 200, &json, hdrs);
     ag_buf_deinit(&json);
 }
 
@@ -256,10 +264,7 @@ void ag_exchange_submit(exchange *x) {
         x->leading = true;
     }
     if (!x->req.stream) return;
-    char extra[96];
-    const char *verdict = ag_cache_headers[x->verdict];
-    snprintf(extra, sizeof extra, "Cache-Control: no-cache\r\n%s", verdict ? verdict : "");
-    ag_sse_open(c, extra);
+    ag_sse_open(c, ag_cache_headers[x->verdict]);
     if (x->req.kind == AG_API_CHAT) /* OpenAI's first chunk: the role, and empty content */
         for (int i = 0; i < x->n_ch; i++) stream_chunk(c, x, i, true, "", 0, NULL, NULL);
 }

@@ -393,6 +393,19 @@ bool ag_respcache_lookup(exchange *x);
 void ag_respcache_miss(exchange *x);
 /* A whole response from a stored value; false when it does not decode (nothing sent). */
 bool ag_respcache_send_stored(conn *c, const exchange *x, ag_cache_val *v, const char *extra);
+/*
+ * HTTP caching of a whole answer.  A deterministic one (temperature 0 or a seed) carries Cache-Control
+ * (private, or public with --cache-public; max-age the cache TTL) and a weak ETag over its content (the model
+ * and each choice's text and finish: not the bytes, whose id and created differ per response); any other,
+ * no-store.  The content hash starts at ag_respcache_etag_seed and takes each choice in turn.  validators
+ * writes extra plus those lines into out and says whether the request's If-None-Match names the ETag: the
+ * answer is then 412 (RFC 9110 13.1.2: a POST is never answered 304).
+ */
+uint64_t ag_respcache_etag_seed(const exchange *x);
+uint64_t ag_respcache_etag_add(uint64_t h, const char *text, size_t len, int finish);
+bool ag_respcache_validators(const exchange *x, conn *c, uint64_t content, const char *extra, char *out, size_t cap);
+/* The 412 of a request whose If-None-Match named the answer's ETag (hdrs: from ag_respcache_validators). */
+void ag_respcache_precondition_failed(conn *c, const char *hdrs);
 /* Answer x from the stored value v and end x (-> DONE): a cache hit of the named tier, or (tier NULL) an
  * idempotent replay. */
 void ag_respcache_serve(exchange *x, ag_cache_val *v, const char *tier);

@@ -14,6 +14,7 @@
 
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/hash.h"
 #include "json/json.h"
 
 #include <stdio.h>
@@ -24,13 +25,48 @@ const char *const ag_cache_headers[] = {NULL, "X-Cache: BYPASS\r\n", "X-Cache: M
 
 /* ---- answering from a value -------------------------------------------------------- */
 
+uint64_t ag_respcache_etag_seed(const exchange *x) {
+    const char *model = x->s->model.name;
+    return ag_hash_bytes(model, strlen(model), 0xe7a9 + (uint64_t)x->req.kind);
+}
+
+uint64_t ag_respcache_etag_add(uint64_t h, const char *text, size_t len, int finish) {
+    return ag_hash_bytes(text, len, h * 31 + (uint64_t)finish + 1);
+}
+
+bool ag_respcache_validators(const exchange *x, conn *c, uint64_t content, const char *extra, char *out, size_t cap) {
+    server *s = x->s;
+    if (!ag_rcache_cacheable(&x->req, false)) { /* sampled: another request gets another answer */
+        snprintf(out, cap, "%sCache-Control: no-store\r\n", extra ? extra : "");
+        return false;
+    }
+    uint64_t ttl = x->req.cache_ttl_s >= 0 ? (uint64_t)x->req.cache_ttl_s : s->o->cache_ttl_s;
+    char etag[24];
+    snprintf(etag, sizeof etag, "W/\"%016llx\"", (unsigned long long)content);
+    snprintf(out, cap, "%sCache-Control: %s, max-age=%llu\r\nETag: %s\r\n", extra ? extra : "",
+             s->o->cache_public ? "public" : "private", (unsigned long long)ttl, etag);
+    return ag_http_etag_match(ag_http_header_get(&c->req, "if-none-match"), ag_str_from_cstr(etag));
+}
+
+void ag_respcache_precondition_failed(conn *c, const char *hdrs) {
+    ag_conn_respond_status(c, 412, "invalid_request_error", "precondition_failed",
+                           "If-None-Match names this answer's ETag: the client already has it.", hdrs);
+}
+
 bool ag_respcache_send_stored(conn *c, const exchange *x, ag_cache_val *v, const char *extra) {
     ag_rcache_value d;
     if (!ag_rcache_decode(v->data, v->len, &d) || (int)d.n != x->n_ch) return false;
+    uint64_t h = ag_respcache_etag_seed(x);
+    for (uint32_t i = 0; i < d.n; i++) h = ag_respcache_etag_add(h, d.ch[i].text, d.ch[i].len, d.ch[i].finish);
+    char hdrs[512];
+    if (ag_respcache_validators(x, c, h, extra, hdrs, sizeof hdrs)) {
+        ag_respcache_precondition_failed(c, hdrs);
+        return true;
+    }
     ag_buf open;
     ag_buf_init(&open);
     ag_api_response_open_write(&x->meta, &open);
-    ag_conn_respond_parts(c, 200, "application/json", open.data, open.len, d.rest, d.rest_len, v, extra);
+    ag_conn_respond_parts(c, 200, "application/json", open.data, open.len, d.rest, d.rest_len, v, hdrs);
     ag_buf_deinit(&open);
     return true;
 }
@@ -62,8 +98,8 @@ void ag_respcache_serve(exchange *x, ag_cache_val *v, const char *tier) {
     conn *c = x->c;
     char extra[128];
     unsigned long long age = (ag_clock_mono_ns() - v->stored_ns) / 1000000000ull;
-    snprintf(extra, sizeof extra, "%s%s%s%sAge: %llu\r\n", x->req.stream ? "Cache-Control: no-cache\r\n" : "",
-             tier ? "X-Cache: " : "Idempotent-Replayed: true\r\n", tier ? tier : "", tier ? "\r\n" : "", age);
+    snprintf(extra, sizeof extra, "%s%s%sAge: %llu\r\n", tier ? "X-Cache: " : "Idempotent-Replayed: true\r\n",
+             tier ? tier : "", tier ? "\r\n" : "", age);
     if (x->idem && !x->value) x->value = ag_cache_val_retain(v); /* its key's answer, for the key's retries */
     ag_exchange_detach(x);
     ag_rcache_value d;

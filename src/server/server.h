@@ -51,6 +51,8 @@ typedef struct ag_server_opts {
     size_t cache_mb;
     uint64_t cache_ttl_s;        /* an entry's life unless the request's cache.ttl says */
     bool cache_nondeterministic; /* also cache sampled requests without a seed */
+    bool cache_public;           /* deterministic answers say Cache-Control: public (shared caches may keep
+                                    them), not private */
     uint64_t cache_coalesce_ms;  /* identical requests wait this long for the first one's answer (0: never) */
     /* Idempotency-Key: a retried request answered from its first attempt's generation (off when max_keys is 0) */
     size_t idempotency_max_keys;   /* keys remembered at once */

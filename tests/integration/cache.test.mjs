@@ -1,6 +1,6 @@
 // The response cache (L1) through the real server: which requests it serves,
 // under which key, the X-Cache/Age headers, request controls, tenants,
-// namespaces, TTL, the admin endpoints and metrics.
+// namespaces, TTL, the admin endpoints and metrics; and HTTP caching (Cache-Control, ETag, If-None-Match).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -35,6 +35,60 @@ test('a greedy request misses, then hits with the same answer, an Age header and
   assert.equal(b.json.choices[0].text, a.json.choices[0].text);
   assert.deepEqual(b.json.usage, a.json.usage);
   assert.notEqual(b.json.id, a.json.id);
+});
+
+test('HTTP caching: a deterministic answer is private with max-age and a weak ETag, the same on a hit and without a cache; sampled answers and streams say no-store', async () => {
+  const body = fresh({ cache: { ttl: 120 } });
+  const a = await postJSON(srv.url, '/v1/completions', body, A);
+  const b = await postJSON(srv.url, '/v1/completions', body, A);
+  assert.equal(xcache(b), 'HIT-L1');
+  assert.equal(a.headers.get('cache-control'), 'private, max-age=120');
+  assert.match(a.headers.get('etag'), /^W\/"[0-9a-f]{16}"$/);
+  assert.equal(b.headers.get('etag'), a.headers.get('etag'), 'the tag covers the content, not the id');
+  assert.notEqual(b.json.id, a.json.id);
+  // the same answer from a server without a cache and without keys: the same tag (the tenant is not in it)
+  const c = await postJSON(plain.url, '/v1/completions', { ...body, cache: undefined }, { 'cache-control': 'no-store' });
+  assert.equal(c.json.choices[0].text, a.json.choices[0].text);
+  assert.equal(c.headers.get('etag'), a.headers.get('etag'));
+  assert.equal(c.headers.get('cache-control'), 'private, max-age=3600');
+  // a seed makes a sampled request deterministic; without one it is no-store, with no tag
+  assert.match((await postJSON(srv.url, '/v1/completions', fresh({ temperature: 1, seed: 3 }), A)).headers.get('cache-control'), /^private, max-age=\d+$/);
+  const sampled = await postJSON(srv.url, '/v1/completions', fresh({ temperature: 1 }), A);
+  assert.equal(sampled.headers.get('cache-control'), 'no-store');
+  assert.equal(sampled.headers.get('etag'), null);
+  const stream = await fetch(srv.url + '/v1/completions', { method: 'POST', headers: { ...A, 'content-type': 'application/json' },
+    body: JSON.stringify(fresh({ stream: true })) });
+  await stream.text();
+  assert.equal(stream.headers.get('cache-control'), 'no-store');
+  assert.equal(stream.headers.get('x-accel-buffering'), 'no'); // a proxy passes the events on unbuffered
+  assert.equal(stream.headers.get('etag'), null);
+});
+
+test('If-None-Match naming the answer\'s ETag is 412 (RFC 9110 13.1.2: not 304 for a POST); another tag gets the answer', async () => {
+  const body = fresh();
+  const a = await postJSON(srv.url, '/v1/completions', body, A);
+  const tag = a.headers.get('etag');
+  for (const inm of [tag, `"other", ${tag}`, tag.slice(2), '*']) { // weak comparison: W/ or not, in a list
+    const r = await postJSON(srv.url, '/v1/completions', body, { ...A, 'if-none-match': inm });
+    assert.equal(r.status, 412, inm);
+    assert.equal(r.json.error.code, 'precondition_failed');
+    assert.equal(r.headers.get('etag'), tag);
+  }
+  const miss = await postJSON(srv.url, '/v1/completions', fresh(), { ...A, 'if-none-match': tag }); // another answer
+  assert.equal(miss.status, 200);
+  const other = await postJSON(srv.url, '/v1/completions', body, { ...A, 'if-none-match': 'W/"0000000000000000"' });
+  assert.equal(other.status, 200);
+  assert.equal(other.json.choices[0].text, a.json.choices[0].text);
+});
+
+test('--cache-public: deterministic answers say public', async () => {
+  const pub = await startServer(['--cache-public']);
+  try {
+    const r = await postJSON(pub.url, '/v1/completions', fresh());
+    assert.equal(r.headers.get('cache-control'), 'public, max-age=3600');
+  } finally {
+    assert.equal(await pub.stop(), 0, pub.log());
+  }
 });
 
 test('equivalent JSON spellings meet in one entry (the key is over prompt tokens and parameters)', async () => {

@@ -2,11 +2,14 @@
 // The cluster comes up on free ports and prints its endpoints; one replica's answer is a HIT-L2 at another;
 // least_conn spreads requests and session routing keeps a session on one replica; draining a replica under a
 // steady `autoglm bench` load fails no request, and `add` brings one back; a killed replica is routed around;
-// `down` leaves nothing running.  Skipped, with the reason, without nginx or redis-server.
+// the edge cache answers repeated deterministic requests without the origin but never sampled ones, streams
+// or another key's, keeps large bodies apart, and leaves If-None-Match to the origin (412); `down` leaves
+// nothing running.  Skipped, with the reason, without nginx or redis-server.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -52,13 +55,14 @@ after(() => {
   }
 });
 
-test('up prints the balancer, each replica and Redis; status says each is ok', { skip }, () => {
+test('up prints the balancer, the edge, each replica and Redis; status says each is ok', { skip }, () => {
   assert.match(c.balancer, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.deepEqual(c.lines.map((l) => l.split(' ')[0]), ['balancer', 'edge', 'replica', 'replica', 'redis']);
   assert.equal(c.replicas.length, 2);
   assert.match(c.redis, /^redis:\/\/127\.0\.0\.1:\d+$/);
   const s = c.run('status');
   assert.equal(s.status, 0, s.stderr);
-  assert.match(s.stdout, /^balancer http:\S+ ok \(least_conn\)\nreplica 1 http:\S+ ok\nreplica 2 http:\S+ ok\nredis redis:\S+ ok\n$/);
+  assert.match(s.stdout, /^balancer http:\S+ ok \(least_conn\)\nedge http:\S+ ok\nreplica 1 http:\S+ ok\nreplica 2 http:\S+ ok\nredis redis:\S+ ok\n$/);
   const again = spawnSync(RUN, ['up', '--replicas', '1', '--port', '1'], { env: { ...process.env, AUTOGLM_CLUSTER_DIR: c.dir }, encoding: 'utf8' });
   assert.equal(again.status, 1);
   assert.match(again.stderr, /^cluster: a cluster is up in .* \(run down first\)\n$/);
@@ -161,6 +165,89 @@ test('session routing: each X-Session-ID stays on one replica, and sessions use 
   assert.equal(new Set(seen.values()).size, 2, 'twelve sessions hash onto both replicas');
   const down = s.run('down');
   assert.equal(down.status, 0, down.stderr);
+});
+
+// ---- the edge (deploy/edge/edge.conf.in) --------------------------------------------------------------
+
+// GET on a connection of its own that closes after it (fetch would keep it open, and a draining replica waits
+// out its --drain-linger for open connections)
+const getOnce = (url) => new Promise((resolve, reject) => {
+  http.get(url, { agent: false }, (r) => { let b = ''; r.on('data', (d) => { b += d; }); r.on('end', () => resolve(b)); }).on('error', reject);
+});
+
+// requests to /v1/completions the replicas answered, from their own /metrics
+async function originCount(replicas) {
+  let n = 0;
+  for (const u of replicas) {
+    const text = await getOnce(u + '/metrics');
+    for (const m of text.matchAll(/^autoglm_http_requests_total\{route="\/v1\/completions",[^}]*\} (\d+)/gm)) n += Number(m[1]);
+  }
+  return n;
+}
+
+test('edge: a repeated deterministic request is answered without the origin; never a sampled one, a stream, or another key\'s', { skip }, async () => {
+  const e = cluster(['--replicas', '2', '--port', String(await freePort()), '--model', MODEL, '--',
+    '--threads', '1', '--api-key', 'key-a', '--api-key', 'key-b']);
+  const edge = e.lines.find((l) => l.startsWith('edge ')).split(' ')[1];
+  const A = { authorization: 'Bearer key-a' }, B = { authorization: 'Bearer key-b' };
+  const det = body({ prompt: 'edge ' + Date.now(), max_tokens: 12 });
+
+  const first = await postJSON(edge, '/v1/completions', det, A);
+  assert.equal(first.status, 200, first.text);
+  assert.equal(first.headers.get('x-edge-cache'), 'MISS');
+  assert.equal(first.headers.get('cache-control'), 'public, max-age=3600');
+  assert.match(first.headers.get('etag'), /^W\/"[0-9a-f]{16}"$/);
+  let before = await originCount(e.replicas);
+  const again = await postJSON(edge, '/v1/completions', det, A);
+  assert.equal(again.headers.get('x-edge-cache'), 'HIT');
+  assert.equal(again.text, first.text);
+  assert.equal(await originCount(e.replicas), before, 'the origin was not asked');
+
+  // another API key: its own entry, never key-a's
+  const other = await postJSON(edge, '/v1/completions', det, B);
+  assert.equal(other.status, 200);
+  assert.equal(other.headers.get('x-edge-cache'), 'MISS');
+  assert.equal(await originCount(e.replicas), before + 1);
+  assert.equal((await postJSON(edge, '/v1/completions', det, { authorization: 'Bearer nope' })).status, 401);
+
+  // sampled: no-store, asked of the origin every time; a stream: passed through, never kept
+  for (const [b, what] of [[{ ...det, temperature: 1 }, 'sampled'], [{ ...det, stream: true }, 'stream']]) {
+    before = await originCount(e.replicas);
+    for (let i = 0; i < 2; i++) {
+      const r = await postJSON(edge, '/v1/completions', b, A);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.headers.get('cache-control'), 'no-store', what);
+      assert.notEqual(r.headers.get('x-edge-cache'), 'HIT', what);
+    }
+    assert.equal(await originCount(e.replicas), before + 2, what);
+  }
+
+  // two large bodies (past nginx's default 16 KB body buffer) that differ only in their prompt: two entries
+  const pad = 'x'.repeat(20 * 1024);
+  const big1 = await postJSON(edge, '/v1/completions', { ...det, prompt: 'big one', user: pad }, A);
+  const big2 = await postJSON(edge, '/v1/completions', { ...det, prompt: 'big two', user: pad }, A);
+  assert.equal(big1.status, 200, big1.text);
+  assert.equal(big2.headers.get('x-edge-cache'), 'MISS');
+  assert.notEqual(big2.json.choices[0].text, big1.json.choices[0].text);
+  const big1again = await postJSON(edge, '/v1/completions', { ...det, prompt: 'big one', user: pad }, A);
+  assert.equal(big1again.headers.get('x-edge-cache'), 'HIT');
+  assert.equal(big1again.json.choices[0].text, big1.json.choices[0].text);
+  // a body of 30,000 bytes or more passes uncached (its key would not fit nginx's buffer), and is answered
+  for (let i = 0; i < 2; i++) {
+    const huge = await postJSON(edge, '/v1/completions', { ...det, prompt: 'huge', user: 'y'.repeat(40 * 1024) }, A);
+    assert.equal(huge.status, 200, huge.text);
+    assert.equal(huge.headers.get('x-edge-cache'), null);
+  }
+
+  // If-None-Match naming the answer's ETag: 412 for a POST (RFC 9110 13.1.2), from the origin; another tag: 200
+  const etag = first.headers.get('etag');
+  const cond = await postJSON(edge, '/v1/completions', det, { ...A, 'if-none-match': etag });
+  assert.equal(cond.status, 412, cond.text);
+  assert.equal(cond.json.error.code, 'precondition_failed');
+  assert.equal(cond.headers.get('etag'), etag);
+  const stale = await postJSON(edge, '/v1/completions', det, { ...A, 'if-none-match': 'W/"0000000000000000"' });
+  assert.equal(stale.status, 200);
+  assert.equal(e.run('down').status, 0);
 });
 
 test('down stops nginx, the replicas and Redis', { skip }, async () => {
