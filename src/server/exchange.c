@@ -264,7 +264,9 @@ void ag_exchange_submit(exchange *x) {
         x->leading = true;
     }
     if (!x->req.stream) return;
-    ag_sse_open(c, ag_cache_headers[x->verdict]);
+    char extra[96];
+    snprintf(extra, sizeof extra, "%s%s", ag_cache_headers[x->verdict] ? ag_cache_headers[x->verdict] : "", x->prefix_hdr);
+    ag_sse_open(c, extra);
     if (x->req.kind == AG_API_CHAT) /* OpenAI's first chunk: the role, and empty content */
         for (int i = 0; i < x->n_ch; i++) stream_chunk(c, x, i, true, "", 0, NULL, NULL);
 }
@@ -407,6 +409,9 @@ void ag_exchange_start(conn *c, ag_api_kind kind, const char *body, size_t len) 
     x->n_ch = (int)(x->req.n_prompts * (size_t)x->req.n);
     ag_api_meta_init(&x->meta, kind, s->model.name, ++s->n_requests);
     x->kv_salt = kv_salt(x, &c->req); /* now: the head's bytes may move while the exchange waits */
+    size_t head = x->req.n_prompt[0] < AG_PREFIX_KEY_TOKENS ? (size_t)x->req.n_prompt[0] : AG_PREFIX_KEY_TOKENS;
+    snprintf(x->prefix_hdr, sizeof x->prefix_hdr, "X-Prefix-Key: %016llx\r\n",
+             (unsigned long long)ag_hash_bytes(x->req.prompts[0], head * sizeof(int32_t), x->kv_salt));
     if (ag_idem_begin(x, body, len)) return; /* answered or waiting by its Idempotency-Key */
     if ((s->cache || s->l2) && ag_respcache_lookup(x)) return; /* answered from the cache */
     ag_respcache_miss(x);

@@ -319,6 +319,14 @@ bool ag_ui_serve(conn *c, ag_str path);
  * the client leaves or has been answered, and an exchange without one never
  * writes.
  */
+/*
+ * Every generation answer says X-Prefix-Key: a hash of the tenant's prefix-cache namespace and the first
+ * AG_PREFIX_KEY_TOKENS tokens of its (first) prompt.  The turns of one conversation, and conversations that
+ * open alike (one system prompt), share it; a client that sends it back (or an X-Session-ID) lets nginx's
+ * consistent hash put them on the replica whose prefix cache holds that start (deploy/cluster).
+ */
+#define AG_PREFIX_KEY_TOKENS 64
+
 typedef enum ag_exchange_state { X_PARSED, X_LOOKUP, X_FOLLOWING, X_GENERATING, X_STORING, X_DONE } ag_exchange_state;
 
 typedef struct choice {
@@ -346,6 +354,7 @@ struct exchange {
     choice *ch;
     int n_ch, n_open;
     uint64_t kv_salt; /* the prefix cache's namespace for this tenant */
+    char prefix_hdr[40]; /* "X-Prefix-Key: HEX\r\n": the tenant's first prompt's first AG_PREFIX_KEY_TOKENS tokens */
     uint64_t t_start_ns, t_first_ns; /* the request's first byte; the first token of any choice */
     uint64_t deadline_ns; /* X-Request-Timeout-Ms after the first byte: the engine stops there; 0: none */
     /* the response cache: its verdict on this request (X-Cache of a generated answer), and where to store it */

@@ -37,13 +37,13 @@ uint64_t ag_respcache_etag_add(uint64_t h, const char *text, size_t len, int fin
 bool ag_respcache_validators(const exchange *x, conn *c, uint64_t content, const char *extra, char *out, size_t cap) {
     server *s = x->s;
     if (!ag_rcache_cacheable(&x->req, false)) { /* sampled: another request gets another answer */
-        snprintf(out, cap, "%sCache-Control: no-store\r\n", extra ? extra : "");
+        snprintf(out, cap, "%s%sCache-Control: no-store\r\n", extra ? extra : "", x->prefix_hdr);
         return false;
     }
     uint64_t ttl = x->req.cache_ttl_s >= 0 ? (uint64_t)x->req.cache_ttl_s : s->o->cache_ttl_s;
     char etag[24];
     snprintf(etag, sizeof etag, "W/\"%016llx\"", (unsigned long long)content);
-    snprintf(out, cap, "%sCache-Control: %s, max-age=%llu\r\nETag: %s\r\n", extra ? extra : "",
+    snprintf(out, cap, "%s%sCache-Control: %s, max-age=%llu\r\nETag: %s\r\n", extra ? extra : "", x->prefix_hdr,
              s->o->cache_public ? "public" : "private", (unsigned long long)ttl, etag);
     return ag_http_etag_match(ag_http_header_get(&c->req, "if-none-match"), ag_str_from_cstr(etag));
 }
@@ -103,7 +103,9 @@ void ag_respcache_serve(exchange *x, ag_cache_val *v, const char *tier) {
     if (x->idem && !x->value) x->value = ag_cache_val_retain(v); /* its key's answer, for the key's retries */
     ag_exchange_detach(x);
     ag_rcache_value d;
-    if (x->req.stream && ag_rcache_decode(v->data, v->len, &d) && (int)d.n == x->n_ch) replay_stream(c, x, &d, extra);
+    char sse_extra[192];
+    snprintf(sse_extra, sizeof sse_extra, "%s%s", extra, x->prefix_hdr);
+    if (x->req.stream && ag_rcache_decode(v->data, v->len, &d) && (int)d.n == x->n_ch) replay_stream(c, x, &d, sse_extra);
     else if (x->req.stream || !ag_respcache_send_stored(c, x, v, extra))
         ag_conn_respond_status(c, 500, "server_error", NULL, "a response cache entry did not decode", NULL);
     ag_exchange_free(x);

@@ -57,7 +57,7 @@ after(() => {
 
 test('up prints the balancer, the edge, each replica and Redis; status says each is ok', { skip }, () => {
   assert.match(c.balancer, /^http:\/\/127\.0\.0\.1:\d+$/);
-  assert.deepEqual(c.lines.map((l) => l.split(' ')[0]), ['balancer', 'edge', 'replica', 'replica', 'redis']);
+  assert.deepEqual(c.lines.map((l) => l.split(' ')[0]), ['balancer', 'balancer-h2', 'edge', 'replica', 'replica', 'redis']);
   assert.equal(c.replicas.length, 2);
   assert.match(c.redis, /^redis:\/\/127\.0\.0\.1:\d+$/);
   const s = c.run('status');
@@ -66,6 +66,14 @@ test('up prints the balancer, the edge, each replica and Redis; status says each
   const again = spawnSync(RUN, ['up', '--replicas', '1', '--port', '1'], { env: { ...process.env, AUTOGLM_CLUSTER_DIR: c.dir }, encoding: 'utf8' });
   assert.equal(again.status, 1);
   assert.match(again.stderr, /^cluster: a cluster is up in .* \(run down first\)\n$/);
+});
+
+test('the balancer speaks HTTP/2 (h2c by prior knowledge) on its second port, streams included', { skip }, () => {
+  const h2 = c.lines.find((l) => l.startsWith('balancer-h2 ')).split(' ')[1];
+  const r = spawnSync('curl', ['-s', '--http2-prior-knowledge', '-N', '-w', '\n%{http_version} %{http_code}', h2 + '/v1/completions',
+    '-H', 'content-type: application/json', '-d', JSON.stringify(body({ stream: true }))], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /data: \[DONE\]\n\n\n2 200$/);
 });
 
 test('bad arguments are one-line errors', { skip }, () => {
@@ -149,7 +157,7 @@ test('a killed replica is routed around', { skip }, async () => {
   }
 });
 
-test('session routing: each X-Session-ID stays on one replica, and sessions use both', { skip }, async () => {
+test('session routing: each X-Session-ID stays on one replica, sessions use both; X-Prefix-Key sent back does the same', { skip }, async () => {
   const s = cluster(['--replicas', '2', '--port', String(await freePort()), '--model', MODEL, '--routing', 'session',
     '--', '--threads', '1']);
   const seen = new Map();
@@ -163,6 +171,30 @@ test('session routing: each X-Session-ID stays on one replica, and sessions use 
     }
   }
   assert.equal(new Set(seen.values()).size, 2, 'twelve sessions hash onto both replicas');
+
+  // without X-Session-ID: a conversation's answers say one X-Prefix-Key (its first 64 prompt tokens), and turns
+  // that send it back stay on one replica
+  const keys = new Set();
+  for (let i = 0; i < 6; i++) {
+    const system = `You are assistant number ${i}. ` + 'Answer in the words of the old books, briefly and kindly, always. '.repeat(6);
+    const messages = [{ role: 'system', content: system }];
+    let key = null, up = null;
+    for (let turn = 0; turn < 4; turn++) {
+      messages.push({ role: 'user', content: `question ${turn}` });
+      const r = await postJSON(s.balancer, '/v1/chat/completions', { model: MODEL_NAME, messages, max_tokens: 4, temperature: 0 },
+        key ? { 'x-prefix-key': key } : {});
+      assert.equal(r.status, 200, r.text);
+      const k = r.headers.get('x-prefix-key');
+      assert.match(k, /^[0-9a-f]{16}$/);
+      if (key) assert.equal(k, key, 'the key of a conversation does not change');
+      if (turn === 1) up = r.headers.get('x-autoglm-upstream');
+      if (turn > 1) assert.equal(r.headers.get('x-autoglm-upstream'), up, `conversation ${i} moved`);
+      key = k;
+      messages.push({ role: 'assistant', content: r.json.choices[0].message.content });
+    }
+    keys.add(key);
+  }
+  assert.equal(keys.size, 6, 'each system prompt has its own key');
   const down = s.run('down');
   assert.equal(down.status, 0, down.stderr);
 });
