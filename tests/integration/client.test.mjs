@@ -115,6 +115,9 @@ test('a stream that broke after delivering text is not retried: the error says h
 test('the total timeout reaches the server as X-Request-Timeout-Ms: it stops generating', async () => {
   const metric = async (re) => Number(re.exec(await (await fetch(`${srv.url}/metrics`)).text())[1]);
   const ABORT = /^autoglm_request_success_total\{finished_reason="abort"\} (\S+)$/m, RUNNING = /^autoglm_num_requests_running (\S+)$/m;
+  // an earlier test's cut stream may still be ending on a loaded machine: count from a server at rest
+  for (let i = 0; i < 250 && await metric(RUNNING) !== 0; i++) await new Promise((res) => setTimeout(res, 20));
+  await new Promise((res) => setTimeout(res, 100)); // and its finish event has reached the loop's counters
   const aborted = await metric(ABORT);
   // temperature 0: greedy runs the whole 4000 tokens on the fixture; a sampled answer may end early at EOS
   const r = complete(srv.port, ['--timeout', '400ms', '--max-tokens', '4000', '--temperature', '0', '--retries', '0']);

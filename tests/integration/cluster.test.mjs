@@ -35,11 +35,15 @@ function cluster(args) {
     pid: (k) => Number(readFileSync(path.join(dir, `replica-${k}.pid`), 'utf8')) };
 }
 
+// A port P with P+1 and P+2 free (the edge, the HTTP/2 balancer), below the ephemeral range where outgoing
+// connections take ports at any time; the script finds the replicas' and Redis's from P+10.
+const bindable = (p) => new Promise((resolve) => {
+  const s = net.createServer().once('error', () => resolve(false)).listen(p, '127.0.0.1', () => s.close(() => resolve(true)));
+});
 async function freePort() {
-  // a port with the next 40 free too: the script puts the replicas and Redis after it
   for (;;) {
-    const p = await new Promise((resolve) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const q = s.address().port; s.close(() => resolve(q)); }); });
-    if (p < 60000) return p;
+    const p = 20000 + 10 * Math.floor(Math.random() * 1200);
+    if (await bindable(p) && await bindable(p + 1) && await bindable(p + 2)) return p;
   }
 }
 
