@@ -136,10 +136,7 @@ static void respond_whole(conn *c, exchange *x, const ag_api_usage *u) {
     for (int i = 0; i < x->n_ch; i++)
         h = ag_respcache_etag_add(h, x->ch[i].text.data ? x->ch[i].text.data : "", x->ch[i].text.len, (int)x->ch[i].finish);
     char hdrs[512];
-    if (ag_respcache_validators(x, c, h, ag_cache_headers[x->verdict], hdrs, sizeof hdrs)) {
-        ag_respcache_precondition_failed(c, hdrs);
-        return;
-    }
+    if (ag_respcache_validators(x, c, h, ag_cache_headers[x->verdict], hdrs, sizeof hdrs)) return; /* 412 */
     ag_api_choice *ch = ag_xcalloc((size_t)x->n_ch, sizeof *ch);
     for (int i = 0; i < x->n_ch; i++)
         ch[i] = (ag_api_choice){x->ch[i].text.data ? x->ch[i].text.data : "", x->ch[i].text.len,
@@ -475,15 +472,15 @@ static void export_spans(server *s, const req_obs *q, const exchange *x, int sta
 }
 
 /* The request in the dashboard's numbers: a generation route's with its latencies, tokens and cache verdict. */
-static void record_stats(server *s, const req_obs *q, const exchange *x, int status, uint64_t now) {
+static void record_stats(server *s, const req_obs *q, const exchange *x, const ag_api_usage *u, int status,
+                         uint64_t now) {
     if (q->route != R_CHAT && q->route != R_COMPLETIONS) return ag_stats_request(s->stats, now, status, NULL);
     ag_stats_gen g = {.e2e_ns = now - q->t_start_ns, .cache_hit = -1};
     if (q->cache && strncmp(q->cache, "hit", 3) == 0) g.cache_hit = 1;
     else if (q->cache && (strcmp(q->cache, "miss") == 0 || strcmp(q->cache, "coalesced") == 0)) g.cache_hit = 0;
     if (x) {
-        ag_api_usage u = ag_exchange_usage(x);
         const choice *ch = &x->ch[0];
-        g.prompt_tokens = (uint64_t)u.prompt_tokens, g.cached_tokens = (uint64_t)u.cached_tokens;
+        g.prompt_tokens = (uint64_t)u->prompt_tokens, g.cached_tokens = (uint64_t)u->cached_tokens;
         if (x->t_first_ns) g.ttft_ns = x->t_first_ns - x->t_start_ns;
         if (ch->completion_tokens > 1) g.tpot_ns = (ch->t_last_ns - ch->t_first_ns) / (uint64_t)(ch->completion_tokens - 1);
     }
@@ -498,9 +495,9 @@ void ag_exchange_on_request_end(conn *c, int status) {
     ag_metrics_http_request(&s->metrics, c->kind == CONN_STREAM ? AG_METRIC_H2 : AG_METRIC_HTTP1, (size_t)q->route,
                             status);
     if (x) ag_histogram_observe(&s->metrics.e2e, now - q->t_start_ns);
-    record_stats(s, q, x, status, now);
+    ag_api_usage u = x ? ag_exchange_usage(x) : (ag_api_usage){0};
+    record_stats(s, q, x, &u, status, now);
     if (ag_log_enabled(AG_LOG_INFO)) {
-        ag_api_usage u = x ? ag_exchange_usage(x) : (ag_api_usage){0};
         ag_log_field f[] = {
             AG_LOG_FIELD_STR("trace_id", q->trace.trace_id),
             AG_LOG_FIELD_STR("span_id", q->trace.span_id),

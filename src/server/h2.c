@@ -181,7 +181,7 @@ static void serve(conn *st) {
     ag_conn_obs_begin(st, &st->req);
     st->state = C_BUSY;
     if (f->fail) ag_conn_fail(st, f->fail, "request header fields too large");
-    else if (st->s->draining && !st->s->lingering) ag_conn_respond_status(st, 503, "service_unavailable", NULL, "the server is draining", NULL);
+    else if (st->s->draining && !ag_server_lingering(st->s)) ag_conn_respond_status(st, 503, "service_unavailable", NULL, "the server is draining", NULL);
     else st->s->on_request(st);
 }
 

@@ -128,8 +128,7 @@ struct server {
     ag_api_model model;
     char model_name[256];
     bool ready, draining, stopped, poll_started;
-    bool lingering;          /* draining, and open connections' requests are still served (--drain-linger) */
-    uv_timer_t linger_timer; /* ends the linger */
+    uv_timer_t linger_timer; /* running while a drain's linger lasts (--drain-linger): see ag_server_lingering */
     conn *conns;
     size_t n_conns, n_exchanges;
     ag_map inflight; /* engine id -> choice */
@@ -167,6 +166,11 @@ struct server {
     void (*on_request_end)(conn *c, int st); /* it was answered (or its client left: 499): count, log, span */
     void (*on_client_gone)(conn *c);         /* the connection closed while serving c->x */
 };
+
+/* Draining, and requests on connections already open are still served (the linger timer runs). */
+static inline bool ag_server_lingering(const server *s) {
+    return s->draining && uv_is_active((const uv_handle_t *)&s->linger_timer);
+}
 
 /* ---- conn.c: connections and HTTP/1.1 framing ---- */
 
@@ -407,14 +411,12 @@ bool ag_respcache_send_stored(conn *c, const exchange *x, ag_cache_val *v, const
  * (private, or public with --cache-public; max-age the cache TTL) and a weak ETag over its content (the model
  * and each choice's text and finish: not the bytes, whose id and created differ per response); any other,
  * no-store.  The content hash starts at ag_respcache_etag_seed and takes each choice in turn.  validators
- * writes extra plus those lines into out and says whether the request's If-None-Match names the ETag: the
- * answer is then 412 (RFC 9110 13.1.2: a POST is never answered 304).
+ * writes extra plus those lines into out; when the request's If-None-Match names the ETag it answers 412
+ * itself (RFC 9110 13.1.2: a POST is never answered 304) and returns true.
  */
 uint64_t ag_respcache_etag_seed(const exchange *x);
 uint64_t ag_respcache_etag_add(uint64_t h, const char *text, size_t len, int finish);
 bool ag_respcache_validators(const exchange *x, conn *c, uint64_t content, const char *extra, char *out, size_t cap);
-/* The 412 of a request whose If-None-Match named the answer's ETag (hdrs: from ag_respcache_validators). */
-void ag_respcache_precondition_failed(conn *c, const char *hdrs);
 /* Answer x from the stored value v and end x (-> DONE): a cache hit of the named tier, or (tier NULL) an
  * idempotent replay. */
 void ag_respcache_serve(exchange *x, ag_cache_val *v, const char *tier);

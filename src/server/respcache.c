@@ -45,12 +45,10 @@ bool ag_respcache_validators(const exchange *x, conn *c, uint64_t content, const
     snprintf(etag, sizeof etag, "W/\"%016llx\"", (unsigned long long)content);
     snprintf(out, cap, "%s%sCache-Control: %s, max-age=%llu\r\nETag: %s\r\n", extra ? extra : "", x->prefix_hdr,
              s->o->cache_public ? "public" : "private", (unsigned long long)ttl, etag);
-    return ag_http_etag_match(ag_http_header_get(&c->req, "if-none-match"), ag_str_from_cstr(etag));
-}
-
-void ag_respcache_precondition_failed(conn *c, const char *hdrs) {
+    if (!ag_http_etag_match(ag_http_header_get(&c->req, "if-none-match"), ag_str_from_cstr(etag))) return false;
     ag_conn_respond_status(c, 412, "invalid_request_error", "precondition_failed",
-                           "If-None-Match names this answer's ETag: the client already has it.", hdrs);
+                           "If-None-Match names this answer's ETag: the client already has it.", out);
+    return true;
 }
 
 bool ag_respcache_send_stored(conn *c, const exchange *x, ag_cache_val *v, const char *extra) {
@@ -59,10 +57,7 @@ bool ag_respcache_send_stored(conn *c, const exchange *x, ag_cache_val *v, const
     uint64_t h = ag_respcache_etag_seed(x);
     for (uint32_t i = 0; i < d.n; i++) h = ag_respcache_etag_add(h, d.ch[i].text, d.ch[i].len, d.ch[i].finish);
     char hdrs[512];
-    if (ag_respcache_validators(x, c, h, extra, hdrs, sizeof hdrs)) {
-        ag_respcache_precondition_failed(c, hdrs);
-        return true;
-    }
+    if (ag_respcache_validators(x, c, h, extra, hdrs, sizeof hdrs)) return true; /* answered 412 */
     ag_buf open;
     ag_buf_init(&open);
     ag_api_response_open_write(&x->meta, &open);

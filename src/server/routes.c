@@ -265,7 +265,7 @@ void ag_route_dispatch(conn *c) {
         return;
     }
     if (r == R_STATS) return route_stats(c); /* while loading and draining too: the dashboard shows it */
-    if (!s->ready || (s->draining && !s->lingering)) {
+    if (!s->ready || (s->draining && !ag_server_lingering(s))) {
         ag_conn_respond_status(c, 503, "service_unavailable", NULL,
                                s->draining ? "The server is shutting down." : "The model is still loading.",
                                "Retry-After: 1\r\n");

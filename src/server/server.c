@@ -90,7 +90,7 @@ static void close_walked(uv_handle_t *h, void *arg) {
 /* Draining and nothing left in flight (nor, while lingering, a connection open): end every connection and let
  * the loop run out. */
 void ag_server_maybe_stop(server *s) {
-    if (!s->draining || s->stopped || s->n_exchanges || (s->lingering && s->conns)) return;
+    if (!s->draining || s->stopped || s->n_exchanges || (ag_server_lingering(s) && s->conns)) return;
     s->stopped = true;
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
@@ -121,8 +121,7 @@ static void on_drain_timeout(uv_timer_t *t) {
 }
 
 static void on_linger_end(uv_timer_t *t) {
-    server *s = t->data;
-    s->lingering = false;
+    server *s = t->data; /* the timer has stopped: ag_server_lingering is false from now on */
     ag_logf(AG_LOG_INFO, "drain linger over: %zu connections left are closed", s->n_conns);
     ag_server_maybe_stop(s);
 }
@@ -138,10 +137,7 @@ static void begin_drain(server *s) {
     for (conn *c = s->conns; c; c = c->next)
         if (c->kind == CONN_H2) ag_h2_goaway(c);
     uv_timer_start(&s->drain_timer, on_drain_timeout, s->o->drain_timeout_ms, 0);
-    if (s->o->drain_linger_ms) {
-        s->lingering = true;
-        uv_timer_start(&s->linger_timer, on_linger_end, s->o->drain_linger_ms, 0);
-    }
+    if (s->o->drain_linger_ms) uv_timer_start(&s->linger_timer, on_linger_end, s->o->drain_linger_ms, 0);
     ag_idem_drain(s);
     if (!s->load_status && s->engine) ag_server_maybe_stop(s);
 }
