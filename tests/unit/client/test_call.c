@@ -40,7 +40,8 @@ static struct {
     int fd, port;
     _Atomic answer mode;
     atomic_int requests;
-    atomic_int closed; /* connections the client closed */
+    atomic_int closed; /* connections of this round (since reset) the client closed */
+    atomic_int round;  /* reset's count: a connection of an earlier test that ends late is not counted */
     pthread_mutex_t mu;
     char keys[8][64];   /* Idempotency-Key of each request, first 8 */
     long timeouts_ms[8]; /* X-Request-Timeout-Ms of each request, first 8 */
@@ -89,8 +90,9 @@ static int echo(int fd, const char *body, size_t n) {
     return w < 0 ? -1 : 0;
 }
 
+/* arg: the connection's descriptor, and in the bits above 32 the round it was accepted in. */
 static void *serve_conn(void *arg) {
-    int fd = (int)(intptr_t)arg;
+    int fd = (int)((intptr_t)arg & 0xffffffff), round = (int)((intptr_t)arg >> 32);
     char buf[65536];
     size_t len = 0;
     for (;;) {
@@ -154,7 +156,7 @@ static void *serve_conn(void *arg) {
         if (a == ANSWER_BROKEN_STREAM) break; /* and the connection ends mid-stream */
     }
 out:
-    atomic_fetch_add(&srv.closed, 1);
+    if (round == atomic_load(&srv.round)) atomic_fetch_add(&srv.closed, 1);
     close(fd);
     return NULL;
 }
@@ -165,7 +167,7 @@ static void *accept_loop(void *arg) {
         int c = accept(srv.fd, NULL, NULL);
         if (c < 0) return NULL;
         pthread_t t;
-        pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)c);
+        pthread_create(&t, NULL, serve_conn, (void *)((intptr_t)atomic_load(&srv.round) << 32 | (intptr_t)c));
         pthread_detach(t);
     }
 }
@@ -208,6 +210,7 @@ static const ag_client_request REQ = {.path = "/v1/completions", .body = BODY, .
 
 static void reset(answer mode) {
     srv.mode = mode;
+    atomic_fetch_add(&srv.round, 1);
     atomic_store(&srv.requests, 0);
     atomic_store(&srv.closed, 0);
     atomic_store(&srv.prompts, 0);
