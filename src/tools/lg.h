@@ -120,6 +120,7 @@ struct lg {
     uint64_t next_arrival;
     uint64_t rng;
     bool stopping, refilling;
+    bool aborted; /* Ctrl-C seen by the tick: what was in flight is aborted */
     uint64_t now; /* uv_hrtime() at the start of the current callback: one clock read per event */
     ag_arena arena;
     uint64_t last_progress;

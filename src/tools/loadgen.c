@@ -338,9 +338,15 @@ static void print_progress(lg *g, bool final) {
     if (final) fputs("\r\033[K", stderr);
 }
 
+/*
+ * Whoever first sees the signal marks the step: a request's end (refill) may
+ * see it before the tick does, and then the step can finish, its last
+ * connection closed, before the tick ever runs.
+ */
 static void stop_sending(lg *g) {
     if (g->stopping) return;
     g->stopping = true;
+    if (g_interrupted) g->r->interrupted = true;
     uv_timer_stop(&g->arrivals);
     for (int i = g->n_conns - 1; i >= 0; i--)
         if (g->conns[i]->active == 0) lg_conn_close(g->conns[i], END_CONN);
@@ -359,8 +365,8 @@ static void on_tick(uv_timer_t *t) {
     lg *g = t->data;
     uint64_t now = g->now = uv_hrtime();
     print_progress(g, false);
-    if (g_interrupted && !g->r->interrupted) {
-        g->r->interrupted = true;
+    if (g_interrupted && !g->aborted) {
+        g->aborted = g->r->interrupted = true;
         stop_sending(g);
         g->n_pending = 0;
         for (int i = g->n_conns - 1; i >= 0; i--) lg_conn_close(g->conns[i], END_ABORT);
