@@ -24,6 +24,7 @@
 #ifndef AUTOGLM_ENGINE_H
 #define AUTOGLM_ENGINE_H
 
+#include "autoglm/autotune.h"
 #include "autoglm/sampling.h"
 #include "autoglm/status.h"
 
@@ -47,6 +48,7 @@ typedef struct ag_engine_params {
     bool kv_f32;            /* store keys and values as F32 instead of F16 */
     uint32_t aging_ms;      /* waiting time that gains one priority level; 0: 1000 */
     const char *kernels;    /* NULL: the best for this CPU */
+    ag_slo slo;             /* serve --slo: TPOT sets each step's prompt budget, TTFT admission (autotune.h) */
 } ag_engine_params;
 
 typedef struct ag_request {
@@ -124,8 +126,17 @@ typedef struct ag_engine_stats {
     size_t kv_blocks, kv_used, kv_cached, kv_free;
     uint64_t prefix_query_tokens, prefix_hit_tokens, preemptions, steps, batch_rows;
     uint64_t step_rows_hist[AG_STEP_ROWS_BUCKETS]; /* steps by rows: [i] counts 2^(i-1) < rows <= 2^i (not cumulative) */
+    uint64_t queued_prompt_tokens; /* prompt positions still to compute, waiting and running, as of the last step */
+    /* the step-time model and the controller (autotune.h), kept with or without --slo */
+    double step_a, step_b, step_c, step_fit_error;
+    double prompt_budget, step_seconds, prompt_rate; /* rows, decoding steps' average time, tokens/s */
+    uint64_t budget_adjustments, slo_refusals;
+    ag_slo slo; /* the targets the engine was given */
 } ag_engine_stats;
 void ag_engine_stats_get(ag_engine *e, ag_engine_stats *out);
+/* Seconds a request refused as busy should wait: the queued prompt tokens at the measured prompt rate, less the
+ * TTFT target (1..60). */
+uint32_t ag_engine_retry_after(ag_engine *e);
 
 /* The per-request context length and the vocabulary size. */
 int32_t ag_engine_ctx(const ag_engine *e);

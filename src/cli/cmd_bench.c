@@ -7,6 +7,7 @@
  * measuring is src/tools/loadgen.c; this file turns flags into requests.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "autoglm/autotune.h"
 #include "base/arena.h"
 #include "base/buf.h"
 #include "base/clock.h"
@@ -104,24 +105,6 @@ static int parse_list(const char *t, double *out, int cap) {
         t = end;
     }
     return n;
-}
-
-static bool parse_slo(const char *t, ag_lg_slo *slo) {
-    char buf[256];
-    if (!t || strlen(t) >= sizeof buf) return false;
-    strcpy(buf, t);
-    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        uint64_t ns;
-        if (!eq || !parse_duration(eq + 1, &ns)) return false;
-        *eq = 0;
-        double us = (double)ns / 1e3;
-        if (strcmp(kv, "ttft") == 0) slo->ttft_us = us;
-        else if (strcmp(kv, "tpot") == 0) slo->tpot_us = us;
-        else if (strcmp(kv, "e2e") == 0) slo->e2e_us = us;
-        else return false;
-    }
-    return true;
 }
 
 /* http[s]://host[:port][/path] into its parts; false for anything else. */
@@ -417,7 +400,9 @@ int ag_cmd_bench(int argc, char **argv) {
             if (!parse_fraction(argv[++i], a[2] == 't' ? &tolerance : a[7] == 't' ? &knee_thr : &knee_lat))
                 return USAGE("%s needs a percentage such as 10%%", a);
         } else if (strcmp(a, "--slo") == 0) {
-            if (!parse_slo(argv[++i], &slo)) return USAGE("--slo needs ttft=D,tpot=D,e2e=D (any of them)");
+            ag_slo so;
+            if (!ag_slo_parse(argv[++i], &so)) return USAGE("--slo needs ttft=D,tpot=D,e2e=D (any of them)");
+            slo = (ag_lg_slo){.ttft_us = so.ttft_s * 1e6, .tpot_us = so.tpot_s * 1e6, .e2e_us = so.e2e_s * 1e6};
             has_slo = true;
         } else {
             return USAGE("unknown option '%s' (try 'autoglm bench --help')", a);

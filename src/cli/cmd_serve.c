@@ -29,6 +29,9 @@ static const char serve_usage[] =
     "  --max-queue N            waiting requests before 429 (default 256)\n"
     "  --max-seqs N             sequences batched in one step (default 16)\n"
     "  --max-batch-tokens N     token rows in one forward step (default 512)\n"
+    "  --slo ttft=D,tpot=D      targets (either may be left out): each step's prompt rows are set so that\n"
+    "                           decoding steps take tpot; a request that cannot get its first token\n"
+    "                           within ttft is refused with 429 and a computed Retry-After (docs/tuning.md)\n"
     "  --kv-cache-mb N          KV cache size in MiB (default: max-seqs full contexts)\n"
     "  --ctx-total N            KV cache size in tokens over all sequences\n"
     "  --max-connections N      open connections before 503 (default 1024)\n"
@@ -145,6 +148,9 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = ag_cli_int("serve", a, val, 1, 4096, &v), o.engine.max_seqs = (int)v;
         } else if (strcmp(a, "--max-batch-tokens") == 0) {
             ok = ag_cli_int("serve", a, val, 1, 1 << 16, &v), o.engine.max_batch_tokens = (int)v;
+        } else if (strcmp(a, "--slo") == 0) {
+            if (!ag_slo_parse(val, &o.engine.slo) || o.engine.slo.e2e_s)
+                return ag_cli_usage_error("serve", "--slo needs ttft=D,tpot=D (either or both; D as 500ms or 2s)");
         } else if (strcmp(a, "--kv-cache-mb") == 0) {
             ok = ag_cli_int("serve", a, val, 1, 1 << 24, &v), o.engine.kv_cache_mb = (size_t)v;
         } else if (strcmp(a, "--ctx-total") == 0) {

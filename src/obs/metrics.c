@@ -141,6 +141,30 @@ static void process_metrics(ag_metrics *m, ag_buf *o) {
         m->start_time);
 }
 
+/* The step-time model and the SLO controller (autotune.h): measured with or without --slo. */
+static void autotune_metrics(const ag_engine_stats *st, ag_buf *o) {
+    head(o, "autoglm_autotune_target_seconds", "gauge", "The --slo targets.");
+    if (st->slo.ttft_s) sample(o, "autoglm_autotune_target_seconds", "{slo=\"ttft\"}", st->slo.ttft_s);
+    if (st->slo.tpot_s) sample(o, "autoglm_autotune_target_seconds", "{slo=\"tpot\"}", st->slo.tpot_s);
+    one(o, "autoglm_autotune_prompt_budget_tokens", "gauge",
+        "Prompt rows a step may take beside its decoding rows (the controller's budget).", st->prompt_budget);
+    one(o, "autoglm_autotune_step_seconds", "gauge", "Average time of the steps with decoding rows (their TPOT).",
+        st->step_seconds);
+    one(o, "autoglm_autotune_prompt_rate_tokens_per_second", "gauge",
+        "Prompt tokens per second at the current budget and load, for admission.", st->prompt_rate);
+    head(o, "autoglm_autotune_model_seconds", "gauge",
+         "The fitted step time: base + per_decode_row * decode rows + per_prompt_row * prompt rows.");
+    sample(o, "autoglm_autotune_model_seconds", "{term=\"base\"}", st->step_a);
+    sample(o, "autoglm_autotune_model_seconds", "{term=\"per_decode_row\"}", st->step_b);
+    sample(o, "autoglm_autotune_model_seconds", "{term=\"per_prompt_row\"}", st->step_c);
+    one(o, "autoglm_autotune_model_error_ratio", "gauge", "The model's relative prediction error, moving average.",
+        st->step_fit_error);
+    one(o, "autoglm_autotune_adjustments_total", "counter", "Times the budget moved by a tenth or more.",
+        (double)st->budget_adjustments);
+    one(o, "autoglm_autotune_refusals_total", "counter", "Requests refused because the TTFT target could not be met.",
+        (double)st->slo_refusals);
+}
+
 static void engine_metrics(const ag_engine_stats *st, ag_buf *o) {
     ag_engine_stats zero = {0};
     if (!st) st = &zero;
@@ -158,6 +182,9 @@ static void engine_metrics(const ag_engine_stats *st, ag_buf *o) {
     one(o, "autoglm_num_preemptions_total", "counter", "Requests preempted (KV freed, recomputed later).",
         (double)st->preemptions);
     one(o, "autoglm_engine_steps_total", "counter", "Forward steps the engine ran.", (double)st->steps);
+    one(o, "autoglm_queued_prompt_tokens", "gauge", "Prompt positions still to compute, waiting and running.",
+        (double)st->queued_prompt_tokens);
+    autotune_metrics(st, o);
     head(o, "autoglm_iteration_tokens", "histogram", "Token rows per engine step (the batch size).");
     histogram_rows(o, "autoglm_iteration_tokens", NULL, AG_STEP_ROWS_BUCKETS - 1, st->step_rows_hist,
                    (double)st->batch_rows);

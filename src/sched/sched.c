@@ -75,6 +75,7 @@ struct ag_engine {
     uint64_t *cancels;
     size_t n_cancels, cap_cancels;
     int n_queued; /* incoming + waiting, for the admission limit */
+    uint64_t incoming_prompt; /* prompt tokens of the incoming list (not yet in stats.queued_prompt_tokens) */
     uint64_t next_id;
     ag_engine_stats stats;
     /* the engine thread's own */
@@ -82,6 +83,8 @@ struct ag_engine {
     int n_waiting, cap_waiting, n_running;
     int32_t *free_slots;
     int n_free_slots;
+    ag_autotune tune;
+    int b_decode_rows; /* of the batch built: the rest are prompt rows */
     int32_t *b_tok, *b_pos, *b_seq;
     bool *b_logits;
     rq **b_owner;
@@ -263,9 +266,18 @@ ag_status ag_engine_submit_many(ag_engine *e, const ag_request *qs, size_t n, ui
     for (size_t i = 0; i < n && st == AG_OK; i++) st = rq_make(e, &qs[i], &rs[i], err);
     if (st == AG_OK) {
         pthread_mutex_lock(&e->mu);
+        double own = 0, ahead = (double)(e->stats.queued_prompt_tokens + e->incoming_prompt), retry_s = 0;
+        for (size_t i = 0; i < n; i++) own += rs[i]->n_prompt;
         if (e->n_queued + (int64_t)n > e->p.max_queue) { /* all or none: no half-admitted request to cancel */
             pthread_mutex_unlock(&e->mu);
             st = ag_err_set(err, AG_BUSY, "the queue is full (%d requests waiting)", e->p.max_queue);
+        } else if (!ag_autotune_admit(&e->p.slo, e->stats.prompt_rate, ahead, own, &retry_s)) {
+            e->stats.slo_refusals++;
+            pthread_mutex_unlock(&e->mu);
+            st = ag_err_set(err, AG_BUSY,
+                            "the time-to-first-token target (%.0f ms) cannot be met: %.0f prompt tokens are ahead at "
+                            "%.0f tokens/s",
+                            e->p.slo.ttft_s * 1e3, ahead, e->stats.prompt_rate);
         } else {
             for (size_t i = 0; i < n; i++) {
                 rq *r = rs[i];
@@ -277,6 +289,7 @@ ag_status ag_engine_submit_many(ag_engine *e, const ag_request *qs, size_t n, ui
                 rs[i] = NULL;
             }
             e->n_queued += (int)n;
+            e->incoming_prompt += (uint64_t)own;
             pthread_cond_signal(&e->cv); /* one wake for them all */
             pthread_mutex_unlock(&e->mu);
         }
@@ -410,13 +423,14 @@ static int build_batch(ag_engine *e) {
     ag_kv_cache *kv = e->m->kv;
     ag_err err;
 retry:;
-    int rows = 0;
+    int rows = 0, cap = e->p.max_batch_tokens;
     for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) e->b_decode_rows = rows, cap = rows + ag_autotune_prompt_budget(&e->tune, rows);
         for (int i = 0; i < e->n_running; i++) {
             rq *r = e->running[i];
             int32_t need = r->n_tokens - r->n_computed; /* positions n_computed .. n_tokens-1 */
             if ((pass == 0) != (need == 1)) continue;
-            int32_t take = need < e->p.max_batch_tokens - rows ? need : e->p.max_batch_tokens - rows;
+            int32_t take = need < cap - rows ? need : cap - rows;
             if (take <= 0) continue;
             if (kv->ops->reserve(kv, r->seq, r->n_computed + take, &err) != AG_OK) {
                 ag_kv_stats st;
@@ -503,10 +517,29 @@ static void after_step(ag_engine *e, int rows) {
     }
 }
 
+/* Prompt positions still to compute (a preempted request's whole context counts: it is recomputed). */
+static uint64_t queued_prompt_tokens(const ag_engine *e) {
+    uint64_t n = 0;
+    for (int i = 0; i < e->n_waiting; i++) n += (uint64_t)(e->waiting[i]->n_tokens - e->waiting[i]->n_computed);
+    for (int i = 0; i < e->n_running; i++) {
+        int32_t need = e->running[i]->n_tokens - e->running[i]->n_computed;
+        if (need > 1) n += (uint64_t)need;
+    }
+    return n;
+}
+
 static void update_stats(ag_engine *e, int rows) {
     ag_kv_stats st;
     ag_kv_paged_stats(e->m->kv, &st);
+    uint64_t queued = queued_prompt_tokens(e);
+    const ag_autotune *t = &e->tune;
+    double rate = ag_autotune_prompt_rate(t);
     pthread_mutex_lock(&e->mu);
+    e->stats.queued_prompt_tokens = queued;
+    e->stats.step_a = t->model.w[0], e->stats.step_b = t->model.w[1], e->stats.step_c = t->model.w[2];
+    e->stats.step_fit_error = t->model.err;
+    e->stats.prompt_budget = t->budget, e->stats.step_seconds = t->step_s, e->stats.prompt_rate = rate;
+    e->stats.budget_adjustments = t->adjustments;
     e->stats.running = e->n_running;
     e->stats.waiting = e->n_queued;
     e->stats.kv_blocks = st.n_blocks, e->stats.kv_used = st.used, e->stats.kv_cached = st.cached;
@@ -547,6 +580,8 @@ static void *engine_main(void *arg) {
         bool stop = e->stop;
         rq *in = e->incoming;
         e->incoming = e->incoming_tail = NULL;
+        e->stats.queued_prompt_tokens += e->incoming_prompt; /* until this step's count replaces it */
+        e->incoming_prompt = 0;
         size_t n_cancels = e->n_cancels < 64 ? e->n_cancels : 64;
         uint64_t cancels[64];
         if (n_cancels) {
@@ -572,11 +607,14 @@ static void *engine_main(void *arg) {
         int rows = e->n_running ? build_batch(e) : 0;
         if (rows) {
             ag_err err;
+            uint64_t t0 = ag_clock_mono_ns();
             if (ag_forward(e->m, &(ag_batch){.n = rows, .token = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
                                              .logits = e->b_logits},
                            &err) != AG_OK) {
                 for (int i = e->n_running; i-- > 0;) finish(e, e->running[i], AG_FINISH_ERROR);
             } else {
+                ag_autotune_observe(&e->tune, e->b_decode_rows, rows - e->b_decode_rows,
+                                    (double)(ag_clock_mono_ns() - t0) / 1e9);
                 after_step(e, rows);
             }
         }
@@ -644,6 +682,8 @@ ag_status ag_engine_create(const ag_engine_params *params, ag_engine **out, ag_e
     e->banned = ag_xcalloc((size_t)e->m->cfg.n_vocab, sizeof *e->banned);
     e->b_seq = ag_xcalloc(B, sizeof *e->b_seq), e->b_logits = ag_xcalloc(B, sizeof *e->b_logits);
     e->b_owner = ag_xcalloc(B, sizeof *e->b_owner);
+    ag_autotune_init(&e->tune, &p->slo, p->max_batch_tokens, p->block_tokens);
+    e->stats.slo = p->slo;
     ag_buf_init(&e->piece);
     ag_buf_init(&e->out);
     update_stats(e, 0);
@@ -680,6 +720,14 @@ void ag_engine_destroy(ag_engine *e) {
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);
+}
+
+uint32_t ag_engine_retry_after(ag_engine *e) {
+    pthread_mutex_lock(&e->mu);
+    double ahead = (double)(e->stats.queued_prompt_tokens + e->incoming_prompt), rate = e->stats.prompt_rate;
+    pthread_mutex_unlock(&e->mu);
+    double s = rate > 0 ? ahead / rate - e->p.slo.ttft_s : 1;
+    return s < 1 ? 1 : s > 60 ? 60 : (uint32_t)ceil(s);
 }
 
 void ag_engine_stats_get(ag_engine *e, ag_engine_stats *out) {

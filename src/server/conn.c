@@ -419,8 +419,9 @@ void ag_conn_respond_error(conn *c, const ag_api_error *e) {
     ag_buf body;
     ag_buf_init(&body);
     ag_api_error_write(e, &body);
-    const char *extra = e->status == 429 || e->status == 503 ? "Retry-After: 1\r\n" : NULL;
-    ag_conn_respond_json(c, e->status, &body, extra);
+    char extra[48];
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\n", e->retry_after_s ? e->retry_after_s : 1);
+    ag_conn_respond_json(c, e->status, &body, e->status == 429 || e->status == 503 ? extra : NULL);
     ag_buf_deinit(&body);
 }
 

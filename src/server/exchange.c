@@ -193,10 +193,11 @@ static void exchange_complete(exchange *x) {
 /* ---- submitting and engine events ------------------------------------------------------ */
 
 /* The engine's refusal of a choice as the API's error. */
-static void refusal(ag_status st, const ag_err *e, ag_api_error *err) {
+static void refusal(ag_engine *engine, ag_status st, const ag_err *e, ag_api_error *err) {
     if (st == AG_BUSY)
         ag_api_fail(err, 429, "rate_limit_exceeded", NULL, "rate_limit_exceeded", "The server is busy: %s. Retry later.",
-                    e->msg);
+                    e->msg),
+            err->retry_after_s = ag_engine_retry_after(engine); /* from the queue and the measured prompt rate */
     else if (st == AG_NOMEM) ag_api_fail(err, 503, "service_unavailable", NULL, NULL, "out of memory: %s", e->msg);
     else ag_api_fail(err, 400, "invalid_request_error", NULL, NULL, "%s", e->msg);
 }
@@ -241,7 +242,7 @@ void ag_exchange_submit(exchange *x) {
     if (st != AG_OK) {
         free(ids);
         ag_api_error err;
-        refusal(st, &e, &err);
+        refusal(s->engine, st, &e, &err);
         ag_exchange_detach(x);
         ag_conn_respond_error(c, &err);
         ag_exchange_free(x);

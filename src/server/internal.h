@@ -129,6 +129,8 @@ struct server {
     char model_name[256];
     bool ready, draining, stopped, poll_started;
     uv_timer_t linger_timer; /* running while a drain's linger lasts (--drain-linger): see ag_server_lingering */
+    uv_timer_t tune_timer;   /* --slo: logs the controller's state once a second when its budget moved */
+    uint64_t tune_logged;    /* the adjustment count last logged */
     conn *conns;
     size_t n_conns, n_exchanges;
     ag_map inflight; /* engine id -> choice */

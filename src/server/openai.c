@@ -21,7 +21,7 @@
 
 ag_status ag_api_fail(ag_api_error *err, int status, const char *type, const char *param, const char *code,
                       const char *fmt, ...) {
-    err->status = status, err->type = type, err->param = param, err->code = code;
+    err->status = status, err->type = type, err->param = param, err->code = code, err->retry_after_s = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);

@@ -35,6 +35,7 @@ typedef struct ag_api_error {
     const char *param; /* the offending field, or NULL */
     const char *code;  /* "context_length_exceeded", ..., or NULL */
     char message[512];
+    uint32_t retry_after_s; /* 429 and 503: the Retry-After to send (0: 1 s) */
 } ag_api_error;
 
 /* Fill *err and return AG_EINVAL (for `return ag_api_fail(...)`). */

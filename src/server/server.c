@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "server/chat_template.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +178,25 @@ static int32_t end_token(server *s, ag_chat_template t) {
     return id;
 }
 
+/* --slo: a line each second in which the controller's budget moved (not each step: the engine does not log). */
+static void on_tune_timer(uv_timer_t *t) {
+    server *s = t->data;
+    ag_engine_stats st;
+    ag_engine_stats_get(s->engine, &st);
+    if (st.budget_adjustments == s->tune_logged) return;
+    s->tune_logged = st.budget_adjustments;
+    ag_log_fields(AG_LOG_INFO, "autotune: prompt budget moved",
+                  (ag_log_field[]){AG_LOG_FIELD_DOUBLE("prompt_budget", round(st.prompt_budget)),
+                                   AG_LOG_FIELD_DOUBLE("step_ms", st.step_seconds * 1e3),
+                                   AG_LOG_FIELD_DOUBLE("tpot_target_ms", st.slo.tpot_s * 1e3),
+                                   AG_LOG_FIELD_DOUBLE("prompt_tokens_per_s", round(st.prompt_rate)),
+                                   AG_LOG_FIELD_DOUBLE("base_ms", st.step_a * 1e3),
+                                   AG_LOG_FIELD_DOUBLE("decode_row_ms", st.step_b * 1e3),
+                                   AG_LOG_FIELD_DOUBLE("prompt_row_ms", st.step_c * 1e3),
+                                   AG_LOG_FIELD_DOUBLE("fit_error", st.step_fit_error)},
+                  8);
+}
+
 static void model_loaded(uv_work_t *w, int status) {
     server *s = w->data;
     (void)status;
@@ -205,6 +225,10 @@ static void model_loaded(uv_work_t *w, int status) {
     s->engine_poll.data = s;
     uv_poll_start(&s->engine_poll, UV_READABLE, on_engine_readable);
     s->poll_started = true;
+    if (s->o->engine.slo.tpot_s) {
+        uv_timer_start(&s->tune_timer, on_tune_timer, 1000, 1000);
+        uv_unref((uv_handle_t *)&s->tune_timer); /* never keeps the loop alive by itself */
+    }
     s->ready = true;
     ag_logf(AG_LOG_INFO, "ready: model %s, context %d, chat template %s", s->model.name, s->model.ctx,
             ag_chat_template_name(s->model.tmpl));
@@ -321,6 +345,8 @@ int ag_server_run(const ag_server_opts *o) {
     s->drain_timer.data = s;
     uv_timer_init(&s->loop, &s->linger_timer);
     s->linger_timer.data = s;
+    uv_timer_init(&s->loop, &s->tune_timer);
+    s->tune_timer.data = s;
     uv_timer_init(&s->loop, &s->follow_timer);
     s->follow_timer.data = s;
     uv_timer_init(&s->loop, &s->idem_timer);
