@@ -31,6 +31,7 @@ int ag_cmd_bench(int argc, char **argv);
 int ag_cmd_chaos(int argc, char **argv);
 int ag_cmd_complete(int argc, char **argv);
 int ag_cmd_chat(int argc, char **argv);
+int ag_cmd_tune(int argc, char **argv);
 
 /*
  * The flags the client commands (complete, chat) share: --base-url, --api-key, --retries, --timeout,

@@ -24,6 +24,7 @@ static const command commands[] = {
     {"bench", ag_cmd_bench, "load-test an OpenAI-compatible server: sweep, knee, baseline, report"},
     {"chat", ag_cmd_chat, "an interactive chat with any OpenAI-compatible server (libautoglm)"},
     {"chaos", ag_cmd_chaos, "a TCP proxy that injects network faults (latency, bandwidth, resets, HTTP errors)"},
+    {"tune", ag_cmd_tune, "measure serve settings against a workload; print the best under an SLO as a command"},
     {"complete", ag_cmd_complete, "one completion from any OpenAI-compatible server, with retries (libautoglm)"},
     {"convert", ag_cmd_convert, "convert a Hugging Face checkpoint directory to GGUF"},
     {"inspect", ag_cmd_inspect, "print a GGUF model's metadata and tensor table"},

@@ -604,18 +604,18 @@ static void *engine_main(void *arg) {
         for (int i = e->n_waiting; i-- > 0;)
             if (e->waiting[i]->deadline && now >= e->waiting[i]->deadline) end_waiting(e, e->waiting[i], AG_FINISH_TIMEOUT);
         admit(e, now);
+        uint64_t t0 = ag_clock_mono_ns(); /* a step's time is what a decoding request waits: batching and sampling too */
         int rows = e->n_running ? build_batch(e) : 0;
         if (rows) {
             ag_err err;
-            uint64_t t0 = ag_clock_mono_ns();
             if (ag_forward(e->m, &(ag_batch){.n = rows, .token = e->b_tok, .pos = e->b_pos, .seq = e->b_seq,
                                              .logits = e->b_logits},
                            &err) != AG_OK) {
                 for (int i = e->n_running; i-- > 0;) finish(e, e->running[i], AG_FINISH_ERROR);
             } else {
+                after_step(e, rows);
                 ag_autotune_observe(&e->tune, e->b_decode_rows, rows - e->b_decode_rows,
                                     (double)(ag_clock_mono_ns() - t0) / 1e9);
-                after_step(e, rows);
             }
         }
         update_stats(e, rows);

@@ -1,0 +1,55 @@
+// autoglm tune over the real binary: on a fixture model it finishes within its time budget, prints the table of
+// what it tried and a serve command that runs; bad options are one-line usage errors.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { BIN, MODEL, startServer } from './server.mjs';
+
+test('tune finishes within its time budget and prints a runnable serve command', async () => {
+  const t0 = Date.now();
+  const r = spawnSync(BIN, ['tune', '--model', MODEL, '--slo', 'ttft=10s,tpot=2s', '--input-tokens', '48',
+    '--output-tokens', '8', '--time-budget', '30s', '--threads', '1', '--max-seqs', '2,4', '--max-batch-tokens', '64,128'],
+  { encoding: 'utf8', timeout: 120000 });
+  const took = (Date.now() - t0) / 1000;
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.ok(took < 30 + 5, `took ${took} s`); // the budget is the tuner's own bound, not a speed: it plans to it
+  const rows = r.stdout.split('\n').filter((l) => /^\| \d+ \| \d+ \| \d+ \| (on|off) \|/.test(l));
+  assert.equal(rows.length, 4, r.stdout); // threads 1; max-seqs 2 beside 4; batch 64 beside 128; the controller
+  assert.ok(rows.some((l) => /\| on \|/.test(l)));
+  for (const l of rows) assert.match(l, /\| \d+ \| \d+\.\d\d \| \d+\.\d\d \| [\d.]+ \| [\d.]+ \|$/, l); // all measured
+  const cmd = /^autoglm serve (.*)$/m.exec(r.stdout);
+  assert.ok(cmd, r.stdout);
+  assert.match(r.stdout, /^best: goodput [\d.]+ req\/s under ttft=10s,tpot=2s/m);
+  // the command runs as printed (its --model is the path given)
+  const args = cmd[1].split(' ');
+  assert.equal(args[0], '--model');
+  assert.equal(args[1], MODEL);
+  const srv = await startServer(args.slice(2), { model: MODEL });
+  try {
+    const res = await fetch(`${srv.url}/v1/completions`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'llama2', prompt: 'hello', max_tokens: 4 }),
+    });
+    assert.equal(res.status, 200);
+  } finally {
+    await srv.stop();
+  }
+});
+
+test('bad tune options are one-line usage errors', () => {
+  const cases = [
+    [['--slo', 'ttft=1s'], /needs --model/],
+    [['--model', MODEL, '--slo', 'fast'], /--slo needs/],
+    [['--model', MODEL, '--time-budget', '5s'], /--time-budget needs a duration from 20s/],
+    [['--model', MODEL, '--max-seqs', '4,x'], /--max-seqs needs a list/],
+    [['--model', '/nonexistent.gguf'], /cannot read \/nonexistent.gguf/],
+    [['--model', MODEL, '--api', 'embeddings'], /--api must be chat or completions/],
+    [['--model', MODEL, '--frobnicate', '1'], /unknown option '--frobnicate'/],
+  ];
+  for (const [args, re] of cases) {
+    const r = spawnSync(BIN, ['tune', ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 2, args.join(' '));
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  }
+});
