@@ -73,11 +73,24 @@ void ag_autotune_observe(ag_autotune *t, int decode_rows, int prompt_rows, doubl
 double ag_autotune_prompt_rate(const ag_autotune *t);
 
 /*
- * Admission against slo->ttft_s: ahead prompt tokens are queued before a
- * request of own prompt tokens, served at rate tokens/s.  True: admit.
- * False: *retry_s is when the queue should have drained enough (>= 1 s).
- * Nothing ahead, no TTFT target or no rate measured yet always admits.
+ * When each of the first n requests in line would get a slot (out[k], in
+ * seconds from now).  slots[i] is when slot i is next free, in steps (0: free
+ * now; a running request's remaining steps), and is used up.  The k-th
+ * request in line, once admitted, holds its slot for hold[k] steps
+ * (hold_default past n_hold).  Steps take step_s.  The engine publishes this
+ * after every step for admission: a request's first token waits for a slot
+ * (max-seqs) as well as for the prompt tokens ahead of it.
  */
-bool ag_autotune_admit(const ag_slo *slo, double rate, double ahead, double own, double *retry_s);
+void ag_autotune_slot_waits(double *slots, int n_slots, const double *hold, int n_hold, double hold_default,
+                            double step_s, double *out, int n);
+
+/*
+ * Admission against slo->ttft_s: the request waits slot_wait_s for a slot
+ * while the ahead prompt tokens queued before it are computed, then its own
+ * prompt of own tokens, all at rate prompt tokens/s.  True: admit.  False:
+ * *retry_s is when that wait should have shrunk enough (>= 1 s).  Nothing
+ * ahead, no TTFT target or no rate measured yet always admits.
+ */
+bool ag_autotune_admit(const ag_slo *slo, double rate, double ahead, double own, double slot_wait_s, double *retry_s);
 
 #endif

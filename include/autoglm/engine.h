@@ -120,6 +120,7 @@ int ag_engine_event_fd(const ag_engine *e);
 size_t ag_engine_poll(ag_engine *e, ag_event *out, size_t max, int timeout_ms);
 
 #define AG_STEP_ROWS_BUCKETS 15 /* rows per step <= 1, 2, 4, ..., 8192, more */
+#define AG_SLOT_WAITS 32        /* places in line whose wait for a slot is estimated (autotune.h) */
 
 typedef struct ag_engine_stats {
     int running, waiting;
@@ -132,10 +133,11 @@ typedef struct ag_engine_stats {
     double prompt_budget, step_seconds, prompt_rate; /* rows, decoding steps' average time, tokens/s */
     uint64_t budget_adjustments, slo_refusals;
     ag_slo slo; /* the targets the engine was given */
+    double slot_wait_s[AG_SLOT_WAITS]; /* when the k-th in line gets a slot, as of the last step */
 } ag_engine_stats;
 void ag_engine_stats_get(ag_engine *e, ag_engine_stats *out);
-/* Seconds a request refused as busy should wait: the queued prompt tokens at the measured prompt rate, less the
- * TTFT target (1..60). */
+/* Seconds a request refused as busy should wait: until one at the back of the line would get a slot and the
+ * queued prompt tokens would be computed at the measured prompt rate, less the TTFT target (1..60). */
 uint32_t ag_engine_retry_after(ag_engine *e);
 
 /* The per-request context length and the vocabulary size. */

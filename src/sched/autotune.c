@@ -103,7 +103,9 @@ static int clamp_rows(double v, int lo, int hi) { return v < lo ? lo : v > hi ? 
 static double target_rows(const ag_autotune *t, int decode_rows) {
     const ag_step_model *m = &t->model;
     double c = m->w[2];
-    if (c <= 1e-9) return t->max_rows; /* prompt rows look free: the fit has not seen them cost yet */
+    /* The fit has not (or no longer) told prompt rows' cost apart, as when every step took the same prompt rows:
+     * hold the budget rather than read that as "free" and open it wide. */
+    if (c <= 1e-9) return t->budget;
     double room = TPOT_AIM * t->slo.tpot_s - fmax(m->w[0], 0) - fmax(m->w[1], 0) * decode_rows;
     return room / c;
 }
@@ -139,9 +141,24 @@ double ag_autotune_prompt_rate(const ag_autotune *t) {
     return rows / ag_step_model_predict(&t->model, d, rows);
 }
 
-bool ag_autotune_admit(const ag_slo *slo, double rate, double ahead, double own, double *retry_s) {
-    if (!slo->ttft_s || rate <= 0 || ahead <= 0) return true;
-    double late = (ahead + own) / rate - slo->ttft_s;
+void ag_autotune_slot_waits(double *slots, int n_slots, const double *hold, int n_hold, double hold_default,
+                            double step_s, double *out, int n) {
+    for (int k = 0; k < n; k++) {
+        if (n_slots <= 0) {
+            out[k] = INFINITY;
+            continue;
+        }
+        int m = 0;
+        for (int i = 1; i < n_slots; i++)
+            if (slots[i] < slots[m]) m = i;
+        out[k] = slots[m] * step_s;
+        slots[m] += k < n_hold ? hold[k] : hold_default;
+    }
+}
+
+bool ag_autotune_admit(const ag_slo *slo, double rate, double ahead, double own, double slot_wait_s, double *retry_s) {
+    if (!slo->ttft_s || rate <= 0 || (ahead <= 0 && slot_wait_s <= 0)) return true;
+    double late = fmax(slot_wait_s, ahead / rate) + own / rate - slo->ttft_s;
     if (late <= 0) return true;
     *retry_s = fmin(fmax(ceil(late), 1), 3600);
     return false;

@@ -85,6 +85,8 @@ struct ag_engine {
     int n_free_slots;
     ag_autotune tune;
     int b_decode_rows; /* of the batch built: the rest are prompt rows */
+    double gen_avg;    /* output tokens of finished requests, moving average (0: none yet) */
+    double *slots, *holds; /* scratch of the slot-wait estimate: max_seqs and AG_SLOT_WAITS */
     int32_t *b_tok, *b_pos, *b_seq;
     bool *b_logits;
     rq **b_owner;
@@ -258,6 +260,14 @@ static ag_status rq_make(ag_engine *e, const ag_request *q, rq **out, ag_err *er
     return AG_OK;
 }
 
+/* Under mu: when a request submitted now would get a slot (the line is everything queued). */
+static double slot_wait_locked(const ag_engine *e) {
+    int k = e->n_queued;
+    const double *w = e->stats.slot_wait_s;
+    if (k < AG_SLOT_WAITS) return w[k];
+    return w[AG_SLOT_WAITS - 1] * (k + 1) / AG_SLOT_WAITS; /* deeper in line: as the last place, scaled */
+}
+
 ag_status ag_engine_submit_many(ag_engine *e, const ag_request *qs, size_t n, uint64_t *ids, ag_err *err) {
     if ((int64_t)n > e->p.max_queue)
         return ag_err_set(err, AG_ELIMIT, "%zu prompts at once is more than the queue takes (%d)", n, e->p.max_queue);
@@ -268,16 +278,17 @@ ag_status ag_engine_submit_many(ag_engine *e, const ag_request *qs, size_t n, ui
         pthread_mutex_lock(&e->mu);
         double own = 0, ahead = (double)(e->stats.queued_prompt_tokens + e->incoming_prompt), retry_s = 0;
         for (size_t i = 0; i < n; i++) own += rs[i]->n_prompt;
+        double slot_wait = slot_wait_locked(e);
         if (e->n_queued + (int64_t)n > e->p.max_queue) { /* all or none: no half-admitted request to cancel */
             pthread_mutex_unlock(&e->mu);
             st = ag_err_set(err, AG_BUSY, "the queue is full (%d requests waiting)", e->p.max_queue);
-        } else if (!ag_autotune_admit(&e->p.slo, e->stats.prompt_rate, ahead, own, &retry_s)) {
+        } else if (!ag_autotune_admit(&e->p.slo, e->stats.prompt_rate, ahead, own, slot_wait, &retry_s)) {
             e->stats.slo_refusals++;
             pthread_mutex_unlock(&e->mu);
             st = ag_err_set(err, AG_BUSY,
-                            "the time-to-first-token target (%.0f ms) cannot be met: %.0f prompt tokens are ahead at "
-                            "%.0f tokens/s",
-                            e->p.slo.ttft_s * 1e3, ahead, e->stats.prompt_rate);
+                            "the time-to-first-token target (%.0f ms) cannot be met: a slot frees in about %.0f ms and "
+                            "%.0f prompt tokens are ahead at %.0f tokens/s",
+                            e->p.slo.ttft_s * 1e3, slot_wait * 1e3, ahead, e->stats.prompt_rate);
         } else {
             for (size_t i = 0; i < n; i++) {
                 rq *r = rs[i];
@@ -346,6 +357,8 @@ static void update_stats(ag_engine *e, int rows);
  * has seen the last finish sees the cache it freed.
  */
 static void finish(ag_engine *e, rq *r, ag_finish why) {
+    if (why == AG_FINISH_STOP || why == AG_FINISH_LENGTH)
+        e->gen_avg = e->gen_avg ? e->gen_avg + 0.1 * (r->n_gen - e->gen_avg) : r->n_gen;
     if (r->seq >= 0) unrun(e, r);
     update_stats(e, 0);
     ag_buf_reset(&e->out);
@@ -528,11 +541,35 @@ static uint64_t queued_prompt_tokens(const ag_engine *e) {
     return n;
 }
 
+/* The steps r will hold its slot from now: its prompt left at the current budget, then the output tokens a
+ * request produces on average (its max_tokens until one has finished), at least one. */
+static double steps_left(const ag_engine *e, const rq *r) {
+    int32_t prompt = r->n_tokens - r->n_computed, cap = r->max_tokens - r->n_gen;
+    double budget = e->tune.budget > 1 ? e->tune.budget : 1;
+    double gen = e->gen_avg ? e->gen_avg - r->n_gen : cap;
+    gen = gen > cap ? cap : gen < 1 ? 1 : gen;
+    return (prompt > 1 ? ceil(prompt / budget) : 0) + gen;
+}
+
+/* When each of the first AG_SLOT_WAITS in line gets a slot (ag_autotune_slot_waits). */
+static void slot_waits(ag_engine *e, double *out) {
+    const ag_autotune *t = &e->tune;
+    double step = t->step_s ? t->step_s : t->model.n ? ag_step_model_predict(&t->model, e->n_running, 0) : 0;
+    int n_slots = 0, n_holds = 0;
+    for (int i = 0; i < e->n_free_slots; i++) e->slots[n_slots++] = 0;
+    for (int i = 0; i < e->n_running; i++) e->slots[n_slots++] = steps_left(e, e->running[i]);
+    for (int i = 0; i < e->n_waiting && n_holds < AG_SLOT_WAITS; i++) e->holds[n_holds++] = steps_left(e, e->waiting[i]);
+    ag_autotune_slot_waits(e->slots, n_slots, e->holds, n_holds, e->gen_avg ? e->gen_avg : 16, step, out,
+                           AG_SLOT_WAITS);
+}
+
 static void update_stats(ag_engine *e, int rows) {
     ag_kv_stats st;
     ag_kv_paged_stats(e->m->kv, &st);
     uint64_t queued = queued_prompt_tokens(e);
     const ag_autotune *t = &e->tune;
+    double waits[AG_SLOT_WAITS];
+    slot_waits(e, waits); /* for the TTFT admission, and every 429's Retry-After */
     double rate = ag_autotune_prompt_rate(t);
     pthread_mutex_lock(&e->mu);
     e->stats.queued_prompt_tokens = queued;
@@ -540,6 +577,7 @@ static void update_stats(ag_engine *e, int rows) {
     e->stats.step_fit_error = t->model.err;
     e->stats.prompt_budget = t->budget, e->stats.step_seconds = t->step_s, e->stats.prompt_rate = rate;
     e->stats.budget_adjustments = t->adjustments;
+    memcpy(e->stats.slot_wait_s, waits, sizeof waits);
     e->stats.running = e->n_running;
     e->stats.waiting = e->n_queued;
     e->stats.kv_blocks = st.n_blocks, e->stats.kv_used = st.used, e->stats.kv_cached = st.cached;
@@ -683,6 +721,8 @@ ag_status ag_engine_create(const ag_engine_params *params, ag_engine **out, ag_e
     e->b_seq = ag_xcalloc(B, sizeof *e->b_seq), e->b_logits = ag_xcalloc(B, sizeof *e->b_logits);
     e->b_owner = ag_xcalloc(B, sizeof *e->b_owner);
     ag_autotune_init(&e->tune, &p->slo, p->max_batch_tokens, p->block_tokens);
+    e->slots = ag_xcalloc((size_t)p->max_seqs, sizeof *e->slots);
+    e->holds = ag_xcalloc(AG_SLOT_WAITS, sizeof *e->holds);
     e->stats.slo = p->slo;
     ag_buf_init(&e->piece);
     ag_buf_init(&e->out);
@@ -711,6 +751,7 @@ void ag_engine_destroy(ag_engine *e) {
     free(e->cancels);
     free(e->waiting), free(e->running), free(e->free_slots);
     free(e->b_tok), free(e->b_pos), free(e->b_seq), free(e->b_logits), free(e->b_owner), free(e->banned);
+    free(e->slots), free(e->holds);
     ag_buf_deinit(&e->piece);
     ag_buf_deinit(&e->out);
     ag_model_free(e->m);
@@ -725,8 +766,9 @@ void ag_engine_destroy(ag_engine *e) {
 uint32_t ag_engine_retry_after(ag_engine *e) {
     pthread_mutex_lock(&e->mu);
     double ahead = (double)(e->stats.queued_prompt_tokens + e->incoming_prompt), rate = e->stats.prompt_rate;
+    double slot_wait = slot_wait_locked(e);
     pthread_mutex_unlock(&e->mu);
-    double s = rate > 0 ? ahead / rate - e->p.slo.ttft_s : 1;
+    double s = rate > 0 ? fmax(slot_wait, ahead / rate) - e->p.slo.ttft_s : 1;
     return s < 1 ? 1 : s > 60 ? 60 : (uint32_t)ceil(s);
 }
 

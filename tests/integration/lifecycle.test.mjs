@@ -123,7 +123,7 @@ test('a full queue answers 429 with Retry-After; the rest complete', async () =>
     const rs = await Promise.all(Array.from({ length: 12 }, () => postJSON(srv.url, '/v1/completions', body)));
     const busy = rs.filter((r) => r.status === 429);
     assert.ok(busy.length > 0, 'no 429');
-    assert.equal(busy[0].headers.get('retry-after'), '1');
+    assert.match(busy[0].headers.get('retry-after'), /^[1-9][0-9]*$/); // when the line ahead should have drained
     assert.equal(busy[0].json.error.code, 'rate_limit_exceeded');
     assert.ok(rs.every((r) => r.status === 200 || r.status === 429));
     assert.ok(rs.some((r) => r.status === 200));

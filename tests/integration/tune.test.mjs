@@ -3,6 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { BIN, MODEL, startServer } from './server.mjs';
 
 test('tune finishes within its time budget and prints a runnable serve command', async () => {
@@ -34,6 +37,22 @@ test('tune finishes within its time budget and prints a runnable serve command',
   } finally {
     await srv.stop();
   }
+});
+
+test('tune --workload: the requests of a JSONL file, chat and completions alike', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tune-'));
+  const file = path.join(dir, 'work.jsonl');
+  writeFileSync(file, [
+    JSON.stringify({ model: 'anything', prompt: 'once upon a time', max_tokens: 6, ignore_eos: true }),
+    JSON.stringify({ model: 'anything', messages: [{ role: 'user', content: 'hello there' }], max_tokens: 6 }),
+  ].join('\n'));
+  const r = spawnSync(BIN, ['tune', '--model', MODEL, '--workload', file, '--slo', 'ttft=10s', '--time-budget', '20s',
+    '--threads', '1', '--max-seqs', '2', '--max-batch-tokens', '64'], { encoding: 'utf8', timeout: 120000 });
+  rmSync(dir, { recursive: true });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const rows = r.stdout.split('\n').filter((l) => /^\| 1 \| 2 \| 64 \| (on|off) \| \d+ \| [1-9]/.test(l));
+  assert.equal(rows.length, 2, r.stdout); // the defaults of this list, then the controller; both served requests
+  assert.match(r.stdout, /^autoglm serve --model \S+ --threads 1 --max-seqs 2 --max-batch-tokens 64( --slo ttft=10000ms)?$/m);
 });
 
 test('bad tune options are one-line usage errors', () => {

@@ -220,15 +220,31 @@ static void test_admission(void **state) {
     (void)state;
     ag_slo slo = {.ttft_s = 0.5};
     double retry = 0;
-    assert_true(ag_autotune_admit(&slo, 1000, 0, 5000, &retry));   /* nothing ahead: admitted, however long */
-    assert_true(ag_autotune_admit(&slo, 1000, 300, 100, &retry));  /* 0.4 s */
-    assert_false(ag_autotune_admit(&slo, 1000, 2900, 100, &retry)); /* 3 s: 2.5 s late */
+    assert_true(ag_autotune_admit(&slo, 1000, 0, 5000, 0, &retry));    /* nothing ahead: admitted, however long */
+    assert_true(ag_autotune_admit(&slo, 1000, 300, 100, 0, &retry));   /* 0.4 s */
+    assert_false(ag_autotune_admit(&slo, 1000, 2900, 100, 0, &retry)); /* 3 s: 2.5 s late */
     assert_true(retry == 3);
-    assert_false(ag_autotune_admit(&slo, 1000, 600, 100, &retry)); /* 0.2 s late: at least 1 s */
+    assert_false(ag_autotune_admit(&slo, 1000, 600, 100, 0, &retry)); /* 0.2 s late: at least 1 s */
     assert_true(retry == 1);
-    assert_true(ag_autotune_admit(&slo, 0, 1e9, 100, &retry));     /* no rate measured yet */
+    /* the wait for a slot overlaps the prompts ahead; the request's own prompt follows both */
+    assert_true(ag_autotune_admit(&slo, 1000, 100, 100, 0.35, &retry));   /* 0.35 + 0.1 */
+    assert_false(ag_autotune_admit(&slo, 1000, 0, 100, 2.2, &retry));     /* a full batch: 2.3 s */
+    assert_true(retry == 2);
+    assert_true(ag_autotune_admit(&slo, 0, 1e9, 100, 9, &retry));         /* no rate measured yet */
     ag_slo none = {0};
-    assert_true(ag_autotune_admit(&none, 1, 1e9, 100, &retry));
+    assert_true(ag_autotune_admit(&none, 1, 1e9, 100, 9, &retry));
+}
+
+static void test_slot_waits(void **state) {
+    (void)state;
+    /* 1 slot free, 2 running with 10 and 4 steps left; those in line hold 20, 20, then 8 steps; 10 ms steps */
+    double slots[] = {0, 10, 4}, hold[] = {20, 20}, out[6];
+    ag_autotune_slot_waits(slots, 3, hold, 2, 8, 0.01, out, 6);
+    const double want[] = {0, 0.04, 0.10, 0.18, 0.20, 0.24}; /* slot free at 0 -> 20, 4 -> 24, 10 -> 18, 18 -> 26, 20, 24 */
+    for (int k = 0; k < 6; k++) assert_true(fabs(out[k] - want[k]) < 1e-12);
+    double none[1];
+    ag_autotune_slot_waits(NULL, 0, NULL, 0, 8, 0.01, none, 1);
+    assert_true(isinf(none[0]));
 }
 
 static void test_slo_parse(void **state) {
@@ -252,6 +268,7 @@ int main(void) {
         cmocka_unit_test(test_follows_a_machine_that_slows_down),
         cmocka_unit_test(test_an_impossible_target_leaves_prompts_their_floor),
         cmocka_unit_test(test_admission),
+        cmocka_unit_test(test_slot_waits),
         cmocka_unit_test(test_slo_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
