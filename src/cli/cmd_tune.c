@@ -3,16 +3,19 @@
  * under an SLO, found by measuring them rather than guessing.
  *
  * Each candidate (threads, max-seqs, max-batch-tokens, and a KV pool sized
- * for the workload's contexts) runs as a real `autoglm serve` child on a
- * loopback port and is measured by an `autoglm bench` child: closed loop at
+ * for the workload's contexts within --kv-memory-mb) runs as a real
+ * `autoglm serve` child on a loopback port and is measured by an
+ * `autoglm bench` child: closed loop at
  * half, one and two times max-seqs concurrent requests, goodput being the
  * requests per second that met every SLO.  The search is coordinate
  * descent from the defaults, one knob at a time (threads, then max-seqs,
  * then the batch budget), each knob kept at its best before the next is
  * tried; last, the winner is tried again with the online controller
  * (serve --slo).  Every trial's share of --time-budget is set before the
- * first and trials that would overrun it are skipped, so the command ends
- * within the budget whatever the machine.
+ * first; a trial that would overrun the budget is skipped, and a bench
+ * still running at its end is stopped with what it measured, so the
+ * command ends within the budget and the few seconds its children take to
+ * stop.
  *
  * Children, not threads in this process: each candidate is exactly the
  * server a user would start, and the load generator never shares cores or a
@@ -52,7 +55,8 @@ static const char tune_usage[] =
     "  --time-budget D          the whole search ends within D (default 5m, at least 20s)\n"
     "  --threads LIST           candidates (default: the cores, and half of them)\n"
     "  --max-seqs LIST          candidates (default 4,8,16,32)\n"
-    "  --max-batch-tokens LIST  candidates (default 128,256,512)\n";
+    "  --max-batch-tokens LIST  candidates (default 128,256,512)\n"
+    "  --kv-memory-mb N         the most a candidate's KV pool may take (default half the memory available)\n";
 
 typedef struct trial {
     int threads, seqs, batch;
@@ -65,6 +69,9 @@ typedef struct trial {
 
 typedef struct tuner {
     const char *self, *model, *slo_text, *workload, *api;
+    double kv_token_bytes; /* the model's KV bytes per token (F16) */
+    int ctx;               /* serve's per-request context for the model */
+    double kv_cap_bytes;   /* --kv-memory-mb, else half the memory available at the start */
     ag_slo slo;
     int input_tokens, output_tokens;
     double step_s, warmup_s; /* each bench step's measured time and warm-up */
@@ -120,14 +127,23 @@ static int wait_ready(pid_t pid, const char *log, double deadline, char *why, si
     return 0;
 }
 
-static void stop_child(pid_t pid) {
-    kill(pid, SIGTERM);
-    for (int i = 0; i < 200; i++) { /* 10 s to drain, then killed */
-        if (waitpid(pid, NULL, WNOHANG) == pid) return;
-        usleep(50000);
+/*
+ * Wait for a child until `until`; then send it sig, give it `grace` seconds
+ * (a bench on SIGINT writes what it measured, a server on SIGTERM drains),
+ * and kill it.  Its wait status.
+ */
+static int reap(pid_t pid, double until, int sig, double grace) {
+    int st = 0;
+    for (bool sent = false;;) {
+        if (waitpid(pid, &st, WNOHANG) == pid) return st;
+        double now = now_s();
+        if (!sent && now >= until) kill(pid, sig), sent = true, until = now + grace;
+        else if (sent && now >= until) break;
+        usleep(20000);
     }
     kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    waitpid(pid, &st, 0);
+    return st;
 }
 
 static double num_at(const ag_json_val *o, const char *k1, const char *k2) {
@@ -160,11 +176,46 @@ static bool read_bench(const char *path, trial *t) {
     return ok;
 }
 
-/* The KV pool for max-seqs contexts of the synthetic workload (with room for a chat template); 0: the default. */
-static long ctx_total(const tuner *u, int seqs) {
-    if (u->workload) return 0;
-    long per = u->input_tokens + u->output_tokens + 64;
-    return (long)seqs * ((per + 15) / 16 * 16);
+/*
+ * The KV pool of a candidate: max-seqs contexts of the synthetic workload (with room for a chat template), or
+ * serve's default of max-seqs full contexts for a workload file; within half the memory available.  The serve
+ * flag for it into flag/val; false when serve's default is that pool.
+ */
+static bool kv_pool(const tuner *u, int seqs, const char **flag, char *val, size_t cap) {
+    long per = u->workload ? u->ctx : u->input_tokens + u->output_tokens + 64;
+    long tokens = (long)seqs * ((per + 15) / 16 * 16);
+    if (tokens * u->kv_token_bytes > u->kv_cap_bytes) {
+        *flag = "--kv-cache-mb";
+        snprintf(val, cap, "%ld", (long)(u->kv_cap_bytes / (1 << 20)));
+        return true;
+    }
+    if (u->workload) return false;
+    *flag = "--ctx-total";
+    snprintf(val, cap, "%ld", tokens);
+    return true;
+}
+
+/* The model's KV bytes per token and serve's context for it, from the file (no weights read); memory available. */
+static bool probe(tuner *u) {
+    ag_model_params mp = ag_model_params_default();
+    mp.n_ctx = 16, mp.n_threads = 1; /* a tiny cache: only the shape is wanted */
+    ag_model *m;
+    ag_err err;
+    if (ag_model_load(u->model, &mp, &m, &err) != AG_OK) {
+        fprintf(stderr, "autoglm tune: %s\n", err.msg);
+        return false;
+    }
+    u->kv_token_bytes = 2.0 * m->cfg.n_layer * m->cfg.n_head_kv * m->cfg.head_dim * 2;
+    u->ctx = m->cfg.n_ctx_train < 4096 ? m->cfg.n_ctx_train : 4096;
+    ag_model_free(m);
+    long avail_kb = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %ld kB", &avail_kb) == 1) break;
+    if (f) fclose(f);
+    if (!u->kv_cap_bytes) u->kv_cap_bytes = avail_kb > 0 ? avail_kb * 1024.0 / 2 : 1e18;
+    return true;
 }
 
 /* "ttft=2000ms,tpot=50ms": the targets that are set, as serve --slo takes them. */
@@ -185,24 +236,25 @@ static bool has(const int *v, int n, int x) {
     return false;
 }
 
-/* Measure one candidate: a server, then a bench against it. */
-static void run_trial(const tuner *u, trial *t, double deadline) {
-    char threads[16], seqs[16], batch[16], ctx[24], log[96], json[96];
+/* Measure one candidate: a server ready by deadline, then a bench against it, stopped at the budget's end. */
+static void run_trial(const tuner *u, trial *t, double deadline, double end) {
+    char threads[16], seqs[16], batch[16], kv[24], log[96], json[96];
+    const char *kv_flag;
     snprintf(threads, sizeof threads, "%d", t->threads), snprintf(seqs, sizeof seqs, "%d", t->seqs);
-    snprintf(batch, sizeof batch, "%d", t->batch), snprintf(ctx, sizeof ctx, "%ld", ctx_total(u, t->seqs));
+    snprintf(batch, sizeof batch, "%d", t->batch);
     snprintf(log, sizeof log, "%s/serve.log", u->dir), snprintf(json, sizeof json, "%s/bench.json", u->dir);
     char *sv[24] = {(char *)u->self, "serve", "--model", (char *)u->model, "--host", "127.0.0.1", "--port", "0",
                     "--served-model-name", "tune", "--threads", threads, "--max-seqs", seqs, "--max-batch-tokens",
                     batch, "--no-ui"};
     int n = 17;
-    if (ctx_total(u, t->seqs)) sv[n++] = "--ctx-total", sv[n++] = ctx;
+    if (kv_pool(u, t->seqs, &kv_flag, kv, sizeof kv)) sv[n++] = (char *)kv_flag, sv[n++] = kv;
     char slo[96];
     if (t->controller) slo_arg(&u->slo, slo, sizeof slo), sv[n++] = "--slo", sv[n++] = slo;
     unlink(log); /* the last server's "ready" must not be read as this one's */
     pid_t srv = spawn(sv, log);
     int port = wait_ready(srv, log, deadline, t->why, sizeof t->why);
     if (port <= 0) {
-        if (port == 0) stop_child(srv);
+        if (port == 0) reap(srv, 0, SIGTERM, 1);
         return;
     }
     char base[64], conc[48], dur[24], warm[24];
@@ -224,9 +276,8 @@ static void run_trial(const tuner *u, trial *t, double deadline) {
     }
     unlink(json);
     pid_t b = spawn(bv, NULL);
-    int st = 0;
-    waitpid(b, &st, 0);
-    stop_child(srv);
+    int st = reap(b, end, SIGINT, 2); /* at the budget's end: Ctrl-C, the steps measured so far are kept */
+    reap(srv, 0, SIGTERM, 2);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !read_bench(json, t)) {
         snprintf(t->why, sizeof t->why, "the bench failed (exit %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
         return;
@@ -280,6 +331,9 @@ int ag_cmd_tune(int argc, char **argv) {
             if (ag_str_parse_duration_us(ag_str_from_cstr(val), &budget_us) != AG_OK || budget_us < 20000000 ||
                 budget_us > 86400000000ull)
                 return USAGE("--time-budget needs a duration from 20s to 24h, such as 5m");
+        } else if (strcmp(a, "--kv-memory-mb") == 0) {
+            if (!ag_cli_int("tune", a, val, 1, 1L << 30, &v)) return AG_EXIT_USAGE;
+            u.kv_cap_bytes = (double)v * (1 << 20);
         } else if (strcmp(a, "--threads") == 0) {
             if ((n_threads = parse_list(val, threads, 1, 1024)) < 0) return USAGE("--threads needs a list like 1,2");
         } else if (strcmp(a, "--max-seqs") == 0) {
@@ -296,6 +350,7 @@ int ag_cmd_tune(int argc, char **argv) {
     if (!ag_slo_parse(u.slo_text, &u.slo)) return USAGE("--slo needs ttft=D,tpot=D,e2e=D (any of them)");
     if (strcmp(u.api, "chat") != 0 && strcmp(u.api, "completions") != 0) return USAGE("--api must be chat or completions");
     if (u.workload && access(u.workload, R_OK) != 0) return USAGE("cannot read %s: %s", u.workload, strerror(errno));
+    if (!probe(&u)) return AG_EXIT_FAIL;
     if (!n_threads) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         threads[n_threads++] = cores > 0 ? (int)cores : 1;
@@ -345,7 +400,8 @@ int ag_cmd_tune(int argc, char **argv) {
                 snprintf(t.why, sizeof t.why, "skipped: the time budget");
                 skipped++;
             } else {
-                run_trial(&u, &t, now_s() + per_trial);
+                double ready_by = now_s() + per_trial < end ? now_s() + per_trial : end;
+                run_trial(&u, &t, ready_by, end);
                 tried++;
             }
             print_row(&t);
@@ -365,7 +421,9 @@ int ag_cmd_tune(int argc, char **argv) {
            best.goodput > 0 ? "" : "; no trial met the SLO at any load tried: the fastest is shown");
     printf("autoglm serve --model %s --threads %d --max-seqs %d --max-batch-tokens %d", u.model, best.threads,
            best.seqs, best.batch);
-    if (ctx_total(&u, best.seqs)) printf(" --ctx-total %ld", ctx_total(&u, best.seqs));
+    const char *kv_flag;
+    char kv[24];
+    if (kv_pool(&u, best.seqs, &kv_flag, kv, sizeof kv)) printf(" %s %s", kv_flag, kv);
     char slo[96];
     if (best.controller) slo_arg(&u.slo, slo, sizeof slo), printf(" --slo %s", slo);
     printf("\n");

@@ -15,7 +15,8 @@ test('tune finishes within its time budget and prints a runnable serve command',
   { encoding: 'utf8', timeout: 120000 });
   const took = (Date.now() - t0) / 1000;
   assert.equal(r.status, 0, r.stdout + r.stderr);
-  assert.ok(took < 30 + 5, `took ${took} s`); // the budget is the tuner's own bound, not a speed: it plans to it
+  // not a speed: the tuner stops its last bench at the budget's end, and its children within 2 s each
+  assert.ok(took < 30 + 10, `took ${took} s`);
   const rows = r.stdout.split('\n').filter((l) => /^\| \d+ \| \d+ \| \d+ \| (on|off) \|/.test(l));
   assert.equal(rows.length, 4, r.stdout); // threads 1; max-seqs 2 beside 4; batch 64 beside 128; the controller
   assert.ok(rows.some((l) => /\| on \|/.test(l)));
@@ -39,20 +40,22 @@ test('tune finishes within its time budget and prints a runnable serve command',
   }
 });
 
-test('tune --workload: the requests of a JSONL file, chat and completions alike', () => {
+test('tune --workload: the requests of a JSONL file, chat and completions alike; the KV pool within --kv-memory-mb', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'tune-'));
   const file = path.join(dir, 'work.jsonl');
   writeFileSync(file, [
     JSON.stringify({ model: 'anything', prompt: 'once upon a time', max_tokens: 6, ignore_eos: true }),
     JSON.stringify({ model: 'anything', messages: [{ role: 'user', content: 'hello there' }], max_tokens: 6 }),
   ].join('\n'));
+  // 2 full contexts of the llama2 fixture take 4 MiB of KV: --kv-memory-mb holds the pool to 1
   const r = spawnSync(BIN, ['tune', '--model', MODEL, '--workload', file, '--slo', 'ttft=10s', '--time-budget', '20s',
-    '--threads', '1', '--max-seqs', '2', '--max-batch-tokens', '64'], { encoding: 'utf8', timeout: 120000 });
+    '--threads', '1', '--max-seqs', '2', '--max-batch-tokens', '64', '--kv-memory-mb', '1'],
+  { encoding: 'utf8', timeout: 120000 });
   rmSync(dir, { recursive: true });
   assert.equal(r.status, 0, r.stdout + r.stderr);
   const rows = r.stdout.split('\n').filter((l) => /^\| 1 \| 2 \| 64 \| (on|off) \| \d+ \| [1-9]/.test(l));
   assert.equal(rows.length, 2, r.stdout); // the defaults of this list, then the controller; both served requests
-  assert.match(r.stdout, /^autoglm serve --model \S+ --threads 1 --max-seqs 2 --max-batch-tokens 64( --slo ttft=10000ms)?$/m);
+  assert.match(r.stdout, /^autoglm serve --model \S+ --threads 1 --max-seqs 2 --max-batch-tokens 64 --kv-cache-mb 1( --slo ttft=10000ms)?$/m);
 });
 
 test('bad tune options are one-line usage errors', () => {
@@ -63,6 +66,7 @@ test('bad tune options are one-line usage errors', () => {
     [['--model', MODEL, '--max-seqs', '4,x'], /--max-seqs needs a list/],
     [['--model', '/nonexistent.gguf'], /cannot read \/nonexistent.gguf/],
     [['--model', MODEL, '--api', 'embeddings'], /--api must be chat or completions/],
+    [['--model', MODEL, '--kv-memory-mb', '0'], /--kv-memory-mb/],
     [['--model', MODEL, '--frobnicate', '1'], /unknown option '--frobnicate'/],
   ];
   for (const [args, re] of cases) {
