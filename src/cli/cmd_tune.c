@@ -11,7 +11,9 @@
  * descent from the defaults, one knob at a time (threads, then max-seqs,
  * then the batch budget), each knob kept at its best before the next is
  * tried; last, the winner is tried again with the online controller
- * (serve --slo).  Every trial's share of --time-budget is set before the
+ * (serve --slo).  The step-time model the incumbent's server fitted (read
+ * from its /metrics) proposes one more batch budget: the prompt rows that
+ * put a step with max-seqs decoding rows at the TPOT target.  Every trial's share of --time-budget is set before the
  * first; a trial that would overrun the budget is skipped, and a bench
  * still running at its end is stopped with what it measured, so the
  * command ends within the budget and the few seconds its children take to
@@ -24,17 +26,21 @@
 #define _GNU_SOURCE
 #include "autoglm/autotune.h"
 #include "base/arena.h"
+#include "base/buf.h"
 #include "base/clock.h"
 #include "base/str.h"
 #include "cli/cli.h"
 #include "json/json.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +71,8 @@ typedef struct trial {
     char why[96];    /* not measured: why */
     int conc;        /* the concurrency of the best goodput */
     double goodput, req_s, ttft99, tpot99;
+    bool has_model;  /* the server's fitted step time (autotune.h), read from its /metrics after the load */
+    double model[3], model_err;
 } trial;
 
 typedef struct tuner {
@@ -236,6 +244,48 @@ static bool has(const int *v, int n, int x) {
     return false;
 }
 
+/* The step-time model the server fitted under the load, from its /metrics (plain HTTP/1.0 on loopback). */
+static void read_model(int port, trial *t) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    ag_buf b;
+    ag_buf_init(&b);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && write(fd, req, sizeof req - 1) > 0) {
+        char chunk[16384];
+        for (ssize_t n; (n = read(fd, chunk, sizeof chunk)) > 0 && b.len < (1 << 22);) ag_buf_append(&b, chunk, (size_t)n);
+    }
+    if (fd >= 0) close(fd);
+    ag_buf_append_char(&b, '\0');
+    static const char *const names[] = {"\nautoglm_autotune_model_seconds{term=\"base\"} ", /* samples, not HELP */
+                                        "\nautoglm_autotune_model_seconds{term=\"per_decode_row\"} ",
+                                        "\nautoglm_autotune_model_seconds{term=\"per_prompt_row\"} ",
+                                        "\nautoglm_autotune_model_error_ratio "};
+    int found = 0;
+    for (int i = 0; i < 4 && b.data; i++) {
+        const char *at = strstr(b.data, names[i]);
+        if (!at) continue;
+        double v = strtod(at + strlen(names[i]), NULL);
+        if (i < 3) t->model[i] = v;
+        else t->model_err = v;
+        found++;
+    }
+    t->has_model = found == 4 && t->model[2] > 0;
+    ag_buf_deinit(&b);
+}
+
+/* The prompt rows a step may take beside max-seqs decoding rows at the TPOT target, by the step model, as a
+ * multiple of the KV block within [lo, hi]; 0 when there is no model or no TPOT target. */
+static int model_batch(const tuner *u, const trial *t, int lo, int hi) {
+    if (!t->has_model || !u->slo.tpot_s) return 0;
+    double p = (0.95 * u->slo.tpot_s - t->model[0] - t->model[1] * t->seqs) / t->model[2];
+    int rows = t->seqs + (p > 16 ? (int)(p / 16) * 16 : 16);
+    return rows < lo ? lo : rows > hi ? hi : rows;
+}
+
 /* Measure one candidate: a server ready by deadline, then a bench against it, stopped at the budget's end. */
 static void run_trial(const tuner *u, trial *t, double deadline, double end) {
     char threads[16], seqs[16], batch[16], kv[24], log[96], json[96];
@@ -277,6 +327,7 @@ static void run_trial(const tuner *u, trial *t, double deadline, double end) {
     unlink(json);
     pid_t b = spawn(bv, NULL);
     int st = reap(b, end, SIGINT, 2); /* at the budget's end: Ctrl-C, the steps measured so far are kept */
+    read_model(port, t);
     reap(srv, 0, SIGTERM, 2);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !read_bench(json, t)) {
         snprintf(t->why, sizeof t->why, "the bench failed (exit %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
@@ -385,7 +436,15 @@ int ag_cmd_tune(int argc, char **argv) {
                   .batch = has(batch, n_batch, 512) ? 512 : batch[n_batch - 1]};
     int tried = 0, skipped = 0;
     /* knob k: 0 threads, 1 max-seqs, 2 max-batch-tokens, 3 the controller */
+    int from_model = 0; /* the batch candidate the best trial's step model proposed, when not among those given */
     for (int k = 0; k < 4; k++) {
+        if (k == 2) {
+            int lo = batch[0], hi = batch[0];
+            for (int i = 1; i < n_batch; i++) lo = batch[i] < lo ? batch[i] : lo, hi = batch[i] > hi ? batch[i] : hi;
+            from_model = model_batch(&u, &best, lo, hi);
+            if (from_model && !has(batch, n_batch, from_model) && n_batch < MAX_LIST) batch[n_batch++] = from_model;
+            else from_model = 0;
+        }
         int n = k == 0 ? n_threads : k == 1 ? n_seqs : k == 2 ? n_batch : (u.slo.ttft_s || u.slo.tpot_s);
         trial round_best = best;
         for (int i = 0; i < n; i++) {
@@ -412,6 +471,10 @@ int ag_cmd_tune(int argc, char **argv) {
     rmdir_all(u.dir);
     printf("\n%d trials in %.0f s (budget %.0f s)%s\n", tried, now_s() - t0, budget,
            skipped ? ", some skipped for the time budget" : "");
+    if (best.has_model)
+        printf("step model of the best: %.3f ms + %.4f ms per decoding row + %.4f ms per prompt row, fit error %.0f%%\n",
+               best.model[0] * 1e3, best.model[1] * 1e3, best.model[2] * 1e3, best.model_err * 100);
+    if (from_model) printf("max-batch-tokens %d was a candidate: the step model puts the TPOT target there\n", from_model);
     if (!best.ran) {
         printf("no trial could be measured\n");
         return AG_EXIT_FAIL;
