@@ -48,7 +48,7 @@ typedef struct ag_step_model {
 
 void ag_step_model_init(ag_step_model *m);
 void ag_step_model_add(ag_step_model *m, int decode_rows, int prompt_rows, double seconds);
-/* The predicted step time (never below a microsecond; coefficients taken as at least 0). */
+/* The predicted step time (never below a microsecond). */
 double ag_step_model_predict(const ag_step_model *m, int decode_rows, int prompt_rows);
 
 typedef struct ag_autotune {

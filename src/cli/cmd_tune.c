@@ -273,14 +273,14 @@ static void read_model(int port, trial *t) {
         else t->model_err = v;
         found++;
     }
-    t->has_model = found == 4 && t->model[2] > 0;
+    t->has_model = found == 4;
     ag_buf_deinit(&b);
 }
 
 /* The prompt rows a step may take beside max-seqs decoding rows at the TPOT target, by the step model, as a
  * multiple of the KV block within [lo, hi]; 0 when there is no model or no TPOT target. */
 static int model_batch(const tuner *u, const trial *t, int lo, int hi) {
-    if (!t->has_model || !u->slo.tpot_s) return 0;
+    if (!t->has_model || !u->slo.tpot_s || t->model[2] <= 1e-9) return 0; /* prompt rows' cost not told apart */
     double p = (0.95 * u->slo.tpot_s - t->model[0] - t->model[1] * t->seqs) / t->model[2];
     int rows = t->seqs + (p > 16 ? (int)(p / 16) * 16 : 16);
     return rows < lo ? lo : rows > hi ? hi : rows;

@@ -57,9 +57,10 @@ void ag_step_model_init(ag_step_model *m) {
     for (int i = 0; i < 3; i++) m->P[i][i] = P_INIT;
 }
 
+/* The fit as it stands, not each coefficient clamped: with few distinct decoding-row counts the split between
+ * a and b is loose (a may come out negative) while their sum over the rows seen is sound. */
 double ag_step_model_predict(const ag_step_model *m, int decode_rows, int prompt_rows) {
-    double t = fmax(m->w[0], 0) + fmax(m->w[1], 0) * decode_rows + fmax(m->w[2], 0) * prompt_rows;
-    return fmax(t, 1e-6);
+    return fmax(m->w[0] + m->w[1] * decode_rows + m->w[2] * prompt_rows, 1e-6);
 }
 
 void ag_step_model_add(ag_step_model *m, int decode_rows, int prompt_rows, double seconds) {
@@ -106,7 +107,7 @@ static double target_rows(const ag_autotune *t, int decode_rows) {
     /* The fit has not (or no longer) told prompt rows' cost apart, as when every step took the same prompt rows:
      * hold the budget rather than read that as "free" and open it wide. */
     if (c <= 1e-9) return t->budget;
-    double room = TPOT_AIM * t->slo.tpot_s - fmax(m->w[0], 0) - fmax(m->w[1], 0) * decode_rows;
+    double room = TPOT_AIM * t->slo.tpot_s - m->w[0] - m->w[1] * decode_rows;
     return room / c;
 }
 
