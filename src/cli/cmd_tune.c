@@ -83,7 +83,7 @@ typedef struct tuner {
     ag_slo slo;
     int input_tokens, output_tokens;
     double step_s, warmup_s; /* each bench step's measured time and warm-up */
-    char dir[64];            /* scratch files */
+    char dir[256];           /* scratch files */
 } tuner;
 
 static int parse_list(const char *t, int *out, int lo, int hi) {
@@ -110,7 +110,6 @@ static pid_t spawn(char **argv, const char *log) {
     _exit(127);
 }
 
-static bool slurp(const char *path, char **data, size_t *len) { return ag_cli_read_file(path, data, len) == AG_OK; }
 
 /* The server's port once its log says ready; 0 when it exited or did not get ready within the wait. */
 static int wait_ready(pid_t pid, const char *log, double deadline, char *why, size_t cap) {
@@ -123,7 +122,7 @@ static int wait_ready(pid_t pid, const char *log, double deadline, char *why, si
         char *text = NULL;
         size_t len = 0;
         int port = 0;
-        if (slurp(log, &text, &len) && strstr(text, "ready:")) {
+        if (ag_cli_read_file(log, &text, &len) == AG_OK && strstr(text, "ready:")) {
             const char *m = strstr(text, "listening on http://127.0.0.1:");
             if (m) port = atoi(m + strlen("listening on http://127.0.0.1:"));
         }
@@ -165,7 +164,7 @@ static double num_at(const ag_json_val *o, const char *k1, const char *k2) {
 static bool read_bench(const char *path, trial *t) {
     char *text = NULL;
     size_t len = 0;
-    if (!slurp(path, &text, &len)) return false;
+    if (ag_cli_read_file(path, &text, &len) != AG_OK) return false;
     ag_arena a;
     ag_arena_init(&a, 1 << 16);
     ag_json_val *root;
@@ -288,7 +287,7 @@ static int model_batch(const tuner *u, const trial *t, int lo, int hi) {
 
 /* Measure one candidate: a server ready by deadline, then a bench against it, stopped at the budget's end. */
 static void run_trial(const tuner *u, trial *t, double deadline, double end) {
-    char threads[16], seqs[16], batch[16], kv[24], log[96], json[96];
+    char threads[16], seqs[16], batch[16], kv[24], log[300], json[300];
     const char *kv_flag;
     snprintf(threads, sizeof threads, "%d", t->threads), snprintf(seqs, sizeof seqs, "%d", t->seqs);
     snprintf(batch, sizeof batch, "%d", t->batch);
@@ -351,7 +350,7 @@ static void print_row(const trial *t) {
 }
 
 static void rmdir_all(const char *dir) {
-    char p[128];
+    char p[300];
     const char *files[] = {"serve.log", "bench.json"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) snprintf(p, sizeof p, "%s/%s", dir, files[i]), unlink(p);
     rmdir(dir);
@@ -412,7 +411,9 @@ int ag_cmd_tune(int argc, char **argv) {
     if (sl <= 0) return fprintf(stderr, "autoglm tune: cannot find its own binary\n"), AG_EXIT_FAIL;
     self[sl] = '\0';
     u.self = self;
-    snprintf(u.dir, sizeof u.dir, "/tmp/autoglm-tune-XXXXXX");
+    const char *tmp = getenv("TMPDIR");
+    /* mkdtemp's template: it replaces the trailing six characters with a unique name */
+    snprintf(u.dir, sizeof u.dir, "%s/autoglm-tune-%s", tmp && *tmp ? tmp : "/tmp", "XXXXXX");
     if (!mkdtemp(u.dir)) return fprintf(stderr, "autoglm tune: cannot make a scratch directory: %s\n", strerror(errno)), 1;
 
     /* the plan: every candidate of each knob once (the defaults counted once), then the controller */

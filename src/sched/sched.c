@@ -563,9 +563,11 @@ static void slot_waits(ag_engine *e, double *out) {
                            AG_SLOT_WAITS);
 }
 
-static void update_stats(ag_engine *e, int rows) {
-    ag_kv_stats st;
-    ag_kv_paged_stats(e->m->kv, &st);
+/*
+ * The controller's state and the admission estimates, once per turn of the
+ * engine loop (not at every finish within it): what submitters read under mu.
+ */
+static void publish_tune(ag_engine *e) {
     uint64_t queued = queued_prompt_tokens(e);
     const ag_autotune *t = &e->tune;
     double waits[AG_SLOT_WAITS];
@@ -578,6 +580,13 @@ static void update_stats(ag_engine *e, int rows) {
     e->stats.prompt_budget = t->budget, e->stats.step_seconds = t->step_s, e->stats.prompt_rate = rate;
     e->stats.budget_adjustments = t->adjustments;
     memcpy(e->stats.slot_wait_s, waits, sizeof waits);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void update_stats(ag_engine *e, int rows) {
+    ag_kv_stats st;
+    ag_kv_paged_stats(e->m->kv, &st);
+    pthread_mutex_lock(&e->mu);
     e->stats.running = e->n_running;
     e->stats.waiting = e->n_queued;
     e->stats.kv_blocks = st.n_blocks, e->stats.kv_used = st.used, e->stats.kv_cached = st.cached;
@@ -657,6 +666,7 @@ static void *engine_main(void *arg) {
             }
         }
         update_stats(e, rows);
+        publish_tune(e);
     }
     /* shutting down: everything still open ends cancelled */
     while (e->n_running) finish(e, e->running[e->n_running - 1], AG_FINISH_CANCELLED);

@@ -1,13 +1,15 @@
 /*
  * test_autotune.c - the step-time model and the SLO controller against a
- * simulated engine: a step's true time is a function of its decoding and
- * prompt rows (with a curve the linear model does not have, and noise),
- * and requests move through prefill (chunked by the budget) and decode as in
- * sched.c.  Checked: the fit recovers a linear law; under steady overload
- * the controller holds TPOT within 10 % of its target without oscillating
- * and without starving prompts; it follows a machine that slows down
- * mid-run; an impossible target leaves prompts their floor; admission and
- * the SLO parser.
+ * simulated engine, on the simulation's own clock: no wall clock is read,
+ * every time below comes from a step-time law, so nothing here depends on
+ * how fast this machine is.  A simulated step's time is a function of its
+ * decoding and prompt rows (with a curve the linear model does not have,
+ * and noise), and requests move through prefill (chunked by the budget) and
+ * decode as in sched.c.  Checked: the fit recovers a linear law; under
+ * steady overload the controller holds the simulated TPOT within 10 % of
+ * its target without oscillating and without starving prompts; it follows
+ * a simulated machine that slows down mid-run; an impossible target leaves
+ * prompts their floor; admission and the SLO parser.
  */
 #include "test.h"
 
@@ -157,7 +159,8 @@ static void test_holds_tpot_under_overload_without_oscillation(void **state) {
     print_message("tpot mean %.2f ms p90 %.2f ms over %d requests; budget mean %.1f\n", mean * 1e3, p90 * 1e3, s.n_done,
                   s.budget_sum / s.budget_n);
     assert_true(s.n_done > 300);
-    /* Steps that join prompt rows to decodes take the target, within 10 % (not far below: prompts use the room);
+    /* Simulated steps that join prompt rows to decodes take the target, within 10 % (not far below: prompts use
+     * the room);
      * a request's TPOT is lower when it also saw steps with no prompt waiting (a slot frees only as one ends). */
     double mixed = s.mixed_sum / s.mixed_n;
     print_message("mixed steps %.2f ms (%d of %d)\n", mixed * 1e3, s.mixed_n, s.budget_n);
