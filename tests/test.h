@@ -31,6 +31,26 @@ static inline uint64_t ag_test_rand(uint64_t *s) {
     return *s * 0x2545F4914F6CDD1Dull;
 }
 
+/*
+ * The inputs of the K-quant reference vectors (weights x, activations a),
+ * exact floats from an LCG with some 32-element sub-blocks offset from zero.
+ * The expected values in test_dtype.c and test_kernels.c were computed by
+ * ggml (llama.cpp c392e509) from these same inputs.
+ */
+static inline void ag_test_kquant_inputs(float *x, float *a, int n) {
+    uint64_t s = 12345;
+    for (int i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        float u = (float)((s >> 40) * 0x1p-24 * 2.0 - 1.0);
+        x[i] = u * (float)(1 + (i / 256) % 5) * 0.25f + ((i / 32) % 3 == 0 ? 0.3f : 0.0f);
+    }
+    s = 999;
+    for (int i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        a[i] = (float)((s >> 40) * 0x1p-24 * 2.0 - 1.0) * 3.0f;
+    }
+}
+
 /* Whole file into a malloc'd buffer (NUL-terminated, not counted); NULL if unreadable. */
 static inline char *ag_test_read_file(const char *path, size_t *len) {
     *len = 0;

@@ -3,14 +3,16 @@
  * command line.
  *
  * inspect prints the metadata (long arrays summarized) and a tensor table.
- * quantize rewrites every 2-D weight matrix in the target type, keeps 1-D
- * tensors (norms, biases) as they are, as llama.cpp's quantize does, and
- * copies every key, setting general.file_type to match.
+ * quantize rewrites the weight matrices in a llama.cpp preset's types
+ * (engine/quantmix.h), keeps 1-D tensors (norms, biases) as they are, as
+ * llama-quantize does, and copies every key, setting general.file_type.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "base/alloc.h"
 #include "cli/cli.h"
+#include "base/pool.h"
 #include "engine/gguf.h"
+#include "engine/quantmix.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -124,72 +126,134 @@ int ag_cmd_inspect(int argc, char **argv) {
     return AG_EXIT_OK;
 }
 
-static const char quantize_usage[] = "usage: autoglm quantize IN.gguf OUT.gguf q8_0|q4_0|f16|bf16|f32\n\n"
-                                     "Rewrite every 2-D weight in the given type; 1-D tensors (norms, biases)\n"
-                                     "stay as they are.  Metadata is copied; general.file_type is set.\n";
+static const char quantize_usage[] =
+    "usage: autoglm quantize IN.gguf OUT.gguf TYPE [--pure] [--threads N]\n"
+    "       autoglm quantize IN.gguf OUT.gguf --type TYPE [--pure] [--threads N]\n\n"
+    "Rewrite a model's weight matrices in TYPE, one of\n"
+    "  f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_s q4_k_m q5_k_s q5_k_m q6_k\n"
+    "with llama-quantize's per-tensor rules for the quantized types (the output matrix in\n"
+    "Q6_K, attn_v and ffn_down of about half the layers in Q6_K for the _m presets, ...;\n"
+    "rows that are not whole 256-element blocks fall back to q5_0, q5_1 or q8_0).\n"
+    "1-D tensors (norms, biases) stay as they are.  Metadata is copied and\n"
+    "general.file_type set.  The blocks are ggml's reference quantization's.\n"
+    "  --pure        every matrix in TYPE where its rows allow, no per-tensor rules\n"
+    "  --threads N   quantize with N threads (default: the cores)\n";
 
-/* llama_ftype for a whole-file type (general.file_type). */
-static uint32_t file_type_of(ag_dtype t) {
-    switch (t) {
-    case AG_DTYPE_F32: return 0;
-    case AG_DTYPE_F16: return 1;
-    case AG_DTYPE_Q4_0: return 2;
-    case AG_DTYPE_Q8_0: return 7;
-    case AG_DTYPE_BF16: return 32;
+/* One tensor's conversion, split by rows across threads. */
+typedef struct quant_job {
+    const ag_gguf_tensor *t;
+    ag_dtype to;
+    void *out;
+    uint64_t rows, cols;
+    size_t in_row, out_row;
+} quant_job;
+
+static void quant_rows(void *ctx, int ith, int nth) {
+    const quant_job *j = ctx;
+    long lo, hi;
+    ag_pool_split((long)j->rows, ith, nth, 1, &lo, &hi);
+    float *tmp = ag_xmalloc((size_t)j->cols * sizeof(float));
+    for (long r = lo; r < hi; r++) {
+        ag_dtype_to_f32(j->t->type, (const char *)j->t->data + (size_t)r * j->in_row, tmp, (size_t)j->cols);
+        ag_dtype_from_f32(j->to, tmp, (char *)j->out + (size_t)r * j->out_row, (size_t)j->cols);
     }
-    return 0;
+    free(tmp);
 }
 
 int ag_cmd_quantize(int argc, char **argv) {
-    for (int i = 0; i < argc; i++)
-        if (ag_cli_is_help(argv[i])) {
+    const char *pos[3] = {0}, *type = NULL;
+    int npos = 0, threads = 0;
+    bool pure = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (ag_cli_is_help(a)) {
             fputs(quantize_usage, stdout);
             return AG_EXIT_OK;
+        } else if (strcmp(a, "--pure") == 0) {
+            pure = true;
+        } else if (strcmp(a, "--type") == 0 || strcmp(a, "--threads") == 0) {
+            if (i + 1 >= argc) return ag_cli_usage_error("quantize", "%s needs a value", a);
+            if (a[2] == 't' && a[3] == 'y') type = argv[++i];
+            else if ((threads = atoi(argv[++i])) < 1 || threads > 1024)
+                return ag_cli_usage_error("quantize", "--threads takes 1..1024");
+        } else if (a[0] == '-' && a[1]) {
+            return ag_cli_usage_error("quantize", "unknown option '%s' (try 'autoglm quantize --help')", a);
+        } else if (npos < 3) {
+            pos[npos++] = a;
+        } else {
+            return ag_cli_usage_error("quantize", "takes IN.gguf OUT.gguf TYPE (try 'autoglm quantize --help')");
         }
-    if (argc != 3) return ag_cli_usage_error("quantize", "takes IN.gguf OUT.gguf TYPE (try 'autoglm quantize --help')");
-    int target = ag_dtype_parse(argv[2]);
-    if (target < 0) return ag_cli_usage_error("quantize", "unknown type '%s' (q8_0, q4_0, f16, bf16, f32)", argv[2]);
+    }
+    if (npos == 3 && !type) type = pos[2];
+    else if (npos == 3 || (npos == 2 && !type) || npos < 2)
+        return ag_cli_usage_error("quantize", "takes IN.gguf OUT.gguf TYPE (try 'autoglm quantize --help')");
+    const ag_quant_preset *preset = ag_quant_preset_find(type);
+    if (!preset) return ag_cli_usage_error("quantize", "unknown type '%s' (%s)", type, ag_quant_preset_names());
     ag_gguf_file *in;
-    if (open_or_report("quantize", argv[0], &in) != AG_EXIT_OK) return AG_EXIT_FAIL;
+    if (open_or_report("quantize", pos[0], &in) != AG_EXIT_OK) return AG_EXIT_FAIL;
+    ag_str arch = {0};
+    uint32_t n_layer = 0;
+    if (ag_gguf_get_str(in, "general.architecture", &arch)) {
+        char key[96];
+        snprintf(key, sizeof key, "%.*s.block_count", (int)arch.n, arch.p);
+        ag_gguf_get_u32(in, key, &n_layer);
+    }
+    ag_quant_plan plan;
+    ag_quant_plan_init(&plan, preset, pure, (int)n_layer);
+    size_t n = ag_gguf_n_tensors(in);
+    char(*names)[80] = ag_xcalloc(n + 1, sizeof *names);
+    for (size_t i = 0; i < n; i++) {
+        const ag_gguf_tensor *t = ag_gguf_tensor_at(in, i);
+        snprintf(names[i], sizeof names[i], "%.*s", (int)t->name.n, t->name.p);
+        ag_quant_plan_count(&plan, names[i]);
+    }
     ag_gguf_writer *w = ag_gguf_writer_create(ag_gguf_alignment(in));
     for (size_t i = 0; i < ag_gguf_n_kv(in); i++) ag_gguf_writer_copy_kv(w, ag_gguf_kv_at(in, i));
-    ag_gguf_writer_set_u32(w, "general.file_type", file_type_of((ag_dtype)target));
-    if (target == AG_DTYPE_Q8_0 || target == AG_DTYPE_Q4_0) ag_gguf_writer_set_u32(w, "general.quantization_version", 2);
-    size_t n = ag_gguf_n_tensors(in);
+    ag_gguf_writer_set_u32(w, "general.file_type", preset->ftype);
+    if (ag_dtype_is_quant(preset->base)) ag_gguf_writer_set_u32(w, "general.quantization_version", 2);
+    ag_pool *pool = NULL;
+    if (ag_pool_create(threads ? threads : ag_cpu_physical_cores(), &pool, NULL) != AG_OK) {
+        fprintf(stderr, "autoglm quantize: cannot start threads\n");
+        free(names);
+        ag_gguf_writer_destroy(w);
+        ag_gguf_close(in);
+        return AG_EXIT_FAIL;
+    }
     void **owned = ag_xcalloc(n + 1, sizeof *owned);
     int rc = AG_EXIT_OK;
     for (size_t i = 0; i < n && rc == AG_EXIT_OK; i++) {
         const ag_gguf_tensor *t = ag_gguf_tensor_at(in, i);
-        char name[80];
-        snprintf(name, sizeof name, "%.*s", (int)t->name.n, t->name.p);
-        ag_dtype to = t->type;
-        uint64_t elems = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3], bytes;
-        if (t->n_dims >= 2 && t->ne[0] % ag_dtype_block_elems((ag_dtype)target) == 0) to = (ag_dtype)target;
+        ag_dtype to = ag_quant_plan_type(&plan, names[i], t->n_dims, t->ne[0], t->type);
+        uint64_t rows = t->ne[1] * t->ne[2] * t->ne[3], out_row = 0, in_row = 0;
         const void *data = t->data;
         if (to != t->type) {
-            float *tmp = malloc((size_t)elems * sizeof(float));
-            if (!ag_dtype_bytes(to, elems, &bytes) || !tmp || !(owned[i] = malloc((size_t)bytes))) {
-                fprintf(stderr, "autoglm quantize: out of memory converting %s\n", name);
-                free(tmp);
+            ag_dtype_bytes(to, t->ne[0], &out_row);
+            ag_dtype_bytes(t->type, t->ne[0], &in_row);
+            if (!(owned[i] = malloc((size_t)(rows * out_row)))) {
+                fprintf(stderr, "autoglm quantize: out of memory converting %s\n", names[i]);
                 rc = AG_EXIT_FAIL;
                 break;
             }
-            ag_dtype_to_f32(t->type, t->data, tmp, (size_t)elems);
-            ag_dtype_from_f32(to, tmp, owned[i], (size_t)elems);
-            free(tmp);
+            quant_job job = {t, to, owned[i], rows, t->ne[0], (size_t)in_row, (size_t)out_row};
+            ag_pool_run(pool, quant_rows, &job);
             data = owned[i];
         }
-        if (ag_gguf_writer_add_tensor(w, name, to, t->n_dims, t->ne, data) != AG_OK) {
-            fprintf(stderr, "autoglm quantize: cannot add tensor %s\n", name);
+        if (ag_gguf_writer_add_tensor(w, names[i], to, t->n_dims, t->ne, data) != AG_OK) {
+            fprintf(stderr, "autoglm quantize: cannot add tensor %s\n", names[i]);
             rc = AG_EXIT_FAIL;
         }
     }
-    if (rc == AG_EXIT_OK && ag_gguf_writer_to_file(w, argv[1]) != AG_OK) {
-        fprintf(stderr, "autoglm quantize: cannot write %s\n", argv[1]);
+    if (rc == AG_EXIT_OK && plan.n_fallback)
+        fprintf(stderr, "autoglm quantize: %d tensor(s) took a fallback type (rows not a whole number of blocks)\n",
+                plan.n_fallback);
+    if (rc == AG_EXIT_OK && ag_gguf_writer_to_file(w, pos[1]) != AG_OK) {
+        fprintf(stderr, "autoglm quantize: cannot write %s\n", pos[1]);
         rc = AG_EXIT_FAIL;
     }
     for (size_t i = 0; i < n; i++) free(owned[i]);
     free(owned);
+    free(names);
+    ag_pool_destroy(pool);
     ag_gguf_writer_destroy(w);
     ag_gguf_close(in);
     return rc;

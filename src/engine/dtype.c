@@ -4,17 +4,34 @@
  * Half precision is converted in software here (exact, round to nearest
  * even, subnormals and non-finites handled); kernels use F16C where the CPU
  * has it and are tested against these.  Q8_0 and Q4_0 quantize as ggml's
- * reference quantize_row_q8_0_ref / quantize_row_q4_0_ref do.
+ * reference quantize_row_q8_0_ref / quantize_row_q4_0_ref do; the K-quants
+ * and the 5-bit types live in kquant.c.
  */
 #include "engine/dtype.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 bool ag_dtype_supported(uint32_t t) {
-    return t == AG_DTYPE_F32 || t == AG_DTYPE_F16 || t == AG_DTYPE_Q4_0 || t == AG_DTYPE_Q8_0 || t == AG_DTYPE_BF16;
+    switch (t) {
+    case AG_DTYPE_F32:
+    case AG_DTYPE_F16:
+    case AG_DTYPE_BF16:
+    case AG_DTYPE_Q8_0:
+    case AG_DTYPE_Q4_0:
+    case AG_DTYPE_Q4_1:
+    case AG_DTYPE_Q5_0:
+    case AG_DTYPE_Q5_1:
+    case AG_DTYPE_Q4_K:
+    case AG_DTYPE_Q5_K:
+    case AG_DTYPE_Q6_K: return true;
+    default: return false;
+    }
 }
+
+bool ag_dtype_is_quant(ag_dtype t) { return ag_dtype_block_elems(t) > 1; }
 
 const char *ag_dtype_name(uint32_t t) {
     /* ggml's ids, so an unsupported file is refused by name */
@@ -33,14 +50,25 @@ const char *ag_dtype_name(uint32_t t) {
 }
 
 int ag_dtype_parse(const char *name) {
-    static const ag_dtype all[] = {AG_DTYPE_F32, AG_DTYPE_F16, AG_DTYPE_BF16, AG_DTYPE_Q8_0, AG_DTYPE_Q4_0};
+    static const ag_dtype all[] = {AG_DTYPE_F32,  AG_DTYPE_F16,  AG_DTYPE_BF16, AG_DTYPE_Q8_0,
+                                   AG_DTYPE_Q4_0, AG_DTYPE_Q4_1, AG_DTYPE_Q5_0, AG_DTYPE_Q5_1,
+                                   AG_DTYPE_Q4_K, AG_DTYPE_Q5_K, AG_DTYPE_Q6_K};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (strcmp(name, ag_dtype_name(all[i])) == 0) return (int)all[i];
     return -1;
 }
 
 size_t ag_dtype_block_elems(ag_dtype t) {
-    return t == AG_DTYPE_Q8_0 ? AG_QK8_0 : t == AG_DTYPE_Q4_0 ? AG_QK4_0 : 1;
+    switch (t) {
+    case AG_DTYPE_F32:
+    case AG_DTYPE_F16:
+    case AG_DTYPE_BF16: return 1;
+    case AG_DTYPE_Q4_K:
+    case AG_DTYPE_Q5_K:
+    case AG_DTYPE_Q6_K:
+    case AG_DTYPE_Q8_K: return AG_QK_K;
+    default: return 32;
+    }
 }
 
 size_t ag_dtype_block_bytes(ag_dtype t) {
@@ -50,6 +78,13 @@ size_t ag_dtype_block_bytes(ag_dtype t) {
     case AG_DTYPE_BF16: return 2;
     case AG_DTYPE_Q8_0: return sizeof(ag_block_q8_0);
     case AG_DTYPE_Q4_0: return sizeof(ag_block_q4_0);
+    case AG_DTYPE_Q4_1: return sizeof(ag_block_q4_1);
+    case AG_DTYPE_Q5_0: return sizeof(ag_block_q5_0);
+    case AG_DTYPE_Q5_1: return sizeof(ag_block_q5_1);
+    case AG_DTYPE_Q4_K: return sizeof(ag_block_q4_k);
+    case AG_DTYPE_Q5_K: return sizeof(ag_block_q5_k);
+    case AG_DTYPE_Q6_K: return sizeof(ag_block_q6_k);
+    case AG_DTYPE_Q8_K: return sizeof(ag_block_q8_k);
     }
     return 0;
 }
@@ -166,6 +201,7 @@ void ag_dtype_to_f32(ag_dtype t, const void *src, float *dst, size_t n) {
             }
         }
         break;
+    default: ag_kquant_to_f32(t, src, dst, n); break;
     }
 }
 
@@ -180,5 +216,38 @@ void ag_dtype_from_f32(ag_dtype t, const float *src, void *dst, size_t n) {
         break;
     case AG_DTYPE_Q8_0: quantize_q8_0(src, dst, n); break;
     case AG_DTYPE_Q4_0: quantize_q4_0(src, dst, n); break;
+    default: ag_kquant_from_f32(t, src, dst, n); break;
     }
+}
+
+/*
+ * Where each block type keeps its fp16 scales: offsets of up to two of them
+ * (d, then m or dmin) from the block's start.  -1: none.
+ */
+static void scale_offsets(ag_dtype t, int *a, int *b) {
+    *a = 0, *b = -1;
+    switch (t) {
+    case AG_DTYPE_Q4_1:
+    case AG_DTYPE_Q5_1:
+    case AG_DTYPE_Q4_K:
+    case AG_DTYPE_Q5_K: *b = 2; break;
+    case AG_DTYPE_Q6_K: *a = (int)offsetof(ag_block_q6_k, d); break;
+    default: break;
+    }
+}
+
+int64_t ag_dtype_find_bad_block(ag_dtype t, const void *data, uint64_t bytes) {
+    if (!ag_dtype_is_quant(t) || t == AG_DTYPE_Q8_K) return -1;
+    size_t bb = ag_dtype_block_bytes(t);
+    int a, b;
+    scale_offsets(t, &a, &b);
+    const uint8_t *p = data;
+    for (uint64_t i = 0; i < bytes / bb; i++, p += bb) {
+        uint16_t h;
+        memcpy(&h, p + a, 2);
+        bool bad = (h & 0x7C00) == 0x7C00; /* fp16 infinity or NaN */
+        if (b >= 0) memcpy(&h, p + b, 2), bad |= (h & 0x7C00) == 0x7C00;
+        if (bad) return (int64_t)i;
+    }
+    return -1;
 }

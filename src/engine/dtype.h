@@ -20,12 +20,20 @@ typedef enum ag_dtype {
     AG_DTYPE_F32 = 0,
     AG_DTYPE_F16 = 1,
     AG_DTYPE_Q4_0 = 2,
+    AG_DTYPE_Q4_1 = 3,
+    AG_DTYPE_Q5_0 = 6,
+    AG_DTYPE_Q5_1 = 7,
     AG_DTYPE_Q8_0 = 8,
+    AG_DTYPE_Q4_K = 12,
+    AG_DTYPE_Q5_K = 13,
+    AG_DTYPE_Q6_K = 14,
+    AG_DTYPE_Q8_K = 15,
     AG_DTYPE_BF16 = 30,
 } ag_dtype;
 
 #define AG_QK8_0 32
 #define AG_QK4_0 32
+#define AG_QK_K 256
 
 /* ggml block_q8_0: x[i] = d * qs[i] */
 typedef struct ag_block_q8_0 {
@@ -39,14 +47,87 @@ typedef struct ag_block_q4_0 {
     uint8_t qs[AG_QK4_0 / 2];
 } ag_block_q4_0;
 
+/* ggml block_q4_1: x[j] = d * (qs[j] & 15) + m, x[j + 16] = d * (qs[j] >> 4) + m */
+typedef struct ag_block_q4_1 {
+    uint16_t d, m;
+    uint8_t qs[16];
+} ag_block_q4_1;
+
+/* ggml block_q5_0: as Q4_0 with a fifth bit, bit j of qh (little-endian u32) for x[j]; q - 16 */
+typedef struct ag_block_q5_0 {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} ag_block_q5_0;
+
+/* ggml block_q5_1: the same five bits, x = d * q + m */
+typedef struct ag_block_q5_1 {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} ag_block_q5_1;
+
+/*
+ * ggml block_q4_K: 8 sub-blocks of 32; x = d * sc_j * q - dmin * m_j with 6-bit
+ * sc_j, m_j packed in scales[12] (ag_q4k_scale_min).  Sub-blocks 2g and 2g+1 are
+ * the low and high nibbles of qs[32g .. 32g+31].
+ */
+typedef struct ag_block_q4_k {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[AG_QK_K / 2];
+} ag_block_q4_k;
+
+/* ggml block_q5_K: Q4_K plus a fifth bit: bit j of qh[l] is element 32j + l's */
+typedef struct ag_block_q5_k {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[AG_QK_K / 8];
+    uint8_t qs[AG_QK_K / 2];
+} ag_block_q5_k;
+
+/* ggml block_q6_K: 16 sub-blocks of 16; x = d * scales[j] * (q - 32), q 6 bits (low 4 in ql, high 2 in qh) */
+typedef struct ag_block_q6_k {
+    uint8_t ql[AG_QK_K / 2];
+    uint8_t qh[AG_QK_K / 4];
+    int8_t scales[AG_QK_K / 16];
+    uint16_t d;
+} ag_block_q6_k;
+
+/* ggml block_q8_K (activations): x = d * qs, bsums[j] = sum of qs[16j .. 16j+15] */
+typedef struct ag_block_q8_k {
+    float d;
+    int8_t qs[AG_QK_K];
+    int16_t bsums[AG_QK_K / 16];
+} ag_block_q8_k;
+
 _Static_assert(sizeof(ag_block_q8_0) == 34, "block_q8_0 is 34 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q4_0) == 18, "block_q4_0 is 18 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q4_1) == 20, "block_q4_1 is 20 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q5_0) == 22, "block_q5_0 is 22 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q5_1) == 24, "block_q5_1 is 24 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q4_k) == 144, "block_q4_K is 144 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q5_k) == 176, "block_q5_K is 176 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q6_k) == 210, "block_q6_K is 210 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q8_k) == 292, "block_q8_K is 292 bytes in ggml");
 
-/* True for the ids this engine computes with (the enum above). */
+/* Sub-block j's 6-bit scale and min of a Q4_K/Q5_K block (ggml's get_scale_min_k4). */
+static inline void ag_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63, *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* True for the ids a GGUF tensor may have here (the enum above, but Q8_K, which is only for activations). */
 bool ag_dtype_supported(uint32_t ggml_type);
+/* True for the quantized (block) types. */
+bool ag_dtype_is_quant(ag_dtype t);
 /* Name as llama.cpp prints it ("f32", "q8_0", ...); for any ggml id, "type-N" when unknown. */
 const char *ag_dtype_name(uint32_t ggml_type);
-/* Parse a name ("f32", "f16", "bf16", "q8_0", "q4_0"); -1 when not supported. */
+/* Parse a name ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", ...); -1 when not a tensor type here. */
 int ag_dtype_parse(const char *name);
 /* Elements per block (1 for float types) and bytes per block. */
 size_t ag_dtype_block_elems(ag_dtype t);
@@ -62,5 +143,27 @@ uint16_t ag_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 /* n elements (a whole number of blocks) from t to float and back. */
 void ag_dtype_to_f32(ag_dtype t, const void *src, float *dst, size_t n);
 void ag_dtype_from_f32(ag_dtype t, const float *src, void *dst, size_t n);
+
+/*
+ * The K-quant and 5-bit references (kquant.c): ggml's quantize_row_*_ref
+ * searches (make_qkx2_quants, make_qx_quants) and dequantizers, n a whole
+ * number of blocks.  Reached through ag_dtype_to_f32/ag_dtype_from_f32.
+ */
+void ag_kquant_to_f32(ag_dtype t, const void *src, float *dst, size_t n);
+void ag_kquant_from_f32(ag_dtype t, const float *src, void *dst, size_t n);
+/* ggml's nearest_int: round half to even through the float mantissa, |f| <= 4194303. */
+static inline int ag_nearest_int(float f) {
+    union {
+        float f;
+        int32_t i;
+    } u = {f + 12582912.f};
+    return (u.i & 0x007fffff) - 0x00400000;
+}
+
+/*
+ * The first block of t in data[0, bytes) whose scales are not finite, or -1:
+ * ggml refuses such blocks at load (ggml_validate_row_data), and so do we.
+ */
+int64_t ag_dtype_find_bad_block(ag_dtype t, const void *data, uint64_t bytes);
 
 #endif

@@ -173,20 +173,32 @@ static void run_matmul(void *ctx, int ith, int nth) {
     }
 }
 
-/* ys[i][T][rows_i] = in[T][cols] . mats[i]; the matrices share cols and weight type (q/k/v, gate/up). */
+/*
+ * ys[i][T][rows_i] = in[T][cols] . mats[i]; the matrices share cols (q/k/v,
+ * gate/up).  Those whose types read the same activation dtype share one
+ * preparation and one work queue; a mixed file (Q4_K_M's Q6_K attn_v beside
+ * Q4_K q and k, or a Q5_0 fallback beside K-quants) runs one product per run
+ * of matching dtypes.
+ */
 static void matmul(step *st, const float *in, int n, const ag_matrix *const *mats, float *const *ys) {
-    st->in = in;
-    st->n_mats = n;
     int nth = ag_pool_size(st->m->pool);
-    for (int i = 0; i < n; i++) {
-        st->mats[i] = mats[i], st->ys[i] = ys[i];
-        /* about 8 chunks per thread, whole register tiles */
-        long rows = (mats[i]->rows + 8L * nth - 1) / (8L * nth);
-        st->chunk_rows[i] = (rows + 15) / 16 * 16;
+    for (int first = 0; first < n;) {
+        ag_dtype act = ag_wtype_act(mats[first]->wtype);
+        int k = 0;
+        for (; first + k < n && ag_wtype_act(mats[first + k]->wtype) == act; k++) {
+            const ag_matrix *M = mats[first + k];
+            st->mats[k] = M, st->ys[k] = ys[first + k];
+            /* about 8 chunks per thread, whole register tiles */
+            long rows = (M->rows + 8L * nth - 1) / (8L * nth);
+            st->chunk_rows[k] = (rows + 15) / 16 * 16;
+        }
+        st->in = in;
+        st->n_mats = k;
+        atomic_store_explicit(&st->next_chunk, 0, memory_order_relaxed);
+        ag_pool_run(st->m->pool, run_act_prepare, st);
+        ag_pool_run(st->m->pool, run_matmul, st);
+        first += k;
     }
-    atomic_store_explicit(&st->next_chunk, 0, memory_order_relaxed);
-    ag_pool_run(st->m->pool, run_act_prepare, st);
-    ag_pool_run(st->m->pool, run_matmul, st);
 }
 
 /* ---- attention: threads claim (query run, head) items -------------------- */

@@ -109,6 +109,11 @@ static ag_status load_matrix(loader *L, const char *name, int layer, int64_t col
         return ag_err_set(L->err, AG_EINVAL, "tensor %.*s is %llu x %llu, expected %lld x %lld", (int)t->name.n,
                           t->name.p, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (long long)cols,
                           (long long)rows);
+    /* ggml refuses non-finite block scales (ggml_validate_row_data): so do we, before they reach a product */
+    int64_t bad = ag_dtype_find_bad_block(t->type, t->data, t->n_bytes);
+    if (bad >= 0)
+        return ag_err_set(L->err, AG_EINVAL, "tensor %.*s (%s): block %lld has a scale that is not finite",
+                          (int)t->name.n, t->name.p, ag_dtype_name(t->type), (long long)bad);
     uint64_t rb = 0;
     ag_dtype_bytes(t->type, (uint64_t)cols, &rb);
     *out = (ag_matrix){t->type, (ag_wtype)wt, t->data, rows, cols, (size_t)rb};

@@ -21,6 +21,13 @@ int ag_wtype_of(ag_dtype t) {
     case AG_DTYPE_BF16: return AG_W_BF16;
     case AG_DTYPE_Q8_0: return AG_W_Q8_0;
     case AG_DTYPE_Q4_0: return AG_W_Q4_0;
+    case AG_DTYPE_Q4_1: return AG_W_Q4_1;
+    case AG_DTYPE_Q5_0: return AG_W_Q5_0;
+    case AG_DTYPE_Q5_1: return AG_W_Q5_1;
+    case AG_DTYPE_Q4_K: return AG_W_Q4_K;
+    case AG_DTYPE_Q5_K: return AG_W_Q5_K;
+    case AG_DTYPE_Q6_K: return AG_W_Q6_K;
+    case AG_DTYPE_Q8_K: return -1;
     }
     return -1;
 }
@@ -29,7 +36,13 @@ ag_dtype ag_wtype_act(ag_wtype w) {
     switch (w) {
     case AG_W_BF16: return AG_DTYPE_BF16;
     case AG_W_Q8_0:
-    case AG_W_Q4_0: return AG_DTYPE_Q8_0;
+    case AG_W_Q4_0:
+    case AG_W_Q4_1:
+    case AG_W_Q5_0:
+    case AG_W_Q5_1: return AG_DTYPE_Q8_0;
+    case AG_W_Q4_K:
+    case AG_W_Q5_K:
+    case AG_W_Q6_K: return AG_DTYPE_Q8_K;
     default: return AG_DTYPE_F32;
     }
 }
@@ -46,6 +59,7 @@ void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *
     case AG_DTYPE_BF16:
         for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = ag_f32_to_bf16(x[i]);
         break;
+    case AG_DTYPE_Q8_K: ag_dtype_from_f32(AG_DTYPE_Q8_K, x, dst, n); break; /* ggml's reference, on x86 too */
     default: k->quantize_q8_0(x, dst, n); break;
     }
 }
@@ -162,6 +176,114 @@ static float dot_q4_0_generic(const ag_block_q4_0 *w, const ag_block_q8_0 *x, si
     return s;
 }
 
+/* sum of a Q8_0 block's bytes, for the types with a min (x = d * q + m) */
+static int32_t q8_0_sum(const ag_block_q8_0 *x) {
+    int32_t s = 0;
+    for (int i = 0; i < AG_QK8_0; i++) s += x->qs[i];
+    return s;
+}
+
+static float dot_q4_1_generic(const ag_block_q4_1 *w, const ag_block_q8_0 *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int32_t acc = 0;
+        for (int j = 0; j < 16; j++) acc += (w[b].qs[j] & 15) * x[b].qs[j] + (w[b].qs[j] >> 4) * x[b].qs[j + 16];
+        float dx = ag_f16_to_f32(x[b].d);
+        s += ag_f16_to_f32(w[b].d) * dx * (float)acc + ag_f16_to_f32(w[b].m) * dx * (float)q8_0_sum(&x[b]);
+    }
+    return s;
+}
+
+/* A Q5_0/Q5_1 block's 32 levels, 0..31. */
+static void levels5(const uint8_t *qs, const uint8_t *qh4, int *q) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (qs[j] & 15) | (int)((qh >> j) & 1) << 4;
+        q[j + 16] = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+    }
+}
+
+static float dot_q5_0_generic(const ag_block_q5_0 *w, const ag_block_q8_0 *x, size_t nb) {
+    float s = 0;
+    int q[32];
+    for (size_t b = 0; b < nb; b++) {
+        levels5(w[b].qs, w[b].qh, q);
+        int32_t acc = 0;
+        for (int j = 0; j < 32; j++) acc += (q[j] - 16) * x[b].qs[j];
+        s += ag_f16_to_f32(w[b].d) * ag_f16_to_f32(x[b].d) * (float)acc;
+    }
+    return s;
+}
+
+static float dot_q5_1_generic(const ag_block_q5_1 *w, const ag_block_q8_0 *x, size_t nb) {
+    float s = 0;
+    int q[32];
+    for (size_t b = 0; b < nb; b++) {
+        levels5(w[b].qs, w[b].qh, q);
+        int32_t acc = 0;
+        for (int j = 0; j < 32; j++) acc += q[j] * x[b].qs[j];
+        float dx = ag_f16_to_f32(x[b].d);
+        s += ag_f16_to_f32(w[b].d) * dx * (float)acc + ag_f16_to_f32(w[b].m) * dx * (float)q8_0_sum(&x[b]);
+    }
+    return s;
+}
+
+/*
+ * Q4_K/Q5_K against Q8_K, per super-block:
+ *   d_x * (d * sum_j sc_j * sum_{i in j} q_i x_i - dmin * sum_j m_j * (bsums[2j] + bsums[2j+1]))
+ * The min term needs only the activation's 16-element sums.
+ */
+static float dot_k45(const uint8_t *scales, uint16_t d, uint16_t dmin, const uint8_t *qs, const uint8_t *qh,
+                     const ag_block_q8_k *x) {
+    int32_t sumi = 0, summ = 0;
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        ag_q4k_scale_min(j, scales, &sc, &m);
+        int32_t p = 0;
+        for (int l = 0; l < 32; l++) {
+            int q = j & 1 ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 15;
+            if (qh) q |= ((qh[l] >> j) & 1) << 4;
+            p += q * x->qs[32 * j + l];
+        }
+        sumi += sc * p;
+        summ += m * (x->bsums[2 * j] + x->bsums[2 * j + 1]);
+    }
+    return x->d * (ag_f16_to_f32(d) * (float)sumi - ag_f16_to_f32(dmin) * (float)summ);
+}
+
+static float dot_q4_k_generic(const ag_block_q4_k *w, const ag_block_q8_k *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) s += dot_k45(w[b].scales, w[b].d, w[b].dmin, w[b].qs, NULL, &x[b]);
+    return s;
+}
+
+static float dot_q5_k_generic(const ag_block_q5_k *w, const ag_block_q8_k *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) s += dot_k45(w[b].scales, w[b].d, w[b].dmin, w[b].qs, w[b].qh, &x[b]);
+    return s;
+}
+
+/* Q6_K against Q8_K: d_x * d * sum_g sc_g * sum_{i in g} (q_i - 32) x_i over 16 groups of 16. */
+static float dot_q6_k_generic(const ag_block_q6_k *w, const ag_block_q8_k *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int32_t sumi = 0;
+        for (int e = 0; e < AG_QK_K; e += 16) {
+            int32_t p = 0;
+            for (int i = e; i < e + 16; i++) {
+                int h = i / 128, k = (i % 128) / 32, l = i % 32;
+                uint8_t lo = w[b].ql[64 * h + 32 * (k & 1) + l];
+                int q = (k < 2 ? lo & 15 : lo >> 4) | ((w[b].qh[32 * h + l] >> (2 * k)) & 3) << 4;
+                p += (q - 32) * x[b].qs[i];
+            }
+            sumi += w[b].scales[e / 16] * p;
+        }
+        s += x[b].d * ag_f16_to_f32(w[b].d) * (float)sumi;
+    }
+    return s;
+}
+
 static void axpy_f32_generic(float *y, float a, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -171,24 +293,32 @@ static void axpy_f16_generic(float *y, float a, const uint16_t *x, size_t n) {
 }
 
 /* One matmul per type from its dot product: every (row, token) pair independently. */
-#define GENERIC_MATMUL(name, dot, wt, xt, len)                                                                        \
-    static void name(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n, size_t r0, size_t r1, \
-                     size_t T, float *y, size_t ldy) {                                                                 \
+#define GENERIC_MATMUL(linkage, name, dot, wt, xt, len)                                                               \
+    linkage void name(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n, size_t r0, size_t r1, \
+                      size_t T, float *y, size_t ldy) {                                                                \
         for (size_t t = 0; t < T; t++)                                                                                 \
             for (size_t r = r0; r < r1; r++)                                                                           \
                 y[t * ldy + r] = dot((const wt *)((const char *)w + r * w_stride),                                    \
                                      (const xt *)((const char *)x + t * x_stride), len);                              \
     }
-GENERIC_MATMUL(matmul_f32_generic, dot_f32_generic, float, float, n)
-GENERIC_MATMUL(matmul_f16_generic, dot_f16_generic, uint16_t, float, n)
-GENERIC_MATMUL(matmul_bf16_generic, dot_bf16_generic, uint16_t, uint16_t, n)
-GENERIC_MATMUL(matmul_q8_0_generic, dot_q8_0_generic, ag_block_q8_0, ag_block_q8_0, n / AG_QK8_0)
-GENERIC_MATMUL(matmul_q4_0_generic, dot_q4_0_generic, ag_block_q4_0, ag_block_q8_0, n / AG_QK4_0)
+GENERIC_MATMUL(static, matmul_f32_generic, dot_f32_generic, float, float, n)
+GENERIC_MATMUL(static, matmul_f16_generic, dot_f16_generic, uint16_t, float, n)
+GENERIC_MATMUL(static, matmul_bf16_generic, dot_bf16_generic, uint16_t, uint16_t, n)
+GENERIC_MATMUL(static, matmul_q8_0_generic, dot_q8_0_generic, ag_block_q8_0, ag_block_q8_0, n / AG_QK8_0)
+GENERIC_MATMUL(static, matmul_q4_0_generic, dot_q4_0_generic, ag_block_q4_0, ag_block_q8_0, n / AG_QK4_0)
+GENERIC_MATMUL(static, matmul_q5_0_generic, dot_q5_0_generic, ag_block_q5_0, ag_block_q8_0, n / 32)
+GENERIC_MATMUL(static, matmul_q4_k_generic, dot_q4_k_generic, ag_block_q4_k, ag_block_q8_k, n / AG_QK_K)
+GENERIC_MATMUL(static, matmul_q5_k_generic, dot_q5_k_generic, ag_block_q5_k, ag_block_q8_k, n / AG_QK_K)
+GENERIC_MATMUL(static, matmul_q6_k_generic, dot_q6_k_generic, ag_block_q6_k, ag_block_q8_k, n / AG_QK_K)
+GENERIC_MATMUL(, ag_kern_matmul_q4_1_generic, dot_q4_1_generic, ag_block_q4_1, ag_block_q8_0, n / 32)
+GENERIC_MATMUL(, ag_kern_matmul_q5_1_generic, dot_q5_1_generic, ag_block_q5_1, ag_block_q8_0, n / 32)
 #undef GENERIC_MATMUL
 
 const ag_kernels ag_kernels_generic = {
     .name = "generic",
-    .matmul = {matmul_f32_generic, matmul_f16_generic, matmul_bf16_generic, matmul_q8_0_generic, matmul_q4_0_generic},
+    .matmul = {matmul_f32_generic, matmul_f16_generic, matmul_bf16_generic, matmul_q8_0_generic, matmul_q4_0_generic,
+               ag_kern_matmul_q4_1_generic, matmul_q5_0_generic, ag_kern_matmul_q5_1_generic, matmul_q4_k_generic,
+               matmul_q5_k_generic, matmul_q6_k_generic},
     .quantize_q8_0 = quantize_q8_0_generic,
     .dot_f32 = dot_f32_generic,
     .dot_f16 = dot_f16_generic,

@@ -7,8 +7,9 @@
  * of T activation rows against weight rows [r0, r1).  Each weight type reads
  * its activations in a matching "dot type" (ggml's vec_dot_type), prepared
  * once per product by ag_kern_act_prepare: F32 and F16 weights take F32
- * activations, BF16 takes BF16, and Q8_0/Q4_0 take activations quantized to
- * Q8_0 blocks so the inner loop is an integer dot product.  Variants tile
+ * activations, BF16 takes BF16, the 32-weight quantized types take
+ * activations quantized to Q8_0 blocks and the K-quants Q8_K super-blocks,
+ * so the inner loop is an integer dot product.  Variants tile
  * rows x tokens so a weight row loaded once serves several tokens (prefill)
  * and several rows are in flight at once (decode).
  *
@@ -27,7 +28,20 @@
 #include <stdint.h>
 
 /* The weight types the matrix product takes, as a dense index. */
-typedef enum ag_wtype { AG_W_F32, AG_W_F16, AG_W_BF16, AG_W_Q8_0, AG_W_Q4_0, AG_W_COUNT } ag_wtype;
+typedef enum ag_wtype {
+    AG_W_F32,
+    AG_W_F16,
+    AG_W_BF16,
+    AG_W_Q8_0,
+    AG_W_Q4_0,
+    AG_W_Q4_1,
+    AG_W_Q5_0,
+    AG_W_Q5_1,
+    AG_W_Q4_K,
+    AG_W_Q5_K,
+    AG_W_Q6_K,
+    AG_W_COUNT
+} ag_wtype;
 
 /* -1 when the dtype has no matrix kernel. */
 int ag_wtype_of(ag_dtype t);
@@ -38,7 +52,7 @@ ag_dtype ag_wtype_act(ag_wtype w);
  * y[t * ldy + r] = W[r,:] . x[t,:] for r in [r0, r1), t in [0, T).  Row r of W
  * starts at w + r * w_stride bytes; activation row t at x + t * x_stride bytes,
  * in the weight type's activation dtype.  n is the row length in elements (a
- * multiple of 32 for the quantized types).
+ * multiple of the weight type's block: 32, or 256 for the K-quants).
  */
 typedef void (*ag_matmul_fn)(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n, size_t r0,
                              size_t r1, size_t T, float *y, size_t ldy);
@@ -96,5 +110,14 @@ extern const ag_kernels ag_kernels_avx512;
 
 /* Shared scalar helpers for the variants' tails. */
 static inline float ag_kern_f16(uint16_t h) { return ag_f16_to_f32(h); }
+
+/*
+ * The generic products of the types a variant leaves to plain C (Q4_1 and
+ * Q5_1, rare fallbacks in llama-quantize's mixes): every table names one.
+ */
+void ag_kern_matmul_q4_1_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n, size_t r0,
+                                 size_t r1, size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q5_1_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n, size_t r0,
+                                 size_t r1, size_t T, float *y, size_t ldy);
 
 #endif

@@ -7,6 +7,7 @@
  * block, the sign trick turns the signed x signed byte product into
  * maddubs(|w|, sign(x, w)), then madd with ones sums pairs to int32, scaled by
  * d_w * d_x into a float accumulator.  Tails shorter than a vector are scalar.
+ * The K-quants are kernels_x86.h's; Q4_1 and Q5_1 take the generic product.
  */
 #include "engine/kernels/kernels_x86.h"
 
@@ -66,8 +67,11 @@ AG_INLINE __m256i dot_i8(__m256i aw, __m256i sx) {
             for (int c = 0; c < C; c++) y[c * ldy + r] = hsum256(acc[r][c]);                                           \
     }
 
+AG_INLINE __m256i unpack_q5_0(const ag_block_q5_0 *b) { return _mm256_sub_epi8(q5_0_levels(b), _mm256_set1_epi8(16)); }
+
 QUANT_TILE(tile_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
 QUANT_TILE(tile_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
+QUANT_TILE(tile_q5_0, ag_block_q5_0, unpack_q5_0, 32)
 
 
 AG_X86_FLOAT_ROW(row_f32, float, float, __m256, 8, load_f32, load_f32, fma_ps, f32, f32)
@@ -90,12 +94,14 @@ AG_X86_FLOAT_ROW(row_bf16, uint16_t, uint16_t, __m256, 8, load_bf16, load_bf16, 
 
 QUANT_ROW(row_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
 QUANT_ROW(row_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
+QUANT_ROW(row_q5_0, ag_block_q5_0, unpack_q5_0, 32)
 
 AG_ROWS_OF(rows_f32, row_f32)
 AG_ROWS_OF(rows_f16, row_f16)
 AG_ROWS_OF(rows_bf16, row_bf16)
 AG_ROWS_OF(rows_q8_0, row_q8_0)
 AG_ROWS_OF(rows_q4_0, row_q4_0)
+AG_ROWS_OF(rows_q5_0, row_q5_0)
 
 AG_TILED_MATMUL(matmul_f32, tile_f32, rows_f32, 4, 2)
 AG_WIDEN_F16(widen_f16, 8, load_f16, _mm256_storeu_ps, f16)
@@ -104,6 +110,8 @@ AG_TILED_MATMUL_WIDEN(matmul_f16, tile_f32, rows_f16, widen_f16, 4, 2)
 AG_TILED_MATMUL(matmul_bf16, tile_bf16, rows_bf16, 4, 2)
 AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, rows_q8_0, 4, 2)
 AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, rows_q4_0, 4, 2)
+AG_TILED_MATMUL(matmul_q5_0, tile_q5_0, rows_q5_0, 4, 2)
+AG_KQ_MATMULS(2)
 
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -161,7 +169,8 @@ void ag_kern_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n) {
 
 const ag_kernels ag_kernels_avx2 = {
     .name = "avx2",
-    .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0},
+    .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
+               ag_kern_matmul_q5_1_generic, matmul_q4_k, matmul_q5_k, matmul_q6_k},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .dot_f32 = ag_kern_dot_f32_avx2,
     .dot_f16 = ag_kern_dot_f16_avx2,

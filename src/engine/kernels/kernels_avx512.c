@@ -8,7 +8,8 @@
  * instruction.  Quantized types: one vpdpbusd per 32-element block in its
  * unsigned x signed form (see act_side below), 256-bit so a 34- or 18-byte
  * block is one load.  Single-token products read rows one at a time as one
- * sequential stream (tile.h says why).
+ * sequential stream (tile.h says why).  The K-quants are kernels_x86.h's
+ * 256-bit kernels with 4-token tiles; Q4_1 and Q5_1 take the generic product.
  */
 #include "engine/kernels/kernels_x86.h"
 
@@ -84,6 +85,7 @@ AG_INLINE __m256i q4_0_unsigned(const ag_block_q4_0 *b) {
 
 QUANT_ROWS(rows_q8_0, ag_block_q8_0, q8_0_unsigned, 7, AG_QK8_0)
 QUANT_ROWS(rows_q4_0, ag_block_q4_0, q4_0_unsigned, 3, AG_QK4_0)
+QUANT_ROWS(rows_q5_0, ag_block_q5_0, q5_0_levels, 4, 32)
 
 /* R rows x C tokens of the same: per pair and block one dpbusd, one convert, one multiply, one FMA. */
 #define QUANT_TILE(NAME, WB, UNSIGNED)                                                                                 \
@@ -113,10 +115,12 @@ QUANT_ROWS(rows_q4_0, ag_block_q4_0, q4_0_unsigned, 3, AG_QK4_0)
 
 QUANT_TILE(tile_q8_0, ag_block_q8_0, q8_0_unsigned)
 QUANT_TILE(tile_q4_0, ag_block_q4_0, q4_0_unsigned)
+QUANT_TILE(tile_q5_0, ag_block_q5_0, q5_0_levels)
 
 /* The tiles' extra arguments come from the walk below: this token tile's activation sums and scales. */
 #define TILE_Q8_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q8_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
 #define TILE_Q4_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q4_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
+#define TILE_Q5_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q5_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
 
 /* Each token block's activation sums and scales, prepared once for all its row tiles. */
 #define PREPARE_SIDE(LOG2_OFFSET, QK)                                                                                  \
@@ -129,6 +133,8 @@ QUANT_TILE(tile_q4_0, ag_block_q4_0, q4_0_unsigned)
 
 QUANT_MATMUL(matmul_q8_0, TILE_Q8_0, rows_q8_0, 7, AG_QK8_0)
 QUANT_MATMUL(matmul_q4_0, TILE_Q4_0, rows_q4_0, 3, AG_QK4_0)
+QUANT_MATMUL(matmul_q5_0, TILE_Q5_0, rows_q5_0, 4, 32)
+AG_KQ_MATMULS(4)
 
 AG_ROWS_OF(rows_f32, row_f32)
 AG_ROWS_OF(rows_f16, row_f16)
@@ -142,7 +148,8 @@ AG_TILED_MATMUL(matmul_bf16, tile_bf16, rows_bf16, 4, 4)
 
 const ag_kernels ag_kernels_avx512 = {
     .name = "avx512",
-    .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0},
+    .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
+               ag_kern_matmul_q5_1_generic, matmul_q4_k, matmul_q5_k, matmul_q6_k},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .dot_f32 = ag_kern_dot_f32_avx2,
     .dot_f16 = ag_kern_dot_f16_avx2,

@@ -11,6 +11,7 @@
 #include "engine/kernels/tile.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 AG_INLINE float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -75,6 +76,173 @@ AG_INLINE __m256i load_q8_0(const ag_block_q8_0 *b) { return _mm256_loadu_si256(
         for (; k < n; k++) s += SW(w[k]) * SX(x[k]);                                                                   \
         return s;                                                                                                      \
     }
+
+/*
+ * K-quants (Q4_K, Q5_K, Q6_K) against Q8_K activations, written once with
+ * 256-bit integer ops for both variants (the AVX-512 file gets 32 registers
+ * for the same code).  A weight super-block is unpacked once into 32-byte
+ * vectors of unsigned levels (0..15, 0..31, or 0..63 for Q6_K's q + 32) and
+ * int16 scale vectors, then dotted with each activation row that shares it:
+ *   maddubs(levels, x) pairs products into int16 (at most 2*63*127, no
+ *   saturation), madd with the scales sums them into int32 per 16-element
+ *   group, and the min term is one madd of the activation's bsums; two FMAs
+ *   per super-block turn the integer sums into the float accumulator.
+ * The row path (one token) and the tiles run the same pair function, so a
+ * row's result never depends on how many tokens share the product.
+ */
+typedef struct ag_kq_unpacked {
+    __m256i q[8]; /* levels of elements 32k .. 32k+31 */
+    __m256i s[8]; /* their int16 scales: lanes 0-7 elements 32k..32k+15, lanes 8-15 the next 16 */
+    __m256i m;    /* per 16-element group, what multiplies the activation's bsums */
+    float d, dm;  /* value = d_x * (d * sum s*q*x - dm * sum m*bsum) */
+} ag_kq_unpacked;
+
+/*
+ * Q4_K/Q5_K's twelve scale bytes to eight 6-bit scales and eight mins with
+ * integer ops (ggml's utmp shuffle): bytes 0-7 the scales, 8-15 the mins.
+ */
+AG_INLINE __m128i kq_scales_mins(const uint8_t *scales) {
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t m_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = m_lo;
+    u[0] &= k1;
+    return _mm_loadu_si128((const __m128i *)u);
+}
+
+AG_INLINE void kq_scales45(const uint8_t *scales, ag_kq_unpacked *u) {
+    __m128i sm = kq_scales_mins(scales);
+    /* scale j's byte broadcast over 16 int16 lanes (the high bytes are zero: 6-bit scales) */
+    __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    for (int j = 0; j < 8; j++) u->s[j] = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+    /* each min twice, once per 16-element group of its sub-block */
+    u->m = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+}
+
+AG_INLINE void kq_unpack_q4_k(const ag_block_q4_k *b, ag_kq_unpacked *u) {
+    const __m256i lo = _mm256_set1_epi8(15);
+    for (int g = 0; g < 4; g++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * g));
+        u->q[2 * g] = _mm256_and_si256(v, lo);
+        u->q[2 * g + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo);
+    }
+    kq_scales45(b->scales, u);
+    u->d = f16(b->d), u->dm = f16(b->dmin);
+}
+
+AG_INLINE void kq_unpack_q5_k(const ag_block_q5_k *b, ag_kq_unpacked *u) {
+    const __m256i lo = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
+    for (int g = 0; g < 4; g++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * g));
+        __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), one); /* bit 2g of each byte */
+        __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g + 1), one);
+        u->q[2 * g] = _mm256_or_si256(_mm256_and_si256(v, lo), _mm256_slli_epi16(h0, 4));
+        u->q[2 * g + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo), _mm256_slli_epi16(h1, 4));
+    }
+    kq_scales45(b->scales, u);
+    u->d = f16(b->d), u->dm = f16(b->dmin);
+}
+
+AG_INLINE void kq_unpack_q6_k(const ag_block_q6_k *b, ag_kq_unpacked *u) {
+    const __m256i lo = _mm256_set1_epi8(15), three = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        __m256i nib[4] = {_mm256_and_si256(l0, lo), _mm256_and_si256(l1, lo), _mm256_and_si256(_mm256_srli_epi16(l0, 4), lo),
+                          _mm256_and_si256(_mm256_srli_epi16(l1, 4), lo)};
+        for (int k = 0; k < 4; k++) {
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), three);
+            u->q[4 * h + k] = _mm256_or_si256(nib[k], _mm256_slli_epi16(hi, 4));
+        }
+    }
+    __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+    /* s_{2k} over the low 8 lanes, s_{2k+1} over the high 8: the half holding them in both, then a byte shuffle */
+    __m256i half[2] = {_mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc)),
+                       _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc, 1))};
+    for (int k = 0; k < 8; k++) {
+        short e = (short)((2 * k) % 8);
+        u->s[k] = _mm256_shuffle_epi8(half[k / 4], _mm256_setr_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * e)),
+                                                                     _mm_set1_epi16((short)(0x0100 + 0x0202 * (e + 1)))));
+    }
+    u->m = _mm256_slli_epi16(sc, 5); /* the levels carry +32 */
+    u->d = u->dm = f16(b->d);
+}
+
+/* acc + one super-block pair, in the fixed order every path uses. */
+AG_INLINE __m256 kq_pair(__m256 acc, const ag_kq_unpacked *u, const ag_block_q8_k *x) {
+    __m256i isum = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+        __m256i xq = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * k));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(u->q[k], xq), u->s[k]));
+    }
+    __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), u->m);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(x->d * u->d), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(x->d * u->dm), acc);
+}
+
+/* Rows, one token: each row's super-blocks unpacked and dotted in turn. */
+#define AG_KQ_ROWS(NAME, WB, UNPACK)                                                                                  \
+    static void NAME(const void *wv, size_t ws, const void *xv, size_t n, size_t r0, size_t r1, float *y) {           \
+        const ag_block_q8_k *x = xv;                                                                                   \
+        for (size_t r = r0; r < r1; r++) {                                                                             \
+            const WB *w = (const WB *)((const char *)wv + r * ws);                                                     \
+            __m256 acc = _mm256_setzero_ps();                                                                          \
+            for (size_t b = 0; b < n / AG_QK_K; b++) {                                                                 \
+                ag_kq_unpacked u;                                                                                      \
+                UNPACK(&w[b], &u);                                                                                     \
+                acc = kq_pair(acc, &u, &x[b]);                                                                         \
+            }                                                                                                          \
+            y[r] = hsum256(acc);                                                                                       \
+        }                                                                                                              \
+    }
+
+/* R rows x C tokens: each weight super-block unpacked once for the C tokens. */
+#define AG_KQ_TILE(NAME, WB, UNPACK)                                                                                  \
+    AG_INLINE void NAME(const char *w, size_t ws, const char *x, size_t xs, size_t n, float *y, size_t ldy,            \
+                        const int R, const int C) {                                                                    \
+        __m256 acc[4][4];                                                                                              \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();                                               \
+        for (size_t b = 0; b < n / AG_QK_K; b++)                                                                       \
+            for (int r = 0; r < R; r++) {                                                                              \
+                ag_kq_unpacked u;                                                                                      \
+                UNPACK((const WB *)(w + r * ws) + b, &u);                                                              \
+                for (int c = 0; c < C; c++) acc[r][c] = kq_pair(acc[r][c], &u, (const ag_block_q8_k *)(x + c * xs) + b); \
+            }                                                                                                          \
+        for (int r = 0; r < R; r++)                                                                                    \
+            for (int c = 0; c < C; c++) y[c * ldy + r] = hsum256(acc[r][c]);                                           \
+    }
+
+/* The three K-quant products of a variant, tiles of up to 4 rows x CMAX tokens. */
+#define AG_KQ_MATMULS(CMAX)                                                                                            \
+    AG_KQ_ROWS(rows_q4_k, ag_block_q4_k, kq_unpack_q4_k)                                                               \
+    AG_KQ_ROWS(rows_q5_k, ag_block_q5_k, kq_unpack_q5_k)                                                               \
+    AG_KQ_ROWS(rows_q6_k, ag_block_q6_k, kq_unpack_q6_k)                                                               \
+    AG_KQ_TILE(tile_q4_k, ag_block_q4_k, kq_unpack_q4_k)                                                               \
+    AG_KQ_TILE(tile_q5_k, ag_block_q5_k, kq_unpack_q5_k)                                                               \
+    AG_KQ_TILE(tile_q6_k, ag_block_q6_k, kq_unpack_q6_k)                                                               \
+    AG_TILED_MATMUL(matmul_q4_k, tile_q4_k, rows_q4_k, 4, CMAX)                                                        \
+    AG_TILED_MATMUL(matmul_q5_k, tile_q5_k, rows_q5_k, 4, CMAX)                                                        \
+    AG_TILED_MATMUL(matmul_q6_k, tile_q6_k, rows_q6_k, 4, CMAX)
+
+/* Q5_0's 32 levels 0..31 (value q - 16): Q4_0's nibbles plus the fifth bits of qh. */
+AG_INLINE __m256i q5_0_levels(const ag_block_q5_0 *b) {
+    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    /* byte i takes bit i of qh: broadcast, pick each byte's source byte, test its bit */
+    __m256i bits = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+                                       _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bits, sel), sel), _mm256_set1_epi8(16));
+    return _mm256_or_si256(v, hi);
+}
 
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n);
 float ag_kern_dot_f32_avx2(const float *a, const float *b, size_t n);

@@ -119,6 +119,98 @@ static void test_quantization_error_bounds(void **state) {
     }
 }
 
+static uint64_t fnv1a(const void *p, size_t n) {
+    const uint8_t *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+/*
+ * The bytes llama.cpp makes (ggml_quantize_chunk with no importance matrix,
+ * c392e509, on these inputs, hashed with FNV-1a): ours must be the same, so
+ * a file from `autoglm quantize` is the file llama-quantize writes.
+ */
+static void test_kquant_bytes_match_ggml(void **state) {
+    (void)state;
+    enum { N = 4096 };
+    static float x[N], a[N], back[N];
+    static uint8_t q[N * 2];
+    ag_test_kquant_inputs(x, a, N);
+    static const struct {
+        ag_dtype t;
+        uint64_t bytes, fnv;
+        double tol; /* round trip: max |x - y| relative to the row's max |x| */
+    } cases[] = {
+        {AG_DTYPE_Q4_1, 2560, 0x2db74b1ccd05037eull, 1.0 / 15},  {AG_DTYPE_Q5_0, 2816, 0x17ea8110b45bcb16ull, 1.0 / 16},
+        {AG_DTYPE_Q5_1, 3072, 0x580afc24d8a89cd1ull, 1.0 / 31},  {AG_DTYPE_Q4_K, 2304, 0x62fcc51d7fa647daull, 1.0 / 10},
+        {AG_DTYPE_Q5_K, 2816, 0x66075dfb9d7a744eull, 1.0 / 20},  {AG_DTYPE_Q6_K, 3360, 0xb0135bbb1b66c18bull, 1.0 / 40},
+    };
+    float amax = 0;
+    for (int i = 0; i < N; i++) amax = fmaxf(amax, fabsf(x[i]));
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        uint64_t bytes;
+        assert_true(ag_dtype_bytes(cases[c].t, N, &bytes));
+        assert_int_equal(bytes, cases[c].bytes);
+        ag_dtype_from_f32(cases[c].t, x, q, N);
+        if (fnv1a(q, bytes) != cases[c].fnv)
+            fail_msg("%s: bytes differ from ggml's (fnv 0x%016llx)", ag_dtype_name(cases[c].t),
+                     (unsigned long long)fnv1a(q, bytes));
+        ag_dtype_to_f32(cases[c].t, q, back, N);
+        double err = 0;
+        for (int i = 0; i < N; i++) err = fmax(err, fabs((double)x[i] - back[i]));
+        if (err > cases[c].tol * amax) fail_msg("%s: round-trip error %g > %g", ag_dtype_name(cases[c].t), err, cases[c].tol * amax);
+    }
+    ag_block_q8_k k8[N / 256];
+    ag_dtype_from_f32(AG_DTYPE_Q8_K, a, k8, N);
+    assert_true(fnv1a(k8, sizeof k8) == 0xfd4a9e72972255baull);
+    for (int b = 0; b < N / 256; b++) { /* bsums are the 16-element sums */
+        int s = 0;
+        for (int i = 0; i < 16; i++) s += k8[b].qs[i];
+        assert_int_equal(k8[b].bsums[0], s);
+    }
+}
+
+/* Hand-checkable Q4_K/Q6_K blocks: the 6-bit scale packing and the level layouts. */
+static void test_kquant_layouts(void **state) {
+    (void)state;
+    ag_block_q4_k b4;
+    memset(&b4, 0, sizeof b4);
+    /* sub-block j: scale j + 1 (j < 4 plain; j >= 4 split: low nibble in byte j + 4, high bits atop byte j - 4) */
+    uint8_t sc, m;
+    for (int j = 0; j < 8; j++) {
+        int s = j + 40, mn = 63 - j;
+        if (j < 4) {
+            b4.scales[j] = (uint8_t)s, b4.scales[j + 4] = (uint8_t)mn;
+        } else {
+            b4.scales[j + 4] = (uint8_t)((s & 15) | (mn & 15) << 4);
+            b4.scales[j - 4] |= (uint8_t)((s >> 4) << 6);
+            b4.scales[j] |= (uint8_t)((mn >> 4) << 6);
+        }
+    }
+    for (int j = 0; j < 8; j++) {
+        ag_q4k_scale_min(j, b4.scales, &sc, &m);
+        assert_int_equal(sc, j + 40);
+        assert_int_equal(m, 63 - j);
+    }
+    b4.d = ag_f32_to_f16(1.0f), b4.dmin = ag_f32_to_f16(0.0f);
+    b4.qs[0] = 0x3A;  /* element 0 (sub-block 0) = 10, element 32 (sub-block 1) = 3 */
+    b4.qs[32] = 0x05; /* element 64 (sub-block 2) = 5 */
+    float y[256];
+    ag_dtype_to_f32(AG_DTYPE_Q4_K, &b4, y, 256);
+    assert_true(y[0] == 400.0f && y[32] == 123.0f && y[64] == 210.0f && y[1] == 0.0f);
+    ag_block_q6_k b6;
+    memset(&b6, 0, sizeof b6);
+    b6.d = ag_f32_to_f16(0.5f);
+    for (int j = 0; j < 16; j++) b6.scales[j] = (int8_t)(j - 8);
+    b6.ql[0] = 0x21;  /* element 0: low 4 bits 1; element 64: 2 */
+    b6.qh[0] = 0x0B;  /* element 0: high bits 3 (-> 49 - 32 = 17); element 32: 2 (-> 32 - 32 = 0) */
+    b6.ql[64] = 0x0F; /* second half, element 128: 15, high bits 0 -> -17 */
+    ag_dtype_to_f32(AG_DTYPE_Q6_K, &b6, y, 256);
+    assert_true(y[0] == 0.5f * -8 * 17 && y[32] == 0.0f && y[64] == 0.5f * -4 * (2 - 32) && y[128] == 0.5f * 0 * -17);
+    assert_true(y[1] == 0.5f * -8 * -32);
+}
+
 static void test_sizes_and_names(void **state) {
     (void)state;
     uint64_t bytes;
@@ -130,8 +222,13 @@ static void test_sizes_and_names(void **state) {
     assert_string_equal(ag_dtype_name(12), "q4_k");
     assert_string_equal(ag_dtype_name(200), "type-200");
     assert_int_equal(ag_dtype_parse("q8_0"), AG_DTYPE_Q8_0);
-    assert_int_equal(ag_dtype_parse("q4_k"), -1);
-    assert_false(ag_dtype_supported(12));
+    assert_int_equal(ag_dtype_parse("q4_k"), AG_DTYPE_Q4_K);
+    assert_int_equal(ag_dtype_parse("q2_k"), -1);
+    assert_int_equal(ag_dtype_parse("q8_k"), -1); /* activations only */
+    assert_true(ag_dtype_supported(12));
+    assert_false(ag_dtype_supported(10) || ag_dtype_supported(AG_DTYPE_Q8_K));
+    assert_true(ag_dtype_bytes(AG_DTYPE_Q4_K, 512, &bytes) && bytes == 288);
+    assert_false(ag_dtype_bytes(AG_DTYPE_Q6_K, 288, &bytes)); /* 256-element super-blocks */
 }
 
 int main(void) {
@@ -139,6 +236,7 @@ int main(void) {
         cmocka_unit_test(test_f16_all_values_round_trip), cmocka_unit_test(test_f32_to_f16_matches_hardware),
         cmocka_unit_test(test_bf16),                     cmocka_unit_test(test_block_layouts),
         cmocka_unit_test(test_quantization_error_bounds), cmocka_unit_test(test_sizes_and_names),
+        cmocka_unit_test(test_kquant_bytes_match_ggml),   cmocka_unit_test(test_kquant_layouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

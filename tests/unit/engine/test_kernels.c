@@ -18,8 +18,11 @@
  * values, bf16 values or int8 blocks), so they differ only in summation order.
  */
 static const double tolerance[AG_W_COUNT] = {
-    [AG_W_F32] = 1e-5, [AG_W_F16] = 1e-5, [AG_W_BF16] = 1e-5, [AG_W_Q8_0] = 1e-5, [AG_W_Q4_0] = 1e-5};
-static const ag_dtype wdtype[AG_W_COUNT] = {AG_DTYPE_F32, AG_DTYPE_F16, AG_DTYPE_BF16, AG_DTYPE_Q8_0, AG_DTYPE_Q4_0};
+    [AG_W_F32] = 1e-5,  [AG_W_F16] = 1e-5,  [AG_W_BF16] = 1e-5, [AG_W_Q8_0] = 1e-5, [AG_W_Q4_0] = 1e-5, [AG_W_Q4_1] = 1e-5,
+    [AG_W_Q5_0] = 1e-5, [AG_W_Q5_1] = 1e-5, [AG_W_Q4_K] = 1e-5, [AG_W_Q5_K] = 1e-5, [AG_W_Q6_K] = 1e-5};
+static const ag_dtype wdtype[AG_W_COUNT] = {AG_DTYPE_F32,  AG_DTYPE_F16,  AG_DTYPE_BF16, AG_DTYPE_Q8_0,
+                                            AG_DTYPE_Q4_0, AG_DTYPE_Q4_1, AG_DTYPE_Q5_0, AG_DTYPE_Q5_1,
+                                            AG_DTYPE_Q4_K, AG_DTYPE_Q5_K, AG_DTYPE_Q6_K};
 
 static float frand(uint64_t *s) { return (float)((ag_test_rand(s) >> 40) * 0x1p-24 * 2.0 - 1.0); }
 
@@ -58,6 +61,15 @@ static void check_matmul(const ag_kernels *k, ag_wtype wt, size_t rows, size_t n
                 fail_msg("%s %s rows=%zu n=%zu T=%zu: y[%zu][%zu] %g vs generic %g (tolerance %g of %g)", k->name,
                          ag_dtype_name(dt), rows, n, T, t, r, y1[t * rows + r], y0[t * rows + r], tolerance[wt], mag);
         }
+    /* batch invariance: each token alone (the single-row path) gives the batched result's exact bits */
+    for (size_t t = 0; t < T && T > 1 && rows <= 32; t++) {
+        float alone[32];
+        k->matmul[wt](w, row_bytes, x + t * xrb, xrb, n, 0, rows, 1, alone, rows);
+        for (size_t r = 0; r < rows; r++)
+            if (memcmp(&alone[r], &y1[t * rows + r], sizeof(float)) != 0)
+                fail_msg("%s %s rows=%zu n=%zu T=%zu: token %zu row %zu alone %.9g, batched %.9g", k->name,
+                         ag_dtype_name(dt), rows, n, T, t, r, alone[r], y1[t * rows + r]);
+    }
     if (rows > 2) {
         memset(y1, 0, T * rows * sizeof(float));
         k->matmul[wt](w, row_bytes, x, xrb, n, 1, rows - 1, T, y1, rows);
@@ -75,6 +87,7 @@ static void test_matmul_variants_match_generic(void **state) {
     static const size_t T_list[] = {1, 2, 3, 4, 5, 7, 70}; /* 70 crosses a token block */
     static const size_t n_float[] = {1, 7, 8, 15, 16, 31, 33, 100, 257};
     static const size_t n_quant[] = {32, 64, 96, 288};
+    static const size_t n_kquant[] = {256, 512, 768};
     int ran = 0;
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
         const ag_kernels *k = ag_kernels_by_name(variants[v]);
@@ -85,9 +98,11 @@ static void test_matmul_variants_match_generic(void **state) {
         ran++;
         uint64_t seed = 42;
         for (int wt = 0; wt < AG_W_COUNT; wt++) {
-            bool quant = wt == AG_W_Q8_0 || wt == AG_W_Q4_0;
-            const size_t *ns = quant ? n_quant : n_float;
-            size_t nn = quant ? sizeof n_quant / sizeof *n_quant : sizeof n_float / sizeof *n_float;
+            size_t be = ag_dtype_block_elems(wdtype[wt]);
+            const size_t *ns = be == 256 ? n_kquant : be == 32 ? n_quant : n_float;
+            size_t nn = be == 256  ? sizeof n_kquant / sizeof *n_kquant
+                        : be == 32 ? sizeof n_quant / sizeof *n_quant
+                                   : sizeof n_float / sizeof *n_float;
             for (size_t a = 0; a < sizeof rows_list / sizeof *rows_list; a++)
                 for (size_t b = 0; b < sizeof T_list / sizeof *T_list; b++)
                     for (size_t c = 0; c < nn; c++) check_matmul(k, (ag_wtype)wt, rows_list[a], ns[c], T_list[b], &seed);
@@ -111,6 +126,39 @@ static void test_generic_matmul_is_the_definition(void **state) {
             for (size_t i = 0; i < n; i++) s += (double)w[r * n + i] * x[t * n + i];
             assert_true(fabs(s - y[t * rows + r]) < 1e-5);
         }
+}
+
+/*
+ * One row of 4096 against one activation row, every variant against the
+ * value ggml's vec_dot gives for the same blocks (llama.cpp c392e509, the
+ * inputs of ag_test_kquant_inputs): the dot products mean what ggml's mean.
+ * Q4_1 and Q5_1 read Q8_1 activations in ggml, whose block sum is rounded
+ * to fp16; ours sums Q8_0's bytes exactly, hence their looser bound.
+ */
+static void test_dots_match_ggml(void **state) {
+    (void)state;
+    enum { N = 4096 };
+    static float x[N], a[N];
+    static uint8_t w[N * 2], act[N * 2];
+    ag_test_kquant_inputs(x, a, N);
+    static const struct {
+        ag_wtype wt;
+        double ggml, tol;
+    } cases[] = {{AG_W_Q4_1, -88.2046661, 3e-4}, {AG_W_Q5_0, -91.2583008, 2e-6}, {AG_W_Q5_1, -92.5797577, 3e-4},
+                 {AG_W_Q4_K, -86.1018906, 2e-6}, {AG_W_Q5_K, -91.5367203, 2e-6}, {AG_W_Q6_K, -92.6443024, 2e-6}};
+    const char *names[] = {"generic", "avx2", "avx512"};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ag_dtype_from_f32(wdtype[cases[c].wt], x, w, N);
+        for (size_t v = 0; v < 3; v++) {
+            const ag_kernels *k = ag_kernels_by_name(names[v]);
+            if (!k) continue;
+            ag_kern_act_prepare(k, cases[c].wt, a, act, N);
+            float y = 0;
+            k->matmul[cases[c].wt](w, 0, act, 0, N, 0, 1, 1, &y, 1);
+            if (!(fabs(y - cases[c].ggml) <= cases[c].tol * fabs(cases[c].ggml)))
+                fail_msg("%s %s: %.9g, ggml %.9g", names[v], ag_dtype_name(wdtype[cases[c].wt]), y, cases[c].ggml);
+        }
+    }
 }
 
 static void test_quantize_q8_0_same_bytes(void **state) {
@@ -274,7 +322,7 @@ static void test_pool_split_covers(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_variants_match_generic), cmocka_unit_test(test_generic_matmul_is_the_definition),
-        cmocka_unit_test(test_quantize_q8_0_same_bytes),      cmocka_unit_test(test_attention_helpers),
+        cmocka_unit_test(test_quantize_q8_0_same_bytes),      cmocka_unit_test(test_dots_match_ggml),      cmocka_unit_test(test_attention_helpers),
         cmocka_unit_test(test_selection),                     cmocka_unit_test(test_pool_runs_every_share_once),
         cmocka_unit_test(test_pool_split_covers), cmocka_unit_test(test_rope_partial_matches_formula),
     };

@@ -1,0 +1,414 @@
+/*
+ * kquant.c - reference quantization and dequantization of the K-quants
+ * (Q4_K, Q5_K, Q6_K, and Q8_K for activations) and of the 32-weight types
+ * llama-quantize falls back to (Q4_1, Q5_0, Q5_1).
+ *
+ * Quantization follows ggml's quantize_row_*_ref step for step, since a file
+ * from `autoglm quantize` should be interchangeable with llama-quantize's
+ * (which takes these reference paths when no importance matrix is given):
+ * per sub-block a weighted search for the scale and min that minimise the
+ * squared error (make_qkx2_quants for Q4_K/Q5_K, make_qx_quants for Q6_K),
+ * the sub-block scales quantized to 6 or 8 bits against one fp16 super-scale,
+ * then every weight re-quantized against the stored (rounded) scales.
+ * ggml_nearest_int is ag_nearest_int, fp16 rounding is ag_f32_to_f16 (both
+ * round half to even), so ties fall the same way.
+ */
+#include "engine/dtype.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#define GROUP_MAX_EPS 1e-15f
+
+static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* ---- the 32-weight fallback types ---------------------------------------- */
+
+static void quantize_q4_1(const float *x, ag_block_q4_1 *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < 32; j++) min = fminf(min, x[j]), max = fmaxf(max, x[j]);
+        float d = (max - min) / 15, id = d ? 1.0f / d : 0.0f;
+        y[i].d = ag_f32_to_f16(d), y[i].m = ag_f32_to_f16(min);
+        for (int j = 0; j < 16; j++) {
+            int q0 = (int8_t)((x[j] - min) * id + 0.5f), q1 = (int8_t)((x[j + 16] - min) * id + 0.5f);
+            y[i].qs[j] = (uint8_t)((q0 < 15 ? q0 : 15) | (q1 < 15 ? q1 : 15) << 4);
+        }
+    }
+}
+
+/* Q5_0 and Q5_1 share the packing: low nibbles in qs as Q4_0's, fifth bits in qh. */
+static void pack5(const int *q, uint8_t *qs, uint8_t *qh_out) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((q[j] & 15) | (q[j + 16] & 15) << 4);
+        qh |= (uint32_t)((q[j] >> 4) & 1) << j;
+        qh |= (uint32_t)((q[j + 16] >> 4) & 1) << (j + 16);
+    }
+    memcpy(qh_out, &qh, 4);
+}
+
+static void unpack5(const uint8_t *qs, const uint8_t *qh_in, int *q) {
+    uint32_t qh;
+    memcpy(&qh, qh_in, 4);
+    for (int j = 0; j < 16; j++) {
+        q[j] = (qs[j] & 15) | (int)((qh >> j) & 1) << 4;
+        q[j + 16] = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+    }
+}
+
+static void quantize_q5_0(const float *x, ag_block_q5_0 *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++)
+            if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
+        float d = max / -16, id = d ? 1.0f / d : 0.0f;
+        y[i].d = ag_f32_to_f16(d);
+        int q[32];
+        for (int j = 0; j < 32; j++) {
+            int v = (int8_t)(x[j] * id + 16.5f);
+            q[j] = v < 31 ? v : 31;
+        }
+        pack5(q, y[i].qs, y[i].qh);
+    }
+}
+
+static void quantize_q5_1(const float *x, ag_block_q5_1 *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < 32; j++) min = fminf(min, x[j]), max = fmaxf(max, x[j]);
+        float d = (max - min) / 31, id = d ? 1.0f / d : 0.0f;
+        y[i].d = ag_f32_to_f16(d), y[i].m = ag_f32_to_f16(min);
+        int q[32];
+        for (int j = 0; j < 32; j++) q[j] = (uint8_t)((x[j] - min) * id + 0.5f);
+        pack5(q, y[i].qs, y[i].qh);
+    }
+}
+
+/* ---- the searches --------------------------------------------------------- */
+
+/*
+ * Unsigned levels 0..nmax with a min: x ~ scale * L + min (min <= 0), weighted
+ * least squares over nstep+1 trial scales around nmax / (max - min).  Returns
+ * the scale; *the_min gets -min.
+ */
+static float make_qkx2_quants(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
+                              uint8_t *Laux, float rmin, float rdelta, int nstep) {
+    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        memset(L, 0, (size_t)n);
+        *the_min = -min;
+        return 0.f;
+    }
+    float iscale = nmax / (max - min), scale = 1 / iscale, best = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)clampi(ag_nearest_int(iscale * (x[i] - min)), 0, nmax);
+        float diff = scale * L[i] + min - x[i];
+        best += w[i] * diff * diff;
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = clampi(ag_nearest_int(iscale * (x[i] - min)), 0, nmax);
+            Laux[i] = (uint8_t)l;
+            sum_l += w[i] * l;
+            sum_l2 += w[i] * l * l;
+            sum_xl += w[i] * l * x[i];
+        }
+        float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float err = 0;
+            for (int i = 0; i < n; i++) {
+                float diff = this_scale * Laux[i] + this_min - x[i];
+                err += w[i] * diff * diff;
+            }
+            if (err < best) {
+                memcpy(L, Laux, (size_t)n);
+                best = err;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/*
+ * Signed levels -nmax..nmax-1 stored as L + nmax, weights x^2 (ggml's
+ * rmse_type 1): the scale from the value of largest magnitude, then 18 trial
+ * scales around it, keeping the one that maximises (sum w x l)^2 / sum w l^2.
+ */
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
+    if (amax < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = clampi(ag_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)(l + nmax);
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        iscale = -(nmax + 0.1f * is) / max;
+        sumlx = suml2 = 0;
+        for (int i = 0; i < n; i++) {
+            int l = clampi(ag_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; i++) L[i] = (int8_t)(nmax + clampi(ag_nearest_int(iscale * x[i]), -nmax, nmax - 1));
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* ---- Q4_K and Q5_K -------------------------------------------------------- */
+
+/*
+ * The part Q4_K and Q5_K share: per 32-weight sub-block the searched scale
+ * and min, both quantized to 6 bits against fp16 super-scales, then the
+ * levels L (0..nmax) re-quantized against what was stored.
+ */
+static void quantize_k_scales(const float *x, int nmax, float rmin, int nstep, uint8_t *scales_out, uint16_t *d_out,
+                              uint16_t *dmin_out, uint8_t *L) {
+    float mins[8], scales[8], weights[32], max_scale = 0, max_min = 0;
+    uint8_t Laux[32];
+    for (int j = 0; j < 8; j++) {
+        const float *xs = x + 32 * j;
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; l++) sum_x2 += xs[l] * xs[l];
+        float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(xs[l]);
+        scales[j] = make_qkx2_quants(32, nmax, xs, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    memset(scales_out, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        uint8_t ls = (uint8_t)ag_nearest_int(inv_scale * scales[j]), lm = (uint8_t)ag_nearest_int(inv_min * mins[j]);
+        ls = ls < 63 ? ls : 63;
+        lm = lm < 63 ? lm : 63;
+        if (j < 4) {
+            scales_out[j] = ls;
+            scales_out[j + 4] = lm;
+        } else {
+            scales_out[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+            scales_out[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            scales_out[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    *d_out = ag_f32_to_f16(max_scale / 63.f);
+    *dmin_out = ag_f32_to_f16(max_min / 63.f);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        ag_q4k_scale_min(j, scales_out, &sc, &m);
+        const float d = ag_f16_to_f32(*d_out) * sc;
+        if (!d) continue;
+        const float dm = ag_f16_to_f32(*dmin_out) * m;
+        for (int i = 0; i < 32; i++) L[32 * j + i] = (uint8_t)clampi(ag_nearest_int((x[32 * j + i] + dm) / d), 0, nmax);
+    }
+}
+
+static void quantize_q4_k(const float *x, ag_block_q4_k *y, size_t nb) {
+    uint8_t L[AG_QK_K];
+    for (size_t i = 0; i < nb; i++, x += AG_QK_K) {
+        quantize_k_scales(x, 15, -1.f, 20, y[i].scales, &y[i].d, &y[i].dmin, L);
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++) y[i].qs[32 * g + l] = (uint8_t)(L[64 * g + l] | (L[64 * g + 32 + l] << 4));
+    }
+}
+
+static void quantize_q5_k(const float *x, ag_block_q5_k *y, size_t nb) {
+    uint8_t L[AG_QK_K];
+    for (size_t i = 0; i < nb; i++, x += AG_QK_K) {
+        quantize_k_scales(x, 31, -0.5f, 15, y[i].scales, &y[i].d, &y[i].dmin, L);
+        memset(y[i].qh, 0, sizeof y[i].qh);
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++) {
+                int l1 = L[64 * g + l], l2 = L[64 * g + 32 + l];
+                if (l1 > 15) l1 -= 16, y[i].qh[l] |= (uint8_t)(1 << (2 * g));
+                if (l2 > 15) l2 -= 16, y[i].qh[l] |= (uint8_t)(2 << (2 * g));
+                y[i].qs[32 * g + l] = (uint8_t)(l1 | (l2 << 4));
+            }
+    }
+}
+
+/* ---- Q6_K ----------------------------------------------------------------- */
+
+static void quantize_q6_k(const float *x, ag_block_q6_k *y, size_t nb) {
+    int8_t L[AG_QK_K];
+    float scales[16];
+    for (size_t i = 0; i < nb; i++, x += AG_QK_K) {
+        float max_scale = 0, max_abs_scale = 0;
+        for (int ib = 0; ib < 16; ib++) {
+            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+            if (fabsf(scales[ib]) > max_abs_scale) max_abs_scale = fabsf(scales[ib]), max_scale = scales[ib];
+        }
+        memset(&y[i], 0, sizeof y[i]);
+        if (max_abs_scale < GROUP_MAX_EPS) continue;
+        float iscale = -128.f / max_scale;
+        y[i].d = ag_f32_to_f16(1 / iscale);
+        for (int ib = 0; ib < 16; ib++) {
+            int v = ag_nearest_int(iscale * scales[ib]);
+            y[i].scales[ib] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int j = 0; j < 16; j++) {
+            float d = ag_f16_to_f32(y[i].d) * y[i].scales[j];
+            if (!d) continue;
+            for (int k = 0; k < 16; k++) L[16 * j + k] = (int8_t)(clampi(ag_nearest_int(x[16 * j + k] / d), -32, 31) + 32);
+        }
+        for (int h = 0; h < 2; h++) {
+            const int8_t *Lh = L + 128 * h;
+            uint8_t *ql = y[i].ql + 64 * h, *qh = y[i].qh + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                ql[l] = (uint8_t)((Lh[l] & 0xF) | (Lh[l + 64] & 0xF) << 4);
+                ql[l + 32] = (uint8_t)((Lh[l + 32] & 0xF) | (Lh[l + 96] & 0xF) << 4);
+                qh[l] = (uint8_t)((Lh[l] >> 4) | (Lh[l + 32] >> 4) << 2 | (Lh[l + 64] >> 4) << 4 | (Lh[l + 96] >> 4) << 6);
+            }
+        }
+    }
+}
+
+/* ---- Q8_K (activations) --------------------------------------------------- */
+
+static void quantize_q8_k(const float *x, ag_block_q8_k *y, size_t nb) {
+    for (size_t i = 0; i < nb; i++, x += AG_QK_K) {
+        float max = 0, amax = 0;
+        for (int j = 0; j < AG_QK_K; j++)
+            if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+        memset(&y[i], 0, sizeof y[i]);
+        if (!amax) continue;
+        const float iscale = -127.f / max;
+        for (int j = 0; j < AG_QK_K; j++) {
+            int v = ag_nearest_int(iscale * x[j]);
+            y[i].qs[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int j = 0; j < 16; j++) {
+            int sum = 0;
+            for (int k = 0; k < 16; k++) sum += y[i].qs[16 * j + k];
+            y[i].bsums[j] = (int16_t)sum;
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
+/* ---- dequantization ------------------------------------------------------- */
+
+static void dequant_k45(const uint8_t *scales, uint16_t d16, uint16_t dmin16, const uint8_t *qs, const uint8_t *qh,
+                        float *y) {
+    const float d = ag_f16_to_f32(d16), dmin = ag_f16_to_f32(dmin16);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        ag_q4k_scale_min(j, scales, &sc, &m);
+        const float d1 = d * sc, m1 = dmin * m;
+        for (int l = 0; l < 32; l++) {
+            int q = j & 1 ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 15;
+            if (qh) q |= ((qh[l] >> j) & 1) << 4;
+            y[32 * j + l] = d1 * (float)q - m1;
+        }
+    }
+}
+
+/* Weight e (0..255) of a Q6_K block, 0..63 (subtract 32 for its value). */
+static inline int q6_level(const ag_block_q6_k *b, int e) {
+    int h = e / 128, k = (e % 128) / 32, l = e % 32;
+    uint8_t lo = b->ql[64 * h + 32 * (k & 1) + l];
+    return (k < 2 ? lo & 15 : lo >> 4) | ((b->qh[32 * h + l] >> (2 * k)) & 3) << 4;
+}
+
+void ag_kquant_to_f32(ag_dtype t, const void *src, float *dst, size_t n) {
+    int q[32];
+    switch (t) {
+    case AG_DTYPE_Q4_1:
+        for (size_t i = 0; i < n / 32; i++, dst += 32) {
+            const ag_block_q4_1 *b = (const ag_block_q4_1 *)src + i;
+            float d = ag_f16_to_f32(b->d), m = ag_f16_to_f32(b->m);
+            for (int j = 0; j < 16; j++) dst[j] = d * (b->qs[j] & 15) + m, dst[j + 16] = d * (b->qs[j] >> 4) + m;
+        }
+        break;
+    case AG_DTYPE_Q5_0:
+        for (size_t i = 0; i < n / 32; i++, dst += 32) {
+            const ag_block_q5_0 *b = (const ag_block_q5_0 *)src + i;
+            float d = ag_f16_to_f32(b->d);
+            unpack5(b->qs, b->qh, q);
+            for (int j = 0; j < 32; j++) dst[j] = d * (float)(q[j] - 16);
+        }
+        break;
+    case AG_DTYPE_Q5_1:
+        for (size_t i = 0; i < n / 32; i++, dst += 32) {
+            const ag_block_q5_1 *b = (const ag_block_q5_1 *)src + i;
+            float d = ag_f16_to_f32(b->d), m = ag_f16_to_f32(b->m);
+            unpack5(b->qs, b->qh, q);
+            for (int j = 0; j < 32; j++) dst[j] = d * (float)q[j] + m;
+        }
+        break;
+    case AG_DTYPE_Q4_K:
+        for (size_t i = 0; i < n / AG_QK_K; i++, dst += AG_QK_K) {
+            const ag_block_q4_k *b = (const ag_block_q4_k *)src + i;
+            dequant_k45(b->scales, b->d, b->dmin, b->qs, NULL, dst);
+        }
+        break;
+    case AG_DTYPE_Q5_K:
+        for (size_t i = 0; i < n / AG_QK_K; i++, dst += AG_QK_K) {
+            const ag_block_q5_k *b = (const ag_block_q5_k *)src + i;
+            dequant_k45(b->scales, b->d, b->dmin, b->qs, b->qh, dst);
+        }
+        break;
+    case AG_DTYPE_Q6_K:
+        for (size_t i = 0; i < n / AG_QK_K; i++, dst += AG_QK_K) {
+            const ag_block_q6_k *b = (const ag_block_q6_k *)src + i;
+            float d = ag_f16_to_f32(b->d);
+            for (int e = 0; e < AG_QK_K; e++) dst[e] = d * b->scales[e / 16] * (float)(q6_level(b, e) - 32);
+        }
+        break;
+    case AG_DTYPE_Q8_K:
+        for (size_t i = 0; i < n / AG_QK_K; i++, dst += AG_QK_K) {
+            const ag_block_q8_k *b = (const ag_block_q8_k *)src + i;
+            for (int e = 0; e < AG_QK_K; e++) dst[e] = b->d * (float)b->qs[e];
+        }
+        break;
+    default: break;
+    }
+}
+
+void ag_kquant_from_f32(ag_dtype t, const float *src, void *dst, size_t n) {
+    switch (t) {
+    case AG_DTYPE_Q4_1: quantize_q4_1(src, dst, n / 32); break;
+    case AG_DTYPE_Q5_0: quantize_q5_0(src, dst, n / 32); break;
+    case AG_DTYPE_Q5_1: quantize_q5_1(src, dst, n / 32); break;
+    case AG_DTYPE_Q4_K: quantize_q4_k(src, dst, n / AG_QK_K); break;
+    case AG_DTYPE_Q5_K: quantize_q5_k(src, dst, n / AG_QK_K); break;
+    case AG_DTYPE_Q6_K: quantize_q6_k(src, dst, n / AG_QK_K); break;
+    case AG_DTYPE_Q8_K: quantize_q8_k(src, dst, n / AG_QK_K); break;
+    default: break;
+    }
+}
