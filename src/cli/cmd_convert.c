@@ -12,12 +12,14 @@
 #include <unistd.h>
 
 static const char convert_usage[] =
-    "usage: autoglm convert HF_DIR -o OUT.gguf [--dtype f32|f16|bf16|q8_0|q4_0] [--random-weights SEED]\n\n"
+    "usage: autoglm convert HF_DIR -o OUT.gguf [--dtype TYPE] [--random-weights SEED]\n\n"
     "Convert a Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json,\n"
     "tokenizer_config.json) of LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or\n"
     "Qwen3ForCausalLM to GGUF with llama.cpp's key and tensor names.\n\n"
     "  -o, --out FILE          output file (written to FILE.tmp, then renamed)\n"
-    "  --dtype T               type of the 2-D weights (default f16); 1-D tensors stay f32\n"
+    "  --dtype T               the weights' type (default f16): f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
+    "                          q4_k_s q4_k_m q5_k_s q5_k_m q6_k, with llama-quantize's per-tensor mix\n"
+    "                          for the quantized ones (see 'autoglm quantize --help'); 1-D tensors stay f32\n"
     "  --random-weights SEED   no weights needed: deterministic random tensors from SEED\n";
 
 static void progress_bar(void *ctx, size_t done, size_t total, const char *tensor) {
@@ -30,7 +32,7 @@ static void progress_bar(void *ctx, size_t done, size_t total, const char *tenso
 }
 
 int ag_cmd_convert(int argc, char **argv) {
-    ag_convert_opts o = {.dtype = AG_DTYPE_F16};
+    ag_convert_opts o = {.preset = NULL};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -41,9 +43,8 @@ int ag_cmd_convert(int argc, char **argv) {
             if (!val) return ag_cli_usage_error("convert", "%s needs a file name", a);
             o.out_path = argv[++i];
         } else if (strcmp(a, "--dtype") == 0) {
-            int t = val ? ag_dtype_parse(val) : -1;
-            if (t < 0) return ag_cli_usage_error("convert", "--dtype takes f32, f16, bf16, q8_0 or q4_0");
-            o.dtype = (ag_dtype)t;
+            o.preset = val ? ag_quant_preset_find(val) : NULL;
+            if (!o.preset) return ag_cli_usage_error("convert", "--dtype takes one of %s", ag_quant_preset_names());
             i++;
         } else if (strcmp(a, "--random-weights") == 0) {
             uint64_t seed;

@@ -199,11 +199,22 @@ static void plan_add(converter *c, const char *gguf, const char *hf, uint64_t in
     e->ne[1] = out ? out : 1;
     e->kind = kind;
     e->permute_heads = permute_heads;
-    /* 1-D tensors stay f32 as llama.cpp keeps them; rows that are not whole blocks fall back to f16 */
-    ag_dtype t = c->o->dtype;
-    if (e->n_dims == 1) t = AG_DTYPE_F32;
-    else if (in % ag_dtype_block_elems(t)) t = AG_DTYPE_F16;
-    e->type = t;
+    e->type = e->n_dims == 1 ? AG_DTYPE_F32 : AG_DTYPE_F16; /* until assign_types applies the preset */
+}
+
+/*
+ * Each tensor's type as llama-quantize would choose it from an F16 file: the
+ * preset's mix and fallbacks (quantmix.h), over the whole plan in file order.
+ * 1-D tensors stay f32 as llama.cpp keeps them.
+ */
+static void assign_types(converter *c) {
+    ag_quant_plan q;
+    ag_quant_plan_init(&q, c->o->preset ? c->o->preset : ag_quant_preset_find("f16"), false, (int)c->hp.n_layer);
+    for (size_t i = 0; i < c->n_plan; i++) ag_quant_plan_count(&q, c->plan[i].gguf);
+    for (size_t i = 0; i < c->n_plan; i++) {
+        plan_entry *e = &c->plan[i];
+        e->type = ag_quant_plan_type(&q, e->gguf, e->n_dims, e->ne[0], e->type);
+    }
 }
 
 static void build_plan(converter *c) {
@@ -605,10 +616,6 @@ static ag_status write_tokenizer(converter *c, ag_gguf_writer *w, ag_arena *a) {
 
 /* ---- the conversion ----------------------------------------------------- */
 
-static uint32_t file_type_of(ag_dtype t) {
-    return t == AG_DTYPE_F32 ? 0 : t == AG_DTYPE_F16 ? 1 : t == AG_DTYPE_Q4_0 ? 2 : t == AG_DTYPE_Q8_0 ? 7 : 32;
-}
-
 ag_status ag_convert_hf(const ag_convert_opts *o, ag_err *err) {
     converter c = {.o = o, .err = err};
     ag_arena a;
@@ -622,6 +629,7 @@ ag_status ag_convert_hf(const ag_convert_opts *o, ag_err *err) {
     if (rc == AG_OK) rc = read_hparams(cfg, &c.hp, err);
     if (rc != AG_OK) goto done;
     build_plan(&c);
+    assign_types(&c);
     if (!o->random_weights) {
         if ((rc = ag_st_open_dir(o->hf_dir, &st, err)) != AG_OK || (rc = bind_checkpoint(&c, st)) != AG_OK) goto done;
     }
@@ -633,8 +641,9 @@ ag_status ag_convert_hf(const ag_convert_opts *o, ag_err *err) {
     const char *base = strrchr(o->hf_dir, '/');
     base = base && base[1] ? base + 1 : o->hf_dir;
     ag_gguf_writer_set_str(w, "general.name", base, strlen(base));
-    ag_gguf_writer_set_u32(w, "general.file_type", file_type_of(o->dtype));
-    if (o->dtype == AG_DTYPE_Q8_0 || o->dtype == AG_DTYPE_Q4_0) ag_gguf_writer_set_u32(w, "general.quantization_version", 2);
+    const ag_quant_preset *preset = o->preset ? o->preset : ag_quant_preset_find("f16");
+    ag_gguf_writer_set_u32(w, "general.file_type", preset->ftype);
+    if (ag_dtype_is_quant(preset->base)) ag_gguf_writer_set_u32(w, "general.quantization_version", 2);
 #define ARCH_U32(name, v) (snprintf(key, sizeof key, "%s." name, arch), ag_gguf_writer_set_u32(w, key, v))
 #define ARCH_F32(name, v) (snprintf(key, sizeof key, "%s." name, arch), ag_gguf_writer_set_f32(w, key, v))
     ARCH_U32("context_length", h->n_ctx);

@@ -15,6 +15,7 @@
 
 #include "autoglm/status.h"
 #include "engine/dtype.h"
+#include "engine/quantmix.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,7 +24,8 @@
 typedef struct ag_convert_opts {
     const char *hf_dir;
     const char *out_path;
-    ag_dtype dtype;      /* 2-D weights; 1-D tensors (norms, biases) stay f32 */
+    const ag_quant_preset *preset; /* the weights' types, llama-quantize's mix for the quantized presets
+                                      (NULL: f16); 1-D tensors (norms, biases) stay f32 */
     bool random_weights; /* ignore/need no safetensors: deterministic values from seed */
     uint64_t seed;
     /* Called after each tensor (may be NULL): for a progress bar. */

@@ -148,8 +148,8 @@ static st_tensor *find_src(const char *name) {
     return NULL;
 }
 
-static ag_status convert(const char *dir, const char *out, ag_dtype dtype, int random, uint64_t seed, ag_err *err) {
-    ag_convert_opts o = {.hf_dir = dir, .out_path = out, .dtype = dtype, .random_weights = random, .seed = seed};
+static ag_status convert(const char *dir, const char *out, const char *type, int random, uint64_t seed, ag_err *err) {
+    ag_convert_opts o = {.hf_dir = dir, .out_path = out, .preset = ag_quant_preset_find(type), .random_weights = random, .seed = seed};
     memset(err, 0, sizeof *err);
     return ag_convert_hf(&o, err);
 }
@@ -174,7 +174,7 @@ static void test_llama_real_weights(void **state) {
     write_safetensors(dir, "model.safetensors", 0, n_tensors);
     snprintf(out, sizeof out, "%s/llama.gguf", root);
     ag_err err;
-    if (convert(dir, out, AG_DTYPE_F32, 0, 0, &err) != AG_OK) fail_msg("%s", err.msg);
+    if (convert(dir, out, "f32", 0, 0, &err) != AG_OK) fail_msg("%s", err.msg);
     ag_gguf_file *f;
     assert_int_equal(ag_gguf_open(out, &f, &err), AG_OK);
     uint32_t u;
@@ -241,7 +241,7 @@ static void test_llama_real_weights(void **state) {
     write_text(sdir, "model.safetensors.index.json", idx);
     /* the directory name lands in general.name: give both outputs the same by renaming afterwards */
     snprintf(out2, sizeof out2, "%s/sharded.gguf", root);
-    if (convert(sdir, out2, AG_DTYPE_F32, 0, 0, &err) != AG_OK) fail_msg("%s", err.msg);
+    if (convert(sdir, out2, "f32", 0, 0, &err) != AG_OK) fail_msg("%s", err.msg);
     ag_gguf_file *f1, *f2;
     assert_int_equal(ag_gguf_open(out, &f1, &err), AG_OK);
     assert_int_equal(ag_gguf_open(out2, &f2, &err), AG_OK);
@@ -267,7 +267,7 @@ static void test_random_weights_are_deterministic(void **state) {
     snprintf(c, sizeof c, "%s/c.gguf", root);
     ag_err err;
     for (int i = 0; i < 3; i++)
-        if (convert(dir, i == 0 ? a : i == 1 ? b : c, AG_DTYPE_Q8_0, 1, i == 2 ? 8 : 7, &err) != AG_OK) fail_msg("%s", err.msg);
+        if (convert(dir, i == 0 ? a : i == 1 ? b : c, "q8_0", 1, i == 2 ? 8 : 7, &err) != AG_OK) fail_msg("%s", err.msg);
     size_t na, nb, nc;
     char *da = ag_test_read_file(a, &na), *db = ag_test_read_file(b, &nb), *dc = ag_test_read_file(c, &nc);
     assert_int_equal(na, nb);
@@ -290,10 +290,20 @@ static void test_random_weights_are_deterministic(void **state) {
     ag_str s;
     assert_true(ag_gguf_get_str(f, "general.architecture", &s) && ag_str_eq_cstr(s, "qwen2"));
     assert_int_equal(ag_gguf_find_tensor(f, "blk.0.attn_q.weight")->type, AG_DTYPE_Q8_0);
+    /* tied: token_embd is the output and gets its rule, Q6_K, whose blocks the short rows do not fit: Q8_0 */
+    assert_int_equal(ag_gguf_find_tensor(f, "token_embd.weight")->type, AG_DTYPE_Q8_0);
+    ag_gguf_close(f);
+    /* a K-quant preset: llama-quantize's fallback for rows that are not whole super-blocks */
+    if (convert(dir, b, "q4_k_m", 1, 7, &err) != AG_OK) fail_msg("%s", err.msg);
+    assert_int_equal(ag_gguf_open(b, &f, &err), AG_OK);
+    uint32_t ft = 0;
+    assert_true(ag_gguf_get_u32(f, "general.file_type", &ft) && ft == 15);
+    assert_int_equal(ag_gguf_find_tensor(f, "blk.0.attn_q.weight")->type, AG_DTYPE_Q5_0);
+    assert_int_equal(ag_gguf_find_tensor(f, "output_norm.weight")->type, AG_DTYPE_F32);
     ag_gguf_close(f);
 
     write_config(dir, "Qwen3ForCausalLM", 0);
-    if (convert(dir, a, AG_DTYPE_F16, 1, 1, &err) != AG_OK) fail_msg("%s", err.msg);
+    if (convert(dir, a, "f16", 1, 1, &err) != AG_OK) fail_msg("%s", err.msg);
     assert_int_equal(ag_gguf_open(a, &f, &err), AG_OK);
     assert_non_null(ag_gguf_find_tensor(f, "blk.0.attn_q_norm.weight"));
     assert_non_null(ag_gguf_find_tensor(f, "blk.0.attn_k_norm.weight"));
@@ -306,7 +316,7 @@ static void expect_refusal(const char *dir, const char *msg_part) {
     char out[300];
     snprintf(out, sizeof out, "%s/refused.gguf", root);
     ag_err err;
-    if (convert(dir, out, AG_DTYPE_F16, 0, 0, &err) == AG_OK) fail_msg("converted, expected a refusal (%s)", msg_part);
+    if (convert(dir, out, "f16", 0, 0, &err) == AG_OK) fail_msg("converted, expected a refusal (%s)", msg_part);
     if (!strstr(err.msg, msg_part)) fail_msg("message '%s' lacks '%s'", err.msg, msg_part);
     assert_int_equal(access(out, F_OK), -1); /* nothing half-written left behind */
 }

@@ -255,13 +255,18 @@ static const char *variant_path(const char *name, const char *type, char *buf, s
 
 /*
  * Max relative logit error per weight type, engine vs reference.  F16/BF16/F32
- * weights: f32 activations (bf16 for BF16) and an f16 KV cache; Q8_0/Q4_0:
- * activations are quantized to 8 bits per product, the dominant error.
+ * weights: f32 activations (bf16 for BF16) and an f16 KV cache; quantized:
+ * activations are quantized to 8 bits per product, the dominant error.  The
+ * fixtures' rows (64, 96, 128) are not whole 256-element super-blocks, so the
+ * K-quant presets make llama-quantize's fallback mixes of them: Q5_0, Q5_1
+ * and Q8_0 (the K-quant blocks themselves are checked on the default model by
+ * test_cli and against ggml's values by test_kernels).
  */
 static const struct {
     const char *type;
     double tol;
-} dtype_tol[] = {{"f16", 2e-3}, {"f32", 2e-3}, {"bf16", 2e-2}, {"q8_0", 4e-2}, {"q4_0", 4e-2}};
+} dtype_tol[] = {{"f16", 2e-3},  {"f32", 2e-3},    {"bf16", 2e-2},   {"q8_0", 4e-2},
+                 {"q4_0", 4e-2}, {"q4_k_m", 4e-2}, {"q5_k_s", 4e-2}, {"q6_k", 4e-2}};
 
 static void check_fixture(const char *name) {
     for (size_t d = 0; d < sizeof dtype_tol / sizeof *dtype_tol; d++) {
@@ -429,7 +434,7 @@ static void check_batch_invariance(const char *path, const char *kernels) {
 static void test_batch_rows_equal_sequences_alone(void **state) {
     (void)state;
     char path[512];
-    static const char *const types[] = {"f16", "bf16", "q8_0", "q4_0"};
+    static const char *const types[] = {"f16", "bf16", "q8_0", "q4_0", "q4_k_m"};
     static const char *const kernels[] = {NULL, "avx2", "generic"};
     for (size_t t = 0; t < sizeof types / sizeof *types; t++)
         for (size_t k = 0; k < sizeof kernels / sizeof *kernels; k++) {
@@ -491,13 +496,15 @@ static void test_bad_batches_refused(void **state) {
 }
 
 /*
- * A copy of a fixture with one change: a tensor left out (skip_tensor), or
- * one metadata key replaced by a u32 or string value.  Loading it must fail
- * cleanly with a message containing `expect`.
+ * A copy of a fixture with one change: a tensor left out (skip_tensor), one
+ * metadata key replaced by a u32 or string value, or one tensor's bytes at
+ * corrupt_at overwritten by an fp16 NaN (a block scale).  Loading it must
+ * fail cleanly with a message containing `expect`.
  */
 typedef struct mutation {
-    const char *skip_tensor, *key, *str;
+    const char *skip_tensor, *key, *str, *corrupt;
     uint32_t u32;
+    size_t corrupt_at;
     const char *expect;
 } mutation;
 
@@ -506,6 +513,7 @@ static void check_refused(const char *fixture, const mutation *mu) {
     ag_err err;
     assert_int_equal(ag_gguf_open(fixture, &f, &err), AG_OK);
     ag_gguf_writer *w = ag_gguf_writer_create(0);
+    uint8_t *copy = NULL;
     for (size_t i = 0; i < ag_gguf_n_kv(f); i++) {
         const ag_gguf_kv *kv = ag_gguf_kv_at(f, i);
         if (mu->key && ag_str_eq_cstr(kv->key, mu->key)) {
@@ -520,12 +528,21 @@ static void check_refused(const char *fixture, const mutation *mu) {
         if (mu->skip_tensor && ag_str_eq_cstr(t->name, mu->skip_tensor)) continue;
         char name[128];
         snprintf(name, sizeof name, "%.*s", (int)t->name.n, t->name.p);
-        assert_int_equal(ag_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data), AG_OK);
+        const void *data = t->data;
+        if (mu->corrupt && strcmp(name, mu->corrupt) == 0) {
+            assert_true(mu->corrupt_at + 2 <= t->n_bytes);
+            copy = malloc(t->n_bytes);
+            memcpy(copy, t->data, t->n_bytes);
+            memcpy(copy + mu->corrupt_at, (const uint8_t[]){0x00, 0x7E}, 2);
+            data = copy;
+        }
+        assert_int_equal(ag_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, data), AG_OK);
     }
     const char *out = FIXTURES "mutated.gguf";
     assert_int_equal(ag_gguf_writer_to_file(w, out), AG_OK);
     ag_gguf_writer_destroy(w);
     ag_gguf_close(f);
+    free(copy);
     ag_model *m = NULL;
     ag_status rc = ag_model_load(out, NULL, &m, &err);
     if (rc == AG_OK) fail_msg("loaded despite %s%s", mu->skip_tensor ? mu->skip_tensor : "", mu->key ? mu->key : "");
@@ -559,6 +576,19 @@ static void test_bad_models_refused(void **state) {
         {.key = "glm4.feed_forward_length", .u32 = 64, .expect = "blk.0.ffn_up.weight is 64 x 192, expected 64 x 128"},
     };
     for (size_t i = 0; i < sizeof glm4 / sizeof *glm4; i++) check_refused(FIXTURES "glm4.gguf", &glm4[i]);
+    /* K-quant blocks with a non-finite scale (the default model's rows are whole super-blocks): by name and block */
+    char km[512];
+    snprintf(km, sizeof km, "%s quantize " AG_SOURCE_DIR "/models/autoglm-tiny.gguf " FIXTURES "tiny-q4_k_m.gguf q4_k_m",
+             AG_BIN);
+    if (system(km) != 0) fail_msg("cannot run %s", km);
+    static const mutation kq[] = {
+        {.corrupt = "blk.1.attn_q.weight", .corrupt_at = 3 * 144 + 2, /* block 3's dmin */
+         .expect = "tensor blk.1.attn_q.weight (q4_k): block 3 has a scale that is not finite"},
+        {.corrupt = "blk.2.ffn_down.weight", .corrupt_at = 5 * 210 + 208, /* Q6_K (use_more_bits): block 5's d */
+         .expect = "tensor blk.2.ffn_down.weight (q6_k): block 5 has a scale that is not finite"},
+    };
+    for (size_t i = 0; i < sizeof kq / sizeof *kq; i++) check_refused(FIXTURES "tiny-q4_k_m.gguf", &kq[i]);
+    remove(FIXTURES "tiny-q4_k_m.gguf");
 }
 
 int main(void) {
