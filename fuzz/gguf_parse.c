@@ -2,8 +2,13 @@
  * fuzz_gguf_parse: any bytes as a GGUF file.  When accepted, every kv is read
  * through the typed accessors, every string array element is fetched, and the
  * first and last byte of every tensor are touched (ASan checks the bounds).
+ * The first row of every tensor is checked for non-finite block scales and
+ * decoded to floats, as the model loader and the embedding lookup do with
+ * untrusted blocks (K-quant scale packing included).
  */
 #include "engine/gguf.h"
+
+#include <stdlib.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ag_gguf_file *f;
@@ -26,6 +31,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const uint8_t *p = t->data;
         sink += p[0] + p[t->n_bytes - 1];
         if (ag_gguf_find_tensor(f, "") == t) sink++;
+        uint64_t row_bytes;
+        if (t->ne[0] <= 4096 && ag_dtype_bytes(t->type, t->ne[0], &row_bytes) && row_bytes <= t->n_bytes) {
+            float *row = malloc((size_t)t->ne[0] * sizeof(float));
+            sink += (unsigned)ag_dtype_find_bad_block(t->type, t->data, row_bytes);
+            ag_dtype_to_f32(t->type, t->data, row, (size_t)t->ne[0]);
+            sink += row[0] != row[0];
+            free(row);
+        }
     }
     (void)sink;
     ag_gguf_close(f);
