@@ -17,8 +17,8 @@ static const char convert_usage[] =
     "tokenizer_config.json) of LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or\n"
     "Qwen3ForCausalLM to GGUF with llama.cpp's key and tensor names.\n\n"
     "  -o, --out FILE          output file (written to FILE.tmp, then renamed)\n"
-    "  --dtype T               the weights' type (default f16): f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
-    "                          q4_k_s q4_k_m q5_k_s q5_k_m q6_k, with llama-quantize's per-tensor mix\n"
+    "  --dtype T               the weights' type (default f16): f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k\n"
+    "                          q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k, with llama-quantize's mix\n"
     "                          for the quantized ones (see 'autoglm quantize --help'); 1-D tensors stay f32\n"
     "  --random-weights SEED   no weights needed: deterministic random tensors from SEED\n";
 

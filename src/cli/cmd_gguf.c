@@ -130,10 +130,10 @@ static const char quantize_usage[] =
     "usage: autoglm quantize IN.gguf OUT.gguf TYPE [--pure] [--threads N]\n"
     "       autoglm quantize IN.gguf OUT.gguf --type TYPE [--pure] [--threads N]\n\n"
     "Rewrite a model's weight matrices in TYPE, one of\n"
-    "  f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_s q4_k_m q5_k_s q5_k_m q6_k\n"
+    "  f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k\n"
     "with llama-quantize's per-tensor rules for the quantized types (the output matrix in\n"
     "Q6_K, attn_v and ffn_down of about half the layers in Q6_K for the _m presets, ...;\n"
-    "rows that are not whole 256-element blocks fall back to q5_0, q5_1 or q8_0).\n"
+    "rows that are not whole 256-element blocks fall back to iq4_nl, q5_0, q5_1 or q8_0).\n"
     "1-D tensors (norms, biases) stay as they are.  Metadata is copied and\n"
     "general.file_type set.  The blocks are ggml's reference quantization's.\n"
     "  --pure        every matrix in TYPE where its rows allow, no per-tensor rules\n"
@@ -192,14 +192,18 @@ int ag_cmd_quantize(int argc, char **argv) {
     ag_gguf_file *in;
     if (open_or_report("quantize", pos[0], &in) != AG_EXIT_OK) return AG_EXIT_FAIL;
     ag_str arch = {0};
-    uint32_t n_layer = 0;
+    uint32_t n_layer = 0, n_head = 1, n_head_kv = 1;
     if (ag_gguf_get_str(in, "general.architecture", &arch)) {
         char key[96];
         snprintf(key, sizeof key, "%.*s.block_count", (int)arch.n, arch.p);
         ag_gguf_get_u32(in, key, &n_layer);
+        snprintf(key, sizeof key, "%.*s.attention.head_count", (int)arch.n, arch.p);
+        ag_gguf_get_u32(in, key, &n_head);
+        snprintf(key, sizeof key, "%.*s.attention.head_count_kv", (int)arch.n, arch.p);
+        if (!ag_gguf_get_u32(in, key, &n_head_kv)) n_head_kv = n_head;
     }
     ag_quant_plan plan;
-    ag_quant_plan_init(&plan, preset, pure, (int)n_layer);
+    ag_quant_plan_init(&plan, preset, pure, (int)n_layer, n_head_kv ? (int)(n_head / n_head_kv) : 1);
     size_t n = ag_gguf_n_tensors(in);
     char(*names)[80] = ag_xcalloc(n + 1, sizeof *names);
     for (size_t i = 0; i < n; i++) {

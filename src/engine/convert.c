@@ -209,7 +209,8 @@ static void plan_add(converter *c, const char *gguf, const char *hf, uint64_t in
  */
 static void assign_types(converter *c) {
     ag_quant_plan q;
-    ag_quant_plan_init(&q, c->o->preset ? c->o->preset : ag_quant_preset_find("f16"), false, (int)c->hp.n_layer);
+    ag_quant_plan_init(&q, c->o->preset ? c->o->preset : ag_quant_preset_find("f16"), false, (int)c->hp.n_layer,
+                       c->hp.n_head_kv ? (int)(c->hp.n_head / c->hp.n_head_kv) : 1);
     for (size_t i = 0; i < c->n_plan; i++) ag_quant_plan_count(&q, c->plan[i].gguf);
     for (size_t i = 0; i < c->n_plan; i++) {
         plan_entry *e = &c->plan[i];

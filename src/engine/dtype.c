@@ -24,6 +24,9 @@ bool ag_dtype_supported(uint32_t t) {
     case AG_DTYPE_Q4_1:
     case AG_DTYPE_Q5_0:
     case AG_DTYPE_Q5_1:
+    case AG_DTYPE_IQ4_NL:
+    case AG_DTYPE_Q2_K:
+    case AG_DTYPE_Q3_K:
     case AG_DTYPE_Q4_K:
     case AG_DTYPE_Q5_K:
     case AG_DTYPE_Q6_K: return true;
@@ -52,7 +55,8 @@ const char *ag_dtype_name(uint32_t t) {
 int ag_dtype_parse(const char *name) {
     static const ag_dtype all[] = {AG_DTYPE_F32,  AG_DTYPE_F16,  AG_DTYPE_BF16, AG_DTYPE_Q8_0,
                                    AG_DTYPE_Q4_0, AG_DTYPE_Q4_1, AG_DTYPE_Q5_0, AG_DTYPE_Q5_1,
-                                   AG_DTYPE_Q4_K, AG_DTYPE_Q5_K, AG_DTYPE_Q6_K};
+                                   AG_DTYPE_IQ4_NL, AG_DTYPE_Q2_K, AG_DTYPE_Q3_K, AG_DTYPE_Q4_K,
+                                   AG_DTYPE_Q5_K, AG_DTYPE_Q6_K};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (strcmp(name, ag_dtype_name(all[i])) == 0) return (int)all[i];
     return -1;
@@ -63,6 +67,8 @@ size_t ag_dtype_block_elems(ag_dtype t) {
     case AG_DTYPE_F32:
     case AG_DTYPE_F16:
     case AG_DTYPE_BF16: return 1;
+    case AG_DTYPE_Q2_K:
+    case AG_DTYPE_Q3_K:
     case AG_DTYPE_Q4_K:
     case AG_DTYPE_Q5_K:
     case AG_DTYPE_Q6_K:
@@ -81,6 +87,9 @@ size_t ag_dtype_block_bytes(ag_dtype t) {
     case AG_DTYPE_Q4_1: return sizeof(ag_block_q4_1);
     case AG_DTYPE_Q5_0: return sizeof(ag_block_q5_0);
     case AG_DTYPE_Q5_1: return sizeof(ag_block_q5_1);
+    case AG_DTYPE_IQ4_NL: return sizeof(ag_block_iq4_nl);
+    case AG_DTYPE_Q2_K: return sizeof(ag_block_q2_k);
+    case AG_DTYPE_Q3_K: return sizeof(ag_block_q3_k);
     case AG_DTYPE_Q4_K: return sizeof(ag_block_q4_k);
     case AG_DTYPE_Q5_K: return sizeof(ag_block_q5_k);
     case AG_DTYPE_Q6_K: return sizeof(ag_block_q6_k);
@@ -232,6 +241,8 @@ static void scale_offsets(ag_dtype t, int *a, int *b) {
     case AG_DTYPE_Q4_K:
     case AG_DTYPE_Q5_K: *b = 2; break;
     case AG_DTYPE_Q6_K: *a = (int)offsetof(ag_block_q6_k, d); break;
+    case AG_DTYPE_Q3_K: *a = (int)offsetof(ag_block_q3_k, d); break;
+    case AG_DTYPE_Q2_K: *a = (int)offsetof(ag_block_q2_k, d), *b = (int)offsetof(ag_block_q2_k, dmin); break;
     default: break;
     }
 }

@@ -24,10 +24,13 @@ typedef enum ag_dtype {
     AG_DTYPE_Q5_0 = 6,
     AG_DTYPE_Q5_1 = 7,
     AG_DTYPE_Q8_0 = 8,
+    AG_DTYPE_Q2_K = 10,
+    AG_DTYPE_Q3_K = 11,
     AG_DTYPE_Q4_K = 12,
     AG_DTYPE_Q5_K = 13,
     AG_DTYPE_Q6_K = 14,
     AG_DTYPE_Q8_K = 15,
+    AG_DTYPE_IQ4_NL = 20,
     AG_DTYPE_BF16 = 30,
 } ag_dtype;
 
@@ -66,6 +69,35 @@ typedef struct ag_block_q5_1 {
     uint8_t qh[4];
     uint8_t qs[16];
 } ag_block_q5_1;
+
+/* ggml block_iq4_nl: x[j] = d * kvalues[qs[j] & 15], x[j + 16] = d * kvalues[qs[j] >> 4] (a non-linear grid) */
+typedef struct ag_block_iq4_nl {
+    uint16_t d;
+    uint8_t qs[16];
+} ag_block_iq4_nl;
+extern const int8_t ag_iq4nl_values[16];
+
+/*
+ * ggml block_q2_K: 16 sub-blocks of 16; x = d * (scales[j] & 15) * q - dmin * (scales[j] >> 4),
+ * q 2 bits: element 128h + 32k + l is bits 2k, 2k+1 of qs[32h + l].
+ */
+typedef struct ag_block_q2_k {
+    uint8_t scales[AG_QK_K / 16];
+    uint8_t qs[AG_QK_K / 4];
+    uint16_t d, dmin;
+} ag_block_q2_k;
+
+/*
+ * ggml block_q3_K: Q2_K's layout of 2-bit q plus a third bit, bit e / 32 of
+ * hmask[e % 32]; x = d * (sc_j - 32) * (q + 4 * bit - 4), sc_j 6 bits packed in
+ * scales[12] (ag_q3k_scale).
+ */
+typedef struct ag_block_q3_k {
+    uint8_t hmask[AG_QK_K / 8];
+    uint8_t qs[AG_QK_K / 4];
+    uint8_t scales[12];
+    uint16_t d;
+} ag_block_q3_k;
 
 /*
  * ggml block_q4_K: 8 sub-blocks of 32; x = d * sc_j * q - dmin * m_j with 6-bit
@@ -106,10 +138,22 @@ _Static_assert(sizeof(ag_block_q4_0) == 18, "block_q4_0 is 18 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q4_1) == 20, "block_q4_1 is 20 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q5_0) == 22, "block_q5_0 is 22 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q5_1) == 24, "block_q5_1 is 24 bytes in GGUF");
+_Static_assert(sizeof(ag_block_iq4_nl) == 18, "block_iq4_nl is 18 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q2_k) == 84, "block_q2_K is 84 bytes in GGUF");
+_Static_assert(sizeof(ag_block_q3_k) == 110, "block_q3_K is 110 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q4_k) == 144, "block_q4_K is 144 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q5_k) == 176, "block_q5_K is 176 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q6_k) == 210, "block_q6_K is 210 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q8_k) == 292, "block_q8_K is 292 bytes in ggml");
+
+/* A Q2_K/Q3_K block's 2-bit level of element e (0..255). */
+static inline int ag_q2k_level(const uint8_t *qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
+
+/* Sub-block j's (0..15) scale of a Q3_K block, -32..31. */
+static inline int ag_q3k_scale(int j, const uint8_t *s) {
+    int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4, hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | hi << 4) - 32;
+}
 
 /* Sub-block j's 6-bit scale and min of a Q4_K/Q5_K block (ggml's get_scale_min_k4). */
 static inline void ag_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {

@@ -171,7 +171,7 @@ static ag_status read_tensor_info(reader *r, ag_gguf_tensor *t) {
     uint32_t type;
     if (read_u32(r, &type, "a tensor type") != AG_OK) return AG_EINVAL;
     if (!ag_dtype_supported(type))
-        return failf(r, "tensor '%.*s': type %s (%u) is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)", nl,
+        return failf(r, "tensor '%.*s': type %s (%u) is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k)", nl,
                      t->name.p, ag_dtype_name(type), type);
     t->type = (ag_dtype)type;
     if (t->ne[0] % ag_dtype_block_elems(t->type) != 0)

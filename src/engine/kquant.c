@@ -1,13 +1,14 @@
 /*
  * kquant.c - reference quantization and dequantization of the K-quants
- * (Q4_K, Q5_K, Q6_K, and Q8_K for activations) and of the 32-weight types
- * llama-quantize falls back to (Q4_1, Q5_0, Q5_1).
+ * (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, and Q8_K for activations) and of the
+ * 32-weight types llama-quantize falls back to (Q4_1, Q5_0, Q5_1, IQ4_NL).
  *
  * Quantization follows ggml's quantize_row_*_ref step for step, since a file
  * from `autoglm quantize` should be interchangeable with llama-quantize's
  * (which takes these reference paths when no importance matrix is given):
  * per sub-block a weighted search for the scale and min that minimise the
- * squared error (make_qkx2_quants for Q4_K/Q5_K, make_qx_quants for Q6_K),
+ * squared error (make_qkx2_quants for Q2_K/Q4_K/Q5_K, make_q3_quants for
+ * Q3_K, make_qx_quants for Q6_K, a grid search for IQ4_NL),
  * the sub-block scales quantized to 6 or 8 bits against one fp16 super-scale,
  * then every weight re-quantized against the stored (rounded) scales.
  * ggml_nearest_int is ag_nearest_int, fp16 rounding is ag_f32_to_f16 (both
@@ -16,6 +17,7 @@
 #include "engine/dtype.h"
 
 #include <float.h>
+#include <stdbool.h>
 #include <math.h>
 #include <string.h>
 
@@ -90,11 +92,14 @@ static void quantize_q5_1(const float *x, ag_block_q5_1 *y, size_t nb) {
 
 /*
  * Unsigned levels 0..nmax with a min: x ~ scale * L + min (min <= 0), weighted
- * least squares over nstep+1 trial scales around nmax / (max - min).  Returns
- * the scale; *the_min gets -min.
+ * least squares over nstep+1 trial scales around nmax / (max - min), each
+ * judged by its weighted squared (or, use_mad, absolute) error.  Returns the
+ * scale; *the_min gets -min.
  */
+static inline float err_of(float diff, bool use_mad) { return use_mad ? fabsf(diff) : diff * diff; }
+
 static float make_qkx2_quants(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
-                              uint8_t *Laux, float rmin, float rdelta, int nstep) {
+                              uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad) {
     float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
     for (int i = 1; i < n; i++) {
         if (x[i] < min) min = x[i];
@@ -111,8 +116,7 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *w, u
     float iscale = nmax / (max - min), scale = 1 / iscale, best = 0;
     for (int i = 0; i < n; i++) {
         L[i] = (uint8_t)clampi(ag_nearest_int(iscale * (x[i] - min)), 0, nmax);
-        float diff = scale * L[i] + min - x[i];
-        best += w[i] * diff * diff;
+        best += w[i] * err_of(scale * L[i] + min - x[i], use_mad);
     }
     for (int is = 0; is <= nstep; is++) {
         iscale = (rmin + rdelta * is + nmax) / (max - min);
@@ -133,10 +137,7 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *w, u
                 this_scale = sum_xl / sum_l2;
             }
             float err = 0;
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * Laux[i] + this_min - x[i];
-                err += w[i] * diff * diff;
-            }
+            for (int i = 0; i < n; i++) err += w[i] * err_of(this_scale * Laux[i] + this_min - x[i], use_mad);
             if (err < best) {
                 memcpy(L, Laux, (size_t)n);
                 best = err;
@@ -207,7 +208,7 @@ static void quantize_k_scales(const float *x, int nmax, float rmin, int nstep, u
         for (int l = 0; l < 32; l++) sum_x2 += xs[l] * xs[l];
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(xs[l]);
-        scales[j] = make_qkx2_quants(32, nmax, xs, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+        scales[j] = make_qkx2_quants(32, nmax, xs, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -295,6 +296,183 @@ static void quantize_q6_k(const float *x, ag_block_q6_k *y, size_t nb) {
                 qh[l] = (uint8_t)((Lh[l] >> 4) | (Lh[l + 32] >> 4) << 2 | (Lh[l + 64] >> 4) << 4 | (Lh[l + 96] >> 4) << 6);
             }
         }
+    }
+}
+
+/* ---- Q2_K and Q3_K -------------------------------------------------------- */
+
+/* Q2_K and Q3_K pack their 2-bit levels alike: element 128h + 32k + l in bits 2k of qs[32h + l]. */
+static void pack2(const uint8_t *L, uint8_t *qs) {
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++)
+            qs[32 * h + l] = (uint8_t)(L[128 * h + l] | L[128 * h + l + 32] << 2 | L[128 * h + l + 64] << 4 |
+                                       L[128 * h + l + 96] << 6);
+}
+
+static void quantize_q2_k(const float *x, ag_block_q2_k *y, size_t nb) {
+    uint8_t L[AG_QK_K], Laux[16];
+    float weights[16], mins[16], scales[16];
+    for (size_t i = 0; i < nb; i++, x += AG_QK_K) {
+        float max_scale = 0, max_min = 0;
+        for (int j = 0; j < 16; j++) {
+            for (int l = 0; l < 16; l++) weights[l] = fabsf(x[16 * j + l]);
+            scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        memset(y[i].scales, 0, sizeof y[i].scales);
+        y[i].d = y[i].dmin = ag_f32_to_f16(0.f);
+        if (max_scale > 0) {
+            float iscale = 15.f / max_scale;
+            for (int j = 0; j < 16; j++) y[i].scales[j] = (uint8_t)ag_nearest_int(iscale * scales[j]);
+            y[i].d = ag_f32_to_f16(max_scale / 15.f);
+        }
+        if (max_min > 0) {
+            float iscale = 15.f / max_min;
+            for (int j = 0; j < 16; j++) y[i].scales[j] |= (uint8_t)(ag_nearest_int(iscale * mins[j]) << 4);
+            y[i].dmin = ag_f32_to_f16(max_min / 15.f);
+        }
+        for (int j = 0; j < 16; j++) {
+            const float d = ag_f16_to_f32(y[i].d) * (y[i].scales[j] & 0xF);
+            if (!d) continue;
+            const float dm = ag_f16_to_f32(y[i].dmin) * (y[i].scales[j] >> 4);
+            for (int k = 0; k < 16; k++) L[16 * j + k] = (uint8_t)clampi(ag_nearest_int((x[16 * j + k] + dm) / d), 0, 3);
+        }
+        pack2(L, y[i].qs);
+    }
+}
+
+/*
+ * Signed levels -nmax..nmax-1 (stored + nmax) starting from the largest
+ * magnitude's scale, then up to 5 passes that move single levels while
+ * (sum w x l)^2 / sum w l^2 grows, weights x^2.
+ */
+static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
+    if (amax < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = clampi(ag_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int n_changed = 0;
+        for (int i = 0; i < n; i++) {
+            float w = x[i] * x[i], slx = sumlx - w * x[i] * L[i];
+            if (slx > 0) {
+                float sl2 = suml2 - w * L[i] * L[i];
+                int new_l = clampi(ag_nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+                if (new_l != L[i]) {
+                    slx += w * x[i] * new_l;
+                    sl2 += w * new_l * new_l;
+                    if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                        L[i] = (int8_t)new_l, sumlx = slx, suml2 = sl2;
+                        n_changed++;
+                    }
+                }
+            }
+        }
+        if (!n_changed) break;
+    }
+    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
+    return sumlx / suml2;
+}
+
+static void quantize_q3_k(const float *x, ag_block_q3_k *y, size_t nb) {
+    int8_t L[AG_QK_K];
+    float scales[16];
+    for (size_t i = 0; i < nb; i++, x += AG_QK_K) {
+        float max_scale = 0, amax = 0;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > amax) amax = fabsf(scales[j]), max_scale = scales[j];
+        }
+        memset(y[i].scales, 0, 12);
+        y[i].d = ag_f32_to_f16(0.f);
+        if (max_scale) {
+            float iscale = -32.f / max_scale;
+            for (int j = 0; j < 16; j++) {
+                int l = clampi((int8_t)ag_nearest_int(iscale * scales[j]), -32, 31) + 32;
+                if (j < 8) y[i].scales[j] = (uint8_t)(l & 0xF);
+                else y[i].scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
+                y[i].scales[j % 4 + 8] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+            }
+            y[i].d = ag_f32_to_f16(1 / iscale);
+        }
+        for (int j = 0; j < 16; j++) {
+            float d = ag_f16_to_f32(y[i].d) * ag_q3k_scale(j, y[i].scales);
+            if (!d) continue;
+            for (int k = 0; k < 16; k++) L[16 * j + k] = (int8_t)(clampi(ag_nearest_int(x[16 * j + k] / d), -4, 3) + 4);
+        }
+        memset(y[i].hmask, 0, sizeof y[i].hmask);
+        uint8_t U[AG_QK_K];
+        for (int e = 0; e < AG_QK_K; e++) {
+            int l = L[e];
+            if (l > 3) y[i].hmask[e % 32] |= (uint8_t)(1 << (e / 32)), l -= 4;
+            U[e] = (uint8_t)l;
+        }
+        pack2(U, y[i].qs);
+    }
+}
+
+/* ---- IQ4_NL ------------------------------------------------------------------ */
+
+const int8_t ag_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* The grid index nearest x (ties to the lower one as ggml's best_index_int8). */
+static int best_index(float x) {
+    const int8_t *v = ag_iq4nl_values;
+    if (x <= v[0]) return 0;
+    if (x >= v[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (x < v[mid]) hi = mid;
+        else lo = mid;
+    }
+    return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
+}
+
+/* One 32-weight block: ggml's quantize_row_iq4_nl_impl with no importance matrix, 15 trial scales. */
+static void quantize_iq4_nl(const float *x, ag_block_iq4_nl *y, size_t nb) {
+    const int8_t *v = ag_iq4nl_values;
+    const int ntry = 7;
+    for (size_t i = 0; i < nb; i++, x += 32) {
+        float amax = 0, max = 0, d = 0;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+        if (amax >= GROUP_MAX_EPS) {
+            float id = 1 / (-max / v[0]), sumqx = 0, sumq2 = 0;
+            for (int j = 0; j < 32; j++) {
+                float q = v[best_index(id * x[j])], w = x[j] * x[j];
+                sumqx += w * q * x[j];
+                sumq2 += w * q * q;
+            }
+            d = sumqx / sumq2;
+            float best = d * sumqx;
+            for (int itry = -ntry; itry <= ntry; itry++) {
+                id = (itry + v[0]) / max;
+                sumqx = sumq2 = 0;
+                for (int j = 0; j < 32; j++) {
+                    float q = v[best_index(id * x[j])], w = x[j] * x[j];
+                    sumqx += w * q * x[j];
+                    sumq2 += w * q * q;
+                }
+                if (sumq2 > 0 && sumqx * sumqx > best * sumq2) d = sumqx / sumq2, best = d * sumqx;
+            }
+        }
+        y[i].d = ag_f32_to_f16(d);
+        float id = d ? 1 / d : 0;
+        for (int j = 0; j < 16; j++)
+            y[i].qs[j] = (uint8_t)(best_index(id * x[j]) | best_index(id * x[j + 16]) << 4);
     }
 }
 
@@ -390,6 +568,34 @@ void ag_kquant_to_f32(ag_dtype t, const void *src, float *dst, size_t n) {
             for (int e = 0; e < AG_QK_K; e++) dst[e] = d * b->scales[e / 16] * (float)(q6_level(b, e) - 32);
         }
         break;
+    case AG_DTYPE_IQ4_NL:
+        for (size_t i = 0; i < n / 32; i++, dst += 32) {
+            const ag_block_iq4_nl *b = (const ag_block_iq4_nl *)src + i;
+            float d = ag_f16_to_f32(b->d);
+            for (int j = 0; j < 16; j++)
+                dst[j] = d * ag_iq4nl_values[b->qs[j] & 15], dst[j + 16] = d * ag_iq4nl_values[b->qs[j] >> 4];
+        }
+        break;
+    case AG_DTYPE_Q2_K:
+        for (size_t i = 0; i < n / AG_QK_K; i++, dst += AG_QK_K) {
+            const ag_block_q2_k *b = (const ag_block_q2_k *)src + i;
+            float d = ag_f16_to_f32(b->d), dmin = ag_f16_to_f32(b->dmin);
+            for (int e = 0; e < AG_QK_K; e++) {
+                uint8_t sc = b->scales[e / 16];
+                dst[e] = d * (sc & 15) * (float)ag_q2k_level(b->qs, e) - dmin * (sc >> 4);
+            }
+        }
+        break;
+    case AG_DTYPE_Q3_K:
+        for (size_t i = 0; i < n / AG_QK_K; i++, dst += AG_QK_K) {
+            const ag_block_q3_k *b = (const ag_block_q3_k *)src + i;
+            float d = ag_f16_to_f32(b->d);
+            for (int e = 0; e < AG_QK_K; e++) {
+                int q = ag_q2k_level(b->qs, e) + ((b->hmask[e % 32] >> (e / 32)) & 1) * 4 - 4;
+                dst[e] = d * (float)ag_q3k_scale(e / 16, b->scales) * (float)q;
+            }
+        }
+        break;
     case AG_DTYPE_Q8_K:
         for (size_t i = 0; i < n / AG_QK_K; i++, dst += AG_QK_K) {
             const ag_block_q8_k *b = (const ag_block_q8_k *)src + i;
@@ -405,6 +611,9 @@ void ag_kquant_from_f32(ag_dtype t, const float *src, void *dst, size_t n) {
     case AG_DTYPE_Q4_1: quantize_q4_1(src, dst, n / 32); break;
     case AG_DTYPE_Q5_0: quantize_q5_0(src, dst, n / 32); break;
     case AG_DTYPE_Q5_1: quantize_q5_1(src, dst, n / 32); break;
+    case AG_DTYPE_IQ4_NL: quantize_iq4_nl(src, dst, n / 32); break;
+    case AG_DTYPE_Q2_K: quantize_q2_k(src, dst, n / AG_QK_K); break;
+    case AG_DTYPE_Q3_K: quantize_q3_k(src, dst, n / AG_QK_K); break;
     case AG_DTYPE_Q4_K: quantize_q4_k(src, dst, n / AG_QK_K); break;
     case AG_DTYPE_Q5_K: quantize_q5_k(src, dst, n / AG_QK_K); break;
     case AG_DTYPE_Q6_K: quantize_q6_k(src, dst, n / AG_QK_K); break;

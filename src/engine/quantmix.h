@@ -6,9 +6,10 @@
  * plus llama-quantize's per-tensor rules (src/llama-quant.cpp): the output
  * matrix (or the tied embedding) gets Q6_K, the attn_v and ffn_down matrices
  * of about half the layers (use_more_bits) get more bits in the _M presets,
- * the first few get Q5_K in Q4_K_S, and a row length that is not a multiple
- * of the type's block falls back (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
- * then F16).  Following them makes our files interchangeable with
+ * the first few get Q5_K in Q4_K_S, Q2_K and Q3_K give attn_v, ffn_down and
+ * attn_output a type or two more, and a row length that is not a multiple
+ * of the type's block falls back (Q2_K, Q3_K -> IQ4_NL, Q4_K -> Q5_0,
+ * Q5_K -> Q5_1, Q6_K -> Q8_0, then F16).  Following them makes our files interchangeable with
  * llama-quantize's: the same tensors in the same types.
  */
 #ifndef AG_ENGINE_QUANTMIX_H
@@ -25,7 +26,7 @@ typedef struct ag_quant_preset {
     ag_dtype base;     /* the type of most matrices */
 } ag_quant_preset;
 
-/* A preset by name (f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_s q4_k_m q5_k_s q5_k_m q6_k), or NULL. */
+/* A preset by name (ag_quant_preset_names), or NULL. */
 const ag_quant_preset *ag_quant_preset_find(const char *name);
 /* The names, space-separated, for usage messages. */
 const char *ag_quant_preset_names(void);
@@ -38,11 +39,12 @@ typedef struct ag_quant_plan {
     int n_attention_wv; /* attn_v / attn_qkv / attn_kv_b matrices in the file */
     int i_attention_wv;
     int n_layer; /* block_count: ffn_down's layer count */
+    int n_gqa;   /* query heads per KV head (Q2_K's attn_v rule) */
     int i_ffn_down;
     int n_fallback; /* matrices whose rows forced a fallback type */
 } ag_quant_plan;
 
-void ag_quant_plan_init(ag_quant_plan *plan, const ag_quant_preset *p, bool pure, int n_layer);
+void ag_quant_plan_init(ag_quant_plan *plan, const ag_quant_preset *p, bool pure, int n_layer, int n_gqa);
 /* Count one tensor of the file (call for every tensor before the first ag_quant_plan_type). */
 void ag_quant_plan_count(ag_quant_plan *plan, const char *name);
 /*

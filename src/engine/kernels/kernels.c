@@ -24,6 +24,9 @@ int ag_wtype_of(ag_dtype t) {
     case AG_DTYPE_Q4_1: return AG_W_Q4_1;
     case AG_DTYPE_Q5_0: return AG_W_Q5_0;
     case AG_DTYPE_Q5_1: return AG_W_Q5_1;
+    case AG_DTYPE_IQ4_NL: return AG_W_IQ4_NL;
+    case AG_DTYPE_Q2_K: return AG_W_Q2_K;
+    case AG_DTYPE_Q3_K: return AG_W_Q3_K;
     case AG_DTYPE_Q4_K: return AG_W_Q4_K;
     case AG_DTYPE_Q5_K: return AG_W_Q5_K;
     case AG_DTYPE_Q6_K: return AG_W_Q6_K;
@@ -39,7 +42,10 @@ ag_dtype ag_wtype_act(ag_wtype w) {
     case AG_W_Q4_0:
     case AG_W_Q4_1:
     case AG_W_Q5_0:
-    case AG_W_Q5_1: return AG_DTYPE_Q8_0;
+    case AG_W_Q5_1:
+    case AG_W_IQ4_NL: return AG_DTYPE_Q8_0;
+    case AG_W_Q2_K:
+    case AG_W_Q3_K:
     case AG_W_Q4_K:
     case AG_W_Q5_K:
     case AG_W_Q6_K: return AG_DTYPE_Q8_K;
@@ -229,6 +235,49 @@ static float dot_q5_1_generic(const ag_block_q5_1 *w, const ag_block_q8_0 *x, si
     return s;
 }
 
+static float dot_iq4_nl_generic(const ag_block_iq4_nl *w, const ag_block_q8_0 *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int32_t acc = 0;
+        for (int j = 0; j < 16; j++)
+            acc += ag_iq4nl_values[w[b].qs[j] & 15] * x[b].qs[j] + ag_iq4nl_values[w[b].qs[j] >> 4] * x[b].qs[j + 16];
+        s += ag_f16_to_f32(w[b].d) * ag_f16_to_f32(x[b].d) * (float)acc;
+    }
+    return s;
+}
+
+/* Q2_K against Q8_K: d_x * (d * sum_g (sc_g & 15) * sum q x - dmin * sum_g (sc_g >> 4) * bsums[g]). */
+static float dot_q2_k_generic(const ag_block_q2_k *w, const ag_block_q8_k *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int32_t sumi = 0, summ = 0;
+        for (int g = 0; g < 16; g++) {
+            int32_t p = 0;
+            for (int e = 16 * g; e < 16 * g + 16; e++) p += ag_q2k_level(w[b].qs, e) * x[b].qs[e];
+            sumi += (w[b].scales[g] & 15) * p;
+            summ += (w[b].scales[g] >> 4) * x[b].bsums[g];
+        }
+        s += x[b].d * (ag_f16_to_f32(w[b].d) * (float)sumi - ag_f16_to_f32(w[b].dmin) * (float)summ);
+    }
+    return s;
+}
+
+/* Q3_K against Q8_K: d_x * d * sum_g sc_g * sum (q + 4 * bit - 4) x. */
+static float dot_q3_k_generic(const ag_block_q3_k *w, const ag_block_q8_k *x, size_t nb) {
+    float s = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int32_t sumi = 0;
+        for (int g = 0; g < 16; g++) {
+            int32_t p = 0;
+            for (int e = 16 * g; e < 16 * g + 16; e++)
+                p += (ag_q2k_level(w[b].qs, e) + 4 * ((w[b].hmask[e % 32] >> (e / 32)) & 1) - 4) * x[b].qs[e];
+            sumi += ag_q3k_scale(g, w[b].scales) * p;
+        }
+        s += x[b].d * ag_f16_to_f32(w[b].d) * (float)sumi;
+    }
+    return s;
+}
+
 /*
  * Q4_K/Q5_K against Q8_K, per super-block:
  *   d_x * (d * sum_j sc_j * sum_{i in j} q_i x_i - dmin * sum_j m_j * (bsums[2j] + bsums[2j+1]))
@@ -307,6 +356,9 @@ GENERIC_MATMUL(static, matmul_bf16_generic, dot_bf16_generic, uint16_t, uint16_t
 GENERIC_MATMUL(static, matmul_q8_0_generic, dot_q8_0_generic, ag_block_q8_0, ag_block_q8_0, n / AG_QK8_0)
 GENERIC_MATMUL(static, matmul_q4_0_generic, dot_q4_0_generic, ag_block_q4_0, ag_block_q8_0, n / AG_QK4_0)
 GENERIC_MATMUL(static, matmul_q5_0_generic, dot_q5_0_generic, ag_block_q5_0, ag_block_q8_0, n / 32)
+GENERIC_MATMUL(static, matmul_iq4_nl_generic, dot_iq4_nl_generic, ag_block_iq4_nl, ag_block_q8_0, n / 32)
+GENERIC_MATMUL(static, matmul_q2_k_generic, dot_q2_k_generic, ag_block_q2_k, ag_block_q8_k, n / AG_QK_K)
+GENERIC_MATMUL(static, matmul_q3_k_generic, dot_q3_k_generic, ag_block_q3_k, ag_block_q8_k, n / AG_QK_K)
 GENERIC_MATMUL(static, matmul_q4_k_generic, dot_q4_k_generic, ag_block_q4_k, ag_block_q8_k, n / AG_QK_K)
 GENERIC_MATMUL(static, matmul_q5_k_generic, dot_q5_k_generic, ag_block_q5_k, ag_block_q8_k, n / AG_QK_K)
 GENERIC_MATMUL(static, matmul_q6_k_generic, dot_q6_k_generic, ag_block_q6_k, ag_block_q8_k, n / AG_QK_K)
@@ -317,8 +369,8 @@ GENERIC_MATMUL(, ag_kern_matmul_q5_1_generic, dot_q5_1_generic, ag_block_q5_1, a
 const ag_kernels ag_kernels_generic = {
     .name = "generic",
     .matmul = {matmul_f32_generic, matmul_f16_generic, matmul_bf16_generic, matmul_q8_0_generic, matmul_q4_0_generic,
-               ag_kern_matmul_q4_1_generic, matmul_q5_0_generic, ag_kern_matmul_q5_1_generic, matmul_q4_k_generic,
-               matmul_q5_k_generic, matmul_q6_k_generic},
+               ag_kern_matmul_q4_1_generic, matmul_q5_0_generic, ag_kern_matmul_q5_1_generic, matmul_iq4_nl_generic,
+               matmul_q2_k_generic, matmul_q3_k_generic, matmul_q4_k_generic, matmul_q5_k_generic, matmul_q6_k_generic},
     .quantize_q8_0 = quantize_q8_0_generic,
     .dot_f32 = dot_f32_generic,
     .dot_f16 = dot_f16_generic,

@@ -72,6 +72,7 @@ AG_INLINE __m256i unpack_q5_0(const ag_block_q5_0 *b) { return _mm256_sub_epi8(q
 QUANT_TILE(tile_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
 QUANT_TILE(tile_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
 QUANT_TILE(tile_q5_0, ag_block_q5_0, unpack_q5_0, 32)
+QUANT_TILE(tile_iq4_nl, ag_block_iq4_nl, iq4_nl_values, 32)
 
 
 AG_X86_FLOAT_ROW(row_f32, float, float, __m256, 8, load_f32, load_f32, fma_ps, f32, f32)
@@ -95,6 +96,7 @@ AG_X86_FLOAT_ROW(row_bf16, uint16_t, uint16_t, __m256, 8, load_bf16, load_bf16, 
 QUANT_ROW(row_q8_0, ag_block_q8_0, load_q8_0, AG_QK8_0)
 QUANT_ROW(row_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
 QUANT_ROW(row_q5_0, ag_block_q5_0, unpack_q5_0, 32)
+QUANT_ROW(row_iq4_nl, ag_block_iq4_nl, iq4_nl_values, 32)
 
 AG_ROWS_OF(rows_f32, row_f32)
 AG_ROWS_OF(rows_f16, row_f16)
@@ -102,6 +104,7 @@ AG_ROWS_OF(rows_bf16, row_bf16)
 AG_ROWS_OF(rows_q8_0, row_q8_0)
 AG_ROWS_OF(rows_q4_0, row_q4_0)
 AG_ROWS_OF(rows_q5_0, row_q5_0)
+AG_ROWS_OF(rows_iq4_nl, row_iq4_nl)
 
 AG_TILED_MATMUL(matmul_f32, tile_f32, rows_f32, 4, 2)
 AG_WIDEN_F16(widen_f16, 8, load_f16, _mm256_storeu_ps, f16)
@@ -111,6 +114,7 @@ AG_TILED_MATMUL(matmul_bf16, tile_bf16, rows_bf16, 4, 2)
 AG_TILED_MATMUL(matmul_q8_0, tile_q8_0, rows_q8_0, 4, 2)
 AG_TILED_MATMUL(matmul_q4_0, tile_q4_0, rows_q4_0, 4, 2)
 AG_TILED_MATMUL(matmul_q5_0, tile_q5_0, rows_q5_0, 4, 2)
+AG_TILED_MATMUL(matmul_iq4_nl, tile_iq4_nl, rows_iq4_nl, 4, 2)
 AG_KQ_MATMULS(2)
 
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n) {
@@ -170,7 +174,8 @@ void ag_kern_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n) {
 const ag_kernels ag_kernels_avx2 = {
     .name = "avx2",
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
-               ag_kern_matmul_q5_1_generic, matmul_q4_k, matmul_q5_k, matmul_q6_k},
+               ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
+               matmul_q6_k},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .dot_f32 = ag_kern_dot_f32_avx2,
     .dot_f16 = ag_kern_dot_f16_avx2,

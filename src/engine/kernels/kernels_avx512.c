@@ -58,6 +58,7 @@ static void prepare_side(const ag_block_q8_0 *x, size_t nb, int log2_offset, act
 }
 
 AG_INLINE __m256i q8_0_unsigned(const ag_block_q8_0 *b) { return _mm256_xor_si256(load_q8_0(b), _mm256_set1_epi8(-128)); }
+AG_INLINE __m256i iq4_nl_unsigned(const ag_block_iq4_nl *b) { return _mm256_xor_si256(iq4_nl_values(b), _mm256_set1_epi8(-128)); }
 AG_INLINE __m256i q4_0_unsigned(const ag_block_q4_0 *b) {
     __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
@@ -86,6 +87,7 @@ AG_INLINE __m256i q4_0_unsigned(const ag_block_q4_0 *b) {
 QUANT_ROWS(rows_q8_0, ag_block_q8_0, q8_0_unsigned, 7, AG_QK8_0)
 QUANT_ROWS(rows_q4_0, ag_block_q4_0, q4_0_unsigned, 3, AG_QK4_0)
 QUANT_ROWS(rows_q5_0, ag_block_q5_0, q5_0_levels, 4, 32)
+QUANT_ROWS(rows_iq4_nl, ag_block_iq4_nl, iq4_nl_unsigned, 7, 32)
 
 /* R rows x C tokens of the same: per pair and block one dpbusd, one convert, one multiply, one FMA. */
 #define QUANT_TILE(NAME, WB, UNSIGNED)                                                                                 \
@@ -116,11 +118,13 @@ QUANT_ROWS(rows_q5_0, ag_block_q5_0, q5_0_levels, 4, 32)
 QUANT_TILE(tile_q8_0, ag_block_q8_0, q8_0_unsigned)
 QUANT_TILE(tile_q4_0, ag_block_q4_0, q4_0_unsigned)
 QUANT_TILE(tile_q5_0, ag_block_q5_0, q5_0_levels)
+QUANT_TILE(tile_iq4_nl, ag_block_iq4_nl, iq4_nl_unsigned)
 
 /* The tiles' extra arguments come from the walk below: this token tile's activation sums and scales. */
 #define TILE_Q8_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q8_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
 #define TILE_Q4_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q4_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
 #define TILE_Q5_0(wp, ws, xp, xs, n, yp, ldy, R, C) tile_q5_0(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
+#define TILE_IQ4_NL(wp, ws, xp, xs, n, yp, ldy, R, C) tile_iq4_nl(wp, ws, xp, xs, nb, side + (t - t0) * nb, yp, ldy, R, C)
 
 /* Each token block's activation sums and scales, prepared once for all its row tiles. */
 #define PREPARE_SIDE(LOG2_OFFSET, QK)                                                                                  \
@@ -134,6 +138,7 @@ QUANT_TILE(tile_q5_0, ag_block_q5_0, q5_0_levels)
 QUANT_MATMUL(matmul_q8_0, TILE_Q8_0, rows_q8_0, 7, AG_QK8_0)
 QUANT_MATMUL(matmul_q4_0, TILE_Q4_0, rows_q4_0, 3, AG_QK4_0)
 QUANT_MATMUL(matmul_q5_0, TILE_Q5_0, rows_q5_0, 4, 32)
+QUANT_MATMUL(matmul_iq4_nl, TILE_IQ4_NL, rows_iq4_nl, 7, 32)
 AG_KQ_MATMULS(4)
 
 AG_ROWS_OF(rows_f32, row_f32)
@@ -149,7 +154,8 @@ AG_TILED_MATMUL(matmul_bf16, tile_bf16, rows_bf16, 4, 4)
 const ag_kernels ag_kernels_avx512 = {
     .name = "avx512",
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
-               ag_kern_matmul_q5_1_generic, matmul_q4_k, matmul_q5_k, matmul_q6_k},
+               ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
+               matmul_q6_k},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .dot_f32 = ag_kern_dot_f32_avx2,
     .dot_f16 = ag_kern_dot_f16_avx2,

@@ -78,10 +78,11 @@ AG_INLINE __m256i load_q8_0(const ag_block_q8_0 *b) { return _mm256_loadu_si256(
     }
 
 /*
- * K-quants (Q4_K, Q5_K, Q6_K) against Q8_K activations, written once with
+ * K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) against Q8_K activations, written once with
  * 256-bit integer ops for both variants (the AVX-512 file gets 32 registers
  * for the same code).  A weight super-block is unpacked once into 32-byte
- * vectors of unsigned levels (0..15, 0..31, or 0..63 for Q6_K's q + 32) and
+ * vectors of unsigned levels (0..3, 0..15, 0..31, or Q3_K's q + 4 and Q6_K's
+ * q + 32, the offset folded into the min term) and
  * int16 scale vectors, then dotted with each activation row that shares it:
  *   maddubs(levels, x) pairs products into int16 (at most 2*63*127, no
  *   saturation), madd with the scales sums them into int32 per 16-element
@@ -147,6 +148,55 @@ AG_INLINE void kq_unpack_q5_k(const ag_block_q5_k *b, ag_kq_unpacked *u) {
     u->d = f16(b->d), u->dm = f16(b->dmin);
 }
 
+/* 16 int16 sub-block scales (one per 16 elements) to the chunks' vectors: s_{2k} over lanes 0-7, s_{2k+1} 8-15. */
+AG_INLINE void kq_scale_pairs(__m256i sc, ag_kq_unpacked *u) {
+    /* the 128-bit half holding both in both halves, then a byte shuffle */
+    __m256i half[2] = {_mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc)),
+                       _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc, 1))};
+    for (int k = 0; k < 8; k++) {
+        short e = (short)((2 * k) % 8);
+        u->s[k] = _mm256_shuffle_epi8(half[k / 4], _mm256_setr_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * e)),
+                                                                     _mm_set1_epi16((short)(0x0100 + 0x0202 * (e + 1)))));
+    }
+}
+
+/* Q2_K/Q3_K's 2-bit levels: chunk 4h + k is bits 2k of qs[32h .. 32h+31]. */
+AG_INLINE void kq_levels2(const uint8_t *qs, ag_kq_unpacked *u) {
+    const __m256i three = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+        for (int k = 0; k < 4; k++) u->q[4 * h + k] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * k), three);
+    }
+}
+
+AG_INLINE void kq_unpack_q2_k(const ag_block_q2_k *b, ag_kq_unpacked *u) {
+    kq_levels2(b->qs, u);
+    __m256i sm = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+    kq_scale_pairs(_mm256_and_si256(sm, _mm256_set1_epi16(15)), u);
+    u->m = _mm256_srli_epi16(sm, 4);
+    u->d = f16(b->d), u->dm = f16(b->dmin);
+}
+
+AG_INLINE void kq_unpack_q3_k(const ag_block_q3_k *b, ag_kq_unpacked *u) {
+    kq_levels2(b->qs, u);
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask), one = _mm256_set1_epi8(1);
+    for (int k = 0; k < 8; k++) /* the third bit of chunk k is bit k of hmask[l] */
+        u->q[k] = _mm256_or_si256(u->q[k], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, k), one), 2));
+    /* the sixteen 6-bit scales with integer ops (ggml's aux shuffle): low nibbles, then the high pairs */
+    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
+    uint32_t a[4];
+    memcpy(a, b->scales, 12);
+    const uint32_t t = a[2];
+    a[2] = ((a[0] >> 4) & k2) | (((t >> 4) & k1) << 4);
+    a[3] = ((a[1] >> 4) & k2) | (((t >> 6) & k1) << 4);
+    a[0] = (a[0] & k2) | ((t & k1) << 4);
+    a[1] = (a[1] & k2) | (((t >> 2) & k1) << 4);
+    __m256i sc = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)a)), _mm256_set1_epi16(32));
+    kq_scale_pairs(sc, u);
+    u->m = _mm256_slli_epi16(sc, 2); /* the levels carry +4 */
+    u->d = u->dm = f16(b->d);
+}
+
 AG_INLINE void kq_unpack_q6_k(const ag_block_q6_k *b, ag_kq_unpacked *u) {
     const __m256i lo = _mm256_set1_epi8(15), three = _mm256_set1_epi8(3);
     for (int h = 0; h < 2; h++) {
@@ -161,14 +211,7 @@ AG_INLINE void kq_unpack_q6_k(const ag_block_q6_k *b, ag_kq_unpacked *u) {
         }
     }
     __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-    /* s_{2k} over the low 8 lanes, s_{2k+1} over the high 8: the half holding them in both, then a byte shuffle */
-    __m256i half[2] = {_mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc)),
-                       _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc, 1))};
-    for (int k = 0; k < 8; k++) {
-        short e = (short)((2 * k) % 8);
-        u->s[k] = _mm256_shuffle_epi8(half[k / 4], _mm256_setr_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * e)),
-                                                                     _mm_set1_epi16((short)(0x0100 + 0x0202 * (e + 1)))));
-    }
+    kq_scale_pairs(sc, u);
     u->m = _mm256_slli_epi16(sc, 5); /* the levels carry +32 */
     u->d = u->dm = f16(b->d);
 }
@@ -218,14 +261,20 @@ AG_INLINE __m256 kq_pair(__m256 acc, const ag_kq_unpacked *u, const ag_block_q8_
             for (int c = 0; c < C; c++) y[c * ldy + r] = hsum256(acc[r][c]);                                           \
     }
 
-/* The three K-quant products of a variant, tiles of up to 4 rows x CMAX tokens. */
+/* The K-quant products of a variant, tiles of up to 4 rows x CMAX tokens. */
 #define AG_KQ_MATMULS(CMAX)                                                                                            \
+    AG_KQ_ROWS(rows_q2_k, ag_block_q2_k, kq_unpack_q2_k)                                                               \
+    AG_KQ_ROWS(rows_q3_k, ag_block_q3_k, kq_unpack_q3_k)                                                               \
     AG_KQ_ROWS(rows_q4_k, ag_block_q4_k, kq_unpack_q4_k)                                                               \
     AG_KQ_ROWS(rows_q5_k, ag_block_q5_k, kq_unpack_q5_k)                                                               \
     AG_KQ_ROWS(rows_q6_k, ag_block_q6_k, kq_unpack_q6_k)                                                               \
+    AG_KQ_TILE(tile_q2_k, ag_block_q2_k, kq_unpack_q2_k)                                                               \
+    AG_KQ_TILE(tile_q3_k, ag_block_q3_k, kq_unpack_q3_k)                                                               \
     AG_KQ_TILE(tile_q4_k, ag_block_q4_k, kq_unpack_q4_k)                                                               \
     AG_KQ_TILE(tile_q5_k, ag_block_q5_k, kq_unpack_q5_k)                                                               \
     AG_KQ_TILE(tile_q6_k, ag_block_q6_k, kq_unpack_q6_k)                                                               \
+    AG_TILED_MATMUL(matmul_q2_k, tile_q2_k, rows_q2_k, 4, CMAX)                                                        \
+    AG_TILED_MATMUL(matmul_q3_k, tile_q3_k, rows_q3_k, 4, CMAX)                                                        \
     AG_TILED_MATMUL(matmul_q4_k, tile_q4_k, rows_q4_k, 4, CMAX)                                                        \
     AG_TILED_MATMUL(matmul_q5_k, tile_q5_k, rows_q5_k, 4, CMAX)                                                        \
     AG_TILED_MATMUL(matmul_q6_k, tile_q6_k, rows_q6_k, 4, CMAX)
@@ -242,6 +291,13 @@ AG_INLINE __m256i q5_0_levels(const ag_block_q5_0 *b) {
     __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
     __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bits, sel), sel), _mm256_set1_epi8(16));
     return _mm256_or_si256(v, hi);
+}
+
+/* IQ4_NL's 32 grid values as signed bytes: the nibbles looked up in the 16-entry table. */
+AG_INLINE __m256i iq4_nl_values(const ag_block_iq4_nl *b) {
+    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ag_iq4nl_values)), idx);
 }
 
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n);

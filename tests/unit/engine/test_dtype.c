@@ -145,6 +145,8 @@ static void test_kquant_bytes_match_ggml(void **state) {
         {AG_DTYPE_Q4_1, 2560, 0x2db74b1ccd05037eull, 1.0 / 15},  {AG_DTYPE_Q5_0, 2816, 0x17ea8110b45bcb16ull, 1.0 / 16},
         {AG_DTYPE_Q5_1, 3072, 0x580afc24d8a89cd1ull, 1.0 / 31},  {AG_DTYPE_Q4_K, 2304, 0x62fcc51d7fa647daull, 1.0 / 10},
         {AG_DTYPE_Q5_K, 2816, 0x66075dfb9d7a744eull, 1.0 / 20},  {AG_DTYPE_Q6_K, 3360, 0xb0135bbb1b66c18bull, 1.0 / 40},
+        {AG_DTYPE_Q2_K, 1344, 0x3163f1799d871b42ull, 1.0 / 2.5}, {AG_DTYPE_Q3_K, 1760, 0xb681ab0407007e1dull, 1.0 / 5},
+        {AG_DTYPE_IQ4_NL, 2304, 0x596c101c099e6934ull, 1.0 / 8},
     };
     float amax = 0;
     for (int i = 0; i < N; i++) amax = fmaxf(amax, fabsf(x[i]));
@@ -223,10 +225,11 @@ static void test_sizes_and_names(void **state) {
     assert_string_equal(ag_dtype_name(200), "type-200");
     assert_int_equal(ag_dtype_parse("q8_0"), AG_DTYPE_Q8_0);
     assert_int_equal(ag_dtype_parse("q4_k"), AG_DTYPE_Q4_K);
-    assert_int_equal(ag_dtype_parse("q2_k"), -1);
+    assert_int_equal(ag_dtype_parse("q2_k"), AG_DTYPE_Q2_K);
+    assert_int_equal(ag_dtype_parse("iq4_xs"), -1);
     assert_int_equal(ag_dtype_parse("q8_k"), -1); /* activations only */
     assert_true(ag_dtype_supported(12));
-    assert_false(ag_dtype_supported(10) || ag_dtype_supported(AG_DTYPE_Q8_K));
+    assert_false(ag_dtype_supported(23) || ag_dtype_supported(AG_DTYPE_Q8_K)); /* iq4_xs; q8_k */
     assert_true(ag_dtype_bytes(AG_DTYPE_Q4_K, 512, &bytes) && bytes == 288);
     assert_false(ag_dtype_bytes(AG_DTYPE_Q6_K, 288, &bytes)); /* 256-element super-blocks */
 }

@@ -323,8 +323,8 @@ static void test_malformed_tensors(void **state) {
     expect_refused(&b, "run past the end of the file");
     tensor_file(&b, "w", 1, (uint64_t[]){32}, AG_DTYPE_F32, 16, 256);
     expect_refused(&b, "not a multiple of the alignment");
-    tensor_file(&b, "w", 1, (uint64_t[]){256}, 10, 0, 96);
-    expect_refused(&b, "type q2_k (10) is not supported");
+    tensor_file(&b, "w", 1, (uint64_t[]){256}, 23, 0, 136);
+    expect_refused(&b, "type iq4_xs (23) is not supported");
     tensor_file(&b, "w", 1, (uint64_t[]){128}, AG_DTYPE_Q4_K, 0, 128);
     expect_refused(&b, "not a whole number of q4_k blocks"); /* K-quant rows are 256-element super-blocks */
     tensor_file(&b, "w", 1, (uint64_t[]){32}, 77, 0, 128);
@@ -398,7 +398,7 @@ static void test_writer_refuses_bad_tensors(void **state) {
     float x[64] = {0};
     assert_int_equal(ag_gguf_writer_add_tensor(w, "a", AG_DTYPE_Q8_0, 1, (uint64_t[]){31}, x), AG_EINVAL);
     assert_int_equal(ag_gguf_writer_add_tensor(w, "a", AG_DTYPE_F32, 0, (uint64_t[]){1}, x), AG_EINVAL);
-    assert_int_equal(ag_gguf_writer_add_tensor(w, "a", (ag_dtype)10, 1, (uint64_t[]){256}, x), AG_EINVAL); /* q2_k */
+    assert_int_equal(ag_gguf_writer_add_tensor(w, "a", (ag_dtype)23, 1, (uint64_t[]){256}, x), AG_EINVAL); /* iq4_xs */
     assert_int_equal(ag_gguf_writer_add_tensor(w, "a", AG_DTYPE_Q8_K, 1, (uint64_t[]){256}, x), AG_EINVAL); /* activations only */
     assert_int_equal(ag_gguf_writer_add_tensor(w, "a", AG_DTYPE_F32, 1, (uint64_t[]){16}, x), AG_OK);
     assert_int_equal(ag_gguf_writer_add_tensor(w, "a", AG_DTYPE_F32, 1, (uint64_t[]){16}, x), AG_EINVAL);

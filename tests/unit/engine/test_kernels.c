@@ -12,17 +12,16 @@
 #include <stdatomic.h>
 #include <string.h>
 
+/* Each weight type's dtype, by ag_wtype. */
+static const ag_dtype wdtype[AG_W_COUNT] = {
+    AG_DTYPE_F32,  AG_DTYPE_F16,    AG_DTYPE_BF16, AG_DTYPE_Q8_0, AG_DTYPE_Q4_0, AG_DTYPE_Q4_1, AG_DTYPE_Q5_0,
+    AG_DTYPE_Q5_1, AG_DTYPE_IQ4_NL, AG_DTYPE_Q2_K, AG_DTYPE_Q3_K, AG_DTYPE_Q4_K, AG_DTYPE_Q5_K, AG_DTYPE_Q6_K};
 /*
- * Tolerance per weight type, relative to sum |w_i * x_i| (the scale of the
+ * The tolerance for every type, relative to sum |w_i * x_i| (the scale of the
  * rounding error): both sides compute on identical inputs (the same f16
  * values, bf16 values or int8 blocks), so they differ only in summation order.
  */
-static const double tolerance[AG_W_COUNT] = {
-    [AG_W_F32] = 1e-5,  [AG_W_F16] = 1e-5,  [AG_W_BF16] = 1e-5, [AG_W_Q8_0] = 1e-5, [AG_W_Q4_0] = 1e-5, [AG_W_Q4_1] = 1e-5,
-    [AG_W_Q5_0] = 1e-5, [AG_W_Q5_1] = 1e-5, [AG_W_Q4_K] = 1e-5, [AG_W_Q5_K] = 1e-5, [AG_W_Q6_K] = 1e-5};
-static const ag_dtype wdtype[AG_W_COUNT] = {AG_DTYPE_F32,  AG_DTYPE_F16,  AG_DTYPE_BF16, AG_DTYPE_Q8_0,
-                                            AG_DTYPE_Q4_0, AG_DTYPE_Q4_1, AG_DTYPE_Q5_0, AG_DTYPE_Q5_1,
-                                            AG_DTYPE_Q4_K, AG_DTYPE_Q5_K, AG_DTYPE_Q6_K};
+static const double tolerance = 1e-5;
 
 static float frand(uint64_t *s) { return (float)((ag_test_rand(s) >> 40) * 0x1p-24 * 2.0 - 1.0); }
 
@@ -57,9 +56,9 @@ static void check_matmul(const ag_kernels *k, ag_wtype wt, size_t rows, size_t n
             double mag = 0;
             for (size_t i = 0; i < n; i++) mag += fabs((double)wd[r * n + i] * xd[t * n + i]);
             double err = fabs((double)y0[t * rows + r] - y1[t * rows + r]);
-            if (!(err <= tolerance[wt] * mag + 1e-30))
+            if (!(err <= tolerance * mag + 1e-30))
                 fail_msg("%s %s rows=%zu n=%zu T=%zu: y[%zu][%zu] %g vs generic %g (tolerance %g of %g)", k->name,
-                         ag_dtype_name(dt), rows, n, T, t, r, y1[t * rows + r], y0[t * rows + r], tolerance[wt], mag);
+                         ag_dtype_name(dt), rows, n, T, t, r, y1[t * rows + r], y0[t * rows + r], tolerance, mag);
         }
     /* batch invariance: each token alone (the single-row path) gives the batched result's exact bits */
     for (size_t t = 0; t < T && T > 1 && rows <= 32; t++) {
@@ -145,7 +144,8 @@ static void test_dots_match_ggml(void **state) {
         ag_wtype wt;
         double ggml, tol;
     } cases[] = {{AG_W_Q4_1, -88.2046661, 3e-4}, {AG_W_Q5_0, -91.2583008, 2e-6}, {AG_W_Q5_1, -92.5797577, 3e-4},
-                 {AG_W_Q4_K, -86.1018906, 2e-6}, {AG_W_Q5_K, -91.5367203, 2e-6}, {AG_W_Q6_K, -92.6443024, 2e-6}};
+                 {AG_W_Q4_K, -86.1018906, 2e-6}, {AG_W_Q5_K, -91.5367203, 2e-6}, {AG_W_Q6_K, -92.6443024, 2e-6},
+                 {AG_W_Q2_K, -102.012741, 2e-6}, {AG_W_Q3_K, -93.5710983, 2e-6}, {AG_W_IQ4_NL, -93.3327408, 2e-6}};
     const char *names[] = {"generic", "avx2", "avx512"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         ag_dtype_from_f32(wdtype[cases[c].wt], x, w, N);
