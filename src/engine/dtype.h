@@ -146,6 +146,15 @@ _Static_assert(sizeof(ag_block_q5_k) == 176, "block_q5_K is 176 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q6_k) == 210, "block_q6_K is 210 bytes in GGUF");
 _Static_assert(sizeof(ag_block_q8_k) == 292, "block_q8_K is 292 bytes in ggml");
 
+/* A Q5_0/Q5_1 block's 32 levels, 0..31: the nibbles of qs and the bits of qh (a little-endian u32). */
+static inline void ag_q5_levels(const uint8_t *qs, const uint8_t *qh4, int *q) {
+    uint32_t qh = (uint32_t)qh4[0] | (uint32_t)qh4[1] << 8 | (uint32_t)qh4[2] << 16 | (uint32_t)qh4[3] << 24;
+    for (int j = 0; j < 16; j++) {
+        q[j] = (qs[j] & 15) | (int)((qh >> j) & 1) << 4;
+        q[j + 16] = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+    }
+}
+
 /* A Q2_K/Q3_K block's 2-bit level of element e (0..255). */
 static inline int ag_q2k_level(const uint8_t *qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
 

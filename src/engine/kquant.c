@@ -27,12 +27,18 @@ static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? 
 
 /* ---- the 32-weight fallback types ---------------------------------------- */
 
+/* Q4_1's and Q5_1's affine scale over a block of 32: d = (max - min) / nmax and m = min stored; returns 1 / d. */
+static float affine_scale(const float *x, int nmax, uint16_t *d16, uint16_t *m16, float *min_out) {
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < 32; j++) min = fminf(min, x[j]), max = fmaxf(max, x[j]);
+    float d = (max - min) / (float)nmax;
+    *d16 = ag_f32_to_f16(d), *m16 = ag_f32_to_f16(min), *min_out = min;
+    return d ? 1.0f / d : 0.0f;
+}
+
 static void quantize_q4_1(const float *x, ag_block_q4_1 *y, size_t nb) {
     for (size_t i = 0; i < nb; i++, x += 32) {
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < 32; j++) min = fminf(min, x[j]), max = fmaxf(max, x[j]);
-        float d = (max - min) / 15, id = d ? 1.0f / d : 0.0f;
-        y[i].d = ag_f32_to_f16(d), y[i].m = ag_f32_to_f16(min);
+        float min, id = affine_scale(x, 15, &y[i].d, &y[i].m, &min);
         for (int j = 0; j < 16; j++) {
             int q0 = (int8_t)((x[j] - min) * id + 0.5f), q1 = (int8_t)((x[j + 16] - min) * id + 0.5f);
             y[i].qs[j] = (uint8_t)((q0 < 15 ? q0 : 15) | (q1 < 15 ? q1 : 15) << 4);
@@ -49,15 +55,6 @@ static void pack5(const int *q, uint8_t *qs, uint8_t *qh_out) {
         qh |= (uint32_t)((q[j + 16] >> 4) & 1) << (j + 16);
     }
     memcpy(qh_out, &qh, 4);
-}
-
-static void unpack5(const uint8_t *qs, const uint8_t *qh_in, int *q) {
-    uint32_t qh;
-    memcpy(&qh, qh_in, 4);
-    for (int j = 0; j < 16; j++) {
-        q[j] = (qs[j] & 15) | (int)((qh >> j) & 1) << 4;
-        q[j + 16] = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-    }
 }
 
 static void quantize_q5_0(const float *x, ag_block_q5_0 *y, size_t nb) {
@@ -78,10 +75,7 @@ static void quantize_q5_0(const float *x, ag_block_q5_0 *y, size_t nb) {
 
 static void quantize_q5_1(const float *x, ag_block_q5_1 *y, size_t nb) {
     for (size_t i = 0; i < nb; i++, x += 32) {
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < 32; j++) min = fminf(min, x[j]), max = fmaxf(max, x[j]);
-        float d = (max - min) / 31, id = d ? 1.0f / d : 0.0f;
-        y[i].d = ag_f32_to_f16(d), y[i].m = ag_f32_to_f16(min);
+        float min, id = affine_scale(x, 31, &y[i].d, &y[i].m, &min);
         int q[32];
         for (int j = 0; j < 32; j++) q[j] = (uint8_t)((x[j] - min) * id + 0.5f);
         pack5(q, y[i].qs, y[i].qh);
@@ -151,26 +145,41 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *w, u
 }
 
 /*
- * Signed levels -nmax..nmax-1 stored as L + nmax, weights x^2 (ggml's
- * rmse_type 1): the scale from the value of largest magnitude, then 18 trial
- * scales around it, keeping the one that maximises (sum w x l)^2 / sum w l^2.
+ * The start Q3_K's and Q6_K's searches share: levels l = nearest(-nmax / max
+ * * x), clamped to -nmax..nmax-1, from the value of largest magnitude, with
+ * their sums sum w x l and sum w l^2 (weights x^2).  False for an all-zero
+ * group (L zeroed).
  */
-static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
+static bool signed_levels(int n, int nmax, const float *x, int8_t *L, float *max_out, float *sumlx, float *suml2) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++)
         if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
-        return 0.f;
+        return false;
     }
-    float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+    float iscale = -nmax / max;
+    *sumlx = *suml2 = 0;
     for (int i = 0; i < n; i++) {
         int l = clampi(ag_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)(l + nmax);
+        L[i] = (int8_t)l;
         float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
+        *sumlx += w * x[i] * l;
+        *suml2 += w * l * l;
     }
+    *max_out = max;
+    return true;
+}
+
+/*
+ * Signed levels -nmax..nmax-1 stored as L + nmax, weights x^2 (ggml's
+ * rmse_type 1): the scale from the value of largest magnitude, then 18 trial
+ * scales around it, keeping the one that maximises (sum w x l)^2 / sum w l^2.
+ */
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
+    float max, sumlx, suml2, iscale;
+    if (!signed_levels(n, nmax, x, L, &max, &sumlx, &suml2)) return 0.f;
+    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
     float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
         if (is == 0) continue;
@@ -189,6 +198,21 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
         }
     }
     return scale;
+}
+
+/*
+ * Q3_K's and Q6_K's first step: each of the 16 groups of 16 searched for its
+ * scale (and levels into L), returning the scale of largest magnitude, sign
+ * kept (the first such, as ggml's strict comparison picks it).
+ */
+static float group_scales(float (*search)(int, int, const float *, int8_t *), int nmax, const float *x, int8_t *L,
+                          float *scales) {
+    float max_scale = 0, amax = 0;
+    for (int g = 0; g < 16; g++) {
+        scales[g] = search(16, nmax, x + 16 * g, L + 16 * g);
+        if (fabsf(scales[g]) > amax) amax = fabsf(scales[g]), max_scale = scales[g];
+    }
+    return max_scale;
 }
 
 /* ---- Q4_K and Q5_K -------------------------------------------------------- */
@@ -269,13 +293,9 @@ static void quantize_q6_k(const float *x, ag_block_q6_k *y, size_t nb) {
     int8_t L[AG_QK_K];
     float scales[16];
     for (size_t i = 0; i < nb; i++, x += AG_QK_K) {
-        float max_scale = 0, max_abs_scale = 0;
-        for (int ib = 0; ib < 16; ib++) {
-            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
-            if (fabsf(scales[ib]) > max_abs_scale) max_abs_scale = fabsf(scales[ib]), max_scale = scales[ib];
-        }
+        float max_scale = group_scales(make_qx_quants, 32, x, L, scales);
         memset(&y[i], 0, sizeof y[i]);
-        if (max_abs_scale < GROUP_MAX_EPS) continue;
+        if (fabsf(max_scale) < GROUP_MAX_EPS) continue;
         float iscale = -128.f / max_scale;
         y[i].d = ag_f32_to_f16(1 / iscale);
         for (int ib = 0; ib < 16; ib++) {
@@ -348,21 +368,8 @@ static void quantize_q2_k(const float *x, ag_block_q2_k *y, size_t nb) {
  * (sum w x l)^2 / sum w l^2 grows, weights x^2.
  */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++)
-        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
-    if (amax < GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    float iscale = -nmax / max, sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = clampi(ag_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)l;
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
+    float max, sumlx, suml2;
+    if (!signed_levels(n, nmax, x, L, &max, &sumlx, &suml2)) return 0.f;
     for (int itry = 0; itry < 5; itry++) {
         int n_changed = 0;
         for (int i = 0; i < n; i++) {
@@ -390,11 +397,7 @@ static void quantize_q3_k(const float *x, ag_block_q3_k *y, size_t nb) {
     int8_t L[AG_QK_K];
     float scales[16];
     for (size_t i = 0; i < nb; i++, x += AG_QK_K) {
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < 16; j++) {
-            scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-            if (fabsf(scales[j]) > amax) amax = fabsf(scales[j]), max_scale = scales[j];
-        }
+        float max_scale = group_scales(make_q3_quants, 4, x, L, scales);
         memset(y[i].scales, 0, 12);
         y[i].d = ag_f32_to_f16(0.f);
         if (max_scale) {
@@ -537,7 +540,7 @@ void ag_kquant_to_f32(ag_dtype t, const void *src, float *dst, size_t n) {
         for (size_t i = 0; i < n / 32; i++, dst += 32) {
             const ag_block_q5_0 *b = (const ag_block_q5_0 *)src + i;
             float d = ag_f16_to_f32(b->d);
-            unpack5(b->qs, b->qh, q);
+            ag_q5_levels(b->qs, b->qh, q);
             for (int j = 0; j < 32; j++) dst[j] = d * (float)(q[j] - 16);
         }
         break;
@@ -545,7 +548,7 @@ void ag_kquant_to_f32(ag_dtype t, const void *src, float *dst, size_t n) {
         for (size_t i = 0; i < n / 32; i++, dst += 32) {
             const ag_block_q5_1 *b = (const ag_block_q5_1 *)src + i;
             float d = ag_f16_to_f32(b->d), m = ag_f16_to_f32(b->m);
-            unpack5(b->qs, b->qh, q);
+            ag_q5_levels(b->qs, b->qh, q);
             for (int j = 0; j < 32; j++) dst[j] = d * (float)q[j] + m;
         }
         break;

@@ -200,37 +200,28 @@ static float dot_q4_1_generic(const ag_block_q4_1 *w, const ag_block_q8_0 *x, si
     return s;
 }
 
-/* A Q5_0/Q5_1 block's 32 levels, 0..31. */
-static void levels5(const uint8_t *qs, const uint8_t *qh4, int *q) {
-    uint32_t qh;
-    memcpy(&qh, qh4, 4);
-    for (int j = 0; j < 16; j++) {
-        q[j] = (qs[j] & 15) | (int)((qh >> j) & 1) << 4;
-        q[j + 16] = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-    }
+/* One Q5_0/Q5_1 block's integer dot product with a Q8_0 block, the levels less `offset` (16 or 0). */
+static int32_t dot5_block(const uint8_t *qs, const uint8_t *qh, int offset, const ag_block_q8_0 *x) {
+    int q[32];
+    ag_q5_levels(qs, qh, q);
+    int32_t acc = 0;
+    for (int j = 0; j < 32; j++) acc += (q[j] - offset) * x->qs[j];
+    return acc;
 }
 
 static float dot_q5_0_generic(const ag_block_q5_0 *w, const ag_block_q8_0 *x, size_t nb) {
     float s = 0;
-    int q[32];
-    for (size_t b = 0; b < nb; b++) {
-        levels5(w[b].qs, w[b].qh, q);
-        int32_t acc = 0;
-        for (int j = 0; j < 32; j++) acc += (q[j] - 16) * x[b].qs[j];
-        s += ag_f16_to_f32(w[b].d) * ag_f16_to_f32(x[b].d) * (float)acc;
-    }
+    for (size_t b = 0; b < nb; b++)
+        s += ag_f16_to_f32(w[b].d) * ag_f16_to_f32(x[b].d) * (float)dot5_block(w[b].qs, w[b].qh, 16, &x[b]);
     return s;
 }
 
 static float dot_q5_1_generic(const ag_block_q5_1 *w, const ag_block_q8_0 *x, size_t nb) {
     float s = 0;
-    int q[32];
     for (size_t b = 0; b < nb; b++) {
-        levels5(w[b].qs, w[b].qh, q);
-        int32_t acc = 0;
-        for (int j = 0; j < 32; j++) acc += q[j] * x[b].qs[j];
         float dx = ag_f16_to_f32(x[b].d);
-        s += ag_f16_to_f32(w[b].d) * dx * (float)acc + ag_f16_to_f32(w[b].m) * dx * (float)q8_0_sum(&x[b]);
+        s += ag_f16_to_f32(w[b].d) * dx * (float)dot5_block(w[b].qs, w[b].qh, 0, &x[b]) +
+             ag_f16_to_f32(w[b].m) * dx * (float)q8_0_sum(&x[b]);
     }
     return s;
 }
