@@ -87,6 +87,7 @@ bench: release
 	@build/bench/bench/bench_json
 	@bench/tokenizer/run build/bin/autoglm build/bench/bench/bench_tokenizer
 	@bench/engine/run build/bin/autoglm build/bench/bench/bench_engine
+	@bench/engine/kquants build/bin/autoglm
 	@build/bench/bench/bench_batching build/bench/engine/llama-218m-q8_0.gguf
 	@build/bench/bench/bench_cache
 

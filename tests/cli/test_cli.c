@@ -296,9 +296,14 @@ static void test_default_model(void **state) {
         const char *type;
         double max_rise;
     } q[] = {/* the bounds: each type's rise over F16 on these windows, named here (measured: +0.0 to +0.3 %,
-              * q3_k_m +0.3 %, q2_k +1.1 %) */
-             {"q8_0", 0.01},   {"q6_k", 0.01},   {"q5_k_m", 0.02}, {"q5_k_s", 0.02},
-             {"q4_k_m", 0.03}, {"q4_k_s", 0.03}, {"q4_0", 0.05},   {"q3_k_m", 0.04}, {"q2_k", 0.08}};
+              * q3_k_m +0.3 %, q2_k +0.9 %) */
+             /* under a sanitizer (slow K-quant searches) only the first three: Q8_0, Q4_K, Q6_K, Q2_K and Q3_K
+              * through quantize, load and forward; Q5_K's code runs there in test_dtype and test_kernels */
+             {"q8_0", 0.01}, {"q4_k_m", 0.03}, {"q2_k", 0.08},
+#ifndef AG_TEST_SANITIZED
+             {"q6_k", 0.01}, {"q5_k_m", 0.02}, {"q5_k_s", 0.02}, {"q4_k_s", 0.03}, {"q4_0", 0.05}, {"q3_k_m", 0.04},
+#endif
+    };
     for (size_t i = 0; i < sizeof q / sizeof *q; i++) {
         snprintf(cmd, sizeof cmd, "quantize %s tiny-%s.gguf %s", TINY, q[i].type, q[i].type);
         expect(cmd, 0, NULL, NULL);

@@ -65,7 +65,7 @@ void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *
     case AG_DTYPE_BF16:
         for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = ag_f32_to_bf16(x[i]);
         break;
-    case AG_DTYPE_Q8_K: ag_dtype_from_f32(AG_DTYPE_Q8_K, x, dst, n); break; /* ggml's reference, on x86 too */
+    case AG_DTYPE_Q8_K: k->quantize_q8_k(x, dst, n); break;
     default: k->quantize_q8_0(x, dst, n); break;
     }
 }
@@ -324,6 +324,8 @@ static float dot_q6_k_generic(const ag_block_q6_k *w, const ag_block_q8_k *x, si
     return s;
 }
 
+static void quantize_q8_k_generic(const float *x, ag_block_q8_k *y, size_t n) { ag_dtype_from_f32(AG_DTYPE_Q8_K, x, y, n); }
+
 static void axpy_f32_generic(float *y, float a, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -363,6 +365,7 @@ const ag_kernels ag_kernels_generic = {
                ag_kern_matmul_q4_1_generic, matmul_q5_0_generic, ag_kern_matmul_q5_1_generic, matmul_iq4_nl_generic,
                matmul_q2_k_generic, matmul_q3_k_generic, matmul_q4_k_generic, matmul_q5_k_generic, matmul_q6_k_generic},
     .quantize_q8_0 = quantize_q8_0_generic,
+    .quantize_q8_k = quantize_q8_k_generic,
     .dot_f32 = dot_f32_generic,
     .dot_f16 = dot_f16_generic,
     .axpy_f32 = axpy_f32_generic,

@@ -65,6 +65,8 @@ typedef struct ag_kernels {
     ag_matmul_fn matmul[AG_W_COUNT];
     /* n floats to Q8_0 blocks (n a multiple of 32); every variant gives the same bytes. */
     void (*quantize_q8_0)(const float *x, ag_block_q8_0 *y, size_t n);
+    /* n floats to Q8_K blocks (n a multiple of 256): ggml's quantize_row_q8_K_ref's bytes in every variant. */
+    void (*quantize_q8_k)(const float *x, ag_block_q8_k *y, size_t n);
     /* Attention helpers over F32 or F16 cache rows. */
     float (*dot_f32)(const float *a, const float *b, size_t n);
     float (*dot_f16)(const uint16_t *a, const float *b, size_t n);

@@ -11,6 +11,8 @@
  */
 #include "engine/kernels/kernels_x86.h"
 
+#include <math.h>
+
 
 AG_INLINE __m256 load_f32(const float *p) { return _mm256_loadu_ps(p); }
 AG_INLINE __m256 load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
@@ -140,6 +142,45 @@ void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n) {
     }
 }
 
+/*
+ * ggml's quantize_row_q8_K_ref, vectorized to the same bytes: the scale from
+ * the first element of largest magnitude (its sign kept), iscale * x rounded
+ * half to even (cvtps's default, as ggml's nearest_int), capped at 127.
+ */
+void ag_kern_quantize_q8_k_avx2(const float *x, ag_block_q8_k *y, size_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (size_t b = 0; b < n / AG_QK_K; b++, x += AG_QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < AG_QK_K; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        memset(&y[b], 0, sizeof y[b]);
+        if (!amax) continue;
+        int first = 0;
+        while (fabsf(x[first]) != amax) first++;
+        const float iscale = -127.f / x[first];
+        const __m256 is = _mm256_set1_ps(iscale);
+        for (int i = 0; i < AG_QK_K; i += 32) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(x + i + 8 * k))),
+                                        _mm256_set1_epi32(127));
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(y[b].qs + i), p);
+            /* the two 16-element sums of these 32 bytes: lane j of s4 sums bytes 4j .. 4j+3 */
+            __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), p), _mm256_set1_epi16(1));
+            int32_t t[8];
+            _mm256_storeu_si256((__m256i *)t, s4);
+            y[b].bsums[i / 16] = (int16_t)(t[0] + t[1] + t[2] + t[3]);
+            y[b].bsums[i / 16 + 1] = (int16_t)(t[4] + t[5] + t[6] + t[7]);
+        }
+        y[b].d = 1 / iscale;
+    }
+}
+
 /* sum a[i] * b[i]: two accumulators, 16 elements a step */
 #define DOT(NAME, AT, LOADA, SA)                                                                                       \
     float NAME(const AT *a, const float *b, size_t n) {                                                               \
@@ -177,6 +218,7 @@ const ag_kernels ag_kernels_avx2 = {
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
                matmul_q6_k},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
+    .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .dot_f32 = ag_kern_dot_f32_avx2,
     .dot_f16 = ag_kern_dot_f16_avx2,
     .axpy_f32 = ag_kern_axpy_f32_avx2,

@@ -157,6 +157,7 @@ const ag_kernels ag_kernels_avx512 = {
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
                matmul_q6_k},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
+    .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .dot_f32 = ag_kern_dot_f32_avx2,
     .dot_f16 = ag_kern_dot_f16_avx2,
     .axpy_f32 = ag_kern_axpy_f32_avx2,

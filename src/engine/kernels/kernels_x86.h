@@ -301,6 +301,7 @@ AG_INLINE __m256i iq4_nl_values(const ag_block_iq4_nl *b) {
 }
 
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n);
+void ag_kern_quantize_q8_k_avx2(const float *x, ag_block_q8_k *y, size_t n);
 float ag_kern_dot_f32_avx2(const float *a, const float *b, size_t n);
 float ag_kern_dot_f16_avx2(const uint16_t *a, const float *b, size_t n);
 void ag_kern_axpy_f32_avx2(float *y, float a, const float *x, size_t n);

@@ -247,9 +247,14 @@ static const char *variant_path(const char *name, const char *type, char *buf, s
         return buf;
     }
     snprintf(buf, cap, FIXTURES "%s-%s.gguf", name, type);
+    static char made[32][512]; /* the K-quant searches are slow under a sanitizer: quantize each once */
+    static int n_made;
+    for (int i = 0; i < n_made; i++)
+        if (strcmp(made[i], buf) == 0) return buf;
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s quantize " FIXTURES "%s.gguf %s %s >/dev/null", AG_BIN, name, buf, type);
     if (system(cmd) != 0) fail_msg("cannot make %s", buf);
+    if (n_made < 32) snprintf(made[n_made++], sizeof made[0], "%s", buf);
     return buf;
 }
 
@@ -258,15 +263,16 @@ static const char *variant_path(const char *name, const char *type, char *buf, s
  * weights: f32 activations (bf16 for BF16) and an f16 KV cache; quantized:
  * activations are quantized to 8 bits per product, the dominant error.  The
  * fixtures' rows (64, 96, 128) are not whole 256-element super-blocks, so the
- * K-quant presets make llama-quantize's fallback mixes of them: Q5_0, Q5_1,
- * Q8_0 and IQ4_NL (the K-quant blocks themselves are checked on the default model by
- * test_cli and against ggml's values by test_kernels).
+ * K-quant presets make llama-quantize's fallback mixes of them: Q4_K_M's
+ * Q5_0 and Q8_0, Q2_K's IQ4_NL.  Q5_1 (Q5_K's fallback) runs the generic
+ * kernel that test_kernels checks; the K-quant blocks themselves are checked
+ * on the default model by test_cli and against ggml's values by test_kernels.
  */
 static const struct {
     const char *type;
     double tol;
-} dtype_tol[] = {{"f16", 2e-3},    {"f32", 2e-3},    {"bf16", 2e-2}, {"q8_0", 4e-2}, {"q4_0", 4e-2},
-                 {"q4_k_m", 4e-2}, {"q5_k_s", 4e-2}, {"q6_k", 4e-2}, {"q2_k", 4e-2}};
+} dtype_tol[] = {{"f16", 2e-3},  {"f32", 2e-3},    {"bf16", 2e-2},
+                 {"q8_0", 4e-2}, {"q4_0", 4e-2},   {"q4_k_m", 4e-2}, {"q2_k", 4e-2}};
 
 static void check_fixture(const char *name) {
     for (size_t d = 0; d < sizeof dtype_tol / sizeof *dtype_tol; d++) {
