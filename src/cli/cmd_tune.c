@@ -412,8 +412,8 @@ int ag_cmd_tune(int argc, char **argv) {
     self[sl] = '\0';
     u.self = self;
     const char *tmp = getenv("TMPDIR");
-    /* mkdtemp's template: it replaces the trailing six characters with a unique name */
-    snprintf(u.dir, sizeof u.dir, "%s/autoglm-tune-%s", tmp && *tmp ? tmp : "/tmp", "XXXXXX");
+    /* mkdtemp(3) requires its template to end in six X's, which it replaces with a unique name */
+    snprintf(u.dir, sizeof u.dir, "%s/autoglm-tune-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(u.dir)) return fprintf(stderr, "autoglm tune: cannot make a scratch directory: %s\n", strerror(errno)), 1;
 
     /* the plan: every candidate of each knob once (the defaults counted once), then the controller */
