@@ -69,11 +69,13 @@ typedef struct ag_request {
     int32_t top_logprobs;  /* and this many most likely alternatives (0..AG_MAX_TOP_LOGPROBS) */
     bool ignore_eos;
     int32_t min_tokens;    /* end tokens are banned until this many tokens were generated (vLLM's min_tokens) */
+    struct ag_grammar *grammar; /* constrained decoding (src/grammar/grammar.h): only text it accepts is sampled, and
+                                   end tokens only where it may end; retained by the engine; NULL: free text */
 } ag_request;
 
 typedef enum ag_finish {
     AG_FINISH_NONE = 0,  /* a token event; more follow */
-    AG_FINISH_STOP,      /* end-of-text token or a stop string */
+    AG_FINISH_STOP,      /* end-of-text token, a stop string, or the grammar's end */
     AG_FINISH_LENGTH,    /* max_tokens or the context */
     AG_FINISH_CANCELLED,
     AG_FINISH_TIMEOUT,   /* the deadline passed */

@@ -66,6 +66,11 @@ static const char serve_usage[] =
     "  --idempotency-ttl D      keep a key's answer for D (default 1h)\n"
     "  --idempotency-mb N       keep at most N MiB of keys' answers, the oldest going first (default 64)\n"
     "  --idempotency-grace D    a keyed generation whose client left goes on for D, for its retry (default 10s)\n"
+    "  --grammar-cache N        compiled grammars (response_format, grammar, tools) kept with their token\n"
+    "                           masks, by text (default 64)\n"
+    "  --grammar-cache-mb N     one grammar's states and masks, MiB; it starts over past this (default 64)\n"
+    "  --schema-max-depth N     a JSON schema's nesting (default 32)\n"
+    "  --schema-max-properties N  a JSON schema's properties, all objects together (default 5000)\n"
     "  --admin-key KEY          the key DELETE /v1/cache needs\n"
     "  --redis-url URL          a shared second tier, redis://[[user]:password@]host[:port][/db] (values\n"
     "                           zstd-compressed; a slow or dead Redis reads as a miss; with --cache-mb 0 the\n"
@@ -203,6 +208,14 @@ int ag_cmd_serve(int argc, char **argv) {
             ok = ag_cli_int("serve", a, val, 0, 1 << 20, &v), o.idempotency_mb = (size_t)v;
         } else if (strcmp(a, "--idempotency-ttl") == 0) {
             ok = duration(a, val, &o.idempotency_ttl_ms);
+        } else if (strcmp(a, "--grammar-cache") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1 << 16, &v), o.grammar_cache = (size_t)v;
+        } else if (strcmp(a, "--grammar-cache-mb") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1 << 20, &v), o.grammar_cache_mb = (size_t)v;
+        } else if (strcmp(a, "--schema-max-depth") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1000, &v), o.schema_max_depth = (uint32_t)v;
+        } else if (strcmp(a, "--schema-max-properties") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1000000, &v), o.schema_max_properties = (uint32_t)v;
         } else if (strcmp(a, "--idempotency-grace") == 0) {
             ok = duration(a, val, &o.idempotency_grace_ms);
         } else if (strcmp(a, "--cache-public") == 0) {

@@ -272,6 +272,10 @@ size_t ag_tokenizer_n_vocab(const ag_tokenizer *t) { return t->n_vocab; }
 int32_t ag_tokenizer_bos(const ag_tokenizer *t) { return t->bos; }
 int32_t ag_tokenizer_eos(const ag_tokenizer *t) { return t->eos; }
 
+bool ag_tokenizer_is_control(const ag_tokenizer *t, int32_t id) {
+    return id >= 0 && (size_t)id < t->n_vocab && t->types[id] == TOK_TYPE_CONTROL;
+}
+
 bool ag_tokenizer_is_eog(const ag_tokenizer *t, int32_t id) {
     for (size_t i = 0; i < t->n_eog; i++)
         if (t->eog[i] == id) return true;

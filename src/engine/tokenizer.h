@@ -51,6 +51,8 @@ int32_t ag_tokenizer_eos(const ag_tokenizer *t);
 bool ag_tokenizer_is_eog(const ag_tokenizer *t, int32_t id);
 size_t ag_tokenizer_eog(const ag_tokenizer *t, const int32_t **ids); /* the set; *ids lives as long as t */
 bool ag_tokenizer_add_bos_default(const ag_tokenizer *t);
+/* A control token (<|im_end|>, <s>): never text a grammar may produce (constrained decoding). */
+bool ag_tokenizer_is_control(const ag_tokenizer *t, int32_t id);
 
 /*
  * Append the ids of text[0..len) to out.  add_bos puts the bos token first

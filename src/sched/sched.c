@@ -29,6 +29,7 @@
 #include "base/clock.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "grammar/grammar.h"
 
 #include <errno.h>
 #include <math.h>
@@ -59,6 +60,9 @@ typedef struct rq {
     int32_t *end_tokens;
     size_t n_end_tokens;
     int32_t top_logprobs; /* -1: none asked */
+    bool greedy;
+    ag_grammar *grammar;    /* constrained decoding (a reference), or NULL */
+    ag_grammar_matcher *gm; /* its position, made at the first sample (on the engine thread, which owns the vocabulary) */
     struct rq *next; /* the incoming list */
 } rq;
 
@@ -93,6 +97,8 @@ struct ag_engine {
     ag_buf piece, out; /* a token's text, reused every step */
     ag_event lp;       /* the log-probabilities of the token being posted */
     float *banned;     /* logits with the end tokens banned, for requests short of min_tokens (n_vocab) */
+    float *masked;     /* logits with what a request's grammar refuses banned (n_vocab) */
+    ag_grammar_vocab *gvocab; /* the vocabulary's trie for grammars, built at the first constrained request */
     /* events */
     pthread_mutex_t ev_mu;
     pthread_cond_t ev_cv;
@@ -192,6 +198,8 @@ static void rq_free(rq *r) {
     free(r->end_tokens);
     ag_stop_free(&r->stop);
     ag_sampler_free(r->smp);
+    ag_grammar_matcher_free(r->gm);
+    ag_grammar_release(r->grammar);
     free(r->tokens);
     free(r);
 }
@@ -244,6 +252,8 @@ static ag_status rq_make(ag_engine *e, const ag_request *q, rq **out, ag_err *er
     r->ignore_eos = q->ignore_eos;
     r->min_tokens = q->min_tokens;
     r->top_logprobs = q->logprobs ? q->top_logprobs : -1;
+    r->greedy = q->sampling.temperature == 0;
+    r->grammar = ag_grammar_retain(q->grammar);
     if (q->n_end_tokens) {
         r->end_tokens = ag_xmalloc(q->n_end_tokens * sizeof *r->end_tokens);
         memcpy(r->end_tokens, q->end_tokens, q->n_end_tokens * sizeof *r->end_tokens);
@@ -493,6 +503,58 @@ static const float *sampling_logits(ag_engine *e, const rq *r, const float *logi
     return e->banned;
 }
 
+static void vocab_token_bytes(void *ctx, int32_t id, ag_buf *out) { ag_token_bytes(ctx, id, out); }
+static bool vocab_skip(void *ctx, int32_t id) { return ag_tokenizer_is_control(ctx, id); }
+
+/*
+ * The next token of a request with a grammar, or -1 when the grammar allows
+ * nothing the request may sample (the request then fails).  Greedy requests
+ * check the model's own choice first and build the mask only when the grammar
+ * refuses it: the best allowed token is the best token whenever it is allowed.
+ * Sampled requests always draw from the masked distribution (vLLM's order:
+ * the mask, then temperature and the cut-offs).  End tokens are allowed
+ * exactly where the grammar may end.
+ */
+static int32_t sample_constrained(ag_engine *e, rq *r, const float *logits) {
+    if (!r->gm) {
+        if (!e->gvocab)
+            e->gvocab = ag_grammar_vocab_create((size_t)e->m->cfg.n_vocab, vocab_token_bytes, vocab_skip, e->m->tok);
+        r->gm = ag_grammar_matcher_create(r->grammar, e->gvocab);
+    }
+    ag_grammar_matcher *gm = r->gm;
+    bool can_end = ag_grammar_matcher_can_end(gm);
+    if (!ag_grammar_matcher_active(gm)) return ag_sampler_sample(r->smp, logits);
+    if (r->greedy) {
+        int32_t tok = ag_sampler_sample(r->smp, logits);
+        if (is_end(e, r, tok) ? can_end : ag_grammar_matcher_allows(gm, tok)) return tok;
+    }
+    size_t n_allowed;
+    const uint64_t *mask = ag_grammar_matcher_mask(gm, &n_allowed);
+    const size_t V = (size_t)e->m->cfg.n_vocab;
+    float *out = e->masked;
+    for (size_t w = 0; w * 64 < V; w++) {
+        size_t base = w * 64, n = V - base < 64 ? V - base : 64;
+        uint64_t bits = mask[w];
+        if (bits == 0) {
+            for (size_t i = 0; i < n; i++) out[base + i] = -INFINITY;
+        } else if (bits == ~0ull) {
+            memcpy(out + base, logits + base, n * sizeof *out);
+        } else {
+            for (size_t i = 0; i < n; i++) out[base + i] = bits >> i & 1 ? logits[base + i] : -INFINITY;
+        }
+    }
+    bool any = n_allowed > 0;
+    const int32_t *eog;
+    size_t n_eog = ag_tokenizer_eog(e->m->tok, &eog);
+    for (size_t i = 0; i < n_eog + r->n_end_tokens; i++) {
+        int32_t id = i < n_eog ? eog[i] : r->end_tokens[i - n_eog];
+        bool ok = can_end && !r->ignore_eos;
+        out[id] = ok ? logits[id] : -INFINITY;
+        any |= ok && logits[id] > -INFINITY;
+    }
+    return any ? ag_sampler_sample(r->smp, out) : -1;
+}
+
 /* After the forward: advance each request; sample where its last known token was computed. */
 static void after_step(ag_engine *e, int rows) {
     size_t li = 0;
@@ -506,7 +568,12 @@ static void after_step(ag_engine *e, int rows) {
             ag_kv_prefix_publish(e->m->kv, r->seq, r->tokens, r->n_prompt, r->salt);
             r->published = true;
         }
-        int32_t tok = ag_sampler_sample(r->smp, sampling_logits(e, r, logits));
+        const float *lg = sampling_logits(e, r, logits);
+        int32_t tok = r->grammar ? sample_constrained(e, r, lg) : ag_sampler_sample(r->smp, lg);
+        if (tok < 0) { /* the grammar allows nothing here (it cannot end where end tokens are banned) */
+            finish(e, r, AG_FINISH_ERROR);
+            continue;
+        }
         ag_sampler_accept(r->smp, tok);
         r->tokens[r->n_tokens++] = tok;
         r->n_gen++;
@@ -514,6 +581,10 @@ static void after_step(ag_engine *e, int rows) {
         if (is_end(e, r, tok)) {
             r->n_gen--; /* the end-of-text token is not part of the completion */
             finish(e, r, AG_FINISH_STOP);
+            continue;
+        }
+        if (r->gm && !ag_grammar_matcher_accept(r->gm, tok)) { /* only a lazy grammar's start can be refused here */
+            finish(e, r, AG_FINISH_ERROR);
             continue;
         }
         if (r->top_logprobs >= 0) {
@@ -525,7 +596,7 @@ static void after_step(ag_engine *e, int rows) {
         ag_detok_push(&r->dt, e->m->tok, tok, piece);
         bool stopped = ag_stop_push(&r->stop, piece->data ? piece->data : "", piece->len, out);
         post(e, r, tok, out->data, out->len, AG_FINISH_NONE);
-        if (stopped) finish(e, r, AG_FINISH_STOP);
+        if (stopped || (r->gm && ag_grammar_matcher_must_end(r->gm))) finish(e, r, AG_FINISH_STOP);
         else if (r->n_gen >= r->max_tokens || r->n_tokens >= e->m->n_ctx) finish(e, r, AG_FINISH_LENGTH);
     }
 }
@@ -728,6 +799,7 @@ ag_status ag_engine_create(const ag_engine_params *params, ag_engine **out, ag_e
     size_t B = (size_t)p->max_batch_tokens;
     e->b_tok = ag_xcalloc(B, sizeof *e->b_tok), e->b_pos = ag_xcalloc(B, sizeof *e->b_pos);
     e->banned = ag_xcalloc((size_t)e->m->cfg.n_vocab, sizeof *e->banned);
+    e->masked = ag_xcalloc((size_t)e->m->cfg.n_vocab, sizeof *e->masked);
     e->b_seq = ag_xcalloc(B, sizeof *e->b_seq), e->b_logits = ag_xcalloc(B, sizeof *e->b_logits);
     e->b_owner = ag_xcalloc(B, sizeof *e->b_owner);
     ag_autotune_init(&e->tune, &p->slo, p->max_batch_tokens, p->block_tokens);
@@ -761,6 +833,8 @@ void ag_engine_destroy(ag_engine *e) {
     free(e->cancels);
     free(e->waiting), free(e->running), free(e->free_slots);
     free(e->b_tok), free(e->b_pos), free(e->b_seq), free(e->b_logits), free(e->b_owner), free(e->banned);
+    free(e->masked);
+    ag_grammar_vocab_free(e->gvocab);
     free(e->slots), free(e->holds);
     ag_buf_deinit(&e->piece);
     ag_buf_deinit(&e->out);

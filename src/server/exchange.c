@@ -59,7 +59,10 @@ void ag_exchange_free(exchange *x) {
     for (int i = 0; x->ch && i < x->n_ch; i++) {
         ag_buf_deinit(&x->ch[i].text);
         ag_api_logprobs_deinit(&x->ch[i].lp);
+        if (x->ch[i].tp) ag_toolparse_deinit(x->ch[i].tp);
+        free(x->ch[i].tp);
     }
+    ag_api_request_deinit(&x->req);
     ag_idem_end(x); /* before its value goes: those waiting on its key get it */
     free(x->ch);
     free(x->followers);
@@ -102,6 +105,40 @@ static void stream_chunk(conn *c, const exchange *x, int index, bool first, cons
     ag_sse_event_end(c);
 }
 
+/* Tool-call ids: distinct per response and choice, the same in a streamed and a whole answer. */
+static uint64_t call_id_seed(const exchange *x, int index) {
+    return ag_hash_bytes(x->meta.id, strlen(x->meta.id), (uint64_t)index + 1);
+}
+
+/* What the model's answer holds: content, and tool calls when tools were offered. */
+static const char *finish_reason(const exchange *x, ag_finish f, size_t n_calls) {
+    if (f == AG_FINISH_STOP && n_calls && x->req.tools.choice != AG_TOOL_CHOICE_NAMED) return "tool_calls";
+    return ag_api_finish_reason(f); /* a forced function ends with "stop", as OpenAI's do */
+}
+
+/* A streamed choice with tools: its new text through the parser, and the content and call deltas it made. */
+static void stream_tools(conn *c, const exchange *x, int index, choice *ch, const char *text, size_t len, bool end) {
+    ag_toolparse *p = ch->tp;
+    size_t content = p->content.len, calls = p->n_calls, args = calls ? p->calls[calls - 1].args.len : 0;
+    ag_toolparse_push(p, text, len);
+    if (end) ag_toolparse_finish(p);
+    if (p->content.len > content)
+        stream_chunk(c, x, index, false, p->content.data + content, p->content.len - content, NULL, NULL);
+    for (size_t k = calls ? calls - 1 : 0; k < p->n_calls; k++) {
+        const ag_toolcall *tc = &p->calls[k];
+        size_t from = k + 1 == calls ? args : 0;
+        if (k >= calls) {
+            ag_api_tool_chunk_write(&x->meta, index, k, tc->id, tc->name, "", 0, x->req.include_usage, ag_sse_event_begin(c));
+            ag_sse_event_end(c);
+        }
+        if (tc->args.len > from) {
+            ag_api_tool_chunk_write(&x->meta, index, k, NULL, NULL, tc->args.data + from, tc->args.len - from,
+                                    x->req.include_usage, ag_sse_event_begin(c));
+            ag_sse_event_end(c);
+        }
+    }
+}
+
 /* The end of a stream: the usage chunk when asked, then [DONE]. */
 static void stream_close(conn *c, const exchange *x, const ag_api_usage *u) {
     if (x->req.include_usage) {
@@ -138,12 +175,35 @@ static void respond_whole(conn *c, exchange *x, const ag_api_usage *u) {
     char hdrs[512];
     if (ag_respcache_validators(x, c, h, ag_cache_headers[x->verdict], hdrs, sizeof hdrs)) return; /* 412 */
     ag_api_choice *ch = ag_xcalloc((size_t)x->n_ch, sizeof *ch);
-    for (int i = 0; i < x->n_ch; i++)
-        ch[i] = (ag_api_choice){x->ch[i].text.data ? x->ch[i].text.data : "", x->ch[i].text.len,
-                                ag_api_finish_reason(x->ch[i].finish), x->req.logprobs ? &x->ch[i].lp : NULL};
+    bool tools = x->req.tools.choice != AG_TOOL_CHOICE_NONE;
+    ag_toolparse *tp = tools ? ag_xcalloc((size_t)x->n_ch, sizeof *tp) : NULL;
+    ag_api_tool_call **calls = tools ? ag_xcalloc((size_t)x->n_ch, sizeof *calls) : NULL;
+    for (int i = 0; i < x->n_ch; i++) {
+        const char *text = x->ch[i].text.data ? x->ch[i].text.data : "";
+        ch[i] = (ag_api_choice){text, x->ch[i].text.len, ag_api_finish_reason(x->ch[i].finish),
+                                x->req.logprobs ? &x->ch[i].lp : NULL, NULL, 0};
+        if (!tools) continue;
+        ag_toolparse_init(&tp[i], x->s->model.tmpl, &x->req.tools, call_id_seed(x, i));
+        ag_toolparse_push(&tp[i], text, x->ch[i].text.len);
+        ag_toolparse_finish(&tp[i]);
+        calls[i] = ag_xcalloc(tp[i].n_calls + 1, sizeof **calls);
+        for (size_t k = 0; k < tp[i].n_calls; k++) {
+            const ag_toolcall *tc = &tp[i].calls[k];
+            calls[i][k] = (ag_api_tool_call){tc->id, tc->name, tc->args.data ? tc->args.data : "", tc->args.len};
+        }
+        ch[i].text = tp[i].content.data ? tp[i].content.data : "", ch[i].len = tp[i].content.len;
+        ch[i].calls = calls[i], ch[i].n_calls = tp[i].n_calls;
+        ch[i].finish_reason = finish_reason(x, x->ch[i].finish, tp[i].n_calls);
+    }
     ag_buf json;
     ag_buf_init(&json);
     ag_api_response_write(&x->meta, ch, (size_t)x->n_ch, u, &json);
+    for (int i = 0; tools && i < x->n_ch; i++) {
+        ag_toolparse_deinit(&tp[i]);
+        free(calls[i]);
+    }
+    free(tp);
+    free(calls);
     free(ch);
     if (json.err != AG_OK) ag_conn_respond_status(c, 503, "service_unavailable", NULL, "out of memory", NULL);
     else ag_conn_respond_json(c, 200, &json, hdrs);
@@ -227,6 +287,10 @@ void ag_exchange_submit(exchange *x) {
         x->ch[i].x = x;
         ag_buf_init(&x->ch[i].text);
         ag_api_logprobs_init(&x->ch[i].lp);
+        if (x->req.stream && x->req.tools.choice != AG_TOOL_CHOICE_NONE) {
+            x->ch[i].tp = ag_xmalloc(sizeof *x->ch[i].tp);
+            ag_toolparse_init(x->ch[i].tp, s->model.tmpl, &x->req.tools, call_id_seed(x, i));
+        }
     }
     /* every choice enters the engine's queue at once, or none does (a 429 leaves nothing to cancel) */
     ag_request *rq = ag_xcalloc((size_t)x->n_ch, sizeof *rq);
@@ -331,7 +395,9 @@ static void on_event(server *s, ag_event *ev) {
         if (lp && x->req.stream) ag_api_logprobs_reset(&ch->lp);
         if (lp) ag_api_logprobs_add(&ch->lp, x->req.kind, s->model.engine, ev);
     }
-    if (c && x->req.stream && (ev->text_len || lp))
+    if (c && x->req.stream && ch->tp)
+        stream_tools(c, x, index, ch, ev->text ? ev->text : "", ev->text_len, ev->finish != AG_FINISH_NONE);
+    else if (c && x->req.stream && (ev->text_len || lp))
         stream_chunk(c, x, index, false, ev->text ? ev->text : "", ev->text_len, NULL, lp ? &ch->lp : NULL);
     if (!ev->finish) return;
     ch->open = false;
@@ -342,7 +408,7 @@ static void on_event(server *s, ag_event *ev) {
     observe_finish(s, ch, ev);
     if (c && x->req.stream) {
         if (ev->finish == AG_FINISH_ERROR || ev->finish == AG_FINISH_TIMEOUT) stream_error(c, x, index, ev->finish);
-        else stream_chunk(c, x, index, false, "", 0, ag_api_finish_reason(ev->finish), NULL);
+        else stream_chunk(c, x, index, false, "", 0, finish_reason(x, ev->finish, ch->tp ? ch->tp->n_calls : 0), NULL);
     }
     if (--x->n_open == 0) {
         exchange_complete(x);

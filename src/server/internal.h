@@ -42,6 +42,7 @@
 #include "obs/trace.h"
 #include "server/openai.h"
 #include "server/server.h"
+#include "server/tools.h"
 #include "http/tls.h"
 
 #include <stdbool.h>
@@ -344,6 +345,7 @@ typedef struct choice {
     ag_finish finish;
     ag_buf text;        /* non-streamed: the whole completion; streamed and stored: the same */
     ag_api_logprobs lp; /* non-streamed: all tokens; streamed: the chunk's */
+    ag_toolparse *tp;   /* streamed with tools: the answer parsed as it comes (tools.h) */
     int32_t prompt_tokens, completion_tokens, cached_tokens;
 } choice;
 

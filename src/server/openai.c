@@ -9,6 +9,9 @@
  */
 #include "server/openai.h"
 
+#include "grammar/grammar.h"
+#include "server/tools.h"
+
 #include "base/clock.h"
 #include "base/str.h"
 #include "json/json.h"
@@ -201,6 +204,34 @@ static ag_status message_content(const ag_json_val *c, ag_arena *a, ag_str *out,
     return AG_OK;
 }
 
+/* An assistant turn's past tool_calls, written after its content in the model's call format. */
+static ag_status past_calls(const ag_api_model *m, const ag_json_val *calls, size_t i, ag_arena *a, ag_str *content,
+                            ag_api_error *err) {
+    if (!ag_json_is(calls, AG_JSON_ARRAY))
+        return ag_api_fail(err, 400, INVALID, "messages", NULL, "'messages[%zu].tool_calls' must be an array", i);
+    if (!ag_tools_template_supported(m->tmpl))
+        return ag_api_fail(err, 400, INVALID, "messages", NULL,
+                           "tool calls in messages are not supported with this model's chat template (%s)",
+                           ag_chat_template_name(m->tmpl));
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_buf_append(&b, content->p, content->n);
+    for (size_t k = 0; k < calls->len; k++) {
+        const ag_json_val *fn = ag_json_obj_getc(ag_json_arr_at(calls, k), "function");
+        ag_str name = ag_json_str(ag_json_obj_getc(fn, "name")), args = ag_json_str(ag_json_obj_getc(fn, "arguments"));
+        if (!name.p || !args.p) {
+            ag_buf_deinit(&b);
+            return ag_api_fail(err, 400, INVALID, "messages", NULL,
+                               "'messages[%zu].tool_calls[%zu]' needs function.name and function.arguments strings", i, k);
+        }
+        ag_tools_past_call(m->tmpl, name, args, k == 0, &b);
+    }
+    char *p = b.err == AG_OK ? ag_arena_try_strndup(a, b.data ? b.data : "", b.len) : NULL;
+    *content = (ag_str){p, b.len};
+    ag_buf_deinit(&b);
+    return p ? AG_OK : nomem(err);
+}
+
 static ag_status parse_messages(const ag_api_model *m, const ag_json_val *msgs, ag_arena *a, ag_api_request *r,
                                 ag_api_error *err) {
     static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
@@ -208,6 +239,7 @@ static ag_status parse_messages(const ag_api_model *m, const ag_json_val *msgs, 
         return ag_api_fail(err, 400, INVALID, "messages", NULL, "'messages' must be a non-empty array");
     ag_chat_msg *cm = ag_arena_try_alloc(a, msgs->len * sizeof *cm);
     if (!cm) return nomem(err);
+    bool any_tool = false;
     for (size_t i = 0; i < msgs->len; i++) {
         const ag_json_val *msg = ag_json_arr_at(msgs, i);
         if (!ag_json_is(msg, AG_JSON_OBJECT))
@@ -221,10 +253,17 @@ static ag_status parse_messages(const ag_api_model *m, const ag_json_val *msgs, 
         cm[i].role = role;
         ag_status st = message_content(ag_json_obj_getc(msg, "content"), a, &cm[i].content, err);
         if (st != AG_OK) return st;
+        const ag_json_val *calls = field(msg, "tool_calls");
+        if (calls && (st = past_calls(m, calls, i, a, &cm[i].content, err)) != AG_OK) return st;
+        if (ag_str_eq_cstr(role, "tool")) any_tool = true;
     }
+    size_t n = msgs->len;
+    if ((any_tool || r->tools.choice != AG_TOOL_CHOICE_NONE) && ag_tools_template_supported(m->tmpl) &&
+        ag_tools_messages(m->tmpl, &r->tools, &cm, &n, a) != AG_OK)
+        return nomem(err);
     ag_buf text;
     ag_buf_init(&text);
-    ag_chat_template_render(m->tmpl, cm, msgs->len, &text);
+    ag_chat_template_render(m->tmpl, cm, n, &text);
     ag_status st = text.err != AG_OK ? nomem(err) : alloc_prompts(a, r, 1, err);
     if (st == AG_OK) st = add_text_prompt(m, text.data ? text.data : "", text.len, false, a, r, 0, "messages", err);
     ag_buf_deinit(&text);
@@ -368,6 +407,187 @@ static ag_status check_context(const ag_api_model *m, ag_api_request *r, int64_t
     return AG_OK;
 }
 
+/* ---- structured output and tools ---------------------------------------------------------- */
+
+/* A JSON value's compact text, copied into the arena. */
+static ag_status json_text(const ag_json_val *v, ag_arena *a, ag_str *out, ag_api_error *err) {
+    ag_buf b;
+    ag_buf_init(&b);
+    ag_jw w;
+    ag_jw_init(&w, &b, 0, AG_UTF8_REPLACE);
+    ag_jw_value(&w, v);
+    char *p = b.err == AG_OK ? ag_arena_try_strndup(a, b.data ? b.data : "", b.len) : NULL;
+    *out = (ag_str){p, b.len};
+    ag_buf_deinit(&b);
+    return p ? AG_OK : nomem(err);
+}
+
+/* OpenAI's rule for response_format's and functions' names: [a-zA-Z0-9_-]{1,64}. */
+static bool good_name(ag_str s) {
+    if (s.n == 0 || s.n > 64) return false;
+    for (size_t i = 0; i < s.n; i++) {
+        char c = s.p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static ag_status parse_tools(const ag_api_model *m, const ag_json_val *root, ag_arena *a, ag_api_request *r,
+                             ag_api_error *err) {
+    const ag_json_val *tools = field(root, "tools"), *choice = field(root, "tool_choice");
+    ag_api_tools *t = &r->tools;
+    t->parallel = true;
+    if (get_bool(root, "parallel_tool_calls", &t->parallel, err)) return AG_EINVAL;
+    if (!tools) {
+        if (choice && !ag_str_eq_cstr(ag_json_str(choice), "none"))
+            return ag_api_fail(err, 400, INVALID, "tool_choice", NULL, "'tool_choice' is only allowed when 'tools' are given");
+        return AG_OK;
+    }
+    if (r->kind != AG_API_CHAT) return ag_api_fail(err, 400, INVALID, "tools", NULL, "'tools' are a chat completions field");
+    if (!ag_json_is(tools, AG_JSON_ARRAY) || tools->len > AG_API_MAX_TOOLS)
+        return ag_api_fail(err, 400, INVALID, "tools", NULL, "'tools' must be an array of at most %d tools", AG_API_MAX_TOOLS);
+    if (tools->len && !(t->v = ag_arena_try_alloc(a, tools->len * sizeof *t->v))) return nomem(err);
+    for (size_t i = 0; i < tools->len; i++) {
+        const ag_json_val *tool = ag_json_arr_at(tools, i), *fn = ag_json_obj_getc(tool, "function");
+        if (!ag_str_eq_cstr(ag_json_str(ag_json_obj_getc(tool, "type")), "function") || !ag_json_is(fn, AG_JSON_OBJECT))
+            return ag_api_fail(err, 400, INVALID, "tools", NULL, "'tools[%zu]' must be {\"type\": \"function\", \"function\": {...}}", i);
+        ag_api_tool *d = &t->v[t->n++];
+        d->name = ag_json_str(ag_json_obj_getc(fn, "name"));
+        d->description = ag_json_str(ag_json_obj_getc(fn, "description"));
+        if (!good_name(d->name))
+            return ag_api_fail(err, 400, INVALID, "tools", NULL,
+                               "'tools[%zu].function.name' must be 1 to 64 of a-z, A-Z, 0-9, _ and -", i);
+        for (size_t k = 0; k < i; k++)
+            if (ag_str_eq(t->v[k].name, d->name))
+                return ag_api_fail(err, 400, INVALID, "tools", NULL, "two tools are named '%.*s'", (int)d->name.n, d->name.p);
+        const ag_json_val *params = field(fn, "parameters");
+        if (params && !ag_json_is(params, AG_JSON_OBJECT))
+            return ag_api_fail(err, 400, INVALID, "tools", NULL, "'tools[%zu].function.parameters' must be an object", i);
+        if (json_text(tool, a, &d->tool_json, err)) return AG_NOMEM;
+        if (params && json_text(params, a, &d->params_json, err)) return AG_NOMEM;
+        if (!params) d->params_json = AG_STR_LIT("{\"type\":\"object\",\"properties\":{}}");
+    }
+    t->choice = t->n ? AG_TOOL_CHOICE_AUTO : AG_TOOL_CHOICE_NONE;
+    if (choice) {
+        ag_str s = ag_json_str(choice);
+        const ag_json_val *fn = ag_json_obj_getc(choice, "function");
+        ag_str name = ag_json_str(ag_json_obj_getc(fn, "name"));
+        if (ag_str_eq_cstr(s, "none")) t->choice = AG_TOOL_CHOICE_NONE;
+        else if (ag_str_eq_cstr(s, "auto")) t->choice = AG_TOOL_CHOICE_AUTO;
+        else if (ag_str_eq_cstr(s, "required")) t->choice = AG_TOOL_CHOICE_REQUIRED;
+        else if (ag_json_is(choice, AG_JSON_OBJECT) && ag_str_eq_cstr(ag_json_str(ag_json_obj_getc(choice, "type")), "function") && name.p) {
+            t->choice = AG_TOOL_CHOICE_NAMED;
+            while (t->named < t->n && !ag_str_eq(t->v[t->named].name, name)) t->named++;
+            if (t->named == t->n)
+                return ag_api_fail(err, 400, INVALID, "tool_choice", NULL, "'tool_choice' names '%.*s', which is not in 'tools'",
+                                   (int)(name.n > 64 ? 64 : name.n), name.p);
+        } else {
+            return ag_api_fail(err, 400, INVALID, "tool_choice", NULL,
+                               "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+        }
+        if (t->choice != AG_TOOL_CHOICE_NONE && t->n == 0)
+            return ag_api_fail(err, 400, INVALID, "tool_choice", NULL, "'tool_choice' asks for a call but 'tools' is empty");
+    }
+    if (t->choice != AG_TOOL_CHOICE_NONE && !ag_tools_template_supported(m->tmpl))
+        return ag_api_fail(err, 400, INVALID, "tools", NULL,
+                           "tool calling is not supported with this model's chat template (%s); it is with chatml, llama3 and chatglm4",
+                           ag_chat_template_name(m->tmpl));
+    return AG_OK;
+}
+
+/* Compile (or find) the request's grammar from its GBNF text; the text stays in the arena for the cache key. */
+static ag_status use_grammar(const ag_api_model *m, ag_buf *gbnf, const char *trigger, const char *param,
+                             const char *code, ag_arena *a, ag_api_request *r, ag_api_error *err) {
+    if (gbnf->err != AG_OK) return nomem(err);
+    ag_err e;
+    ag_status st = m->grammars ? ag_grammar_lru_get(m->grammars, gbnf->data, gbnf->len, trigger, &r->grammar, &e)
+                               : ag_grammar_compile(gbnf->data, gbnf->len, NULL, &r->grammar, &e);
+    if (st != AG_OK) return ag_api_fail(err, 400, INVALID, param, code, "%s", e.msg);
+    if (!(r->gbnf = ag_arena_try_strndup(a, gbnf->data, gbnf->len))) return nomem(err);
+    r->gbnf_len = gbnf->len;
+    return AG_OK;
+}
+
+/*
+ * response_format (text, json_object, json_schema; llama.cpp's json_object
+ * with a "schema"), llama.cpp's `grammar` (GBNF), and the tool-call grammar:
+ * at most one of them constrains an answer.
+ */
+static ag_status parse_structured(const ag_api_model *m, const ag_json_val *root, ag_arena *a, ag_api_request *r,
+                                  ag_api_error *err) {
+    const ag_json_val *rf = field(root, "response_format"), *grammar = field(root, "grammar"), *schema = NULL;
+    const char *name = NULL;
+    size_t name_len = 0;
+    bool json = false;
+    if (rf) {
+        ag_str type = ag_json_str(ag_json_obj_getc(rf, "type"));
+        if (ag_str_eq_cstr(type, "json_object")) {
+            json = true;
+            schema = field(rf, "schema");
+        } else if (ag_str_eq_cstr(type, "json_schema")) {
+            const ag_json_val *js = field(rf, "json_schema");
+            ag_str n = ag_json_str(ag_json_obj_getc(js, "name"));
+            if (!ag_json_is(js, AG_JSON_OBJECT) || !good_name(n))
+                return ag_api_fail(err, 400, INVALID, "response_format", NULL,
+                                   "'response_format.json_schema' must be an object with a 'name' of 1 to 64 of a-z, A-Z, 0-9, _ and -");
+            bool strict = false;
+            if (get_bool(js, "strict", &strict, err)) return AG_EINVAL;
+            json = true;
+            schema = field(js, "schema");
+            name = n.p, name_len = n.n;
+            if (schema && !ag_json_is(schema, AG_JSON_OBJECT))
+                return ag_api_fail(err, 400, INVALID, "response_format", NULL, "'response_format.json_schema.schema' must be an object");
+        } else if (!ag_str_eq_cstr(type, "text")) {
+            return ag_api_fail(err, 400, INVALID, "response_format", NULL,
+                               "'response_format.type' must be one of \"text\", \"json_object\", \"json_schema\"");
+        }
+    }
+    if (grammar && !ag_json_is(grammar, AG_JSON_STRING))
+        return ag_api_fail(err, 400, INVALID, "grammar", NULL, "'grammar' must be a string (GBNF)");
+    if (grammar && json)
+        return ag_api_fail(err, 400, INVALID, "grammar", NULL, "Cannot use both a JSON response_format and a grammar");
+    bool tools = r->tools.choice != AG_TOOL_CHOICE_NONE;
+    if (tools && (grammar || json))
+        return ag_api_fail(err, 400, INVALID, grammar ? "grammar" : "response_format", NULL,
+                           "Cannot use %s with tools", grammar ? "custom grammar constraints" : "a JSON response_format");
+    if (!grammar && !json && !tools) return AG_OK;
+    ag_buf g;
+    ag_buf_init(&g);
+    ag_status st = AG_OK;
+    const char *trigger = NULL;
+    ag_schema_opts so = {.max_depth = m->schema_max_depth, .max_properties = m->schema_max_properties};
+    ag_err e;
+    if (grammar) {
+        ag_buf_append(&g, grammar->u.s, grammar->len);
+        st = use_grammar(m, &g, NULL, "grammar", NULL, a, r, err);
+    } else if (json) {
+        ag_schema_gbnf_common(&g);
+        if (!schema) {
+            ag_buf_append_str(&g, "root ::= json-object\n");
+            st = use_grammar(m, &g, NULL, "response_format", NULL, a, r, err);
+        } else {
+            ag_str text;
+            if (json_text(schema, a, &text, err)) st = AG_NOMEM;
+            else if ((st = ag_schema_to_gbnf(text.p, text.n, "root", &so, &g, &e)) != AG_OK)
+                st = ag_api_fail(err, 400, INVALID, "response_format", "invalid_json_schema", "Invalid schema for response_format '%.*s': %s",
+                                 (int)name_len, name ? name : "", e.msg);
+            else st = use_grammar(m, &g, NULL, "response_format", "invalid_json_schema", a, r, err);
+        }
+    } else {
+        if ((st = ag_tools_gbnf(m->tmpl, &r->tools, &so, &g, &trigger, &e)) != AG_OK)
+            st = ag_api_fail(err, 400, INVALID, "tools", "invalid_function_parameters", "%s", e.msg);
+        else st = use_grammar(m, &g, trigger, "tools", "invalid_function_parameters", a, r, err);
+    }
+    ag_buf_deinit(&g);
+    return st;
+}
+
+void ag_api_request_deinit(ag_api_request *r) {
+    ag_grammar_release(r->grammar);
+    r->grammar = NULL;
+}
+
 /* Fields we know but cannot honour are refused, never silently ignored. */
 static ag_status refuse_unsupported(const ag_json_val *root, ag_api_error *err) {
     bool echo = false;
@@ -376,10 +596,6 @@ static ag_status refuse_unsupported(const ag_json_val *root, ag_api_error *err) 
     if (echo) return ag_api_fail(err, 400, INVALID, "echo", NULL, "'echo' is not supported");
     if (best_of > 1) return ag_api_fail(err, 400, INVALID, "best_of", NULL, "'best_of' above 1 is not supported");
     if (field(root, "suffix")) return ag_api_fail(err, 400, INVALID, "suffix", NULL, "'suffix' is not supported");
-    const ag_json_val *rf = field(root, "response_format");
-    if (rf && !ag_str_eq_cstr(ag_json_str(ag_json_obj_getc(rf, "type")), "text"))
-        return ag_api_fail(err, 400, INVALID, "response_format", NULL,
-                           "only the 'text' response format is supported");
     return AG_OK;
 }
 
@@ -402,7 +618,8 @@ ag_status ag_api_request_parse(const ag_api_model *m, ag_api_kind kind, const ch
         get_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, err) ||
         get_int(root, "priority", INT32_MIN, INT32_MAX, &priority, err) || parse_sampling(root, r, err) ||
         parse_stop(root, a, r, err) || parse_logit_bias(m, root, a, r, err) || parse_logprobs(kind, root, r, err) ||
-        parse_cache(root, a, r, err) || parse_vllm(root, a, r, err) || refuse_unsupported(root, err))
+        parse_cache(root, a, r, err) || parse_vllm(root, a, r, err) || refuse_unsupported(root, err) ||
+        parse_tools(m, root, a, r, err) || parse_structured(m, root, a, r, err))
         return err->status == 503 ? AG_NOMEM : AG_EINVAL;
     const ag_json_val *user = field(root, "user");
     if (user && user->type != AG_JSON_STRING) return ag_api_fail(err, 400, INVALID, "user", NULL, "'user' must be a string");
@@ -443,7 +660,8 @@ void ag_api_engine_request(const ag_api_request *r, const ag_api_model *m, size_
                         .logprobs = r->logprobs,
                         .top_logprobs = r->top_logprobs,
                         .ignore_eos = r->ignore_eos,
-                        .min_tokens = r->min_tokens};
+                        .min_tokens = r->min_tokens,
+                        .grammar = r->grammar};
     /*
      * n > 1: each choice its own stream, all reproducible from the seed.  The
      * seeds are mixed (murmur3's finalizer), not stepped by the generator's own

@@ -28,6 +28,7 @@
 #define AG_API_MAX_STOP 4
 #define AG_API_MAX_N 128       /* choices per prompt */
 #define AG_API_MAX_CHOICES 256 /* prompts x n */
+#define AG_API_MAX_TOOLS 128   /* OpenAI's */
 
 typedef struct ag_api_error {
     int status;        /* HTTP status */
@@ -44,6 +45,31 @@ ag_status ag_api_fail(ag_api_error *err, int status, const char *type, const cha
 
 typedef enum ag_api_kind { AG_API_CHAT, AG_API_COMPLETION } ag_api_kind;
 
+struct ag_grammar;
+struct ag_grammar_lru;
+
+/* tool_choice: no tools in the prompt or the answer; the model's choice; at least one call; this function. */
+typedef enum ag_tool_choice {
+    AG_TOOL_CHOICE_NONE,
+    AG_TOOL_CHOICE_AUTO,
+    AG_TOOL_CHOICE_REQUIRED,
+    AG_TOOL_CHOICE_NAMED
+} ag_tool_choice;
+
+typedef struct ag_api_tool {
+    ag_str name, description; /* into the request's JSON */
+    ag_str tool_json;         /* the whole {"type":"function","function":{...}} as compact JSON (arena) */
+    ag_str params_json;       /* its parameters schema as compact JSON (arena); {"type":"object"} when absent */
+} ag_api_tool;
+
+typedef struct ag_api_tools {
+    ag_api_tool *v;
+    size_t n;
+    ag_tool_choice choice;
+    size_t named; /* AG_TOOL_CHOICE_NAMED: the function's index */
+    bool parallel; /* parallel_tool_calls: more than one call in an answer */
+} ag_api_tools;
+
 /* What parsing needs to know of the model being served. */
 typedef struct ag_api_model {
     const char *name; /* the served model name: the only accepted `model` */
@@ -51,6 +77,8 @@ typedef struct ag_api_model {
     int32_t ctx, n_vocab;
     ag_chat_template tmpl;
     int32_t end_token; /* the chat turn's end token (<|im_end|>), or -1 */
+    struct ag_grammar_lru *grammars; /* compiled grammars by text (the loop thread's) */
+    uint32_t schema_max_depth, schema_max_properties; /* --schema-max-depth, --schema-max-properties (0: defaults) */
 } ag_api_model;
 
 typedef struct ag_api_request {
@@ -76,6 +104,11 @@ typedef struct ag_api_request {
     const char *cache_salt;      /* vLLM's: a namespace for the prefix (KV) cache; NULL: none */
     bool ignore_eos;             /* vLLM's and llama.cpp's: generate max_tokens whatever the model says */
     int32_t min_tokens;          /* vLLM's: end tokens are banned before this many */
+    /* structured output: response_format json_object/json_schema, llama.cpp's `grammar`, or the tool-call format */
+    struct ag_grammar *grammar; /* a reference (ag_api_request_deinit); NULL: free text */
+    const char *gbnf;           /* its text (arena), part of the response cache's key */
+    size_t gbnf_len;
+    ag_api_tools tools;
 } ag_api_request;
 
 /*
@@ -85,6 +118,9 @@ typedef struct ag_api_request {
  */
 ag_status ag_api_request_parse(const ag_api_model *m, ag_api_kind kind, const char *body, size_t len, ag_arena *arena,
                                ag_api_request *out, ag_api_error *err);
+
+/* Release what a parsed request holds outside its arena (the grammar's reference). */
+void ag_api_request_deinit(ag_api_request *r);
 
 /* The engine request of choice i (prompt i / n); borrowed pointers into *r. */
 void ag_api_engine_request(const ag_api_request *r, const ag_api_model *m, size_t choice, ag_request *out);
@@ -120,12 +156,21 @@ void ag_api_logprobs_reset(ag_api_logprobs *lp);
 /* Add the token of an event (its text advances the completions offset). */
 void ag_api_logprobs_add(ag_api_logprobs *lp, ag_api_kind kind, const ag_engine *e, const ag_event *ev);
 
+/* A tool call of an answer: {"id","type":"function","function":{"name","arguments"}}. */
+typedef struct ag_api_tool_call {
+    const char *id, *name;
+    const char *args; /* the arguments' JSON text, sent as a string */
+    size_t args_len;
+} ag_api_tool_call;
+
 /* One choice of a whole (non-streamed) response. */
 typedef struct ag_api_choice {
-    const char *text;
+    const char *text; /* with tool calls: the content outside them ("content": null when empty) */
     size_t len;
     const char *finish_reason;
     const ag_api_logprobs *logprobs; /* NULL: "logprobs": null */
+    const ag_api_tool_call *calls;
+    size_t n_calls;
 } ag_api_choice;
 
 /*
@@ -144,6 +189,13 @@ void ag_api_response_open_write(const ag_api_meta *m, ag_buf *out);
  */
 void ag_api_chunk_write(const ag_api_meta *m, int index, bool first, const char *text, size_t len,
                         const char *finish_reason, const ag_api_logprobs *lp, bool usage_null, ag_buf *out);
+/*
+ * A stream chunk of a tool call's delta for choice `index`, as OpenAI sends
+ * them: the call's first chunk carries index, id, type and name with empty
+ * arguments (id non-NULL), the later ones index and an arguments fragment.
+ */
+void ag_api_tool_chunk_write(const ag_api_meta *m, int index, size_t call, const char *id, const char *name,
+                             const char *args, size_t args_len, bool usage_null, ag_buf *out);
 /* The last chunk when stream_options.include_usage: "choices":[] and the usage. */
 void ag_api_usage_chunk_write(const ag_api_meta *m, const ag_api_usage *u, ag_buf *out);
 

@@ -138,7 +138,29 @@ size_t ag_api_response_write(const ag_api_meta *m, const ag_api_choice *ch, size
             ag_jw_keyc(&w, "role");
             ag_jw_strc(&w, "assistant");
             ag_jw_keyc(&w, "content");
-            ag_jw_str(&w, ch[i].text, ch[i].len);
+            if (ch[i].n_calls && !ch[i].len) ag_jw_null(&w);
+            else ag_jw_str(&w, ch[i].text, ch[i].len);
+            if (ch[i].n_calls) {
+                ag_jw_keyc(&w, "tool_calls");
+                ag_jw_arr_begin(&w);
+                for (size_t k = 0; k < ch[i].n_calls; k++) {
+                    const ag_api_tool_call *tc = &ch[i].calls[k];
+                    ag_jw_obj_begin(&w);
+                    ag_jw_keyc(&w, "id");
+                    ag_jw_strc(&w, tc->id);
+                    ag_jw_keyc(&w, "type");
+                    ag_jw_strc(&w, "function");
+                    ag_jw_keyc(&w, "function");
+                    ag_jw_obj_begin(&w);
+                    ag_jw_keyc(&w, "name");
+                    ag_jw_strc(&w, tc->name);
+                    ag_jw_keyc(&w, "arguments");
+                    ag_jw_str(&w, tc->args, tc->args_len);
+                    ag_jw_obj_end(&w);
+                    ag_jw_obj_end(&w);
+                }
+                ag_jw_arr_end(&w);
+            }
             ag_jw_obj_end(&w);
         } else {
             ag_jw_keyc(&w, "text");
@@ -185,6 +207,54 @@ void ag_api_chunk_write(const ag_api_meta *m, int index, bool first, const char 
     ag_jw_keyc(&w, "finish_reason");
     if (finish_reason) ag_jw_strc(&w, finish_reason);
     else ag_jw_null(&w);
+    ag_jw_obj_end(&w);
+    ag_jw_arr_end(&w);
+    if (usage_null) {
+        ag_jw_keyc(&w, "usage");
+        ag_jw_null(&w);
+    }
+    ag_jw_obj_end(&w);
+}
+
+void ag_api_tool_chunk_write(const ag_api_meta *m, int index, size_t call, const char *id, const char *name,
+                             const char *args, size_t args_len, bool usage_null, ag_buf *out) {
+    ag_jw w;
+    ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
+    head(&w, m, true);
+    ag_jw_keyc(&w, "choices");
+    ag_jw_arr_begin(&w);
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "index");
+    ag_jw_int(&w, index);
+    ag_jw_keyc(&w, "delta");
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "tool_calls");
+    ag_jw_arr_begin(&w);
+    ag_jw_obj_begin(&w);
+    ag_jw_keyc(&w, "index");
+    ag_jw_int(&w, (int64_t)call);
+    if (id) {
+        ag_jw_keyc(&w, "id");
+        ag_jw_strc(&w, id);
+        ag_jw_keyc(&w, "type");
+        ag_jw_strc(&w, "function");
+    }
+    ag_jw_keyc(&w, "function");
+    ag_jw_obj_begin(&w);
+    if (id) {
+        ag_jw_keyc(&w, "name");
+        ag_jw_strc(&w, name);
+    }
+    ag_jw_keyc(&w, "arguments");
+    ag_jw_str(&w, args, args_len);
+    ag_jw_obj_end(&w);
+    ag_jw_obj_end(&w);
+    ag_jw_arr_end(&w);
+    ag_jw_obj_end(&w);
+    ag_jw_keyc(&w, "logprobs");
+    ag_jw_null(&w);
+    ag_jw_keyc(&w, "finish_reason");
+    ag_jw_null(&w);
     ag_jw_obj_end(&w);
     ag_jw_arr_end(&w);
     if (usage_null) {

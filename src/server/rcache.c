@@ -15,7 +15,7 @@
 #include <string.h>
 
 bool ag_rcache_cacheable(const ag_api_request *r, bool nondeterministic) {
-    if (r->logprobs) return false;
+    if (r->logprobs || r->tools.choice != AG_TOOL_CHOICE_NONE) return false; /* tool answers are rendered apart */
     return nondeterministic || r->sampling.temperature == 0 || r->seeded;
 }
 
@@ -64,6 +64,7 @@ void ag_rcache_key(const ag_api_request *r, const char *model, const char *tenan
         add(h, &r->logit_bias[i].token, sizeof r->logit_bias[i].token);
         add(h, &r->logit_bias[i].bias, sizeof r->logit_bias[i].bias);
     }
+    add_str(h, r->gbnf, r->gbnf_len); /* structured output: the grammar's text */
     unsigned n = 0;
     uint8_t d[EVP_MAX_MD_SIZE];
     EVP_DigestFinal_ex(h, d, &n);
@@ -80,7 +81,7 @@ void ag_rcache_encode(const ag_api_meta *m, const ag_rcache_choice *ch, uint32_t
         ag_buf_append(out, &ch[i].finish, 1);
         ag_buf_append(out, &ch[i].len, sizeof ch[i].len);
         ag_buf_append(out, ch[i].text, ch[i].len);
-        api[i] = (ag_api_choice){ch[i].text, ch[i].len, ag_api_finish_reason((ag_finish)ch[i].finish), NULL};
+        api[i] = (ag_api_choice){ch[i].text, ch[i].len, ag_api_finish_reason((ag_finish)ch[i].finish), NULL, NULL, 0};
     }
     uint32_t rest_len = 0;
     size_t at = out->len;

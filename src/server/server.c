@@ -46,6 +46,10 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->idempotency_mb = 64;
     o->idempotency_ttl_ms = 3600000;
     o->idempotency_grace_ms = 10000;
+    o->grammar_cache = 64;
+    o->grammar_cache_mb = 64;
+    o->schema_max_depth = 32;
+    o->schema_max_properties = 5000;
     o->redis_timeout_ms = 100;
     o->log_format = AG_LOG_TEXT;
     o->log_level = AG_LOG_INFO;
@@ -221,6 +225,10 @@ static void model_loaded(uv_work_t *w, int status) {
     s->model.n_vocab = ag_engine_n_vocab(s->engine);
     s->model.tmpl = pick_template(s);
     s->model.end_token = end_token(s, s->model.tmpl);
+    ag_grammar_limits gl = {.cache_bytes = s->o->grammar_cache_mb << 20};
+    s->model.grammars = ag_grammar_lru_create(s->o->grammar_cache, &gl);
+    s->model.schema_max_depth = s->o->schema_max_depth;
+    s->model.schema_max_properties = s->o->schema_max_properties;
     uv_poll_init(&s->loop, &s->engine_poll, ag_engine_event_fd(s->engine));
     s->engine_poll.data = s;
     uv_poll_start(&s->engine_poll, UV_READABLE, on_engine_readable);
@@ -368,6 +376,7 @@ done:
     uv_loop_close(&s->loop);
     ag_h2_free_retired(s);
     ag_engine_destroy(s->engine);
+    ag_grammar_lru_free(s->model.grammars); /* after the engine: its requests held references */
     ag_cache_destroy(s->cache);
     ag_map_deinit(&s->leaders);
     ag_idem_deinit(s);

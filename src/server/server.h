@@ -59,6 +59,11 @@ typedef struct ag_server_opts {
     size_t idempotency_mb;         /* bytes of kept answers, MiB */
     uint64_t idempotency_ttl_ms;   /* how long a key's answer is kept */
     uint64_t idempotency_grace_ms; /* a keyed generation goes on this long after its client left, for a retry */
+    /* structured output (src/grammar) */
+    size_t grammar_cache;           /* compiled grammars kept by text, with their token masks */
+    size_t grammar_cache_mb;        /* one grammar's interned states and masks, MiB (the cache starts over past it) */
+    uint32_t schema_max_depth;      /* a JSON schema's nesting */
+    uint32_t schema_max_properties; /* a JSON schema's properties, all objects together */
     const char *admin_key;       /* DELETE /v1/cache needs 'Authorization: Bearer' this; NULL: refused */
     const char *redis_url;       /* the shared tier (redis://...); NULL: none */
     uint64_t redis_timeout_ms;   /* a Redis command's limit: past it, a miss */

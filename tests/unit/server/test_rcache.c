@@ -39,7 +39,7 @@ static void test_opening_and_rest_make_the_response(void **state) {
         /* the response a generation would send, against a fresh opening (another id) plus the rest */
         ag_api_choice api[2];
         for (int i = 0; i < 2; i++)
-            api[i] = (ag_api_choice){choices[i].text, choices[i].len, ag_api_finish_reason((ag_finish)choices[i].finish), NULL};
+            api[i] = (ag_api_choice){choices[i].text, choices[i].len, ag_api_finish_reason((ag_finish)choices[i].finish), NULL, NULL, 0};
         ag_buf_init(&whole);
         ag_api_meta other;
         ag_api_meta_init(&other, (ag_api_kind)kind, "tiny", 2);
