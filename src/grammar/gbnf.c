@@ -340,7 +340,7 @@ static void repeat(builder *b, uint32_t parent, seq *s, size_t start, uint32_t m
     }
     size_t n = s->n - start;
     ag_gelem *x = ag_xmalloc((n ? n : 1) * sizeof *x);
-    memcpy(x, s->e + start, n * sizeof *x);
+    if (n) memcpy(x, s->e + start, n * sizeof *x);
     s->n = start;
     for (uint32_t i = 0; i < min && !failed(b); i++)
         for (size_t k = 0; k < n; k++) seq_push(b, s, x[k].type, x[k].v);
@@ -627,7 +627,7 @@ ag_status ag_grammar_compile(const char *gbnf, size_t len, const ag_grammar_limi
         for (size_t a = 0; a < b.rules[r].n_alts; a++) {
             const seq *s = &b.rules[r].alts[a];
             g->alt_start[g->n_alts++] = g->n_el;
-            memcpy(g->el + g->n_el, s->e, s->n * sizeof *s->e);
+            if (s->n) memcpy(g->el + g->n_el, s->e, s->n * sizeof *s->e); /* an empty alternative has no array */
             g->n_el += (uint32_t)s->n;
             g->el[g->n_el++] = (ag_gelem){AG_GELEM_END, 0};
         }

@@ -25,13 +25,18 @@
 
 /* ---- vocabulary trie ---------------------------------------------------------- */
 
+typedef struct vnode {
+    uint32_t end; /* one past this node's subtree */
+    uint32_t tok; /* its tokens: ids[tok .. tok + n_tok) */
+    uint16_t n_tok;
+    uint8_t byte;
+} vnode;
+
 struct ag_grammar_vocab {
     size_t n;           /* tokens */
     uint8_t *bytes;     /* every token's bytes, one after another */
     uint32_t *off, *len; /* [n]: where token i's bytes are; len 0 for tokens the grammar never produces */
-    /* the trie in preorder: node i's byte, one past its subtree, and its tokens ids[tok[i] .. tok[i]+n_tok[i]) */
-    uint8_t *nb;
-    uint32_t *nend, *tok, *n_tok;
+    vnode *nodes; /* the trie in preorder (one array: the mask walk reads each node once, in order) */
     size_t n_nodes;
     int32_t *ids;
 };
@@ -72,10 +77,7 @@ ag_grammar_vocab *ag_grammar_vocab_create(size_t n, void (*token_bytes)(void *ct
     for (size_t i = 0; i < n; i++)
         if (v->len[i]) t[m++] = (vtok){v->bytes + v->off[i], v->len[i], (int32_t)i};
     qsort(t, m, sizeof *t, cmp_vtok);
-    v->nb = ag_xmalloc(total + 1);
-    v->nend = ag_xmalloc((total + 1) * sizeof *v->nend);
-    v->tok = ag_xcalloc(total + 1, sizeof *v->tok);
-    v->n_tok = ag_xcalloc(total + 1, sizeof *v->n_tok);
+    v->nodes = ag_xcalloc(total + 1, sizeof *v->nodes);
     v->ids = ag_xmalloc((m ? m : 1) * sizeof *v->ids);
     uint32_t max_len = 0;
     for (size_t i = 0; i < m; i++) max_len = t[i].len > max_len ? t[i].len : max_len;
@@ -87,18 +89,19 @@ ag_grammar_vocab *ag_grammar_vocab_create(size_t n, void (*token_bytes)(void *ct
             uint32_t k = t[i].len < t[i - 1].len ? t[i].len : t[i - 1].len;
             while (lcp < k && t[i].p[lcp] == t[i - 1].p[lcp]) lcp++;
         }
-        while (depth > lcp) v->nend[path[--depth]] = (uint32_t)v->n_nodes;
+        while (depth > lcp) v->nodes[path[--depth]].end = (uint32_t)v->n_nodes;
         for (; depth < t[i].len; depth++) {
             uint32_t node = (uint32_t)v->n_nodes++;
-            v->nb[node] = t[i].p[depth];
+            v->nodes[node].byte = t[i].p[depth];
             path[depth] = node;
         }
-        uint32_t node = path[t[i].len - 1];
-        if (!v->n_tok[node]) v->tok[node] = (uint32_t)i;
-        v->n_tok[node]++;
+        vnode *node = &v->nodes[path[t[i].len - 1]];
         v->ids[i] = t[i].id;
+        if (node->n_tok == UINT16_MAX) continue; /* more identical tokens than that: the rest are never allowed */
+        if (!node->n_tok) node->tok = (uint32_t)i;
+        node->n_tok++;
     }
-    while (depth > 0) v->nend[path[--depth]] = (uint32_t)v->n_nodes;
+    while (depth > 0) v->nodes[path[--depth]].end = (uint32_t)v->n_nodes;
     free(path);
     free(t);
     return v;
@@ -109,10 +112,7 @@ void ag_grammar_vocab_free(ag_grammar_vocab *v) {
     free(v->bytes);
     free(v->off);
     free(v->len);
-    free(v->nb);
-    free(v->nend);
-    free(v->tok);
-    free(v->n_tok);
+    free(v->nodes);
     free(v->ids);
     free(v);
 }
@@ -380,15 +380,21 @@ static int32_t walk_bytes(const ag_grammar *g, ag_gcache *c, int32_t s, const ui
 /* Mark every token under trie nodes [begin, end) that state s accepts whole. */
 static void walk_trie(const ag_grammar *g, ag_gcache *c, const ag_grammar_vocab *v, uint32_t begin, uint32_t end,
                       int32_t s, uint64_t *mask, uint32_t *count) {
-    for (uint32_t i = begin; i < end; i = v->nend[i]) {
-        int32_t ns = step(g, c, s, v->nb[i]);
+    const int32_t *nx = c->st[s].next; /* s's transitions (a table of its own: it stays put as states are added) */
+    for (uint32_t i = begin; i < end; i = v->nodes[i].end) {
+        const vnode *n = &v->nodes[i];
+        int32_t ns = nx ? nx[n->byte] : UNKNOWN;
+        if (ns == UNKNOWN) {
+            ns = step_slow(g, c, s, n->byte);
+            nx = c->st[s].next;
+        }
         if (ns < 0) continue;
-        for (uint32_t k = 0; k < v->n_tok[i]; k++) {
-            int32_t id = v->ids[v->tok[i] + k];
+        for (uint32_t k = 0; k < n->n_tok; k++) {
+            int32_t id = v->ids[n->tok + k];
             mask[id >> 6] |= 1ull << (id & 63);
         }
-        *count += v->n_tok[i];
-        if (i + 1 < v->nend[i]) walk_trie(g, c, v, i + 1, v->nend[i], ns, mask, count);
+        *count += n->n_tok;
+        if (i + 1 < n->end) walk_trie(g, c, v, i + 1, n->end, ns, mask, count);
     }
 }
 

@@ -381,9 +381,13 @@ static void gen_pattern(sctx *c, ag_buf *o, ag_str pat) {
     ag_buf_append_str(o, "\"\\\"\" ");
     if (!start) ag_buf_append_str(o, "json-char* ");
     int open = 0;
+    bool atom = false; /* something to repeat precedes: ECMA-262's "nothing to repeat" otherwise */
     ag_buf_append_str(o, "(");
     while (p < end && c->st == AG_OK) {
         char ch = *p;
+        if ((ch == '*' || ch == '+' || ch == '?' || ch == '{') && !atom)
+            return fail(c, AG_EINVAL, "pattern: '%c' has nothing to repeat", ch);
+        atom = ch != '(' && ch != '|' && ch != '*' && ch != '+' && ch != '?' && ch != '{';
         if (ch == '(') {
             if (end - p >= 3 && p[1] == '?' && p[2] == ':') p += 2;
             else if (end - p >= 2 && p[1] == '?') return fail(c, AG_EINVAL, "pattern: lookarounds and named groups are not supported");

@@ -18,6 +18,8 @@ const { default: Ajv } = await import(requireFixtures.resolve('ajv'));
 const ajv = new Ajv({ strict: false });
 
 const TINY = path.resolve(here, '../../models/autoglm-tiny.gguf');
+// Under the sanitizers the engine runs ~8x slower: fewer answers there, all 20 in the Release run.
+const ANSWERS = process.env.AUTOGLM_SANITIZED === '1' ? 6 : 20;
 const servers = {};
 const clients = {};
 before(async () => {
@@ -55,13 +57,13 @@ const personFormat = { type: 'json_schema', json_schema: { name: 'person', stric
 const validPerson = ajv.compile({ ...PERSON, $defs: undefined, properties: { ...PERSON.properties,
   manager: { anyOf: [{ type: 'null' }, PERSON.$defs.ref] } } });
 
-test('json_schema: 20 of 20 answers of the default model parse and validate (greedy and sampled)', async () => {
+test(`json_schema: ${ANSWERS} of ${ANSWERS} answers of the default model parse and validate (greedy and sampled)`, async () => {
   const prompts = ['Describe a person', 'And God said', 'Who is the king?', 'Give me JSON', 'In the beginning'];
   const calls = [];
-  for (let i = 0; i < 20; i++) {
+  for (let i = 0; i < ANSWERS; i++) {
     calls.push(clients.tiny.chat.completions.create({
       model: 'tiny', messages: [{ role: 'user', content: prompts[i % 5] }], max_tokens: 900,
-      ...(i < 5 ? { temperature: 0 } : { temperature: 0.9, seed: i }), response_format: personFormat,
+      ...(i % 4 === 0 ? { temperature: 0 } : { temperature: 0.9, seed: i }), response_format: personFormat,
     }));
   }
   for (const r of await Promise.all(calls)) {

@@ -7,6 +7,8 @@
 
 #include "grammar/grammar.h"
 
+#include "../../../fuzz/gbnf_compile.c"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,7 +148,9 @@ static void test_masks_match_brute_force(void **state) {
     assert_false(ag_grammar_matcher_accept_bytes(m, (const uint8_t *)"x", 1));
     assert_true(ag_grammar_matcher_must_end(m));
     ag_grammar_matcher_free(m);
-    ag_grammar_cache_stats_get(g, &(ag_grammar_cache_stats){0});
+    ag_grammar_cache_stats st;
+    ag_grammar_cache_stats_get(g, &st);
+    assert_true(st.states > 10 && st.masks > 10 && st.resets == 0);
     ag_grammar_vocab_free(v);
     ag_grammar_release(g);
 }
@@ -208,8 +212,14 @@ static void test_lazy_trigger(void **state) {
     ag_grammar_release(g);
 }
 
+static void test_fuzz_corpus_replays(void **state) {
+    (void)state;
+    assert_true(ag_test_fuzz_corpus(AG_SOURCE_DIR "/fuzz/corpus/gbnf", LLVMFuzzerTestOneInput) > 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fuzz_corpus_replays),
         cmocka_unit_test(test_literals_classes_repetitions),
         cmocka_unit_test(test_compile_errors),
         cmocka_unit_test(test_masks_match_brute_force),

@@ -8,6 +8,8 @@
 
 #include "grammar/grammar.h"
 
+#include "../../../fuzz/schema_compile.c"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +165,8 @@ static void test_errors(void **state) {
     schema_fails("{\"type\":\"string\",\"format\":\"ipv6\"}", "format \"ipv6\" is not supported");
     schema_fails("{\"type\":\"string\",\"pattern\":\"^(?=a)$\"}", "lookarounds");
     schema_fails("{\"type\":\"string\",\"pattern\":\"^(a$\"}", "unbalanced");
+    schema_fails("{\"type\":\"string\",\"pattern\":\"^a{3}*$\"}", "nothing to repeat"); /* found by fuzz_schema_compile */
+    schema_fails("{\"type\":\"string\",\"pattern\":\"^(*a)$\"}", "nothing to repeat");
     schema_fails("{\"type\":\"number\",\"minimum\":1}", "type number is not supported");
     schema_fails("{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no integer lies");
     schema_fails("{\"allOf\":[{},{}]}", "allOf is supported with one schema only");
@@ -184,8 +188,14 @@ static void test_errors(void **state) {
     ag_buf_deinit(&g);
 }
 
+static void test_fuzz_corpus_replays(void **state) {
+    (void)state;
+    assert_true(ag_test_fuzz_corpus(AG_SOURCE_DIR "/fuzz/corpus/schema", LLVMFuzzerTestOneInput) > 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fuzz_corpus_replays),
         cmocka_unit_test(test_objects),       cmocka_unit_test(test_arrays_enums_anyof_refs),
         cmocka_unit_test(test_strings),       cmocka_unit_test(test_integer_ranges),
         cmocka_unit_test(test_errors),

@@ -9,6 +9,7 @@
 
 #include "autoglm/engine.h"
 #include "base/clock.h"
+#include "grammar/grammar.h"
 
 #include <string.h>
 #include <time.h>
@@ -292,6 +293,83 @@ static void test_min_tokens(void **state) {
     ag_engine_destroy(e);
 }
 
+static void one_byte_token(void *ctx, int32_t id, ag_buf *out) {
+    (void)ctx;
+    ag_buf_append_char(out, (char)id);
+}
+
+/* Whether text is whole in g (run over single bytes, apart from any vocabulary). */
+static bool grammar_accepts(ag_grammar *g, const char *text, size_t len) {
+    ag_grammar_vocab *v = ag_grammar_vocab_create(256, one_byte_token, NULL, NULL);
+    ag_grammar_matcher *m = ag_grammar_matcher_create(g, v);
+    bool ok = ag_grammar_matcher_accept_bytes(m, (const uint8_t *)text, len) && ag_grammar_matcher_can_end(m);
+    ag_grammar_matcher_free(m);
+    ag_grammar_vocab_free(v);
+    return ok;
+}
+
+/*
+ * Requests with a grammar: greedy (the model's choice checked first) and
+ * sampled (always masked) outputs are whole sentences of the grammar although
+ * EOS is made the likeliest token, end as soon as nothing may follow, and a
+ * greedy one is the same alone or batched; a lazy grammar leaves the text
+ * before its trigger free.
+ */
+static void test_grammar_constrained(void **state) {
+    (void)state;
+    ag_engine *e = engine(4, 0, 32, 1000);
+    const char *gbnf = "root ::= \"ab\" [0-9]{1,3} (\"x\" | \"yz\")\n";
+    ag_grammar *g;
+    ag_err err;
+    if (ag_grammar_compile(gbnf, strlen(gbnf), NULL, &g, &err) != AG_OK) fail_msg("%s", err.msg);
+    const int32_t prompt[] = {1, 15043, 29892};
+    const ag_logit_bias eos_likely = {2, 100};
+    uint64_t ids[9];
+    for (int i = 0; i < 9; i++) {
+        ag_request r = {.prompt = prompt, .n_prompt = 3, .max_tokens = 24, .logit_bias = &eos_likely, .n_logit_bias = 1,
+                        .grammar = g};
+        r.sampling.temperature = i < 3 ? 0.0f : 1.0f, r.sampling.seed = (uint64_t)i;
+        if (ag_engine_submit(e, &r, &ids[i], &err) != AG_OK) fail_msg("submit: %s", err.msg);
+    }
+    ag_grammar_release(g); /* the engine holds its own references */
+    run *rn = calloc(1, sizeof *rn);
+    collect(e, rn, 9);
+    ag_buf text;
+    ag_buf_init(&text);
+    if (ag_grammar_compile(gbnf, strlen(gbnf), NULL, &g, &err) != AG_OK) fail_msg("%s", err.msg);
+    for (int i = 0; i < 9; i++) {
+        const outcome *o = &rn->out[ids[i]];
+        ag_buf_reset(&text);
+        assert_int_equal(ag_engine_detokenize(e, o->toks, (size_t)o->n, &text, &err), AG_OK);
+        if (o->finish != AG_FINISH_STOP || !grammar_accepts(g, text.data, text.len))
+            fail_msg("request %d: finish %d, '%.*s'", i, o->finish, (int)text.len, text.data);
+        if (i > 0 && i < 3) assert_memory_equal(o->toks, rn->out[ids[0]].toks, (size_t)o->n * sizeof *o->toks);
+    }
+    /* the same greedy request alone: the same tokens */
+    ag_request alone = {.prompt = prompt, .n_prompt = 3, .max_tokens = 24, .logit_bias = &eos_likely, .n_logit_bias = 1,
+                        .grammar = g};
+    uint64_t id;
+    assert_int_equal(ag_engine_submit(e, &alone, &id, &err), AG_OK);
+    collect(e, rn, 1);
+    assert_int_equal(rn->out[id].n, rn->out[ids[0]].n);
+    assert_memory_equal(rn->out[id].toks, rn->out[ids[0]].toks, (size_t)rn->out[id].n * sizeof(int32_t));
+    ag_grammar_release(g);
+    /* lazy: free until the trigger; the EOS bias ends the free text at once, which the untriggered grammar allows */
+    const char *lazy = "root ::= \"<t>\" [0-9]+ \"</t>\"\n";
+    if (ag_grammar_compile(lazy, strlen(lazy), NULL, &g, &err) != AG_OK) fail_msg("%s", err.msg);
+    ag_grammar_set_trigger(g, "<t>", 3);
+    ag_request free_text = {.prompt = prompt, .n_prompt = 3, .max_tokens = 5, .logit_bias = &eos_likely, .n_logit_bias = 1,
+                            .grammar = g};
+    assert_int_equal(ag_engine_submit(e, &free_text, &id, &err), AG_OK);
+    collect(e, rn, 1);
+    assert_int_equal(rn->out[id].finish, AG_FINISH_STOP);
+    assert_int_equal(rn->out[id].n, 0);
+    ag_grammar_release(g);
+    ag_buf_deinit(&text);
+    free(rn);
+    ag_engine_destroy(e);
+}
+
 /* submit_many: the choices of one API request enter the queue all together or not at all. */
 static void test_submit_many_all_or_none(void **state) {
     (void)state;
@@ -333,6 +411,7 @@ int main(void) {
         cmocka_unit_test(test_submit_many_all_or_none),
         cmocka_unit_test(test_random_stress),
         cmocka_unit_test(test_min_tokens),
+        cmocka_unit_test(test_grammar_constrained),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

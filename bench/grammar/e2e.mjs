@@ -1,0 +1,80 @@
+// End-to-end cost of constrained decoding through the API: decode tokens/s of the same model answering
+//   - free text (greedy, ignore_eos, a fixed number of tokens), on this build and, when given, on a baseline
+//     binary (a build without grammar support): the unconstrained path must not slow down;
+//   - a json_schema answer of about the same length, first with a new schema (every state's mask is built
+//     then) and again with the same schema (masks reused: the server keeps grammars by text);
+// rounds interleaved, medians printed as a table.  Not a test: speed belongs here.
+//
+// usage: node bench/grammar/e2e.mjs AUTOGLM MODEL.gguf [BASELINE_AUTOGLM] [ROUNDS]
+import { spawn } from 'node:child_process';
+
+const [bin, model, baseline, roundsArg] = process.argv.slice(2);
+if (!bin || !model) {
+  console.error('usage: node bench/grammar/e2e.mjs AUTOGLM MODEL.gguf [BASELINE_AUTOGLM] [ROUNDS]');
+  process.exit(2);
+}
+const ROUNDS = Number(roundsArg || 5);
+const TOKENS = 128;
+
+function start(b) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(b, ['serve', '--model', model, '--port', '0', '--threads', '2', '--served-model-name', 'm'],
+      { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    p.stderr.on('data', (d) => {
+      log += d;
+      const m = /listening on http:\/\/[^:]+:(\d+)/.exec(log);
+      if (m && /ready:/.test(log)) resolve({ p, url: `http://127.0.0.1:${m[1]}` });
+    });
+    p.on('exit', (c) => reject(new Error(`server exited ${c}: ${log}`)));
+  });
+}
+
+async function post(url, body) {
+  const t0 = performance.now();
+  const r = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body) });
+  const j = await r.json();
+  if (!r.ok) throw new Error(JSON.stringify(j));
+  const s = (performance.now() - t0) / 1000;
+  return { tokens: j.usage.completion_tokens, s, finish: j.choices[0].finish_reason, content: j.choices[0].message.content };
+}
+
+const messages = [{ role: 'user', content: 'List some numbers.' }];
+const free = { model: 'm', messages, max_tokens: TOKENS, temperature: 0, ignore_eos: true };
+// a long answer of known shape: 40 integers in 0..999 and a word, compact or not as the model likes
+const schema = (n) => ({ type: 'object', properties: { [`numbers${n}`]: { type: 'array', items: { type: 'integer',
+  minimum: 0, maximum: 999 }, minItems: 40, maxItems: 40 }, word: { enum: ['done', 'over'] } },
+  required: [`numbers${n}`, 'word'], additionalProperties: false });
+const constrained = (n) => ({ model: 'm', messages, max_tokens: 400, temperature: 0,
+  response_format: { type: 'json_schema', json_schema: { name: 'n', schema: schema(n) } } });
+
+const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+const rows = { free: [], freeBase: [], first: [], again: [] };
+const ours = await start(bin);
+const base = baseline ? await start(baseline) : null;
+await post(ours.url, free); // warm up both
+if (base) await post(base.url, free);
+for (let r = 0; r < ROUNDS; r++) {
+  const a = await post(ours.url, free);
+  rows.free.push(a.tokens / a.s);
+  if (base) {
+    const b = await post(base.url, free);
+    rows.freeBase.push(b.tokens / b.s);
+  }
+  const c1 = await post(ours.url, constrained(r)); // a schema not seen before
+  JSON.parse(c1.content);
+  rows.first.push(c1.tokens / c1.s);
+  const c2 = await post(ours.url, constrained(r)); // the same schema again
+  rows.again.push(c2.tokens / c2.s);
+}
+ours.p.kill('SIGTERM');
+if (base) base.p.kill('SIGTERM');
+console.log(`model ${model}, ${ROUNDS} rounds interleaved, medians, 2 threads, greedy`);
+console.log('| request | tok/s | vs free text |');
+console.log('|---|--:|--:|');
+const f = median(rows.free);
+if (base) console.log(`| free text, baseline binary | ${median(rows.freeBase).toFixed(1)} | ${(median(rows.freeBase) / f).toFixed(3)}× |`);
+console.log(`| free text | ${f.toFixed(1)} | 1.000× |`);
+console.log(`| json_schema, new schema | ${median(rows.first).toFixed(1)} | ${(median(rows.first) / f).toFixed(3)}× |`);
+console.log(`| json_schema, same schema again | ${median(rows.again).toFixed(1)} | ${(median(rows.again) / f).toFixed(3)}× |`);
