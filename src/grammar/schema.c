@@ -246,7 +246,8 @@ typedef struct cpr {
  * characters JSON writes raw as one class, and an alternative for each one
  * that JSON escapes (", \, controls) the set holds.
  */
-static void json_chars(ag_buf *o, const cpr *set, size_t n, bool negate) {
+/* False when the set holds no character (the caller refuses the pattern). */
+static bool json_chars(ag_buf *o, const cpr *set, size_t n, bool negate) {
     bool in[0x80] = {0};
     for (size_t i = 0; i < n; i++)
         for (uint32_t x = set[i].lo; x <= set[i].hi && x < 0x80; x++) in[x] = true;
@@ -301,13 +302,13 @@ static void json_chars(ag_buf *o, const cpr *set, size_t n, bool negate) {
             ag_buf_appendf(o, "%s%s", alt ? " | " : "", escs[i].esc);
             alt = true;
         }
-    for (int x = 0; x < 0x20; x++)
-        if (in[x] && x != '\n' && x != '\t' && x != '\r' && x != '\b' && x != '\f') {
+    for (int x = 0; x < 0x80; x++) /* other controls, and DEL (json-char's rule leaves it to an escape too) */
+        if (in[x] && (x < 0x20 || x == 0x7F) && x != '\n' && x != '\t' && x != '\r' && x != '\b' && x != '\f') {
             ag_buf_appendf(o, "%s\"\\\\u%04x\"", alt ? " | " : "", x);
             alt = true;
         }
-    if (!alt) ag_buf_append_str(o, "[^\\x00-\\U0010FFFF]"); /* nothing: a class that matches no character */
     ag_buf_append_str(o, ")");
+    return alt;
 }
 
 static const cpr DIGITS[] = {{'0', '9'}}, WORD[] = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}},
@@ -465,7 +466,7 @@ static void gen_pattern(sctx *c, ag_buf *o, ag_str pat) {
                 r[n++] = (cpr){v, v};
             }
             ag_buf_append_char(o, ' ');
-            json_chars(o, r, n, negate);
+            if (!json_chars(o, r, n, negate)) return fail(c, AG_EINVAL, "pattern: a class that matches no character");
         }
     }
     if (c->st != AG_OK) return;

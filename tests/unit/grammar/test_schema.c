@@ -124,6 +124,7 @@ static void test_strings(void **state) {
            L("\"Ab-123\"", "\"AB-12\"", "\"AB-123y\"", "\"xAB-123\""));
     expect("{\"type\":\"string\",\"pattern\":\"^a[^b]c$\"}", L("\"axc\"", "\"a\\\"c\"", "\"a\\nc\"", "\"aéc\""), L("\"abc\"", "\"a\"c\""));
     expect("{\"type\":\"string\",\"pattern\":\"^\\\\w+\\\\.\\\\s?$\"}", L("\"ab_1.\"", "\"x. \"", "\"x.\\t\""), L("\"x\"", "\"-.\""));
+    expect("{\"type\":\"string\",\"pattern\":\"^a\\u007f$\"}", L("\"a\\u007f\""), L("\"a\x7f\"")); /* DEL: escaped (fuzz) */
     expect("{\"type\":\"string\",\"pattern\":\"ab\"}", L("\"ab\"", "\"xxabyy\""), L("\"a\"", "\"xyz\""));
 }
 
@@ -167,6 +168,7 @@ static void test_errors(void **state) {
     schema_fails("{\"type\":\"string\",\"pattern\":\"^(a$\"}", "unbalanced");
     schema_fails("{\"type\":\"string\",\"pattern\":\"^a{3}*$\"}", "nothing to repeat"); /* found by fuzz_schema_compile */
     schema_fails("{\"type\":\"string\",\"pattern\":\"^(*a)$\"}", "nothing to repeat");
+    schema_fails("{\"type\":\"string\",\"pattern\":\"^[^\\u0000-\\udbff\\udfff]$\"}", "matches no character");
     schema_fails("{\"type\":\"number\",\"minimum\":1}", "type number is not supported");
     schema_fails("{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no integer lies");
     schema_fails("{\"allOf\":[{},{}]}", "allOf is supported with one schema only");
