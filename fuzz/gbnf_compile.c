@@ -35,9 +35,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < dlen && i < 64; i++) {
         size_t n_allowed;
         const uint64_t *mask = ag_grammar_matcher_mask(m, &n_allowed);
+        uint64_t bits = mask ? mask[0] : 0; /* the mask is borrowed only until the next call */
         if (mask)
             for (int id = 0; id < FZ_N_TOKS; id++)
-                if ((mask[0] >> id & 1) != ag_grammar_matcher_allows(m, id)) __builtin_trap();
+                if ((bits >> id & 1) != ag_grammar_matcher_allows(m, id)) __builtin_trap();
         (void)ag_grammar_matcher_can_end(m);
         (void)ag_grammar_matcher_must_end(m);
         if (!ag_grammar_matcher_accept_bytes(m, doc + i, 1) && !ag_grammar_matcher_active(m)) __builtin_trap();

@@ -405,11 +405,17 @@ static void gen_pattern(sctx *c, ag_buf *o, ag_str pat) {
             p++;
             ag_buf_append_char(o, ch);
             if (p < end && *p == '?') p++; /* lazy: same language */
-        } else if (ch == '{') {
+        } else if (ch == '{') { /* {m}, {m,} or {m,n}, m <= n <= 2000 (the grammar's repetition bound) */
             const char *q = p + 1;
-            while (q < end && ((*q >= '0' && *q <= '9') || *q == ',')) q++;
-            if (q >= end || *q != '}' || q == p + 1) return fail(c, AG_EINVAL, "pattern: a bad {m,n} repetition");
-            ag_buf_append(o, p, (size_t)(q - p + 1));
+            long m = -1, n = -1;
+            if (q < end && *q >= '0' && *q <= '9') m = strtol(q, (char **)&q, 10);
+            bool comma = q < end && *q == ',';
+            if (comma && ++q < end && *q >= '0' && *q <= '9') n = strtol(q, (char **)&q, 10);
+            if (m < 0 || q >= end || *q != '}' || m > 2000 || n > 2000 || (n >= 0 && n < m))
+                return fail(c, AG_EINVAL, "pattern: a bad {m,n} repetition (m <= n <= 2000)");
+            if (!comma) ag_buf_appendf(o, "{%ld}", m);
+            else if (n < 0) ag_buf_appendf(o, "{%ld,}", m);
+            else ag_buf_appendf(o, "{%ld,%ld}", m, n);
             p = q + 1;
             if (p < end && *p == '?') p++;
         } else if (ch == '^' || ch == '$') {
@@ -522,8 +528,8 @@ static bool get_u32(sctx *c, const ag_json_val *s, const char *key, uint32_t *ou
     *has = v != NULL;
     if (!v) return true;
     int64_t x;
-    if (!ag_json_get_int(v, &x) || x < 0 || x > 100000) {
-        fail(c, AG_EINVAL, "%s must be an integer from 0 to 100000", key);
+    if (!ag_json_get_int(v, &x) || x < 0 || x > 2000) { /* a count the grammar repeats: its max_repeat */
+        fail(c, AG_EINVAL, "%s must be an integer from 0 to 2000", key);
         return false;
     }
     *out = (uint32_t)x;

@@ -141,6 +141,7 @@ bool ag_idem_begin(exchange *x, const char *body, size_t len) {
         return true;
     }
     if (x->req.logprobs) return false; /* its answer cannot be kept whole (see above) */
+    if (x->req.tools.choice != AG_TOOL_CHOICE_NONE) return false; /* nor one with tool calls: the kept form is text */
     uint8_t key[32], body_hash[32];
     ag_str tenant = ag_route_bearer(req);
     digest(tenant.p ? tenant.p : "", tenant.n, k.p, k.n, "", 0, key);

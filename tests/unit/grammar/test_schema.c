@@ -154,6 +154,62 @@ static void test_integer_ranges(void **state) {
     ag_grammar_vocab_free(v);
 }
 
+/* Tokens that span JSON's own tokens, escapes cut in half, multi-byte characters cut in half, number pieces. */
+static const char *const tricky[] = {
+    "{\"", "\":", "\": ", "\",", "\"}", "\"},", "}}", "]}", "},{", ", \"", "\\", "\\u", "\\u00", "e9", "\\n", "\\\"",
+    "\"\\", "1", "12", "-1", "1.", ".5", "e+", "E-", "0", "00", "01", "true", "tr", "ue", "null,", "[", "[1", ",", " ",
+    "\n", "\n  ", "é", "\xc3", "\xa9", "日本", "\xe6\x97", "\xa5", "a", "ab", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ",
+    "\"name\"", "name", "\"age", "ge\":", "Ann", "\"Ann\"", "x\"", "\t", "\x01", "\x7f", "\"\"", "\":[\"",
+};
+enum { N_TRICKY = sizeof tricky / sizeof tricky[0] };
+_Static_assert(N_TRICKY <= 64, "the test copies one mask word");
+static void tricky_bytes(void *ctx, int32_t id, ag_buf *out) {
+    (void)ctx;
+    ag_buf_append_str(out, tricky[id]);
+}
+
+/*
+ * At every byte of documents of a schema, each tricky token's bit in the
+ * mask equals whether the token's bytes are accepted from there (a brute
+ * force per token), and greedy's one-token check agrees.
+ */
+static void test_tricky_tokens(void **state) {
+    (void)state;
+    const char *s = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"number\"},"
+                    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":[\"string\",\"boolean\",\"null\"]}}},"
+                    "\"required\":[\"name\",\"age\",\"tags\"],\"additionalProperties\":false}";
+    const char *docs[] = {"{\"name\":\"Ann\\u00e9\\\"x\\n日本\",\"age\":-12.5e+3,\"tags\":[\"ab\",true,null]}",
+                          "{ \"name\": \"\", \"age\": 0, \"tags\": [] }",
+                          "{\n  \"name\": \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ é\",\n  \"age\": 1.5E-2,\n  \"tags\": [\"\"]\n}"};
+    ag_grammar *g = schema_grammar(s), *g_probe = schema_grammar(s); /* a cache per vocabulary */
+    ag_grammar_vocab *v = ag_grammar_vocab_create(N_TRICKY, tricky_bytes, NULL, NULL);
+    ag_grammar_vocab *bytes = bytes_vocab();
+    for (size_t d = 0; d < sizeof docs / sizeof docs[0]; d++) {
+        size_t len = strlen(docs[d]);
+        ag_grammar_matcher *m = ag_grammar_matcher_create(g, v);
+        for (size_t i = 0; i <= len; i++) {
+            size_t n;
+            uint64_t mask[1] = {ag_grammar_matcher_mask(m, &n)[0]}; /* borrowed until the next call: copied */
+            for (int id = 0; id < N_TRICKY; id++) {
+                ag_grammar_matcher *probe = ag_grammar_matcher_create(g_probe, bytes);
+                bool ok = ag_grammar_matcher_accept_bytes(probe, (const uint8_t *)docs[d], i) &&
+                          ag_grammar_matcher_accept_bytes(probe, (const uint8_t *)tricky[id], strlen(tricky[id]));
+                ag_grammar_matcher_free(probe);
+                bool bit = mask[id >> 6] >> (id & 63) & 1;
+                if (bit != ok || bit != ag_grammar_matcher_allows(m, id))
+                    fail_msg("doc %zu at %zu: token '%s' mask %d, bytes %d", d, i, tricky[id], bit, ok);
+            }
+            if (i < len) assert_true(ag_grammar_matcher_accept_bytes(m, (const uint8_t *)docs[d] + i, 1));
+        }
+        assert_true(ag_grammar_matcher_must_end(m));
+        ag_grammar_matcher_free(m);
+    }
+    ag_grammar_vocab_free(bytes);
+    ag_grammar_vocab_free(v);
+    ag_grammar_release(g);
+    ag_grammar_release(g_probe);
+}
+
 static void test_errors(void **state) {
     (void)state;
     schema_fails("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"uniqueItems\":true}}}",
@@ -168,11 +224,15 @@ static void test_errors(void **state) {
     schema_fails("{\"type\":\"string\",\"pattern\":\"^(a$\"}", "unbalanced");
     schema_fails("{\"type\":\"string\",\"pattern\":\"^a{3}*$\"}", "nothing to repeat"); /* found by fuzz_schema_compile */
     schema_fails("{\"type\":\"string\",\"pattern\":\"^(*a)$\"}", "nothing to repeat");
+    schema_fails("{\"type\":\"string\",\"pattern\":\"^a{,3}$\"}", "bad {m,n}"); /* found by fuzz_schema_compile */
+    schema_fails("{\"type\":\"string\",\"pattern\":\"^a{3,2}$\"}", "bad {m,n}");
+    schema_fails("{\"type\":\"string\",\"pattern\":\"^a{99999}$\"}", "bad {m,n}");
     schema_fails("{\"type\":\"string\",\"pattern\":\"^[^\\u0000-\\udbff\\udfff]$\"}", "matches no character");
     schema_fails("{\"type\":\"number\",\"minimum\":1}", "type number is not supported");
     schema_fails("{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no integer lies");
     schema_fails("{\"allOf\":[{},{}]}", "allOf is supported with one schema only");
     schema_fails("{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}", "maxItems is below minItems");
+    schema_fails("{\"type\":\"string\",\"maxLength\":5000}", "maxLength must be an integer from 0 to 2000");
     schema_fails("[1]", "must be an object");
     schema_fails("{\"type\":", "not JSON");
     schema_fails("{\"enum\":[]}", "non-empty");
@@ -200,7 +260,7 @@ int main(void) {
         cmocka_unit_test(test_fuzz_corpus_replays),
         cmocka_unit_test(test_objects),       cmocka_unit_test(test_arrays_enums_anyof_refs),
         cmocka_unit_test(test_strings),       cmocka_unit_test(test_integer_ranges),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_tricky_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
