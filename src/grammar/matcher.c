@@ -26,10 +26,13 @@
 /* ---- vocabulary trie ---------------------------------------------------------- */
 
 typedef struct vnode {
-    uint32_t end; /* one past this node's subtree */
-    uint32_t tok; /* its tokens: ids[tok .. tok + n_tok) */
-    uint16_t n_tok;
+    uint32_t end;    /* one past this node's subtree */
+    uint32_t tok_lo; /* the subtree's tokens are ids[tok_lo .. end's tok_lo); this node's own the first n_tok */
+    uint32_t n_tok;
     uint8_t byte;
+    bool text;       /* every token below reads, from this node's byte on, as whole characters of text (below) */
+    bool ascii;      /* ... and as ASCII text only */
+    uint8_t chars;   /* the most bytes of ASCII text any of them has from here (255: that many or more) */
 } vnode;
 
 struct ag_grammar_vocab {
@@ -38,8 +41,31 @@ struct ag_grammar_vocab {
     uint32_t *off, *len; /* [n]: where token i's bytes are; len 0 for tokens the grammar never produces */
     vnode *nodes; /* the trie in preorder (one array: the mask walk reads each node once, in order) */
     size_t n_nodes;
+    uint32_t n_sorted; /* tokens in the trie */
     int32_t *ids;
 };
+
+/*
+ * "Text": printable ASCII but the quote and the backslash, or any valid
+ * multi-byte UTF-8 character: what a JSON string's body takes raw.  A state
+ * that every such character leads back to (a string body, gst.text_loop)
+ * accepts a whole subtree of text tokens without a walk (walk_trie).
+ */
+static bool text_ascii(uint8_t b) { return b >= 0x20 && b < 0x7F && b != '"' && b != '\\'; }
+
+/* The length of the valid UTF-8 character at p[0..n), 0 if none; the second byte's bounds per lead (RFC 3629). */
+static size_t utf8_char(const uint8_t *p, size_t n) {
+    uint8_t b = p[0], lo = 0x80, hi = 0xBF;
+    size_t len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+    if (b == 0xE0) lo = 0xA0;
+    if (b == 0xED) hi = 0x9F;
+    if (b == 0xF0) lo = 0x90;
+    if (b == 0xF4) hi = 0x8F;
+    if (!len || len > n || p[1] < lo || p[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+    return len;
+}
 
 typedef struct vtok {
     const uint8_t *p;
@@ -82,6 +108,8 @@ ag_grammar_vocab *ag_grammar_vocab_create(size_t n, void (*token_bytes)(void *ct
     uint32_t max_len = 0;
     for (size_t i = 0; i < m; i++) max_len = t[i].len > max_len ? t[i].len : max_len;
     uint32_t *path = ag_xmalloc((max_len + 1) * sizeof *path);
+    bool *text = ag_xmalloc((max_len + 1) * sizeof *text); /* text[d]: the token's bytes from d on are text */
+    bool *ascii = ag_xmalloc((max_len + 1) * sizeof *ascii); /* ascii[d]: ... and ASCII only */
     uint32_t depth = 0;
     for (size_t i = 0; i < m; i++) {
         uint32_t lcp = 0;
@@ -92,16 +120,27 @@ ag_grammar_vocab *ag_grammar_vocab_create(size_t n, void (*token_bytes)(void *ct
         while (depth > lcp) v->nodes[path[--depth]].end = (uint32_t)v->n_nodes;
         for (; depth < t[i].len; depth++) {
             uint32_t node = (uint32_t)v->n_nodes++;
-            v->nodes[node].byte = t[i].p[depth];
+            v->nodes[node] = (vnode){.byte = t[i].p[depth], .tok_lo = (uint32_t)i, .text = true, .ascii = true};
             path[depth] = node;
         }
-        vnode *node = &v->nodes[path[t[i].len - 1]];
+        v->nodes[path[t[i].len - 1]].n_tok++; /* its own tokens come first in its subtree: a prefix sorts first */
         v->ids[i] = t[i].id;
-        if (node->n_tok == UINT16_MAX) continue; /* more identical tokens than that: the rest are never allowed */
-        if (!node->n_tok) node->tok = (uint32_t)i;
-        node->n_tok++;
+        text[t[i].len] = ascii[t[i].len] = true;
+        for (uint32_t d = t[i].len; d-- > 0;) {
+            size_t c = text_ascii(t[i].p[d]) ? 1 : t[i].p[d] >= 0x80 ? utf8_char(t[i].p + d, t[i].len - d) : 0;
+            text[d] = c && text[d + c];
+            ascii[d] = c == 1 && ascii[d + 1];
+            vnode *node = &v->nodes[path[d]];
+            node->text &= text[d];
+            node->ascii &= ascii[d];
+            uint32_t n_ascii = t[i].len - d;
+            if (ascii[d] && n_ascii > node->chars) node->chars = (uint8_t)(n_ascii < 255 ? n_ascii : 255);
+        }
     }
     while (depth > 0) v->nodes[path[--depth]].end = (uint32_t)v->n_nodes;
+    v->n_sorted = (uint32_t)m;
+    free(ascii);
+    free(text);
     free(path);
     free(t);
     return v;
@@ -126,6 +165,9 @@ enum { UNKNOWN = -2, DEAD = -1 };
 typedef struct gst {
     uint32_t off, n_words, n_stacks;
     bool complete; /* holds the empty stack */
+    int32_t ascii_next; /* the state every ASCII text byte leads to; DEAD when they differ; UNKNOWN */
+    int16_t ascii_run;  /* ASCII text bytes accepted in a row from here (up to 254); -1 unknown */
+    int8_t text_loop;   /* every text character leads back here (1), or not (0); -1 unknown */
     int32_t *next; /* [256] by byte: a state id, DEAD, or UNKNOWN; NULL until first asked */
     uint64_t *mask; /* allowed tokens; NULL until asked */
     uint32_t n_allowed;
@@ -317,7 +359,7 @@ static int32_t intern_built(ag_gcache *c) {
     }
     int32_t id = (int32_t)c->n_st++;
     c->st[id] = (gst){.off = (uint32_t)start, .n_words = (uint32_t)n_words, .n_stacks = n_stacks,
-                      .complete = complete, .hash = h};
+                      .complete = complete, .ascii_next = UNKNOWN, .ascii_run = -1, .text_loop = -1, .hash = h};
     c->table[i] = id;
     c->bytes += sizeof(gst) + n_words * sizeof *c->pool + 2 * sizeof *c->table;
     return id;
@@ -377,12 +419,117 @@ static int32_t walk_bytes(const ag_grammar *g, ag_gcache *c, int32_t s, const ui
     return s;
 }
 
+/* Answers of continues_to already found, for one text_loop check (the states after a lead byte are few). */
+typedef struct cont_memo {
+    int32_t x[32];
+    int8_t k[32];
+    bool ok[32];
+    int n;
+} cont_memo;
+
+/* Whether every k-byte run of continuation bytes from state x ends at state s. */
+static bool continues_to(const ag_grammar *g, ag_gcache *c, int32_t x, int k, int32_t s, cont_memo *memo) {
+    if (k == 0) return x == s;
+    for (int i = 0; i < memo->n; i++)
+        if (memo->x[i] == x && memo->k[i] == k) return memo->ok[i];
+    bool ok = true;
+    for (int b = 0x80; b <= 0xBF && ok; b++) {
+        int32_t y = step(g, c, x, (uint8_t)b);
+        ok = y >= 0 && continues_to(g, c, y, k - 1, s, memo);
+    }
+    if (memo->n < 32) memo->x[memo->n] = x, memo->k[memo->n] = (int8_t)k, memo->ok[memo->n++] = ok;
+    return ok;
+}
+
+/* The state every ASCII text byte leads to from s, or DEAD when they do not all lead to one. */
+static int32_t ascii_next(const ag_grammar *g, ag_gcache *c, int32_t s) {
+    if (c->st[s].ascii_next != UNKNOWN) return c->st[s].ascii_next;
+    int32_t to = step(g, c, s, ' ');
+    for (int b = 0x21; b < 0x7F && to >= 0; b++)
+        if (text_ascii((uint8_t)b) && step(g, c, s, (uint8_t)b) != to) to = DEAD;
+    c->st[s].ascii_next = to;
+    return to;
+}
+
+/*
+ * Whether every text character (text_ascii, or a valid multi-byte UTF-8
+ * character) leads from s back to s, as in a JSON string's body: then every
+ * token that is text from some byte on is accepted there.  Checked once per
+ * state (the ASCII part first, which most states fail); the continuation runs
+ * collapse quickly since the states after a lead byte are few.
+ */
+static bool text_loop(const ag_grammar *g, ag_gcache *c, int32_t s) {
+    if (c->st[s].text_loop >= 0) return c->st[s].text_loop;
+    static const struct { uint8_t lead_lo, lead_hi, lo, hi, more; } leads[] = {
+        {0xC2, 0xDF, 0x80, 0xBF, 0}, {0xE0, 0xE0, 0xA0, 0xBF, 1}, {0xE1, 0xEC, 0x80, 0xBF, 1}, {0xED, 0xED, 0x80, 0x9F, 1},
+        {0xEE, 0xEF, 0x80, 0xBF, 1}, {0xF0, 0xF0, 0x90, 0xBF, 2}, {0xF1, 0xF3, 0x80, 0xBF, 2}, {0xF4, 0xF4, 0x80, 0x8F, 2}};
+    bool ok = ascii_next(g, c, s) == s;
+    cont_memo memo = {.n = 0};
+    for (size_t r = 0; r < sizeof leads / sizeof leads[0] && ok; r++)
+        for (int l = leads[r].lead_lo; l <= leads[r].lead_hi && ok; l++) {
+            int32_t x = step(g, c, s, (uint8_t)l);
+            ok = x >= 0;
+            for (int b2 = leads[r].lo; b2 <= leads[r].hi && ok; b2++) {
+                int32_t y = step(g, c, x, (uint8_t)b2);
+                ok = y >= 0 && continues_to(g, c, y, leads[r].more, s, &memo);
+            }
+        }
+    c->st[s].text_loop = ok;
+    return ok;
+}
+
+enum { RUN_ANY = 255 }; /* any number in a row (vnode.chars saturates there too) */
+
+/*
+ * How many ASCII text bytes in a row s accepts, following ascii_next (a
+ * counted string, maxLength, is a chain of states), up to 254, or RUN_ANY
+ * for a loop.  The chain's answers are filled from its end.
+ */
+static int ascii_run(const ag_grammar *g, ag_gcache *c, int32_t s) {
+    if (c->st[s].ascii_run >= 0) return c->st[s].ascii_run;
+    int32_t chain[RUN_ANY];
+    int n = 0, run;
+    for (int32_t x = s;;) {
+        if (c->st[x].ascii_run >= 0) {
+            run = c->st[x].ascii_run;
+            break;
+        }
+        int32_t y = ascii_next(g, c, x);
+        if (y < 0 || n == RUN_ANY - 1) { /* no run, or one too long to follow: walked as usual */
+            c->st[x].ascii_run = 0;
+            run = 0;
+            break;
+        }
+        if (y == x) {
+            c->st[x].ascii_run = RUN_ANY;
+            run = RUN_ANY;
+            break;
+        }
+        chain[n++] = x;
+        x = y;
+    }
+    while (n-- > 0) {
+        if (run != RUN_ANY) run = run + 1 < RUN_ANY ? run + 1 : RUN_ANY - 1;
+        c->st[chain[n]].ascii_run = (int16_t)run;
+    }
+    return c->st[s].ascii_run;
+}
+
 /* Mark every token under trie nodes [begin, end) that state s accepts whole. */
 static void walk_trie(const ag_grammar *g, ag_gcache *c, const ag_grammar_vocab *v, uint32_t begin, uint32_t end,
                       int32_t s, uint64_t *mask, uint32_t *count) {
+    bool loop = text_loop(g, c, s);
+    int run = loop ? RUN_ANY : ascii_run(g, c, s);
     const int32_t *nx = c->st[s].next; /* s's transitions (a table of its own: it stays put as states are added) */
     for (uint32_t i = begin; i < end; i = v->nodes[i].end) {
         const vnode *n = &v->nodes[i];
+        /* text from here that s takes whole (a string's body; a counted one as far as its count goes): all in */
+        if ((loop && n->text) || (n->ascii && run && (run == RUN_ANY || n->chars <= run))) {
+            uint32_t hi = n->end < v->n_nodes ? v->nodes[n->end].tok_lo : v->n_sorted;
+            for (uint32_t k = n->tok_lo; k < hi; k++) mask[v->ids[k] >> 6] |= 1ull << (v->ids[k] & 63);
+            *count += hi - n->tok_lo;
+            continue;
+        }
         int32_t ns = nx ? nx[n->byte] : UNKNOWN;
         if (ns == UNKNOWN) {
             ns = step_slow(g, c, s, n->byte);
@@ -390,7 +537,7 @@ static void walk_trie(const ag_grammar *g, ag_gcache *c, const ag_grammar_vocab 
         }
         if (ns < 0) continue;
         for (uint32_t k = 0; k < n->n_tok; k++) {
-            int32_t id = v->ids[n->tok + k];
+            int32_t id = v->ids[n->tok_lo + k];
             mask[id >> 6] |= 1ull << (id & 63);
         }
         *count += n->n_tok;
