@@ -177,16 +177,37 @@ size_t ag_api_response_write(const ag_api_meta *m, const ag_api_choice *ch, size
     return open;
 }
 
+/* A stream chunk's frame: the head, then one choice opened at its index (its delta or text follows). */
+static void chunk_open(ag_jw *w, const ag_api_meta *m, int index) {
+    head(w, m, true);
+    ag_jw_keyc(w, "choices");
+    ag_jw_arr_begin(w);
+    ag_jw_obj_begin(w);
+    ag_jw_keyc(w, "index");
+    ag_jw_int(w, index);
+}
+
+/* ... and its end: log-probabilities, the finish reason, and "usage": null when usage was asked for. */
+static void chunk_close(ag_jw *w, const ag_api_meta *m, const ag_api_logprobs *lp, const char *finish_reason,
+                        bool usage_null) {
+    logprobs(w, m, lp);
+    ag_jw_keyc(w, "finish_reason");
+    if (finish_reason) ag_jw_strc(w, finish_reason);
+    else ag_jw_null(w);
+    ag_jw_obj_end(w);
+    ag_jw_arr_end(w);
+    if (usage_null) {
+        ag_jw_keyc(w, "usage");
+        ag_jw_null(w);
+    }
+    ag_jw_obj_end(w);
+}
+
 void ag_api_chunk_write(const ag_api_meta *m, int index, bool first, const char *text, size_t len,
                         const char *finish_reason, const ag_api_logprobs *lp, bool usage_null, ag_buf *out) {
     ag_jw w;
     ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
-    head(&w, m, true);
-    ag_jw_keyc(&w, "choices");
-    ag_jw_arr_begin(&w);
-    ag_jw_obj_begin(&w);
-    ag_jw_keyc(&w, "index");
-    ag_jw_int(&w, index);
+    chunk_open(&w, m, index);
     if (m->kind == AG_API_CHAT) {
         ag_jw_keyc(&w, "delta");
         ag_jw_obj_begin(&w);
@@ -203,29 +224,14 @@ void ag_api_chunk_write(const ag_api_meta *m, int index, bool first, const char 
         ag_jw_keyc(&w, "text");
         ag_jw_str(&w, text, len);
     }
-    logprobs(&w, m, lp);
-    ag_jw_keyc(&w, "finish_reason");
-    if (finish_reason) ag_jw_strc(&w, finish_reason);
-    else ag_jw_null(&w);
-    ag_jw_obj_end(&w);
-    ag_jw_arr_end(&w);
-    if (usage_null) {
-        ag_jw_keyc(&w, "usage");
-        ag_jw_null(&w);
-    }
-    ag_jw_obj_end(&w);
+    chunk_close(&w, m, lp, finish_reason, usage_null);
 }
 
 void ag_api_tool_chunk_write(const ag_api_meta *m, int index, size_t call, const char *id, const char *name,
                              const char *args, size_t args_len, bool usage_null, ag_buf *out) {
     ag_jw w;
     ag_jw_init(&w, out, 0, AG_UTF8_REPLACE);
-    head(&w, m, true);
-    ag_jw_keyc(&w, "choices");
-    ag_jw_arr_begin(&w);
-    ag_jw_obj_begin(&w);
-    ag_jw_keyc(&w, "index");
-    ag_jw_int(&w, index);
+    chunk_open(&w, m, index);
     ag_jw_keyc(&w, "delta");
     ag_jw_obj_begin(&w);
     ag_jw_keyc(&w, "tool_calls");
@@ -251,17 +257,7 @@ void ag_api_tool_chunk_write(const ag_api_meta *m, int index, size_t call, const
     ag_jw_obj_end(&w);
     ag_jw_arr_end(&w);
     ag_jw_obj_end(&w);
-    ag_jw_keyc(&w, "logprobs");
-    ag_jw_null(&w);
-    ag_jw_keyc(&w, "finish_reason");
-    ag_jw_null(&w);
-    ag_jw_obj_end(&w);
-    ag_jw_arr_end(&w);
-    if (usage_null) {
-        ag_jw_keyc(&w, "usage");
-        ag_jw_null(&w);
-    }
-    ag_jw_obj_end(&w);
+    chunk_close(&w, m, NULL, NULL, usage_null);
 }
 
 void ag_api_usage_chunk_write(const ag_api_meta *m, const ag_api_usage *u, ag_buf *out) {
