@@ -77,7 +77,12 @@ void ag_grammar_set_trigger(ag_grammar *g, const char *word, size_t len);
 /* ---- compiled grammars by text (lru.c): one thread's ------------------------- */
 
 typedef struct ag_grammar_lru ag_grammar_lru;
-ag_grammar_lru *ag_grammar_lru_create(size_t capacity, const ag_grammar_limits *lim);
+/*
+ * At most `capacity` grammars, and the least recently used go (their memory
+ * with their last request) while their caches together pass budget_bytes;
+ * each grammar's own cache is held to lim->cache_bytes.
+ */
+ag_grammar_lru *ag_grammar_lru_create(size_t capacity, size_t budget_bytes, const ag_grammar_limits *lim);
 void ag_grammar_lru_free(ag_grammar_lru *c);
 /* The grammar of gbnf with the given trigger (NULL: none), compiled now or found; *out is a new reference. */
 ag_status ag_grammar_lru_get(ag_grammar_lru *c, const char *gbnf, size_t len, const char *trigger, ag_grammar **out,
@@ -147,5 +152,7 @@ typedef struct ag_grammar_cache_stats {
     size_t states, masks, bytes, resets;
 } ag_grammar_cache_stats;
 void ag_grammar_cache_stats_get(const ag_grammar *g, ag_grammar_cache_stats *out);
+/* The cache's size as its owner last left it: any thread may read it (lru.c's budget). */
+size_t ag_grammar_cache_bytes(const ag_grammar *g);
 
 #endif

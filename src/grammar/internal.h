@@ -43,6 +43,7 @@ struct ag_grammar {
     char *trigger; /* lazy grammars: the word that starts them */
     size_t trigger_len;
     ag_gcache *cache;
+    atomic_size_t cache_bytes; /* the cache's size as of its owner's last call, for the LRU's budget (lru.c) */
 };
 
 static inline bool ag_gcls_has(const uint64_t c[4], uint8_t b) { return c[b >> 6] >> (b & 63) & 1; }

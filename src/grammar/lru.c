@@ -6,8 +6,13 @@
  *
  * A small array in recency order: the server holds at most `capacity`
  * grammars (--grammar-cache), and a lookup compares a 64-bit hash before the
- * text.  One thread (the server's loop) uses it; the grammars it hands out are
- * references the requests own.
+ * text.  Their caches grow on the engine thread as masks are built; each
+ * publishes its size (ag_grammar_cache_bytes), and at every lookup the least
+ * recently used grammars are let go while the sizes add up to more than the
+ * budget (--grammar-cache-mb).  A grammar let go lives on while requests hold
+ * it, so the memory is bounded by the budget plus the caches of grammars in
+ * use.  One thread (the server's loop) uses the LRU; the grammars it hands out
+ * are references the requests own.
  */
 #include "grammar/grammar.h"
 
@@ -26,14 +31,15 @@ typedef struct entry {
 
 struct ag_grammar_lru {
     entry *e; /* most recent first */
-    size_t n, cap;
+    size_t n, cap, budget;
     ag_grammar_limits lim;
-    uint64_t hits, misses;
+    uint64_t hits, misses, evicted;
 };
 
-ag_grammar_lru *ag_grammar_lru_create(size_t capacity, const ag_grammar_limits *lim) {
+ag_grammar_lru *ag_grammar_lru_create(size_t capacity, size_t budget_bytes, const ag_grammar_limits *lim) {
     ag_grammar_lru *c = ag_xcalloc(1, sizeof *c);
     c->cap = capacity ? capacity : 1;
+    c->budget = budget_bytes;
     c->e = ag_xcalloc(c->cap, sizeof *c->e);
     if (lim) c->lim = *lim;
     return c;
@@ -51,6 +57,17 @@ void ag_grammar_lru_free(ag_grammar_lru *c) {
     free(c);
 }
 
+/* Let the least recently used grammars go while their caches add up to more than the budget (never the first). */
+static void keep_budget(ag_grammar_lru *c) {
+    size_t total = 0;
+    for (size_t i = 0; i < c->n; i++) total += ag_grammar_cache_bytes(c->e[i].g);
+    while (c->n > 1 && total > c->budget) {
+        total -= ag_grammar_cache_bytes(c->e[c->n - 1].g);
+        entry_clear(&c->e[--c->n]);
+        c->evicted++;
+    }
+}
+
 ag_status ag_grammar_lru_get(ag_grammar_lru *c, const char *gbnf, size_t len, const char *trigger, ag_grammar **out,
                              ag_err *err) {
     size_t tl = trigger ? strlen(trigger) : 0;
@@ -65,6 +82,7 @@ ag_status ag_grammar_lru_get(ag_grammar_lru *c, const char *gbnf, size_t len, co
         c->e[0] = hit;
         c->hits++;
         *out = ag_grammar_retain(hit.g);
+        keep_budget(c);
         return AG_OK;
     }
     c->misses++;
@@ -82,6 +100,7 @@ ag_status ag_grammar_lru_get(ag_grammar_lru *c, const char *gbnf, size_t len, co
     c->e[0] = (entry){h, text, len, tl, g};
     c->n++;
     *out = ag_grammar_retain(g);
+    keep_budget(c);
     return AG_OK;
 }
 

@@ -582,6 +582,7 @@ static int32_t current(ag_grammar_matcher *m, ag_gcache **cp) {
         m->state = intern_built(c);
         m->gen = c->gen;
     }
+    atomic_store_explicit(&m->g->cache_bytes, c->bytes, memory_order_relaxed); /* what the last call grew */
     return m->state;
 }
 
@@ -689,6 +690,10 @@ bool ag_grammar_matcher_accept_bytes(ag_grammar_matcher *m, const uint8_t *p, si
 bool ag_grammar_matcher_accept(ag_grammar_matcher *m, int32_t id) {
     if (id < 0 || (size_t)id >= m->v->n || !m->v->len[id]) return !m->active && id >= 0 && (size_t)id < m->v->n;
     return ag_grammar_matcher_accept_bytes(m, m->v->bytes + m->v->off[id], m->v->len[id]);
+}
+
+size_t ag_grammar_cache_bytes(const ag_grammar *g) {
+    return atomic_load_explicit(&((ag_grammar *)g)->cache_bytes, memory_order_relaxed);
 }
 
 void ag_grammar_cache_stats_get(const ag_grammar *g, ag_grammar_cache_stats *out) {

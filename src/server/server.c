@@ -47,7 +47,7 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->idempotency_ttl_ms = 3600000;
     o->idempotency_grace_ms = 10000;
     o->grammar_cache = 64;
-    o->grammar_cache_mb = 64;
+    o->grammar_cache_mb = 128;
     o->schema_max_depth = 32;
     o->schema_max_properties = 5000;
     o->redis_timeout_ms = 100;
@@ -225,8 +225,8 @@ static void model_loaded(uv_work_t *w, int status) {
     s->model.n_vocab = ag_engine_n_vocab(s->engine);
     s->model.tmpl = pick_template(s);
     s->model.end_token = end_token(s, s->model.tmpl);
-    ag_grammar_limits gl = {.cache_bytes = s->o->grammar_cache_mb << 20};
-    s->model.grammars = ag_grammar_lru_create(s->o->grammar_cache, &gl);
+    ag_grammar_limits gl = {.cache_bytes = s->o->grammar_cache_mb << 20}; /* one grammar may use the whole budget */
+    s->model.grammars = ag_grammar_lru_create(s->o->grammar_cache, gl.cache_bytes, &gl);
     s->model.schema_max_depth = s->o->schema_max_depth;
     s->model.schema_max_properties = s->o->schema_max_properties;
     uv_poll_init(&s->loop, &s->engine_poll, ag_engine_event_fd(s->engine));

@@ -61,7 +61,7 @@ typedef struct ag_server_opts {
     uint64_t idempotency_grace_ms; /* a keyed generation goes on this long after its client left, for a retry */
     /* structured output (src/grammar) */
     size_t grammar_cache;           /* compiled grammars kept by text, with their token masks */
-    size_t grammar_cache_mb;        /* one grammar's interned states and masks, MiB (the cache starts over past it) */
+    size_t grammar_cache_mb;        /* the kept grammars' states and masks together, MiB (least recent go past it) */
     uint32_t schema_max_depth;      /* a JSON schema's nesting */
     uint32_t schema_max_properties; /* a JSON schema's properties, all objects together */
     const char *admin_key;       /* DELETE /v1/cache needs 'Authorization: Bearer' this; NULL: refused */

@@ -212,6 +212,53 @@ static void test_lazy_trigger(void **state) {
     ag_grammar_release(g);
 }
 
+/* The compiled-grammar cache: hits by text (and trigger), a capacity, and a byte budget over the masks. */
+static void test_lru(void **state) {
+    (void)state;
+    const char *a = "root ::= \"a\"+\n", *b = "root ::= \"b\"+\n";
+    ag_grammar_lru *lru = ag_grammar_lru_create(2, 1 << 20, NULL);
+    ag_grammar *g1, *g2, *g3;
+    ag_err err;
+    assert_int_equal(ag_grammar_lru_get(lru, a, strlen(a), NULL, &g1, &err), AG_OK);
+    assert_int_equal(ag_grammar_lru_get(lru, a, strlen(a), NULL, &g2, &err), AG_OK);
+    assert_ptr_equal(g1, g2);
+    assert_int_equal(ag_grammar_lru_get(lru, a, strlen(a), "a", &g3, &err), AG_OK); /* a trigger: another grammar */
+    assert_ptr_not_equal(g1, g3);
+    ag_grammar_release(g2);
+    ag_grammar_release(g3);
+    uint64_t hits, misses;
+    size_t n;
+    ag_grammar_lru_stats(lru, &hits, &misses, &n);
+    assert_true(hits == 1 && misses == 2 && n == 2);
+    assert_int_equal(ag_grammar_lru_get(lru, "root ::= x", 10, NULL, &g2, &err), AG_EINVAL); /* errors are not kept */
+    ag_grammar_lru_free(lru);
+    /* g1 outlived the cache: its request still holds it */
+    ag_grammar_vocab *v = ag_grammar_vocab_create(N_TOKS, toy_bytes, toy_skip, NULL);
+    ag_grammar_matcher *m = ag_grammar_matcher_create(g1, v);
+    size_t n_allowed;
+    ag_grammar_matcher_mask(m, &n_allowed);
+    assert_int_equal(n_allowed, 1); /* "a" */
+    ag_grammar_matcher_free(m);
+    ag_grammar_release(g1);
+    /* a budget smaller than one grammar's masks: the least recent grammar goes at the next lookup, never the newest */
+    lru = ag_grammar_lru_create(8, 1, NULL);
+    assert_int_equal(ag_grammar_lru_get(lru, a, strlen(a), NULL, &g1, &err), AG_OK);
+    m = ag_grammar_matcher_create(g1, v);
+    ag_grammar_matcher_mask(m, &n_allowed); /* its cache grows past the budget */
+    ag_grammar_matcher_free(m);
+    assert_true(ag_grammar_cache_bytes(g1) > 1);
+    assert_int_equal(ag_grammar_lru_get(lru, b, strlen(b), NULL, &g2, &err), AG_OK);
+    ag_grammar_lru_stats(lru, &hits, &misses, &n);
+    assert_int_equal(n, 1); /* a went; b stays */
+    assert_int_equal(ag_grammar_lru_get(lru, a, strlen(a), NULL, &g3, &err), AG_OK);
+    assert_ptr_not_equal(g3, g1); /* compiled again */
+    ag_grammar_release(g1);
+    ag_grammar_release(g2);
+    ag_grammar_release(g3);
+    ag_grammar_lru_free(lru);
+    ag_grammar_vocab_free(v);
+}
+
 static void test_fuzz_corpus_replays(void **state) {
     (void)state;
     assert_true(ag_test_fuzz_corpus(AG_SOURCE_DIR "/fuzz/corpus/gbnf", LLVMFuzzerTestOneInput) > 0);
@@ -220,6 +267,7 @@ static void test_fuzz_corpus_replays(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fuzz_corpus_replays),
+        cmocka_unit_test(test_lru),
         cmocka_unit_test(test_literals_classes_repetitions),
         cmocka_unit_test(test_compile_errors),
         cmocka_unit_test(test_masks_match_brute_force),
