@@ -36,6 +36,16 @@ static const char PERSON_DOC[] =
     "  \"score\": 97.25,\n  \"address\": {\"city\": \"London\", \"zip\": \"12345\"},\n  \"tags\": [\"mathematics\", "
     "\"analytical engine\", \"notes\", \"poetry \\\"of\\\" science\", \"日本語\"],\n  \"active\": false\n}";
 
+/* OpenAI's structured-outputs guide's example (chain of thought: steps of explanation and output), strict mode */
+static const char MATH[] =
+    "{\"type\":\"object\",\"properties\":{\"steps\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":"
+    "{\"explanation\":{\"type\":\"string\"},\"output\":{\"type\":\"string\"}},\"required\":[\"explanation\",\"output\"],"
+    "\"additionalProperties\":false}},\"final_answer\":{\"type\":\"string\"}},\"required\":[\"steps\",\"final_answer\"],"
+    "\"additionalProperties\":false}";
+static const char MATH_DOC[] =
+    "{\"steps\":[{\"explanation\":\"Subtract 7 from both sides to isolate the term with x.\",\"output\":\"8x = -30\"},"
+    "{\"explanation\":\"Divide both sides by 8.\",\"output\":\"x = -30/8 = -3.75\"}],\"final_answer\":\"x = -3.75\"}";
+
 static const char ANY_DOC[] =
     "{\"id\": \"chatcmpl-123\", \"items\": [1, 2.5, -3e10, true, false, null, {\"nested\": [\"a\", \"b\\nc\"]}], "
     "\"text\": \"In the beginning God created the heaven and the earth. And the earth was without form, and void; "
@@ -152,17 +162,20 @@ int main(int argc, char **argv) {
         struct {
             const char *name, *doc;
             ag_buf gbnf;
-        } cases[4] = {{"json_schema person", PERSON_DOC, {0}}, {"json_object", ANY_DOC, {0}},
-                      {"tool call (Hermes)", TOOL_DOC, {0}}, {"GBNF list", LIST_DOC, {0}}};
-        for (int c = 0; c < 4; c++) ag_buf_init(&cases[c].gbnf);
+        } cases[5] = {{"json_schema math (OpenAI's example)", MATH_DOC, {0}}, {"json_schema person", PERSON_DOC, {0}},
+                      {"json_object", ANY_DOC, {0}}, {"tool call (Hermes)", TOOL_DOC, {0}}, {"GBNF list", LIST_DOC, {0}}};
+        enum { N_CASES = sizeof cases / sizeof cases[0] };
+        for (int c = 0; c < N_CASES; c++) ag_buf_init(&cases[c].gbnf);
         ag_schema_gbnf_common(&cases[0].gbnf);
-        if (ag_schema_to_gbnf(PERSON, sizeof PERSON - 1, "root", NULL, &cases[0].gbnf, &err) != AG_OK) return 1;
+        if (ag_schema_to_gbnf(MATH, sizeof MATH - 1, "root", NULL, &cases[0].gbnf, &err) != AG_OK) return 1;
         ag_schema_gbnf_common(&cases[1].gbnf);
-        ag_buf_append_str(&cases[1].gbnf, "root ::= json-object\n");
+        if (ag_schema_to_gbnf(PERSON, sizeof PERSON - 1, "root", NULL, &cases[1].gbnf, &err) != AG_OK) return 1;
+        ag_schema_gbnf_common(&cases[2].gbnf);
+        ag_buf_append_str(&cases[2].gbnf, "root ::= json-object\n");
         const char *trigger;
-        if (ag_tools_gbnf(AG_CHAT_TEMPLATE_CHATML, &ts, NULL, &cases[2].gbnf, &trigger, &err) != AG_OK) return 1;
-        ag_buf_append_str(&cases[3].gbnf, LIST_GBNF);
-        for (int c = 0; c < 4; c++) {
+        if (ag_tools_gbnf(AG_CHAT_TEMPLATE_CHATML, &ts, NULL, &cases[3].gbnf, &trigger, &err) != AG_OK) return 1;
+        ag_buf_append_str(&cases[4].gbnf, LIST_GBNF);
+        for (int c = 0; c < N_CASES; c++) {
             ag_grammar *g;
             if (ag_grammar_compile(cases[c].gbnf.data, cases[c].gbnf.len, NULL, &g, &err) != AG_OK) {
                 fprintf(stderr, "bench_grammar: %s: %s\n", cases[c].name, err.msg);
