@@ -27,13 +27,13 @@
  * Speed.  States are interned per grammar: each gets an id, a lazily filled
  * transition table by byte and, once asked for, its token mask, found by
  * walking the vocabulary's trie through the transition tables (a subtree is
- * skipped at the first byte no stack accepts).  Inside a JSON string every
- * ordinary character leads back to the same state, so the walk costs one
- * table load per trie node and is done once per state per grammar; later
- * requests and later tokens at that state reuse the mask.  XGrammar splits
- * masks into context-independent and dependent parts to share even more; we
- * share whole states, which covers JSON's repeated positions (string bodies,
- * digits, whitespace) and costs less code.  The cache is bounded
+ * skipped at the first byte no stack accepts, and accepted whole, unwalked,
+ * where the state takes any text, as a JSON string's body does, and every
+ * token below is text: matcher.c).  A mask is built once per state per
+ * grammar; later requests and later tokens at that state reuse it.  XGrammar
+ * splits masks into context-independent and dependent parts to share even
+ * more; we share whole states, which covers JSON's repeated positions (string
+ * bodies, digits, whitespace) and costs less code.  The cache is bounded
  * (ag_grammar_limits) and starts over when full.
  *
  * Threads: compile anywhere; a grammar's matchers and its cache belong to
