@@ -5,6 +5,7 @@
 // routing can keep it on one replica.
 // Prints one JSON line: the turns' TTFT (ms) and the count of failed requests.
 // usage: node conversations.mjs BALANCER_URL MODEL USERS TURNS MAX_TOKENS SEED
+import { sseEvents } from '../lib/sse.mjs';
 const [url, model, users, turns, maxTokens, seed] = process.argv.slice(2);
 const U = Number(users), T = Number(turns), M = Number(maxTokens);
 
@@ -31,19 +32,10 @@ async function turn(c, t, history) {
     body: JSON.stringify({ model, messages, max_tokens: M, temperature: 0, stream: true }),
   });
   if (!r.ok) { await r.text(); return { ok: false }; }
-  let ttft = null, text = '', buf = '';
-  const dec = new TextDecoder();
-  for await (const chunk of r.body) {
-    buf += dec.decode(chunk, { stream: true });
-    let at;
-    while ((at = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, at);
-      buf = buf.slice(at + 2);
-      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
-      const d = JSON.parse(ev.slice(6));
-      const piece = d.choices?.[0]?.delta?.content;
-      if (piece) { if (ttft === null) ttft = performance.now() - t0; text += piece; }
-    }
+  let ttft = null, text = '';
+  for await (const d of sseEvents(r.body)) {
+    const piece = d.choices?.[0]?.delta?.content;
+    if (piece) { if (ttft === null) ttft = performance.now() - t0; text += piece; }
   }
   return { ok: ttft !== null, ttft, text, messages };
 }

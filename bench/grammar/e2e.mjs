@@ -8,6 +8,7 @@
 //
 // usage: node bench/grammar/e2e.mjs AUTOGLM MODEL.gguf [BASELINE_AUTOGLM] [ROUNDS]
 import { spawn } from 'node:child_process';
+import { sseEvents } from '../lib/sse.mjs';
 
 const [bin, model, baseline, roundsArg] = process.argv.slice(2);
 if (!bin || !model) {
@@ -37,26 +38,17 @@ async function post(url, body) {
   const r = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }) });
   if (!r.ok) throw new Error(await r.text());
-  const dec = new TextDecoder();
-  let buf = '', content = '', tokens = 0, finish = null, first = 0, last = 0;
-  for await (const piece of r.body) {
-    buf += dec.decode(piece, { stream: true });
-    let nl;
-    while ((nl = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, nl);
-      buf = buf.slice(nl + 2);
-      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
-      const j = JSON.parse(ev.slice(6));
-      if (j.usage) tokens = j.usage.completion_tokens;
-      const c = j.choices?.[0];
-      if (c?.delta?.content) {
-        const now = performance.now();
-        if (!first) first = now;
-        last = now;
-        content += c.delta.content;
-      }
-      if (c?.finish_reason) finish = c.finish_reason;
+  let content = '', tokens = 0, finish = null, first = 0, last = 0;
+  for await (const j of sseEvents(r.body)) {
+    if (j.usage) tokens = j.usage.completion_tokens;
+    const c = j.choices?.[0];
+    if (c?.delta?.content) {
+      const now = performance.now();
+      if (!first) first = now;
+      last = now;
+      content += c.delta.content;
     }
+    if (c?.finish_reason) finish = c.finish_reason;
   }
   return { tokens, s: (last - first) / 1000, rate: (tokens - 1) / ((last - first) / 1000), finish, content };
 }

@@ -412,8 +412,10 @@ int ag_cmd_tune(int argc, char **argv) {
     self[sl] = '\0';
     u.self = self;
     const char *tmp = getenv("TMPDIR");
-    /* mkdtemp(3) requires its template to end in six X's, which it replaces with a unique name */
-    snprintf(u.dir, sizeof u.dir, "%s/autoglm-tune-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    /* mkdtemp(3) replaces the template's last six characters, which must all be 'X', with a unique name */
+    int n = snprintf(u.dir, sizeof u.dir, "%s/autoglm-tune-", tmp && *tmp ? tmp : "/tmp");
+    if (n < 0 || (size_t)n + 7 > sizeof u.dir) return fprintf(stderr, "autoglm tune: TMPDIR is too long\n"), AG_EXIT_FAIL;
+    memset(u.dir + n, 'X', 6), u.dir[n + 6] = '\0';
     if (!mkdtemp(u.dir)) return fprintf(stderr, "autoglm tune: cannot make a scratch directory: %s\n", strerror(errno)), 1;
 
     /* the plan: every candidate of each knob once (the defaults counted once), then the controller */

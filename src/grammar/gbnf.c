@@ -18,6 +18,8 @@
 #include "grammar/internal.h"
 
 #include "base/alloc.h"
+#include "base/map.h"
+#include "base/utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,6 +45,7 @@ typedef struct builder {
     ag_status st;
     brule *rules;
     size_t n_rules, cap_rules, n_elems;
+    ag_map names; /* a named rule's id + 1, keyed by its name (the rule's own copy): schemas make thousands */
     uint64_t (*cls)[4];
     size_t n_cls, cap_cls;
 } builder;
@@ -94,9 +97,11 @@ static uint32_t rule_new(builder *b, const char *name, size_t len) {
 }
 
 static uint32_t rule_find(builder *b, const char *name, size_t len) {
-    for (size_t i = 0; i < b->n_rules; i++)
-        if (strlen(b->rules[i].name) == len && memcmp(b->rules[i].name, name, len) == 0) return (uint32_t)i;
-    return rule_new(b, name, len);
+    void *id = ag_map_get(&b->names, name, len);
+    if (id) return (uint32_t)((uintptr_t)id - 1);
+    uint32_t r = rule_new(b, name, len);
+    if (!failed(b)) ag_map_put(&b->names, b->rules[r].name, len, (void *)(uintptr_t)(r + 1));
+    return r;
 }
 
 /* A rule of its own for a group or a repetition, named after the rule it serves. */
@@ -144,15 +149,6 @@ typedef struct cprange {
     uint32_t lo, hi;
 } cprange;
 
-static size_t utf8_encode(uint32_t c, uint8_t *o) {
-    if (c < 0x80) return o[0] = (uint8_t)c, 1;
-    if (c < 0x800) return o[0] = (uint8_t)(0xC0 | c >> 6), o[1] = (uint8_t)(0x80 | (c & 0x3F)), 2;
-    if (c < 0x10000)
-        return o[0] = (uint8_t)(0xE0 | c >> 12), o[1] = (uint8_t)(0x80 | (c >> 6 & 0x3F)),
-               o[2] = (uint8_t)(0x80 | (c & 0x3F)), 3;
-    return o[0] = (uint8_t)(0xF0 | c >> 18), o[1] = (uint8_t)(0x80 | (c >> 12 & 0x3F)),
-           o[2] = (uint8_t)(0x80 | (c >> 6 & 0x3F)), o[3] = (uint8_t)(0x80 | (c & 0x3F)), 4;
-}
 
 /*
  * Split [lo, hi] (no surrogates inside) into ranges whose UTF-8 encodings are
@@ -190,8 +186,8 @@ static void utf8_ranges(builder *b, uint32_t rule, uint32_t lo, uint32_t hi, uin
         }
     }
     uint8_t a[4], z[4];
-    size_t n = utf8_encode(lo, a);
-    utf8_encode(hi, z);
+    size_t n = ag_utf8_encode(lo, a);
+    ag_utf8_encode(hi, z);
     ag_gelem e[4];
     for (size_t i = 0; i < n; i++) e[i] = (ag_gelem){AG_GELEM_BYTES, byte_range_class(b, a[i], z[i])};
     alt_add(b, rule, e, n);
@@ -314,14 +310,9 @@ static int64_t parse_char(builder *b, const char **pp) {
         }
     }
     /* a UTF-8 character, whole */
-    uint8_t c = (uint8_t)*p;
-    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-    if (!n || p + n > b->end) return fail(b, AG_EINVAL, p, "invalid UTF-8 in the grammar"), -1;
-    uint32_t v = n == 1 ? c : c & (0xFF >> (n + 1));
-    for (size_t i = 1; i < n; i++) {
-        if (((uint8_t)p[i] & 0xC0) != 0x80) return fail(b, AG_EINVAL, p, "invalid UTF-8 in the grammar"), -1;
-        v = v << 6 | ((uint8_t)p[i] & 0x3F);
-    }
+    uint32_t v;
+    size_t n = ag_utf8_decode((const uint8_t *)p, (size_t)(b->end - p), &v);
+    if (!n) return fail(b, AG_EINVAL, p, "invalid UTF-8 in the grammar"), -1;
     *pp = p + n;
     return v;
 }
@@ -393,7 +384,7 @@ static const char *parse_sequence(builder *b, uint32_t rule, seq *s, const char 
                 int64_t c = parse_char(b, &p);
                 if (c < 0) return p;
                 uint8_t u[4];
-                size_t n = utf8_encode((uint32_t)c, u);
+                size_t n = ag_utf8_encode((uint32_t)c, u);
                 for (size_t i = 0; i < n; i++) seq_push(b, s, AG_GELEM_BYTES, byte_range_class(b, u[i], u[i]));
             }
             if (p >= b->end) return fail(b, AG_EINVAL, at, "unterminated literal"), p;
@@ -535,6 +526,7 @@ static void builder_free(builder *b) {
     }
     free(b->rules);
     free(b->cls);
+    ag_map_deinit(&b->names);
 }
 
 static ag_grammar_limits limits_or_default(const ag_grammar_limits *l) {
@@ -553,6 +545,7 @@ ag_status ag_grammar_compile(const char *gbnf, size_t len, const ag_grammar_limi
     *out = NULL;
     ag_grammar_limits l = limits_or_default(lim);
     builder b = {.src = gbnf, .end = gbnf + len, .lim = &l, .err = err, .st = AG_OK};
+    ag_map_init(&b.names);
     const char *p = skip_space(&b, gbnf, true);
     while (p < b.end && !failed(&b)) {
         const char *name = p;
@@ -587,10 +580,9 @@ ag_status ag_grammar_compile(const char *gbnf, size_t len, const ag_grammar_limi
     }
     uint32_t root = 0;
     if (!failed(&b)) {
-        size_t i = 0;
-        while (i < b.n_rules && strcmp(b.rules[i].name, "root") != 0) i++;
-        if (i == b.n_rules) fail(&b, AG_EINVAL, NULL, "no rule named 'root'");
-        root = (uint32_t)i;
+        void *id = ag_map_get(&b.names, "root", 4);
+        if (!id) fail(&b, AG_EINVAL, NULL, "no rule named 'root'");
+        root = id ? (uint32_t)((uintptr_t)id - 1) : 0;
     }
     if (!failed(&b)) {
         bool *nul = nullable_rules(&b);

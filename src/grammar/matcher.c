@@ -19,6 +19,7 @@
 
 #include "base/alloc.h"
 #include "base/hash.h"
+#include "base/utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -53,19 +54,6 @@ struct ag_grammar_vocab {
  */
 static bool text_ascii(uint8_t b) { return b >= 0x20 && b < 0x7F && b != '"' && b != '\\'; }
 
-/* The length of the valid UTF-8 character at p[0..n), 0 if none; the second byte's bounds per lead (RFC 3629). */
-static size_t utf8_char(const uint8_t *p, size_t n) {
-    uint8_t b = p[0], lo = 0x80, hi = 0xBF;
-    size_t len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
-    if (b == 0xE0) lo = 0xA0;
-    if (b == 0xED) hi = 0x9F;
-    if (b == 0xF0) lo = 0x90;
-    if (b == 0xF4) hi = 0x8F;
-    if (!len || len > n || p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
-    return len;
-}
 
 typedef struct vtok {
     const uint8_t *p;
@@ -127,7 +115,8 @@ ag_grammar_vocab *ag_grammar_vocab_create(size_t n, void (*token_bytes)(void *ct
         v->ids[i] = t[i].id;
         text[t[i].len] = ascii[t[i].len] = true;
         for (uint32_t d = t[i].len; d-- > 0;) {
-            size_t c = text_ascii(t[i].p[d]) ? 1 : t[i].p[d] >= 0x80 ? utf8_char(t[i].p + d, t[i].len - d) : 0;
+            uint32_t cp;
+            size_t c = text_ascii(t[i].p[d]) ? 1 : t[i].p[d] >= 0x80 ? ag_utf8_decode(t[i].p + d, t[i].len - d, &cp) : 0;
             text[d] = c && text[d + c];
             ascii[d] = c == 1 && ascii[d + 1];
             vnode *node = &v->nodes[path[d]];

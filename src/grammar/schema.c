@@ -23,6 +23,7 @@
 
 #include "base/alloc.h"
 #include "base/arena.h"
+#include "base/utf8.h"
 #include "json/json.h"
 
 #include <stdarg.h>
@@ -356,13 +357,9 @@ static bool re_escape(sctx *c, const char **pp, const char *end, cpr *r, size_t 
 /* One UTF-8 character of the pattern. */
 static uint32_t re_char(const char **pp, const char *end) {
     const uint8_t *p = (const uint8_t *)*pp;
-    uint32_t v = *p;
-    size_t n = v < 0x80 ? 1 : (v & 0xE0) == 0xC0 ? 2 : (v & 0xF0) == 0xE0 ? 3 : 4;
-    if ((const char *)p + n > end) n = 1;
-    if (n > 1) {
-        v &= 0xFF >> (n + 1);
-        for (size_t i = 1; i < n; i++) v = v << 6 | (p[i] & 0x3F);
-    }
+    uint32_t v;
+    size_t n = ag_utf8_decode(p, (size_t)(end - *pp), &v);
+    if (!n) v = *p, n = 1; /* the JSON parser hands over valid UTF-8; a stray byte stands for itself */
     *pp = (const char *)p + n;
     return v;
 }

@@ -461,9 +461,12 @@ static ag_status parse_tools(const ag_api_model *m, const ag_json_val *root, ag_
         for (size_t k = 0; k < i; k++)
             if (ag_str_eq(t->v[k].name, d->name))
                 return ag_api_fail(err, 400, INVALID, "tools", NULL, "two tools are named '%.*s'", (int)d->name.n, d->name.p);
-        const ag_json_val *params = field(fn, "parameters");
+        const ag_json_val *params = field(fn, "parameters"), *ptype = ag_json_obj_getc(params, "type");
         if (params && !ag_json_is(params, AG_JSON_OBJECT))
             return ag_api_fail(err, 400, INVALID, "tools", NULL, "'tools[%zu].function.parameters' must be an object", i);
+        if (ptype && !ag_str_eq_cstr(ag_json_str(ptype), "object")) /* the answer's parser ends arguments at their brace */
+            return ag_api_fail(err, 400, INVALID, "tools", "invalid_function_parameters",
+                               "tools[%zu].function.parameters must describe an object", i);
         if (json_text(tool, a, &d->tool_json, err)) return AG_NOMEM;
         if (params && json_text(params, a, &d->params_json, err)) return AG_NOMEM;
         if (!params) d->params_json = AG_STR_LIT("{\"type\":\"object\",\"properties\":{}}");

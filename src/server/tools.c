@@ -137,18 +137,6 @@ ag_status ag_tools_messages(ag_chat_template t, const ag_api_tools *tools, ag_ch
 
 /* ---- the grammar ------------------------------------------------------------------- */
 
-/* The arguments' schema must describe an object: the parser finds their end by the closing brace. */
-static bool object_schema(ag_str schema) {
-    ag_arena a;
-    ag_arena_init(&a, 0);
-    ag_json_val *v;
-    bool ok = ag_json_parse(schema.p, schema.n, NULL, &a, &v, NULL) == AG_OK;
-    const ag_json_val *type = ok ? ag_json_obj_getc(v, "type") : NULL;
-    ok = ok && (!type || ag_str_eq_cstr(ag_json_str(type), "object"));
-    ag_arena_deinit(&a);
-    return ok;
-}
-
 ag_status ag_tools_gbnf(ag_chat_template t, const ag_api_tools *tools, const ag_schema_opts *so, ag_buf *g,
                         const char **trigger, ag_err *err) {
     const fmt *f = format_of(t);
@@ -163,11 +151,7 @@ ag_status ag_tools_gbnf(ag_chat_template t, const ag_api_tools *tools, const ag_
     ag_gbnf_literal(&call, f->open, strlen(f->open));
     ag_buf_append_str(&call, " (");
     for (size_t i = first; i < last; i++) {
-        const ag_api_tool *tool = &tools->v[i];
-        if (!object_schema(tool->params_json)) {
-            ag_buf_deinit(&call);
-            return ag_err_set(err, AG_EINVAL, "tools[%zu].function.parameters must describe an object", i);
-        }
+        const ag_api_tool *tool = &tools->v[i]; /* parameters describe an object: openai.c checked */
         char rule[32];
         snprintf(rule, sizeof rule, "tool-%zu", i);
         ag_status st = ag_schema_to_gbnf(tool->params_json.p, tool->params_json.n, rule, so, g, err);
