@@ -12,6 +12,7 @@
 
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "cache/redis_url.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -88,8 +89,7 @@ typedef struct pending {
 struct ag_l2 {
     uv_loop_t *loop;
     ag_l2_opts o;
-    char host[256], user[256], password[256];
-    int port, db;
+    ag_redis_url url;
     redisAsyncContext *ac;
     bool connected, closing;
     uv_timer_t tick, reconnect;
@@ -318,9 +318,9 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     l->connected = true;
     l->backoff_ms = 0;
     l->st.last_error[0] = '\0'; /* what failed before this connection is history; AUTH's refusal comes next */
-    if (l->user[0]) redisAsyncCommand(l->ac, on_setup_reply, NULL, "AUTH %s %s", l->user, l->password);
-    else if (l->password[0]) redisAsyncCommand(l->ac, on_setup_reply, NULL, "AUTH %s", l->password);
-    if (l->db) redisAsyncCommand(l->ac, on_setup_reply, NULL, "SELECT %d", l->db);
+    if (l->url.user[0]) redisAsyncCommand(l->ac, on_setup_reply, NULL, "AUTH %s %s", l->url.user, l->url.password);
+    else if (l->url.password[0]) redisAsyncCommand(l->ac, on_setup_reply, NULL, "AUTH %s", l->url.password);
+    if (l->url.db) redisAsyncCommand(l->ac, on_setup_reply, NULL, "SELECT %d", l->url.db);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
@@ -329,7 +329,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
 }
 
 static void connect_now(ag_l2 *l) {
-    redisAsyncContext *ac = redisAsyncConnect(l->host, l->port);
+    redisAsyncContext *ac = redisAsyncConnect(l->url.host, l->url.port);
     if (!ac || ac->err) {
         if (ac) redisAsyncFree(ac);
         lost(l);
@@ -361,30 +361,10 @@ static void on_tick(uv_timer_t *t) {
 }
 
 bool ag_l2_create(uv_loop_t *loop, const ag_l2_opts *o, ag_l2 **out, char *msg, size_t msg_cap) {
-    const char *u = o->url;
-    if (strncmp(u, "rediss://", 9) == 0)
-        return snprintf(msg, msg_cap, "--redis-url: TLS (rediss://) needs hiredis 1.0 or later with hiredis_ssl; "
-                                      "this build has hiredis %d.%d", HIREDIS_MAJOR, HIREDIS_MINOR), false;
-    if (strncmp(u, "redis://", 8) != 0) return snprintf(msg, msg_cap, "--redis-url must start with redis://"), false;
+    ag_redis_url url;
+    if (!ag_redis_url_parse(o->url, "--redis-url", &url, msg, msg_cap)) return false;
     ag_l2 *l = ag_xcalloc(1, sizeof *l);
-    u += 8;
-    const char *at = strrchr(u, '@');
-    if (at) { /* user:password@, :password@ or password@ */
-        const char *colon = memchr(u, ':', (size_t)(at - u));
-        const char *pw = colon ? colon + 1 : u;
-        if (colon) snprintf(l->user, sizeof l->user, "%.*s", (int)(colon - u), u);
-        snprintf(l->password, sizeof l->password, "%.*s", (int)(at - pw), pw);
-        u = at + 1;
-    }
-    const char *slash = strchr(u, '/'), *end = slash ? slash : u + strlen(u);
-    const char *colon = memchr(u, ':', (size_t)(end - u));
-    snprintf(l->host, sizeof l->host, "%.*s", (int)((colon ? colon : end) - u), u);
-    l->port = colon ? atoi(colon + 1) : 6379;
-    l->db = slash ? atoi(slash + 1) : 0;
-    if (!l->host[0] || l->port <= 0 || l->port > 65535 || l->db < 0) {
-        free(l);
-        return snprintf(msg, msg_cap, "--redis-url: expected redis://[[user]:password@]host[:port][/db]"), false;
-    }
+    l->url = url;
     l->loop = loop;
     l->o = *o;
     l->live.next = l->live.prev = &l->live;

@@ -38,8 +38,7 @@ typedef struct ag_l2_stats {
 
 /*
  * Starts connecting (in the background); false with msg when the URL is
- * malformed or asks for TLS (rediss://), which Debian 12's hiredis 0.14
- * cannot do (TLS came with hiredis 1.0's separate hiredis_ssl library).
+ * malformed or asks for TLS (redis_url.h).
  */
 bool ag_l2_create(uv_loop_t *loop, const ag_l2_opts *o, ag_l2 **out, char *msg, size_t msg_cap);
 /* Closes the connection; pending callbacks run (as misses) before it returns or from the loop. */

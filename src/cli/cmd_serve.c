@@ -77,6 +77,16 @@ static const char serve_usage[] =
     "                           zstd-compressed; a slow or dead Redis reads as a miss; with --cache-mb 0 the\n"
     "                           only tier); no TLS: Debian 12's hiredis 0.14 has none\n"
     "  --redis-timeout-ms N     a Redis command's limit (default 100)\n"
+    "  --batch-redis-url URL    the Redis of the Files and Batches APIs (default: --redis-url's; without\n"
+    "                           either those endpoints answer 501); run it with appendonly yes and\n"
+    "                           maxmemory-policy noeviction (docs/batch.md)\n"
+    "  --max-file-bytes N       an uploaded batch input file's limit (default 209715200, OpenAI's)\n"
+    "  --batch-workers N        batch requests this replica runs at once, at the lowest priority and only\n"
+    "                           while no interactive request waits (default 1; 0: serve the API, run none)\n"
+    "  --batch-claim-idle D     a batch request held this long by a worker that stopped beating (killed,\n"
+    "                           hung) is taken over by another (default 30s)\n"
+    "  --batch-max-deliveries N a batch request delivered N times without a result goes to the error\n"
+    "                           file (default 3)\n"
     "  --cache-policy P         cache-aside (store after answering; default) or write-through (both tiers\n"
     "                           written before the answer completes)\n"
     "  --log-format F           text or json (default text); one access-log line per request at info\n"
@@ -229,6 +239,19 @@ int ag_cmd_serve(int argc, char **argv) {
             if (!val || (strncmp(val, "redis://", 8) != 0 && strncmp(val, "rediss://", 9) != 0))
                 return ag_cli_usage_error("serve", "--redis-url needs redis://[[user]:password@]host[:port][/db]");
             o.redis_url = val;
+        } else if (strcmp(a, "--batch-redis-url") == 0) {
+            if (!val || (strncmp(val, "redis://", 8) != 0 && strncmp(val, "rediss://", 9) != 0))
+                return ag_cli_usage_error("serve", "--batch-redis-url needs redis://[[user]:password@]host[:port][/db]");
+            o.batch_redis_url = val;
+        } else if (strcmp(a, "--max-file-bytes") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1L << 32, &v), o.max_file_bytes = (size_t)v;
+        } else if (strcmp(a, "--batch-workers") == 0) {
+            ok = ag_cli_int("serve", a, val, 0, 1024, &v), o.batch_workers = (int)v;
+        } else if (strcmp(a, "--batch-claim-idle") == 0) {
+            ok = duration(a, val, &o.batch_claim_idle_ms);
+            if (ok && !o.batch_claim_idle_ms) return ag_cli_usage_error("serve", "--batch-claim-idle must be above 0");
+        } else if (strcmp(a, "--batch-max-deliveries") == 0) {
+            ok = ag_cli_int("serve", a, val, 1, 1000, &v), o.batch_max_deliveries = (uint64_t)v;
         } else if (strcmp(a, "--redis-timeout-ms") == 0) {
             ok = ag_cli_int("serve", a, val, 1, 60000, &v), o.redis_timeout_ms = (uint64_t)v;
         } else if (strcmp(a, "--cache-policy") == 0) {

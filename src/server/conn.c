@@ -40,7 +40,7 @@ static void on_timeout(uv_timer_t *t);
 /* ---- output ---------------------------------------------------------------------- */
 
 void ag_conn_mark_dirty(conn *c) {
-    if (c->dirty || c->closed) return;
+    if (c->dirty || c->closed || c->kind == CONN_JOB) return; /* a job's answer waits for its end, in out */
     server *s = c->s;
     if (s->n_dirty == s->cap_dirty) {
         s->cap_dirty = s->cap_dirty ? 2 * s->cap_dirty : 64;
@@ -128,7 +128,8 @@ static void send_wire(conn *c) {
  * socket; over TLS both become records first, so the body is copied there.
  */
 void ag_conn_write(conn *c, const char *body, size_t n, ag_cache_val *v) {
-    if (c->kind == CONN_STREAM) { /* DATA frames are built from the stream's output: the body is copied there */
+    if (c->kind == CONN_STREAM || c->kind == CONN_JOB) { /* DATA frames (or the job's answer) are built from the
+                                                          * output: the body is copied there */
         ag_conn_send(c, body, n);
         return;
     }
@@ -165,6 +166,10 @@ void ag_conn_flush_dirty(server *s) {
 void ag_conn_write_head(conn *c, int status, const char *ctype, int64_t content_length, const char *extra) {
     if (c->kind == CONN_STREAM) {
         ag_h2_submit_response(c, status, ctype, content_length, extra);
+        return;
+    }
+    if (c->kind == CONN_JOB) { /* no head: the worker takes the status and the body */
+        c->obs.status = status;
         return;
     }
     server *s = c->s;
@@ -314,6 +319,10 @@ void ag_conn_request_done(conn *c) {
     ag_buf_deinit(&c->body_dec);
     if (c->kind == CONN_STREAM) {
         ag_h2_stream_done(c);
+        return;
+    }
+    if (c->kind == CONN_JOB) {
+        c->s->on_job_done(c);
         return;
     }
     size_t rest = c->in.len - c->consumed;
@@ -521,7 +530,7 @@ void ag_conn_close(conn *c) {
     if (c->kind == CONN_H2) ag_h2_close(c);
     atomic_fetch_sub_explicit(&s->metrics.connections_open, 1, memory_order_relaxed);
     if (c->obs.active && c->state == C_BUSY) ag_conn_obs_finish(c, 499); /* nginx's "client closed request" */
-    if (c->x) s->on_client_gone(c);
+    if (c->x || c->op) s->on_client_gone(c);
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -555,7 +564,7 @@ void ag_conn_process(conn *c) {
                 break;
             }
             c->keep_alive = c->req.keep_alive;
-            if (c->req.content_length > (int64_t)lim->max_body) {
+            if (c->req.content_length > (int64_t)c->s->body_limit(c)) {
                 ag_conn_fail(c, 413, "request body too large");
                 break;
             }
@@ -570,7 +579,7 @@ void ag_conn_process(conn *c) {
         size_t at = c->req.head_len;
         if (c->req.chunked) {
             ag_http_error herr;
-            ag_status st = ag_http_chunked_decode(&c->chunks, c->in.data + at, c->in.len - at, lim->max_body,
+            ag_status st = ag_http_chunked_decode(&c->chunks, c->in.data + at, c->in.len - at, c->s->body_limit(c),
                                                   lim->max_header_bytes, &herr);
             if (st == AG_AGAIN) break;
             if (st != AG_OK) {
@@ -624,8 +633,7 @@ static void on_bytes(conn *c, size_t got) {
     }
     if (c->state == C_BUSY) {
         /* pipelined bytes wait; past a whole request's worth, stop reading until this one is done */
-        const ag_http_limits *lim = &c->s->o->limits;
-        if (c->in.len > lim->max_header_bytes + lim->max_body) uv_read_stop((uv_stream_t *)&c->tcp);
+        if (c->in.len > c->s->max_in) uv_read_stop((uv_stream_t *)&c->tcp);
         return;
     }
     ag_conn_process(c);
@@ -672,7 +680,7 @@ static conn *conn_new(server *s) {
     c->headers = ag_xcalloc(s->o->limits.max_headers ? s->o->limits.max_headers : 1, sizeof *c->headers);
     ag_buf_init(&c->in);
     ag_buf_init(&c->out);
-    c->in.max_len = s->o->limits.max_header_bytes + s->o->limits.max_body + 65536 * 2;
+    c->in.max_len = s->max_in + 65536 * 2;
     uv_tcp_init(&s->loop, &c->tcp);
     uv_timer_init(&s->loop, &c->timer);
     c->tcp.data = c->timer.data = c;

@@ -470,6 +470,8 @@ void ag_exchange_start(conn *c, ag_api_kind kind, const char *body, size_t len) 
         ag_exchange_free(x);
         return;
     }
+    if (c->kind == CONN_JOB) /* a batch's request yields to every other, and is answered whole */
+        x->req.priority = AG_BATCH_PRIORITY, x->req.stream = false;
     x->n_ch = (int)(x->req.n_prompts * (size_t)x->req.n);
     ag_api_meta_init(&x->meta, kind, s->model.name, ++s->n_requests);
     x->kv_salt = kv_salt(x, &c->req); /* now: the head's bytes may move while the exchange waits */

@@ -99,7 +99,7 @@ static conn *stream_new(h2_session *h, int32_t id) {
     st->fields = ag_xcalloc(1, sizeof(h2_fields) + (s->o->limits.max_headers + 4) * sizeof(size_t));
     ag_buf_init(&st->in);
     ag_buf_init(&st->out);
-    st->in.max_len = s->o->limits.max_header_bytes + s->o->limits.max_body + 1024;
+    st->in.max_len = s->max_in + 1024;
     st->t_start = uv_now(&s->loop);
     st->obs.t_start_ns = ag_clock_mono_ns();
     st->next = h->streams;
@@ -144,7 +144,7 @@ static void stream_gone(conn *st) {
     if (st->closed) return;
     st->closed = true;
     if (st->obs.active && st->state == C_BUSY) ag_conn_obs_finish(st, 499);
-    if (st->x) st->s->on_client_gone(st);
+    if (st->x || st->op) st->s->on_client_gone(st);
 }
 
 /* The head is complete: spans for the layers above, as the HTTP/1.1 parser would give them. */
@@ -224,7 +224,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     (void)flags, (void)ud;
     conn *st = nghttp2_session_get_stream_user_data(ng, id);
     if (!st || st->state != C_BODY) return 0; /* answered early (413, 431): the rest is dropped */
-    if (st->body_len + len > st->s->o->limits.max_body) {
+    if (st->body_len + len > st->s->body_limit(st)) {
         ag_conn_obs_begin(st, NULL);
         st->state = C_BUSY;
         ag_conn_fail(st, 413, "request body too large");

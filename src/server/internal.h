@@ -14,6 +14,9 @@
  *   conn.c      connection I/O, HTTP/1.1 request reading and response framing, the SSE writer; with a
  *               certificate, TLS under the connection's bytes (src/http/tls.c, OpenSSL over memory BIOs)
  *   h2.c        HTTP/2 (nghttp2) on a connection that opened with the client preface: its streams
+ *   batch_api.c the Files and Batches endpoints: each request's Redis work on the loop's thread pool
+ *   batch_worker.c the Batch API's worker: claims queued requests, runs each as a generation at the lowest
+ *               priority in capacity interactive requests leave, and writes its result
  *
  * conn.c knows nothing of generations: a connection that is serving one holds
  * an opaque link to it (c->x), set and cleared only by exchange.c's
@@ -57,7 +60,7 @@ typedef struct ag_stats ag_stats;
 
 /* Routes, in the order of the routes table and of the metrics' route labels. */
 enum { R_HEALTH, R_MODELS, R_MODEL, R_CHAT, R_COMPLETIONS, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_CACHE_STATS, R_CACHE,
-       R_STATS, R_UI_INDEX, R_UI_FILE, R_FAIL_ALLOC, R_COUNT };
+       R_STATS, R_UI_INDEX, R_UI_FILE, R_FAIL_ALLOC, R_FILES, R_FILE, R_BATCHES, R_BATCH, R_COUNT };
 extern const char *const ag_route_labels[R_COUNT + 1];
 
 /* What is known of the request a connection is serving, for metrics, the access log and its span. */
@@ -76,11 +79,15 @@ typedef struct req_obs {
  * goes C_HEAD (HEADERS) -> C_BODY (DATA) -> C_BUSY (answering) -> C_CLOSING (answer complete, frames leaving). */
 typedef enum conn_state { C_HEAD, C_BODY, C_BUSY, C_CLOSING } conn_state;
 
-/* What a conn is: an HTTP/1.1 connection, an HTTP/2 connection (its requests are its streams), or a stream. */
-typedef enum conn_kind { CONN_H1, CONN_H2, CONN_STREAM } conn_kind;
+/* What a conn is: an HTTP/1.1 connection, an HTTP/2 connection (its requests are its streams), a stream, or a
+ * batch job's request (no socket: its answer, status and body, goes to the worker through on_job_done). */
+typedef enum conn_kind { CONN_H1, CONN_H2, CONN_STREAM, CONN_JOB } conn_kind;
 
 typedef struct h2_session h2_session;
 typedef struct h2_fields h2_fields;
+typedef struct batch_op batch_op;
+typedef struct batch_job batch_job;
+typedef struct batch_worker batch_worker;
 
 struct conn {
     conn_kind kind;
@@ -111,6 +118,8 @@ struct conn {
     uint64_t n_served;         /* requests answered on this connection */
     req_obs obs;
     exchange *x; /* the generation this connection serves; only ag_exchange_attach/detach change it */
+    batch_op *op; /* a Files/Batches request's Redis work in flight for it (batch_api.c links and unlinks it) */
+    batch_job *job; /* CONN_JOB: the job it is */
     conn *prev, *next;
 };
 
@@ -164,10 +173,16 @@ struct server {
     uv_timer_t idem_timer; /* cancels keyed generations whose clients left and did not come back */
     ag_stats *stats;       /* the recent past, for GET /v1/stats */
     struct ag_ui *ui;      /* the web UI's files and their coded forms; NULL with --no-ui */
+    struct ag_jobs *jobs;  /* the Batch API's store (--redis-url), or NULL: its endpoints answer 501 */
+    size_t n_batch_ops;    /* Files/Batches requests whose Redis work is in flight */
+    batch_worker *worker;  /* --batch-workers above 0 with a store */
+    size_t max_in;         /* the most request bytes a connection buffers: head and the largest body any route takes */
     /* the layers above conn.c, as hooks, so that the calls stack: conn.c never calls up by name */
     void (*on_request)(conn *c);             /* a complete request is in c's buffer: route it */
     void (*on_request_end)(conn *c, int st); /* it was answered (or its client left: 499): count, log, span */
-    void (*on_client_gone)(conn *c);         /* the connection closed while serving c->x */
+    void (*on_client_gone)(conn *c);         /* the connection closed while serving c->x or c->op */
+    void (*on_job_done)(conn *c);            /* a CONN_JOB's answer is complete (status in obs.status, body in out) */
+    size_t (*body_limit)(const conn *c);     /* the most body bytes c's request (its head parsed) may send */
 };
 
 /* Draining, and requests on connections already open are still served (the linger timer runs). */
@@ -262,6 +277,8 @@ void ag_h2_free_retired(server *s);
 /* ---- routes.c ---- */
 
 void ag_route_dispatch(conn *c);
+/* --max-body-bytes, or for an upload to POST /v1/files --max-file-bytes and its multipart framing. */
+size_t ag_route_body_limit(const conn *c);
 /* The API key a request carries (its tenant for the caches), or an empty span. */
 ag_str ag_route_bearer(const ag_http_request *req);
 
@@ -446,6 +463,31 @@ bool ag_idem_keep_generating(exchange *x);
 /* The drain: generations kept for retries are cancelled (no retry can reach them). */
 void ag_idem_drain(server *s);
 void ag_idem_deinit(server *s);
+
+/* ---- batch_api.c, batch_worker.c: the Batch API (docs/batch.md) ---- */
+
+/* Batch requests run at this priority, below any a client may ask for (engine.h: lower values first). */
+#define AG_BATCH_PRIORITY INT32_MAX
+/* multipart framing allowed around an uploaded file's bytes */
+#define AG_BATCH_UPLOAD_SLACK 65536
+
+/* The routes /v1/files[/{id}[/content]] and /v1/batches[/{id}[/cancel]] (the method is checked there). */
+void ag_batch_route(conn *c, int route, const char *body, size_t len);
+/* c's client left while its Redis work ran: the answer is dropped. */
+void ag_batch_on_client_gone(conn *c);
+
+/* Start the worker (claims begin once the model is loaded); false with msg when it cannot. */
+bool ag_batch_worker_start(server *s, char *msg, size_t cap);
+/* The drain: no new claims; jobs running finish and write their results. */
+void ag_batch_worker_drain(server *s);
+/* The drain's timeout: running jobs stop unwritten (their entries stay pending, for another replica to claim). */
+void ag_batch_worker_abandon(server *s);
+/* Nothing of the worker is in flight (its handles close once this is true during a drain). */
+bool ag_batch_worker_idle(const server *s);
+void ag_batch_worker_close(server *s);
+/* CONN_JOB's answer (server.on_job_done). */
+void ag_batch_worker_on_job_done(conn *c);
+void ag_batch_render_metrics(server *s, ag_buf *out);
 
 /* ---- server.c ---- */
 

@@ -18,7 +18,8 @@
 const char *const ag_route_labels[R_COUNT + 1] = {
     "/health",         "/v1/models", "/v1/models/{id}", "/v1/chat/completions", "/v1/completions", "/tokenize",
     "/detokenize",     "/metrics",   "/v1/cache/stats", "/v1/cache",            "/v1/stats",
-    "/",               "/ui/{file}", "/debug/fail-alloc", "other"};
+    "/",               "/ui/{file}", "/debug/fail-alloc", "/v1/files", "/v1/files/{id}", "/v1/batches",
+    "/v1/batches/{id}", "other"};
 
 ag_str ag_route_bearer(const ag_http_request *req) {
     ag_str h = ag_http_header_get(req, "authorization");
@@ -114,6 +115,7 @@ static void route_metrics(conn *c) {
     ag_buf_init(&b);
     ag_metrics_render(&s->metrics, s->ready ? &st : NULL, &b);
     if (s->cache || s->l2) ag_respcache_render_metrics(s, &b);
+    if (s->jobs) ag_batch_render_metrics(s, &b);
     ag_conn_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len, NULL);
     ag_buf_deinit(&b);
 }
@@ -220,7 +222,20 @@ static const struct {
     [R_UI_INDEX] = {"/", "GET", "Allow: GET, HEAD\r\n", false},
     [R_UI_FILE] = {"/ui/", "GET", "Allow: GET, HEAD\r\n", true},
     [R_FAIL_ALLOC] = {"/debug/fail-alloc", "POST", "Allow: POST\r\n", false},
+    /* the Batch API's routes take several methods: batch_api.c checks them */
+    [R_FILES] = {"/v1/files", NULL, NULL, false},
+    [R_FILE] = {"/v1/files/", NULL, NULL, true},
+    [R_BATCHES] = {"/v1/batches", NULL, NULL, false},
+    [R_BATCH] = {"/v1/batches/", NULL, NULL, true},
 };
+
+size_t ag_route_body_limit(const conn *c) {
+    const ag_server_opts *o = c->s->o;
+    if (ag_str_eq_cstr(c->req.path, "/v1/files") && ag_str_eq_cstr(c->req.method, "POST") &&
+        o->max_file_bytes + AG_BATCH_UPLOAD_SLACK > o->limits.max_body)
+        return o->max_file_bytes + AG_BATCH_UPLOAD_SLACK;
+    return o->limits.max_body;
+}
 
 void ag_route_dispatch(conn *c) {
     server *s = c->s;
@@ -242,8 +257,8 @@ void ag_route_dispatch(conn *c) {
         ag_conn_respond_status(c, 404, "invalid_request_error", "not_found", msg, NULL);
         return;
     }
-    bool get = strcmp(routes[r].method, "GET") == 0;
-    if (!ag_str_eq_cstr(req->method, routes[r].method) && !(get && c->head_only)) {
+    bool get = routes[r].method && strcmp(routes[r].method, "GET") == 0;
+    if (routes[r].method && !ag_str_eq_cstr(req->method, routes[r].method) && !(get && c->head_only)) {
         char msg[160];
         snprintf(msg, sizeof msg, "Method %.*s is not allowed on %s", (int)(req->method.n > 16 ? 16 : req->method.n),
                  req->method.p, routes[r].path);
@@ -299,6 +314,10 @@ void ag_route_dispatch(conn *c) {
     case R_COMPLETIONS: return ag_exchange_start(c, AG_API_COMPLETION, body, len);
     case R_TOKENIZE: return route_tokens(c, ag_api_tokenize, body, len);
     case R_CACHE_STATS: return route_cache_stats(c);
+    case R_FILES:
+    case R_FILE:
+    case R_BATCHES:
+    case R_BATCH: return ag_batch_route(c, r, body, len);
     default: return route_tokens(c, ag_api_detokenize, body, len);
     }
 }

@@ -18,6 +18,7 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "jobs/jobs.h"
 #include "server/chat_template.h"
 
 #include <math.h>
@@ -51,6 +52,10 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->schema_max_depth = 32;
     o->schema_max_properties = 5000;
     o->redis_timeout_ms = 100;
+    o->max_file_bytes = 200u << 20; /* OpenAI's limit for a batch input file */
+    o->batch_workers = 1;
+    o->batch_claim_idle_ms = 30000;
+    o->batch_max_deliveries = 3;
     o->log_format = AG_LOG_TEXT;
     o->log_level = AG_LOG_INFO;
 }
@@ -95,7 +100,9 @@ static void close_walked(uv_handle_t *h, void *arg) {
 /* Draining and nothing left in flight (nor, while lingering, a connection open): end every connection and let
  * the loop run out. */
 void ag_server_maybe_stop(server *s) {
-    if (!s->draining || s->stopped || s->n_exchanges || (ag_server_lingering(s) && s->conns)) return;
+    if (!s->draining || s->stopped || s->n_exchanges || s->n_batch_ops || !ag_batch_worker_idle(s) ||
+        (ag_server_lingering(s) && s->conns))
+        return;
     s->stopped = true;
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
@@ -110,6 +117,7 @@ void ag_server_maybe_stop(server *s) {
     close_handle((uv_handle_t *)&s->sigint);
     ag_l2_destroy(s->l2); /* its connection's handle would keep the loop running */
     s->l2 = NULL;
+    ag_batch_worker_close(s);
     if (s->poll_started) close_handle((uv_handle_t *)&s->engine_poll);
     ag_logf(AG_LOG_INFO, "drained; exiting");
 }
@@ -123,6 +131,7 @@ static void on_drain_timeout(uv_timer_t *t) {
             for (conn *st = ag_h2_streams(c); st; st = st->next)
                 if (st->x) ag_exchange_cancel(st->x);
     }
+    ag_batch_worker_abandon(s);
 }
 
 static void on_linger_end(uv_timer_t *t) {
@@ -144,6 +153,7 @@ static void begin_drain(server *s) {
     uv_timer_start(&s->drain_timer, on_drain_timeout, s->o->drain_timeout_ms, 0);
     if (s->o->drain_linger_ms) uv_timer_start(&s->linger_timer, on_linger_end, s->o->drain_linger_ms, 0);
     ag_idem_drain(s);
+    ag_batch_worker_drain(s);
     if (!s->load_status && s->engine) ag_server_maybe_stop(s);
 }
 
@@ -217,6 +227,7 @@ static void model_loaded(uv_work_t *w, int status) {
         close_handle((uv_handle_t *)&s->sigint);
         ag_l2_destroy(s->l2);
         s->l2 = NULL;
+        ag_batch_worker_close(s);
         for (conn *c = s->conns, *next; c; c = next) next = c->next, ag_conn_close(c);
         return;
     }
@@ -278,6 +289,12 @@ static int listen_on(server *s) {
     return 0;
 }
 
+/* A client left mid-request: its generation, or its Files/Batches request's Redis work. */
+static void client_gone(conn *c) {
+    if (c->x) ag_exchange_on_client_gone(c);
+    if (c->op) ag_batch_on_client_gone(c);
+}
+
 int ag_server_run(const ag_server_opts *o) {
     server *s = ag_xcalloc(1, sizeof *s);
     s->o = o;
@@ -287,7 +304,9 @@ int ag_server_run(const ag_server_opts *o) {
     ag_metrics_init(&s->metrics, ag_route_labels, R_COUNT + 1);
     s->on_request = ag_route_dispatch;
     s->on_request_end = ag_exchange_on_request_end;
-    s->on_client_gone = ag_exchange_on_client_gone;
+    s->on_client_gone = client_gone;
+    s->on_job_done = ag_batch_worker_on_job_done;
+    s->body_limit = ag_route_body_limit;
     if (o->cache_mb) s->cache = ag_cache_create(o->cache_mb << 20, AG_CACHE_WTINYLFU);
     ag_map_init(&s->leaders);
     ag_map_init(&s->idem_keys);
@@ -331,6 +350,27 @@ int ag_server_run(const ag_server_opts *o) {
             goto done;
         }
     }
+    const char *jobs_url = o->batch_redis_url ? o->batch_redis_url : o->redis_url;
+    if (jobs_url) {
+        ag_err err;
+        ag_jobs_opts jo = {.url = jobs_url, .timeout_ms = 5000};
+        if (ag_jobs_open(&jo, &s->jobs, &err) != AG_OK) {
+            ag_logf(AG_LOG_ERROR, "%s", err.msg);
+            rc = 1;
+            goto done;
+        }
+        if (o->batch_workers > 0) {
+            char msg[160];
+            if (!ag_batch_worker_start(s, msg, sizeof msg)) {
+                ag_logf(AG_LOG_ERROR, "%s", msg);
+                rc = 1;
+                goto done;
+            }
+        }
+    }
+    size_t body_cap = o->limits.max_body;
+    if (s->jobs && o->max_file_bytes + AG_BATCH_UPLOAD_SLACK > body_cap) body_cap = o->max_file_bytes + AG_BATCH_UPLOAD_SLACK;
+    s->max_in = o->limits.max_header_bytes + body_cap;
     if (o->tls_cert) {
         char msg[512];
         if (!(s->tls = ag_tls_ctx_new_server(o->tls_cert, o->tls_key, msg, sizeof msg))) {
@@ -387,6 +427,7 @@ done:
     ag_map_deinit(&s->inflight);
     ag_conn_server_deinit(s);
     ag_tls_ctx_free(s->tls);
+    ag_jobs_close(s->jobs); /* after the loop: no thread-pool work is left */
     ag_stats_free(s->stats);
     ag_ui_free(s->ui);
     free(s);

@@ -68,6 +68,13 @@ typedef struct ag_server_opts {
     const char *redis_url;       /* the shared tier (redis://...); NULL: none */
     uint64_t redis_timeout_ms;   /* a Redis command's limit: past it, a miss */
     bool cache_write_through;    /* write both tiers before answering (default: fill after, cache-aside) */
+    /* the Batch API (docs/batch.md): files and batches in the Redis of batch_redis_url (else redis_url's; without
+     * either, 501): a Redis for jobs should keep everything (noeviction, appendonly), one for a cache should not */
+    const char *batch_redis_url;
+    size_t max_file_bytes;          /* an uploaded file's bytes (413 past it) */
+    int batch_workers;              /* batch requests this replica runs at once (0: it runs none, serves the API) */
+    uint64_t batch_claim_idle_ms;   /* a request another worker has held this long without a heartbeat is taken */
+    uint64_t batch_max_deliveries;  /* a request delivered this often without a result goes to the error file */
     bool no_ui;                  /* GET / and /ui/... answer 404 instead of the web UI */
     bool fault_injection;        /* tests only: POST /debug/fail-alloc?n=N fails the loop's N-th try-allocation */
 } ag_server_opts;
