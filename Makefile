@@ -50,7 +50,8 @@ asan: asan-build
 # (scheduler), the log writer, and the server with its engine thread, OTLP exporter and Redis client (an
 # integration subset).
 TSAN_TESTS = test_base_log test_engine_kernels test_engine_model test_sched test_client_call
-TSAN_SERVER_TESTS = lifecycle.test.mjs obs.test.mjs regressions.test.mjs cache-redis.test.mjs autotune.test.mjs structured.test.mjs
+TSAN_SERVER_TESTS = lifecycle.test.mjs obs.test.mjs regressions.test.mjs cache-redis.test.mjs autotune.test.mjs structured.test.mjs \
+  batch.test.mjs
 tsan: fixtures
 	@$(CMAKE) -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DAG_TSAN=ON $(CMAKE_FLAGS) >/dev/null
 	@$(CMAKE) --build build/tsan -j$(JOBS) --target autoglm $(TSAN_TESTS)

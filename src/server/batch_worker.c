@@ -70,7 +70,8 @@ struct batch_worker {
     ag_jobs_claim_counts claimed;
     ag_status claim_st;
     ag_err claim_err;
-    int64_t waiting, pending; /* the queue, as of the last claim */
+    int64_t claim_waiting, claim_pending; /* the queue, as the claim saw it */
+    int64_t waiting, pending;             /* the same, for /metrics (the loop thread's copy) */
     /* the heartbeat in flight: the running jobs' entries and batches, copied */
     uv_work_t beat_work;
     char (*beat_entries)[AG_JOBS_ID_LEN], (*beat_batches)[AG_JOBS_ID_LEN];
@@ -212,13 +213,14 @@ static void claim_work(uv_work_t *wk) {
     memset(&w->claimed, 0, sizeof w->claimed);
     w->claim_st = ag_jobs_claim(s->jobs, &o, w->tasks, &w->n_tasks, &w->claimed, &w->claim_err);
     ag_err e;
-    ag_jobs_depth(s->jobs, &w->waiting, &w->pending, &e);
+    ag_jobs_depth(s->jobs, &w->claim_waiting, &w->claim_pending, &e); /* copied on the loop thread, in claim_done */
 }
 
 static void claim_done(uv_work_t *wk, int status) {
     (void)status;
     batch_worker *w = wk->data;
     w->claiming = false;
+    w->waiting = w->claim_waiting, w->pending = w->claim_pending;
     w->skipped += w->claimed.skipped, w->expired += w->claimed.expired, w->poisoned += w->claimed.poisoned;
     if (w->claim_st != AG_OK) {
         w->store_errors++;
