@@ -87,6 +87,8 @@ static const char serve_usage[] =
     "                           hung) is taken over by another (default 30s)\n"
     "  --batch-max-deliveries N a batch request delivered N times without a result goes to the error\n"
     "                           file (default 3)\n"
+    "  --batch-window D         how long a batch's completion window ('24h', the API's only value) really\n"
+    "                           is here: its requests not run by then are expired (default 24h)\n"
     "  --cache-policy P         cache-aside (store after answering; default) or write-through (both tiers\n"
     "                           written before the answer completes)\n"
     "  --log-format F           text or json (default text); one access-log line per request at info\n"
@@ -250,6 +252,9 @@ int ag_cmd_serve(int argc, char **argv) {
         } else if (strcmp(a, "--batch-claim-idle") == 0) {
             ok = duration(a, val, &o.batch_claim_idle_ms);
             if (ok && !o.batch_claim_idle_ms) return ag_cli_usage_error("serve", "--batch-claim-idle must be above 0");
+        } else if (strcmp(a, "--batch-window") == 0) {
+            ok = duration(a, val, &o.batch_window_ms);
+            if (ok && o.batch_window_ms < 1000) return ag_cli_usage_error("serve", "--batch-window must be 1s or more");
         } else if (strcmp(a, "--batch-max-deliveries") == 0) {
             ok = ag_cli_int("serve", a, val, 1, 1000, &v), o.batch_max_deliveries = (uint64_t)v;
         } else if (strcmp(a, "--redis-timeout-ms") == 0) {

@@ -70,8 +70,8 @@ static void op_work(uv_work_t *w) {
     case OP_FILE_DELETE: op->st = ag_jobs_file_delete(j, op->tenant, op->id, e); break;
     case OP_FILE_LIST: op->st = ag_jobs_list(j, false, op->tenant, after, op->limit, op->desc, &op->page, e); break;
     case OP_BATCH_CREATE:
-        op->st = ag_jobs_batch_create(j, op->tenant, idem, op->input_file_id, op->endpoint, 86400, op->data, &op->obj,
-                                      &op->replayed, e);
+        op->st = ag_jobs_batch_create(j, op->tenant, idem, op->input_file_id, op->endpoint,
+                                      (op->s->o->batch_window_ms + 999) / 1000, op->data, &op->obj, &op->replayed, e);
         break;
     case OP_BATCH_GET: op->st = ag_jobs_batch_get(j, op->tenant, op->id, &op->obj, e); break;
     case OP_BATCH_LIST: op->st = ag_jobs_list(j, true, op->tenant, after, op->limit, op->desc, &op->page, e); break;
@@ -223,9 +223,12 @@ static void respond(batch_op *op) {
         ag_jw_strc(&w, "list");
         ag_jw_keyc(&w, "data");
         ag_jw_arr_begin(&w);
-        for (size_t i = 0; i < op->page.n; i++)
+        for (size_t i = 0; i < op->page.n; i++) {
+            const char *purpose = ag_jobs_obj_get(&op->page.items[i], "purpose");
+            if (files && op->purpose[0] && (!purpose || strcmp(purpose, op->purpose) != 0)) continue;
             if (files) file_object(&w, &op->page.items[i]);
             else batch_object(&w, &op->page.items[i], c->s->model.name);
+        }
         ag_jw_arr_end(&w);
         const char *first = op->page.n ? ag_jobs_obj_get(&op->page.items[0], "id") : NULL;
         const char *last = op->page.n ? ag_jobs_obj_get(&op->page.items[op->page.n - 1], "id") : NULL;
@@ -474,10 +477,8 @@ void ag_batch_route(conn *c, int route, const char *body, size_t len) {
         if (!get) return method_not_allowed(c, "GET, POST");
         batch_op *op = op_new(c, files ? OP_FILE_LIST : OP_BATCH_LIST);
         if (!list_params(c, op, files ? 10000 : 100, files ? 10000 : 20)) return op_free(op);
-        if (files && query_get(c->req.query, "purpose", &m) && !ag_str_eq_cstr(m, "batch") &&
-            !ag_str_eq_cstr(m, "batch_output")) { /* this server keeps no other purpose: an empty list */
-            op->limit = 0;
-        }
+        if (files && query_get(c->req.query, "purpose", &m)) /* a page's files of another purpose are left out */
+            snprintf(op->purpose, sizeof op->purpose, "%.*s", (int)(m.n < 31 ? m.n : 31), m.p);
         return op_start(op);
     }
     /* /v1/files/{id}[/content], /v1/batches/{id}[/cancel] */

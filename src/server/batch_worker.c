@@ -61,6 +61,7 @@ struct batch_worker {
     char consumer[128];
     uv_timer_t tick, beat;
     bool claiming, beating, draining, closed, store_down;
+    int handles_closed;
     batch_job *jobs; /* every job not yet freed */
     size_t n_jobs;
     /* the claim in flight */
@@ -83,6 +84,7 @@ struct batch_worker {
 };
 
 static void job_run(batch_job *j);
+static void on_tick(uv_timer_t *t);
 
 static void job_unlink(batch_job *j) {
     batch_worker *w = j->w;
@@ -145,6 +147,7 @@ static void write_done(uv_work_t *wk, int status) {
     else if (j->status == 200) w->completed++;
     else w->failed++;
     job_free(j);
+    on_tick(&w->tick); /* its slot is free: claim the next at once, not at the next poll */
 }
 
 /* CONN_JOB's answer is complete: status in obs.status, body in out. */
@@ -229,10 +232,7 @@ static void claim_done(uv_work_t *wk, int status) {
         ag_logf(AG_LOG_INFO, "batch worker: claims work again");
     }
     w->store_down = w->claim_st != AG_OK; /* logged when it changes, not every poll */
-    for (size_t i = 0; i < w->n_tasks; i++) {
-        if (w->draining) ag_jobs_task_free(&w->tasks[i]); /* not run: pending until another replica claims it */
-        else job_start(w, &w->tasks[i]);
-    }
+    for (size_t i = 0; i < w->n_tasks; i++) job_start(w, &w->tasks[i]); /* a drain that began meanwhile waits for them */
     w->n_tasks = 0;
     ag_server_maybe_stop(w->s);
 }
@@ -364,7 +364,7 @@ bool ag_batch_worker_idle(const server *s) {
 
 static void worker_closed(uv_handle_t *h) {
     batch_worker *w = h->data;
-    if (h == (uv_handle_t *)&w->beat) free(w);
+    if (++w->handles_closed == 2) free(w); /* both timers, in whichever order libuv closes them */
 }
 
 void ag_batch_worker_close(server *s) {

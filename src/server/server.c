@@ -56,6 +56,7 @@ void ag_server_opts_default(ag_server_opts *o) {
     o->batch_workers = 1;
     o->batch_claim_idle_ms = 30000;
     o->batch_max_deliveries = 3;
+    o->batch_window_ms = 24 * 3600 * 1000ull;
     o->log_format = AG_LOG_TEXT;
     o->log_level = AG_LOG_INFO;
 }

@@ -75,6 +75,8 @@ typedef struct ag_server_opts {
     int batch_workers;              /* batch requests this replica runs at once (0: it runs none, serves the API) */
     uint64_t batch_claim_idle_ms;   /* a request another worker has held this long without a heartbeat is taken */
     uint64_t batch_max_deliveries;  /* a request delivered this often without a result goes to the error file */
+    uint64_t batch_window_ms;       /* a batch's completion window ("24h" is the API's only value; this is how long
+                                       it really is here: requests not run by its end are expired) */
     bool no_ui;                  /* GET / and /ui/... answer 404 instead of the web UI */
     bool fault_injection;        /* tests only: POST /debug/fail-alloc?n=N fails the loop's N-th try-allocation */
 } ag_server_opts;

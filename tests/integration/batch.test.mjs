@@ -32,9 +32,12 @@ function startRedis() {
   return waitFor(() => { try { return execFileSync('redis-cli', ['-p', String(redisPort), 'ping'], { encoding: 'utf8' }).trim() === 'PONG'; } catch { return false; } });
 }
 const killRedis = () => new Promise((r) => { redis.on('exit', r); redis.kill('SIGKILL'); });
-const redisUrl = () => `redis://127.0.0.1:${redisPort}`;
-const replica = (extra = []) => startServer(['--redis-url', redisUrl(), '--api-key', 'sk-a', '--api-key', 'sk-b',
-  '--batch-claim-idle', '1s', ...extra]);
+// db: a test whose replicas must be the only ones to claim its requests uses a Redis database of its own
+const replica = (extra = [], db = 0) => startServer(['--redis-url', `redis://127.0.0.1:${redisPort}/${db}`,
+  '--api-key', 'sk-a', '--api-key', 'sk-b', '--batch-claim-idle', '1s', ...extra]);
+// requests delivered to a worker and not yet written, in database db
+const pendingIn = (db) => Number(execFileSync('redis-cli', ['-p', String(redisPort), '-n', String(db), 'xpending', 'autoglm:jobs', 'autoglm'],
+  { encoding: 'utf8' }).split('\n')[0]);
 const sdk = (srv, key = 'sk-a') => new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: key, maxRetries: 0 });
 
 before(async () => {
@@ -54,8 +57,8 @@ function jsonl(n, { prefix = 'req', long = false, url = '/v1/chat/completions' }
   const lines = [];
   for (let i = 0; i < n; i++) {
     const body = url === '/v1/completions'
-      ? { model: MODEL_NAME, prompt: `batch ${prefix} ${i}`, max_tokens: long ? 48 : 6, temperature: 0 }
-      : { model: MODEL_NAME, messages: [{ role: 'user', content: `batch ${prefix} ${i}` }], max_tokens: long ? 48 : 6, temperature: 0 };
+      ? { model: MODEL_NAME, prompt: `batch ${prefix} ${i}`, max_tokens: long ? 128 : 6, temperature: 0 }
+      : { model: MODEL_NAME, messages: [{ role: 'user', content: `batch ${prefix} ${i}` }], max_tokens: long ? 128 : 6, temperature: 0 };
     if (long) body.logit_bias = { [EOS]: -100 };
     lines.push(JSON.stringify({ custom_id: `${prefix}-${i}`, method: 'POST', url, body }));
   }
@@ -134,7 +137,7 @@ test('requests that fail are error lines with their status; the batch still comp
 });
 
 test('cancel mid-way: cancelling, then cancelled with the partial output', async () => {
-  const srv = await replica(['--batch-workers', '1']);
+  const srv = await replica(['--batch-workers', '1'], 1);
   try {
     const client = sdk(srv);
     const n = SANITIZED ? 8 : 30;
@@ -157,15 +160,15 @@ test('cancel mid-way: cancelling, then cancelled with the partial output', async
 });
 
 test('kill -9 of the serving process mid-batch: a second replica finishes it, every custom_id exactly once', async () => {
-  const first = await replica(['--batch-workers', '2']);
+  const first = await replica(['--batch-workers', '2'], 2);
   const n = SANITIZED ? 8 : 30;
   const created = await submit(sdk(first), jsonl(n, { prefix: 'kill', long: true }));
-  assert.ok(await waitFor(async () => (await sdk(first).batches.retrieve(created.id)).request_counts.completed >= 2, 60000));
-  first.proc.kill('SIGKILL');
+  assert.ok(await waitFor(async () => (await sdk(first).batches.retrieve(created.id)).request_counts.completed >= 2 && pendingIn(2) > 0, 60000));
+  first.proc.kill('SIGKILL'); // while it holds requests
   await first.exited;
-  const done = (await sdk(a).batches.retrieve(created.id)).request_counts.completed;
+  const second = await replica(['--batch-workers', '2'], 2);
+  const done = (await sdk(second).batches.retrieve(created.id)).request_counts.completed;
   assert.ok(done < n, 'the batch finished before the kill: nothing was tested');
-  const second = await replica(['--batch-workers', '2']);
   try {
     const b = await settle(sdk(second), created.id, 120000);
     assert.equal(b.status, 'completed', JSON.stringify(b));
@@ -282,5 +285,69 @@ test('--max-file-bytes: a larger upload is a 413', async () => {
     assert.equal(ok.status, 'processed');
   } finally {
     assert.equal(await small.stop(), 0, small.log());
+  }
+});
+
+test('--batch-window: requests not run by the window\'s end are batch_expired error lines; the batch is expired', async () => {
+  const srv = await replica(['--batch-workers', '1', '--batch-window', '1s'], 3);
+  try {
+    const client = sdk(srv);
+    const n = SANITIZED ? 6 : 20;
+    const created = await submit(client, jsonl(n, { prefix: 'expire', long: true }));
+    assert.equal(created.expires_at - created.created_at, 1);
+    const b = await settle(client, created.id, 60000);
+    assert.equal(b.status, 'expired', JSON.stringify(b));
+    assert.ok(b.expired_at >= b.expires_at);
+    const out = await lines(client, b.output_file_id), errs = await lines(client, b.error_file_id);
+    assert.ok(errs.length >= 1, 'nothing expired: the window was too long to test');
+    for (const e of errs) {
+      assert.equal(e.response, null);
+      assert.equal(e.error.code, 'batch_expired');
+    }
+    assert.deepEqual(b.request_counts, { total: n, completed: out.length, failed: errs.length });
+    exactlyOnce([...out, ...errs], n, 'expire');
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
+test('--batch-max-deliveries: a request whose worker died holding it too often goes to the error file', async () => {
+  const first = await replica(['--batch-workers', '2', '--batch-max-deliveries', '1'], 4);
+  const n = SANITIZED ? 6 : 16;
+  const created = await submit(sdk(first), jsonl(n, { prefix: 'poison', long: true }));
+  assert.ok(await waitFor(async () => (await sdk(first).batches.retrieve(created.id)).request_counts.completed >= 1 && pendingIn(4) > 0, 60000));
+  first.proc.kill('SIGKILL'); // the requests it held were delivered once: claiming one again passes the limit
+  await first.exited;
+  const second = await replica(['--batch-workers', '2', '--batch-max-deliveries', '1'], 4);
+  try {
+    assert.ok((await sdk(second).batches.retrieve(created.id)).request_counts.completed < n, 'finished before the kill');
+    const b = await settle(sdk(second), created.id, 120000);
+    assert.equal(b.status, 'completed', JSON.stringify(b));
+    const out = await lines(sdk(second), b.output_file_id), errs = await lines(sdk(second), b.error_file_id);
+    assert.ok(errs.length >= 1, JSON.stringify(b));
+    for (const e of errs) assert.equal(e.error.code, 'max_deliveries_exceeded');
+    assert.deepEqual(b.request_counts, { total: n, completed: out.length, failed: errs.length });
+    exactlyOnce([...out, ...errs], n, 'poison');
+    const metrics = await (await fetch(`${second.url}/metrics`)).text();
+    assert.match(metrics, new RegExp(`autoglm_batch_requests_total\\{state="poisoned"\\} ${errs.length}`));
+  } finally {
+    assert.equal(await second.stop(), 0, second.log());
+  }
+});
+
+test('SIGTERM mid-batch: the drain finishes and writes the requests it holds, exits 0; another replica does the rest', async () => {
+  const first = await replica(['--batch-workers', '2'], 5);
+  const n = SANITIZED ? 6 : 20;
+  const created = await submit(sdk(first), jsonl(n, { prefix: 'drain', long: true }));
+  assert.ok(await waitFor(async () => (await sdk(first).batches.retrieve(created.id)).request_counts.completed >= 1 && pendingIn(5) > 0, 60000));
+  assert.equal(await first.stop(), 0, first.log());
+  assert.equal(pendingIn(5), 0, 'the drained replica left requests pending');
+  const second = await replica(['--batch-workers', '2'], 5);
+  try {
+    const b = await settle(sdk(second), created.id, 120000);
+    assert.equal(b.status, 'completed');
+    exactlyOnce(await lines(sdk(second), b.output_file_id), n, 'drain');
+  } finally {
+    assert.equal(await second.stop(), 0, second.log());
   }
 });
