@@ -556,6 +556,7 @@ void ag_conn_process(conn *c) {
             c->req.headers = c->headers;
             ag_status st = ag_http_head_parse(&c->hp, c->in.data, c->in.len, lim, &c->req, &herr);
             if (st == AG_AGAIN) break;
+            c->req_base = (uintptr_t)c->in.data;
             c->head_only = st == AG_OK && ag_str_eq_cstr(c->req.method, "HEAD");
             ag_conn_obs_begin(c, st == AG_OK ? &c->req : NULL);
             if (st != AG_OK) {
@@ -575,6 +576,12 @@ void ag_conn_process(conn *c) {
                 ag_conn_send(c, cont, sizeof cont - 1);
             }
             continue;
+        }
+        if ((uintptr_t)c->in.data != c->req_base) { /* the buffer grew for the body and moved: so did the head */
+            ag_http_head_parser hp = {0};
+            ag_http_error herr;
+            ag_http_head_parse(&hp, c->in.data, c->in.len, lim, &c->req, &herr); /* the same bytes: AG_OK again */
+            c->req_base = (uintptr_t)c->in.data;
         }
         size_t at = c->req.head_len;
         if (c->req.chunked) {

@@ -79,6 +79,7 @@ h2_preface ag_h2_sniff(const char *p, size_t n) {
 struct h2_fields {
     size_t n, regular, bytes; /* fields kept; those the request's header list will hold; size as RFC 7541 counts */
     size_t head_len;          /* bytes of in that hold the fields (the body follows) */
+    size_t body_cap;          /* the most body bytes its route takes (server.body_limit, from the complete head) */
     int fail;                 /* 431 once over a limit: the answer, when the head is complete */
     bool complete;            /* the request's END_STREAM arrived */
     size_t at[];              /* offsets of each field's name in the stream's in */
@@ -224,7 +225,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     (void)flags, (void)ud;
     conn *st = nghttp2_session_get_stream_user_data(ng, id);
     if (!st || st->state != C_BODY) return 0; /* answered early (413, 431): the rest is dropped */
-    if (st->body_len + len > st->s->body_limit(st)) {
+    if (st->body_len + len > fields_of(st)->body_cap) {
         ag_conn_obs_begin(st, NULL);
         st->state = C_BUSY;
         ag_conn_fail(st, 413, "request body too large");
@@ -256,6 +257,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *fr, void *ud)
     if (fr->hd.type == NGHTTP2_HEADERS && st->state == C_HEAD) {
         st->state = C_BODY;
         fields_of(st)->head_len = st->in.len;
+        make_request(st); /* spans for the body limit of its route; made again once the body has come */
+        fields_of(st)->body_cap = st->s->body_limit(st);
         if (fields_of(st)->fail) { /* too large a head: answered now, whatever body follows is dropped */
             serve(st);
             return 0;

@@ -106,7 +106,8 @@ struct conn {
     ag_buf in;  /* received bytes, the current request at the start */
     ag_buf out; /* response bytes not yet handed to libuv */
     ag_http_head_parser hp;
-    ag_http_request req;
+    ag_http_request req;     /* its spans point into in: re-made when in moves as the body arrives (req_base) */
+    uintptr_t req_base;      /* where in's bytes were when req was parsed */
     ag_http_header *headers; /* limits.max_headers */
     ag_http_chunked chunks;
     size_t body_len, consumed; /* decoded body bytes (at in.data + head_len); request bytes of in */

@@ -351,3 +351,34 @@ test('SIGTERM mid-batch: the drain finishes and writes the requests it holds, ex
     assert.equal(await second.stop(), 0, second.log());
   }
 });
+
+test('an upload over HTTP/2 may pass --max-body-bytes up to --max-file-bytes, as over HTTP/1.1; other routes may not', async () => {
+  const srv = await replica(['--max-body-bytes', '4096', '--batch-workers', '0']);
+  const http2 = await import('node:http2');
+  const session = http2.connect(srv.url);
+  const h2 = (headers, body) => new Promise((resolve, reject) => {
+    const req = session.request(headers);
+    let status = 0, text = '';
+    req.on('response', (h) => { status = h[':status']; });
+    req.on('data', (d) => { text += d; });
+    req.on('end', () => resolve({ status, text }));
+    req.on('error', reject);
+    req.end(body);
+  });
+  try {
+    const file = jsonl(80, { prefix: 'h2' });
+    assert.ok(file.length > 8192);
+    const body = `--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: form-data; ` +
+      `name="file"; filename="h2.jsonl"\r\n\r\n${file}\r\n--b--\r\n`;
+    const up = await h2({ ':method': 'POST', ':path': '/v1/files', authorization: 'Bearer sk-a', 'content-type': 'multipart/form-data; boundary=b' }, body);
+    assert.equal(up.status, 200, up.text);
+    assert.equal(JSON.parse(up.text).bytes, file.length);
+    const big = await h2({ ':method': 'POST', ':path': '/v1/completions', authorization: 'Bearer sk-a', 'content-type': 'application/json' },
+      JSON.stringify({ model: MODEL_NAME, prompt: 'x'.repeat(8000) }));
+    assert.equal(big.status, 413);
+    assert.equal((await sdk(srv).files.create({ file: await toFile(Buffer.from(file), 'h1.jsonl'), purpose: 'batch' })).bytes, file.length);
+  } finally {
+    session.close();
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
