@@ -47,8 +47,8 @@ asan: asan-build
 	@scripts/run-tests asan=build/asan/tests
 
 # ThreadSanitizer over what runs on several threads: the thread pool (kernels, forward), the engine thread
-# (scheduler), the log writer, and the server with its engine thread, OTLP exporter and Redis client (an
-# integration subset).
+# (scheduler), the log writer, and the server with its engine thread, OTLP exporter, Redis client and the Batch
+# API's thread-pool work (an integration subset).
 TSAN_TESTS = test_base_log test_engine_kernels test_engine_model test_sched test_client_call
 TSAN_SERVER_TESTS = lifecycle.test.mjs obs.test.mjs regressions.test.mjs cache-redis.test.mjs autotune.test.mjs structured.test.mjs \
   batch.test.mjs

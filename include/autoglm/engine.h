@@ -19,7 +19,10 @@
  *   - prompt + max_tokens beyond the context is refused at submit (AG_ELIMIT);
  *   - when the KV pool runs out, the running request with the highest
  *     priority value (latest arrival among equals) is preempted: its cache is
- *     freed and it is recomputed later, with identical output.
+ *     freed and it is recomputed later, with identical output;
+ *   - a background request (priority AG_PRIORITY_BACKGROUND or above) holds
+ *     a sequence slot only while no other request wants one: when every slot
+ *     is taken and another waits, the background one is preempted.
  */
 #ifndef AUTOGLM_ENGINE_H
 #define AUTOGLM_ENGINE_H
@@ -50,6 +53,9 @@ typedef struct ag_engine_params {
     const char *kernels;    /* NULL: the best for this CPU */
     ag_slo slo;             /* serve --slo: TPOT sets each step's prompt budget, TTFT admission (autotune.h) */
 } ag_engine_params;
+
+/* Requests at this priority or above run in capacity others leave (the server's batch jobs). */
+#define AG_PRIORITY_BACKGROUND (1 << 30)
 
 typedef struct ag_request {
     const int32_t *prompt; /* copied at submit */

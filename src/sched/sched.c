@@ -20,7 +20,9 @@
  * priority minus one per aging_ms it has waited (since submission, or since
  * preemption); the lowest effective value is admitted first, earliest
  * arrival among equals.  Preemption picks the running request with the
- * highest priority value, latest arrival among equals.
+ * highest priority value, latest arrival among equals: when the pool runs
+ * out, and, if it is a background request (AG_PRIORITY_BACKGROUND: a batch
+ * job's), when no sequence slot is free for another that waits.
  */
 #define _GNU_SOURCE
 #include "autoglm/engine.h"
@@ -394,14 +396,25 @@ static int64_t effective_priority(const ag_engine *e, const rq *r, uint64_t now)
     return (int64_t)r->priority - (int64_t)((now - r->t_enqueue) / ((uint64_t)e->p.aging_ms * 1000000ull));
 }
 
+static rq *pick_victim(ag_engine *e);
+static void preempt(ag_engine *e, rq *r);
+
 static void admit(ag_engine *e, uint64_t now) {
-    while (e->n_running < e->p.max_seqs && e->n_waiting > 0 && e->n_free_slots > 0) {
+    while (e->n_waiting > 0) {
         int best = 0;
         for (int i = 1; i < e->n_waiting; i++) {
             int64_t a = effective_priority(e, e->waiting[i], now), b = effective_priority(e, e->waiting[best], now);
             if (a < b || (a == b && e->waiting[i]->arrival < e->waiting[best]->arrival)) best = i;
         }
         rq *r = e->waiting[best];
+        if (e->n_running >= e->p.max_seqs || e->n_free_slots == 0) {
+            /* no slot: a background request gives up its own to any other, and is recomputed later (aging
+               never lifts a background request above another: it cannot win the slot back while one waits) */
+            rq *v = e->n_running && r->priority < AG_PRIORITY_BACKGROUND ? pick_victim(e) : NULL;
+            if (!v || v->priority < AG_PRIORITY_BACKGROUND) break;
+            preempt(e, v);
+            continue;
+        }
         /* only when its whole context so far fits, so an admission is not undone by a preemption at once */
         ag_kv_stats st;
         ag_kv_paged_stats(e->m->kv, &st);

@@ -467,7 +467,8 @@ void ag_idem_deinit(server *s);
 
 /* ---- batch_api.c, batch_worker.c: the Batch API (docs/batch.md) ---- */
 
-/* Batch requests run at this priority, below any a client may ask for (engine.h: lower values first). */
+/* Batch requests run at this priority, below any a client may ask for (engine.h: lower values first), in the
+ * engine's background class: they give up their sequence slot to any other request that wants one. */
 #define AG_BATCH_PRIORITY INT32_MAX
 /* multipart framing allowed around an uploaded file's bytes */
 #define AG_BATCH_UPLOAD_SLACK 65536

@@ -22,7 +22,7 @@ typedef struct outcome {
     int32_t toks[MAX_GEN];
     int n, n_finish, preemptions, cached;
     ag_finish finish;
-    uint64_t first_event_order;
+    uint64_t first_event_order, finish_order;
 } outcome;
 
 typedef struct run {
@@ -63,7 +63,7 @@ static void collect(ag_engine *e, run *rn, int want) {
             if (!o->first_event_order) o->first_event_order = ++rn->order;
             if (ev[i].token >= 0 && o->n < MAX_GEN) o->toks[o->n++] = ev[i].token;
             if (ev[i].finish != AG_FINISH_NONE) {
-                o->n_finish++, done++;
+                o->n_finish++, done++, o->finish_order = ++rn->order;
                 o->finish = ev[i].finish, o->preemptions = ev[i].preemptions, o->cached = ev[i].cached_tokens;
             }
             ag_event_clear(&ev[i]);
@@ -167,6 +167,41 @@ static void test_priorities_and_aging(void **state) {
         free(rn);
         ag_engine_destroy(e);
     }
+}
+
+/*
+ * Every slot taken by a background request (as a batch job's is): another
+ * that arrives takes the slot at once and the one it preempted finishes
+ * later with the tokens it would have had alone; another background one
+ * waits its turn.
+ */
+static void test_slot_preemption_by_priority(void **state) {
+    (void)state;
+    int32_t p[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    ag_engine *e = engine(1, 0, 16, 100000);
+    run *alone = calloc(1, sizeof *alone), *rn = calloc(1, sizeof *rn);
+    uint64_t a = submit(e, p, 8, 40, AG_PRIORITY_BACKGROUND);
+    collect(e, alone, 1);
+    ag_engine_destroy(e);
+    e = engine(1, 0, 16, 100000);
+    uint64_t low = submit(e, p, 8, 40, AG_PRIORITY_BACKGROUND);
+    ag_event ev;
+    while (ag_engine_poll(e, &ev, 1, 1000) == 0) {
+    }
+    assert_int_equal(ev.id, low); /* it runs, and has its first token */
+    rn->out[low].toks[rn->out[low].n++] = ev.token;
+    rn->out[low].first_event_order = ++rn->order;
+    ag_event_clear(&ev);
+    uint64_t high = submit(e, p, 4, 2, 7), same = submit(e, p, 4, 2, AG_PRIORITY_BACKGROUND + 1);
+    collect(e, rn, 3);
+    assert_true(rn->out[high].finish_order < rn->out[low].finish_order);
+    assert_true(rn->out[low].preemptions >= 1);
+    assert_true(rn->out[same].first_event_order > rn->out[low].finish_order);
+    assert_int_equal(rn->out[low].n, alone->out[a].n);
+    assert_memory_equal(rn->out[low].toks, alone->out[a].toks, sizeof(int32_t) * (size_t)alone->out[a].n);
+    free(alone);
+    free(rn);
+    ag_engine_destroy(e);
 }
 
 /* An engine of one sequence and a queue of two, p[0..n) filled with tokens, one long request running (*a). */
@@ -407,6 +442,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_identical_however_batched),
         cmocka_unit_test(test_priorities_and_aging),
+        cmocka_unit_test(test_slot_preemption_by_priority),
         cmocka_unit_test(test_cancel_admission_limits_deadline),
         cmocka_unit_test(test_submit_many_all_or_none),
         cmocka_unit_test(test_random_stress),
