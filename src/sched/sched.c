@@ -450,9 +450,15 @@ static void preempt(ag_engine *e, rq *r) {
     pthread_mutex_unlock(&e->mu);
 }
 
+/* A background request's prompt rows in one step: the step a request arriving meanwhile waits behind stays short. */
+#define BACKGROUND_PROMPT_ROWS 16
+
 /*
  * Rows for this step: decodes first, then prompt chunks, within the budget,
  * reserving cache as it goes; when the pool is full, preempt and start over.
+ * Background requests' prompts come last, only in a step that computes no
+ * other prompt, and at most BACKGROUND_PROMPT_ROWS of them: so a request's
+ * first token never waits on a batch job's prompt.
  * Returns the number of rows (0: nothing could run).
  */
 static int build_batch(ag_engine *e) {
@@ -460,12 +466,17 @@ static int build_batch(ag_engine *e) {
     ag_err err;
 retry:;
     int rows = 0, cap = e->p.max_batch_tokens;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 3; pass++) { /* decodes; prompts; background requests' prompts */
         if (pass == 1) e->b_decode_rows = rows, cap = rows + ag_autotune_prompt_budget(&e->tune, rows);
+        if (pass == 2) {
+            if (rows > e->b_decode_rows) break;
+            if (cap > rows + BACKGROUND_PROMPT_ROWS) cap = rows + BACKGROUND_PROMPT_ROWS;
+        }
         for (int i = 0; i < e->n_running; i++) {
             rq *r = e->running[i];
             int32_t need = r->n_tokens - r->n_computed; /* positions n_computed .. n_tokens-1 */
             if ((pass == 0) != (need == 1)) continue;
+            if (pass && (r->priority >= AG_PRIORITY_BACKGROUND) != (pass == 2)) continue;
             int32_t take = need < cap - rows ? need : cap - rows;
             if (take <= 0) continue;
             if (kv->ops->reserve(kv, r->seq, r->n_computed + take, &err) != AG_OK) {
