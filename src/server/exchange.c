@@ -321,7 +321,8 @@ void ag_exchange_submit(exchange *x) {
         ag_map_put(&s->inflight, (const char *)&ch->id, sizeof ch->id, ch);
     }
     free(ids);
-    if (x->cache_store && !ag_map_get(&s->leaders, (const char *)x->cache_key, 32)) { /* others may follow it */
+    /* others may follow it; not a batch job, which may be preempted for any of them */
+    if (x->cache_store && !(c && c->kind == CONN_JOB) && !ag_map_get(&s->leaders, (const char *)x->cache_key, 32)) {
         ag_map_put(&s->leaders, (const char *)x->cache_key, 32, x);
         x->leading = true;
     }

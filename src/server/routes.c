@@ -288,8 +288,8 @@ void ag_route_dispatch(conn *c) {
     }
     size_t len = c->body_len;
     ag_str ce = ag_http_header_get(req, "content-encoding");
-    if (ce.p && (r == R_CHAT || r == R_COMPLETIONS || r == R_TOKENIZE || r == R_DETOKENIZE)) {
-        /* a coded body: decoded whole before it is parsed, held to --max-body-bytes decoded (413) */
+    if (ce.p && r != R_MODELS && r != R_MODEL && r != R_CACHE_STATS) {
+        /* a coded body: decoded whole before it is parsed, held to the route's body limit decoded (413) */
         ag_http_coding cod = ag_http_coding_parse(ce);
         ag_http_error herr;
         if (cod == AG_CODING_UNKNOWN) {
@@ -299,7 +299,7 @@ void ag_route_dispatch(conn *c) {
             return;
         }
         if (cod != AG_CODING_IDENTITY) {
-            if (ag_http_decode(cod, body, len, s->o->limits.max_body, &c->body_dec, &herr) != AG_OK) {
+            if (ag_http_decode(cod, body, len, ag_route_body_limit(c), &c->body_dec, &herr) != AG_OK) {
                 ag_conn_respond_status(c, herr.status, herr.status == 503 ? "service_unavailable" : "invalid_request_error",
                                        NULL, herr.reason, NULL);
                 return;
