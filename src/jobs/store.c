@@ -188,24 +188,54 @@ static ag_status obj_get(redisContext *c, const char *key, const char *tenant, a
     return AG_OK;
 }
 
+/* AG_OK when the object at key exists and is the tenant's, else AG_ENOTFOUND (or AG_EIO). */
+static ag_status owned(redisContext *c, const char *key, const char *tenant, ag_err *err) {
+    ag_jobs_obj o;
+    ag_status st = obj_get(c, key, tenant, &o, err);
+    if (st == AG_OK) ag_jobs_obj_free(&o);
+    return st;
+}
+
+/* A connection, and the key of the object of that kind and id ("file", "batch"); NULL with err. */
+static redisContext *conn_for(ag_jobs *j, const char *kind, const char *id, char key[96], ag_err *err) {
+    snprintf(key, 96, "autoglm:%s:%s", kind, id);
+    return conn_get(j, err);
+}
+
+/* The tenant's object of that kind and id, on a connection of its own. */
+static ag_status get_obj(ag_jobs *j, const char *kind, const char *tenant, const char *id, ag_jobs_obj *out,
+                         ag_err *err) {
+    char key[96];
+    redisContext *c = conn_for(j, kind, id, key, err);
+    if (!c) return AG_EIO;
+    ag_status st = obj_get(c, key, tenant, out, err);
+    conn_put(j, c);
+    return st;
+}
+
 /*
- * An Idempotency-Key's claim: true to go on creating id; false when the key
- * was used before (*earlier: the id it created) or Redis failed (*st).
+ * An Idempotency-Key's claim for the new object id of that kind: *replayed
+ * false to go on creating it; true when the key was used before, with *out
+ * the object it created then (AG_AGAIN while that one is still being made).
  */
-static bool idem_claim(redisContext *c, const char *tenant, const char *kind, const char *key, const char *id,
-                       char earlier[AG_JOBS_ID_LEN], ag_status *st, ag_err *err) {
-    *st = AG_OK;
-    if (!key) return true;
+static ag_status idem_claim(redisContext *c, const char *tenant, const char *kind, const char *key, const char *id,
+                            ag_jobs_obj *out, bool *replayed, ag_err *err) {
+    *replayed = false;
+    if (!key) return AG_OK;
     redisReply *r = cmd(c, err, "SET autoglm:idem:%s:%s:%s %s NX EX %d", tenant, kind, key, id, IDEM_TTL_S);
-    if (!r) return *st = AG_EIO, false;
+    if (!r) return AG_EIO;
     bool fresh = r->type == REDIS_REPLY_STATUS;
     freeReplyObject(r);
-    if (fresh) return true;
-    r = cmd(c, err, "GET autoglm:idem:%s:%s:%s", tenant, kind, key);
-    if (!r) return *st = AG_EIO, false;
-    snprintf(earlier, AG_JOBS_ID_LEN, "%.*s", r->type == REDIS_REPLY_STRING ? (int)r->len : 0, r->str ? r->str : "");
+    if (fresh) return AG_OK;
+    *replayed = true;
+    if (!(r = cmd(c, err, "GET autoglm:idem:%s:%s:%s", tenant, kind, key))) return AG_EIO;
+    char okey[96];
+    snprintf(okey, sizeof okey, "autoglm:%s:%.*s", kind, r->type == REDIS_REPLY_STRING ? (int)r->len : 0, r->str ? r->str : "");
     freeReplyObject(r);
-    return false;
+    ag_status st = obj_get(c, okey, tenant, out, err);
+    if (st == AG_ENOTFOUND)
+        st = ag_err_set(err, AG_AGAIN, "the first request with this Idempotency-Key is still making its %s", kind);
+    return st;
 }
 
 /* Pipelined commands whose replies are all read (the last kept in *last when asked); false at the first error. */
@@ -231,17 +261,10 @@ ag_status ag_jobs_file_create(ag_jobs *j, const char *tenant, const char *idem_k
                               bool *replayed, ag_err *err) {
     redisContext *c = conn_get(j, err);
     if (!c) return AG_EIO;
-    char id[AG_JOBS_ID_LEN], earlier[AG_JOBS_ID_LEN], key[96];
+    char id[AG_JOBS_ID_LEN], key[96];
     new_id("file-", id);
-    ag_status st;
-    *replayed = !idem_claim(c, tenant, "file", idem_key, id, earlier, &st, err);
-    if (st != AG_OK) goto done;
-    if (*replayed) {
-        snprintf(key, sizeof key, "autoglm:file:%s", earlier);
-        st = obj_get(c, key, tenant, out, err);
-        if (st == AG_ENOTFOUND) st = ag_err_set(err, AG_AGAIN, "the first request with this Idempotency-Key is still storing its file");
-        goto done;
-    }
+    ag_status st = idem_claim(c, tenant, "file", idem_key, id, out, replayed, err);
+    if (st != AG_OK || *replayed) goto done;
     int64_t ms = now_ms();
     snprintf(key, sizeof key, "autoglm:file:%s", id);
     redisAppendCommand(c, "MULTI");
@@ -259,24 +282,15 @@ done:
 }
 
 ag_status ag_jobs_file_get(ag_jobs *j, const char *tenant, const char *id, ag_jobs_obj *out, ag_err *err) {
-    redisContext *c = conn_get(j, err);
-    if (!c) return AG_EIO;
-    char key[96];
-    snprintf(key, sizeof key, "autoglm:file:%s", id);
-    ag_status st = obj_get(c, key, tenant, out, err);
-    conn_put(j, c);
-    return st;
+    return get_obj(j, "file", tenant, id, out, err);
 }
 
 ag_status ag_jobs_file_content(ag_jobs *j, const char *tenant, const char *id, ag_buf *out, ag_err *err) {
-    redisContext *c = conn_get(j, err);
-    if (!c) return AG_EIO;
     char key[96];
-    snprintf(key, sizeof key, "autoglm:file:%s", id);
-    ag_jobs_obj o;
-    ag_status st = obj_get(c, key, tenant, &o, err);
+    redisContext *c = conn_for(j, "file", id, key, err);
+    if (!c) return AG_EIO;
+    ag_status st = owned(c, key, tenant, err);
     if (st == AG_OK) {
-        ag_jobs_obj_free(&o);
         redisReply *r = cmd(c, err, "GET %s:data", key);
         if (!r) st = AG_EIO;
         else if (r->type != REDIS_REPLY_STRING) st = ag_err_set(err, AG_ENOTFOUND, "not found");
@@ -288,14 +302,11 @@ ag_status ag_jobs_file_content(ag_jobs *j, const char *tenant, const char *id, a
 }
 
 ag_status ag_jobs_file_delete(ag_jobs *j, const char *tenant, const char *id, ag_err *err) {
-    redisContext *c = conn_get(j, err);
-    if (!c) return AG_EIO;
     char key[96];
-    snprintf(key, sizeof key, "autoglm:file:%s", id);
-    ag_jobs_obj o;
-    ag_status st = obj_get(c, key, tenant, &o, err);
+    redisContext *c = conn_for(j, "file", id, key, err);
+    if (!c) return AG_EIO;
+    ag_status st = owned(c, key, tenant, err);
     if (st == AG_OK) {
-        ag_jobs_obj_free(&o);
         redisAppendCommand(c, "MULTI");
         redisAppendCommand(c, "DEL %s %s:data", key, key);
         redisAppendCommand(c, "ZREM autoglm:files:%s %s", tenant, id);
@@ -470,19 +481,12 @@ ag_status ag_jobs_batch_create(ag_jobs *j, const char *tenant, const char *idem_
                                bool *replayed, ag_err *err) {
     redisContext *c = conn_get(j, err);
     if (!c) return AG_EIO;
-    char id[AG_JOBS_ID_LEN], earlier[AG_JOBS_ID_LEN], key[96], fkey[96];
+    char id[AG_JOBS_ID_LEN], key[96], fkey[96];
     new_id("batch_", id);
     ag_buf data;
     ag_buf_init(&data);
-    ag_status st;
-    *replayed = !idem_claim(c, tenant, "batch", idem_key, id, earlier, &st, err);
-    if (st != AG_OK) goto done;
-    if (*replayed) {
-        snprintf(key, sizeof key, "autoglm:batch:%s", earlier);
-        st = obj_get(c, key, tenant, out, err);
-        if (st == AG_ENOTFOUND) st = ag_err_set(err, AG_AGAIN, "the first request with this Idempotency-Key is still creating its batch");
-        goto done;
-    }
+    ag_status st = idem_claim(c, tenant, "batch", idem_key, id, out, replayed, err);
+    if (st != AG_OK || *replayed) goto done;
     snprintf(fkey, sizeof fkey, "autoglm:file:%s", input_file_id);
     ag_jobs_obj f;
     if ((st = obj_get(c, fkey, tenant, &f, err)) != AG_OK) {
@@ -538,20 +542,13 @@ done:
 }
 
 ag_status ag_jobs_batch_get(ag_jobs *j, const char *tenant, const char *id, ag_jobs_obj *out, ag_err *err) {
-    redisContext *c = conn_get(j, err);
-    if (!c) return AG_EIO;
-    char key[96];
-    snprintf(key, sizeof key, "autoglm:batch:%s", id);
-    ag_status st = obj_get(c, key, tenant, out, err);
-    conn_put(j, c);
-    return st;
+    return get_obj(j, "batch", tenant, id, out, err);
 }
 
 ag_status ag_jobs_batch_cancel(ag_jobs *j, const char *tenant, const char *id, ag_jobs_obj *out, ag_err *err) {
-    redisContext *c = conn_get(j, err);
-    if (!c) return AG_EIO;
     char key[96], rkey[112], ms[24];
-    snprintf(key, sizeof key, "autoglm:batch:%s", id);
+    redisContext *c = conn_for(j, "batch", id, key, err);
+    if (!c) return AG_EIO;
     snprintf(rkey, sizeof rkey, "%s:res", key);
     snprintf(ms, sizeof ms, "%lld", (long long)now_ms());
     const char *argv[] = {"2", key, rkey, tenant, ms};
