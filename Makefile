@@ -92,6 +92,7 @@ bench: release
 	@build/bench/bench/bench_grammar build/fixtures/qwen2.gguf qwen2 build/fixtures/llama3.gguf llama3 build/fixtures/llama2.gguf llama2
 	@build/bench/bench/bench_batching build/bench/engine/llama-218m-q8_0.gguf
 	@build/bench/bench/bench_cache
+	@node bench/batch/run.mjs build/bin/autoglm models/autoglm-tiny.gguf
 
 fuzz: fixtures
 	@CC=clang CXX=clang++ $(CMAKE) -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Release -DAG_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
