@@ -76,6 +76,16 @@ static redisReply *cmd(redisContext *c, ag_err *err, const char *fmt, ...) {
     return r;
 }
 
+/* The consumer group (and its stream), made by whoever comes first: every new connection, and a claim that
+ * finds it gone (a Redis that lost its data). */
+static bool make_group(redisContext *c, ag_err *err) {
+    redisReply *r = redisCommand(c, "XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+    bool ok = r && (r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0);
+    if (!ok) reply_error(c, r, err), r = NULL;
+    if (r) freeReplyObject(r);
+    return ok;
+}
+
 static redisContext *conn_get(ag_jobs *j, ag_err *err) {
     pthread_mutex_lock(&j->mu);
     redisContext *c = j->n_idle ? j->idle[--j->n_idle] : NULL;
@@ -96,12 +106,7 @@ static redisContext *conn_get(ag_jobs *j, ag_err *err) {
     if (r) freeReplyObject(r), r = NULL;
     if (ok && j->url.db) ok = (r = cmd(c, err, "SELECT %d", j->url.db)) != NULL;
     if (r) freeReplyObject(r), r = NULL;
-    if (ok) { /* the consumer group, made once by whoever comes first */
-        r = redisCommand(c, "XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
-        ok = r && (r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0);
-        if (!ok) reply_error(c, r, err), r = NULL;
-        if (r) freeReplyObject(r);
-    }
+    if (ok) ok = make_group(c, err);
     if (!ok) {
         redisFree(c);
         return NULL;
@@ -697,7 +702,8 @@ ag_status ag_jobs_claim(ag_jobs *j, const ag_jobs_claim_opts *o, ag_jobs_task *o
     /* entries other consumers left pending for claim_idle (they died or hang) */
     redisReply *r = cmd(c, err, "XAUTOCLAIM " STREAM " " GROUP " %s %llu 0-0 COUNT %llu", o->consumer,
                         (unsigned long long)o->claim_idle_ms, (unsigned long long)o->max);
-    if (!r) st = AG_EIO;
+    if (!r && strncmp(err->msg, "redis: NOGROUP", 14) == 0 && make_group(c, err)) st = AG_OK; /* nothing to claim */
+    else if (!r) st = AG_EIO;
     else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i < r->element[1]->elements && *n < o->max; i++) {
             const redisReply *e = r->element[1]->element[i];
