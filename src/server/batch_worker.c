@@ -14,6 +14,7 @@
  *
  *   RUNNING --answer--> WRITING --result written (or not: Redis failed; the entry stays pending)--> freed
  *   RUNNING --429/503 (the engine was full)--> WAITING --next tick--> RUNNING
+ *   RUNNING --429/503 during a drain--> WRITING (nothing written: another replica claims it)
  *   RUNNING --its batch cancelled--> (stopped) --answer--> WRITING (as skipped)
  *   RUNNING --the drain's timeout--> (stopped) --answer--> WRITING (nothing written: another replica claims it)
  *
@@ -138,8 +139,11 @@ static void write_done(uv_work_t *wk, int status) {
     (void)status;
     batch_job *j = wk->data;
     batch_worker *w = j->w;
-    if (j->abandoned) {
-    } else if (j->st != AG_OK) {
+    if (j->abandoned) { /* nothing was written: its entry stays pending */
+        job_free(j);
+        return;
+    }
+    if (j->st != AG_OK) {
         w->store_errors++;
         ag_logf(AG_LOG_WARN, "batch %s: the result of %s was not written (%s); another claim will redo it",
                 j->task.batch, j->task.custom_id, j->err.msg);
@@ -158,9 +162,12 @@ void ag_batch_worker_on_job_done(conn *c) {
     ag_buf_reset(&j->body);
     ag_buf_append(&j->body, c->out.data ? c->out.data : "", c->out.len);
     ag_buf_reset(&c->out);
-    if ((st == 429 || st == 503) && !j->cancelled && !j->abandoned && !j->w->draining) {
-        j->state = JOB_WAITING; /* the engine had no room after all: again on the next tick */
-        return;
+    if ((st == 429 || st == 503) && !j->cancelled) { /* the engine had no room after all (or is shutting down) */
+        if (!j->abandoned && !j->w->draining) {
+            j->state = JOB_WAITING; /* again on the next tick */
+            return;
+        }
+        j->abandoned = true; /* not a result: left pending for a replica that can run it */
     }
     j->state = JOB_WRITING;
     j->status = st;
@@ -191,6 +198,7 @@ static void job_start(batch_worker *w, ag_jobs_task *t) {
     c->job = j;
     ag_buf_init(&c->out);
     ag_buf_init(&c->in);
+    c->coding_whole = AG_CODING_IDENTITY; /* its answer is read here, never coded */
     /* the tenant's namespace stands in for its API key: the prefix cache keeps tenants apart by it */
     snprintf(j->auth, sizeof j->auth, "Bearer %s", j->task.tenant);
     j->hdr[0] = (ag_http_header){AG_STR_LIT("authorization"), ag_str_from_cstr(j->auth)};
