@@ -35,6 +35,7 @@ static void echo(conn *c) {
 }
 static void request_end(conn *c, int status) { (void)c, (void)status; }
 static void client_gone(conn *c) { (void)c; }
+static size_t body_limit(const conn *c) { return c->s->o->limits.max_body; }
 
 static void drain(int fd, ag_buf *out) {
     char b[65536];
@@ -59,6 +60,8 @@ static void h2_run(const uint8_t *data, size_t size, ag_buf *out) {
     server *s = calloc(1, sizeof *s);
     s->o = &o;
     s->on_request = echo, s->on_request_end = request_end, s->on_client_gone = client_gone;
+    s->body_limit = body_limit;
+    s->max_in = o.limits.max_header_bytes + o.limits.max_body;
     ag_buf_init(&s->scratch);
     uv_loop_init(&s->loop);
     int sv[2];
