@@ -41,7 +41,7 @@ typedef enum ag_metric_finish {
     AG_METRIC_FINISH_COUNT
 } ag_metric_finish;
 
-#define AG_METRICS_MAX_ROUTES 16
+#define AG_METRICS_MAX_ROUTES 32
 /* The protocol a request came over, as its ALPN id: the protocol label of autoglm_http_requests_total. */
 typedef enum ag_metric_protocol { AG_METRIC_HTTP1, AG_METRIC_H2, AG_METRIC_PROTOCOL_COUNT } ag_metric_protocol;
 #define AG_METRICS_N_STATUS 19

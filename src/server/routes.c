@@ -20,6 +20,7 @@ const char *const ag_route_labels[R_COUNT + 1] = {
     "/detokenize",     "/metrics",   "/v1/cache/stats", "/v1/cache",            "/v1/stats",
     "/",               "/ui/{file}", "/debug/fail-alloc", "/v1/files", "/v1/files/{id}", "/v1/batches",
     "/v1/batches/{id}", "other"};
+_Static_assert(R_COUNT + 1 <= AG_METRICS_MAX_ROUTES, "the metrics count requests by route: raise AG_METRICS_MAX_ROUTES");
 
 ag_str ag_route_bearer(const ag_http_request *req) {
     ag_str h = ag_http_header_get(req, "authorization");

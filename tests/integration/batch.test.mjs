@@ -19,7 +19,7 @@ import { startServer, waitFor, MODEL_NAME, EOS } from './server.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const requireFixtures = createRequire(path.join(here, '../fixtures/package.json'));
 const { default: OpenAI, toFile } = await import(requireFixtures.resolve('openai'));
-const SANITIZED = !!process.env.AUTOGLM_SANITIZED; // ASan runs the forward pass ~8x slower: smaller batches
+const SANITIZED = process.env.AUTOGLM_SANITIZED === '1'; // ASan runs the forward pass ~8x slower: smaller batches
 
 const freePort = () => new Promise((resolve) => {
   const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
