@@ -159,13 +159,6 @@ void ag_jobs_obj_free(ag_jobs_obj *o) {
     o->n = 0;
 }
 
-static char *dup_str(const char *p, size_t n) {
-    char *s = ag_xmalloc(n + 1);
-    memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
-
 /* An HGETALL reply into out; false when it is empty (no such key). */
 static bool obj_from(const redisReply *r, ag_jobs_obj *out) {
     out->n = 0;
@@ -173,8 +166,8 @@ static bool obj_from(const redisReply *r, ag_jobs_obj *out) {
     for (size_t i = 0; i + 1 < r->elements && out->n < AG_JOBS_MAX_FIELDS; i += 2) {
         const redisReply *k = r->element[i], *v = r->element[i + 1];
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) continue;
-        out->name[out->n] = dup_str(k->str, (size_t)k->len);
-        out->value[out->n++] = dup_str(v->str, (size_t)v->len);
+        out->name[out->n] = ag_xstrndup(k->str, (size_t)k->len);
+        out->value[out->n++] = ag_xstrndup(v->str, (size_t)v->len);
     }
     return true;
 }
@@ -673,9 +666,9 @@ static bool take_entry(redisContext *c, const redisReply *e, int64_t deliveries,
         snprintf(out->entry, sizeof out->entry, "%s", entry);
         snprintf(out->batch, sizeof out->batch, "%s", batch->str);
         snprintf(out->tenant, sizeof out->tenant, "%s", b->element[2]->type == REDIS_REPLY_STRING ? b->element[2]->str : "");
-        out->custom_id = dup_str(cid->str, (size_t)cid->len);
-        out->url = dup_str(url->str, (size_t)url->len);
-        out->body = dup_str(body->str, (size_t)body->len);
+        out->custom_id = ag_xstrndup(cid->str, (size_t)cid->len);
+        out->url = ag_xstrndup(url->str, (size_t)url->len);
+        out->body = ag_xstrndup(body->str, (size_t)body->len);
         out->body_len = (size_t)body->len;
         took = true;
     }

@@ -393,9 +393,7 @@ static void file_upload(conn *c, const char *body, size_t len) {
     ag_str fn = file->filename.p && file->filename.n ? file->filename : AG_STR_LIT("upload.jsonl");
     snprintf(op->filename, sizeof op->filename, "%.*s", (int)(fn.n < 255 ? fn.n : 255), fn.p);
     snprintf(op->purpose, sizeof op->purpose, "batch");
-    op->data = ag_xmalloc(file->data.n + 1);
-    memcpy(op->data, file->data.p, file->data.n);
-    op->data[file->data.n] = '\0';
+    op->data = ag_xstrndup(file->data.p, file->data.n);
     op->len = file->data.n;
     op_start(op);
 }

@@ -110,16 +110,17 @@ static void job_free(batch_job *j) {
 static void write_work(uv_work_t *wk) {
     batch_job *j = wk->data;
     if (j->abandoned) return;
-    ag_jobs_result r = {0};
+    ag_jobs_result r = {0}; /* status 0: skipped (its batch was cancelled while it ran) */
+    char rid[64] = "";
+    ag_arena a;
+    ag_arena_init(&a, 4096);
     if (!j->cancelled) {
         r.status = j->status;
         r.body = j->body.data ? j->body.data : "{}";
         r.body_len = j->body.data ? j->body.len : 2;
+        r.request_id = rid;
         /* the answer's id and usage, for the output line and the batch's totals */
-        ag_arena a;
-        ag_arena_init(&a, 4096);
         ag_json_val *root;
-        char rid[64] = "";
         if (ag_json_parse(r.body, r.body_len, NULL, &a, &root, NULL) == AG_OK) {
             ag_str id = ag_json_str(ag_json_obj_getc(root, "id"));
             snprintf(rid, sizeof rid, "%.*s", (int)(id.n < 63 ? id.n : 63), id.p ? id.p : "");
@@ -127,12 +128,9 @@ static void write_work(uv_work_t *wk) {
             ag_json_get_int(ag_json_obj_getc(u, "prompt_tokens"), &r.input_tokens);
             ag_json_get_int(ag_json_obj_getc(u, "completion_tokens"), &r.output_tokens);
         }
-        r.request_id = rid;
-        j->st = ag_jobs_finish(j->w->s->jobs, &j->task, &r, &j->err);
-        ag_arena_deinit(&a);
-        return;
     }
     j->st = ag_jobs_finish(j->w->s->jobs, &j->task, &r, &j->err);
+    ag_arena_deinit(&a);
 }
 
 static void write_done(uv_work_t *wk, int status) {
