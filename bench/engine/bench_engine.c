@@ -136,17 +136,20 @@ static int measure_ceilings(const int *threads, int n, double *bw, double *peak)
 static double now_s(void) { return (double)ag_clock_mono_ns() / 1e9; }
 
 int main(int argc, char **argv) {
-    const char *threads_list = "1 2", *json_path = NULL;
+    const char *threads_list = "1 2", *json_path = NULL, *layouts = "repacked in-place";
     int first = 1;
     for (; first + 1 < argc && argv[first][0] == '-'; first += 2) {
         if (strcmp(argv[first], "--threads") == 0) threads_list = argv[first + 1];
         else if (strcmp(argv[first], "--json") == 0) json_path = argv[first + 1];
+        else if (strcmp(argv[first], "--layouts") == 0) layouts = argv[first + 1];
         else break;
     }
     if (first >= argc || argv[first][0] == '-') {
-        fprintf(stderr, "usage: bench_engine [--threads \"1 2\"] [--json F] MODEL.gguf...\n");
+        fprintf(stderr, "usage: bench_engine [--threads \"1 2\"] [--layouts \"repacked in-place\"] [--json F] MODEL.gguf...\n");
         return 2;
     }
+    /* both layouts of the weights a model has (loaded repacked, and with --no-repack), side by side in one run */
+    const bool want_repacked = strstr(layouts, "repacked") != NULL, want_in_place = strstr(layouts, "in-place") != NULL;
     int threads[16], n_threads = 0;
     for (const char *s = threads_list; *s && n_threads < 16;) {
         char *end;
@@ -158,22 +161,31 @@ int main(int argc, char **argv) {
     double bw[16] = {0}, peak[16] = {0};
     if (measure_ceilings(threads, n_threads, bw, peak)) return 1;
     typedef struct result {
-        const char *name, *type, *kernels;
+        const char *name, *type, *kernels, *layout;
         int ti;
         double decode, wbytes, prefill, gflops;
     } result;
-    result *res = calloc((size_t)(argc - first) * n_threads, sizeof *res);
+    result *res = calloc((size_t)(argc - first) * n_threads * 2, sizeof *res);
     int n_res = 0;
     for (int a = first; a < argc; a++) {
-        for (int ti = 0; ti < n_threads; ti++) {
+        for (int run = 0; run < 2 * n_threads; run++) {
+            const int ti = run / 2;
             ag_model_params mp = ag_model_params_default();
             mp.n_threads = threads[ti];
             mp.n_ctx = 1024;
+            mp.no_repack = run % 2 == 1;
+            if (mp.no_repack ? !want_in_place : !want_repacked) continue;
             ag_model *m = NULL;
             ag_err err;
             if (ag_model_load(argv[a], &mp, &m, &err) != AG_OK) {
                 fprintf(stderr, "%s: %s\n", argv[a], err.msg);
                 return 1;
+            }
+            /* a file with nothing to repack has one layout: measure it once, as "in place" */
+            const char *layout = m->n_repacked ? "repacked" : "in place";
+            if (!m->n_repacked && !mp.no_repack && want_in_place) {
+                ag_model_free(m);
+                continue;
             }
             int32_t tok[PREFILL_TOKENS], pos[PREFILL_TOKENS];
             uint64_t seed = 1;
@@ -205,7 +217,7 @@ int main(int argc, char **argv) {
             double wbytes = (double)ag_model_weight_bytes(m);
             double gflops = prefill_flops(m, PREFILL_TOKENS) / (PREFILL_TOKENS / best_prefill) / 1e9;
             const char *name = strrchr(argv[a], '/') ? strrchr(argv[a], '/') + 1 : argv[a];
-            res[n_res++] = (result){name, ag_dtype_name(m->w.layers[0].wq.type), m->kern->name, ti, best_decode,
+            res[n_res++] = (result){name, ag_dtype_name(m->w.layers[0].wq.type), m->kern->name, layout, ti, best_decode,
                                     wbytes, best_prefill, gflops};
             ag_model_free(m);
         }
@@ -216,12 +228,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_threads; i++) printf("| %d | %.1f | %.1f |\n", threads[i], bw[i], peak[i]);
     printf("\nengine: decode %d tokens from an empty cache; prefill one batch of %d tokens\n", DECODE_TOKENS,
            PREFILL_TOKENS);
-    printf("| model | weights | threads | kernels | decode tok/s | weight MB/token | decode %% of bandwidth | prefill "
-           "tok/s | prefill GFLOP/s | prefill %% of peak |\n|---|---|--:|---|--:|--:|--:|--:|--:|--:|\n");
+    printf("| model | weights | threads | kernels | layout | decode tok/s | weight MB/token | decode %% of bandwidth | "
+           "prefill tok/s | prefill GFLOP/s | prefill %% of peak |\n|---|---|--:|---|---|--:|--:|--:|--:|--:|--:|\n");
     for (int i = 0; i < n_res; i++) {
         const result *r = &res[i];
-        printf("| %s | %s | %d | %s | %.1f | %.1f | %.0f%% | %.1f | %.1f | %.0f%% |\n", r->name, r->type,
-               threads[r->ti], r->kernels, r->decode, r->wbytes / 1e6, 100.0 * r->decode * r->wbytes / (bw[r->ti] * 1e9),
+        printf("| %s | %s | %d | %s | %s | %.1f | %.1f | %.0f%% | %.1f | %.1f | %.0f%% |\n", r->name, r->type,
+               threads[r->ti], r->kernels, r->layout, r->decode, r->wbytes / 1e6, 100.0 * r->decode * r->wbytes / (bw[r->ti] * 1e9),
                r->prefill, r->gflops, 100.0 * r->gflops / peak[r->ti]);
     }
     if (json_path) {
@@ -235,9 +247,9 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n_res; i++) {
             const result *r = &res[i];
             fprintf(f,
-                    "%s\n  {\"model\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"decode_tps\": %.3f, "
-                    "\"weight_bytes\": %.0f, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f}",
-                    i ? "," : "", r->name, r->type, threads[r->ti], r->kernels, r->decode, r->wbytes, r->prefill, r->gflops);
+                    "%s\n  {\"model\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"layout\": \"%s\", "
+                    "\"decode_tps\": %.3f, \"weight_bytes\": %.0f, \"prefill_tps\": %.3f, \"prefill_gflops\": %.3f}",
+                    i ? "," : "", r->name, r->type, threads[r->ti], r->kernels, r->layout, r->decode, r->wbytes, r->prefill, r->gflops);
         }
         fprintf(f, "]}\n");
         fclose(f);

@@ -51,6 +51,7 @@ typedef struct ag_engine_params {
     bool kv_f32;            /* store keys and values as F32 instead of F16 */
     uint32_t aging_ms;      /* waiting time that gains one priority level; 0: 1000 */
     const char *kernels;    /* NULL: the best for this CPU */
+    bool no_repack;         /* use Q8_0/Q4_0 matrices in place, not repacked at load (--no-repack) */
     ag_slo slo;             /* serve --slo: TPOT sets each step's prompt budget, TTFT admission (autotune.h) */
 } ag_engine_params;
 
@@ -151,6 +152,8 @@ uint32_t ag_engine_retry_after(ag_engine *e);
 /* The per-request context length and the vocabulary size. */
 int32_t ag_engine_ctx(const ag_engine *e);
 int32_t ag_engine_n_vocab(const ag_engine *e);
+/* The memory repacked weights take beside the file's mapping, and how many matrices use it. */
+uint64_t ag_engine_repacked_bytes(const ag_engine *e, int *n_matrices);
 /* A string from the model file's metadata ("tokenizer.chat_template"); false when absent.  Borrowed for the engine's life. */
 bool ag_engine_meta_str(const ag_engine *e, const char *key, const char **s, size_t *len);
 

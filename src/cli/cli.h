@@ -66,7 +66,7 @@ bool ag_cli_float(const char *cmd, const char *flag, const char *text, float *ou
 
 /*
  * The flags every model-running command shares: --model/-m, --threads,
- * --ctx, --kernels.  ag_cli_model_flag consumes argv[*i] (and its value) when
+ * --ctx, --kernels, --no-repack.  ag_cli_model_flag consumes argv[*i] (and its value) when
  * it is one of them: 1 consumed, 0 not ours, -1 usage error already printed.
  */
 typedef struct ag_cli_model_opts {
@@ -77,7 +77,8 @@ typedef struct ag_cli_model_opts {
     "  -m, --model M.gguf   the model (required)\n"                                                                    \
     "  --threads N          compute threads (default: physical cores)\n"                                               \
     "  --ctx N              context length in tokens (default: min(model's, 4096))\n"                                  \
-    "  --kernels NAME       generic, avx2 or avx512 (default: the best this CPU has)\n"
+    "  --kernels NAME       generic, avx2 or avx512 (default: the best this CPU has)\n"                                \
+    "  --no-repack          use Q8_0/Q4_0 matrices in place from the file (default: 16-row groups in memory)\n"
 int ag_cli_model_flag(const char *cmd, int argc, char **argv, int *i, ag_cli_model_opts *o);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * cli_model.c - option parsing the model-running subcommands share:
- * numbers with range checks, and the --model/--threads/--ctx/--kernels set.
+ * numbers with range checks, and the --model/--threads/--ctx/--kernels/--no-repack set.
  */
 #include "cli/cli.h"
 
@@ -42,6 +42,9 @@ int ag_cli_model_flag(const char *cmd, int argc, char **argv, int *i, ag_cli_mod
     } else if (strcmp(a, "--ctx") == 0 || strcmp(a, "-c") == 0) {
         if (!ag_cli_int(cmd, a, val, 1, 1 << 24, &v)) return -1;
         o->params.n_ctx = (int32_t)v;
+    } else if (strcmp(a, "--no-repack") == 0) {
+        o->params.no_repack = true;
+        return 1; /* no value */
     } else if (strcmp(a, "--kernels") == 0) {
         if (!val) return ag_cli_usage_error(cmd, "%s needs a name", a), -1;
         o->params.kernels = val;

@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "base/pool.h"
 #include "engine/gguf.h"
+#include "engine/model.h"
 #include "engine/quantmix.h"
 
 #include <inttypes.h>
@@ -21,6 +22,9 @@
 
 static const char inspect_usage[] = "usage: autoglm inspect [--all] MODEL.gguf\n\n"
                                     "Print a GGUF file's metadata and tensor table (name, type, shape, bytes).\n"
+                                    "The last line says what loading it repacks (Q8_0/Q4_0 product matrices in\n"
+                                    "16-row groups, in memory beside the mapping; --no-repack on the model commands\n"
+                                    "keeps them in place).\n"
                                     "  --all   print every element of long arrays (default: the first 8)\n";
 
 static void print_scalar(ag_gguf_type t, const uint8_t *v) {
@@ -122,6 +126,19 @@ int ag_cmd_inspect(int argc, char **argv) {
         params += elems;
     }
     printf("\n%" PRIu64 " parameters, %" PRIu64 " bytes of tensor data\n", params, total);
+    /* the loader's rule: every product matrix (token_embd only as a tied head), where its type and rows allow */
+    bool tied = ag_gguf_find_tensor(f, "output.weight") == NULL;
+    uint64_t repacked = 0;
+    int n_repacked = 0;
+    for (size_t i = 0; i < ag_gguf_n_tensors(f); i++) {
+        const ag_gguf_tensor *t = ag_gguf_tensor_at(f, i);
+        bool embd = t->name.n == strlen("token_embd.weight") && memcmp(t->name.p, "token_embd.weight", t->name.n) == 0;
+        if (t->n_dims != 2 || (embd && !tied)) continue;
+        uint64_t b = ag_matrix_repack_bytes(t->type, (int64_t)t->ne[1], (int64_t)t->ne[0]);
+        repacked += b, n_repacked += b > 0;
+    }
+    printf("repacked at load: %d matrices, %" PRIu64 " bytes (%.1f MiB) in memory beside the mapping\n", n_repacked,
+           repacked, (double)repacked / (1 << 20));
     ag_gguf_close(f);
     return AG_EXIT_OK;
 }

@@ -192,9 +192,10 @@ int ag_cmd_run(int argc, char **argv) {
     putchar('\n');
     fflush(stdout); /* the text before the stats line, when both go to a terminal */
     double pt = (double)(t1 - t0) / 1e9, gt = (double)(t2 - t1) / 1e9;
-    fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generated: %ld tokens, %.1f tok/s | stop: %s | %d threads, %s kernels\n",
+    fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generated: %ld tokens, %.1f tok/s | stop: %s | %d threads, %s kernels, %d matrices repacked (%.1f MiB)\n",
             ids.n, pt > 0 ? (double)ids.n / pt : 0.0, n_gen, gt > 0 ? (double)n_gen / gt : 0.0,
-            eog ? "end of generation" : stopped ? "stop text" : "length", ag_pool_size(m->pool), m->kern->name);
+            eog ? "end of generation" : stopped ? "stop text" : "length", ag_pool_size(m->pool), m->kern->name,
+            m->n_repacked, (double)m->repacked_bytes / (1 << 20));
     rc = AG_EXIT_OK;
 done:
     ag_stop_free(&stop);

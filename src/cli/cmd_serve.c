@@ -294,6 +294,7 @@ int ag_cmd_serve(int argc, char **argv) {
     o.engine.n_threads = mo.params.n_threads;
     o.engine.ctx = mo.params.n_ctx;
     o.engine.kernels = mo.params.kernels;
+    o.engine.no_repack = mo.params.no_repack;
     o.api_keys = keys;
     o.n_api_keys = n_keys;
     return ag_server_run(&o);

@@ -168,7 +168,7 @@ static void run_matmul(void *ctx, int ith, int nth) {
         if (i == st->n_mats) return;
         const ag_matrix *W = st->mats[i];
         long lo = c * st->chunk_rows[i], hi = lo + st->chunk_rows[i] < W->rows ? lo + st->chunk_rows[i] : W->rows;
-        st->m->kern->matmul[W->wtype](W->data, W->row_bytes, st->m->s.act, act_stride(W), (size_t)W->cols, (size_t)lo,
+        st->m->kern->matmul[W->wtype](W->data, W->stride, st->m->s.act, act_stride(W), (size_t)W->cols, (size_t)lo,
                                       (size_t)hi, (size_t)st->T, st->ys[i], (size_t)W->rows);
     }
 }

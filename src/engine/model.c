@@ -116,7 +116,7 @@ static ag_status load_matrix(loader *L, const char *name, int layer, int64_t col
                           (int)t->name.n, t->name.p, ag_dtype_name(t->type), (long long)bad);
     uint64_t rb = 0;
     ag_dtype_bytes(t->type, (uint64_t)cols, &rb);
-    *out = (ag_matrix){t->type, (ag_wtype)wt, t->data, rows, cols, (size_t)rb};
+    *out = (ag_matrix){t->type, (ag_wtype)wt, t->data, rows, cols, (size_t)rb, (size_t)rb};
     return AG_OK;
 }
 
@@ -230,6 +230,62 @@ static ag_status init_rope(loader *L) {
     return AG_OK;
 }
 
+uint64_t ag_matrix_repack_bytes(ag_dtype t, int64_t rows, int64_t cols) {
+    int wt = ag_wtype_of(t);
+    int rt = wt < 0 ? -1 : ag_wtype_repacked((ag_wtype)wt);
+    if (rt < 0 || rows <= 0 || rows % AG_REPACK_ROWS != 0 || cols % 32 != 0) return 0;
+    return (uint64_t)(rows / AG_REPACK_ROWS) * ag_kern_repack_group_bytes((ag_wtype)rt, (size_t)cols);
+}
+
+/* Each product matrix that has a repacked form; the head too (tied or not: GET_ROWS keeps tok_embd in place). */
+static int product_matrices(ag_model *m, ag_matrix **out) {
+    int n = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        ag_layer_weights *lw = &m->w.layers[l];
+        ag_matrix *mats[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) out[n++] = mats[i];
+    }
+    out[n++] = &m->w.output;
+    return n;
+}
+
+/*
+ * Rewrite the matrices that have a repacked form into one anonymous
+ * allocation (kernels.h, repack.c): the products then read 16 rows' blocks
+ * side by side.  The mapping stays for the rest (and for tok_embd's rows).
+ */
+static ag_status repack_weights(loader *L) {
+    ag_model *m = L->m;
+    ag_matrix **mats = ag_xmalloc(((size_t)m->cfg.n_layer * 7 + 1) * sizeof *mats);
+    int n = product_matrices(m, mats);
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) total += ag_matrix_repack_bytes(mats[i]->type, mats[i]->rows, mats[i]->cols);
+    if (total == 0) {
+        free(mats);
+        return AG_OK;
+    }
+    char *p = total <= SIZE_MAX ? aligned_alloc(64, (size_t)total) : NULL;
+    if (!p) {
+        free(mats);
+        return ag_err_set(L->err, AG_NOMEM, "no memory for %llu bytes of repacked weights (--no-repack uses the file in place)",
+                          (unsigned long long)total);
+    }
+    m->repacked = p, m->repacked_bytes = total;
+    for (int i = 0; i < n; i++) {
+        ag_matrix *W = mats[i];
+        uint64_t b = ag_matrix_repack_bytes(W->type, W->rows, W->cols);
+        if (!b) continue;
+        ag_kern_repack(W->wtype, W->data, W->row_bytes, (size_t)W->rows, (size_t)W->cols, p);
+        W->wtype = (ag_wtype)ag_wtype_repacked(W->wtype);
+        W->stride = ag_kern_repack_group_bytes(W->wtype, (size_t)W->cols);
+        W->data = p;
+        p += b;
+        m->n_repacked++;
+    }
+    free(mats);
+    return AG_OK;
+}
+
 /* Cache-line aligned (kernels load whole lines); NULL clears *ok. */
 static void *alloc_floats(size_t n, bool *ok) {
     void *p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
@@ -290,6 +346,7 @@ ag_status ag_model_load(const char *path, const ag_model_params *params, ag_mode
         rc = ag_err_set(err, AG_ELIMIT, "context %d or batch %d is too large", m->n_ctx, m->n_batch);
         goto fail;
     }
+    if (!p.no_repack && (rc = repack_weights(&L)) != AG_OK) goto fail;
     if ((rc = init_rope(&L)) != AG_OK || (rc = ag_pool_create(n_threads, &m->pool, err)) != AG_OK ||
         (rc = init_state(&L, n_threads)) != AG_OK)
         goto fail;
@@ -325,6 +382,7 @@ void ag_model_free(ag_model *m) {
         free(m->w.layers);
     }
     free(m->w.output_norm);
+    free(m->repacked);
     ag_run_state *s = &m->s;
     float *v[] = {s->x, s->xb, s->xb2, s->q, s->k, s->v, s->hb, s->hb2, s->act, s->att, s->inv_freq, s->logits};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) free(v[i]);

@@ -48,13 +48,19 @@ typedef struct ag_config {
     bool fused_up;   /* GLM: gate and up projections in one ffn_up tensor, gate rows first */
 } ag_config;
 
-/* A weight matrix in place: rows of `cols` elements, row r at data + r * row_bytes. */
+/*
+ * A weight matrix: rows of `cols` elements of the file's type, row_bytes
+ * each.  In place, wtype is the type's own and row r is at data + r *
+ * stride (stride = row_bytes); repacked at load (kernels.h), wtype is the
+ * repacked type, data the copy and stride the bytes of a 16-row group.
+ */
 typedef struct ag_matrix {
     ag_dtype type;
     ag_wtype wtype;
     const void *data;
     int64_t rows, cols;
     size_t row_bytes;
+    size_t stride; /* what the product steps by: a row, or a repacked group */
 } ag_matrix;
 
 typedef struct ag_layer_weights {
@@ -96,6 +102,7 @@ typedef struct ag_model_params {
     int n_batch;      /* rows per internal step; 0: 512 */
     ag_dtype kv_type; /* the built-in cache's storage, F16 or F32 (ag_model_params_default: F16) */
     const char *kernels; /* NULL: best for this CPU */
+    bool no_repack;      /* use every matrix in place from the mapping (--no-repack) */
 } ag_model_params;
 
 ag_model_params ag_model_params_default(void);
@@ -112,6 +119,9 @@ typedef struct ag_model {
     int32_t n_ctx;
     int n_batch;
     size_t n_logits; /* rows of logits the last forward produced */
+    void *repacked;        /* the repacked matrices' copies, one allocation; NULL when none */
+    uint64_t repacked_bytes; /* its size: the memory repacking adds beside the mapping */
+    int n_repacked;        /* matrices that use it */
 } ag_model;
 
 /* Open, validate and prepare path.  *out is the caller's: ag_model_free. */
@@ -141,5 +151,11 @@ static inline const float *ag_model_logits(const ag_model *m, size_t i) {
 
 /* Bytes of weights a single-token forward reads (every matrix once, the embedding row aside). */
 uint64_t ag_model_weight_bytes(const ag_model *m);
+/*
+ * Bytes a matrix of rows x cols in type t takes when repacked at load, or 0
+ * when it is used in place (a type without a repacked form, or rows not a
+ * multiple of 16): what `inspect` reports and the loader allocates.
+ */
+uint64_t ag_matrix_repack_bytes(ag_dtype t, int64_t rows, int64_t cols);
 
 #endif

@@ -797,6 +797,7 @@ ag_status ag_engine_create(const ag_engine_params *params, ag_engine **out, ag_e
         rc = ag_err_set(err, AG_EIO, "eventfd: %s", strerror(errno));
     ag_model_params mp = ag_model_params_default();
     mp.n_threads = p->n_threads, mp.n_ctx = p->ctx, mp.n_batch = p->max_batch_tokens, mp.kernels = p->kernels;
+    mp.no_repack = p->no_repack;
     if (rc == AG_OK) rc = ag_model_load(p->model_path, &mp, &e->m, err);
     if (rc == AG_OK) {
         const ag_config *c = &e->m->cfg;
@@ -911,6 +912,11 @@ ag_status ag_engine_detokenize(const ag_engine *e, const int32_t *ids, size_t n,
 int32_t ag_engine_ctx(const ag_engine *e) { return e->m->n_ctx; }
 
 int32_t ag_engine_n_vocab(const ag_engine *e) { return e->m->cfg.n_vocab; }
+
+uint64_t ag_engine_repacked_bytes(const ag_engine *e, int *n_matrices) {
+    *n_matrices = e->m->n_repacked;
+    return e->m->repacked_bytes;
+}
 
 bool ag_engine_meta_str(const ag_engine *e, const char *key, const char **s, size_t *len) {
     ag_str v;

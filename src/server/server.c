@@ -250,8 +250,10 @@ static void model_loaded(uv_work_t *w, int status) {
         uv_unref((uv_handle_t *)&s->tune_timer); /* never keeps the loop alive by itself */
     }
     s->ready = true;
-    ag_logf(AG_LOG_INFO, "ready: model %s, context %d, chat template %s", s->model.name, s->model.ctx,
-            ag_chat_template_name(s->model.tmpl));
+    int n_repacked;
+    uint64_t repacked = ag_engine_repacked_bytes(s->engine, &n_repacked);
+    ag_logf(AG_LOG_INFO, "ready: model %s, context %d, chat template %s, %d matrices repacked (%.1f MiB beside the mapping)",
+            s->model.name, s->model.ctx, ag_chat_template_name(s->model.tmpl), n_repacked, (double)repacked / (1 << 20));
     if (s->o->log_file) fprintf(stderr, "autoglm serve: ready: model %s\n", s->model.name); /* logs go to the file */
     ag_server_maybe_stop(s); /* a signal during the load */
 }

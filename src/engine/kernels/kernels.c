@@ -39,7 +39,9 @@ ag_dtype ag_wtype_act(ag_wtype w) {
     switch (w) {
     case AG_W_BF16: return AG_DTYPE_BF16;
     case AG_W_Q8_0:
+    case AG_W_Q8_0_R16:
     case AG_W_Q4_0:
+    case AG_W_Q4_0_R16:
     case AG_W_Q4_1:
     case AG_W_Q5_0:
     case AG_W_Q5_1:
@@ -54,6 +56,7 @@ ag_dtype ag_wtype_act(ag_wtype w) {
 }
 
 size_t ag_kern_act_row_bytes(ag_wtype w, size_t n) {
+    if (ag_wtype_act(w) == AG_DTYPE_Q8_0) return ag_kern_act_side_offset(n) + n / 32 * sizeof(ag_kern_act_side);
     uint64_t b = 0;
     ag_dtype_bytes(ag_wtype_act(w), n, &b);
     return (size_t)b;
@@ -66,7 +69,17 @@ void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *
         for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = ag_f32_to_bf16(x[i]);
         break;
     case AG_DTYPE_Q8_K: k->quantize_q8_k(x, dst, n); break;
-    default: k->quantize_q8_0(x, dst, n); break;
+    default: {
+        k->quantize_q8_0(x, dst, n);
+        const ag_block_q8_0 *b = dst;
+        ag_kern_act_side *side = (ag_kern_act_side *)((char *)dst + ag_kern_act_side_offset(n));
+        for (size_t i = 0; i < n / 32; i++) {
+            int32_t sum = 0;
+            for (int j = 0; j < 32; j++) sum += b[i].qs[j];
+            side[i] = (ag_kern_act_side){ag_f16_to_f32(b[i].d), sum};
+        }
+        break;
+    }
     }
 }
 
@@ -363,7 +376,8 @@ const ag_kernels ag_kernels_generic = {
     .name = "generic",
     .matmul = {matmul_f32_generic, matmul_f16_generic, matmul_bf16_generic, matmul_q8_0_generic, matmul_q4_0_generic,
                ag_kern_matmul_q4_1_generic, matmul_q5_0_generic, ag_kern_matmul_q5_1_generic, matmul_iq4_nl_generic,
-               matmul_q2_k_generic, matmul_q3_k_generic, matmul_q4_k_generic, matmul_q5_k_generic, matmul_q6_k_generic},
+               matmul_q2_k_generic, matmul_q3_k_generic, matmul_q4_k_generic, matmul_q5_k_generic, matmul_q6_k_generic,
+               ag_kern_matmul_q8_0_r16_generic, ag_kern_matmul_q4_0_r16_generic, ag_kern_matmul_f16_r16_generic},
     .quantize_q8_0 = quantize_q8_0_generic,
     .quantize_q8_k = quantize_q8_k_generic,
     .dot_f32 = dot_f32_generic,

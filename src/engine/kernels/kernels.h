@@ -43,6 +43,10 @@ typedef enum ag_wtype {
     AG_W_Q4_K,
     AG_W_Q5_K,
     AG_W_Q6_K,
+    /* load-time layouts (repack.c), never in a file: 16 rows' blocks interleaved */
+    AG_W_Q8_0_R16,
+    AG_W_Q4_0_R16,
+    AG_W_F16_R16,
     AG_W_COUNT
 } ag_wtype;
 
@@ -105,6 +109,41 @@ void *ag_kern_scratch(size_t bytes);
 void ag_rope_freqs(int n_rot, float base, const float *factors, float *inv_freq);
 void ag_rope_table(int32_t pos, const float *inv_freq, int n_rot, float *cs);
 void ag_rope_apply(float *v, int n_heads, int head_dim, int n_rot, bool neox, const float *cs);
+
+/*
+ * Repacked weights (repack.c says the layout and why).  A matrix of a type
+ * with a repacked form, whose rows are a multiple of AG_REPACK_ROWS, may be
+ * rewritten at load into groups of 16 rows; its product is then called with
+ * w_stride = the bytes of one group, and r0, r1 multiples of 16.  A row's
+ * result is the same bits in every variant (the generic twin included) and
+ * however many tokens share the call.
+ */
+enum { AG_REPACK_ROWS = 16 };
+/* The repacked type of w, or -1 when it has none. */
+int ag_wtype_repacked(ag_wtype w);
+/* Bytes of one 16-row group of rows of n elements in repacked type r (a multiple of 64). */
+size_t ag_kern_repack_group_bytes(ag_wtype r, size_t n);
+/* Rows [0, rows) of src (row r at src + r * src_stride, type w) into dst, 64-byte aligned, in w's repacked type. */
+void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows, size_t n, void *dst);
+
+/*
+ * A Q8_0 activation row (what ag_kern_act_prepare writes for the types that
+ * read Q8_0) is its nb = n / 32 blocks, then from ag_kern_act_side_offset(n)
+ * one side per block: what the repacked products need besides the bytes,
+ * computed once per row rather than by every thread's every chunk of rows.
+ */
+typedef struct ag_kern_act_side {
+    float d;     /* the block's scale */
+    int32_t sum; /* the sum of its 32 int8 values (the unsigned levels' offset correction) */
+} ag_kern_act_side;
+static inline size_t ag_kern_act_side_offset(size_t n) { return (n / 32 * sizeof(ag_block_q8_0) + 7) / 8 * 8; }
+/* The repacked products' generic twins: the definition the SIMD variants are tested against. */
+void ag_kern_matmul_f16_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                    size_t r0, size_t r1, size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q8_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q4_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 
 /* The variants (defined in kernels_<name>.c; NULL-free tables, checked at run time by ag_kernels_by_name). */
 extern const ag_kernels ag_kernels_generic;

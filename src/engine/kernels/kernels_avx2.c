@@ -212,11 +212,122 @@ void ag_kern_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n) {
     for (; i < n; i++) y[i] += a * f16(x[i]);
 }
 
+/*
+ * The repacked products (repack.c) with 8 rows to a ymm: each 16-row group in
+ * two halves, so C int32 sums and C float accumulators fit the 16
+ * registers.  Without VNNI a lane's four products are maddubs (pairs into
+ * int16) and madd with ones into int32.  Q4_0's levels 0..15 go in as they
+ * are: a pair is at most 2 * 15 * 127, so a block's eight maddubs add up in
+ * int16 (at most 30480) and take one madd; the lanes start at -8 * sum(x).
+ * Q8_0's are made signed again and multiplied in ggml's abs/sign form (a
+ * pair is at most 2 * 128 * 127), one madd per maddubs.  The integer sums
+ * are exact, so the results are the generic twin's bits.
+ */
+#define AG_R16_CMAX 4
+#define R16_TILE(NAME, K, ...)                                                                                         \
+    AG_INLINE void NAME(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {       \
+        const size_t nb = n / 32;                                                                                      \
+        const uint16_t *d = (const uint16_t *)(g + nb * (K) * 64);                                                     \
+        for (int h = 0; h < 2; h++) {                                                                                  \
+            __m256 acc[AG_R16_CMAX];                                                                                   \
+            for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();                                                  \
+            for (size_t b = 0; b < nb; b++) {                                                                          \
+                const char *L = g + b * (K) * 64 + h * 32;                                                             \
+                __m256i isum[AG_R16_CMAX]; /* set by the block's code, which may keep int16 sums until its end */     \
+                __VA_ARGS__                                                                                            \
+                __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(d + b * 16 + h * 8)));                    \
+                for (int c = 0; c < C; c++)                                                                            \
+                    acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]),                                              \
+                                             _mm256_mul_ps(dw, _mm256_set1_ps(AG_R16_SIDE(c, b).d)), acc[c]);      \
+            }                                                                                                          \
+            for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy + h * 8, acc[c]);                                 \
+        }                                                                                                              \
+    }
+
+/* Token c's activation bytes 4i..4i+3 of block b, in every lane. */
+#define R16_X(c, i) _mm256_set1_epi32(load_i32(((const ag_block_q8_0 *)(x + (c) * xs))[b].qs + 4 * (i)))
+
+R16_TILE(r16_tile_q8_0, 8, {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int c = 0; c < C; c++) isum[c] = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+        __m256i q = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(L + k * 64)), _mm256_set1_epi8(-128));
+        __m256i aq = _mm256_abs_epi8(q);
+        for (int c = 0; c < C; c++)
+            isum[c] = _mm256_add_epi32(isum[c],
+                                       _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(R16_X(c, k), q)), ones));
+    }
+})
+R16_TILE(r16_tile_q4_0, 4, {
+    const __m256i lo4 = _mm256_set1_epi8(15);
+    __m256i s16[AG_R16_CMAX];
+    for (int c = 0; c < C; c++) s16[c] = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_load_si256((const __m256i *)(L + k * 64));
+        __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+        for (int c = 0; c < C; c++)
+            s16[c] = _mm256_add_epi16(s16[c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, R16_X(c, k)),
+                                                               _mm256_maddubs_epi16(hi, R16_X(c, 4 + k))));
+    }
+    for (int c = 0; c < C; c++)
+        isum[c] = _mm256_add_epi32(_mm256_madd_epi16(s16[c], _mm256_set1_epi16(1)), _mm256_set1_epi32(-8 * AG_R16_SIDE(c, b).sum));
+})
+AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_4, (void)0, (void)0)
+AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, (void)0, (void)0)
+
+/*
+ * Repacked F16 (repack.c): 16 rows as two 8-lane halves converted once per
+ * element and C <= 6 tokens broadcast against them: 12 accumulators, the
+ * 16 registers' worth (BLIS's 6x16 sgemm shape).  A single token takes 4
+ * groups at once, so 8 independent FMA chains hide the FMA latency; every
+ * row's sum runs over k in order either way.  (Widening a group to f32 once
+ * per token block measured no faster: the f32 group leaves L1.)
+ */
+#define AG_R16F_CMAX 6
+AG_INLINE void r16_tile_f16(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+    __m256 acc[AG_R16F_CMAX][2];
+    for (int c = 0; c < C; c++) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+    const uint16_t *G = (const uint16_t *)g;
+    for (size_t k = 0; k < n; k++) {
+        __m256 w0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(G + k * 16)));
+        __m256 w1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(G + k * 16 + 8)));
+        for (int c = 0; c < C; c++) {
+            __m256 xb = _mm256_broadcast_ss((const float *)(x + c * xs) + k);
+            acc[c][0] = _mm256_fmadd_ps(w0, xb, acc[c][0]);
+            acc[c][1] = _mm256_fmadd_ps(w1, xb, acc[c][1]);
+        }
+    }
+    for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy, acc[c][0]), _mm256_storeu_ps(y + c * ldy + 8, acc[c][1]);
+}
+
+AG_INLINE void r16_groups_f16(const char *w, size_t gs, const float *x, size_t n, float *y, const int NG) {
+    __m256 acc[4][2];
+    for (int j = 0; j < NG; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    for (size_t k = 0; k < n; k++) {
+        __m256 xb = _mm256_broadcast_ss(x + k);
+        for (int j = 0; j < NG; j++) {
+            const uint16_t *G = (const uint16_t *)(w + j * gs) + k * 16;
+            acc[j][0] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)G)), xb, acc[j][0]);
+            acc[j][1] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)(G + 8))), xb, acc[j][1]);
+        }
+    }
+    for (int j = 0; j < NG; j++) _mm256_storeu_ps(y + j * 16, acc[j][0]), _mm256_storeu_ps(y + j * 16 + 8, acc[j][1]);
+}
+
+static void r16_rows_f16(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
+    size_t r = r0;
+    for (; r + 4 * AG_REPACK_ROWS <= r1; r += 4 * AG_REPACK_ROWS)
+        r16_groups_f16((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 4);
+    for (; r < r1; r += AG_REPACK_ROWS) r16_groups_f16((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 1);
+}
+
+AG_R16_WALK(matmul_f16_r16, r16_tile_f16, AG_R16F_CMAX, AG_R16_CASES_6, AG_R16_SINGLE(r16_rows_f16), (void)0)
+
 const ag_kernels ag_kernels_avx2 = {
     .name = "avx2",
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
-               matmul_q6_k},
+               matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .dot_f32 = ag_kern_dot_f32_avx2,

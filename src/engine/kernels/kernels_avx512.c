@@ -141,6 +141,106 @@ QUANT_MATMUL(matmul_q5_0, TILE_Q5_0, rows_q5_0, 4, 32)
 QUANT_MATMUL(matmul_iq4_nl, TILE_IQ4_NL, rows_iq4_nl, 7, 32)
 AG_KQ_MATMULS(4)
 
+/*
+ * The repacked products (repack.c): per block of a 16-row group, the int32
+ * lanes of one zmm are the 16 rows.  Each lane starts at -offset * sum(x)
+ * and gains unsigned level x signed activation through vpdpbusd, 4 bytes a
+ * lane, the activation's 4 bytes broadcast from memory; then one convert,
+ * one multiply by the rows' scales x the token's, one FMA.  C tokens share
+ * each weight load; 2C + 5 of the 32 registers are live.
+ */
+#define AG_R16_CMAX 8
+AG_INLINE void r16_tile_q8_0(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+    const size_t nb = n / 32;
+    __m512 acc[AG_R16_CMAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    const uint16_t *d = (const uint16_t *)(g + nb * 512);
+    for (size_t b = 0; b < nb; b++) {
+        __m512i isum[AG_R16_CMAX];
+        for (int c = 0; c < C; c++) isum[c] = _mm512_set1_epi32(-128 * AG_R16_SIDE(c, b).sum);
+        for (int k = 0; k < 8; k++) {
+            __m512i v = _mm512_load_si512(g + (b * 8 + k) * 64);
+            for (int c = 0; c < C; c++) {
+                const int8_t *xq = ((const ag_block_q8_0 *)(x + c * xs))[b].qs;
+                isum[c] = _mm512_dpbusd_epi32(isum[c], v, _mm512_set1_epi32(load_i32(xq + 4 * k)));
+            }
+        }
+        __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(d + b * 16)));
+        for (int c = 0; c < C; c++)
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(dw, _mm512_set1_ps(AG_R16_SIDE(c, b).d)),
+                                     acc[c]);
+    }
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(y + c * ldy, acc[c]);
+}
+
+AG_INLINE void r16_tile_q4_0(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+    const size_t nb = n / 32;
+    __m512 acc[AG_R16_CMAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    const uint16_t *d = (const uint16_t *)(g + nb * 256);
+    const __m512i lo4 = _mm512_set1_epi8(15);
+    for (size_t b = 0; b < nb; b++) {
+        __m512i isum[AG_R16_CMAX];
+        for (int c = 0; c < C; c++) isum[c] = _mm512_set1_epi32(-8 * AG_R16_SIDE(c, b).sum);
+        for (int k = 0; k < 4; k++) {
+            __m512i v = _mm512_load_si512(g + (b * 4 + k) * 64);
+            __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+            for (int c = 0; c < C; c++) {
+                const int8_t *xq = ((const ag_block_q8_0 *)(x + c * xs))[b].qs;
+                isum[c] = _mm512_dpbusd_epi32(isum[c], lo, _mm512_set1_epi32(load_i32(xq + 4 * k)));
+                isum[c] = _mm512_dpbusd_epi32(isum[c], hi, _mm512_set1_epi32(load_i32(xq + 16 + 4 * k)));
+            }
+        }
+        __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(d + b * 16)));
+        for (int c = 0; c < C; c++)
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(dw, _mm512_set1_ps(AG_R16_SIDE(c, b).d)),
+                                     acc[c]);
+    }
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(y + c * ldy, acc[c]);
+}
+
+AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_8, (void)0, (void)0)
+AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_8, (void)0, (void)0)
+
+/*
+ * Repacked F16 (repack.c): one zmm converts element k of the 16 rows, and
+ * C <= 12 tokens' x[k] are broadcast FMAs into it; a single token takes 8
+ * groups at once for 8 independent FMA chains.  Every row's sum runs over
+ * k in order either way (the generic twin's bits).
+ */
+#define AG_R16F_CMAX 12
+AG_INLINE void r16_tile_f16(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+    __m512 acc[AG_R16F_CMAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    const uint16_t *G = (const uint16_t *)g;
+    for (size_t k = 0; k < n; k++) {
+        __m512 wv = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(G + k * 16)));
+        for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(wv, _mm512_set1_ps(((const float *)(x + c * xs))[k]), acc[c]);
+    }
+    for (int c = 0; c < C; c++) _mm512_storeu_ps(y + c * ldy, acc[c]);
+}
+
+AG_INLINE void r16_groups_f16(const char *w, size_t gs, const float *x, size_t n, float *y, const int NG) {
+    __m512 acc[8];
+    for (int j = 0; j < NG; j++) acc[j] = _mm512_setzero_ps();
+    for (size_t k = 0; k < n; k++) {
+        __m512 xb = _mm512_set1_ps(x[k]);
+        for (int j = 0; j < NG; j++)
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_load_si256((const __m256i *)((const uint16_t *)(w + j * gs) + k * 16))),
+                                     xb, acc[j]);
+    }
+    for (int j = 0; j < NG; j++) _mm512_storeu_ps(y + j * 16, acc[j]);
+}
+
+static void r16_rows_f16(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
+    size_t r = r0;
+    for (; r + 8 * AG_REPACK_ROWS <= r1; r += 8 * AG_REPACK_ROWS)
+        r16_groups_f16((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 8);
+    for (; r < r1; r += AG_REPACK_ROWS) r16_groups_f16((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 1);
+}
+
+AG_R16_WALK(matmul_f16_r16, r16_tile_f16, AG_R16F_CMAX, AG_R16_CASES_12, AG_R16_SINGLE(r16_rows_f16), (void)0)
+
 AG_ROWS_OF(rows_f32, row_f32)
 AG_ROWS_OF(rows_f16, row_f16)
 AG_ROWS_OF(rows_bf16, row_bf16)
@@ -155,7 +255,7 @@ const ag_kernels ag_kernels_avx512 = {
     .name = "avx512",
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
-               matmul_q6_k},
+               matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .dot_f32 = ag_kern_dot_f32_avx2,

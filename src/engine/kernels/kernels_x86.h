@@ -300,6 +300,68 @@ AG_INLINE __m256i iq4_nl_values(const ag_block_iq4_nl *b) {
     return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ag_iq4nl_values)), idx);
 }
 
+/*
+ * The walk of the repacked products (repack.c): per token block of 64, per
+ * 16-row group, the token tiles TILE(group, n, x, xs, y, ldy, C) of up to
+ * CMAX tokens (a quantized tile finds token c's sides with AG_R16_SIDE);
+ * a group's weights (9-48 KB at the model sizes we run) stay in
+ * L1/L2 while the tiles of its token block pass.  A single token is the
+ * same walk with C = 1: one sequential stream through the groups.
+ */
+#define AG_R16_TILE_CASE(TILE, C)                                                                                      \
+    case C: TILE(g, n, xp, xs, yp, ldy, C); break;
+#define AG_R16_CASES_1(TILE) AG_R16_TILE_CASE(TILE, 1)
+#define AG_R16_CASES_2(TILE) AG_R16_CASES_1(TILE) AG_R16_TILE_CASE(TILE, 2)
+#define AG_R16_CASES_3(TILE) AG_R16_CASES_2(TILE) AG_R16_TILE_CASE(TILE, 3)
+#define AG_R16_CASES_4(TILE) AG_R16_CASES_3(TILE) AG_R16_TILE_CASE(TILE, 4)
+#define AG_R16_CASES_5(TILE) AG_R16_CASES_4(TILE) AG_R16_TILE_CASE(TILE, 5)
+#define AG_R16_CASES_6(TILE) AG_R16_CASES_5(TILE) AG_R16_TILE_CASE(TILE, 6)
+#define AG_R16_CASES_7(TILE) AG_R16_CASES_6(TILE) AG_R16_TILE_CASE(TILE, 7)
+#define AG_R16_CASES_8(TILE) AG_R16_CASES_7(TILE) AG_R16_TILE_CASE(TILE, 8)
+#define AG_R16_CASES_9(TILE) AG_R16_CASES_8(TILE) AG_R16_TILE_CASE(TILE, 9)
+#define AG_R16_CASES_10(TILE) AG_R16_CASES_9(TILE) AG_R16_TILE_CASE(TILE, 10)
+#define AG_R16_CASES_11(TILE) AG_R16_CASES_10(TILE) AG_R16_TILE_CASE(TILE, 11)
+#define AG_R16_CASES_12(TILE) AG_R16_CASES_11(TILE) AG_R16_TILE_CASE(TILE, 12)
+/*
+ * CASES is AG_R16_CASES_<CMAX>, CMAX the tile's most tokens; SINGLE is a
+ * statement run first, AG_R16_SINGLE(ROWS) to hand single tokens to
+ * ROWS(w, gs, x, n, r0, r1, y), or (void)0; GROUP a statement that may point
+ * g, the group the tiles read, at a prepared copy (widened once per token
+ * block), or (void)0.
+ */
+#define AG_R16_SINGLE(ROWS)                                                                                            \
+    if (T == 1) {                                                                                                      \
+        ROWS(w, gs, x, n, r0, r1, y);                                                                                  \
+        return;                                                                                                        \
+    }
+#define AG_R16_WALK(NAME, TILE, CMAX, CASES, SINGLE, GROUP)                                                            \
+    static void NAME(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
+                     float *y, size_t ldy) {                                                                           \
+        SINGLE;                                                                                                        \
+        for (size_t t0 = 0; t0 < T; t0 += AG_TILE_TOKEN_BLOCK) {                                                       \
+            size_t t1 = T - t0 < AG_TILE_TOKEN_BLOCK ? T : t0 + AG_TILE_TOKEN_BLOCK;                                   \
+            for (size_t r = r0; r < r1; r += AG_REPACK_ROWS) {                                                         \
+                const char *g = (const char *)w + r / AG_REPACK_ROWS * gs;                                             \
+                GROUP;                                                                                                 \
+                for (size_t t = t0; t < t1; t += (CMAX)) {                                                             \
+                    const char *xp = (const char *)x + t * xs;                                                         \
+                    float *yp = y + t * ldy + r;                                                                       \
+                    switch (t1 - t < (CMAX) ? (int)(t1 - t) : (CMAX)) { CASES(TILE) }                                  \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+
+/* Token c's side of block b, in a quantized tile. */
+#define AG_R16_SIDE(c, b) (((const ag_kern_act_side *)(x + (c) * xs + ag_kern_act_side_offset(n)))[b])
+
+/* Four activation bytes from p, broadcast to every 32-bit lane by the caller's set1. */
+AG_INLINE int32_t load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n);
 void ag_kern_quantize_q8_k_avx2(const float *x, ag_block_q8_k *y, size_t n);
 float ag_kern_dot_f32_avx2(const float *a, const float *b, size_t n);

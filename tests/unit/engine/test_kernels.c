@@ -96,7 +96,7 @@ static void test_matmul_variants_match_generic(void **state) {
         }
         ran++;
         uint64_t seed = 42;
-        for (int wt = 0; wt < AG_W_COUNT; wt++) {
+        for (int wt = 0; wt <= AG_W_Q6_K; wt++) { /* the file types; the repacked ones below */
             size_t be = ag_dtype_block_elems(wdtype[wt]);
             const size_t *ns = be == 256 ? n_kquant : be == 32 ? n_quant : n_float;
             size_t nn = be == 256  ? sizeof n_kquant / sizeof *n_kquant
@@ -159,6 +159,77 @@ static void test_dots_match_ggml(void **state) {
                 fail_msg("%s %s: %.9g, ggml %.9g", names[v], ag_dtype_name(wdtype[cases[c].wt]), y, cases[c].ggml);
         }
     }
+}
+
+/*
+ * The repacked products (repack.c): the generic twin agrees with the in-place
+ * product within rounding (only the order of the float sums differs),
+ * and every variant gives the generic twin's exact bits, batched or alone, on
+ * groups cut by r0/r1.
+ */
+static void check_repacked(ag_wtype wt, size_t rows, size_t n, size_t T, uint64_t *seed) {
+    const ag_kernels *g = &ag_kernels_generic;
+    const ag_wtype rt = (ag_wtype)ag_wtype_repacked(wt);
+    const ag_dtype dt = wdtype[wt];
+    uint64_t rb;
+    assert_true(ag_dtype_bytes(dt, n, &rb));
+    size_t xrb = ag_kern_act_row_bytes(rt, n), gb = ag_kern_repack_group_bytes(rt, n);
+    assert_int_equal(xrb, ag_kern_act_row_bytes(wt, n));
+    float *f = malloc((rows > T ? rows : T) * n * sizeof(float));
+    char *w = malloc(rows * rb), *x = malloc(T * xrb);
+    void *p = aligned_alloc(64, rows / AG_REPACK_ROWS * gb);
+    float *y0 = malloc(T * rows * sizeof(float)), *y1 = malloc(T * rows * sizeof(float)), *y2 = malloc(T * rows * sizeof(float));
+    for (size_t i = 0; i < rows * n; i++) f[i] = frand(seed);
+    for (size_t r = 0; r < rows; r++) ag_dtype_from_f32(dt, f + r * n, w + r * rb, n);
+    for (size_t i = 0; i < T * n; i++) f[i] = frand(seed) * 3;
+    for (size_t t = 0; t < T; t++) ag_kern_act_prepare(g, wt, f + t * n, x + t * xrb, n);
+    ag_kern_repack(wt, w, rb, rows, n, p);
+    g->matmul[wt](w, rb, x, xrb, n, 0, rows, T, y0, rows);
+    g->matmul[rt](p, gb, x, xrb, n, 0, rows, T, y1, rows);
+    for (size_t i = 0; i < T * rows; i++)
+        if (!(fabsf(y0[i] - y1[i]) <= 1e-5f * (1 + fabsf(y0[i]))))
+            fail_msg("generic %s rows=%zu n=%zu T=%zu: [%zu] repacked %.9g, in place %.9g", ag_dtype_name(dt), rows, n, T,
+                     i, y1[i], y0[i]);
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        const ag_kernels *k = ag_kernels_by_name(variants[v]);
+        if (!k) continue;
+        memset(y2, 0xff, T * rows * sizeof(float));
+        k->matmul[rt](p, gb, x, xrb, n, 0, rows, T, y2, rows);
+        if (memcmp(y1, y2, T * rows * sizeof(float)) != 0)
+            fail_msg("%s %s repacked rows=%zu n=%zu T=%zu: not the generic twin's bits", k->name, ag_dtype_name(dt), rows,
+                     n, T);
+        for (size_t t = 0; t < T; t += 3) { /* alone */
+            k->matmul[rt](p, gb, x + t * xrb, xrb, n, 0, rows, 1, y2, rows);
+            if (memcmp(y2, y1 + t * rows, rows * sizeof(float)) != 0)
+                fail_msg("%s %s repacked rows=%zu n=%zu: token %zu alone differs from batched", k->name,
+                         ag_dtype_name(dt), rows, n, t);
+        }
+        if (rows >= 48) { /* the middle groups only */
+            memset(y2, 0, T * rows * sizeof(float));
+            k->matmul[rt](p, gb, x, xrb, n, 16, rows - 16, T, y2, rows);
+            for (size_t t = 0; t < T; t++)
+                for (size_t r = 0; r < rows; r++)
+                    assert_true(r < 16 || r >= rows - 16 ? y2[t * rows + r] == 0 : y2[t * rows + r] == y1[t * rows + r]);
+        }
+    }
+    free(f), free(w), free(x), free(p), free(y0), free(y1), free(y2);
+}
+
+static void test_repacked_match_generic(void **state) {
+    (void)state;
+    static const size_t rows_list[] = {16, 32, 48, 80}; /* 80: five groups, past the single-token path's 4 or 8 at once */
+    static const size_t T_list[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 70};
+    static const size_t n_list[] = {32, 64, 288};
+    static const ag_wtype types[] = {AG_W_Q8_0, AG_W_Q4_0, AG_W_F16};
+    uint64_t seed = 11;
+    for (size_t i = 0; i < 3; i++) {
+        assert_true(ag_kern_repack_group_bytes((ag_wtype)ag_wtype_repacked(types[i]), 64) % 64 == 0);
+        for (size_t a = 0; a < 4; a++)
+            for (size_t b = 0; b < sizeof T_list / sizeof *T_list; b++)
+                for (size_t c = 0; c < 3; c++) check_repacked(types[i], rows_list[a], n_list[c], T_list[b], &seed);
+    }
+    assert_int_equal(ag_wtype_repacked(AG_W_BF16), -1);
+    assert_int_equal(ag_wtype_repacked(AG_W_Q4_K), -1);
 }
 
 static void test_quantize_q8_0_same_bytes(void **state) {
@@ -335,7 +406,8 @@ static void test_pool_split_covers(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_variants_match_generic), cmocka_unit_test(test_generic_matmul_is_the_definition),
+        cmocka_unit_test(test_matmul_variants_match_generic), cmocka_unit_test(test_repacked_match_generic),
+        cmocka_unit_test(test_generic_matmul_is_the_definition),
         cmocka_unit_test(test_quantize_q8_0_same_bytes),      cmocka_unit_test(test_dots_match_ggml),      cmocka_unit_test(test_attention_helpers),
         cmocka_unit_test(test_selection),                     cmocka_unit_test(test_pool_runs_every_share_once),
         cmocka_unit_test(test_pool_split_covers), cmocka_unit_test(test_rope_partial_matches_formula),

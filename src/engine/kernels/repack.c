@@ -1,0 +1,160 @@
+/*
+ * repack.c - F16, Q8_0 and Q4_0 weights rewritten at load into 16-row
+ * groups, and the generic twins of their products.
+ *
+ * Why: a product that walks a file's rows in place needs, per 32-element
+ * block and per (row, token) pair, one dot product of 32 bytes, a horizontal
+ * reduction at the end and a float multiply-add per block; on AVX-512 that
+ * keeps the int8 units about a third busy.  With 16 rows' blocks side by
+ * side, one 64-byte load holds the same 4 bytes of 16 rows, so one vpdpbusd
+ * against 4 broadcast activation bytes advances 16 rows at once, the 16
+ * int32 lanes ARE the 16 rows (no reduction), and a block's scales are one
+ * vector: per block and token, 8 dot-product instructions and one convert,
+ * one multiply, one FMA for 16 rows.  llama.cpp does the same for Q4_0
+ * (block_q4_0x8, 8 rows, ggml-cpu/repack.cpp); ours is 16 rows so a group is
+ * exactly one zmm of results.
+ *
+ * A group of 16 rows of n elements (nb = n / 32 blocks), 64-byte aligned:
+ *   levels: nb blocks, each K chunks of 64 bytes (Q8_0: K = 8, Q4_0: K = 4);
+ *     byte 4r + i of chunk k of block b is row r's qs[4k + i] of block b.
+ *     Q8_0 bytes are stored as unsigned levels q + 128 (so vpdpbusd, which
+ *     multiplies unsigned by signed bytes, takes them as they are); Q4_0
+ *     bytes are the file's, two nibbles 0..15 for q + 8: chunk k's low
+ *     nibbles are elements 4k..4k+3, its high nibbles 16+4k..16+4k+3.
+ *   scales: then nb x 16 fp16, the block's scale of rows 0..15;
+ *   padding to a multiple of 64 bytes.
+ *
+ * F16 the same way, element by element: a group is n steps of 32 bytes, step
+ * k holding element k of rows 0..15, so one 16-lane convert gives a vector
+ * of 16 rows' weights and each token's x[k] is one broadcast FMA into the
+ * 16 rows' accumulators (the register-blocked GEMM's "rows as vector
+ * lanes, tokens broadcast", as BLIS's sgemm microkernels).  Row r's result
+ * for one token is acc = fma(w_rk, x_k, acc) for k = 0..n-1 in order.
+ *
+ * The quantized result of row r for one token is, block by block in order,
+ *   acc = fma((float)isum_b, d_w * d_x, acc),   isum_b = sum_i q_i * x_i
+ * with q the signed level, isum_b exact in int32.  Every variant computes
+ * exactly that per lane, so results are bit-identical across variants and
+ * across batch sizes (the AVX-512 kernel starts isum at -offset * sum(x)
+ * and adds unsigned levels times x: the same integer).
+ */
+#include "engine/kernels/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+int ag_wtype_repacked(ag_wtype w) {
+    switch (w) {
+    case AG_W_Q8_0: return AG_W_Q8_0_R16;
+    case AG_W_Q4_0: return AG_W_Q4_0_R16;
+    case AG_W_F16: return AG_W_F16_R16;
+    default: return -1;
+    }
+}
+
+/* Bytes of one block's levels for all 16 rows. */
+static size_t levels_bytes(ag_wtype r) { return r == AG_W_Q8_0_R16 ? 16 * 32 : 16 * 16; }
+
+size_t ag_kern_repack_group_bytes(ag_wtype r, size_t n) {
+    if (r == AG_W_F16_R16) return (n * 16 * sizeof(uint16_t) + 63) / 64 * 64;
+    size_t nb = n / 32;
+    return (nb * (levels_bytes(r) + 16 * sizeof(uint16_t)) + 63) / 64 * 64;
+}
+
+static void repack_f16(const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
+    const size_t gb = ag_kern_repack_group_bytes(AG_W_F16_R16, n);
+    for (size_t g = 0; g < rows / AG_REPACK_ROWS; g++) {
+        uint16_t *G = (uint16_t *)((char *)dst + g * gb);
+        memset((char *)G + n * 32, 0, gb - n * 32);
+        for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
+            const uint16_t *row = (const uint16_t *)((const char *)src + (g * AG_REPACK_ROWS + i) * src_stride);
+            for (size_t k = 0; k < n; k++) G[k * 16 + i] = row[k];
+        }
+    }
+}
+
+void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
+    if (w == AG_W_F16) {
+        repack_f16(src, src_stride, rows, n, dst);
+        return;
+    }
+    const ag_wtype r = (ag_wtype)ag_wtype_repacked(w);
+    const size_t nb = n / 32, gb = ag_kern_repack_group_bytes(r, n), lb = levels_bytes(r);
+    for (size_t g = 0; g < rows / AG_REPACK_ROWS; g++) {
+        uint8_t *G = (uint8_t *)dst + g * gb;
+        uint16_t *d = (uint16_t *)(G + nb * lb);
+        memset(G + nb * (lb + 32), 0, gb - nb * (lb + 32));
+        for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
+            const char *row = (const char *)src + (g * AG_REPACK_ROWS + i) * src_stride;
+            for (size_t b = 0; b < nb; b++) {
+                uint8_t *L = G + b * lb;
+                if (r == AG_W_Q8_0_R16) {
+                    const ag_block_q8_0 *q = (const ag_block_q8_0 *)row + b;
+                    for (size_t k = 0; k < 8; k++)
+                        for (size_t j = 0; j < 4; j++) L[k * 64 + 4 * i + j] = (uint8_t)(q->qs[4 * k + j] + 128);
+                    d[b * 16 + i] = q->d;
+                } else {
+                    const ag_block_q4_0 *q = (const ag_block_q4_0 *)row + b;
+                    for (size_t k = 0; k < 4; k++) memcpy(L + k * 64 + 4 * i, q->qs + 4 * k, 4);
+                    d[b * 16 + i] = q->d;
+                }
+            }
+        }
+    }
+}
+
+/* Row i's signed level of element e of block b in group G. */
+static int level(ag_wtype r, const uint8_t *G, size_t b, size_t i, size_t e) {
+    const uint8_t *L = G + b * levels_bytes(r);
+    if (r == AG_W_Q8_0_R16) return (int)L[(e / 4) * 64 + 4 * i + e % 4] - 128;
+    size_t k = (e % 16) / 4;
+    uint8_t v = L[k * 64 + 4 * i + e % 4];
+    return (e < 16 ? v & 15 : v >> 4) - 8;
+}
+
+static void matmul_r16_generic(ag_wtype r, const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0,
+                               size_t r1, size_t T, float *y, size_t ldy) {
+    const size_t nb = n / 32;
+    for (size_t g = r0 / AG_REPACK_ROWS; g < r1 / AG_REPACK_ROWS; g++) {
+        const uint8_t *G = (const uint8_t *)w + g * gs;
+        const uint16_t *d = (const uint16_t *)(G + nb * levels_bytes(r));
+        for (size_t t = 0; t < T; t++) {
+            const ag_block_q8_0 *xb = (const ag_block_q8_0 *)((const char *)x + t * xs);
+            for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
+                float acc = 0;
+                for (size_t b = 0; b < nb; b++) {
+                    int32_t isum = 0;
+                    for (size_t e = 0; e < 32; e++) isum += level(r, G, b, i, e) * xb[b].qs[e];
+                    const float scale = ag_f16_to_f32(d[b * 16 + i]) * ag_f16_to_f32(xb[b].d);
+                    acc = fmaf((float)isum, scale, acc);
+                }
+                y[t * ldy + g * AG_REPACK_ROWS + i] = acc;
+            }
+        }
+    }
+}
+
+void ag_kern_matmul_f16_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                    size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    for (size_t g = r0 / AG_REPACK_ROWS; g < r1 / AG_REPACK_ROWS; g++) {
+        const uint16_t *G = (const uint16_t *)((const char *)w + g * w_stride);
+        for (size_t t = 0; t < T; t++) {
+            const float *xt = (const float *)((const char *)x + t * x_stride);
+            for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
+                float acc = 0;
+                for (size_t k = 0; k < n; k++) acc = fmaf(ag_f16_to_f32(G[k * 16 + i]), xt[k], acc);
+                y[t * ldy + g * AG_REPACK_ROWS + i] = acc;
+            }
+        }
+    }
+}
+
+void ag_kern_matmul_q8_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    matmul_r16_generic(AG_W_Q8_0_R16, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
+}
+
+void ag_kern_matmul_q4_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    matmul_r16_generic(AG_W_Q4_0_R16, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
+}
