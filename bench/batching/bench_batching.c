@@ -16,12 +16,13 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum { GEN = 64, PROMPT = 16, LONG = 1024, SHARED = 1008 };
 
-static ag_engine *make(const char *model, int threads, int max_seqs) {
+static ag_engine *make(const char *model, int threads, int max_seqs, bool no_repack) {
     ag_engine_params p = {.model_path = model, .n_threads = threads, .ctx = LONG + 64, .max_seqs = max_seqs,
-                          .max_batch_tokens = 512, .max_queue = 256};
+                          .max_batch_tokens = 512, .max_queue = 256, .no_repack = no_repack};
     ag_engine *e = NULL;
     ag_err err;
     if (ag_engine_create(&p, &e, &err) != AG_OK) {
@@ -60,17 +61,18 @@ static uint64_t wait_finishes(ag_engine *e, int n, uint64_t *first_token, int *c
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_batching MODEL.gguf [THREADS]\n");
+        fprintf(stderr, "usage: bench_batching MODEL.gguf [THREADS] [--no-repack]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 0;
+    bool no_repack = argc > 3 && strcmp(argv[3], "--no-repack") == 0;
     static int32_t prompts[32][PROMPT];
     uint64_t seed = 1;
     for (int i = 0; i < 32; i++)
         for (int k = 0; k < PROMPT; k++) seed = seed * 6364136223846793005ull + 1, prompts[i][k] = 3 + (int32_t)((seed >> 33) % 31000);
-    ag_engine *e = make(argv[1], threads, 32);
-    printf("aggregate decode, %d tokens per request (%s)\n| concurrent requests | tokens/s | vs 1 |\n|--:|--:|--:|\n", GEN,
-           argv[1]);
+    ag_engine *e = make(argv[1], threads, 32, no_repack);
+    printf("aggregate decode, %d tokens per request (%s, %s)\n| concurrent requests | tokens/s | vs 1 |\n|--:|--:|--:|\n",
+           GEN, argv[1], no_repack ? "in place" : "repacked");
     double single = 0;
     for (int n = 1; n <= 32; n *= 2) {
         uint64_t t0 = ag_clock_mono_ns();

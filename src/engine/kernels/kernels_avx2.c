@@ -272,8 +272,8 @@ R16_TILE(r16_tile_q4_0, 4, {
     for (int c = 0; c < C; c++)
         isum[c] = _mm256_add_epi32(_mm256_madd_epi16(s16[c], _mm256_set1_epi16(1)), _mm256_set1_epi32(-8 * AG_R16_SIDE(c, b).sum));
 })
-AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_4, (void)0, (void)0)
-AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, (void)0, (void)0)
+AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_4, (void)0)
+AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, (void)0)
 
 /*
  * Repacked F16 (repack.c): 16 rows as two 8-lane halves converted once per
@@ -314,14 +314,9 @@ AG_INLINE void r16_groups_f16(const char *w, size_t gs, const float *x, size_t n
     for (int j = 0; j < NG; j++) _mm256_storeu_ps(y + j * 16, acc[j][0]), _mm256_storeu_ps(y + j * 16 + 8, acc[j][1]);
 }
 
-static void r16_rows_f16(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
-    size_t r = r0;
-    for (; r + 4 * AG_REPACK_ROWS <= r1; r += 4 * AG_REPACK_ROWS)
-        r16_groups_f16((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 4);
-    for (; r < r1; r += AG_REPACK_ROWS) r16_groups_f16((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 1);
-}
+AG_R16_ROWS_F16(r16_rows_f16, r16_groups_f16, 4)
 
-AG_R16_WALK(matmul_f16_r16, r16_tile_f16, AG_R16F_CMAX, AG_R16_CASES_6, AG_R16_SINGLE(r16_rows_f16), (void)0)
+AG_R16_WALK(matmul_f16_r16, r16_tile_f16, AG_R16F_CMAX, AG_R16_CASES_6, AG_R16_SINGLE(r16_rows_f16))
 
 const ag_kernels ag_kernels_avx2 = {
     .name = "avx2",

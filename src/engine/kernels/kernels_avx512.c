@@ -199,8 +199,8 @@ AG_INLINE void r16_tile_q4_0(const char *g, size_t n, const char *x, size_t xs, 
     for (int c = 0; c < C; c++) _mm512_storeu_ps(y + c * ldy, acc[c]);
 }
 
-AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_8, (void)0, (void)0)
-AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_8, (void)0, (void)0)
+AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_8, (void)0)
+AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_8, (void)0)
 
 /*
  * Repacked F16 (repack.c): one zmm converts element k of the 16 rows, and
@@ -232,14 +232,9 @@ AG_INLINE void r16_groups_f16(const char *w, size_t gs, const float *x, size_t n
     for (int j = 0; j < NG; j++) _mm512_storeu_ps(y + j * 16, acc[j]);
 }
 
-static void r16_rows_f16(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
-    size_t r = r0;
-    for (; r + 8 * AG_REPACK_ROWS <= r1; r += 8 * AG_REPACK_ROWS)
-        r16_groups_f16((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 8);
-    for (; r < r1; r += AG_REPACK_ROWS) r16_groups_f16((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 1);
-}
+AG_R16_ROWS_F16(r16_rows_f16, r16_groups_f16, 8)
 
-AG_R16_WALK(matmul_f16_r16, r16_tile_f16, AG_R16F_CMAX, AG_R16_CASES_12, AG_R16_SINGLE(r16_rows_f16), (void)0)
+AG_R16_WALK(matmul_f16_r16, r16_tile_f16, AG_R16F_CMAX, AG_R16_CASES_12, AG_R16_SINGLE(r16_rows_f16))
 
 AG_ROWS_OF(rows_f32, row_f32)
 AG_ROWS_OF(rows_f16, row_f16)

@@ -306,7 +306,8 @@ AG_INLINE __m256i iq4_nl_values(const ag_block_iq4_nl *b) {
  * CMAX tokens (a quantized tile finds token c's sides with AG_R16_SIDE);
  * a group's weights (9-48 KB at the model sizes we run) stay in
  * L1/L2 while the tiles of its token block pass.  A single token is the
- * same walk with C = 1: one sequential stream through the groups.
+ * same walk with C = 1 (one sequential stream through the groups) unless
+ * SINGLE hands it to a path of its own.
  */
 #define AG_R16_TILE_CASE(TILE, C)                                                                                      \
     case C: TILE(g, n, xp, xs, yp, ldy, C); break;
@@ -325,16 +326,14 @@ AG_INLINE __m256i iq4_nl_values(const ag_block_iq4_nl *b) {
 /*
  * CASES is AG_R16_CASES_<CMAX>, CMAX the tile's most tokens; SINGLE is a
  * statement run first, AG_R16_SINGLE(ROWS) to hand single tokens to
- * ROWS(w, gs, x, n, r0, r1, y), or (void)0; GROUP a statement that may point
- * g, the group the tiles read, at a prepared copy (widened once per token
- * block), or (void)0.
+ * ROWS(w, gs, x, n, r0, r1, y), or (void)0.
  */
 #define AG_R16_SINGLE(ROWS)                                                                                            \
     if (T == 1) {                                                                                                      \
         ROWS(w, gs, x, n, r0, r1, y);                                                                                  \
         return;                                                                                                        \
     }
-#define AG_R16_WALK(NAME, TILE, CMAX, CASES, SINGLE, GROUP)                                                            \
+#define AG_R16_WALK(NAME, TILE, CMAX, CASES, SINGLE)                                                                   \
     static void NAME(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1, size_t T,    \
                      float *y, size_t ldy) {                                                                           \
         SINGLE;                                                                                                        \
@@ -342,7 +341,6 @@ AG_INLINE __m256i iq4_nl_values(const ag_block_iq4_nl *b) {
             size_t t1 = T - t0 < AG_TILE_TOKEN_BLOCK ? T : t0 + AG_TILE_TOKEN_BLOCK;                                   \
             for (size_t r = r0; r < r1; r += AG_REPACK_ROWS) {                                                         \
                 const char *g = (const char *)w + r / AG_REPACK_ROWS * gs;                                             \
-                GROUP;                                                                                                 \
                 for (size_t t = t0; t < t1; t += (CMAX)) {                                                             \
                     const char *xp = (const char *)x + t * xs;                                                         \
                     float *yp = y + t * ldy + r;                                                                       \
@@ -350,6 +348,19 @@ AG_INLINE __m256i iq4_nl_values(const ag_block_iq4_nl *b) {
                 }                                                                                                      \
             }                                                                                                          \
         }                                                                                                              \
+    }
+
+/*
+ * A single token against repacked F16: GROUPS(group, gs, x, n, y, NG)
+ * computes NG consecutive groups at once (independent FMA chains), the
+ * leftover groups one at a time.
+ */
+#define AG_R16_ROWS_F16(NAME, GROUPS, NG)                                                                              \
+    static void NAME(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {             \
+        size_t r = r0;                                                                                                 \
+        for (; r + (NG) * AG_REPACK_ROWS <= r1; r += (NG) * AG_REPACK_ROWS)                                            \
+            GROUPS((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, NG);                                    \
+        for (; r < r1; r += AG_REPACK_ROWS) GROUPS((const char *)w + r / AG_REPACK_ROWS * gs, gs, x, n, y + r, 1);     \
     }
 
 /* Token c's side of block b, in a quantized tile. */
