@@ -273,7 +273,44 @@ R16_TILE(r16_tile_q4_0, 4, {
         isum[c] = _mm256_add_epi32(_mm256_madd_epi16(s16[c], _mm256_set1_epi16(1)), _mm256_set1_epi32(-8 * AG_R16_SIDE(c, b).sum));
 })
 AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_4, (void)0)
-AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, (void)0)
+/*
+ * A single Q4_0 token takes both halves of a group at once: the tile's
+ * arithmetic lane for lane (so the same bits), with each activation
+ * broadcast and block scale shared by the 16 rows instead of done per half.
+ */
+static void r16_rows_q4_0(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
+    const size_t nb = n / 32;
+    const ag_block_q8_0 *xb = x;
+    const ag_kern_act_side *side = (const ag_kern_act_side *)((const char *)x + ag_kern_act_side_offset(n));
+    const __m256i lo4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    for (size_t r = r0; r < r1; r += AG_REPACK_ROWS) {
+        const char *g = (const char *)w + r / AG_REPACK_ROWS * gs;
+        const uint16_t *d = (const uint16_t *)(g + nb * 256);
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (size_t b = 0; b < nb; b++) {
+            __m256i s16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (int k = 0; k < 4; k++) {
+                __m256i xl = _mm256_set1_epi32(load_i32(xb[b].qs + 4 * k));
+                __m256i xh = _mm256_set1_epi32(load_i32(xb[b].qs + 16 + 4 * k));
+                for (int h = 0; h < 2; h++) {
+                    __m256i v = _mm256_load_si256((const __m256i *)(g + (b * 4 + k) * 64 + h * 32));
+                    __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                    s16[h] = _mm256_add_epi16(s16[h], _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh)));
+                }
+            }
+            const __m256i corr = _mm256_set1_epi32(-8 * side[b].sum);
+            const __m256 dx = _mm256_set1_ps(side[b].d);
+            for (int h = 0; h < 2; h++) {
+                __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(d + b * 16 + h * 8)));
+                __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(s16[h], ones), corr);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[h]);
+            }
+        }
+        _mm256_storeu_ps(y + r, acc[0]), _mm256_storeu_ps(y + r + 8, acc[1]);
+    }
+}
+
+AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, AG_R16_SINGLE(r16_rows_q4_0))
 
 /*
  * Repacked F16 (repack.c): 16 rows as two 8-lane halves converted once per
