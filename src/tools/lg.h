@@ -28,7 +28,9 @@ typedef struct lg lg;
 typedef struct lg_conn lg_conn;
 
 /* How an exchange ended.  END_REFUSED: HTTP/2 said the stream was not processed (REFUSED_STREAM, or above a
- * GOAWAY's last stream id), so it is sent again at once, uncounted (RFC 9113 8.7), up to LG_MAX_REFUSALS times. */
+ * GOAWAY's last stream id), or an HTTP/1.1 connection that had already answered closed before a byte of this
+ * answer (a server's idle keep-alive close racing our next request: RFC 9112 9.3.1), so it is sent again at
+ * once, uncounted (RFC 9113 8.7), up to LG_MAX_REFUSALS times. */
 typedef enum { END_OK, END_HTTP, END_TIMEOUT, END_CONN, END_PROTO, END_ABORT, END_REFUSED } lg_end;
 #define LG_MAX_REFUSALS 8
 
@@ -73,6 +75,7 @@ struct lg_conn {
     /* HTTP/1.1: the exchange in flight and its response's framing */
     lg_xchg *x;
     ag_http_response resp;
+    unsigned answered; /* responses it has carried whole: a later close before any byte is a stale connection */
     /* HTTP/2 */
     nghttp2_session *h2;
     bool in_recv; /* inside nghttp2_session_mem_recv: sending and freeing wait until it returns */

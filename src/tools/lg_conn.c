@@ -62,6 +62,7 @@ void lg_conn_start(lg_conn *c, lg_xchg *x) {
 
 void lg_conn_finish(lg_conn *c, lg_xchg *x, lg_end kind) {
     c->active--;
+    c->answered += kind == END_OK || kind == END_HTTP;
     x->c = NULL;
     if (c->x == x) c->x = NULL;
     if (c->state != LGC_CLOSING) {
@@ -157,6 +158,12 @@ static void ended(lg_conn *c, ssize_t n) {
         lg_body_read(x, c->io.in.data + c->resp.head_len, c->io.in.len - c->resp.head_len, true);
         c->resp.close_after = true;
         lg_conn_finish(c, x, x->status / 100 == 2 ? END_OK : END_HTTP);
+        return;
+    }
+    if (x && c->answered && !c->resp.head_done && !c->io.in.len && (n == UV_EOF || n == UV_ECONNRESET)) {
+        /* a reused connection the server had closed (llama-server closes after each streamed answer while saying
+         * keep-alive): nothing of this request was answered, so it goes out again on a fresh one */
+        lg_conn_close(c, END_REFUSED);
         return;
     }
     if (c->active) lg_conn_error(c->g, n == UV_EOF ? "the server closed the connection" : uv_strerror((int)n));

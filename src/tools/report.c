@@ -104,7 +104,9 @@ static void failure_text(const ag_bench_run *run, size_t i, ag_buf *o) {
                    r->statuses[0].status ? ")" : "", (unsigned long long)r->timeout, (unsigned long long)r->conn_error,
                    (unsigned long long)r->proto_error, (unsigned long long)r->aborted);
     if (r->retries) ag_buf_appendf(o, "; %llu retries", (unsigned long long)r->retries);
-    if (r->refused) ag_buf_appendf(o, "; %llu streams refused and sent again", (unsigned long long)r->refused);
+    if (r->refused)
+        ag_buf_appendf(o, "; %llu sent again unanswered (HTTP/2 refused streams, closed keep-alive connections)",
+                       (unsigned long long)r->refused);
 }
 
 void ag_bench_print_table(const ag_bench_run *run, FILE *out) {

@@ -122,6 +122,38 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
   }
 });
 
+// llama-server (d32676d77) answers a streamed request with "Keep-Alive: timeout=5, max=100" and then closes the
+// connection; the load generator sent its next request down the closed connection and counted half of all
+// requests as connection errors.  This server answers one request per connection and closes on the second.
+test('autoglm bench against a server that closes a kept-alive connection unannounced: resends, every request answered', async () => {
+  const script = path.join(scratch, 'close-after-one.mjs');
+  writeFileSync(script, `import net from 'node:net';
+const srv = net.createServer((sock) => {
+  let seen = '', answered = 0;
+  sock.on('data', (d) => {
+    seen += d;
+    while (seen.includes('\\r\\n\\r\\n')) {
+      seen = seen.slice(seen.indexOf('\\r\\n\\r\\n') + 4);
+      if (answered++) return sock.destroy(); // the next request on a kept-alive connection: closed, unanswered
+      sock.write('HTTP/1.1 200 OK\\r\\nContent-Length: 6\\r\\nKeep-Alive: timeout=5, max=100\\r\\n\\r\\nhello\\n');
+    }
+  });
+  sock.on('error', () => {});
+}).listen(0, '127.0.0.1', () => console.log('listening ' + srv.address().port));
+`);
+  const proc = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise((resolve) => proc.stdout.on('data', (d) => { const m = /listening (\d+)/.exec(d); if (m) resolve(m[1]); }));
+    const s = benchRun(`http://127.0.0.1:${port}/`, ['--concurrency', '2', '--requests', '200']);
+    assert.equal(s.requests, 200);
+    assert.equal(s.ok, 200, JSON.stringify(s));
+    assert.equal(s.connection_errors, 0);
+    assert.ok(s.refused_resent > 0, JSON.stringify(s));
+  } finally {
+    proc.kill('SIGTERM');
+  }
+});
+
 test('autoglm bench against serve --max-requests-per-connection 5: every request answered', async () => {
   const srv = await startServer(['--max-requests-per-connection', '5']);
   try {
