@@ -237,7 +237,7 @@ uint64_t ag_matrix_repack_bytes(ag_dtype t, int64_t rows, int64_t cols) {
     return (uint64_t)(rows / AG_REPACK_ROWS) * ag_kern_repack_group_bytes((ag_wtype)rt, (size_t)cols);
 }
 
-/* Each product matrix that has a repacked form; the head too (tied or not: GET_ROWS keeps tok_embd in place). */
+/* Every product matrix, the head included (tied or not: tok_embd's rows stay in place for the embedding lookup). */
 static int product_matrices(ag_model *m, ag_matrix **out) {
     int n = 0;
     for (int l = 0; l < m->cfg.n_layer; l++) {
@@ -267,7 +267,7 @@ static ag_status repack_weights(loader *L) {
     char *p = total <= SIZE_MAX ? aligned_alloc(64, (size_t)total) : NULL;
     if (!p) {
         free(mats);
-        return ag_err_set(L->err, AG_NOMEM, "no memory for %llu bytes of repacked weights (--no-repack uses the file in place)",
+        return ag_err_set(L->err, AG_NOMEM, "no memory for %llu bytes of repacked weights (--no-repack: none needed)",
                           (unsigned long long)total);
     }
     m->repacked = p, m->repacked_bytes = total;

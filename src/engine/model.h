@@ -154,8 +154,9 @@ static inline const float *ag_model_logits(const ag_model *m, size_t i) {
 uint64_t ag_model_weight_bytes(const ag_model *m);
 /*
  * Bytes a matrix of rows x cols in type t takes when repacked at load, or 0
- * when it is used in place (a type without a repacked form, or rows not a
- * multiple of 16): what `inspect` reports and the loader allocates.
+ * when it is used in place (a type without a repacked form, rows not a
+ * multiple of 16, or a row length not whole 32-element blocks): what `inspect`
+ * reports and the loader allocates.
  */
 uint64_t ag_matrix_repack_bytes(ag_dtype t, int64_t rows, int64_t cols);
 
