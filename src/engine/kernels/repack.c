@@ -103,32 +103,39 @@ void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows,
     }
 }
 
-/* Row i's signed level of element e of block b in group G. */
-static int level(ag_wtype r, const uint8_t *G, size_t b, size_t i, size_t e) {
+/* The signed levels of block b of group G, row by row: lv[i][e] is row i's element e. */
+static void unpack_levels(ag_wtype r, const uint8_t *G, size_t b, int8_t lv[AG_REPACK_ROWS][32]) {
     const uint8_t *L = G + b * levels_bytes(r);
-    if (r == AG_W_Q8_0_R16) return (int)L[(e / 4) * 64 + 4 * i + e % 4] - 128;
-    size_t k = (e % 16) / 4;
-    uint8_t v = L[k * 64 + 4 * i + e % 4];
-    return (e < 16 ? v & 15 : v >> 4) - 8;
+    for (size_t i = 0; i < AG_REPACK_ROWS; i++)
+        for (size_t e = 0; e < 32; e++) {
+            if (r == AG_W_Q8_0_R16) {
+                lv[i][e] = (int8_t)(L[(e / 4) * 64 + 4 * i + e % 4] - 128);
+            } else {
+                uint8_t v = L[((e % 16) / 4) * 64 + 4 * i + e % 4];
+                lv[i][e] = (int8_t)((e < 16 ? v & 15 : v >> 4) - 8);
+            }
+        }
 }
 
+/* Block by block, each row's result accumulates in y itself: the same fmaf chain as one float accumulator. */
 static void matmul_r16_generic(ag_wtype r, const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0,
                                size_t r1, size_t T, float *y, size_t ldy) {
     const size_t nb = n / 32;
+    int8_t lv[AG_REPACK_ROWS][32];
     for (size_t g = r0 / AG_REPACK_ROWS; g < r1 / AG_REPACK_ROWS; g++) {
         const uint8_t *G = (const uint8_t *)w + g * gs;
         const uint16_t *d = (const uint16_t *)(G + nb * levels_bytes(r));
-        for (size_t t = 0; t < T; t++) {
-            const ag_block_q8_0 *xb = (const ag_block_q8_0 *)((const char *)x + t * xs);
-            for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
-                float acc = 0;
-                for (size_t b = 0; b < nb; b++) {
+        for (size_t b = 0; b < nb; b++) {
+            unpack_levels(r, G, b, lv);
+            for (size_t t = 0; t < T; t++) {
+                const ag_block_q8_0 *xb = (const ag_block_q8_0 *)((const char *)x + t * xs) + b;
+                float *yt = y + t * ldy + g * AG_REPACK_ROWS;
+                for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
                     int32_t isum = 0;
-                    for (size_t e = 0; e < 32; e++) isum += level(r, G, b, i, e) * xb[b].qs[e];
-                    const float scale = ag_f16_to_f32(d[b * 16 + i]) * ag_f16_to_f32(xb[b].d);
-                    acc = fmaf((float)isum, scale, acc);
+                    for (size_t e = 0; e < 32; e++) isum += lv[i][e] * xb->qs[e];
+                    const float scale = ag_f16_to_f32(d[b * 16 + i]) * ag_f16_to_f32(xb->d);
+                    yt[i] = fmaf((float)isum, scale, b == 0 ? 0.0f : yt[i]);
                 }
-                y[t * ldy + g * AG_REPACK_ROWS + i] = acc;
             }
         }
     }
