@@ -63,7 +63,7 @@ int main(int argc, char **argv) {
             ag_kern_repack(wt, w, rb, rows, n, p);
             const size_t xs = (ag_kern_act_row_bytes(wt, n) + 63) / 64 * 64;
             char *x = aligned_alloc(64, T * xs);
-            for (size_t t = 0; t < T; t++) ag_kern_act_prepare(k, wt, f + t * n, x + t * xs, n);
+            for (size_t t = 0; t < T; t++) ag_kern_act_prepare(k, rt, f + t * n, x + t * xs, n); /* with the sides */
             float *y = malloc(T * rows * sizeof(float));
             for (size_t j = 0; j < sizeof tokens / sizeof *tokens; j++) {
                 double a = measure(k, rt, p, gb, x, xs, rows, n, tokens[j], y, reps);

@@ -30,6 +30,7 @@ typedef struct step {
     const ag_matrix *mats[3];
     float *ys[3];
     int n_mats;
+    ag_wtype act_for;      /* the type the activation rows are prepared for: a repacked one when any is */
     const float *in;       /* matmul input [T][cols] */
     float *delta;          /* residual: x += delta, [T][n_embd] (a post-norm normalizes it in place) */
     const float *post_norm; /* glm4's sandwich norm of delta before the residual, or NULL */
@@ -145,7 +146,7 @@ static void run_act_prepare(void *ctx, int ith, int nth) {
     long lo, hi;
     ag_pool_split(st->T, ith, nth, 1, &lo, &hi);
     for (long t = lo; t < hi; t++)
-        ag_kern_act_prepare(st->m->kern, W->wtype, st->in + t * cols, (char *)st->m->s.act + t * rb, cols);
+        ag_kern_act_prepare(st->m->kern, st->act_for, st->in + t * cols, (char *)st->m->s.act + t * rb, cols);
 }
 
 /*
@@ -188,6 +189,7 @@ static void matmul(step *st, const float *in, int n, const ag_matrix *const *mat
         for (; first + k < n && ag_wtype_act(mats[first + k]->wtype) == act; k++) {
             const ag_matrix *M = mats[first + k];
             st->mats[k] = M, st->ys[k] = ys[first + k];
+            if (k == 0 || ag_wtype_reads_sides(M->wtype)) st->act_for = M->wtype;
             /* about 8 chunks per thread, whole register tiles */
             long rows = (M->rows + 8L * nth - 1) / (8L * nth);
             st->chunk_rows[k] = (rows + 15) / 16 * 16;

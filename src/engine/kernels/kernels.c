@@ -71,6 +71,7 @@ void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *
     case AG_DTYPE_Q8_K: k->quantize_q8_k(x, dst, n); break;
     default: {
         k->quantize_q8_0(x, dst, n);
+        if (!ag_wtype_reads_sides(w)) break;
         const ag_block_q8_0 *b = dst;
         ag_kern_act_side *side = (ag_kern_act_side *)((char *)dst + ag_kern_act_side_offset(n));
         for (size_t i = 0; i < n / 32; i++) {

@@ -85,7 +85,10 @@ const ag_kernels *ag_kernels_by_name(const char *name);
 
 /* Bytes of one activation row of n elements in w's activation dtype. */
 size_t ag_kern_act_row_bytes(ag_wtype w, size_t n);
-/* Convert n floats into w's activation dtype at dst (ag_kern_act_row_bytes(w, n) bytes). */
+/*
+ * Convert n floats into w's activation dtype at dst (ag_kern_act_row_bytes(w,
+ * n) bytes); a Q8_0 row's sides (below) only when ag_wtype_reads_sides(w).
+ */
 void ag_kern_act_prepare(const ag_kernels *k, ag_wtype w, const float *x, void *dst, size_t n);
 
 /*
@@ -137,6 +140,8 @@ typedef struct ag_kern_act_side {
     int32_t sum; /* the sum of its 32 int8 values (the unsigned levels' offset correction) */
 } ag_kern_act_side;
 static inline size_t ag_kern_act_side_offset(size_t n) { return (n / 32 * sizeof(ag_block_q8_0) + 7) / 8 * 8; }
+/* Whether w's products read the sides (the repacked quantized types). */
+static inline bool ag_wtype_reads_sides(ag_wtype w) { return w == AG_W_Q8_0_R16 || w == AG_W_Q4_0_R16; }
 /* The repacked products' generic twins: the definition the SIMD variants are tested against. */
 void ag_kern_matmul_f16_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);

@@ -182,7 +182,7 @@ static void check_repacked(ag_wtype wt, size_t rows, size_t n, size_t T, uint64_
     for (size_t i = 0; i < rows * n; i++) f[i] = frand(seed);
     for (size_t r = 0; r < rows; r++) ag_dtype_from_f32(dt, f + r * n, w + r * rb, n);
     for (size_t i = 0; i < T * n; i++) f[i] = frand(seed) * 3;
-    for (size_t t = 0; t < T; t++) ag_kern_act_prepare(g, wt, f + t * n, x + t * xrb, n);
+    for (size_t t = 0; t < T; t++) ag_kern_act_prepare(g, rt, f + t * n, x + t * xrb, n); /* with the sides */
     ag_kern_repack(wt, w, rb, rows, n, p);
     g->matmul[wt](w, rb, x, xrb, n, 0, rows, T, y0, rows);
     g->matmul[rt](p, gb, x, xrb, n, 0, rows, T, y1, rows);
