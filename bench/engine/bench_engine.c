@@ -148,8 +148,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_engine [--threads \"1 2\"] [--layouts \"repacked in-place\"] [--json F] MODEL.gguf...\n");
         return 2;
     }
-    /* both layouts of the weights a model has (loaded repacked, and with --no-repack), side by side in one run */
-    const bool want_repacked = strstr(layouts, "repacked") != NULL, want_in_place = strstr(layouts, "in-place") != NULL;
+    /* the layouts of the weights to measure side by side in one run: loaded repacked, and with --no-repack */
+    bool no_repack[2];
+    int n_layouts = 0;
+    if (strstr(layouts, "repacked")) no_repack[n_layouts++] = false;
+    if (strstr(layouts, "in-place")) no_repack[n_layouts++] = true;
+    if (n_layouts == 0) {
+        fprintf(stderr, "bench_engine: --layouts takes \"repacked\", \"in-place\" or both\n");
+        return 2;
+    }
     int threads[16], n_threads = 0;
     for (const char *s = threads_list; *s && n_threads < 16;) {
         char *end;
@@ -168,22 +175,21 @@ int main(int argc, char **argv) {
     result *res = calloc((size_t)(argc - first) * n_threads * 2, sizeof *res);
     int n_res = 0;
     for (int a = first; a < argc; a++) {
-        for (int run = 0; run < 2 * n_threads; run++) {
-            const int ti = run / 2;
+        for (int run = 0; run < n_layouts * n_threads; run++) {
+            const int ti = run / n_layouts;
             ag_model_params mp = ag_model_params_default();
             mp.n_threads = threads[ti];
             mp.n_ctx = 1024;
-            mp.no_repack = run % 2 == 1;
-            if (mp.no_repack ? !want_in_place : !want_repacked) continue;
+            mp.no_repack = no_repack[run % n_layouts];
             ag_model *m = NULL;
             ag_err err;
             if (ag_model_load(argv[a], &mp, &m, &err) != AG_OK) {
                 fprintf(stderr, "%s: %s\n", argv[a], err.msg);
                 return 1;
             }
-            /* a file with nothing to repack has one layout: measure it once, as "in place" */
+            /* a file with nothing to repack loads the same either way: measure it once, as "in place" */
             const char *layout = m->n_repacked ? "repacked" : "in place";
-            if (!m->n_repacked && !mp.no_repack && want_in_place) {
+            if (!m->n_repacked && !mp.no_repack && n_layouts == 2) {
                 ag_model_free(m);
                 continue;
             }
