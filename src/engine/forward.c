@@ -208,12 +208,24 @@ static void matmul(step *st, const float *in, int n, const ag_matrix *const *mat
 /*
  * Rows of one sequence at consecutive positions (a prompt's chunk, or one
  * decode row) form a run; each run of up to ATTN_ROWS rows and each head is
- * one work item: S = Q . K^T over the keys 0..last position as a matrix
- * product with the weights' kernels (block by block, as the cache hands them
- * out; K's rows are the "weights"), a causal mask and softmax on S, then
- * O += p * v for each key, reading V in place in its cache dtype.
+ * one work item, which walks the keys in tiles of ATTN_KEYS at fixed
+ * positions (0, ATTN_KEYS, ...), flash-attention style:
+ *   S = Q . K^T for the tile, a matrix product with the weights' kernels
+ *       (K's rows are the "weights", read in place block by block as the
+ *       cache hands them out);
+ *   per row, over the keys it sees (causal): the running max m and sum l of
+ *       the online softmax, P = exp(S - m), the row's output rescaled by
+ *       exp(m_old - m) when the max grew;
+ *   O += P . V for all the run's rows at once (the kernels' attn_pv), with
+ *       the tile's V rows converted to f32 once;
+ *   at the end O /= l.
+ * Scratch is per thread and bounded by the tile, not the context: no score
+ * row as long as the context.  A row's result depends only on its own
+ * position and the keys, never on the run it is in (the tiles start at fixed
+ * positions and the kernels are batch-invariant), so a row's logits keep
+ * their bits however it is batched.
  */
-enum { ATTN_ROWS = 64 };
+enum { ATTN_ROWS = 64, ATTN_KEYS = 64 };
 
 /* The first row of each run of st's rows, in st->m->s.runs; returns the number of runs. */
 static int find_runs(step *st) {
@@ -226,39 +238,83 @@ static int find_runs(step *st) {
     return n;
 }
 
-static void attend(step *st, int a, int b, int h, float *S) {
+/* A thread's attention scratch: scores, the tile's values as f32, each row's running max and sum, keys seen. */
+typedef struct attn_scratch {
+    float *S;  /* [ATTN_ROWS][ATTN_KEYS] */
+    float *V;  /* [ATTN_KEYS][head_dim] */
+    float *mx; /* [ATTN_ROWS] */
+    float *l;  /* [ATTN_ROWS] */
+    int *n;    /* [ATTN_ROWS] keys of the tile the row sees */
+} attn_scratch;
+
+size_t ag_forward_attn_scratch_floats(int head_dim) {
+    return (size_t)ATTN_ROWS * ATTN_KEYS + (size_t)ATTN_KEYS * head_dim + 3 * ATTN_ROWS; /* an int takes a float's room */
+}
+
+static attn_scratch attn_scratch_of(float *base, int head_dim) {
+    attn_scratch z = {.S = base, .V = base + ATTN_ROWS * ATTN_KEYS};
+    z.mx = z.V + (size_t)ATTN_KEYS * head_dim, z.l = z.mx + ATTN_ROWS, z.n = (int *)(z.l + ATTN_ROWS);
+    return z;
+}
+
+static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
     ag_model *m = st->m;
     const ag_config *c = &m->cfg;
     ag_kv_cache *kv = m->kv;
     const ag_kernels *K = m->kern;
     const int hd = c->head_dim, q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd, kvh = h / (c->n_head / c->n_head_kv);
     const int G = b - a, n_keys = st->pos[b - 1] + 1, bt = kv->block_tokens;
-    const size_t ld = ((size_t)n_keys + 15) / 16 * 16; /* S rows on cache lines */
     const ag_wtype wt = kv->type == AG_DTYPE_F32 ? AG_W_F32 : AG_W_F16;
     const size_t el = kv->type == AG_DTYPE_F32 ? 4 : 2;
     const float *q = m->s.q + (size_t)a * q_dim + (size_t)h * hd;
-    for (int p0 = 0; p0 < n_keys; p0 += bt) {
-        int rows = n_keys - p0 < bt ? n_keys - p0 : bt;
-        const char *kb = (const char *)kv->ops->k_block(kv, st->layer, st->seq[a], p0 / bt) + (size_t)kvh * hd * el;
-        K->matmul[wt](kb, (size_t)kv_dim * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)rows, (size_t)G, S + p0, ld);
-    }
     const float scale = 1.0f / sqrtf((float)hd);
     for (int i = 0; i < G; i++) {
-        float *row = S + (size_t)i * ld, mx = -INFINITY, sum = 0;
-        int n = st->pos[a + i] + 1; /* causal: this row sees keys 0..its position */
-        for (int p = 0; p < n; p++) mx = fmaxf(mx, row[p] *= scale);
-        for (int p = 0; p < n; p++) sum += row[p] = expf(row[p] - mx);
-        const float inv_sum = 1.0f / sum;
-        float *out = m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p0 = 0; p0 < n; p0 += bt) {
-            const char *vb = (const char *)kv->ops->v_block(kv, st->layer, st->seq[a], p0 / bt) + (size_t)kvh * hd * el;
-            for (int p = p0; p < n && p < p0 + bt; p++) {
-                const char *v = vb + (size_t)(p - p0) * kv_dim * el;
-                if (el == 4) K->axpy_f32(out, row[p] * inv_sum, (const float *)v, (size_t)hd);
-                else K->axpy_f16(out, row[p] * inv_sum, (const uint16_t *)v, (size_t)hd);
+        z->mx[i] = -INFINITY, z->l[i] = 0;
+        memset(m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd, 0, (size_t)hd * sizeof(float));
+    }
+    for (int t0 = 0; t0 < n_keys; t0 += ATTN_KEYS) {
+        const int nk = n_keys - t0 < ATTN_KEYS ? n_keys - t0 : ATTN_KEYS;
+        /* S = Q . K^T and V as f32 for keys t0..t0+nk, a cache block's part at a time */
+        for (int p0 = t0; p0 < t0 + nk;) {
+            const int blk = p0 / bt, off = p0 % bt, rows = t0 + nk - p0 < bt - off ? t0 + nk - p0 : bt - off;
+            const size_t at = (size_t)off * kv_dim * el + (size_t)kvh * hd * el;
+            const char *kb = (const char *)kv->ops->k_block(kv, st->layer, st->seq[a], blk) + at;
+            const char *vb = (const char *)kv->ops->v_block(kv, st->layer, st->seq[a], blk) + at;
+            K->matmul[wt](kb, (size_t)kv_dim * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)rows, (size_t)G,
+                          z->S + (p0 - t0), ATTN_KEYS);
+            for (int r = 0; r < rows; r++) {
+                const char *v = vb + (size_t)r * kv_dim * el;
+                float *vf = z->V + (size_t)(p0 - t0 + r) * hd;
+                if (el == 4) memcpy(vf, v, (size_t)hd * sizeof(float));
+                else K->f16_to_f32((const uint16_t *)v, vf, (size_t)hd);
             }
+            p0 += rows;
         }
+        for (int i = 0; i < G; i++) {
+            const int n = st->pos[a + i] + 1 - t0 < nk ? st->pos[a + i] + 1 - t0 : nk; /* causal: keys up to its position */
+            z->n[i] = n > 0 ? n : 0;
+            if (n <= 0) continue;
+            float *row = z->S + (size_t)i * ATTN_KEYS, mx = z->mx[i], sum = 0;
+            for (int p = 0; p < n; p++) { /* fmaxf's NaN rule (keep mx), inlined: libm's is a call per key */
+                row[p] *= scale;
+                mx = row[p] > mx ? row[p] : mx;
+            }
+            for (int p = 0; p < n; p++) sum += row[p] = expf(row[p] - mx);
+            float *out = m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd;
+            if (mx > z->mx[i]) { /* the max grew: what the row holds was weighed against the old one */
+                const float shrink = expf(z->mx[i] - mx);
+                z->l[i] *= shrink;
+                for (int d = 0; d < hd; d++) out[d] *= shrink;
+            }
+            z->mx[i] = mx, z->l[i] += sum;
+        }
+        K->attn_pv(m->s.xb2 + (size_t)a * q_dim + (size_t)h * hd, (size_t)q_dim, z->S, ATTN_KEYS, z->V, (size_t)hd, z->n,
+                   (size_t)G);
+    }
+    for (int i = 0; i < G; i++) {
+        float *out = m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd;
+        const float inv = 1.0f / z->l[i];
+        for (int d = 0; d < hd; d++) out[d] *= inv;
     }
 }
 
@@ -267,12 +323,12 @@ static void run_attention(void *ctx, int ith, int nth) {
     step *st = ctx;
     ag_model *m = st->m;
     const int n_head = m->cfg.n_head;
-    float *S = m->s.att + (size_t)ith * m->s.att_per_thread;
+    const attn_scratch z = attn_scratch_of(m->s.att + (size_t)ith * m->s.att_per_thread, m->cfg.head_dim);
     for (;;) {
         long item = atomic_fetch_add_explicit(&st->next_chunk, 1, memory_order_relaxed);
         if (item >= (long)st->n_runs * n_head) return;
         int r = (int)(item / n_head), h = (int)(item % n_head);
-        attend(st, m->s.runs[r], m->s.runs[r + 1], h, S);
+        attend(st, m->s.runs[r], m->s.runs[r + 1], h, &z);
     }
 }
 

@@ -310,8 +310,7 @@ static ag_status init_state(loader *L, int n_threads) {
     s->hb = alloc_floats(B * c->n_ff, &ok);
     s->hb2 = alloc_floats(B * c->n_ff, &ok);
     s->act = alloc_floats(B * (act_cols + 16), &ok); /* f32 is the widest activation dtype; rows padded to 64 bytes */
-    s->att_ld = ((size_t)m->n_ctx + 15) / 16 * 16;
-    s->att_per_thread = 64 * s->att_ld;
+    s->att_per_thread = (ag_forward_attn_scratch_floats(c->head_dim) + 15) / 16 * 16; /* threads' parts on cache lines */
     s->att = alloc_floats((size_t)n_threads * s->att_per_thread, &ok);
     s->runs = ag_try_malloc(((size_t)m->n_batch + 1) * sizeof *s->runs);
     s->rope_cs = alloc_floats(B * (size_t)c->n_rot, &ok);

@@ -86,8 +86,8 @@ typedef struct ag_run_state {
     float *q, *k, *v;     /* [n_batch][q_dim], [n_batch][kv_dim] x 2 */
     float *hb, *hb2;      /* [n_batch][n_ff] */
     void *act;            /* a matmul input in its activation dtype */
-    float *att;           /* per thread: attention scores [64][att_ld] */
-    size_t att_ld, att_per_thread; /* floats: att_ld = n_ctx rounded up to 16 */
+    float *att;           /* per thread: attention's scratch, att_per_thread floats (forward.c) */
+    size_t att_per_thread;
     int *runs;            /* [n_batch + 1] first row of each attention run */
     float *inv_freq;      /* [n_rot / 2] RoPE frequencies, scaling applied */
     float *rope_cs;       /* [n_batch][n_rot / 2][cos, sin] of the current chunk's positions */
@@ -146,6 +146,8 @@ typedef struct ag_batch {
  * ids are AG_EINVAL / AG_ELIMIT with err saying which row.
  */
 ag_status ag_forward(ag_model *m, const ag_batch *b, ag_err *err);
+/* Floats of one thread's attention scratch for heads of head_dim: bounded by forward.c's tiles, not the context. */
+size_t ag_forward_attn_scratch_floats(int head_dim);
 static inline const float *ag_model_logits(const ag_model *m, size_t i) {
     return m->s.logits + i * (size_t)m->cfg.n_vocab;
 }

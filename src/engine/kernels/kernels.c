@@ -340,12 +340,15 @@ static float dot_q6_k_generic(const ag_block_q6_k *w, const ag_block_q8_k *x, si
 
 static void quantize_q8_k_generic(const float *x, ag_block_q8_k *y, size_t n) { ag_dtype_from_f32(AG_DTYPE_Q8_K, x, y, n); }
 
-static void axpy_f32_generic(float *y, float a, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+static void attn_pv_generic(float *o, size_t ldo, const float *p, size_t ldp, const float *v, size_t d, const int *n,
+                            size_t rows) {
+    for (size_t i = 0; i < rows; i++)
+        for (int k = 0; k < n[i]; k++)
+            for (size_t j = 0; j < d; j++) o[i * ldo + j] = fmaf(p[i * ldp + (size_t)k], v[(size_t)k * d + j], o[i * ldo + j]);
 }
 
-static void axpy_f16_generic(float *y, float a, const uint16_t *x, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] += a * ag_f16_to_f32(x[i]);
+static void f16_to_f32_generic(const uint16_t *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = ag_f16_to_f32(x[i]);
 }
 
 /* One matmul per type from its dot product: every (row, token) pair independently. */
@@ -381,10 +384,8 @@ const ag_kernels ag_kernels_generic = {
                ag_kern_matmul_q8_0_r16_generic, ag_kern_matmul_q4_0_r16_generic, ag_kern_matmul_f16_r16_generic},
     .quantize_q8_0 = quantize_q8_0_generic,
     .quantize_q8_k = quantize_q8_k_generic,
-    .dot_f32 = dot_f32_generic,
-    .dot_f16 = dot_f16_generic,
-    .axpy_f32 = axpy_f32_generic,
-    .axpy_f16 = axpy_f16_generic,
+    .attn_pv = attn_pv_generic,
+    .f16_to_f32 = f16_to_f32_generic,
 };
 
 /* ---- selection ---------------------------------------------------------- */

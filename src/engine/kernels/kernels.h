@@ -71,11 +71,16 @@ typedef struct ag_kernels {
     void (*quantize_q8_0)(const float *x, ag_block_q8_0 *y, size_t n);
     /* n floats to Q8_K blocks (n a multiple of 256): ggml's quantize_row_q8_K_ref's bytes in every variant. */
     void (*quantize_q8_k)(const float *x, ag_block_q8_k *y, size_t n);
-    /* Attention helpers over F32 or F16 cache rows. */
-    float (*dot_f32)(const float *a, const float *b, size_t n);
-    float (*dot_f16)(const uint16_t *a, const float *b, size_t n);
-    void (*axpy_f32)(float *y, float a, const float *x, size_t n); /* y += a * x */
-    void (*axpy_f16)(float *y, float a, const uint16_t *x, size_t n);
+    /*
+     * Attention's P . V (forward.c): o[i][0..d) += p[i][k] * v[k][0..d) for
+     * k = 0..n[i]-1 in order, rows i = 0..rows-1 (o's rows ldo floats apart,
+     * p's ldp, v's d); one fused multiply-add per element per k, so every
+     * variant gives the generic twin's bits.
+     */
+    void (*attn_pv)(float *o, size_t ldo, const float *p, size_t ldp, const float *v, size_t d, const int *n,
+                    size_t rows);
+    /* n fp16 values to float (exact). */
+    void (*f16_to_f32)(const uint16_t *x, float *y, size_t n);
 } ag_kernels;
 
 /* The variant to use on this CPU (or AG_KERNELS's choice when that is supported here). */

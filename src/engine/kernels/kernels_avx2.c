@@ -181,35 +181,57 @@ void ag_kern_quantize_q8_k_avx2(const float *x, ag_block_q8_k *y, size_t n) {
     }
 }
 
-/* sum a[i] * b[i]: two accumulators, 16 elements a step */
-#define DOT(NAME, AT, LOADA, SA)                                                                                       \
-    float NAME(const AT *a, const float *b, size_t n) {                                                               \
-        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();                                                     \
-        size_t i = 0;                                                                                                  \
-        for (; i + 16 <= n; i += 16) {                                                                                 \
-            s0 = _mm256_fmadd_ps(LOADA(a + i), _mm256_loadu_ps(b + i), s0);                                            \
-            s1 = _mm256_fmadd_ps(LOADA(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);                                    \
-        }                                                                                                              \
-        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(LOADA(a + i), _mm256_loadu_ps(b + i), s0);                     \
-        float s = hsum256(_mm256_add_ps(s0, s1));                                                                      \
-        for (; i < n; i++) s += SA(a[i]) * b[i];                                                                       \
-        return s;                                                                                                      \
+/* o[j0..d) += p[k] * v[k][j0..d) for k = k0..k1-1: 8 columns at a time, each held in a register over k. */
+static void pv_row(float *o, const float *p, const float *v, size_t d, size_t j0, int k0, int k1) {
+    size_t j = j0;
+    for (; j + 8 <= d; j += 8) {
+        __m256 acc = _mm256_loadu_ps(o + j);
+        for (int k = k0; k < k1; k++) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[k]), _mm256_loadu_ps(v + (size_t)k * d + j), acc);
+        _mm256_storeu_ps(o + j, acc);
     }
-DOT(ag_kern_dot_f32_avx2, float, load_f32, f32)
-DOT(ag_kern_dot_f16_avx2, uint16_t, load_f16, f16)
-
-void ag_kern_axpy_f32_avx2(float *y, float a, const float *x, size_t n) {
-    __m256 av = _mm256_set1_ps(a);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+    for (; j < d; j++)
+        for (int k = k0; k < k1; k++) o[j] = fmaf(p[k], v[(size_t)k * d + j], o[j]);
 }
 
-void ag_kern_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n) {
-    __m256 av = _mm256_set1_ps(a);
+/*
+ * Four rows x 16 columns in 8 accumulators, each v load shared by the four
+ * rows, over the keys all four see; then each row's own further keys (the
+ * causal diagonal).  Every element still takes its FMAs in key order.
+ */
+void ag_kern_attn_pv_avx2(float *o, size_t ldo, const float *p, size_t ldp, const float *v, size_t d, const int *n,
+                          size_t rows) {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load_f16(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * f16(x[i]);
+    for (; i + 4 <= rows; i += 4) {
+        int common = n[i];
+        for (int r = 1; r < 4; r++) common = n[i + r] < common ? n[i + r] : common;
+        size_t j = 0;
+        for (; j + 16 <= d; j += 16) {
+            __m256 acc[4][2];
+            for (int r = 0; r < 4; r++)
+                acc[r][0] = _mm256_loadu_ps(o + (i + r) * ldo + j), acc[r][1] = _mm256_loadu_ps(o + (i + r) * ldo + j + 8);
+            for (int k = 0; k < common; k++) {
+                const __m256 v0 = _mm256_loadu_ps(v + (size_t)k * d + j), v1 = _mm256_loadu_ps(v + (size_t)k * d + j + 8);
+                for (int r = 0; r < 4; r++) {
+                    const __m256 b = _mm256_set1_ps(p[(i + r) * ldp + (size_t)k]);
+                    acc[r][0] = _mm256_fmadd_ps(b, v0, acc[r][0]), acc[r][1] = _mm256_fmadd_ps(b, v1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < 4; r++)
+                _mm256_storeu_ps(o + (i + r) * ldo + j, acc[r][0]), _mm256_storeu_ps(o + (i + r) * ldo + j + 8, acc[r][1]);
+        }
+        for (int r = 0; r < 4; r++) {
+            const int k0 = common > 0 ? common : 0;
+            pv_row(o + (i + r) * ldo, p + (i + r) * ldp, v, d, j, 0, k0); /* the columns past the last 16 */
+            pv_row(o + (i + r) * ldo, p + (i + r) * ldp, v, d, 0, k0, n[i + r]);
+        }
+    }
+    for (; i < rows; i++) pv_row(o + i * ldo, p + i * ldp, v, d, 0, 0, n[i]);
+}
+
+void ag_kern_f16_to_f32_avx2(const uint16_t *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(x + i));
+    for (; i < n; i++) y[i] = f16(x[i]);
 }
 
 /*
@@ -362,8 +384,6 @@ const ag_kernels ag_kernels_avx2 = {
                matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
-    .dot_f32 = ag_kern_dot_f32_avx2,
-    .dot_f16 = ag_kern_dot_f16_avx2,
-    .axpy_f32 = ag_kern_axpy_f32_avx2,
-    .axpy_f16 = ag_kern_axpy_f16_avx2,
+    .attn_pv = ag_kern_attn_pv_avx2,
+    .f16_to_f32 = ag_kern_f16_to_f32_avx2,
 };

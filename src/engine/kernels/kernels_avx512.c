@@ -253,8 +253,6 @@ const ag_kernels ag_kernels_avx512 = {
                matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
-    .dot_f32 = ag_kern_dot_f32_avx2,
-    .dot_f16 = ag_kern_dot_f16_avx2,
-    .axpy_f32 = ag_kern_axpy_f32_avx2,
-    .axpy_f16 = ag_kern_axpy_f16_avx2,
+    .attn_pv = ag_kern_attn_pv_avx2,
+    .f16_to_f32 = ag_kern_f16_to_f32_avx2,
 };

@@ -375,9 +375,8 @@ AG_INLINE int32_t load_i32(const void *p) {
 
 void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n);
 void ag_kern_quantize_q8_k_avx2(const float *x, ag_block_q8_k *y, size_t n);
-float ag_kern_dot_f32_avx2(const float *a, const float *b, size_t n);
-float ag_kern_dot_f16_avx2(const uint16_t *a, const float *b, size_t n);
-void ag_kern_axpy_f32_avx2(float *y, float a, const float *x, size_t n);
-void ag_kern_axpy_f16_avx2(float *y, float a, const uint16_t *x, size_t n);
+void ag_kern_attn_pv_avx2(float *o, size_t ldo, const float *p, size_t ldp, const float *v, size_t d, const int *n,
+                          size_t rows);
+void ag_kern_f16_to_f32_avx2(const uint16_t *x, float *y, size_t n);
 
 #endif

@@ -441,6 +441,70 @@ static void test_batch_rows_equal_sequences_alone(void **state) {
         }
 }
 
+/*
+ * Attention walks the keys in tiles of 64 at fixed positions with an online
+ * softmax (forward.c).  A prompt spanning three tiles follows the reference,
+ * and each row's logits keep their bits whether the prompt runs as one
+ * batch, in uneven chunks and then a token at a time, through a small
+ * n_batch, or in a paged cache of 16-token blocks.
+ */
+static void check_long_prompt(const char *kernels) {
+    const char *path = FIXTURES "llama2.gguf"; /* the smallest vocabulary: the logits of every row are compared */
+    enum { L = 150 };
+    ref_model R;
+    ref_load(path, &R);
+    int32_t tok[L], pos[L];
+    bool all[L];
+    uint64_t seed = 5;
+    for (int i = 0; i < L; i++) tok[i] = (int32_t)(ag_test_rand(&seed) % (uint64_t)R.V), pos[i] = i, all[i] = true;
+    ag_err err;
+    ag_model_params p = ag_model_params_default();
+    p.kernels = kernels, p.n_threads = 2, p.n_ctx = 256;
+    ag_model *m = NULL;
+    if (ag_model_load(path, &p, &m, &err) != AG_OK) fail_msg("%s: %s", path, err.msg);
+    assert_int_equal(ag_forward(m, &(ag_batch){.n = L, .token = tok, .pos = pos, .logits = all}, &err), AG_OK);
+    const size_t V = (size_t)m->cfg.n_vocab;
+    float *whole = malloc(sizeof(float) * L * V);
+    memcpy(whole, m->s.logits, sizeof(float) * L * V);
+    double *want = ref_forward(&R, tok, L);
+    static const int rows[] = {0, 63, 64, 65, 127, 128, L - 1};
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+        double e = rel_err(whole + rows[i] * V, want + rows[i] * V, (int)V);
+        if (!(e <= 2e-3)) fail_msg("%s kernels, row %d of %d: error %g against the reference", m->kern->name, rows[i], L, e);
+    }
+    free(want);
+    ref_free(&R);
+    /* the same prompt in chunks of 70, 1 and 33 rows, then a token at a time, in a paged cache of 16-token blocks */
+    const int kv_dim = m->cfg.n_head_kv * m->cfg.head_dim;
+    ag_kv_cache *paged = NULL;
+    assert_int_equal(ag_kv_paged_create(m->cfg.n_layer, kv_dim, 256, 1, 16, 16, AG_DTYPE_F16, &paged, &err), AG_OK);
+    assert_int_equal(ag_model_set_kv(m, paged, &err), AG_OK);
+    for (int a = 0; a < L;) {
+        int n = a == 0 ? 70 : a == 70 ? 1 : a == 71 ? 33 : 1;
+        assert_int_equal(ag_forward(m, &(ag_batch){.n = n, .token = tok + a, .pos = pos + a, .logits = all}, &err), AG_OK);
+        for (int i = 0; i < n; i++)
+            if (memcmp(ag_model_logits(m, (size_t)i), whole + (a + i) * V, sizeof(float) * V) != 0)
+                fail_msg("%s kernels: row %d differs in chunks in a paged cache from the whole batch", m->kern->name, a + i);
+        a += n;
+    }
+    ag_model_free(m);
+    /* through n_batch 16: ag_forward runs the prompt in chunks of 16 rows */
+    p.n_batch = 16;
+    if (ag_model_load(path, &p, &m, &err) != AG_OK) fail_msg("%s: %s", path, err.msg);
+    assert_int_equal(ag_forward(m, &(ag_batch){.n = L, .token = tok, .pos = pos, .logits = all}, &err), AG_OK);
+    for (int i = 0; i < L; i++)
+        if (memcmp(ag_model_logits(m, (size_t)i), whole + i * V, sizeof(float) * V) != 0)
+            fail_msg("%s kernels: row %d differs through n_batch 16 from the whole batch", m->kern->name, i);
+    ag_model_free(m);
+    free(whole);
+}
+
+static void test_long_prompt_attention(void **state) {
+    (void)state;
+    check_long_prompt(NULL);
+    check_long_prompt("generic");
+}
+
 /* Greedy decode (sampler at temperature 0, one token per forward) follows the reference's argmax. */
 static void test_greedy_decode_golden(void **state) {
     (void)state;
@@ -594,7 +658,8 @@ int main(void) {
         cmocka_unit_test(test_qwen2_matches_reference),    cmocka_unit_test(test_qwen3_matches_reference),
         cmocka_unit_test(test_glm4_matches_reference),     cmocka_unit_test(test_chatglm_matches_reference),
         cmocka_unit_test(test_chatglm_fused_qkv),
-        cmocka_unit_test(test_batch_rows_equal_sequences_alone), cmocka_unit_test(test_greedy_decode_golden),
+        cmocka_unit_test(test_batch_rows_equal_sequences_alone), cmocka_unit_test(test_long_prompt_attention),
+        cmocka_unit_test(test_greedy_decode_golden),
         cmocka_unit_test(test_bad_batches_refused),        cmocka_unit_test(test_bad_models_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
