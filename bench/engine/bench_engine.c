@@ -10,12 +10,12 @@
  *     build has; AVX-512 here), best of 5;
  *   - decode (best of 3): 64 single-token forwards from an empty cache (positions 0..63),
  *     tokens/s, and bytes of weights read per token x tokens/s / bandwidth;
- *   - prefill (best of 3): one 512-token batch (logits for the last row only), tokens/s,
+ *   - prefill (best of 3): one batch of --prompt tokens, 512 unless told (logits for the last row only), tokens/s,
  *     and FLOP/s (2 per multiply-add: every weight matrix per token, the head
  *     once, attention's QK and AV products) / peak.
  * Each model is measured with every thread count given (--threads "1 2").
  * --json F also writes the ceilings and results as JSON (bench/engine/compare.mjs reads it).
- * usage: bench_engine [--threads "1 2"] [--json F] MODEL.gguf...
+ * usage: bench_engine [--threads "1 2"] [--layouts "repacked in-place"] [--prompt 512] [--json F] MODEL.gguf...
  */
 #include "base/clock.h"
 #include "base/pool.h"
@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TRIAD_N = 8 << 20, DECODE_TOKENS = 64, PREFILL_TOKENS = 512, REPS = 5, ENGINE_REPS = 3 };
+enum { TRIAD_N = 8 << 20, DECODE_TOKENS = 64, MAX_PROMPT = 16384, REPS = 5, ENGINE_REPS = 3 };
 
 typedef struct triad_job {
     double *a, *b, *c;
@@ -137,15 +137,22 @@ static double now_s(void) { return (double)ag_clock_mono_ns() / 1e9; }
 
 int main(int argc, char **argv) {
     const char *threads_list = "1 2", *json_path = NULL, *layouts = "repacked in-place";
+    int prompt = 512;
     int first = 1;
     for (; first + 1 < argc && argv[first][0] == '-'; first += 2) {
         if (strcmp(argv[first], "--threads") == 0) threads_list = argv[first + 1];
         else if (strcmp(argv[first], "--json") == 0) json_path = argv[first + 1];
         else if (strcmp(argv[first], "--layouts") == 0) layouts = argv[first + 1];
+        else if (strcmp(argv[first], "--prompt") == 0) prompt = atoi(argv[first + 1]);
         else break;
     }
     if (first >= argc || argv[first][0] == '-') {
-        fprintf(stderr, "usage: bench_engine [--threads \"1 2\"] [--layouts \"repacked in-place\"] [--json F] MODEL.gguf...\n");
+        fprintf(stderr, "usage: bench_engine [--threads \"1 2\"] [--layouts \"repacked in-place\"] [--prompt 512] [--json F] "
+                        "MODEL.gguf...\n");
+        return 2;
+    }
+    if (prompt < 1 || prompt > MAX_PROMPT) {
+        fprintf(stderr, "bench_engine: --prompt takes 1..%d tokens\n", MAX_PROMPT);
         return 2;
     }
     /* the layouts of the weights to measure side by side in one run: loaded repacked, and with --no-repack */
@@ -179,7 +186,7 @@ int main(int argc, char **argv) {
             const int ti = run / n_layouts;
             ag_model_params mp = ag_model_params_default();
             mp.n_threads = threads[ti];
-            mp.n_ctx = 1024;
+            mp.n_ctx = prompt > 1024 ? prompt : 1024;
             mp.no_repack = no_repack[run % n_layouts];
             ag_model *m = NULL;
             ag_err err;
@@ -193,9 +200,9 @@ int main(int argc, char **argv) {
                 ag_model_free(m);
                 continue;
             }
-            int32_t tok[PREFILL_TOKENS], pos[PREFILL_TOKENS];
+            static int32_t tok[MAX_PROMPT], pos[MAX_PROMPT];
             uint64_t seed = 1;
-            for (int i = 0; i < PREFILL_TOKENS; i++) {
+            for (int i = 0; i < prompt; i++) {
                 seed = seed * 6364136223846793005ull + 1442695040888963407ull;
                 tok[i] = 3 + (int32_t)((seed >> 33) % (uint64_t)(m->cfg.n_vocab - 3));
                 pos[i] = i;
@@ -215,13 +222,13 @@ int main(int argc, char **argv) {
             for (int r = 0; r < ENGINE_REPS; r++) {
                 m->kv->ops->seq_clear(m->kv, 0);
                 double t0 = now_s();
-                if (ag_forward(m, &(ag_batch){.n = PREFILL_TOKENS, .token = tok, .pos = pos}, &err) != AG_OK)
+                if (ag_forward(m, &(ag_batch){.n = prompt, .token = tok, .pos = pos}, &err) != AG_OK)
                     return fprintf(stderr, "%s\n", err.msg), 1;
-                double tps = PREFILL_TOKENS / (now_s() - t0);
+                double tps = prompt / (now_s() - t0);
                 if (tps > best_prefill) best_prefill = tps;
             }
             double wbytes = (double)ag_model_weight_bytes(m);
-            double gflops = prefill_flops(m, PREFILL_TOKENS) / (PREFILL_TOKENS / best_prefill) / 1e9;
+            double gflops = prefill_flops(m, prompt) / (prompt / best_prefill) / 1e9;
             const char *name = strrchr(argv[a], '/') ? strrchr(argv[a], '/') + 1 : argv[a];
             res[n_res++] = (result){name, ag_dtype_name(m->w.layers[0].wq.type), m->kern->name, layout, ti, best_decode,
                                     wbytes, best_prefill, gflops};
@@ -232,8 +239,7 @@ int main(int argc, char **argv) {
     printf("machine ceilings (best of before and after the engine runs)\n"
            "| threads | triad bandwidth GB/s | peak FMA GFLOP/s |\n|--:|--:|--:|\n");
     for (int i = 0; i < n_threads; i++) printf("| %d | %.1f | %.1f |\n", threads[i], bw[i], peak[i]);
-    printf("\nengine: decode %d tokens from an empty cache; prefill one batch of %d tokens\n", DECODE_TOKENS,
-           PREFILL_TOKENS);
+    printf("\nengine: decode %d tokens from an empty cache; prefill one batch of %d tokens\n", DECODE_TOKENS, prompt);
     printf("| model | weights | threads | kernels | layout | decode tok/s | weight MB/token | decode %% of bandwidth | "
            "prefill tok/s | prefill GFLOP/s | prefill %% of peak |\n|---|---|--:|---|---|--:|--:|--:|--:|--:|--:|\n");
     for (int i = 0; i < n_res; i++) {
@@ -245,7 +251,7 @@ int main(int argc, char **argv) {
     if (json_path) {
         FILE *f = fopen(json_path, "w");
         if (!f) return fprintf(stderr, "%s: cannot write\n", json_path), 1;
-        fprintf(f, "{\"ceilings\": [");
+        fprintf(f, "{\"prompt\": %d, \"ceilings\": [", prompt);
         for (int i = 0; i < n_threads; i++)
             fprintf(f, "%s{\"threads\": %d, \"triad_gbs\": %.3f, \"peak_gflops\": %.3f}", i ? ", " : "", threads[i],
                     bw[i], peak[i]);
