@@ -286,7 +286,7 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
                 const char *v = vb + (size_t)r * kv_dim * el;
                 float *vf = z->V + (size_t)(p0 - t0 + r) * hd;
                 if (el == 4) memcpy(vf, v, (size_t)hd * sizeof(float));
-                else K->f16_to_f32((const uint16_t *)v, vf, (size_t)hd);
+                else K->f16_to_f32(v, vf, (size_t)hd);
             }
             p0 += rows;
         }

@@ -347,9 +347,7 @@ static void attn_pv_generic(float *o, size_t ldo, const float *p, size_t ldp, co
             for (size_t j = 0; j < d; j++) o[i * ldo + j] = fmaf(p[i * ldp + (size_t)k], v[(size_t)k * d + j], o[i * ldo + j]);
 }
 
-static void f16_to_f32_generic(const uint16_t *x, float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = ag_f16_to_f32(x[i]);
-}
+static void f16_to_f32_generic(const void *x, float *y, size_t n) { ag_dtype_to_f32(AG_DTYPE_F16, x, y, n); }
 
 /* One matmul per type from its dot product: every (row, token) pair independently. */
 #define GENERIC_MATMUL(linkage, name, dot, wt, xt, len)                                                               \

@@ -79,8 +79,8 @@ typedef struct ag_kernels {
      */
     void (*attn_pv)(float *o, size_t ldo, const float *p, size_t ldp, const float *v, size_t d, const int *n,
                     size_t rows);
-    /* n fp16 values to float (exact). */
-    void (*f16_to_f32)(const uint16_t *x, float *y, size_t n);
+    /* n fp16 values to float (exact); the F16 tiles' widening (tile.h's AG_WIDEN_F16) in the SIMD variants. */
+    void (*f16_to_f32)(const void *x, float *y, size_t n);
 } ag_kernels;
 
 /* The variant to use on this CPU (or AG_KERNELS's choice when that is supported here). */

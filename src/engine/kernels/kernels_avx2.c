@@ -220,18 +220,11 @@ void ag_kern_attn_pv_avx2(float *o, size_t ldo, const float *p, size_t ldp, cons
                 _mm256_storeu_ps(o + (i + r) * ldo + j, acc[r][0]), _mm256_storeu_ps(o + (i + r) * ldo + j + 8, acc[r][1]);
         }
         for (int r = 0; r < 4; r++) {
-            const int k0 = common > 0 ? common : 0;
-            pv_row(o + (i + r) * ldo, p + (i + r) * ldp, v, d, j, 0, k0); /* the columns past the last 16 */
-            pv_row(o + (i + r) * ldo, p + (i + r) * ldp, v, d, 0, k0, n[i + r]);
+            pv_row(o + (i + r) * ldo, p + (i + r) * ldp, v, d, j, 0, common); /* the columns past the last 16 */
+            pv_row(o + (i + r) * ldo, p + (i + r) * ldp, v, d, 0, common, n[i + r]);
         }
     }
     for (; i < rows; i++) pv_row(o + i * ldo, p + i * ldp, v, d, 0, 0, n[i]);
-}
-
-void ag_kern_f16_to_f32_avx2(const uint16_t *x, float *y, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(x + i));
-    for (; i < n; i++) y[i] = f16(x[i]);
 }
 
 /*
@@ -385,5 +378,5 @@ const ag_kernels ag_kernels_avx2 = {
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,
-    .f16_to_f32 = ag_kern_f16_to_f32_avx2,
+    .f16_to_f32 = widen_f16,
 };

@@ -254,5 +254,5 @@ const ag_kernels ag_kernels_avx512 = {
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,
-    .f16_to_f32 = ag_kern_f16_to_f32_avx2,
+    .f16_to_f32 = widen_f16,
 };

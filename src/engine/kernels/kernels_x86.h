@@ -377,6 +377,5 @@ void ag_kern_quantize_q8_0_avx2(const float *x, ag_block_q8_0 *y, size_t n);
 void ag_kern_quantize_q8_k_avx2(const float *x, ag_block_q8_k *y, size_t n);
 void ag_kern_attn_pv_avx2(float *o, size_t ldo, const float *p, size_t ldp, const float *v, size_t d, const int *n,
                           size_t rows);
-void ag_kern_f16_to_f32_avx2(const uint16_t *x, float *y, size_t n);
 
 #endif
