@@ -268,9 +268,11 @@ R16_TILE(r16_tile_q8_0, 8, {
     for (int k = 0; k < 8; k++) {
         __m256i q = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(L + k * 64)), _mm256_set1_epi8(-128));
         __m256i aq = _mm256_abs_epi8(q);
-        for (int c = 0; c < C; c++)
+        for (int c = 0; c < C; c++) {
             isum[c] = _mm256_add_epi32(isum[c],
                                        _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(R16_X(c, k), q)), ones));
+            AG_KEEP(isum[c]);
+        }
     }
 })
 R16_TILE(r16_tile_q4_0, 4, {
@@ -280,9 +282,12 @@ R16_TILE(r16_tile_q4_0, 4, {
     for (int k = 0; k < 4; k++) {
         __m256i v = _mm256_load_si256((const __m256i *)(L + k * 64));
         __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-        for (int c = 0; c < C; c++)
-            s16[c] = _mm256_add_epi16(s16[c], _mm256_add_epi16(_mm256_maddubs_epi16(lo, R16_X(c, k)),
-                                                               _mm256_maddubs_epi16(hi, R16_X(c, 4 + k))));
+        for (int c = 0; c < C; c++) {
+            s16[c] = _mm256_add_epi16(s16[c], _mm256_maddubs_epi16(lo, R16_X(c, k)));
+            AG_KEEP(s16[c]);
+            s16[c] = _mm256_add_epi16(s16[c], _mm256_maddubs_epi16(hi, R16_X(c, 4 + k)));
+            AG_KEEP(s16[c]);
+        }
     }
     for (int c = 0; c < C; c++)
         isum[c] = _mm256_add_epi32(_mm256_madd_epi16(s16[c], _mm256_set1_epi16(1)), _mm256_set1_epi32(-8 * AG_R16_SIDE(c, b).sum));
@@ -310,7 +315,10 @@ static void r16_rows_q4_0(const void *w, size_t gs, const void *x, size_t n, siz
                 for (int h = 0; h < 2; h++) {
                     __m256i v = _mm256_load_si256((const __m256i *)(g + (b * 4 + k) * 64 + h * 32));
                     __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-                    s16[h] = _mm256_add_epi16(s16[h], _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh)));
+                    s16[h] = _mm256_add_epi16(s16[h], _mm256_maddubs_epi16(lo, xl));
+                    AG_KEEP(s16[h]);
+                    s16[h] = _mm256_add_epi16(s16[h], _mm256_maddubs_epi16(hi, xh));
+                    AG_KEEP(s16[h]);
                 }
             }
             const __m256i corr = _mm256_set1_epi32(-8 * side[b].sum);
