@@ -112,8 +112,8 @@ static void row_qkv_post(step *st, int t) {
         memcpy(kd + (size_t)off * kv_dim * 4, k, (size_t)kv_dim * 4);
         memcpy(vd + (size_t)off * kv_dim * 4, v, (size_t)kv_dim * 4);
     } else {
-        ag_dtype_from_f32(AG_DTYPE_F16, k, kd + (size_t)off * kv_dim * 2, (size_t)kv_dim);
-        ag_dtype_from_f32(AG_DTYPE_F16, v, vd + (size_t)off * kv_dim * 2, (size_t)kv_dim);
+        m->kern->f32_to_f16(k, kd + (size_t)off * kv_dim * 2, (size_t)kv_dim);
+        m->kern->f32_to_f16(v, vd + (size_t)off * kv_dim * 2, (size_t)kv_dim);
     }
 }
 
@@ -294,15 +294,15 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
             const int n = st->pos[a + i] + 1 - t0 < nk ? st->pos[a + i] + 1 - t0 : nk; /* causal: keys up to its position */
             z->n[i] = n > 0 ? n : 0;
             if (n <= 0) continue;
-            float *row = z->S + (size_t)i * ATTN_KEYS, mx = z->mx[i], sum = 0;
+            float *row = z->S + (size_t)i * ATTN_KEYS, mx = z->mx[i];
             for (int p = 0; p < n; p++) { /* fmaxf's NaN rule (keep mx), inlined: libm's is a call per key */
                 row[p] *= scale;
                 mx = row[p] > mx ? row[p] : mx;
             }
-            for (int p = 0; p < n; p++) sum += row[p] = expf(row[p] - mx);
+            const float sum = K->softmax_exp(row, n, mx);
             float *out = m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd;
             if (mx > z->mx[i]) { /* the max grew: what the row holds was weighed against the old one */
-                const float shrink = expf(z->mx[i] - mx);
+                const float shrink = ag_kern_exp(z->mx[i] - mx);
                 z->l[i] *= shrink;
                 for (int d = 0; d < hd; d++) out[d] *= shrink;
             }

@@ -349,6 +349,14 @@ static void attn_pv_generic(float *o, size_t ldo, const float *p, size_t ldp, co
 
 static void f16_to_f32_generic(const void *x, float *y, size_t n) { ag_dtype_to_f32(AG_DTYPE_F16, x, y, n); }
 
+static void f32_to_f16_generic(const float *x, void *y, size_t n) { ag_dtype_from_f32(AG_DTYPE_F16, x, y, n); }
+
+static float softmax_exp_generic(float *row, int n, float mx) {
+    float lane[8] = {0};
+    for (int p = 0; p < n; p++) lane[p % 8] += row[p] = ag_kern_exp(row[p] - mx);
+    return ag_kern_sum8(lane);
+}
+
 /* One matmul per type from its dot product: every (row, token) pair independently. */
 #define GENERIC_MATMUL(linkage, name, dot, wt, xt, len)                                                               \
     linkage void name(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n, size_t r0, size_t r1, \
@@ -384,6 +392,8 @@ const ag_kernels ag_kernels_generic = {
     .quantize_q8_k = quantize_q8_k_generic,
     .attn_pv = attn_pv_generic,
     .f16_to_f32 = f16_to_f32_generic,
+    .f32_to_f16 = f32_to_f16_generic,
+    .softmax_exp = softmax_exp_generic,
 };
 
 /* ---- selection ---------------------------------------------------------- */

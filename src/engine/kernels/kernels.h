@@ -23,9 +23,11 @@
 
 #include "engine/dtype.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* The weight types the matrix product takes, as a dense index. */
 typedef enum ag_wtype {
@@ -81,6 +83,14 @@ typedef struct ag_kernels {
                     size_t rows);
     /* n fp16 values to float (exact); the F16 tiles' widening (tile.h's AG_WIDEN_F16) in the SIMD variants. */
     void (*f16_to_f32)(const void *x, float *y, size_t n);
+    /* n floats to fp16, rounded to nearest even (ag_f32_to_f16's bits): keys and values into the cache. */
+    void (*f32_to_f16)(const float *x, void *y, size_t n);
+    /*
+     * The softmax's numerators: row[p] = ag_kern_exp(row[p] - mx) for
+     * p < n; returns their sum as eight lanes (p mod 8, each in order of p)
+     * added by ag_kern_sum8, so every variant gives the generic twin's bits.
+     */
+    float (*softmax_exp)(float *row, int n, float mx);
 } ag_kernels;
 
 /* The variant to use on this CPU (or AG_KERNELS's choice when that is supported here). */
@@ -164,6 +174,40 @@ extern const ag_kernels ag_kernels_avx512;
 
 /* Shared scalar helpers for the variants' tails. */
 static inline float ag_kern_f16(uint16_t h) { return ag_f16_to_f32(h); }
+
+/*
+ * e^x for the softmax, where x <= 0: Cody-Waite reduction to r = x - n ln2
+ * with |r| <= ln2/2, Cephes' degree-6 polynomial, then 2^n by the exponent
+ * bits.  Every step is one rounding or one fused multiply-add, so a SIMD
+ * variant taking the same steps lane by lane gives these bits (libm's expf
+ * is a different function on each libc).  Within 2 ulp of e^x on
+ * [-87, 88]; below -87 (e^-87 is under FLT_MIN) and NaN give 0.
+ */
+enum { AG_KERN_EXP_LO = -87, AG_KERN_EXP_HI = 88 };
+static const float ag_kern_exp_c[] = {1.9875691500E-4f, 1.3981999507E-3f, 8.3334519073E-3f,
+                                      4.1665795894E-2f, 1.6666665459E-1f, 5.0000001201E-1f};
+#define AG_KERN_LOG2E 1.44269504088896341f
+#define AG_KERN_LN2_HI 0.693359375f
+#define AG_KERN_LN2_LO -2.12194440e-4f
+static inline float ag_kern_exp(float x) {
+    if (!(x >= (float)AG_KERN_EXP_LO)) return 0;
+    if (x > (float)AG_KERN_EXP_HI) x = (float)AG_KERN_EXP_HI;
+    const float n = nearbyintf(x * AG_KERN_LOG2E);
+    float r = fmaf(n, -AG_KERN_LN2_HI, x);
+    r = fmaf(n, -AG_KERN_LN2_LO, r);
+    float p = ag_kern_exp_c[0];
+    for (int i = 1; i < 6; i++) p = fmaf(p, r, ag_kern_exp_c[i]);
+    const float y = fmaf(p, r * r, r) + 1.0f;
+    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+/* Eight lane sums added in the order a 256-bit horizontal sum takes: (0+4, 1+5, 2+6, 3+7), then pairs. */
+static inline float ag_kern_sum8(const float l[8]) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
 
 /*
  * The generic products of the types a variant leaves to plain C (Q4_1 and

@@ -181,6 +181,45 @@ void ag_kern_quantize_q8_k_avx2(const float *x, ag_block_q8_k *y, size_t n) {
     }
 }
 
+/* F16C's rounding is ag_f32_to_f16's: to nearest even, NaN kept quiet with its top mantissa bits. */
+void ag_kern_f32_to_f16_avx2(const float *x, void *y, size_t n) {
+    uint16_t *h = y;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) h[i] = ag_f32_to_f16(x[i]);
+}
+
+/* ag_kern_exp (kernels.h) on 8 lanes: the same steps, so the same bits. */
+AG_INLINE __m256 exp8(__m256 x) {
+    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps((float)AG_KERN_EXP_LO), _CMP_GE_OQ); /* false for NaN */
+    x = _mm256_min_ps(x, _mm256_set1_ps((float)AG_KERN_EXP_HI));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(AG_KERN_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-AG_KERN_LN2_HI), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-AG_KERN_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(ag_kern_exp_c[0]);
+    for (int i = 1; i < 6; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ag_kern_exp_c[i]));
+    const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(keep, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+float ag_kern_softmax_exp_avx2(float *row, int n, float mx) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256 m = _mm256_set1_ps(mx);
+    int p = 0;
+    for (; p + 8 <= n; p += 8) {
+        const __m256 y = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + p), m));
+        _mm256_storeu_ps(row + p, y);
+        acc = _mm256_add_ps(acc, y);
+    }
+    float lane[8];
+    _mm256_storeu_ps(lane, acc);
+    for (; p < n; p++) lane[p % 8] += row[p] = ag_kern_exp(row[p] - mx);
+    return ag_kern_sum8(lane);
+}
+
 /* o[j0..d) += p[k] * v[k][j0..d) for k = k0..k1-1: 8 columns at a time, each held in a register over k. */
 static void pv_row(float *o, const float *p, const float *v, size_t d, size_t j0, int k0, int k1) {
     size_t j = j0;
@@ -387,4 +426,6 @@ const ag_kernels ag_kernels_avx2 = {
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,
     .f16_to_f32 = widen_f16,
+    .f32_to_f16 = ag_kern_f32_to_f16_avx2,
+    .softmax_exp = ag_kern_softmax_exp_avx2,
 };

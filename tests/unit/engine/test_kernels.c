@@ -312,6 +312,57 @@ static void test_attention_helpers(void **state) {
 }
 
 /*
+ * The softmax's exp: within 2 ulp of e^x over its range, 0 below it and for
+ * NaN; and every variant's softmax_exp and f32_to_f16 give the generic
+ * twin's bits (the exps, their sum, and fp16 at every rounding boundary).
+ */
+static void test_softmax_and_f16_store(void **state) {
+    (void)state;
+    for (float x = -87.0f; x <= 88.0f; x += 0.000731f) {
+        const double want = exp((double)x), got = ag_kern_exp(x);
+        const double ulp = ldexp(1.0, ilogb(want) - 23);
+        if (fabs(got - want) > 2 * ulp) fail_msg("ag_kern_exp(%.9g) = %.9g, e^x = %.9g", x, got, want);
+    }
+    assert_true(ag_kern_exp(0) == 1.0f);
+    assert_true(ag_kern_exp(-87.5f) == 0 && ag_kern_exp(-INFINITY) == 0 && ag_kern_exp(NAN) == 0);
+    enum { N = 75 };
+    uint64_t seed = 9;
+    float row[N], r0[N], r1[N];
+    for (int i = 0; i < N; i++) row[i] = frand(&seed) * 40;
+    row[3] = -INFINITY, row[10] = NAN, row[11] = -200; /* a masked key, a NaN, one under the range */
+    float x16[5 * 8 + 7];
+    uint16_t h0[sizeof x16 / sizeof *x16], h1[sizeof x16 / sizeof *x16];
+    size_t nx = 0;
+    /* the halfway points below and above each rounding, subnormal halves, overflow, NaN */
+    static const uint32_t bits[] = {0x3f800000, 0x3f801000, 0x3f803000, 0x3f801001, 0x3f802fff, 0x477fe000,
+                                    0x477ff000, 0x38800000, 0x33000000, 0x33000001, 0x387fc000, 0x7fc00001,
+                                    0xff800000, 0x80000000, 0x00000001};
+    for (size_t i = 0; i < sizeof bits / sizeof *bits; i++) memcpy(&x16[nx++], &bits[i], 4);
+    while (nx < sizeof x16 / sizeof *x16) x16[nx++] = frand(&seed) * 70000;
+    for (size_t v_ = 0; v_ < sizeof variants / sizeof variants[0]; v_++) {
+        const ag_kernels *k = ag_kernels_by_name(variants[v_]);
+        if (!k) continue;
+        for (int n = 0; n <= N; n++) {
+            memcpy(r0, row, sizeof row), memcpy(r1, row, sizeof row);
+            const float s0 = ag_kernels_generic.softmax_exp(r0, n, 7.5f), s1 = k->softmax_exp(r1, n, 7.5f);
+            if (memcmp(&s0, &s1, 4) != 0 || memcmp(r0, r1, sizeof r0) != 0)
+                fail_msg("%s softmax_exp n=%d: not the generic twin's bits", k->name, n);
+        }
+        for (size_t n = 0; n <= nx; n++) {
+            memset(h0, 0, sizeof h0), memset(h1, 0, sizeof h1);
+            ag_kernels_generic.f32_to_f16(x16, h0, n), k->f32_to_f16(x16, h1, n);
+            assert_memory_equal(h0, h1, sizeof h0);
+        }
+    }
+    float r[N];
+    memcpy(r, row, sizeof row);
+    const float sum = ag_kernels_generic.softmax_exp(r, N, 7.5f);
+    double want = 0;
+    for (int i = 0; i < N; i++) want += r[i];
+    assert_true(r[3] == 0 && r[10] == 0 && r[11] == 0 && fabs(sum - want) <= 1e-6 * want);
+}
+
+/*
  * Partial rotary embedding against the formula written out (GLM's fact
  * sheet, section 3.2): with head size d and R = n_rot rotated dimensions,
  * theta_i = pos * base^(-2i/R) for i < R/2; pair i is (2i, 2i+1) or, neox,
@@ -425,6 +476,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_variants_match_generic), cmocka_unit_test(test_repacked_match_generic),
         cmocka_unit_test(test_generic_matmul_is_the_definition),
         cmocka_unit_test(test_quantize_q8_0_same_bytes),      cmocka_unit_test(test_dots_match_ggml),      cmocka_unit_test(test_attention_helpers),
+        cmocka_unit_test(test_softmax_and_f16_store),
         cmocka_unit_test(test_selection),                     cmocka_unit_test(test_pool_runs_every_share_once),
         cmocka_unit_test(test_pool_split_covers), cmocka_unit_test(test_rope_partial_matches_formula),
     };
