@@ -129,7 +129,7 @@ static void row_residual(step *st, int t) {
 static void row_swiglu(step *st, int t) {
     int n = st->m->cfg.n_ff;
     float *g = st->m->s.hb + (size_t)t * n, *u = st->m->s.hb2 + (size_t)t * n;
-    for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    st->m->kern->silu_mul(g, u, (size_t)n);
 }
 
 /* ---- matrix products: threads split the weight rows ------------------- */

@@ -91,6 +91,8 @@ typedef struct ag_kernels {
      * added by ag_kern_sum8, so every variant gives the generic twin's bits.
      */
     float (*softmax_exp)(float *row, int n, float mx);
+    /* SwiGLU's gate: g[i] = g[i] / (1 + ag_kern_exp(-g[i])) * u[i], the generic twin's bits in every variant. */
+    void (*silu_mul)(float *g, const float *u, size_t n);
 } ag_kernels;
 
 /* The variant to use on this CPU (or AG_KERNELS's choice when that is supported here). */
@@ -176,12 +178,13 @@ extern const ag_kernels ag_kernels_avx512;
 static inline float ag_kern_f16(uint16_t h) { return ag_f16_to_f32(h); }
 
 /*
- * e^x for the softmax, where x <= 0: Cody-Waite reduction to r = x - n ln2
+ * e^x for the softmax (x <= 0) and SiLU: Cody-Waite reduction to r = x - n ln2
  * with |r| <= ln2/2, Cephes' degree-6 polynomial, then 2^n by the exponent
  * bits.  Every step is one rounding or one fused multiply-add, so a SIMD
  * variant taking the same steps lane by lane gives these bits (libm's expf
  * is a different function on each libc).  Within 2 ulp of e^x on
- * [-87, 88]; below -87 (e^-87 is under FLT_MIN) and NaN give 0.
+ * [-87, 88]; below -87 (e^-87 is under FLT_MIN) and NaN give 0, above 88
+ * e^88 (SiLU's g / (1 + e^-g) is then g * 6e-39, zero to a float sum).
  */
 enum { AG_KERN_EXP_LO = -87, AG_KERN_EXP_HI = 88 };
 static const float ag_kern_exp_c[] = {1.9875691500E-4f, 1.3981999507E-3f, 8.3334519073E-3f,

@@ -220,6 +220,17 @@ float ag_kern_softmax_exp_avx2(float *row, int n, float mx) {
     return ag_kern_sum8(lane);
 }
 
+void ag_kern_silu_mul_avx2(float *g, const float *u, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 s = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_xor_ps(x, neg))));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + ag_kern_exp(-g[i])) * u[i];
+}
+
 /* o[j0..d) += p[k] * v[k][j0..d) for k = k0..k1-1: 8 columns at a time, each held in a register over k. */
 static void pv_row(float *o, const float *p, const float *v, size_t d, size_t j0, int k0, int k1) {
     size_t j = j0;
@@ -428,4 +439,5 @@ const ag_kernels ag_kernels_avx2 = {
     .f16_to_f32 = widen_f16,
     .f32_to_f16 = ag_kern_f32_to_f16_avx2,
     .softmax_exp = ag_kern_softmax_exp_avx2,
+    .silu_mul = ag_kern_silu_mul_avx2,
 };

@@ -257,4 +257,5 @@ const ag_kernels ag_kernels_avx512 = {
     .f16_to_f32 = widen_f16,
     .f32_to_f16 = ag_kern_f32_to_f16_avx2,
     .softmax_exp = ag_kern_softmax_exp_avx2,
+    .silu_mul = ag_kern_silu_mul_avx2,
 };

@@ -313,15 +313,23 @@ static void test_attention_helpers(void **state) {
 
 /*
  * The softmax's exp: within 2 ulp of e^x over its range, 0 below it and for
- * NaN; and every variant's softmax_exp and f32_to_f16 give the generic
- * twin's bits (the exps, their sum, and fp16 at every rounding boundary).
+ * NaN; and every variant's softmax_exp, silu_mul and f32_to_f16 give the
+ * generic twin's bits (the exps, their sum, SiLU, fp16 at every rounding
+ * boundary).
  */
-static void test_softmax_and_f16_store(void **state) {
+static void test_exp_silu_and_f16_store(void **state) {
     (void)state;
     for (float x = -87.0f; x <= 88.0f; x += 0.000731f) {
         const double want = exp((double)x), got = ag_kern_exp(x);
         const double ulp = ldexp(1.0, ilogb(want) - 23);
         if (fabs(got - want) > 2 * ulp) fail_msg("ag_kern_exp(%.9g) = %.9g, e^x = %.9g", x, got, want);
+    }
+    for (float g = -100.0f; g <= 100.0f; g += 0.0371f) { /* SiLU: a few ulp, and ~0 where e^-g is clamped */
+        float got = g, one = 1;
+        ag_kernels_generic.silu_mul(&got, &one, 1);
+        const double want = g / (1 + exp(-(double)g));
+        if (fabs(got - want) > 4 * ldexp(1.0, ilogb(fabs(want)) - 23) + 1e-35)
+            fail_msg("silu(%.9g) = %.9g, want %.9g", g, got, want);
     }
     assert_true(ag_kern_exp(0) == 1.0f);
     assert_true(ag_kern_exp(-87.5f) == 0 && ag_kern_exp(-INFINITY) == 0 && ag_kern_exp(NAN) == 0);
@@ -348,7 +356,11 @@ static void test_softmax_and_f16_store(void **state) {
             if (memcmp(&s0, &s1, 4) != 0 || memcmp(r0, r1, sizeof r0) != 0)
                 fail_msg("%s softmax_exp n=%d: not the generic twin's bits", k->name, n);
         }
-        for (size_t n = 0; n <= nx; n++) {
+        for (size_t n = 0; n <= nx; n++) { /* x16 also serves as SiLU's gates: large of both signs, NaN, inf */
+            float g0[sizeof x16 / sizeof *x16], g1[sizeof x16 / sizeof *x16];
+            memcpy(g0, x16, sizeof g0), memcpy(g1, x16, sizeof g1);
+            ag_kernels_generic.silu_mul(g0, row, n), k->silu_mul(g1, row, n);
+            if (memcmp(g0, g1, sizeof g0) != 0) fail_msg("%s silu_mul n=%zu: not the generic twin's bits", k->name, n);
             memset(h0, 0, sizeof h0), memset(h1, 0, sizeof h1);
             ag_kernels_generic.f32_to_f16(x16, h0, n), k->f32_to_f16(x16, h1, n);
             assert_memory_equal(h0, h1, sizeof h0);
@@ -476,7 +488,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_variants_match_generic), cmocka_unit_test(test_repacked_match_generic),
         cmocka_unit_test(test_generic_matmul_is_the_definition),
         cmocka_unit_test(test_quantize_q8_0_same_bytes),      cmocka_unit_test(test_dots_match_ggml),      cmocka_unit_test(test_attention_helpers),
-        cmocka_unit_test(test_softmax_and_f16_store),
+        cmocka_unit_test(test_exp_silu_and_f16_store),
         cmocka_unit_test(test_selection),                     cmocka_unit_test(test_pool_runs_every_share_once),
         cmocka_unit_test(test_pool_split_covers), cmocka_unit_test(test_rope_partial_matches_formula),
     };
