@@ -49,6 +49,7 @@ typedef enum ag_wtype {
     AG_W_Q8_0_R16,
     AG_W_Q4_0_R16,
     AG_W_F16_R16,
+    AG_W_Q4_K_R16,
     AG_W_COUNT
 } ag_wtype;
 
@@ -139,6 +140,8 @@ void ag_rope_apply(float *v, int n_heads, int head_dim, int n_rot, bool neox, co
  * however many tokens share the call.
  */
 enum { AG_REPACK_ROWS = 16 };
+/* A repacked Q4_K group's bytes per super-block (repack.c): levels, scales, mins, then d and dmin as floats. */
+enum { AG_R16_Q4K_SCALES = 2048, AG_R16_Q4K_MINS = 2048 + 128, AG_R16_Q4K_D = 2048 + 256, AG_R16_Q4K_SB = 2048 + 384 };
 /* The repacked type of w, or -1 when it has none. */
 int ag_wtype_repacked(ag_wtype w);
 /* Bytes of one 16-row group of rows of n elements in repacked type r (a multiple of 64). */
@@ -163,6 +166,8 @@ static inline bool ag_wtype_reads_sides(ag_wtype w) { return w == AG_W_Q8_0_R16 
 void ag_kern_matmul_f16_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q8_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q4_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);

@@ -386,6 +386,128 @@ static void r16_rows_q4_0(const void *w, size_t gs, const void *x, size_t n, siz
 AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, AG_R16_SINGLE(r16_rows_q4_0))
 
 /*
+ * Repacked Q4_K (repack.c), 8 rows to a ymm and C <= 2 tokens: a
+ * sub-block's levels times the token's bytes sum in int16 (8 maddubs of at
+ * most 2 * 15 * 128 each), then one madd with the rows' scales (widened so
+ * both int16 halves of a lane hold the scale, once for the C tokens) makes
+ * sc times the sub-block's sum in int32; the mins take four madds against
+ * the token's sub-block sums, two to a lane.  Exact integers, so the
+ * generic twin's bits.
+ */
+#define AG_R16K_CMAX 2
+/* Token c's sub-block sums 2p and 2p + 1 as two int16 halves (each at most 32 * 128). */
+AG_INLINE int32_t q8k_sum_pair(const ag_block_q8_k *x, int p) {
+    const int16_t *b = x->bsums + 4 * p;
+    return (int32_t)((uint32_t)(uint16_t)(b[0] + b[1]) | (uint32_t)(uint16_t)(b[2] + b[3]) << 16);
+}
+/* 8 rows' 6-bit scales (bytes) as int32 lanes holding the scale in both int16 halves. */
+AG_INLINE __m256i q4k_scales(const char *p) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
+}
+AG_INLINE void r16_tile_q4_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+    const __m256i lo4 = _mm256_set1_epi8(15);
+    for (int h = 0; h < 2; h++) {
+        __m256 acc[AG_R16K_CMAX];
+        for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+        for (size_t s = 0; s < n / AG_QK_K; s++) {
+            const char *S = g + s * AG_R16_Q4K_SB;
+            const ag_block_q8_k *xb[AG_R16K_CMAX];
+            __m256i isum[AG_R16K_CMAX];
+            for (int c = 0; c < C; c++) xb[c] = (const ag_block_q8_k *)(x + c * xs) + s, isum[c] = _mm256_setzero_si256();
+            for (int j = 0; j < 4; j++) {
+                __m256i sl[AG_R16K_CMAX], sh[AG_R16K_CMAX];
+                for (int c = 0; c < C; c++) sl[c] = sh[c] = _mm256_setzero_si256();
+                for (int k = 0; k < 8; k++) {
+                    const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + h * 32));
+                    const __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                    for (int c = 0; c < C; c++) {
+                        const int8_t *q = xb[c]->qs + 64 * j + 4 * k;
+                        sl[c] = _mm256_add_epi16(sl[c], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(q))));
+                        AG_KEEP(sl[c]);
+                        sh[c] = _mm256_add_epi16(sh[c], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(q + 32))));
+                        AG_KEEP(sh[c]);
+                    }
+                }
+                const __m256i s0 = q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + h * 8);
+                const __m256i s1 = q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + h * 8);
+                for (int c = 0; c < C; c++)
+                    isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_madd_epi16(sl[c], s0), _mm256_madd_epi16(sh[c], s1)));
+            }
+            const __m256 d = _mm256_load_ps((const float *)(S + AG_R16_Q4K_D) + h * 8);
+            const __m256 dm = _mm256_load_ps((const float *)(S + AG_R16_Q4K_D) + 16 + h * 8);
+            __m256i mins[4]; /* rows' min pairs as int16 */
+            for (int p = 0; p < 4; p++)
+                mins[p] = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + h * 16)));
+            for (int c = 0; c < C; c++) {
+                __m256i msum = _mm256_setzero_si256();
+                for (int p = 0; p < 4; p++)
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mins[p], _mm256_set1_epi32(q8k_sum_pair(xb[c], p))));
+                const __m256 dx = _mm256_set1_ps(xb[c]->d);
+                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(d, dx), acc[c]);
+                acc[c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dx), acc[c]);
+            }
+        }
+        for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy + h * 8, acc[c]);
+    }
+}
+/*
+ * A single Q4_K token takes both halves of a group at once, as Q4_0's does:
+ * each broadcast serves 16 rows, and a group's lines are read in one pass
+ * (the tile's half by half is two passes over them, which decode, streaming
+ * the weights from memory, measured slower than the rows in place).  Lane
+ * for lane the tile's arithmetic, so the same bits.
+ */
+static void r16_rows_q4_k(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
+    const __m256i lo4 = _mm256_set1_epi8(15);
+    for (size_t r = r0; r < r1; r += AG_REPACK_ROWS) {
+        const char *g = (const char *)w + r / AG_REPACK_ROWS * gs;
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (size_t s = 0; s < n / AG_QK_K; s++) {
+            const char *S = g + s * AG_R16_Q4K_SB;
+            const ag_block_q8_k *xb = (const ag_block_q8_k *)x + s;
+            __m256i isum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (int j = 0; j < 4; j++) {
+                __m256i sl[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, sh[2] = {sl[0], sl[1]};
+                for (int k = 0; k < 8; k++) {
+                    const __m256i xl = _mm256_set1_epi32(load_i32(xb->qs + 64 * j + 4 * k));
+                    const __m256i xh = _mm256_set1_epi32(load_i32(xb->qs + 64 * j + 32 + 4 * k));
+                    for (int h = 0; h < 2; h++) {
+                        const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + h * 32));
+                        const __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                        sl[h] = _mm256_add_epi16(sl[h], _mm256_maddubs_epi16(lo, xl));
+                        AG_KEEP(sl[h]);
+                        sh[h] = _mm256_add_epi16(sh[h], _mm256_maddubs_epi16(hi, xh));
+                        AG_KEEP(sh[h]);
+                    }
+                }
+                for (int h = 0; h < 2; h++)
+                    isum[h] = _mm256_add_epi32(isum[h], _mm256_add_epi32(_mm256_madd_epi16(sl[h], q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + h * 8)),
+                                                                         _mm256_madd_epi16(sh[h], q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + h * 8))));
+            }
+            const __m256 dx = _mm256_set1_ps(xb->d);
+            for (int h = 0; h < 2; h++) {
+                __m256i msum = _mm256_setzero_si256();
+                for (int p = 0; p < 4; p++)
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + h * 16))),
+                                                                    _mm256_set1_epi32(q8k_sum_pair(xb, p))));
+                const __m256 d = _mm256_load_ps((const float *)(S + AG_R16_Q4K_D) + h * 8);
+                const __m256 dm = _mm256_load_ps((const float *)(S + AG_R16_Q4K_D) + 16 + h * 8);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]), _mm256_mul_ps(d, dx), acc[h]);
+                acc[h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dx), acc[h]);
+            }
+        }
+        _mm256_storeu_ps(y + r, acc[0]), _mm256_storeu_ps(y + r + 8, acc[1]);
+    }
+}
+AG_R16_WALK(matmul_q4_k_r16, r16_tile_q4_k, AG_R16K_CMAX, AG_R16_CASES_2, AG_R16_SINGLE(r16_rows_q4_k))
+/* The AVX-512 table's too: its wider registers buy nothing here without a kernel of their own. */
+void ag_kern_matmul_q4_k_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1,
+                                  size_t T, float *y, size_t ldy) {
+    matmul_q4_k_r16(w, gs, x, xs, n, r0, r1, T, y, ldy);
+}
+
+/*
  * Repacked F16 (repack.c): 16 rows as two 8-lane halves converted once per
  * element and C <= 6 tokens broadcast against them: 12 accumulators, the
  * 16 registers' worth (BLIS's 6x16 sgemm shape).  A single token takes 4
@@ -432,7 +554,7 @@ const ag_kernels ag_kernels_avx2 = {
     .name = "avx2",
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
-               matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16},
+               matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16, ag_kern_matmul_q4_k_r16_avx2},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,

@@ -1,6 +1,6 @@
 /*
- * repack.c - F16, Q8_0 and Q4_0 weights rewritten at load into 16-row
- * groups, and the generic twins of their products.
+ * repack.c - F16, Q8_0, Q4_0 and Q4_K weights rewritten at load into
+ * 16-row groups, and the generic twins of their products.
  *
  * Why: a product that walks a file's rows in place needs, per 32-element
  * block and per (row, token) pair, one dot product of 32 bytes, a horizontal
@@ -37,6 +37,25 @@
  * exactly that per lane, so results are bit-identical across variants and
  * across batch sizes (the AVX-512 kernel starts isum at -offset * sum(x)
  * and adds unsigned levels times x: the same integer).
+ *
+ * Q4_K (super-blocks of 256: 8 sub-blocks of 32 with 6-bit scales and
+ * mins) per super-block of the 16 rows, AG_R16_Q4K_SB bytes:
+ *   levels: 4 chunks j of 64 elements, each 8 pieces k of 64 bytes; byte
+ *     4r + i of piece (j, k) is row r's qs[32j + 4k + i], whose low nibble
+ *     is element 64j + 4k + i (sub-block 2j) and high nibble element
+ *     64j + 32 + 4k + i (sub-block 2j + 1);
+ *   scales: 8 sub-blocks x 16 rows, a byte each (6 bits);
+ *   mins: 4 pairs p x 16 rows of two bytes m[2p], m[2p+1], which widen to
+ *     the int16 pair a pmaddwd takes against the token's sub-block sums
+ *     two at a time;
+ *   d, dmin: 16 floats each (the file's fp16, exact).
+ * That is 2432 bytes for the file's 16 x 144: 6% more, where a layout with
+ * the scales already widened to int32 took 28% more and made decode,
+ * which streams the weights, slower than in place.
+ * Row r's result for one token is, super-block by super-block in order,
+ *   acc = fma((float)isum, d_w * d_x, acc); acc = fma(-(float)msum, dmin_w * d_x, acc)
+ *   isum = sum_s sc_s * sum_{e in s} q_e x_e,  msum = sum_s m_s * sum_{e in s} x_e
+ * with the levels q 0..15 and both sums exact in int32.
  */
 #include "engine/kernels/kernels.h"
 
@@ -48,6 +67,7 @@ int ag_wtype_repacked(ag_wtype w) {
     case AG_W_Q8_0: return AG_W_Q8_0_R16;
     case AG_W_Q4_0: return AG_W_Q4_0_R16;
     case AG_W_F16: return AG_W_F16_R16;
+    case AG_W_Q4_K: return AG_W_Q4_K_R16;
     default: return -1;
     }
 }
@@ -57,6 +77,7 @@ static size_t levels_bytes(ag_wtype r) { return r == AG_W_Q8_0_R16 ? 16 * 32 : 1
 
 size_t ag_kern_repack_group_bytes(ag_wtype r, size_t n) {
     if (r == AG_W_F16_R16) return (n * 16 * sizeof(uint16_t) + 63) / 64 * 64;
+    if (r == AG_W_Q4_K_R16) return n / AG_QK_K * AG_R16_Q4K_SB;
     size_t nb = n / 32;
     return (nb * (levels_bytes(r) + 16 * sizeof(uint16_t)) + 63) / 64 * 64;
 }
@@ -73,9 +94,31 @@ static void repack_f16(const void *src, size_t src_stride, size_t rows, size_t n
     }
 }
 
+static void repack_q4_k(const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
+    const size_t nsb = n / AG_QK_K, gb = ag_kern_repack_group_bytes(AG_W_Q4_K_R16, n);
+    for (size_t g = 0; g < rows / AG_REPACK_ROWS; g++)
+        for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
+            const ag_block_q4_k *q = (const ag_block_q4_k *)((const char *)src + (g * AG_REPACK_ROWS + i) * src_stride);
+            for (size_t s = 0; s < nsb; s++, q++) {
+                uint8_t *S = (uint8_t *)dst + g * gb + s * AG_R16_Q4K_SB;
+                for (size_t k = 0; k < 32; k++) memcpy(S + k * 64 + 4 * i, q->qs + 4 * k, 4); /* piece (j, k) = 8j + k */
+                uint8_t sc[8], m[8];
+                for (int j = 0; j < 8; j++) ag_q4k_scale_min(j, q->scales, &sc[j], &m[j]);
+                for (int j = 0; j < 8; j++) S[AG_R16_Q4K_SCALES + j * 16 + i] = sc[j];
+                for (int j = 0; j < 8; j++) S[AG_R16_Q4K_MINS + j / 2 * 32 + 2 * i + j % 2] = m[j];
+                float *d = (float *)(S + AG_R16_Q4K_D);
+                d[i] = ag_f16_to_f32(q->d), d[16 + i] = ag_f16_to_f32(q->dmin);
+            }
+        }
+}
+
 void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
     if (w == AG_W_F16) {
         repack_f16(src, src_stride, rows, n, dst);
+        return;
+    }
+    if (w == AG_W_Q4_K) {
+        repack_q4_k(src, src_stride, rows, n, dst);
         return;
     }
     const ag_wtype r = (ag_wtype)ag_wtype_repacked(w);
@@ -154,6 +197,35 @@ void ag_kern_matmul_f16_r16_generic(const void *w, size_t w_stride, const void *
             }
         }
     }
+}
+
+void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    const size_t nsb = n / AG_QK_K;
+    for (size_t g = r0 / AG_REPACK_ROWS; g < r1 / AG_REPACK_ROWS; g++)
+        for (size_t t = 0; t < T; t++)
+            for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
+                float acc = 0;
+                for (size_t s = 0; s < nsb; s++) {
+                    const uint8_t *S = (const uint8_t *)w + g * w_stride + s * AG_R16_Q4K_SB;
+                    const ag_block_q8_k *xb = (const ag_block_q8_k *)((const char *)x + t * x_stride) + s;
+                    const float *d = (const float *)(S + AG_R16_Q4K_D);
+                    int32_t isum = 0, msum = 0;
+                    for (int sb = 0; sb < 8; sb++) {
+                        int32_t p = 0;
+                        for (int e = 0; e < 32; e++) {
+                            const int j = sb / 2, k = e / 4; /* element 64j + 32 (sb & 1) + 4k + e % 4 */
+                            const uint8_t v = S[(j * 8 + k) * 64 + 4 * i + e % 4];
+                            p += (sb & 1 ? v >> 4 : v & 15) * xb->qs[32 * sb + e];
+                        }
+                        isum += S[AG_R16_Q4K_SCALES + sb * 16 + i] * p;
+                        msum += S[AG_R16_Q4K_MINS + sb / 2 * 32 + 2 * i + sb % 2] * (xb->bsums[2 * sb] + xb->bsums[2 * sb + 1]);
+                    }
+                    acc = fmaf((float)isum, d[i] * xb->d, acc);
+                    acc = fmaf(-(float)msum, d[16 + i] * xb->d, acc);
+                }
+                y[t * ldy + g * AG_REPACK_ROWS + i] = acc;
+            }
 }
 
 void ag_kern_matmul_q8_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
