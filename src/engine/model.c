@@ -6,6 +6,7 @@
  * shape.  A missing or misshapen tensor is refused by name, so a bad file
  * fails at load and never mid-request.
  */
+#define _DEFAULT_SOURCE /* madvise and MADV_HUGEPAGE */
 #include "engine/model.h"
 
 #include "base/alloc.h"
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 ag_model_params ag_model_params_default(void) {
     return (ag_model_params){.n_threads = 0, .n_ctx = 0, .n_seq = 1, .n_batch = 512, .kv_type = AG_DTYPE_F16};
@@ -264,7 +266,19 @@ static ag_status repack_weights(loader *L) {
         free(mats);
         return AG_OK;
     }
-    char *p = total <= SIZE_MAX ? aligned_alloc(64, (size_t)total) : NULL;
+    /*
+     * Huge pages where the kernel gives them (madvise mode): decode streams
+     * every matrix each token, and 4 KiB anonymous pages cost a TLB walk
+     * every 4 KiB (measured: Q4_K_M decode 20% slower than the same matrices
+     * read in place from the page cache, whose large folios the TLB takes
+     * whole).  The size is rounded to whole 2 MiB pages; only advice.
+     */
+    const size_t huge = (size_t)2 << 20;
+    const size_t bytes = total <= SIZE_MAX - huge ? ((size_t)total + huge - 1) / huge * huge : 0;
+    char *p = bytes ? aligned_alloc(huge, bytes) : NULL;
+#ifdef MADV_HUGEPAGE
+    if (p) (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
     if (!p) {
         free(mats);
         return ag_err_set(L->err, AG_NOMEM, "no memory for %llu bytes of repacked weights (--no-repack: none needed)",
