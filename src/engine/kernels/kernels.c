@@ -352,14 +352,11 @@ static void f16_to_f32_generic(const void *x, float *y, size_t n) { ag_dtype_to_
 
 static void f32_to_f16_generic(const float *x, void *y, size_t n) { ag_dtype_from_f32(AG_DTYPE_F16, x, y, n); }
 
-static void silu_mul_generic(float *g, const float *u, size_t n) {
-    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + ag_kern_exp(-g[i])) * u[i];
-}
+static void silu_mul_generic(float *g, const float *u, size_t n) { ag_kern_silu_mul_from(g, u, 0, n); }
 
 static float softmax_exp_generic(float *row, int n, float mx) {
     float lane[8] = {0};
-    for (int p = 0; p < n; p++) lane[p % 8] += row[p] = ag_kern_exp(row[p] - mx);
-    return ag_kern_sum8(lane);
+    return ag_kern_softmax_exp_from(row, 0, n, mx, lane);
 }
 
 /* One matmul per type from its dot product: every (row, token) pair independently. */

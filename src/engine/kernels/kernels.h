@@ -217,6 +217,17 @@ static inline float ag_kern_sum8(const float l[8]) {
     return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
+/* softmax_exp from key p on, lane holding keys 0..p-1's sums: the generic twin from 0, a SIMD variant's tail. */
+static inline float ag_kern_softmax_exp_from(float *row, int p, int n, float mx, float lane[8]) {
+    for (; p < n; p++) lane[p % 8] += row[p] = ag_kern_exp(row[p] - mx);
+    return ag_kern_sum8(lane);
+}
+
+/* silu_mul from element i on: the generic twin from 0, a SIMD variant's tail. */
+static inline void ag_kern_silu_mul_from(float *g, const float *u, size_t i, size_t n) {
+    for (; i < n; i++) g[i] = g[i] / (1.0f + ag_kern_exp(-g[i])) * u[i];
+}
+
 /*
  * The generic products of the types a variant leaves to plain C (Q4_1 and
  * Q5_1, rare fallbacks in llama-quantize's mixes): every table names one.

@@ -216,8 +216,7 @@ float ag_kern_softmax_exp_avx2(float *row, int n, float mx) {
     }
     float lane[8];
     _mm256_storeu_ps(lane, acc);
-    for (; p < n; p++) lane[p % 8] += row[p] = ag_kern_exp(row[p] - mx);
-    return ag_kern_sum8(lane);
+    return ag_kern_softmax_exp_from(row, p, n, mx, lane);
 }
 
 void ag_kern_silu_mul_avx2(float *g, const float *u, size_t n) {
@@ -228,7 +227,7 @@ void ag_kern_silu_mul_avx2(float *g, const float *u, size_t n) {
         const __m256 s = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_xor_ps(x, neg))));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + ag_kern_exp(-g[i])) * u[i];
+    ag_kern_silu_mul_from(g, u, i, n);
 }
 
 /* o[j0..d) += p[k] * v[k][j0..d) for k = k0..k1-1: 8 columns at a time, each held in a register over k. */
@@ -405,100 +404,82 @@ AG_INLINE __m256i q4k_scales(const char *p) {
     const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
     return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
 }
-AG_INLINE void r16_tile_q4_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
-    const __m256i lo4 = _mm256_set1_epi8(15);
-    for (int h = 0; h < 2; h++) {
-        __m256 acc[AG_R16K_CMAX];
-        for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
-        for (size_t s = 0; s < n / AG_QK_K; s++) {
-            const char *S = g + s * AG_R16_Q4K_SB;
-            const ag_block_q8_k *xb[AG_R16K_CMAX];
-            __m256i isum[AG_R16K_CMAX];
-            for (int c = 0; c < C; c++) xb[c] = (const ag_block_q8_k *)(x + c * xs) + s, isum[c] = _mm256_setzero_si256();
-            for (int j = 0; j < 4; j++) {
-                __m256i sl[AG_R16K_CMAX], sh[AG_R16K_CMAX];
-                for (int c = 0; c < C; c++) sl[c] = sh[c] = _mm256_setzero_si256();
-                for (int k = 0; k < 8; k++) {
-                    const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + h * 32));
-                    const __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-                    for (int c = 0; c < C; c++) {
-                        const int8_t *q = xb[c]->qs + 64 * j + 4 * k;
-                        sl[c] = _mm256_add_epi16(sl[c], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(q))));
-                        AG_KEEP(sl[c]);
-                        sh[c] = _mm256_add_epi16(sh[c], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(q + 32))));
-                        AG_KEEP(sh[c]);
-                    }
-                }
-                const __m256i s0 = q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + h * 8);
-                const __m256i s1 = q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + h * 8);
-                for (int c = 0; c < C; c++)
-                    isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_madd_epi16(sl[c], s0), _mm256_madd_epi16(sh[c], s1)));
-            }
-            const __m256 d = _mm256_load_ps((const float *)(S + AG_R16_Q4K_D) + h * 8);
-            const __m256 dm = _mm256_load_ps((const float *)(S + AG_R16_Q4K_D) + 16 + h * 8);
-            __m256i mins[4]; /* rows' min pairs as int16 */
-            for (int p = 0; p < 4; p++)
-                mins[p] = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + h * 16)));
-            for (int c = 0; c < C; c++) {
-                __m256i msum = _mm256_setzero_si256();
-                for (int p = 0; p < 4; p++)
-                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mins[p], _mm256_set1_epi32(q8k_sum_pair(xb[c], p))));
-                const __m256 dx = _mm256_set1_ps(xb[c]->d);
-                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), _mm256_mul_ps(d, dx), acc[c]);
-                acc[c] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dx), acc[c]);
-            }
-        }
-        for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy + h * 8, acc[c]);
-    }
-}
 /*
- * A single Q4_K token takes both halves of a group at once, as Q4_0's does:
- * each broadcast serves 16 rows, and a group's lines are read in one pass
- * (the tile's half by half is two passes over them, which decode, streaming
- * the weights from memory, measured slower than the rows in place).  Lane
- * for lane the tile's arithmetic, so the same bits.
+ * Tokens [0, C) against the halves [h0, h0 + NH) of group g, C * NH <= 2 (so
+ * the sums fit the registers): the tile takes C <= 2 tokens one half at a
+ * time; a single token takes both halves at once, so each broadcast serves
+ * 16 rows and a group's lines are read in one pass (half by half is two
+ * passes, which decode, streaming the weights from memory, measured slower
+ * than the rows in place).  Every lane's arithmetic is the same either way.
  */
-static void r16_rows_q4_k(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
+AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                        const int h0, const int NH) {
     const __m256i lo4 = _mm256_set1_epi8(15);
-    for (size_t r = r0; r < r1; r += AG_REPACK_ROWS) {
-        const char *g = (const char *)w + r / AG_REPACK_ROWS * gs;
-        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (size_t s = 0; s < n / AG_QK_K; s++) {
-            const char *S = g + s * AG_R16_Q4K_SB;
-            const ag_block_q8_k *xb = (const ag_block_q8_k *)x + s;
-            __m256i isum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-            for (int j = 0; j < 4; j++) {
-                __m256i sl[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, sh[2] = {sl[0], sl[1]};
-                for (int k = 0; k < 8; k++) {
-                    const __m256i xl = _mm256_set1_epi32(load_i32(xb->qs + 64 * j + 4 * k));
-                    const __m256i xh = _mm256_set1_epi32(load_i32(xb->qs + 64 * j + 32 + 4 * k));
-                    for (int h = 0; h < 2; h++) {
-                        const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + h * 32));
-                        const __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-                        sl[h] = _mm256_add_epi16(sl[h], _mm256_maddubs_epi16(lo, xl));
-                        AG_KEEP(sl[h]);
-                        sh[h] = _mm256_add_epi16(sh[h], _mm256_maddubs_epi16(hi, xh));
-                        AG_KEEP(sh[h]);
+    __m256 acc[AG_R16K_CMAX][2];
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < NH; h++) acc[c][h] = _mm256_setzero_ps();
+    for (size_t s = 0; s < n / AG_QK_K; s++) {
+        const char *S = g + s * AG_R16_Q4K_SB;
+        const ag_block_q8_k *xb[AG_R16K_CMAX];
+        __m256i isum[AG_R16K_CMAX][2];
+        for (int c = 0; c < C; c++) {
+            xb[c] = (const ag_block_q8_k *)(x + c * xs) + s;
+            for (int h = 0; h < NH; h++) isum[c][h] = _mm256_setzero_si256();
+        }
+        for (int j = 0; j < 4; j++) {
+            __m256i sl[AG_R16K_CMAX][2], sh[AG_R16K_CMAX][2];
+            for (int c = 0; c < C; c++)
+                for (int h = 0; h < NH; h++) sl[c][h] = sh[c][h] = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                __m256i lo[2], hi[2];
+                for (int h = 0; h < NH; h++) {
+                    const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + (h0 + h) * 32));
+                    lo[h] = _mm256_and_si256(v, lo4), hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                }
+                for (int c = 0; c < C; c++) {
+                    const int8_t *q = xb[c]->qs + 64 * j + 4 * k;
+                    const __m256i xl = _mm256_set1_epi32(load_i32(q)), xh = _mm256_set1_epi32(load_i32(q + 32));
+                    for (int h = 0; h < NH; h++) {
+                        sl[c][h] = _mm256_add_epi16(sl[c][h], _mm256_maddubs_epi16(lo[h], xl));
+                        AG_KEEP(sl[c][h]);
+                        sh[c][h] = _mm256_add_epi16(sh[c][h], _mm256_maddubs_epi16(hi[h], xh));
+                        AG_KEEP(sh[c][h]);
                     }
                 }
-                for (int h = 0; h < 2; h++)
-                    isum[h] = _mm256_add_epi32(isum[h], _mm256_add_epi32(_mm256_madd_epi16(sl[h], q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + h * 8)),
-                                                                         _mm256_madd_epi16(sh[h], q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + h * 8))));
             }
-            const __m256 dx = _mm256_set1_ps(xb->d);
-            for (int h = 0; h < 2; h++) {
-                __m256i msum = _mm256_setzero_si256();
-                for (int p = 0; p < 4; p++)
-                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + h * 16))),
-                                                                    _mm256_set1_epi32(q8k_sum_pair(xb, p))));
-                const __m256 d = _mm256_load_ps((const float *)(S + AG_R16_Q4K_D) + h * 8);
-                const __m256 dm = _mm256_load_ps((const float *)(S + AG_R16_Q4K_D) + 16 + h * 8);
-                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]), _mm256_mul_ps(d, dx), acc[h]);
-                acc[h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dm, dx), acc[h]);
+            for (int h = 0; h < NH; h++) {
+                const __m256i s0 = q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + (h0 + h) * 8);
+                const __m256i s1 = q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + (h0 + h) * 8);
+                for (int c = 0; c < C; c++)
+                    isum[c][h] = _mm256_add_epi32(isum[c][h], _mm256_add_epi32(_mm256_madd_epi16(sl[c][h], s0),
+                                                                               _mm256_madd_epi16(sh[c][h], s1)));
             }
         }
-        _mm256_storeu_ps(y + r, acc[0]), _mm256_storeu_ps(y + r + 8, acc[1]);
+        for (int c = 0; c < C; c++) {
+            const __m256 dx = _mm256_set1_ps(xb[c]->d);
+            __m256i pair[4];
+            for (int p = 0; p < 4; p++) pair[p] = _mm256_set1_epi32(q8k_sum_pair(xb[c], p));
+            for (int h = 0; h < NH; h++) {
+                const float *d = (const float *)(S + AG_R16_Q4K_D) + (h0 + h) * 8;
+                __m256i msum = _mm256_setzero_si256();
+                for (int p = 0; p < 4; p++) {
+                    const __m128i m = _mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + (h0 + h) * 16));
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepu8_epi16(m), pair[p]));
+                }
+                acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c][h]), _mm256_mul_ps(_mm256_load_ps(d), dx), acc[c][h]);
+                acc[c][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(_mm256_load_ps(d + 16), dx), acc[c][h]);
+            }
+        }
     }
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < NH; h++) _mm256_storeu_ps(y + c * ldy + (h0 + h) * 8, acc[c][h]);
+}
+AG_INLINE void r16_tile_q4_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+    for (int h = 0; h < 2; h++) r16_q4_k(g, n, x, xs, y, ldy, C, h, 1);
+}
+static void r16_rows_q4_k(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
+    for (size_t r = r0; r < r1; r += AG_REPACK_ROWS)
+        r16_q4_k((const char *)w + r / AG_REPACK_ROWS * gs, n, x, 0, y + r, 0, 1, 0, 2);
 }
 AG_R16_WALK(matmul_q4_k_r16, r16_tile_q4_k, AG_R16K_CMAX, AG_R16_CASES_2, AG_R16_SINGLE(r16_rows_q4_k))
 /* The AVX-512 table's too: its wider registers buy nothing here without a kernel of their own. */

@@ -49,9 +49,9 @@
  *     the int16 pair a pmaddwd takes against the token's sub-block sums
  *     two at a time;
  *   d, dmin: 16 floats each (the file's fp16, exact).
- * That is 2432 bytes for the file's 16 x 144: 6% more, where a layout with
- * the scales already widened to int32 took 28% more and made decode,
- * which streams the weights, slower than in place.
+ * That is 2432 bytes for the file's 16 x 144: 6% more (a layout with the
+ * scales already widened to int32 took 28% more, which decode, streaming
+ * the weights every token, paid for).
  * Row r's result for one token is, super-block by super-block in order,
  *   acc = fma((float)isum, d_w * d_x, acc); acc = fma(-(float)msum, dmin_w * d_x, acc)
  *   isum = sum_s sc_s * sum_{e in s} q_e x_e,  msum = sum_s m_s * sum_{e in s} x_e
