@@ -190,9 +190,9 @@ static float max_logit(ag_sampler *s, size_t n) {
 /*
  * w[i] = exp(c[i].logit - mx) for the first n candidates, returning their sum:
  * the kernels' vector exp (within 2 ulp of expf) over the whole vocabulary at
- * once.  libm's double exp, twice over, made a draw from 32,000 flat logits
- * take 450 us (80 us now, Zen 3), serial on the scheduler's thread while the
- * pool's threads wait.
+ * once.  libm's double exp, twice over the vocabulary, runs serial on the
+ * scheduler's thread while the pool's threads wait: it cost 16 streams through
+ * the API a sixth of their tokens/s (docs/bench/batching.md).
  */
 static float weigh(ag_sampler *s, size_t n, float mx) {
     for (size_t i = 0; i < n; i++) s->w[i] = s->c[i].logit;
