@@ -40,15 +40,21 @@ test('in a stream, the deadline ends it with an error event after the tokens so 
 });
 
 test('a request still queued at its deadline gets its 504 without ever running', async () => {
-  // --max-seqs 1: the first request holds the only slot; the second waits in the queue past its deadline
-  const first = post({ max_tokens: LONG }, { 'X-Request-Timeout-Ms': '1500' });
-  await new Promise((res) => setTimeout(res, 100));
+  // --max-seqs 1: the first request holds the only slot.  It streams, so its first event says it runs (a fixed
+  // sleep raced it: on a loaded machine the second request could reach the server first and take the slot).
+  // The second then waits in the queue past its 50 ms deadline, a small part of the first's 4,000 tokens
+  // (about 1.8 s on the 2-core CI machine) or its own 1.5 s deadline.
+  const first = await post({ max_tokens: LONG, stream: true }, { 'X-Request-Timeout-Ms': '1500' });
+  assert.equal(first.status, 200);
+  const events = first.body.getReader();
+  assert.equal((await events.read()).done, false);
   const t0 = performance.now();
-  const r = await post({ max_tokens: 8 }, { 'X-Request-Timeout-Ms': '200' });
+  const r = await post({ max_tokens: 8 }, { 'X-Request-Timeout-Ms': '50' });
   const ms = performance.now() - t0;
   assert.equal(r.status, 504);
-  assert.ok(ms >= 199 && ms < 1500, `${ms} ms`);
-  assert.equal((await first).status, 504);
+  assert.equal((await r.json()).error.code, 'deadline_exceeded');
+  assert.ok(ms >= 49 && ms < 1500, `${ms} ms`);
+  while (!(await events.read()).done); /* the first runs on to its own deadline or its last token */
 });
 
 test('a deadline that is not reached changes nothing', async () => {
