@@ -140,8 +140,8 @@ void ag_rope_apply(float *v, int n_heads, int head_dim, int n_rot, bool neox, co
  * however many tokens share the call.
  */
 enum { AG_REPACK_ROWS = 16 };
-/* A repacked Q4_K group's bytes per super-block (repack.c): levels, scales, mins, then d and dmin as floats. */
-enum { AG_R16_Q4K_SCALES = 2048, AG_R16_Q4K_MINS = 2048 + 128, AG_R16_Q4K_D = 2048 + 256, AG_R16_Q4K_SB = 2048 + 384 };
+/* A repacked Q4_K group's bytes per super-block (repack.c): levels, scales, mins, then d and dmin as the file's fp16. */
+enum { AG_R16_Q4K_SCALES = 2048, AG_R16_Q4K_MINS = 2048 + 128, AG_R16_Q4K_D = 2048 + 256, AG_R16_Q4K_SB = 2048 + 320 };
 /* The repacked type of w, or -1 when it has none. */
 int ag_wtype_repacked(ag_wtype w);
 /* Bytes of one 16-row group of rows of n elements in repacked type r (a multiple of 64). */

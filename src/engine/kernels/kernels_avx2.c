@@ -460,14 +460,15 @@ AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float
             __m256i pair[4];
             for (int p = 0; p < 4; p++) pair[p] = _mm256_set1_epi32(q8k_sum_pair(xb[c], p));
             for (int h = 0; h < NH; h++) {
-                const float *d = (const float *)(S + AG_R16_Q4K_D) + (h0 + h) * 8;
+                const __m128i *d = (const __m128i *)(S + AG_R16_Q4K_D) + h0 + h; /* dmin two vectors on */
                 __m256i msum = _mm256_setzero_si256();
                 for (int p = 0; p < 4; p++) {
                     const __m128i m = _mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + (h0 + h) * 16));
                     msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepu8_epi16(m), pair[p]));
                 }
-                acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c][h]), _mm256_mul_ps(_mm256_load_ps(d), dx), acc[c][h]);
-                acc[c][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(_mm256_load_ps(d + 16), dx), acc[c][h]);
+                const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(d)), mw = _mm256_cvtph_ps(_mm_load_si128(d + 2));
+                acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c][h]), _mm256_mul_ps(dw, dx), acc[c][h]);
+                acc[c][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(mw, dx), acc[c][h]);
             }
         }
     }
