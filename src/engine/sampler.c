@@ -199,6 +199,49 @@ static float weigh(ag_sampler *s, size_t n, float mx) {
     return s->k->softmax_exp(s->w, (int)n, mx);
 }
 
+/*
+ * top_p's cut: move the smallest head of c (in cand_before's order) whose
+ * weights w (weigh's, in c's order) add up to `target` to the front, and
+ * return its size.  Tokens go into bins by how far their logit lies below
+ * the max, TOP_P_PER_UNIT bins a unit (a token more than TOP_P_BINS of them
+ * down weighs under e^-32 of the best and shares the last bin); the bins'
+ * masses, added from the top, find the bin where the head ends, and only
+ * that bin is sorted: the bins above it are in the head in any order.
+ * Sorting ever larger heads instead took 5 ms a draw when the head was most
+ * of a 32,000-token vocabulary (bench_sampler).
+ */
+enum { TOP_P_BINS = 1024, TOP_P_PER_UNIT = 32 };
+
+static int top_p_bin(float logit, float mx) {
+    const float d = (mx - logit) * TOP_P_PER_UNIT;
+    return d < TOP_P_BINS - 1 ? (int)d : TOP_P_BINS - 1; /* -inf and NaN fall in the last */
+}
+
+static size_t top_p_head(ag_sampler *s, size_t n, float mx, double target) {
+    cand *c = s->c;
+    double mass[TOP_P_BINS] = {0};
+    for (size_t i = 0; i < n; i++) mass[top_p_bin(c[i].logit, mx)] += s->w[i];
+    double cum = 0;
+    int edge = 0;
+    for (; edge < TOP_P_BINS - 1 && cum + mass[edge] < target; edge++) cum += mass[edge];
+    size_t above = 0, in_edge;
+    for (size_t i = 0; i < n; i++)
+        if (top_p_bin(c[i].logit, mx) < edge) {
+            cand t = c[above];
+            c[above++] = c[i], c[i] = t;
+        }
+    in_edge = above;
+    for (size_t i = above; i < n; i++)
+        if (top_p_bin(c[i].logit, mx) == edge) {
+            cand t = c[in_edge];
+            c[in_edge++] = c[i], c[i] = t;
+        }
+    qsort(c + above, in_edge - above, sizeof *c, cmp_cand);
+    size_t keep = above;
+    while (keep < in_edge && cum < target) cum += exp((double)(c[keep++].logit - mx));
+    return keep ? keep : 1;
+}
+
 int32_t ag_sampler_sample(ag_sampler *s, const float *logits) {
     const ag_sampler_params *p = &s->p;
     cand *c = s->c;
@@ -219,20 +262,7 @@ int32_t ag_sampler_sample(ag_sampler *s, const float *logits) {
     }
     float mx = max_logit(s, n);
     if (mx == -INFINITY) return c[0].id; /* everything banned: nothing better to do */
-    if (p->top_p < 1.0f) {
-        double total = weigh(s, n, mx);
-        /* sort only the head: grow it until it holds top_p of the mass */
-        for (size_t k = n < 64 ? n : 64;; k = k * 4 < n ? k * 4 : n) {
-            top_sorted(c, n, k);
-            double cum = 0;
-            size_t keep = 0;
-            while (keep < k && cum < p->top_p * total) cum += exp((double)(c[keep++].logit - mx));
-            if (cum >= p->top_p * total || k == n) {
-                n = keep ? keep : 1;
-                break;
-            }
-        }
-    }
+    if (p->top_p < 1.0f) n = top_p_head(s, n, mx, p->top_p * weigh(s, n, mx));
     if (p->min_p > 0) {
         float cut = mx + logf(p->min_p);
         size_t kept = 0;

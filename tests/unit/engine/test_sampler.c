@@ -89,6 +89,32 @@ static void test_top_p_and_top_k_sets(void **state) {
     ag_sampler_free(s);
 }
 
+/*
+ * top_p's head ends inside a run of equal logits: the ids 4k at 0 and 4k + 1
+ * at -0.01 (one bin of top_p_head) for k < 100, interleaved with the rest far
+ * below, so moving the head to the front scrambles its order.  0.75 of the
+ * mass is the 100 first and 50 of the second run, ties going by id: 1, 5, ...,
+ * 197.  Draws come from those alone and reach id 197 (each of the 150 is
+ * about 1 in 150, so 5000 draws miss it with odds e^-33).
+ */
+static void test_top_p_cut_inside_ties(void **state) {
+    (void)state;
+    enum { V = 2000 };
+    static float l[V];
+    for (int i = 0; i < V; i++) l[i] = i >= 400 || i % 4 > 1 ? -50.0f : i % 4 == 0 ? 0.0f : -0.01f;
+    ag_sampler_params p = params(1.0f);
+    p.top_p = 0.75f;
+    ag_sampler *s = make(p, V);
+    int max_second = -1;
+    for (int i = 0; i < 5000; i++) {
+        int t = ag_sampler_sample(s, l);
+        if (t >= 400 || t % 4 > 1) fail_msg("drew %d, outside the head", t);
+        if (t % 4 == 1) max_second = t > max_second ? t : max_second;
+    }
+    assert_int_equal(max_second, 197);
+    ag_sampler_free(s);
+}
+
 static void test_seed_determinism(void **state) {
     (void)state;
     ag_sampler_params p = params(1.0f);
@@ -229,6 +255,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_and_degenerate_cutoffs), cmocka_unit_test(test_distribution),
         cmocka_unit_test(test_top_p_and_top_k_sets),          cmocka_unit_test(test_seed_determinism),
+        cmocka_unit_test(test_top_p_cut_inside_ties),
         cmocka_unit_test(test_bias_and_penalties),            cmocka_unit_test(test_bad_params_refused),
         cmocka_unit_test(test_stop_strings_across_tokens),    cmocka_unit_test(test_logprobs),
     };
