@@ -167,22 +167,16 @@ static void top_sorted(cand *c, size_t n, size_t k) {
 }
 
 /*
- * The largest of the first n candidates' logits, copied into w on the way.
- * Eight independent maxima, as one chain waits out each compare's latency
- * (a NaN is passed over, as by fmaxf).
+ * The largest of the first n candidates' logits: eight independent maxima,
+ * as one chain waits out each compare's latency (a NaN is passed over, as by
+ * fmaxf).
  */
-static float max_logit(ag_sampler *s, size_t n) {
+static float max_logit(const cand *c, size_t n) {
     float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            float v = s->w[i + j] = s->c[i + j].logit;
-            m[j] = v > m[j] ? v : m[j];
-        }
-    for (; i < n; i++) {
-        float v = s->w[i] = s->c[i].logit;
-        m[0] = v > m[0] ? v : m[0];
-    }
+        for (int j = 0; j < 8; j++) m[j] = c[i + j].logit > m[j] ? c[i + j].logit : m[j];
+    for (; i < n; i++) m[0] = c[i].logit > m[0] ? c[i].logit : m[0];
     for (int j = 1; j < 8; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
     return m[0];
 }
@@ -260,7 +254,7 @@ int32_t ag_sampler_sample(ag_sampler *s, const float *logits) {
         top_sorted(c, n, (size_t)p->top_k);
         n = (size_t)p->top_k;
     }
-    float mx = max_logit(s, n);
+    float mx = max_logit(c, n);
     if (mx == -INFINITY) return c[0].id; /* everything banned: nothing better to do */
     if (p->top_p < 1.0f) n = top_p_head(s, n, mx, p->top_p * weigh(s, n, mx));
     if (p->min_p > 0) {
