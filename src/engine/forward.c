@@ -217,7 +217,9 @@ static void matmul(step *st, const float *in, int n, const ag_matrix *const *mat
  *       the online softmax, P = exp(S - m), the row's output rescaled by
  *       exp(m_old - m) when the max grew;
  *   O += P . V for all the run's rows at once (the kernels' attn_pv), with
- *       the tile's V rows converted to f32 once;
+ *       the tile's V rows converted to f32 once; a run of one row (decode)
+ *       reads fp16 V as it is (attn_pv_f16, the same bits), as it uses each
+ *       value once;
  *   at the end O /= l.
  * Scratch is per thread and bounded by the tile, not the context: no score
  * row as long as the context.  A row's result depends only on its own
@@ -257,13 +259,28 @@ static attn_scratch attn_scratch_of(float *base, int head_dim) {
     return z;
 }
 
+/* Keys from p0 that lie in p0's cache block, up to `end`. */
+static int key_part(const ag_kv_cache *kv, int p0, int end) {
+    const int left = kv->block_tokens - p0 % kv->block_tokens;
+    return end - p0 < left ? end - p0 : left;
+}
+
+/* Where key or value p0 of row a's sequence starts for kv head kvh, in the block `block_of` hands out. */
+static const char *cache_at(const step *st, void *(*block_of)(ag_kv_cache *, int, int32_t, int32_t), int a, int kvh,
+                            int p0) {
+    ag_kv_cache *kv = st->m->kv;
+    const int bt = kv->block_tokens, hd = st->m->cfg.head_dim, kv_dim = st->m->cfg.n_head_kv * hd;
+    const size_t el = kv->type == AG_DTYPE_F32 ? 4 : 2;
+    return (const char *)block_of(kv, st->layer, st->seq[a], p0 / bt) + ((size_t)(p0 % bt) * kv_dim + (size_t)kvh * hd) * el;
+}
+
 static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
     ag_model *m = st->m;
     const ag_config *c = &m->cfg;
     ag_kv_cache *kv = m->kv;
     const ag_kernels *K = m->kern;
     const int hd = c->head_dim, q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd, kvh = h / (c->n_head / c->n_head_kv);
-    const int G = b - a, n_keys = st->pos[b - 1] + 1, bt = kv->block_tokens;
+    const int G = b - a, n_keys = st->pos[b - 1] + 1;
     const ag_wtype wt = kv->type == AG_DTYPE_F32 ? AG_W_F32 : AG_W_F16;
     const size_t el = kv->type == AG_DTYPE_F32 ? 4 : 2;
     const float *q = m->s.q + (size_t)a * q_dim + (size_t)h * hd;
@@ -272,17 +289,19 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
         z->mx[i] = -INFINITY, z->l[i] = 0;
         memset(m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd, 0, (size_t)hd * sizeof(float));
     }
+    const bool direct = G == 1 && el == 2; /* a decode row's P . V reads the fp16 values as they are (attn_pv_f16) */
     for (int t0 = 0; t0 < n_keys; t0 += ATTN_KEYS) {
         const int nk = n_keys - t0 < ATTN_KEYS ? n_keys - t0 : ATTN_KEYS;
         /* S = Q . K^T and V as f32 for keys t0..t0+nk, a cache block's part at a time */
         for (int p0 = t0; p0 < t0 + nk;) {
-            const int blk = p0 / bt, off = p0 % bt, rows = t0 + nk - p0 < bt - off ? t0 + nk - p0 : bt - off;
-            const size_t at = (size_t)off * kv_dim * el + (size_t)kvh * hd * el;
-            const char *kb = (const char *)kv->ops->k_block(kv, st->layer, st->seq[a], blk) + at;
-            const char *vb = (const char *)kv->ops->v_block(kv, st->layer, st->seq[a], blk) + at;
+            const int rows = key_part(kv, p0, t0 + nk);
+            const char *kb = cache_at(st, kv->ops->k_block, a, kvh, p0), *vb = cache_at(st, kv->ops->v_block, a, kvh, p0);
+            if (direct) /* a decode row's values: their cache misses while Q . K^T runs */
+                for (int r = 0; r < rows; r++)
+                    for (int l = 0; l < hd * 2; l += 64) __builtin_prefetch(vb + (size_t)r * kv_dim * 2 + l);
             K->matmul[wt](kb, (size_t)kv_dim * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)rows, (size_t)G,
                           z->S + (p0 - t0), ATTN_KEYS);
-            for (int r = 0; r < rows; r++) {
+            for (int r = 0; r < rows && !direct; r++) {
                 const char *v = vb + (size_t)r * kv_dim * el;
                 float *vf = z->V + (size_t)(p0 - t0 + r) * hd;
                 if (el == 4) memcpy(vf, v, (size_t)hd * sizeof(float));
@@ -308,8 +327,14 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
             }
             z->mx[i] = mx, z->l[i] += sum;
         }
-        K->attn_pv(m->s.xb2 + (size_t)a * q_dim + (size_t)h * hd, (size_t)q_dim, z->S, ATTN_KEYS, z->V, (size_t)hd, z->n,
-                   (size_t)G);
+        float *o = m->s.xb2 + (size_t)a * q_dim + (size_t)h * hd;
+        if (!direct) K->attn_pv(o, (size_t)q_dim, z->S, ATTN_KEYS, z->V, (size_t)hd, z->n, (size_t)G);
+        else
+            for (int p0 = t0, rows; p0 < t0 + z->n[0]; p0 += rows) {
+                rows = key_part(kv, p0, t0 + z->n[0]);
+                K->attn_pv_f16(o, z->S + (p0 - t0), cache_at(st, kv->ops->v_block, a, kvh, p0), (size_t)kv_dim * 2,
+                               (size_t)hd, rows);
+            }
     }
     for (int i = 0; i < G; i++) {
         float *out = m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd;

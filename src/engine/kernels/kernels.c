@@ -348,6 +348,13 @@ static void attn_pv_generic(float *o, size_t ldo, const float *p, size_t ldp, co
             for (size_t j = 0; j < d; j++) o[i * ldo + j] = fmaf(p[i * ldp + (size_t)k], v[(size_t)k * d + j], o[i * ldo + j]);
 }
 
+static void attn_pv_f16_generic(float *o, const float *p, const void *v, size_t vstride, size_t d, int n) {
+    for (int k = 0; k < n; k++) {
+        const uint16_t *vk = (const uint16_t *)((const char *)v + (size_t)k * vstride);
+        for (size_t j = 0; j < d; j++) o[j] = fmaf(p[k], ag_kern_f16(vk[j]), o[j]);
+    }
+}
+
 static void f16_to_f32_generic(const void *x, float *y, size_t n) { ag_dtype_to_f32(AG_DTYPE_F16, x, y, n); }
 
 static void f32_to_f16_generic(const float *x, void *y, size_t n) { ag_dtype_from_f32(AG_DTYPE_F16, x, y, n); }
@@ -394,6 +401,7 @@ const ag_kernels ag_kernels_generic = {
     .quantize_q8_0 = quantize_q8_0_generic,
     .quantize_q8_k = quantize_q8_k_generic,
     .attn_pv = attn_pv_generic,
+    .attn_pv_f16 = attn_pv_f16_generic,
     .f16_to_f32 = f16_to_f32_generic,
     .f32_to_f16 = f32_to_f16_generic,
     .softmax_exp = softmax_exp_generic,

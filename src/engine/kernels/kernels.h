@@ -82,6 +82,14 @@ typedef struct ag_kernels {
      */
     void (*attn_pv)(float *o, size_t ldo, const float *p, size_t ldp, const float *v, size_t d, const int *n,
                     size_t rows);
+    /*
+     * One row's P . V straight from the cache's fp16 values: o[0..d) +=
+     * p[k] * v_k[0..d) for k = 0..n-1 in order, v_k the d halves at v + k *
+     * vstride bytes; attn_pv's FMAs on the widened values, so its bits.  A
+     * decode row uses each value once: widening a tile first would write and
+     * read it again.
+     */
+    void (*attn_pv_f16)(float *o, const float *p, const void *v, size_t vstride, size_t d, int n);
     /* n fp16 values to float (exact); the F16 tiles' widening (tile.h's AG_WIDEN_F16) in the SIMD variants. */
     void (*f16_to_f32)(const void *x, float *y, size_t n);
     /* n floats to fp16, rounded to nearest even (ag_f32_to_f16's bits): keys and values into the cache. */

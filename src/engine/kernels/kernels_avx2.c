@@ -276,6 +276,32 @@ void ag_kern_attn_pv_avx2(float *o, size_t ldo, const float *p, size_t ldp, cons
     for (; i < rows; i++) pv_row(o + i * ldo, p + i * ldp, v, d, 0, 0, n[i]);
 }
 
+/* Eight columns at a time, each over all the keys (so each element's FMAs in key order); a tail of single columns. */
+void ag_kern_attn_pv_f16_avx2(float *o, const float *p, const void *v, size_t vstride, size_t d, int n) {
+    size_t j = 0;
+    for (; j + 32 <= d; j += 32) {
+        __m256 acc[4];
+        for (int c = 0; c < 4; c++) acc[c] = _mm256_loadu_ps(o + j + 8 * c);
+        for (int k = 0; k < n; k++) {
+            const uint16_t *vk = (const uint16_t *)((const char *)v + (size_t)k * vstride) + j;
+            const __m256 b = _mm256_set1_ps(p[k]);
+            for (int c = 0; c < 4; c++)
+                acc[c] = _mm256_fmadd_ps(b, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vk + 8 * c))), acc[c]);
+        }
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(o + j + 8 * c, acc[c]);
+    }
+    for (; j + 8 <= d; j += 8) {
+        __m256 acc = _mm256_loadu_ps(o + j);
+        for (int k = 0; k < n; k++) {
+            const uint16_t *vk = (const uint16_t *)((const char *)v + (size_t)k * vstride) + j;
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(p[k]), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)vk)), acc);
+        }
+        _mm256_storeu_ps(o + j, acc);
+    }
+    for (; j < d; j++)
+        for (int k = 0; k < n; k++) o[j] = fmaf(p[k], ag_kern_f16(((const uint16_t *)((const char *)v + (size_t)k * vstride))[j]), o[j]);
+}
+
 /*
  * The repacked products (repack.c) with 8 rows to a ymm: each 16-row group in
  * two halves, so C int32 sums and C float accumulators fit the 16
@@ -540,6 +566,7 @@ const ag_kernels ag_kernels_avx2 = {
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,
+    .attn_pv_f16 = ag_kern_attn_pv_f16_avx2,
     .f16_to_f32 = widen_f16,
     .f32_to_f16 = ag_kern_f32_to_f16_avx2,
     .softmax_exp = ag_kern_softmax_exp_avx2,

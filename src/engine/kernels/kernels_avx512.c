@@ -254,6 +254,7 @@ const ag_kernels ag_kernels_avx512 = {
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,
+    .attn_pv_f16 = ag_kern_attn_pv_f16_avx2,
     .f16_to_f32 = widen_f16,
     .f32_to_f16 = ag_kern_f32_to_f16_avx2,
     .softmax_exp = ag_kern_softmax_exp_avx2,

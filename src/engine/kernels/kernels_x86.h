@@ -391,6 +391,7 @@ void ag_kern_matmul_q4_k_r16_avx2(const void *w, size_t gs, const void *x, size_
                                   size_t T, float *y, size_t ldy);
 float ag_kern_softmax_exp_avx2(float *row, int n, float mx);
 void ag_kern_silu_mul_avx2(float *g, const float *u, size_t n);
+void ag_kern_attn_pv_f16_avx2(float *o, const float *p, const void *v, size_t vstride, size_t d, int n);
 void ag_kern_attn_pv_avx2(float *o, size_t ldo, const float *p, size_t ldp, const float *v, size_t d, const int *n,
                           size_t rows);
 

@@ -278,7 +278,8 @@ static void test_quantize_q8_0_same_bytes(void **state) {
 /*
  * attn_pv and f16_to_f32 give the generic twin's exact bits: rows in and out
  * of 4-row blocks, head sizes with and without 16- and 8-column tails, key
- * counts that differ per row (the causal diagonal) and rows that see none.
+ * counts that differ per row (the causal diagonal) and rows that see none;
+ * attn_pv_f16 gives attn_pv's bits on the values it widens, in every variant.
  */
 static void test_attention_helpers(void **state) {
     (void)state;
@@ -286,10 +287,11 @@ static void test_attention_helpers(void **state) {
     static const size_t dims[] = {1, 8, 20, 64, 80, 128, 133};
     uint64_t seed = 5;
     float p[ROWS * KEYS], v[KEYS * 133], o0[ROWS * LD], o1[ROWS * LD], f0[133], f1[133];
-    uint16_t h[133];
+    uint16_t h[133], hv[KEYS * LD];
     for (int i = 0; i < ROWS * KEYS; i++) p[i] = frand(&seed) + 1;
     for (int i = 0; i < KEYS * 133; i++) v[i] = frand(&seed);
     for (int i = 0; i < 133; i++) h[i] = ag_f32_to_f16(frand(&seed) * 1000);
+    for (int i = 0; i < KEYS * LD; i++) hv[i] = ag_f32_to_f16(frand(&seed));
     for (size_t v_ = 0; v_ < sizeof variants / sizeof variants[0]; v_++) {
         const ag_kernels *k = ag_kernels_by_name(variants[v_]);
         if (!k) continue;
@@ -303,6 +305,17 @@ static void test_attention_helpers(void **state) {
                 k->attn_pv(o1, LD, p, KEYS, v, d, n, rows);
                 if (memcmp(o0, o1, sizeof o0) != 0)
                     fail_msg("%s attn_pv d=%zu rows=%zu: not the generic twin's bits", k->name, d, rows);
+            }
+        for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) /* one row straight from halves ~ attn_pv widened */
+            for (int n = 0; n <= KEYS; n += 23) {
+                const size_t d = dims[di];
+                for (int kk = 0; kk < n; kk++)
+                    for (size_t j = 0; j < d; j++) v[(size_t)kk * d + j] = ag_f16_to_f32(hv[kk * LD + (int)j]);
+                for (int i = 0; i < LD; i++) o0[i] = o1[i] = frand(&seed);
+                ag_kernels_generic.attn_pv(o0, LD, p, KEYS, v, d, &n, 1);
+                k->attn_pv_f16(o1, p, hv, LD * sizeof *hv, d, n);
+                if (memcmp(o0, o1, LD * sizeof *o0) != 0)
+                    fail_msg("%s attn_pv_f16 d=%zu n=%d: not attn_pv's bits on the widened values", k->name, d, n);
             }
         for (size_t n = 0; n <= 133; n += 7) {
             memset(f0, 0, sizeof f0), memset(f1, 0, sizeof f1);
