@@ -349,10 +349,7 @@ static void attn_pv_generic(float *o, size_t ldo, const float *p, size_t ldp, co
 }
 
 static void attn_pv_f16_generic(float *o, const float *p, const void *v, size_t vstride, size_t d, int n) {
-    for (int k = 0; k < n; k++) {
-        const uint16_t *vk = (const uint16_t *)((const char *)v + (size_t)k * vstride);
-        for (size_t j = 0; j < d; j++) o[j] = fmaf(p[k], ag_kern_f16(vk[j]), o[j]);
-    }
+    ag_kern_attn_pv_f16_from(o, p, v, vstride, 0, d, n);
 }
 
 static void f16_to_f32_generic(const void *x, float *y, size_t n) { ag_dtype_to_f32(AG_DTYPE_F16, x, y, n); }

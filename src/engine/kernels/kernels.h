@@ -231,6 +231,16 @@ static inline float ag_kern_softmax_exp_from(float *row, int p, int n, float mx,
     return ag_kern_sum8(lane);
 }
 
+/* attn_pv_f16 from column j on (each column over the keys in order): the generic twin from 0, a SIMD variant's tail. */
+static inline void ag_kern_attn_pv_f16_from(float *o, const float *p, const void *v, size_t vstride, size_t j, size_t d,
+                                            int n) {
+    for (; j < d; j++)
+        for (int k = 0; k < n; k++) {
+            const uint16_t *vk = (const uint16_t *)((const char *)v + (size_t)k * vstride);
+            o[j] = fmaf(p[k], ag_kern_f16(vk[j]), o[j]);
+        }
+}
+
 /* silu_mul from element i on: the generic twin from 0, a SIMD variant's tail. */
 static inline void ag_kern_silu_mul_from(float *g, const float *u, size_t i, size_t n) {
     for (; i < n; i++) g[i] = g[i] / (1.0f + ag_kern_exp(-g[i])) * u[i];

@@ -298,8 +298,7 @@ void ag_kern_attn_pv_f16_avx2(float *o, const float *p, const void *v, size_t vs
         }
         _mm256_storeu_ps(o + j, acc);
     }
-    for (; j < d; j++)
-        for (int k = 0; k < n; k++) o[j] = fmaf(p[k], ag_kern_f16(((const uint16_t *)((const char *)v + (size_t)k * vstride))[j]), o[j]);
+    ag_kern_attn_pv_f16_from(o, p, v, vstride, j, d, n);
 }
 
 /*
