@@ -108,12 +108,16 @@ static void row_qkv_post(step *st, int t) {
     ag_kv_cache *kv = m->kv;
     int32_t s = st->seq[t], blk = st->pos[t] / kv->block_tokens, off = st->pos[t] % kv->block_tokens;
     char *kd = kv->ops->k_block(kv, st->layer, s, blk), *vd = kv->ops->v_block(kv, st->layer, s, blk);
-    if (kv->type == AG_DTYPE_F32) {
-        memcpy(kd + (size_t)off * kv_dim * 4, k, (size_t)kv_dim * 4);
-        memcpy(vd + (size_t)off * kv_dim * 4, v, (size_t)kv_dim * 4);
-    } else {
-        m->kern->f32_to_f16(k, kd + (size_t)off * kv_dim * 2, (size_t)kv_dim);
-        m->kern->f32_to_f16(v, vd + (size_t)off * kv_dim * 2, (size_t)kv_dim);
+    const int hd = c->head_dim;
+    for (int h = 0; h < c->n_head_kv; h++) { /* head-major: head h's rows of the block are consecutive */
+        const size_t at = ((size_t)h * kv->block_tokens + (size_t)off) * (size_t)hd;
+        if (kv->type == AG_DTYPE_F32) {
+            memcpy(kd + at * 4, k + (size_t)h * hd, (size_t)hd * 4);
+            memcpy(vd + at * 4, v + (size_t)h * hd, (size_t)hd * 4);
+        } else {
+            m->kern->f32_to_f16(k + (size_t)h * hd, kd + at * 2, (size_t)hd);
+            m->kern->f32_to_f16(v + (size_t)h * hd, vd + at * 2, (size_t)hd);
+        }
     }
 }
 
@@ -265,13 +269,19 @@ static int key_part(const ag_kv_cache *kv, int p0, int end) {
     return end - p0 < left ? end - p0 : left;
 }
 
-/* Where key or value p0 of row a's sequence starts for kv head kvh, in the block `block_of` hands out. */
+/*
+ * Where key or value p0 of row a's sequence starts for kv head kvh, in the
+ * block `block_of` hands out.  A block is head-major, [n_head_kv]
+ * [block_tokens][head_dim]: a head's keys in the block are one contiguous
+ * run (rows head_dim elements apart), which the hardware prefetchers follow;
+ * token-major rows put each head's 128 bytes a whole kv_dim row apart.
+ */
 static const char *cache_at(const step *st, void *(*block_of)(ag_kv_cache *, int, int32_t, int32_t), int a, int kvh,
                             int p0) {
     ag_kv_cache *kv = st->m->kv;
-    const int bt = kv->block_tokens, hd = st->m->cfg.head_dim, kv_dim = st->m->cfg.n_head_kv * hd;
+    const int bt = kv->block_tokens, hd = st->m->cfg.head_dim;
     const size_t el = kv->type == AG_DTYPE_F32 ? 4 : 2;
-    return (const char *)block_of(kv, st->layer, st->seq[a], p0 / bt) + ((size_t)(p0 % bt) * kv_dim + (size_t)kvh * hd) * el;
+    return (const char *)block_of(kv, st->layer, st->seq[a], p0 / bt) + ((size_t)kvh * bt + (size_t)(p0 % bt)) * hd * el;
 }
 
 static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
@@ -279,7 +289,7 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
     const ag_config *c = &m->cfg;
     ag_kv_cache *kv = m->kv;
     const ag_kernels *K = m->kern;
-    const int hd = c->head_dim, q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd, kvh = h / (c->n_head / c->n_head_kv);
+    const int hd = c->head_dim, q_dim = c->n_head * hd, kvh = h / (c->n_head / c->n_head_kv);
     const int G = b - a, n_keys = st->pos[b - 1] + 1;
     const ag_wtype wt = kv->type == AG_DTYPE_F32 ? AG_W_F32 : AG_W_F16;
     const size_t el = kv->type == AG_DTYPE_F32 ? 4 : 2;
@@ -297,12 +307,11 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
             const int rows = key_part(kv, p0, t0 + nk);
             const char *kb = cache_at(st, kv->ops->k_block, a, kvh, p0), *vb = cache_at(st, kv->ops->v_block, a, kvh, p0);
             if (direct) /* a decode row's values: their cache misses while Q . K^T runs */
-                for (int r = 0; r < rows; r++)
-                    for (int l = 0; l < hd * 2; l += 64) __builtin_prefetch(vb + (size_t)r * kv_dim * 2 + l);
-            K->matmul[wt](kb, (size_t)kv_dim * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)rows, (size_t)G,
+                for (size_t l = 0; l < (size_t)rows * hd * 2; l += 64) __builtin_prefetch(vb + l);
+            K->matmul[wt](kb, (size_t)hd * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)rows, (size_t)G,
                           z->S + (p0 - t0), ATTN_KEYS);
             for (int r = 0; r < rows && !direct; r++) {
-                const char *v = vb + (size_t)r * kv_dim * el;
+                const char *v = vb + (size_t)r * hd * el;
                 float *vf = z->V + (size_t)(p0 - t0 + r) * hd;
                 if (el == 4) memcpy(vf, v, (size_t)hd * sizeof(float));
                 else K->f16_to_f32(v, vf, (size_t)hd);
@@ -332,7 +341,7 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
         else
             for (int p0 = t0, rows; p0 < t0 + z->n[0]; p0 += rows) {
                 rows = key_part(kv, p0, t0 + z->n[0]);
-                K->attn_pv_f16(o, z->S + (p0 - t0), cache_at(st, kv->ops->v_block, a, kvh, p0), (size_t)kv_dim * 2,
+                K->attn_pv_f16(o, z->S + (p0 - t0), cache_at(st, kv->ops->v_block, a, kvh, p0), (size_t)hd * 2,
                                (size_t)hd, rows);
             }
     }

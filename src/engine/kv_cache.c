@@ -1,11 +1,11 @@
 /*
  * kv_cache.c - the two KV caches (see kv_cache.h).
  *
- * Simple: per sequence, one allocation of [layer][K|V][n_ctx][kv_dim], made
+ * Simple: per sequence, one allocation of [layer][K|V][n_ctx * kv_dim], made
  * on first use and freed by seq_clear.  The block is the whole context, so
  * attention reads it as one contiguous run.
  *
- * Paged: one pool of blocks, each [layer][K|V][block_tokens][kv_dim]; a
+ * Paged: one pool of blocks, each [layer][K|V][block_tokens * kv_dim]; a
  * block's metadata says who holds it and whether it is published in the
  * prefix map.  A block is in exactly one of three states: held (ref > 0),
  * cached (published, ref 0, on the LRU list) or free (on the free list).

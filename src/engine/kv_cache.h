@@ -4,7 +4,9 @@
  * the model code.
  *
  * The model sees a cache as blocks of `block_tokens` consecutive positions of
- * one sequence in one layer: K and V rows of kv_dim elements each, F32 or F16.
+ * one sequence in one layer: K and V of kv_dim elements a position, F32 or
+ * F16.  The cache owns where blocks are, not what is in them: the model lays
+ * a block out head-major, [n_head_kv][block_tokens][head_dim] (forward.c).
  * Before writing positions [0, n) of a sequence the model calls reserve(seq,
  * n); then k_block(layer, seq, i) points at the block holding positions
  * [i * block_tokens, (i + 1) * block_tokens).  Attention walks blocks, so a
@@ -41,7 +43,7 @@ typedef struct ag_kv_cache ag_kv_cache;
 typedef struct ag_kv_cache_ops {
     /* Room for positions [0, n_pos) of seq; AG_ELIMIT naming the limit when there is none. */
     ag_status (*reserve)(ag_kv_cache *kv, int32_t seq, int32_t n_pos, ag_err *err);
-    /* K (or V) rows of block `block` of seq in layer: block_tokens rows of kv_dim elements. */
+    /* K (or V) of block `block` of seq in layer: block_tokens * kv_dim elements. */
     void *(*k_block)(ag_kv_cache *kv, int layer, int32_t seq, int32_t block);
     void *(*v_block)(ag_kv_cache *kv, int layer, int32_t seq, int32_t block);
     /* Forget every position of seq (its slot may be reused at once). */
