@@ -306,8 +306,6 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
         for (int p0 = t0; p0 < t0 + nk;) {
             const int rows = key_part(kv, p0, t0 + nk);
             const char *kb = cache_at(st, kv->ops->k_block, a, kvh, p0), *vb = cache_at(st, kv->ops->v_block, a, kvh, p0);
-            if (direct) /* a decode row's values: their cache misses while Q . K^T runs */
-                for (size_t l = 0; l < (size_t)rows * hd * 2; l += 64) __builtin_prefetch(vb + l);
             K->matmul[wt](kb, (size_t)hd * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)rows, (size_t)G,
                           z->S + (p0 - t0), ATTN_KEYS);
             for (int r = 0; r < rows && !direct; r++) {
