@@ -3,8 +3,8 @@
  * groups, kernels/repack.c) beside in place, on the 219.7M model's shapes:
  * a 2816 x 1024 matrix (gate/up) and a 1024 x 2816 one (down), against 1,
  * 16 and 512 activation rows.  Prints multiply-adds per second (GMAC/s),
- * the best of REPS runs, for F16, Q8_0, Q4_0 and Q4_K (both layouts) and
- * Q6_K (in place: it has no repacked form) with the kernels this CPU
+ * the best of REPS runs, for F16, Q8_0, Q4_0, Q4_K and Q6_K (both layouts)
+ * with the kernels this CPU
  * picks (or AG_KERNELS), and each as a fraction of one thread's ceiling
  * measured in the same run: the FMA rate for F16, the int8 multiply-add
  * rate (vpmaddubsw, or vpdpbusd with VNNI) for the quantized types.  The

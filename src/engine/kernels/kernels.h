@@ -50,6 +50,7 @@ typedef enum ag_wtype {
     AG_W_Q4_0_R16,
     AG_W_F16_R16,
     AG_W_Q4_K_R16,
+    AG_W_Q6_K_R16,
     AG_W_COUNT
 } ag_wtype;
 
@@ -150,6 +151,15 @@ void ag_rope_apply(float *v, int n_heads, int head_dim, int n_rot, bool neox, co
 enum { AG_REPACK_ROWS = 16 };
 /* A repacked Q4_K group's bytes per super-block (repack.c): levels, scales, mins, then d and dmin as the file's fp16. */
 enum { AG_R16_Q4K_SCALES = 2048, AG_R16_Q4K_MINS = 2048 + 128, AG_R16_Q4K_D = 2048 + 256, AG_R16_Q4K_SB = 2048 + 320 };
+/*
+ * A repacked Q6_K group's bytes per super-block (repack.c): 8 chunks of
+ * pieces in the order the kernels read them, scales, d; the file's 16 x 210.
+ * The offsets of low-nibble piece (m, k), k 0..15, and high-bit piece
+ * (m, k), k 0..7, of half m:
+ */
+enum { AG_R16_Q6K_SCALES = 3072, AG_R16_Q6K_D = 3072 + 256, AG_R16_Q6K_SB = 3072 + 288 };
+static inline size_t ag_r16_q6k_ql(int m, int k) { return (size_t)((m * 4 + k % 8 / 2) * 6 + (k >= 8) * 2 + k % 2) * 64; }
+static inline size_t ag_r16_q6k_qh(int m, int k) { return (size_t)((m * 4 + k / 2) * 6 + 4 + k % 2) * 64; }
 /* The repacked type of w, or -1 when it has none. */
 int ag_wtype_repacked(ag_wtype w);
 /* Bytes of one 16-row group of rows of n elements in repacked type r (a multiple of 64). */
@@ -178,6 +188,8 @@ void ag_kern_matmul_q8_0_r16_generic(const void *w, size_t w_stride, const void 
 void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q4_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q6_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 
 /* The variants (defined in kernels_<name>.c; NULL-free tables, checked at run time by ag_kernels_by_name). */

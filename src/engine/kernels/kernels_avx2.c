@@ -500,19 +500,112 @@ AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float
     for (int c = 0; c < C; c++)
         for (int h = 0; h < NH; h++) _mm256_storeu_ps(y + c * ldy + (h0 + h) * 8, acc[c][h]);
 }
-AG_INLINE void r16_tile_q4_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
-    for (int h = 0; h < 2; h++) r16_q4_k(g, n, x, xs, y, ldy, C, h, 1);
+/*
+ * The product around a K-quant group kernel KERNEL(g, n, x, xs, y, ldy, C,
+ * h0, NH): tiles of C <= CMAX tokens (CASES, AG_R16_CASES_<CMAX>) half by
+ * half, a single token both halves at once; exported as ag_kern_matmul_<T>_r16_avx2,
+ * the AVX-512 table's too (its wider registers buy nothing here without a
+ * kernel of their own).
+ */
+#define AG_R16K_PRODUCT(T, KERNEL, CMAX, CASES)                                                                        \
+    AG_INLINE void r16_tile_##T(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) { \
+        for (int h = 0; h < 2; h++) KERNEL(g, n, x, xs, y, ldy, C, h, 1);                                              \
+    }                                                                                                                  \
+    static void r16_rows_##T(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {      \
+        for (size_t r = r0; r < r1; r += AG_REPACK_ROWS)                                                               \
+            KERNEL((const char *)w + r / AG_REPACK_ROWS * gs, n, x, 0, y + r, 0, 1, 0, 2);                             \
+    }                                                                                                                  \
+    AG_R16_WALK(matmul_##T##_r16, r16_tile_##T, CMAX, CASES, AG_R16_SINGLE(r16_rows_##T))                              \
+    void ag_kern_matmul_##T##_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0,        \
+                                       size_t r1, size_t T_, float *y, size_t ldy) {                                   \
+        matmul_##T##_r16(w, gs, x, xs, n, r0, r1, T_, y, ldy);                                                         \
+    }
+AG_R16K_PRODUCT(q4_k, r16_q4_k, AG_R16K_CMAX, AG_R16_CASES_2)
+
+/*
+ * Repacked Q6_K (repack.c), Q4_K's shape with C <= 4 tokens one half at a
+ * time (each level vector, built in 4-5 operations, then serves 4 tokens:
+ * measured faster than 2), or one token and both halves.  A level vector (8 rows x
+ * 4 elements) is its nibble OR its two high bits moved to bits 4-5 (16-bit
+ * shifts, the bits that cross into a neighbour byte masked off); levels
+ * 0..63 times the token's bytes pair into int16 at most 2 * 63 * 128, so two
+ * maddubs of a 16-element group add up in int16 (at most 32256) before one
+ * madd with the rows' scale (signed, in both int16 halves of a lane).  The
+ * -32 offset is -32 times the scales against the token's group sums (the
+ * Q8_K bsums, two to a madd).  Exact integers, so the generic twin's bits.
+ */
+/* The 8 rows' scale of group q (0..15) of half h, each lane holding it in both int16 halves. */
+AG_INLINE __m256i q6k_scale(const char *S, int q, int h) {
+    const __m128i v = _mm_load_si128((const __m128i *)(S + AG_R16_Q6K_SCALES + q / 2 * 32 + h * 16));
+    const __m128i dup = _mm_add_epi8(_mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
+                                     _mm_set1_epi8((char)(q % 2)));
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, dup));
 }
-static void r16_rows_q4_k(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
-    for (size_t r = r0; r < r1; r += AG_REPACK_ROWS)
-        r16_q4_k((const char *)w + r / AG_REPACK_ROWS * gs, n, x, 0, y + r, 0, 1, 0, 2);
+/* Levels of elements 128m + 32j + 4k .. +3 (k 0..7) of the 8 rows of half h. */
+AG_INLINE __m256i q6k_levels(const char *S, int m, int j, int k, int h) {
+    const __m256i lo4 = _mm256_set1_epi8(15), hi2 = _mm256_set1_epi8(0x30);
+    const __m256i v = _mm256_load_si256((const __m256i *)(S + ag_r16_q6k_ql(m, k + (j & 1) * 8) + h * 32));
+    const __m256i b = _mm256_load_si256((const __m256i *)(S + ag_r16_q6k_qh(m, k) + h * 32));
+    const __m256i nib = j < 2 ? _mm256_and_si256(v, lo4) : _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+    const __m256i top = j == 0 ? _mm256_slli_epi16(b, 4) : j == 1 ? _mm256_slli_epi16(b, 2) : j == 2 ? b : _mm256_srli_epi16(b, 2);
+    return _mm256_or_si256(nib, _mm256_and_si256(top, hi2));
 }
-AG_R16_WALK(matmul_q4_k_r16, r16_tile_q4_k, AG_R16K_CMAX, AG_R16_CASES_2, AG_R16_SINGLE(r16_rows_q4_k))
-/* The AVX-512 table's too: its wider registers buy nothing here without a kernel of their own. */
-void ag_kern_matmul_q4_k_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1,
-                                  size_t T, float *y, size_t ldy) {
-    matmul_q4_k_r16(w, gs, x, xs, n, r0, r1, T, y, ldy);
+#define AG_R16K6_CMAX 4
+AG_INLINE void r16_q6_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                        const int h0, const int NH) {
+    __m256 acc[AG_R16K6_CMAX][2];
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < NH; h++) acc[c][h] = _mm256_setzero_ps();
+    for (size_t s = 0; s < n / AG_QK_K; s++) {
+        const char *S = g + s * AG_R16_Q6K_SB;
+        const ag_block_q8_k *xb[AG_R16K6_CMAX];
+        __m256i isum[AG_R16K6_CMAX][2];
+        for (int c = 0; c < C; c++) {
+            xb[c] = (const ag_block_q8_k *)(x + c * xs) + s;
+            for (int h = 0; h < NH; h++) isum[c][h] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 2
+        for (int m = 0; m < 2; m++)
+#pragma GCC unroll 4 /* constant k and j pick the pieces, the nibble and the shift */
+            for (int k = 0; k < 8; k += 2) /* a chunk: elements 4k..4k+7 (+32j) of half m */
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    __m256i sc[2]; /* group q = 8m + 2j + k / 4: elements 16q..16q+15 */
+                    __m256i l0[2], l1[2];
+                    for (int h = 0; h < NH; h++) {
+                        sc[h] = q6k_scale(S, 8 * m + 2 * j + k / 4, h0 + h);
+                        l0[h] = q6k_levels(S, m, j, k, h0 + h), l1[h] = q6k_levels(S, m, j, k + 1, h0 + h);
+                    }
+                    for (int c = 0; c < C; c++) {
+                        const int8_t *xq = xb[c]->qs + 128 * m + 32 * j + 4 * k;
+                        const __m256i x0 = _mm256_set1_epi32(load_i32(xq)), x1 = _mm256_set1_epi32(load_i32(xq + 4));
+                        for (int h = 0; h < NH; h++) {
+                            const __m256i p =
+                                _mm256_add_epi16(_mm256_maddubs_epi16(l0[h], x0), _mm256_maddubs_epi16(l1[h], x1));
+                            isum[c][h] = _mm256_add_epi32(isum[c][h], _mm256_madd_epi16(p, sc[h]));
+                            AG_KEEP(isum[c][h]);
+                        }
+                    }
+                }
+        for (int c = 0; c < C; c++) {
+            const __m256 dx = _mm256_set1_ps(xb[c]->d);
+            for (int h = 0; h < NH; h++) {
+                __m256i msum = _mm256_setzero_si256();
+                for (int p = 0; p < 8; p++) {
+                    const __m128i sp = _mm_load_si128((const __m128i *)(S + AG_R16_Q6K_SCALES + p * 32 + (h0 + h) * 16));
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepi8_epi16(sp),
+                                                                    _mm256_set1_epi32(load_i32(xb[c]->bsums + 2 * p))));
+                }
+                const __m256i tot = _mm256_sub_epi32(isum[c][h], _mm256_slli_epi32(msum, 5));
+                const __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(S + AG_R16_Q6K_D) + h0 + h));
+                acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(dw, dx), acc[c][h]);
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < NH; h++) _mm256_storeu_ps(y + c * ldy + (h0 + h) * 8, acc[c][h]);
 }
+AG_R16K_PRODUCT(q6_k, r16_q6_k, AG_R16K6_CMAX, AG_R16_CASES_4)
 
 /*
  * Repacked F16 (repack.c): 16 rows as two 8-lane halves converted once per
@@ -561,7 +654,8 @@ const ag_kernels ag_kernels_avx2 = {
     .name = "avx2",
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
-               matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16, ag_kern_matmul_q4_k_r16_avx2},
+               matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16, ag_kern_matmul_q4_k_r16_avx2,
+               ag_kern_matmul_q6_k_r16_avx2},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,

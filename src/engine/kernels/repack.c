@@ -1,5 +1,5 @@
 /*
- * repack.c - F16, Q8_0, Q4_0 and Q4_K weights rewritten at load into
+ * repack.c - F16, Q8_0, Q4_0, Q4_K and Q6_K weights rewritten at load into
  * 16-row groups, and the generic twins of their products.
  *
  * Why: a product that walks a file's rows in place needs, per 32-element
@@ -57,6 +57,33 @@
  *   acc = fma((float)isum, d_w * d_x, acc); acc = fma(-(float)msum, dmin_w * d_x, acc)
  *   isum = sum_s sc_s * sum_{e in s} q_e x_e,  msum = sum_s m_s * sum_{e in s} x_e
  * with the levels q 0..15 and both sums exact in int32.
+ *
+ * Q6_K (super-blocks of 256: 16 groups of 16 with signed 8-bit scales, a
+ * 6-bit level q - 32 each, the low 4 bits in ql and the high 2 in qh) per
+ * super-block of the 16 rows, AG_R16_Q6K_SB bytes, the file's 16 x 210:
+ *   low nibbles: 2 halves m of 128 elements, each 16 pieces k of 64 bytes;
+ *     byte 4r + i of piece (m, k) is row r's ql[64m + 4k + i] (ggml's: for
+ *     k < 8 its low nibble is element 128m + 4k + i and its high nibble
+ *     element 128m + 64 + 4k + i; for k >= 8 the same plus 32);
+ *   high bits: per half 8 pieces k of 64 bytes; byte 4r + i of piece (m, k)
+ *     is row r's qh[32m + 4k + i], bits 2j..2j+1 the high bits of element
+ *     128m + 32j + 4k + i;
+ *   the pieces in chunks of what makes elements 4k..4k+7 (+32j) of half m,
+ *     k = 0, 2, 4, 6: low nibbles (m, k), (m, k+1), (m, k+8), (m, k+9), high
+ *     bits (m, k), (m, k+1), so a token's product reads the super-block
+ *     front to back (one stream; jumping between the planes measured 15%
+ *     slower in decode, which streams the weights);
+ *   scales: 8 pairs p x 16 rows of two bytes sc[2p], sc[2p+1], which widen
+ *     to the int16 pair a pmaddwd takes against the token's group sums two
+ *     at a time (and, one byte repeated, to a row's scale in both halves);
+ *   d: 16 fp16, the file's.
+ * No byte more than the file (a layout with levels as whole bytes took 30%
+ * more, which decode, streaming the weights, would pay for); the kernels
+ * put a level together from its nibble and its two bits.
+ * Row r's result for one token is, super-block by super-block in order,
+ *   acc = fma((float)(isum - 32 * msum), d_w * d_x, acc)
+ *   isum = sum_g sc_g * sum_{e in g} q_e x_e,  msum = sum_g sc_g * sum_{e in g} x_e
+ * with the levels q 0..63 (the -32 moved into msum) and both exact in int32.
  */
 #include "engine/kernels/kernels.h"
 
@@ -69,6 +96,7 @@ int ag_wtype_repacked(ag_wtype w) {
     case AG_W_Q4_0: return AG_W_Q4_0_R16;
     case AG_W_F16: return AG_W_F16_R16;
     case AG_W_Q4_K: return AG_W_Q4_K_R16;
+    case AG_W_Q6_K: return AG_W_Q6_K_R16;
     default: return -1;
     }
 }
@@ -79,6 +107,7 @@ static size_t levels_bytes(ag_wtype r) { return r == AG_W_Q8_0_R16 ? 16 * 32 : 1
 size_t ag_kern_repack_group_bytes(ag_wtype r, size_t n) {
     if (r == AG_W_F16_R16) return (n * 16 * sizeof(uint16_t) + 63) / 64 * 64;
     if (r == AG_W_Q4_K_R16) return n / AG_QK_K * AG_R16_Q4K_SB;
+    if (r == AG_W_Q6_K_R16) return (n / AG_QK_K * AG_R16_Q6K_SB + 63) / 64 * 64;
     size_t nb = n / 32;
     return (nb * (levels_bytes(r) + 16 * sizeof(uint16_t)) + 63) / 64 * 64;
 }
@@ -113,6 +142,25 @@ static void repack_q4_k(const void *src, size_t src_stride, size_t rows, size_t 
         }
 }
 
+static void repack_q6_k(const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
+    const size_t nsb = n / AG_QK_K, gb = ag_kern_repack_group_bytes(AG_W_Q6_K_R16, n);
+    for (size_t g = 0; g < rows / AG_REPACK_ROWS; g++) {
+        memset((uint8_t *)dst + g * gb + nsb * AG_R16_Q6K_SB, 0, gb - nsb * AG_R16_Q6K_SB);
+        for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
+            const ag_block_q6_k *q = (const ag_block_q6_k *)((const char *)src + (g * AG_REPACK_ROWS + i) * src_stride);
+            for (size_t s = 0; s < nsb; s++, q++) {
+                uint8_t *S = (uint8_t *)dst + g * gb + s * AG_R16_Q6K_SB;
+                for (int m = 0; m < 2; m++)
+                    for (int k = 0; k < 16; k++) memcpy(S + ag_r16_q6k_ql(m, k) + 4 * i, q->ql + 64 * m + 4 * k, 4);
+                for (int m = 0; m < 2; m++)
+                    for (int k = 0; k < 8; k++) memcpy(S + ag_r16_q6k_qh(m, k) + 4 * i, q->qh + 32 * m + 4 * k, 4);
+                for (int j = 0; j < 16; j++) S[AG_R16_Q6K_SCALES + j / 2 * 32 + 2 * i + j % 2] = (uint8_t)q->scales[j];
+                ((uint16_t *)(S + AG_R16_Q6K_D))[i] = q->d;
+            }
+        }
+    }
+}
+
 void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
     if (w == AG_W_F16) {
         repack_f16(src, src_stride, rows, n, dst);
@@ -120,6 +168,10 @@ void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows,
     }
     if (w == AG_W_Q4_K) {
         repack_q4_k(src, src_stride, rows, n, dst);
+        return;
+    }
+    if (w == AG_W_Q6_K) {
+        repack_q6_k(src, src_stride, rows, n, dst);
         return;
     }
     const ag_wtype r = (ag_wtype)ag_wtype_repacked(w);
@@ -200,33 +252,69 @@ void ag_kern_matmul_f16_r16_generic(const void *w, size_t w_stride, const void *
     }
 }
 
-void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
-                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
-    const size_t nsb = n / AG_QK_K;
+/* One super-block of a repacked K-quant group for row i and one token: acc plus its terms, in the layout's order. */
+typedef float (*r16k_block_fn)(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc);
+
+/* The K-quant twins' walk: each (group, token, row) over its super-blocks (sb_bytes each) in order. */
+static void matmul_r16k_generic(size_t sb_bytes, r16k_block_fn block, const void *w, size_t w_stride, const void *x,
+                                size_t x_stride, size_t n, size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
     for (size_t g = r0 / AG_REPACK_ROWS; g < r1 / AG_REPACK_ROWS; g++)
         for (size_t t = 0; t < T; t++)
             for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
                 float acc = 0;
-                for (size_t s = 0; s < nsb; s++) {
-                    const uint8_t *S = (const uint8_t *)w + g * w_stride + s * AG_R16_Q4K_SB;
-                    const ag_block_q8_k *xb = (const ag_block_q8_k *)((const char *)x + t * x_stride) + s;
-                    const uint16_t *d = (const uint16_t *)(S + AG_R16_Q4K_D);
-                    int32_t isum = 0, msum = 0;
-                    for (int sb = 0; sb < 8; sb++) {
-                        int32_t p = 0;
-                        for (int e = 0; e < 32; e++) {
-                            const int j = sb / 2, k = e / 4; /* element 64j + 32 (sb & 1) + 4k + e % 4 */
-                            const uint8_t v = S[(j * 8 + k) * 64 + 4 * i + e % 4];
-                            p += (sb & 1 ? v >> 4 : v & 15) * xb->qs[32 * sb + e];
-                        }
-                        isum += S[AG_R16_Q4K_SCALES + sb * 16 + i] * p;
-                        msum += S[AG_R16_Q4K_MINS + sb / 2 * 32 + 2 * i + sb % 2] * (xb->bsums[2 * sb] + xb->bsums[2 * sb + 1]);
-                    }
-                    acc = fmaf((float)isum, ag_f16_to_f32(d[i]) * xb->d, acc);
-                    acc = fmaf(-(float)msum, ag_f16_to_f32(d[16 + i]) * xb->d, acc);
-                }
+                for (size_t s = 0; s < n / AG_QK_K; s++)
+                    acc = block((const uint8_t *)w + g * w_stride + s * sb_bytes, i,
+                                (const ag_block_q8_k *)((const char *)x + t * x_stride) + s, acc);
                 y[t * ldy + g * AG_REPACK_ROWS + i] = acc;
             }
+}
+
+static float q4_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+    const uint16_t *d = (const uint16_t *)(S + AG_R16_Q4K_D);
+    int32_t isum = 0, msum = 0;
+    for (int sb = 0; sb < 8; sb++) {
+        int32_t p = 0;
+        for (int e = 0; e < 32; e++) {
+            const int j = sb / 2, k = e / 4; /* element 64j + 32 (sb & 1) + 4k + e % 4 */
+            const uint8_t v = S[(j * 8 + k) * 64 + 4 * i + e % 4];
+            p += (sb & 1 ? v >> 4 : v & 15) * xb->qs[32 * sb + e];
+        }
+        isum += S[AG_R16_Q4K_SCALES + sb * 16 + i] * p;
+        msum += S[AG_R16_Q4K_MINS + sb / 2 * 32 + 2 * i + sb % 2] * (xb->bsums[2 * sb] + xb->bsums[2 * sb + 1]);
+    }
+    acc = fmaf((float)isum, ag_f16_to_f32(d[i]) * xb->d, acc);
+    return fmaf(-(float)msum, ag_f16_to_f32(d[16 + i]) * xb->d, acc);
+}
+
+void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    matmul_r16k_generic(AG_R16_Q4K_SB, q4_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
+}
+
+/* Level (0..63) of element e (0..255) of row i in a repacked Q6_K super-block S. */
+static int q6_level_r16(const uint8_t *S, size_t i, int e) {
+    const int m = e / 128, j = (e % 128) / 32, l = e % 32; /* ggml's l: ql byte l (+32 for odd j), qh byte l */
+    const int k = l / 4 + (j & 1) * 8;
+    const uint8_t v = S[ag_r16_q6k_ql(m, k) + 4 * i + l % 4];
+    const uint8_t h = S[ag_r16_q6k_qh(m, l / 4) + 4 * i + l % 4];
+    return (j < 2 ? v & 15 : v >> 4) | ((h >> (2 * j)) & 3) << 4;
+}
+
+static float q6_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+    int32_t isum = 0, msum = 0;
+    for (int q = 0; q < 16; q++) {
+        int32_t p = 0;
+        for (int e = 16 * q; e < 16 * q + 16; e++) p += q6_level_r16(S, i, e) * xb->qs[e];
+        const int sc = (int8_t)S[AG_R16_Q6K_SCALES + q / 2 * 32 + 2 * i + q % 2];
+        isum += sc * p;
+        msum += sc * xb->bsums[q];
+    }
+    return fmaf((float)(isum - 32 * msum), ag_f16_to_f32(((const uint16_t *)(S + AG_R16_Q6K_D))[i]) * xb->d, acc);
+}
+
+void ag_kern_matmul_q6_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    matmul_r16k_generic(AG_R16_Q6K_SB, q6_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
 }
 
 void ag_kern_matmul_q8_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
