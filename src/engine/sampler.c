@@ -108,9 +108,13 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static bool penalties_off(const ag_sampler_params *p) {
+    return p->repetition_penalty == 1.0f && p->frequency_penalty == 0 && p->presence_penalty == 0;
+}
+
 static void apply_penalties(ag_sampler *s) {
     const ag_sampler_params *p = &s->p;
-    if (p->repetition_penalty == 1.0f && p->frequency_penalty == 0 && p->presence_penalty == 0) return;
+    if (penalties_off(p)) return;
     size_t n = p->penalty_last_n < 0 ? s->n_hist : (size_t)p->penalty_last_n;
     if (n > s->n_hist) n = s->n_hist;
     if (n == 0) return;
@@ -167,18 +171,37 @@ static void top_sorted(cand *c, size_t n, size_t k) {
 }
 
 /*
- * The largest of the first n candidates' logits: eight independent maxima,
- * as one chain waits out each compare's latency (a NaN is passed over, as by
- * fmaxf).
+ * NAME(v, n): the largest of AT(v, 0..n-1), floats: eight independent
+ * maxima, as one chain waits out each compare's latency (a NaN is passed
+ * over, as by fmaxf).
  */
-static float max_logit(const cand *c, size_t n) {
-    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+#define MAX_OF(NAME, T, AT)                                                                                            \
+    static float NAME(const T *v, size_t n) {                                                                          \
+        float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};         \
+        size_t i = 0;                                                                                                  \
+        for (; i + 8 <= n; i += 8)                                                                                     \
+            for (int j = 0; j < 8; j++) m[j] = AT(v, i + j) > m[j] ? AT(v, i + j) : m[j];                              \
+        for (; i < n; i++) m[0] = AT(v, i) > m[0] ? AT(v, i) : m[0];                                                   \
+        for (int j = 1; j < 8; j++) m[0] = m[j] > m[0] ? m[j] : m[0];                                                  \
+        return m[0];                                                                                                   \
+    }
+#define CAND_LOGIT(v, i) (v)[i].logit
+#define FLOAT_AT(v, i) (v)[i]
+MAX_OF(max_logit, cand, CAND_LOGIT)
+MAX_OF(max_float, float, FLOAT_AT)
+
+/*
+ * Greedy with nothing added to the logits: the index the candidates' scan
+ * below returns (the first of the largest; a NaN first logit wins, a later
+ * NaN never does), without copying the vocabulary into candidates: a draw
+ * over 32,000 logits 42 -> 5-9 us (bench_sampler).
+ */
+static int32_t argmax_logits(const float *l, size_t n) {
+    if (l[0] != l[0]) return 0;
+    const float mx = max_float(l, n);
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) m[j] = c[i + j].logit > m[j] ? c[i + j].logit : m[j];
-    for (; i < n; i++) m[0] = c[i].logit > m[0] ? c[i].logit : m[0];
-    for (int j = 1; j < 8; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
-    return m[0];
+    while (l[i] != mx) i++;
+    return (int32_t)i;
 }
 
 /*
@@ -240,6 +263,7 @@ int32_t ag_sampler_sample(ag_sampler *s, const float *logits) {
     const ag_sampler_params *p = &s->p;
     cand *c = s->c;
     size_t n = (size_t)s->n_vocab;
+    if (p->temperature == 0 && p->n_logit_bias == 0 && penalties_off(p)) return argmax_logits(logits, n);
     for (size_t i = 0; i < n; i++) c[i] = (cand){logits[i], (int32_t)i};
     for (size_t i = 0; i < p->n_logit_bias; i++) c[p->logit_bias[i].token].logit += p->logit_bias[i].bias;
     apply_penalties(s);

@@ -42,6 +42,46 @@ static void test_greedy_and_degenerate_cutoffs(void **state) {
     ag_sampler_free(s);
 }
 
+/*
+ * Greedy with no bias or penalty skips the candidates (argmax over the
+ * logits); it picks what the candidates' scan picks: the first of tied
+ * maxima, a NaN first logit, never a later NaN, signed zeros as equal, -inf
+ * everywhere.  A zero logit bias forces the scan, the reference here.
+ */
+static void test_greedy_argmax_matches_scan(void **state) {
+    (void)state;
+    enum { N = 21 }; /* past the eight chains and a tail */
+    const float nan = NAN, inf = INFINITY;
+    static const float cases[][N] = {
+        {1, 3, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3},
+        {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5},
+        {-inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf,
+         -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf},
+    };
+    float l[N];
+    ag_logit_bias zero = {0, 0.0f};
+    ag_sampler_params pb = params(0);
+    pb.logit_bias = &zero, pb.n_logit_bias = 1;
+    ag_sampler *fast = make(params(0), N), *scan = make(pb, N);
+    for (int k = 0; k < 3 + 4; k++) {
+        if (k < 3) memcpy(l, cases[k], sizeof l);
+        else {
+            for (int i = 0; i < N; i++) l[i] = (float)((i * 7) % 5) - 2;
+            if (k == 3) l[0] = nan;                /* a NaN first wins */
+            if (k == 4) l[9] = nan, l[17] = 2;     /* a later NaN never does; 2 ties with index 3 */
+            if (k == 5) l[2] = -0.0f, l[20] = 0.0f; /* zeros of both signs, not the max */
+            if (k == 6) {
+                for (int i = 0; i < N; i++) l[i] = -1;
+                l[6] = -0.0f, l[13] = 0.0f; /* -0 first: equal to +0 */
+            }
+        }
+        const int32_t want = ag_sampler_sample(scan, l), got = ag_sampler_sample(fast, l);
+        if (got != want) fail_msg("case %d: argmax %d, the scan %d", k, got, want);
+    }
+    assert_int_equal(ag_sampler_sample(fast, cases[0]), 1);
+    ag_sampler_free(fast), ag_sampler_free(scan);
+}
+
 /* Draw frequencies follow softmax(logits / T), within 5 standard deviations. */
 static void test_distribution(void **state) {
     (void)state;
@@ -253,7 +293,8 @@ static void test_logprobs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy_and_degenerate_cutoffs), cmocka_unit_test(test_distribution),
+        cmocka_unit_test(test_greedy_and_degenerate_cutoffs), cmocka_unit_test(test_greedy_argmax_matches_scan),
+        cmocka_unit_test(test_distribution),
         cmocka_unit_test(test_top_p_and_top_k_sets),          cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_top_p_cut_inside_ties),
         cmocka_unit_test(test_bias_and_penalties),            cmocka_unit_test(test_bad_params_refused),
