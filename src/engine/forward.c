@@ -305,14 +305,13 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
         /* S = Q . K^T and V as f32 for keys t0..t0+nk, a cache block's part at a time */
         for (int p0 = t0; p0 < t0 + nk;) {
             const int rows = key_part(kv, p0, t0 + nk);
-            const char *kb = cache_at(st, kv->ops->k_block, a, kvh, p0), *vb = cache_at(st, kv->ops->v_block, a, kvh, p0);
-            K->matmul[wt](kb, (size_t)hd * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)rows, (size_t)G,
-                          z->S + (p0 - t0), ATTN_KEYS);
-            for (int r = 0; r < rows && !direct; r++) {
-                const char *v = vb + (size_t)r * hd * el;
-                float *vf = z->V + (size_t)(p0 - t0 + r) * hd;
-                if (el == 4) memcpy(vf, v, (size_t)hd * sizeof(float));
-                else K->f16_to_f32(v, vf, (size_t)hd);
+            K->matmul[wt](cache_at(st, kv->ops->k_block, a, kvh, p0), (size_t)hd * el, q, (size_t)q_dim * 4, (size_t)hd,
+                          0, (size_t)rows, (size_t)G, z->S + (p0 - t0), ATTN_KEYS);
+            if (!direct) { /* the part's values as f32 (one run of rows head_dim apart, head-major) */
+                const char *vb = cache_at(st, kv->ops->v_block, a, kvh, p0);
+                float *vf = z->V + (size_t)(p0 - t0) * hd;
+                if (el == 4) memcpy(vf, vb, (size_t)rows * hd * sizeof(float));
+                else K->f16_to_f32(vb, vf, (size_t)rows * hd);
             }
             p0 += rows;
         }

@@ -276,28 +276,24 @@ void ag_kern_attn_pv_avx2(float *o, size_t ldo, const float *p, size_t ldp, cons
     for (; i < rows; i++) pv_row(o + i * ldo, p + i * ldp, v, d, 0, 0, n[i]);
 }
 
-/* Eight columns at a time, each over all the keys (so each element's FMAs in key order); a tail of single columns. */
+/* Columns j..j+8C of o over all the keys (so each element's FMAs in key order). */
+AG_INLINE void pv_f16_cols(float *o, const float *p, const void *v, size_t vstride, size_t j, int n, const int C) {
+    __m256 acc[4];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_loadu_ps(o + j + 8 * c);
+    for (int k = 0; k < n; k++) {
+        const uint16_t *vk = (const uint16_t *)((const char *)v + (size_t)k * vstride) + j;
+        const __m256 b = _mm256_set1_ps(p[k]);
+        for (int c = 0; c < C; c++)
+            acc[c] = _mm256_fmadd_ps(b, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vk + 8 * c))), acc[c]);
+    }
+    for (int c = 0; c < C; c++) _mm256_storeu_ps(o + j + 8 * c, acc[c]);
+}
+
+/* 32 columns at a time, then 8, then a tail of single columns. */
 void ag_kern_attn_pv_f16_avx2(float *o, const float *p, const void *v, size_t vstride, size_t d, int n) {
     size_t j = 0;
-    for (; j + 32 <= d; j += 32) {
-        __m256 acc[4];
-        for (int c = 0; c < 4; c++) acc[c] = _mm256_loadu_ps(o + j + 8 * c);
-        for (int k = 0; k < n; k++) {
-            const uint16_t *vk = (const uint16_t *)((const char *)v + (size_t)k * vstride) + j;
-            const __m256 b = _mm256_set1_ps(p[k]);
-            for (int c = 0; c < 4; c++)
-                acc[c] = _mm256_fmadd_ps(b, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vk + 8 * c))), acc[c]);
-        }
-        for (int c = 0; c < 4; c++) _mm256_storeu_ps(o + j + 8 * c, acc[c]);
-    }
-    for (; j + 8 <= d; j += 8) {
-        __m256 acc = _mm256_loadu_ps(o + j);
-        for (int k = 0; k < n; k++) {
-            const uint16_t *vk = (const uint16_t *)((const char *)v + (size_t)k * vstride) + j;
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(p[k]), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)vk)), acc);
-        }
-        _mm256_storeu_ps(o + j, acc);
-    }
+    for (; j + 32 <= d; j += 32) pv_f16_cols(o, p, v, vstride, j, n, 4);
+    for (; j + 8 <= d; j += 8) pv_f16_cols(o, p, v, vstride, j, n, 1);
     ag_kern_attn_pv_f16_from(o, p, v, vstride, j, d, n);
 }
 
@@ -547,7 +543,10 @@ AG_INLINE __m256i q6k_levels(const char *S, int m, int j, int k, int h) {
     const __m256i v = _mm256_load_si256((const __m256i *)(S + ag_r16_q6k_ql(m, k + (j & 1) * 8) + h * 32));
     const __m256i b = _mm256_load_si256((const __m256i *)(S + ag_r16_q6k_qh(m, k) + h * 32));
     const __m256i nib = j < 2 ? _mm256_and_si256(v, lo4) : _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-    const __m256i top = j == 0 ? _mm256_slli_epi16(b, 4) : j == 1 ? _mm256_slli_epi16(b, 2) : j == 2 ? b : _mm256_srli_epi16(b, 2);
+    const __m256i top = j == 0   ? _mm256_slli_epi16(b, 4)
+                        : j == 1 ? _mm256_slli_epi16(b, 2)
+                        : j == 2 ? b
+                                 : _mm256_srli_epi16(b, 2);
     return _mm256_or_si256(nib, _mm256_and_si256(top, hi2));
 }
 #define AG_R16K6_CMAX 4
