@@ -78,8 +78,8 @@ typedef struct ag_cli_model_opts {
     "  --threads N          compute threads (default: physical cores)\n"                                               \
     "  --ctx N              context length in tokens (default: min(model's, 4096))\n"                                  \
     "  --kernels NAME       generic, avx2 or avx512 (default: the best this CPU has)\n"                                \
-    "  --no-repack          use F16/Q8_0/Q4_0/Q4_K/Q6_K matrices in place from the file (default: 16-row groups\n" \
-    "                       in memory)\n"
+    "  --no-repack          use F16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K matrices in place from the file (default:\n"              \
+    "                       16-row groups in memory)\n"
 int ag_cli_model_flag(const char *cmd, int argc, char **argv, int *i, ag_cli_model_opts *o);
 
 #endif

@@ -22,9 +22,9 @@
 
 static const char inspect_usage[] = "usage: autoglm inspect [--all] MODEL.gguf\n\n"
                                     "Print a GGUF file's metadata and tensor table (name, type, shape, bytes).\n"
-                                    "The last line says what loading it repacks (F16/Q8_0/Q4_0/Q4_K/Q6_K product\n"
-                                    "matrices in 16-row groups, in memory beside the mapping; --no-repack on the\n"
-                                    "model commands keeps them in place).\n"
+                                    "The last line says what loading it repacks (F16/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K\n"
+                                    "product matrices in 16-row groups, in memory beside the mapping; --no-repack\n"
+                                    "on the model commands keeps them in place).\n"
                                     "  --all   print every element of long arrays (default: the first 8)\n";
 
 static void print_scalar(ag_gguf_type t, const uint8_t *v) {

@@ -8,9 +8,10 @@
  * RoPE on half-split pairs) and "qwen3" (per-head RMSNorm on Q and K, NeoX
  * RoPE).  GQA, SwiGLU, RMSNorm, a tied or separate output head, and Llama 3
  * rope scaling through the file's rope_freqs tensor.  Weight matrices are
- * used in place from the mapping, except that F16, Q8_0, Q4_0, Q4_K and Q6_K
- * product matrices are repacked at load into 16-row groups (kernels/repack.c) unless
- * no_repack; the small 1-D tensors (norms, biases) are copied, as f32.
+ * used in place from the mapping, except that F16, Q8_0, Q4_0, Q4_K, Q5_K and
+ * Q6_K product matrices are repacked at load into 16-row groups
+ * (kernels/repack.c) unless no_repack; the small 1-D tensors (norms, biases)
+ * are copied, as f32.
  *
  * A batch is T token rows, each with its sequence id and position, and a
  * flag for the rows whose logits the caller wants.  Decode of one stream is a

@@ -51,6 +51,7 @@ typedef enum ag_wtype {
     AG_W_F16_R16,
     AG_W_Q4_K_R16,
     AG_W_Q6_K_R16,
+    AG_W_Q5_K_R16,
     AG_W_COUNT
 } ag_wtype;
 
@@ -151,6 +152,8 @@ void ag_rope_apply(float *v, int n_heads, int head_dim, int n_rot, bool neox, co
 enum { AG_REPACK_ROWS = 16 };
 /* A repacked Q4_K group's bytes per super-block (repack.c): levels, scales, mins, then d and dmin as the file's fp16. */
 enum { AG_R16_Q4K_SCALES = 2048, AG_R16_Q4K_MINS = 2048 + 128, AG_R16_Q4K_D = 2048 + 256, AG_R16_Q4K_SB = 2048 + 320 };
+/* A repacked Q5_K group's super-block: 512 bytes of fifth bits (8 pieces of 64), then a Q4_K super-block's bytes. */
+enum { AG_R16_Q5K_QH = 512, AG_R16_Q5K_SB = AG_R16_Q5K_QH + AG_R16_Q4K_SB };
 /*
  * A repacked Q6_K group's bytes per super-block (repack.c): 8 chunks of
  * pieces in the order the kernels read them, scales, d; the file's 16 x 210.
@@ -190,6 +193,8 @@ void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void 
 void ag_kern_matmul_q4_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q6_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q5_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 
 /* The variants (defined in kernels_<name>.c; NULL-free tables, checked at run time by ag_kernels_by_name). */

@@ -425,6 +425,11 @@ AG_INLINE __m256i q4k_scales(const char *p) {
     const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
     return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
 }
+/* Bit `bit` of every byte of b moved to bit 4, the rest 0 (16-bit shifts: what crosses a byte lands elsewhere). */
+AG_INLINE __m256i bit_to_4(__m256i b, const int bit) {
+    const __m256i m = _mm256_set1_epi8(0x10);
+    return _mm256_and_si256(bit <= 4 ? _mm256_slli_epi16(b, 4 - bit) : _mm256_srli_epi16(b, bit - 4), m);
+}
 /*
  * Tokens [0, C) against the halves [h0, h0 + NH) of group g, C * NH <= 2 (so
  * the sums fit the registers): the tile takes C <= 2 tokens one half at a
@@ -432,21 +437,26 @@ AG_INLINE __m256i q4k_scales(const char *p) {
  * 16 rows and a group's lines are read in one pass (half by half is two
  * passes, which decode, streaming the weights from memory, measured slower
  * than the rows in place).  Every lane's arithmetic is the same either way.
+ * Q5 (Q5_K): each level gets its fifth bit (levels 0..31), so only 4
+ * maddubs add up in int16 (at most 4 * 2 * 31 * 128 = 31744) before the
+ * madd with the scale.
  */
-AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
-                        const int h0, const int NH) {
+AG_INLINE void r16_k45(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                       const int h0, const int NH, const int Q5) {
     const __m256i lo4 = _mm256_set1_epi8(15);
+    const size_t o = Q5 ? AG_R16_Q5K_QH : 0; /* the fifth bits before the Q4_K bytes */
     __m256 acc[AG_R16K_CMAX][2];
     for (int c = 0; c < C; c++)
         for (int h = 0; h < NH; h++) acc[c][h] = _mm256_setzero_ps();
     for (size_t s = 0; s < n / AG_QK_K; s++) {
-        const char *S = g + s * AG_R16_Q4K_SB;
+        const char *B = g + s * (o + AG_R16_Q4K_SB), *S = B + o;
         const ag_block_q8_k *xb[AG_R16K_CMAX];
         __m256i isum[AG_R16K_CMAX][2];
         for (int c = 0; c < C; c++) {
             xb[c] = (const ag_block_q8_k *)(x + c * xs) + s;
             for (int h = 0; h < NH; h++) isum[c][h] = _mm256_setzero_si256();
         }
+#pragma GCC unroll 4 /* a constant j gives the fifth bits' shifts */
         for (int j = 0; j < 4; j++) {
             __m256i sl[AG_R16K_CMAX][2], sh[AG_R16K_CMAX][2];
             for (int c = 0; c < C; c++)
@@ -456,6 +466,11 @@ AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float
                 for (int h = 0; h < NH; h++) {
                     const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + (h0 + h) * 32));
                     lo[h] = _mm256_and_si256(v, lo4), hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                    if (Q5) {
+                        const __m256i b = _mm256_load_si256((const __m256i *)(B + k * 64 + (h0 + h) * 32));
+                        lo[h] = _mm256_or_si256(lo[h], bit_to_4(b, 2 * j));
+                        hi[h] = _mm256_or_si256(hi[h], bit_to_4(b, 2 * j + 1));
+                    }
                 }
                 for (int c = 0; c < C; c++) {
                     const int8_t *q = xb[c]->qs + 64 * j + 4 * k;
@@ -467,13 +482,16 @@ AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float
                         AG_KEEP(sh[c][h]);
                     }
                 }
-            }
-            for (int h = 0; h < NH; h++) {
-                const __m256i s0 = q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + (h0 + h) * 8);
-                const __m256i s1 = q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + (h0 + h) * 8);
-                for (int c = 0; c < C; c++)
-                    isum[c][h] = _mm256_add_epi32(isum[c][h], _mm256_add_epi32(_mm256_madd_epi16(sl[c][h], s0),
-                                                                               _mm256_madd_epi16(sh[c][h], s1)));
+                if (k % (Q5 ? 4 : 8) != (Q5 ? 3 : 7)) continue;
+                for (int h = 0; h < NH; h++) {
+                    const __m256i s0 = q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + (h0 + h) * 8);
+                    const __m256i s1 = q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + (h0 + h) * 8);
+                    for (int c = 0; c < C; c++) {
+                        isum[c][h] = _mm256_add_epi32(isum[c][h], _mm256_add_epi32(_mm256_madd_epi16(sl[c][h], s0),
+                                                                                   _mm256_madd_epi16(sh[c][h], s1)));
+                        sl[c][h] = sh[c][h] = _mm256_setzero_si256();
+                    }
+                }
             }
         }
         for (int c = 0; c < C; c++) {
@@ -496,6 +514,14 @@ AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float
     for (int c = 0; c < C; c++)
         for (int h = 0; h < NH; h++) _mm256_storeu_ps(y + c * ldy + (h0 + h) * 8, acc[c][h]);
 }
+AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                        const int h0, const int NH) {
+    r16_k45(g, n, x, xs, y, ldy, C, h0, NH, 0);
+}
+AG_INLINE void r16_q5_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                        const int h0, const int NH) {
+    r16_k45(g, n, x, xs, y, ldy, C, h0, NH, 1);
+}
 /*
  * The product around a K-quant group kernel KERNEL(g, n, x, xs, y, ldy, C,
  * h0, NH): tiles of C <= CMAX tokens (CASES, AG_R16_CASES_<CMAX>) half by
@@ -517,6 +543,7 @@ AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float
         matmul_##T##_r16(w, gs, x, xs, n, r0, r1, T_, y, ldy);                                                         \
     }
 AG_R16K_PRODUCT(q4_k, r16_q4_k, AG_R16K_CMAX, AG_R16_CASES_2)
+AG_R16K_PRODUCT(q5_k, r16_q5_k, AG_R16K_CMAX, AG_R16_CASES_2)
 
 /*
  * Repacked Q6_K (repack.c), Q4_K's shape with C <= 4 tokens one half at a
@@ -654,7 +681,7 @@ const ag_kernels ag_kernels_avx2 = {
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
                matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16, ag_kern_matmul_q4_k_r16_avx2,
-               ag_kern_matmul_q6_k_r16_avx2},
+               ag_kern_matmul_q6_k_r16_avx2, ag_kern_matmul_q5_k_r16_avx2},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,

@@ -389,6 +389,8 @@ void ag_kern_quantize_q8_k_avx2(const float *x, ag_block_q8_k *y, size_t n);
 void ag_kern_f32_to_f16_avx2(const float *x, void *y, size_t n);
 void ag_kern_matmul_q4_k_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1,
                                   size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q5_k_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1,
+                                  size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q6_k_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1,
                                   size_t T, float *y, size_t ldy);
 float ag_kern_softmax_exp_avx2(float *row, int n, float mx);

@@ -1,5 +1,5 @@
 /*
- * repack.c - F16, Q8_0, Q4_0, Q4_K and Q6_K weights rewritten at load into
+ * repack.c - F16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights rewritten at load into
  * 16-row groups, and the generic twins of their products.
  *
  * Why: a product that walks a file's rows in place needs, per 32-element
@@ -58,6 +58,15 @@
  *   isum = sum_s sc_s * sum_{e in s} q_e x_e,  msum = sum_s m_s * sum_{e in s} x_e
  * with the levels q 0..15 and both sums exact in int32.
  *
+ * Q5_K (Q4_K with a fifth bit per element: levels 0..31) per super-block
+ * of the 16 rows, AG_R16_Q5K_SB bytes: first the fifth bits, 8 pieces k of
+ * 64 bytes, byte 4r + i of piece k row r's qh[4k + i], whose bit j is
+ * element 32j + 4k + i's (sub-block j's); then a Q4_K super-block's bytes.
+ * The bits come first so a token's product, which needs piece k with the
+ * levels of every chunk j, reads them beside chunk 0 (from L1 after that).
+ * 2880 bytes for the file's 16 x 176: 2% more.  Row r's result is Q4_K's
+ * with the levels 0..31.
+ *
  * Q6_K (super-blocks of 256: 16 groups of 16 with signed 8-bit scales, a
  * 6-bit level q - 32 each, the low 4 bits in ql and the high 2 in qh) per
  * super-block of the 16 rows, AG_R16_Q6K_SB bytes, the file's 16 x 210:
@@ -96,6 +105,7 @@ int ag_wtype_repacked(ag_wtype w) {
     case AG_W_Q4_0: return AG_W_Q4_0_R16;
     case AG_W_F16: return AG_W_F16_R16;
     case AG_W_Q4_K: return AG_W_Q4_K_R16;
+    case AG_W_Q5_K: return AG_W_Q5_K_R16;
     case AG_W_Q6_K: return AG_W_Q6_K_R16;
     default: return -1;
     }
@@ -107,6 +117,7 @@ static size_t levels_bytes(ag_wtype r) { return r == AG_W_Q8_0_R16 ? 16 * 32 : 1
 size_t ag_kern_repack_group_bytes(ag_wtype r, size_t n) {
     if (r == AG_W_F16_R16) return (n * 16 * sizeof(uint16_t) + 63) / 64 * 64;
     if (r == AG_W_Q4_K_R16) return n / AG_QK_K * AG_R16_Q4K_SB;
+    if (r == AG_W_Q5_K_R16) return n / AG_QK_K * AG_R16_Q5K_SB;
     if (r == AG_W_Q6_K_R16) return (n / AG_QK_K * AG_R16_Q6K_SB + 63) / 64 * 64;
     size_t nb = n / 32;
     return (nb * (levels_bytes(r) + 16 * sizeof(uint16_t)) + 63) / 64 * 64;
@@ -124,22 +135,30 @@ static void repack_f16(const void *src, size_t src_stride, size_t rows, size_t n
     }
 }
 
-static void repack_q4_k(const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
-    const size_t nsb = n / AG_QK_K, gb = ag_kern_repack_group_bytes(AG_W_Q4_K_R16, n);
+/* Q4_K or Q5_K (w), whose blocks share everything but Q5_K's fifth bits. */
+static void repack_k45(ag_wtype w, const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
+    const bool q5 = w == AG_W_Q5_K;
+    const size_t nsb = n / AG_QK_K, gb = ag_kern_repack_group_bytes((ag_wtype)ag_wtype_repacked(w), n);
+    const size_t o = q5 ? AG_R16_Q5K_QH : 0, bb = q5 ? sizeof(ag_block_q5_k) : sizeof(ag_block_q4_k);
     for (size_t g = 0; g < rows / AG_REPACK_ROWS; g++)
-        for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
-            const ag_block_q4_k *q = (const ag_block_q4_k *)((const char *)src + (g * AG_REPACK_ROWS + i) * src_stride);
-            for (size_t s = 0; s < nsb; s++, q++) {
-                uint8_t *S = (uint8_t *)dst + g * gb + s * AG_R16_Q4K_SB;
-                for (size_t k = 0; k < 32; k++) memcpy(S + k * 64 + 4 * i, q->qs + 4 * k, 4); /* piece (j, k) = 8j + k */
+        for (size_t i = 0; i < AG_REPACK_ROWS; i++)
+            for (size_t s = 0; s < nsb; s++) {
+                const char *blk = (const char *)src + (g * AG_REPACK_ROWS + i) * src_stride + s * bb;
+                const ag_block_q4_k *q4 = (const ag_block_q4_k *)blk;
+                const ag_block_q5_k *q5b = (const ag_block_q5_k *)blk;
+                const uint8_t *qs = q5 ? q5b->qs : q4->qs, *scales = q5 ? q5b->scales : q4->scales;
+                uint8_t *S = (uint8_t *)dst + g * gb + s * (o + AG_R16_Q4K_SB);
+                if (q5)
+                    for (size_t k = 0; k < 8; k++) memcpy(S + k * 64 + 4 * i, q5b->qh + 4 * k, 4);
+                S += o;
+                for (size_t k = 0; k < 32; k++) memcpy(S + k * 64 + 4 * i, qs + 4 * k, 4); /* piece (j, k) = 8j + k */
                 uint8_t sc[8], m[8];
-                for (int j = 0; j < 8; j++) ag_q4k_scale_min(j, q->scales, &sc[j], &m[j]);
+                for (int j = 0; j < 8; j++) ag_q4k_scale_min(j, scales, &sc[j], &m[j]);
                 for (int j = 0; j < 8; j++) S[AG_R16_Q4K_SCALES + j * 16 + i] = sc[j];
                 for (int j = 0; j < 8; j++) S[AG_R16_Q4K_MINS + j / 2 * 32 + 2 * i + j % 2] = m[j];
                 uint16_t *d = (uint16_t *)(S + AG_R16_Q4K_D);
-                d[i] = q->d, d[16 + i] = q->dmin;
+                d[i] = q5 ? q5b->d : q4->d, d[16 + i] = q5 ? q5b->dmin : q4->dmin;
             }
-        }
 }
 
 static void repack_q6_k(const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
@@ -166,8 +185,8 @@ void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows,
         repack_f16(src, src_stride, rows, n, dst);
         return;
     }
-    if (w == AG_W_Q4_K) {
-        repack_q4_k(src, src_stride, rows, n, dst);
+    if (w == AG_W_Q4_K || w == AG_W_Q5_K) {
+        repack_k45(w, src, src_stride, rows, n, dst);
         return;
     }
     if (w == AG_W_Q6_K) {
@@ -269,7 +288,8 @@ static void matmul_r16k_generic(size_t sb_bytes, r16k_block_fn block, const void
             }
 }
 
-static float q4_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+/* A Q4_K super-block (Q5_K's after its fifth bits at S - AG_R16_Q5K_QH when q5). */
+static float k45_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc, bool q5) {
     const uint16_t *d = (const uint16_t *)(S + AG_R16_Q4K_D);
     int32_t isum = 0, msum = 0;
     for (int sb = 0; sb < 8; sb++) {
@@ -277,7 +297,8 @@ static float q4_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb,
         for (int e = 0; e < 32; e++) {
             const int j = sb / 2, k = e / 4; /* element 64j + 32 (sb & 1) + 4k + e % 4 */
             const uint8_t v = S[(j * 8 + k) * 64 + 4 * i + e % 4];
-            p += (sb & 1 ? v >> 4 : v & 15) * xb->qs[32 * sb + e];
+            const int fifth = q5 ? (S[-AG_R16_Q5K_QH + k * 64 + 4 * i + e % 4] >> sb & 1) << 4 : 0;
+            p += ((sb & 1 ? v >> 4 : v & 15) | fifth) * xb->qs[32 * sb + e];
         }
         isum += S[AG_R16_Q4K_SCALES + sb * 16 + i] * p;
         msum += S[AG_R16_Q4K_MINS + sb / 2 * 32 + 2 * i + sb % 2] * (xb->bsums[2 * sb] + xb->bsums[2 * sb + 1]);
@@ -285,10 +306,21 @@ static float q4_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb,
     acc = fmaf((float)isum, ag_f16_to_f32(d[i]) * xb->d, acc);
     return fmaf(-(float)msum, ag_f16_to_f32(d[16 + i]) * xb->d, acc);
 }
+static float q4_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+    return k45_r16_block(S, i, xb, acc, false);
+}
+static float q5_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+    return k45_r16_block(S + AG_R16_Q5K_QH, i, xb, acc, true);
+}
 
 void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
     matmul_r16k_generic(AG_R16_Q4K_SB, q4_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
+}
+
+void ag_kern_matmul_q5_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    matmul_r16k_generic(AG_R16_Q5K_SB, q5_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
 }
 
 /* Level (0..63) of element e (0..255) of row i in a repacked Q6_K super-block S. */
