@@ -155,14 +155,14 @@ enum { AG_R16_Q4K_SCALES = 2048, AG_R16_Q4K_MINS = 2048 + 128, AG_R16_Q4K_D = 20
 /* A repacked Q5_K group's super-block: 512 bytes of fifth bits (8 pieces of 64), then a Q4_K super-block's bytes. */
 enum { AG_R16_Q5K_QH = 512, AG_R16_Q5K_SB = AG_R16_Q5K_QH + AG_R16_Q4K_SB };
 /*
- * A repacked Q6_K group's bytes per super-block (repack.c): 8 chunks of
- * pieces in the order the kernels read them, scales, d; the file's 16 x 210.
+ * A repacked Q6_K group's bytes per super-block (repack.c): scales, 8
+ * chunks of pieces in the order the kernels read them, d; the file's 16 x 210.
  * The offsets of low-nibble piece (m, k), k 0..15, and high-bit piece
  * (m, k), k 0..7, of half m:
  */
-enum { AG_R16_Q6K_SCALES = 3072, AG_R16_Q6K_D = 3072 + 256, AG_R16_Q6K_SB = 3072 + 288 };
-static inline size_t ag_r16_q6k_ql(int m, int k) { return (size_t)((m * 4 + k % 8 / 2) * 6 + (k >= 8) * 2 + k % 2) * 64; }
-static inline size_t ag_r16_q6k_qh(int m, int k) { return (size_t)((m * 4 + k / 2) * 6 + 4 + k % 2) * 64; }
+enum { AG_R16_Q6K_SCALES = 0, AG_R16_Q6K_D = 256 + 3072, AG_R16_Q6K_SB = 256 + 3072 + 32 };
+static inline size_t ag_r16_q6k_ql(int m, int k) { return 256 + (size_t)((m * 4 + k % 8 / 2) * 6 + (k >= 8) * 2 + k % 2) * 64; }
+static inline size_t ag_r16_q6k_qh(int m, int k) { return 256 + (size_t)((m * 4 + k / 2) * 6 + 4 + k % 2) * 64; }
 /* The repacked type of w, or -1 when it has none. */
 int ag_wtype_repacked(ag_wtype w);
 /* Bytes of one 16-row group of rows of n elements in repacked type r (a multiple of 64). */

@@ -298,6 +298,21 @@ void ag_kern_attn_pv_f16_avx2(float *o, const float *p, const void *v, size_t vs
 }
 
 /*
+ * A single token's product reads every weight once, from memory, and the
+ * repacked layouts are read as interleaved runs (levels, high bits,
+ * scales) that the hardware prefetchers do not keep far enough ahead of
+ * (one Q4_0 or Q5_K stream ran at 60-75% of the rows in place's bandwidth
+ * without this).  So the walk prefetches as it goes: step `step` fetches
+ * LPS lines of the region of `bytes` bytes at N, the region some way ahead
+ * of the one it computes, and the steps together cover it.  The asm keeps
+ * each prefetch at its step: GCC bunched the intrinsics of a fully
+ * unrolled super-block together, more at once than the miss buffers hold.
+ */
+AG_INLINE void r16_prefetch(const char *N, size_t bytes, int step, const int LPS) {
+    for (int i = 0; i < LPS; i++)
+        if ((size_t)(step * LPS + i) * 64 < bytes) __asm__ volatile("prefetcht0 %0" ::"m"(N[(step * LPS + i) * 64]));
+}
+/*
  * The repacked products (repack.c) with 8 rows to a ymm: each 16-row group in
  * two halves, so C int32 sums and C float accumulators fit the 16
  * registers.  Without VNNI a lane's four products are maddubs (pairs into
@@ -378,6 +393,7 @@ static void r16_rows_q4_0(const void *w, size_t gs, const void *x, size_t n, siz
         const uint16_t *d = (const uint16_t *)(g + nb * 256);
         __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (size_t b = 0; b < nb; b++) {
+            r16_prefetch(g + gs, gs, (int)b, 5); /* the next group: a block is 4.5 lines, the padding at most one more */
             __m256i s16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             for (int k = 0; k < 4; k++) {
                 __m256i xl = _mm256_set1_epi32(load_i32(xb[b].qs + 4 * k));
@@ -415,6 +431,8 @@ AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, AG_R16_
  * generic twin's bits.
  */
 #define AG_R16K_CMAX 2
+/* A single token prefetches the super-block this many on (1 and 2 measured alike; 2 leaves more time). */
+#define AG_R16K_AHEAD 2
 /* Token c's sub-block sums 2p and 2p + 1 as two int16 halves (each at most 32 * 128). */
 AG_INLINE int32_t q8k_sum_pair(const ag_block_q8_k *x, int p) {
     const int16_t *b = x->bsums + 4 * p;
@@ -463,6 +481,7 @@ AG_INLINE void r16_k45(const char *g, size_t n, const char *x, size_t xs, float 
                 for (int h = 0; h < NH; h++) sl[c][h] = sh[c][h] = _mm256_setzero_si256();
             for (int k = 0; k < 8; k++) {
                 __m256i lo[2], hi[2];
+                if (NH == 2) r16_prefetch(B + AG_R16K_AHEAD * (o + AG_R16_Q4K_SB), o + AG_R16_Q4K_SB, j * 8 + k, 2);
                 for (int h = 0; h < NH; h++) {
                     const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + (h0 + h) * 32));
                     lo[h] = _mm256_and_si256(v, lo4), hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
@@ -596,6 +615,7 @@ AG_INLINE void r16_q6_k(const char *g, size_t n, const char *x, size_t xs, float
             for (int k = 0; k < 8; k += 2) /* a chunk: elements 4k..4k+7 (+32j) of half m */
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) {
+                    if (NH == 2) r16_prefetch(S + AG_R16K_AHEAD * AG_R16_Q6K_SB, AG_R16_Q6K_SB, m * 16 + k * 2 + j, 2);
                     __m256i sc[2]; /* group q = 8m + 2j + k / 4: elements 16q..16q+15 */
                     __m256i l0[2], l1[2];
                     for (int h = 0; h < NH; h++) {

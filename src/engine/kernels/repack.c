@@ -70,6 +70,12 @@
  * Q6_K (super-blocks of 256: 16 groups of 16 with signed 8-bit scales, a
  * 6-bit level q - 32 each, the low 4 bits in ql and the high 2 in qh) per
  * super-block of the 16 rows, AG_R16_Q6K_SB bytes, the file's 16 x 210:
+ *   scales: 8 pairs p x 16 rows of two bytes sc[2p], sc[2p+1], which widen
+ *     to the int16 pair a pmaddwd takes against the token's group sums two
+ *     at a time (and, one byte repeated, to a row's scale in both halves);
+ *     first, because the levels' products read them from the start (after
+ *     the levels, the one jump back in each super-block cost a single
+ *     stream about a quarter of its bandwidth);
  *   low nibbles: 2 halves m of 128 elements, each 16 pieces k of 64 bytes;
  *     byte 4r + i of piece (m, k) is row r's ql[64m + 4k + i] (ggml's: for
  *     k < 8 its low nibble is element 128m + 4k + i and its high nibble
@@ -82,9 +88,6 @@
  *     bits (m, k), (m, k+1), so a token's product reads the super-block
  *     front to back (one stream; jumping between the planes measured 15%
  *     slower in decode, which streams the weights);
- *   scales: 8 pairs p x 16 rows of two bytes sc[2p], sc[2p+1], which widen
- *     to the int16 pair a pmaddwd takes against the token's group sums two
- *     at a time (and, one byte repeated, to a row's scale in both halves);
  *   d: 16 fp16, the file's.
  * No byte more than the file (a layout with levels as whole bytes took 30%
  * more, which decode, streaming the weights, would pay for); the kernels
