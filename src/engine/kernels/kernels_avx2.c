@@ -298,15 +298,17 @@ void ag_kern_attn_pv_f16_avx2(float *o, const float *p, const void *v, size_t vs
 }
 
 /*
- * A single token's product reads every weight once, from memory, and the
- * repacked layouts are read as interleaved runs (levels, high bits,
- * scales) that the hardware prefetchers do not keep far enough ahead of
- * (one Q4_0 or Q5_K stream ran at 60-75% of the rows in place's bandwidth
- * without this).  So the walk prefetches as it goes: step `step` fetches
- * LPS lines of the region of `bytes` bytes at N, the region some way ahead
- * of the one it computes, and the steps together cover it.  The asm keeps
- * each prefetch at its step: GCC bunched the intrinsics of a fully
- * unrolled super-block together, more at once than the miss buffers hold.
+ * Decode reads every weight from memory once a step, and the repacked
+ * layouts are read as interleaved runs (levels, high bits, scales) that the
+ * hardware prefetchers do not keep far enough ahead of (one Q4_0 or Q5_K
+ * stream ran at 60-75% of the rows in place's bandwidth without this).  So
+ * the first pass over a group (a single token's, or a tile's first half,
+ * which brings the group into cache for the other tiles of its token
+ * block) prefetches as it goes: step `step` fetches LPS lines of the region
+ * of `bytes` bytes at N, the region some way ahead of the one it computes,
+ * and the steps together cover it.  The asm keeps each prefetch at its
+ * step: GCC bunched the intrinsics of a fully unrolled super-block
+ * together, more at once than the miss buffers hold.
  */
 AG_INLINE void r16_prefetch(const char *N, size_t bytes, int step, const int LPS) {
     for (int i = 0; i < LPS; i++)
@@ -328,10 +330,12 @@ AG_INLINE void r16_prefetch(const char *N, size_t bytes, int step, const int LPS
     AG_INLINE void NAME(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {       \
         const size_t nb = n / 32;                                                                                      \
         const uint16_t *d = (const uint16_t *)(g + nb * (K) * 64);                                                     \
+        const size_t gs_ = (nb * ((K) * 64 + 32) + 63) / 64 * 64; /* the group's bytes: the next one is prefetched */ \
         for (int h = 0; h < 2; h++) {                                                                                  \
             __m256 acc[AG_R16_CMAX];                                                                                   \
             for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();                                                  \
             for (size_t b = 0; b < nb; b++) {                                                                          \
+                if (h == 0) r16_prefetch(g + gs_, gs_, (int)b, (K) == 8 ? 9 : 5);                                      \
                 const char *L = g + b * (K) * 64 + h * 32;                                                             \
                 __m256i isum[AG_R16_CMAX]; /* set by the block's code, which may keep int16 sums until its end */     \
                 __VA_ARGS__                                                                                            \
@@ -431,7 +435,7 @@ AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, AG_R16_
  * generic twin's bits.
  */
 #define AG_R16K_CMAX 2
-/* A single token prefetches the super-block this many on (1 and 2 measured alike; 2 leaves more time). */
+/* The first pass over a group prefetches the super-block this many on (1 and 2 measured alike; 2 leaves more time). */
 #define AG_R16K_AHEAD 2
 /* Token c's sub-block sums 2p and 2p + 1 as two int16 halves (each at most 32 * 128). */
 AG_INLINE int32_t q8k_sum_pair(const ag_block_q8_k *x, int p) {
@@ -481,7 +485,7 @@ AG_INLINE void r16_k45(const char *g, size_t n, const char *x, size_t xs, float 
                 for (int h = 0; h < NH; h++) sl[c][h] = sh[c][h] = _mm256_setzero_si256();
             for (int k = 0; k < 8; k++) {
                 __m256i lo[2], hi[2];
-                if (NH == 2) r16_prefetch(B + AG_R16K_AHEAD * (o + AG_R16_Q4K_SB), o + AG_R16_Q4K_SB, j * 8 + k, 2);
+                if (h0 == 0) r16_prefetch(B + AG_R16K_AHEAD * (o + AG_R16_Q4K_SB), o + AG_R16_Q4K_SB, j * 8 + k, 2);
                 for (int h = 0; h < NH; h++) {
                     const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + (h0 + h) * 32));
                     lo[h] = _mm256_and_si256(v, lo4), hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
@@ -615,7 +619,7 @@ AG_INLINE void r16_q6_k(const char *g, size_t n, const char *x, size_t xs, float
             for (int k = 0; k < 8; k += 2) /* a chunk: elements 4k..4k+7 (+32j) of half m */
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) {
-                    if (NH == 2) r16_prefetch(S + AG_R16K_AHEAD * AG_R16_Q6K_SB, AG_R16_Q6K_SB, m * 16 + k * 2 + j, 2);
+                    if (h0 == 0) r16_prefetch(S + AG_R16K_AHEAD * AG_R16_Q6K_SB, AG_R16_Q6K_SB, m * 16 + k * 2 + j, 2);
                     __m256i sc[2]; /* group q = 8m + 2j + k / 4: elements 16q..16q+15 */
                     __m256i l0[2], l1[2];
                     for (int h = 0; h < NH; h++) {
