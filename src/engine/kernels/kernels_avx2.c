@@ -453,6 +453,31 @@ AG_INLINE __m256i bit_to_4(__m256i b, const int bit) {
     return _mm256_and_si256(bit <= 4 ? _mm256_slli_epi16(b, 4 - bit) : _mm256_srli_epi16(b, bit - 4), m);
 }
 /*
+ * The end of a Q4_K/Q5_K super-block S for one token (x) and half h: acc
+ * plus isum's term and minus the mins' (the rows' mins against the token's
+ * sub-block sums, two to a madd), each times its fp16 scale and the token's d.
+ */
+AG_INLINE __m256 k45_finish(const char *S, const ag_block_q8_k *x, __m256i isum, const int h, __m256 acc) {
+    const __m256 dx = _mm256_set1_ps(x->d);
+    const __m128i *d = (const __m128i *)(S + AG_R16_Q4K_D) + h; /* dmin two vectors on */
+    __m256i msum = _mm256_setzero_si256();
+    for (int p = 0; p < 4; p++) {
+        const __m128i m = _mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + h * 16));
+        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepu8_epi16(m), _mm256_set1_epi32(q8k_sum_pair(x, p))));
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(d)), mw = _mm256_cvtph_ps(_mm_load_si128(d + 2));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(mw, dx), acc);
+}
+/* Q5_K's level vectors of piece k (8 rows x 4 elements) of chunk j, half h: sub-block 2j's (lo) and 2j + 1's (hi). */
+AG_INLINE void q5k_levels(const char *B, int j, int k, int h, __m256i *lo, __m256i *hi) {
+    const __m256i lo4 = _mm256_set1_epi8(15);
+    const __m256i v = _mm256_load_si256((const __m256i *)(B + AG_R16_Q5K_QH + (j * 8 + k) * 64 + h * 32));
+    const __m256i b = _mm256_load_si256((const __m256i *)(B + k * 64 + h * 32));
+    *lo = _mm256_or_si256(_mm256_and_si256(v, lo4), bit_to_4(b, 2 * j));
+    *hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4), bit_to_4(b, 2 * j + 1));
+}
+/*
  * Tokens [0, C) against the halves [h0, h0 + NH) of group g, C * NH <= 2 (so
  * the sums fit the registers): the tile takes C <= 2 tokens one half at a
  * time; a single token takes both halves at once, so each broadcast serves
@@ -487,12 +512,11 @@ AG_INLINE void r16_k45(const char *g, size_t n, const char *x, size_t xs, float 
                 __m256i lo[2], hi[2];
                 if (h0 == 0) r16_prefetch(B + AG_R16K_AHEAD * (o + AG_R16_Q4K_SB), o + AG_R16_Q4K_SB, j * 8 + k, 2);
                 for (int h = 0; h < NH; h++) {
-                    const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + (h0 + h) * 32));
-                    lo[h] = _mm256_and_si256(v, lo4), hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
                     if (Q5) {
-                        const __m256i b = _mm256_load_si256((const __m256i *)(B + k * 64 + (h0 + h) * 32));
-                        lo[h] = _mm256_or_si256(lo[h], bit_to_4(b, 2 * j));
-                        hi[h] = _mm256_or_si256(hi[h], bit_to_4(b, 2 * j + 1));
+                        q5k_levels(B, j, k, h0 + h, &lo[h], &hi[h]);
+                    } else {
+                        const __m256i v = _mm256_load_si256((const __m256i *)(S + (j * 8 + k) * 64 + (h0 + h) * 32));
+                        lo[h] = _mm256_and_si256(v, lo4), hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
                     }
                 }
                 for (int c = 0; c < C; c++) {
@@ -517,22 +541,8 @@ AG_INLINE void r16_k45(const char *g, size_t n, const char *x, size_t xs, float 
                 }
             }
         }
-        for (int c = 0; c < C; c++) {
-            const __m256 dx = _mm256_set1_ps(xb[c]->d);
-            __m256i pair[4];
-            for (int p = 0; p < 4; p++) pair[p] = _mm256_set1_epi32(q8k_sum_pair(xb[c], p));
-            for (int h = 0; h < NH; h++) {
-                const __m128i *d = (const __m128i *)(S + AG_R16_Q4K_D) + h0 + h; /* dmin two vectors on */
-                __m256i msum = _mm256_setzero_si256();
-                for (int p = 0; p < 4; p++) {
-                    const __m128i m = _mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + (h0 + h) * 16));
-                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepu8_epi16(m), pair[p]));
-                }
-                const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(d)), mw = _mm256_cvtph_ps(_mm_load_si128(d + 2));
-                acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c][h]), _mm256_mul_ps(dw, dx), acc[c][h]);
-                acc[c][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(mw, dx), acc[c][h]);
-            }
-        }
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < NH; h++) acc[c][h] = k45_finish(S, xb[c], isum[c][h], h0 + h, acc[c][h]);
     }
     for (int c = 0; c < C; c++)
         for (int h = 0; h < NH; h++) _mm256_storeu_ps(y + c * ldy + (h0 + h) * 8, acc[c][h]);
@@ -546,15 +556,57 @@ AG_INLINE void r16_q5_k(const char *g, size_t n, const char *x, size_t xs, float
     r16_k45(g, n, x, xs, y, ldy, C, h0, NH, 1);
 }
 /*
- * The product around a K-quant group kernel KERNEL(g, n, x, xs, y, ldy, C,
+ * Q5_K's tile: up to 4 tokens, one half at a time, so each level vector
+ * (nibble and fifth bit: 4-5 operations) serves 4 tokens instead of 2, in
+ * Q6_K's shape: the two maddubs of a sub-block's elements 4k..4k+7 add in
+ * int16 (at most 2 * 7936) and take one madd with its scale.  The same
+ * integers as r16_q5_k, so the same bits.
+ */
+#define AG_R16K5_CMAX 4
+AG_INLINE void r16_q5_k_tile(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                             const int h0, const int NH) {
+    (void)NH; /* one half */
+    __m256 acc[AG_R16K5_CMAX];
+    for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    for (size_t s = 0; s < n / AG_QK_K; s++) {
+        const char *B = g + s * AG_R16_Q5K_SB, *S = B + AG_R16_Q5K_QH;
+        const ag_block_q8_k *xb[AG_R16K5_CMAX];
+        __m256i isum[AG_R16K5_CMAX];
+        for (int c = 0; c < C; c++) xb[c] = (const ag_block_q8_k *)(x + c * xs) + s, isum[c] = _mm256_setzero_si256();
+#pragma GCC unroll 4 /* a constant j gives the fifth bits' shifts */
+        for (int j = 0; j < 4; j++) {
+            const __m256i s0 = q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + h0 * 8);
+            const __m256i s1 = q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + h0 * 8);
+            for (int k = 0; k < 8; k += 2) {
+                if (h0 == 0) r16_prefetch(B + AG_R16K_AHEAD * AG_R16_Q5K_SB, AG_R16_Q5K_SB, (j * 8 + k) / 2, 4);
+                __m256i lo0, hi0, lo1, hi1;
+                q5k_levels(B, j, k, h0, &lo0, &hi0), q5k_levels(B, j, k + 1, h0, &lo1, &hi1);
+                for (int c = 0; c < C; c++) {
+                    const int8_t *q = xb[c]->qs + 64 * j + 4 * k;
+                    const __m256i pl = _mm256_add_epi16(_mm256_maddubs_epi16(lo0, _mm256_set1_epi32(load_i32(q))),
+                                                        _mm256_maddubs_epi16(lo1, _mm256_set1_epi32(load_i32(q + 4))));
+                    const __m256i ph = _mm256_add_epi16(_mm256_maddubs_epi16(hi0, _mm256_set1_epi32(load_i32(q + 32))),
+                                                        _mm256_maddubs_epi16(hi1, _mm256_set1_epi32(load_i32(q + 36))));
+                    isum[c] = _mm256_add_epi32(isum[c], _mm256_add_epi32(_mm256_madd_epi16(pl, s0), _mm256_madd_epi16(ph, s1)));
+                    AG_KEEP(isum[c]);
+                }
+            }
+        }
+        for (int c = 0; c < C; c++) acc[c] = k45_finish(S, xb[c], isum[c], h0, acc[c]);
+    }
+    for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy + h0 * 8, acc[c]);
+}
+/*
+ * The product around K-quant group kernels KERNEL(g, n, x, xs, y, ldy, C,
  * h0, NH): tiles of C <= CMAX tokens (CASES, AG_R16_CASES_<CMAX>) half by
- * half, a single token both halves at once; exported as ag_kern_matmul_<T>_r16_avx2,
+ * half with TKERNEL, a single token both halves at once with KERNEL (the
+ * same kernel but for Q5_K); exported as ag_kern_matmul_<T>_r16_avx2,
  * the AVX-512 table's too (its wider registers buy nothing here without a
  * kernel of their own).
  */
-#define AG_R16K_PRODUCT(T, KERNEL, CMAX, CASES)                                                                        \
+#define AG_R16K_PRODUCT(T, TKERNEL, KERNEL, CMAX, CASES)                                                               \
     AG_INLINE void r16_tile_##T(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) { \
-        for (int h = 0; h < 2; h++) KERNEL(g, n, x, xs, y, ldy, C, h, 1);                                              \
+        for (int h = 0; h < 2; h++) TKERNEL(g, n, x, xs, y, ldy, C, h, 1);                                             \
     }                                                                                                                  \
     static void r16_rows_##T(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {      \
         for (size_t r = r0; r < r1; r += AG_REPACK_ROWS)                                                               \
@@ -565,8 +617,8 @@ AG_INLINE void r16_q5_k(const char *g, size_t n, const char *x, size_t xs, float
                                        size_t r1, size_t T_, float *y, size_t ldy) {                                   \
         matmul_##T##_r16(w, gs, x, xs, n, r0, r1, T_, y, ldy);                                                         \
     }
-AG_R16K_PRODUCT(q4_k, r16_q4_k, AG_R16K_CMAX, AG_R16_CASES_2)
-AG_R16K_PRODUCT(q5_k, r16_q5_k, AG_R16K_CMAX, AG_R16_CASES_2)
+AG_R16K_PRODUCT(q4_k, r16_q4_k, r16_q4_k, AG_R16K_CMAX, AG_R16_CASES_2)
+AG_R16K_PRODUCT(q5_k, r16_q5_k_tile, r16_q5_k, AG_R16K5_CMAX, AG_R16_CASES_4)
 
 /*
  * Repacked Q6_K (repack.c), Q4_K's shape with C <= 4 tokens one half at a
@@ -655,7 +707,7 @@ AG_INLINE void r16_q6_k(const char *g, size_t n, const char *x, size_t xs, float
     for (int c = 0; c < C; c++)
         for (int h = 0; h < NH; h++) _mm256_storeu_ps(y + c * ldy + (h0 + h) * 8, acc[c][h]);
 }
-AG_R16K_PRODUCT(q6_k, r16_q6_k, AG_R16K6_CMAX, AG_R16_CASES_4)
+AG_R16K_PRODUCT(q6_k, r16_q6_k, r16_q6_k, AG_R16K6_CMAX, AG_R16_CASES_4)
 
 /*
  * Repacked F16 (repack.c): 16 rows as two 8-lane halves converted once per
