@@ -302,9 +302,9 @@ void ag_kern_attn_pv_f16_avx2(float *o, const float *p, const void *v, size_t vs
  * layouts are read as interleaved runs (levels, high bits, scales) that the
  * hardware prefetchers do not keep far enough ahead of (one Q4_0 or Q5_K
  * stream ran at 60-75% of the rows in place's bandwidth without this).  So
- * the first pass over a group (a single token's, or a tile's first half,
- * which brings the group into cache for the other tiles of its token
- * block) prefetches as it goes: step `step` fetches LPS lines of the region
+ * the first pass over a group (a single token's, or the first half of its
+ * token block's first tile, which brings the group into cache for the
+ * other tiles: the walk's `first`) prefetches as it goes: step `step` fetches LPS lines of the region
  * of `bytes` bytes at N, the region some way ahead of the one it computes,
  * and the steps together cover it.  The asm keeps each prefetch at its
  * step: GCC bunched the intrinsics of a fully unrolled super-block
@@ -327,15 +327,16 @@ AG_INLINE void r16_prefetch(const char *N, size_t bytes, int step, const int LPS
  */
 #define AG_R16_CMAX 4
 #define R16_TILE(NAME, K, ...)                                                                                         \
-    AG_INLINE void NAME(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {       \
+    AG_INLINE void NAME(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,         \
+                        const int first) {                                                                             \
         const size_t nb = n / 32;                                                                                      \
         const uint16_t *d = (const uint16_t *)(g + nb * (K) * 64);                                                     \
-        const size_t gs_ = (nb * ((K) * 64 + 32) + 63) / 64 * 64; /* the group's bytes: the next one is prefetched */ \
+        const size_t gs = ag_kern_repack_group_bytes((K) == 8 ? AG_W_Q8_0_R16 : AG_W_Q4_0_R16, n);                     \
         for (int h = 0; h < 2; h++) {                                                                                  \
             __m256 acc[AG_R16_CMAX];                                                                                   \
             for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();                                                  \
             for (size_t b = 0; b < nb; b++) {                                                                          \
-                if (h == 0) r16_prefetch(g + gs_, gs_, (int)b, (K) == 8 ? 9 : 5);                                      \
+                if (first && h == 0) r16_prefetch(g + gs, gs, (int)b, (K) == 8 ? 9 : 5);                               \
                 const char *L = g + b * (K) * 64 + h * 32;                                                             \
                 __m256i isum[AG_R16_CMAX]; /* set by the block's code, which may keep int16 sums until its end */     \
                 __VA_ARGS__                                                                                            \
@@ -489,7 +490,7 @@ AG_INLINE void q5k_levels(const char *B, int j, int k, int h, __m256i *lo, __m25
  * madd with the scale.
  */
 AG_INLINE void r16_k45(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
-                       const int h0, const int NH, const int Q5) {
+                       const int h0, const int NH, const int PF, const int Q5) {
     const __m256i lo4 = _mm256_set1_epi8(15);
     const size_t o = Q5 ? AG_R16_Q5K_QH : 0; /* the fifth bits before the Q4_K bytes */
     __m256 acc[AG_R16K_CMAX][2];
@@ -510,7 +511,7 @@ AG_INLINE void r16_k45(const char *g, size_t n, const char *x, size_t xs, float 
                 for (int h = 0; h < NH; h++) sl[c][h] = sh[c][h] = _mm256_setzero_si256();
             for (int k = 0; k < 8; k++) {
                 __m256i lo[2], hi[2];
-                if (h0 == 0) r16_prefetch(B + AG_R16K_AHEAD * (o + AG_R16_Q4K_SB), o + AG_R16_Q4K_SB, j * 8 + k, 2);
+                if (PF) r16_prefetch(B + AG_R16K_AHEAD * (o + AG_R16_Q4K_SB), o + AG_R16_Q4K_SB, j * 8 + k, 2);
                 for (int h = 0; h < NH; h++) {
                     if (Q5) {
                         q5k_levels(B, j, k, h0 + h, &lo[h], &hi[h]);
@@ -548,12 +549,12 @@ AG_INLINE void r16_k45(const char *g, size_t n, const char *x, size_t xs, float 
         for (int h = 0; h < NH; h++) _mm256_storeu_ps(y + c * ldy + (h0 + h) * 8, acc[c][h]);
 }
 AG_INLINE void r16_q4_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
-                        const int h0, const int NH) {
-    r16_k45(g, n, x, xs, y, ldy, C, h0, NH, 0);
+                        const int h0, const int NH, const int PF) {
+    r16_k45(g, n, x, xs, y, ldy, C, h0, NH, PF, 0);
 }
 AG_INLINE void r16_q5_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
-                        const int h0, const int NH) {
-    r16_k45(g, n, x, xs, y, ldy, C, h0, NH, 1);
+                        const int h0, const int NH, const int PF) {
+    r16_k45(g, n, x, xs, y, ldy, C, h0, NH, PF, 1);
 }
 /*
  * Q5_K's tile: up to 4 tokens, one half at a time, so each level vector
@@ -564,7 +565,7 @@ AG_INLINE void r16_q5_k(const char *g, size_t n, const char *x, size_t xs, float
  */
 #define AG_R16K5_CMAX 4
 AG_INLINE void r16_q5_k_tile(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
-                             const int h0, const int NH) {
+                             const int h0, const int NH, const int PF) {
     (void)NH; /* one half */
     __m256 acc[AG_R16K5_CMAX];
     for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
@@ -578,7 +579,7 @@ AG_INLINE void r16_q5_k_tile(const char *g, size_t n, const char *x, size_t xs, 
             const __m256i s0 = q4k_scales(S + AG_R16_Q4K_SCALES + 2 * j * 16 + h0 * 8);
             const __m256i s1 = q4k_scales(S + AG_R16_Q4K_SCALES + (2 * j + 1) * 16 + h0 * 8);
             for (int k = 0; k < 8; k += 2) {
-                if (h0 == 0) r16_prefetch(B + AG_R16K_AHEAD * AG_R16_Q5K_SB, AG_R16_Q5K_SB, (j * 8 + k) / 2, 4);
+                if (PF) r16_prefetch(B + AG_R16K_AHEAD * AG_R16_Q5K_SB, AG_R16_Q5K_SB, (j * 8 + k) / 2, 4);
                 __m256i lo0, hi0, lo1, hi1;
                 q5k_levels(B, j, k, h0, &lo0, &hi0), q5k_levels(B, j, k + 1, h0, &lo1, &hi1);
                 for (int c = 0; c < C; c++) {
@@ -598,19 +599,20 @@ AG_INLINE void r16_q5_k_tile(const char *g, size_t n, const char *x, size_t xs, 
 }
 /*
  * The product around K-quant group kernels KERNEL(g, n, x, xs, y, ldy, C,
- * h0, NH): tiles of C <= CMAX tokens (CASES, AG_R16_CASES_<CMAX>) half by
+ * h0, NH, PF) (PF: prefetch, on the first pass over the group): tiles of C <= CMAX tokens (CASES, AG_R16_CASES_<CMAX>) half by
  * half with TKERNEL, a single token both halves at once with KERNEL (the
  * same kernel but for Q5_K); exported as ag_kern_matmul_<T>_r16_avx2,
  * the AVX-512 table's too (its wider registers buy nothing here without a
  * kernel of their own).
  */
 #define AG_R16K_PRODUCT(T, TKERNEL, KERNEL, CMAX, CASES)                                                               \
-    AG_INLINE void r16_tile_##T(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) { \
-        for (int h = 0; h < 2; h++) TKERNEL(g, n, x, xs, y, ldy, C, h, 1);                                             \
+    AG_INLINE void r16_tile_##T(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C, \
+                                const int first) {                                                                     \
+        for (int h = 0; h < 2; h++) TKERNEL(g, n, x, xs, y, ldy, C, h, 1, first && h == 0);                            \
     }                                                                                                                  \
     static void r16_rows_##T(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {      \
         for (size_t r = r0; r < r1; r += AG_REPACK_ROWS)                                                               \
-            KERNEL((const char *)w + r / AG_REPACK_ROWS * gs, n, x, 0, y + r, 0, 1, 0, 2);                             \
+            KERNEL((const char *)w + r / AG_REPACK_ROWS * gs, n, x, 0, y + r, 0, 1, 0, 2, 1);                          \
     }                                                                                                                  \
     AG_R16_WALK(matmul_##T##_r16, r16_tile_##T, CMAX, CASES, AG_R16_SINGLE(r16_rows_##T))                              \
     void ag_kern_matmul_##T##_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0,        \
@@ -653,7 +655,7 @@ AG_INLINE __m256i q6k_levels(const char *S, int m, int j, int k, int h) {
 }
 #define AG_R16K6_CMAX 4
 AG_INLINE void r16_q6_k(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
-                        const int h0, const int NH) {
+                        const int h0, const int NH, const int PF) {
     __m256 acc[AG_R16K6_CMAX][2];
     for (int c = 0; c < C; c++)
         for (int h = 0; h < NH; h++) acc[c][h] = _mm256_setzero_ps();
@@ -671,7 +673,7 @@ AG_INLINE void r16_q6_k(const char *g, size_t n, const char *x, size_t xs, float
             for (int k = 0; k < 8; k += 2) /* a chunk: elements 4k..4k+7 (+32j) of half m */
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) {
-                    if (h0 == 0) r16_prefetch(S + AG_R16K_AHEAD * AG_R16_Q6K_SB, AG_R16_Q6K_SB, m * 16 + k * 2 + j, 2);
+                    if (PF) r16_prefetch(S + AG_R16K_AHEAD * AG_R16_Q6K_SB, AG_R16_Q6K_SB, m * 16 + k * 2 + j, 2);
                     __m256i sc[2]; /* group q = 8m + 2j + k / 4: elements 16q..16q+15 */
                     __m256i l0[2], l1[2];
                     for (int h = 0; h < NH; h++) {
@@ -718,7 +720,9 @@ AG_R16K_PRODUCT(q6_k, r16_q6_k, r16_q6_k, AG_R16K6_CMAX, AG_R16_CASES_4)
  * per token block measured no faster: the f32 group leaves L1.)
  */
 #define AG_R16F_CMAX 6
-AG_INLINE void r16_tile_f16(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+AG_INLINE void r16_tile_f16(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                            const int first) {
+    (void)first; /* F16's tiles prefetch nothing: not measured */
     __m256 acc[AG_R16F_CMAX][2];
     for (int c = 0; c < C; c++) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
     const uint16_t *G = (const uint16_t *)g;

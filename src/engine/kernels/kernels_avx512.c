@@ -150,7 +150,9 @@ AG_KQ_MATMULS(4)
  * each weight load; 2C + 5 of the 32 registers are live.
  */
 #define AG_R16_CMAX 8
-AG_INLINE void r16_tile_q8_0(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+AG_INLINE void r16_tile_q8_0(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                         const int first) {
+    (void)first; /* no prefetch: these tiles have never run on a machine to measure it */
     const size_t nb = n / 32;
     __m512 acc[AG_R16_CMAX];
     for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
@@ -173,7 +175,9 @@ AG_INLINE void r16_tile_q8_0(const char *g, size_t n, const char *x, size_t xs, 
     for (int c = 0; c < C; c++) _mm512_storeu_ps(y + c * ldy, acc[c]);
 }
 
-AG_INLINE void r16_tile_q4_0(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+AG_INLINE void r16_tile_q4_0(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                         const int first) {
+    (void)first; /* no prefetch: these tiles have never run on a machine to measure it */
     const size_t nb = n / 32;
     __m512 acc[AG_R16_CMAX];
     for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
@@ -209,7 +213,9 @@ AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_8, (void)0
  * k in order either way (the generic twin's bits).
  */
 #define AG_R16F_CMAX 12
-AG_INLINE void r16_tile_f16(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C) {
+AG_INLINE void r16_tile_f16(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                         const int first) {
+    (void)first; /* no prefetch: these tiles have never run on a machine to measure it */
     __m512 acc[AG_R16F_CMAX];
     for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
     const uint16_t *G = (const uint16_t *)g;

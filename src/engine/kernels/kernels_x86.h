@@ -313,15 +313,16 @@ AG_INLINE __m256i iq4_nl_values(const ag_block_iq4_nl *b) {
 
 /*
  * The walk of the repacked products (repack.c): per token block of 64, per
- * 16-row group, the token tiles TILE(group, n, x, xs, y, ldy, C) of up to
- * CMAX tokens (a quantized tile finds token c's sides with AG_R16_SIDE);
+ * 16-row group, the token tiles TILE(group, n, x, xs, y, ldy, C, first) of up to
+ * CMAX tokens (a quantized tile finds token c's sides with AG_R16_SIDE;
+ * first: the block's first tile of the group, which reads it from memory);
  * a group's weights (9-48 KB at the model sizes we run) stay in
  * L1/L2 while the tiles of its token block pass.  A single token is the
  * same walk with C = 1 (one sequential stream through the groups) unless
  * SINGLE hands it to a path of its own.
  */
 #define AG_R16_TILE_CASE(TILE, C)                                                                                      \
-    case C: TILE(g, n, xp, xs, yp, ldy, C); break;
+    case C: TILE(g, n, xp, xs, yp, ldy, C, t == t0); break;
 #define AG_R16_CASES_1(TILE) AG_R16_TILE_CASE(TILE, 1)
 #define AG_R16_CASES_2(TILE) AG_R16_CASES_1(TILE) AG_R16_TILE_CASE(TILE, 2)
 #define AG_R16_CASES_3(TILE) AG_R16_CASES_2(TILE) AG_R16_TILE_CASE(TILE, 3)
