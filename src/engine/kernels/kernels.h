@@ -52,6 +52,7 @@ typedef enum ag_wtype {
     AG_W_Q4_K_R16,
     AG_W_Q6_K_R16,
     AG_W_Q5_K_R16,
+    AG_W_Q3_K_R16,
     AG_W_COUNT
 } ag_wtype;
 
@@ -163,6 +164,12 @@ enum { AG_R16_Q5K_QH = 512, AG_R16_Q5K_SB = AG_R16_Q5K_QH + AG_R16_Q4K_SB };
 enum { AG_R16_Q6K_SCALES = 0, AG_R16_Q6K_D = 256 + 3072, AG_R16_Q6K_SB = 256 + 3072 + 32 };
 static inline size_t ag_r16_q6k_ql(int m, int k) { return 256 + (size_t)((m * 4 + k % 8 / 2) * 6 + (k >= 8) * 2 + k % 2) * 64; }
 static inline size_t ag_r16_q6k_qh(int m, int k) { return 256 + (size_t)((m * 4 + k / 2) * 6 + 4 + k % 2) * 64; }
+/*
+ * A repacked Q3_K group's bytes per super-block (repack.c): Q6_K's scales,
+ * 8 high-bit pieces of 64, 16 pieces of 2-bit levels (piece (m, k) of half
+ * m at AG_R16_Q3K_QL + (8m + k) * 64), d; the file's 16 x 110 and 64 more.
+ */
+enum { AG_R16_Q3K_QH = 256, AG_R16_Q3K_QL = 256 + 512, AG_R16_Q3K_D = 256 + 512 + 1024, AG_R16_Q3K_SB = 256 + 512 + 1024 + 32 };
 /* The repacked type of w, or -1 when it has none. */
 int ag_wtype_repacked(ag_wtype w);
 /* Bytes of one 16-row group of rows of n elements in repacked type r (a multiple of 64). */
@@ -193,6 +200,8 @@ void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void 
 void ag_kern_matmul_q4_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q6_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q3_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q5_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);

@@ -257,7 +257,7 @@ const ag_kernels ag_kernels_avx512 = {
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
                matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16, ag_kern_matmul_q4_k_r16_avx2,
-               ag_kern_matmul_q6_k_r16_avx2, ag_kern_matmul_q5_k_r16_avx2},
+               ag_kern_matmul_q6_k_r16_avx2, ag_kern_matmul_q5_k_r16_avx2, ag_kern_matmul_q3_k_r16_avx2},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,

@@ -1,5 +1,5 @@
 /*
- * repack.c - F16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights rewritten at load into
+ * repack.c - F16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K and Q6_K weights rewritten at load into
  * 16-row groups, and the generic twins of their products.
  *
  * Why: a product that walks a file's rows in place needs, per 32-element
@@ -96,6 +96,21 @@
  *   acc = fma((float)(isum - 32 * msum), d_w * d_x, acc)
  *   isum = sum_g sc_g * sum_{e in g} q_e x_e,  msum = sum_g sc_g * sum_{e in g} x_e
  * with the levels q 0..63 (the -32 moved into msum) and both exact in int32.
+ *
+ * Q3_K (super-blocks of 256: 16 groups of 16 with 6-bit scales sc - 32, a
+ * 3-bit level q - 4 each, the low 2 bits in qs and the third in hmask) per
+ * super-block of the 16 rows, AG_R16_Q3K_SB bytes:
+ *   scales: as Q6_K's, the signed scales sc - 32 (first, for the same reason);
+ *   high bits: 8 pieces k of 64 bytes; byte 4r + i of piece k is row r's
+ *     hmask[4k + i], whose bit 4m + j is element 128m + 32j + 4k + i's (so a
+ *     token's product reads them with the first levels, then from L1, as
+ *     Q5_K's fifth bits);
+ *   low bits: 2 halves m of 8 pieces k of 64 bytes; byte 4r + i of piece
+ *     (m, k) is row r's qs[32m + 4k + i], whose bits 2j..2j+1 are element
+ *     128m + 32j + 4k + i's;
+ *   d: 16 fp16, the file's.
+ * 1824 bytes for the file's 16 x 110: 4% more (the scales unpacked to a
+ * byte each).  Row r's result is Q6_K's with the levels q 0..7 and -4 for -32.
  */
 #include "engine/kernels/kernels.h"
 
@@ -110,6 +125,7 @@ int ag_wtype_repacked(ag_wtype w) {
     case AG_W_Q4_K: return AG_W_Q4_K_R16;
     case AG_W_Q5_K: return AG_W_Q5_K_R16;
     case AG_W_Q6_K: return AG_W_Q6_K_R16;
+    case AG_W_Q3_K: return AG_W_Q3_K_R16;
     default: return -1;
     }
 }
@@ -122,6 +138,7 @@ size_t ag_kern_repack_group_bytes(ag_wtype r, size_t n) {
     if (r == AG_W_Q4_K_R16) return n / AG_QK_K * AG_R16_Q4K_SB;
     if (r == AG_W_Q5_K_R16) return n / AG_QK_K * AG_R16_Q5K_SB;
     if (r == AG_W_Q6_K_R16) return (n / AG_QK_K * AG_R16_Q6K_SB + 63) / 64 * 64;
+    if (r == AG_W_Q3_K_R16) return (n / AG_QK_K * AG_R16_Q3K_SB + 63) / 64 * 64;
     size_t nb = n / 32;
     return (nb * (levels_bytes(r) + 16 * sizeof(uint16_t)) + 63) / 64 * 64;
 }
@@ -164,20 +181,36 @@ static void repack_k45(ag_wtype w, const void *src, size_t src_stride, size_t ro
             }
 }
 
-static void repack_q6_k(const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
-    const size_t nsb = n / AG_QK_K, gb = ag_kern_repack_group_bytes(AG_W_Q6_K_R16, n);
+/* Q6_K or Q3_K (w): signed scales first, then the pieces, then d. */
+static void repack_k36(ag_wtype w, const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
+    const bool q3 = w == AG_W_Q3_K;
+    const size_t nsb = n / AG_QK_K, sb = q3 ? AG_R16_Q3K_SB : AG_R16_Q6K_SB;
+    const size_t gb = ag_kern_repack_group_bytes((ag_wtype)ag_wtype_repacked(w), n);
     for (size_t g = 0; g < rows / AG_REPACK_ROWS; g++) {
-        memset((uint8_t *)dst + g * gb + nsb * AG_R16_Q6K_SB, 0, gb - nsb * AG_R16_Q6K_SB);
+        memset((uint8_t *)dst + g * gb + nsb * sb, 0, gb - nsb * sb);
         for (size_t i = 0; i < AG_REPACK_ROWS; i++) {
-            const ag_block_q6_k *q = (const ag_block_q6_k *)((const char *)src + (g * AG_REPACK_ROWS + i) * src_stride);
-            for (size_t s = 0; s < nsb; s++, q++) {
-                uint8_t *S = (uint8_t *)dst + g * gb + s * AG_R16_Q6K_SB;
-                for (int m = 0; m < 2; m++)
-                    for (int k = 0; k < 16; k++) memcpy(S + ag_r16_q6k_ql(m, k) + 4 * i, q->ql + 64 * m + 4 * k, 4);
-                for (int m = 0; m < 2; m++)
-                    for (int k = 0; k < 8; k++) memcpy(S + ag_r16_q6k_qh(m, k) + 4 * i, q->qh + 32 * m + 4 * k, 4);
-                for (int j = 0; j < 16; j++) S[AG_R16_Q6K_SCALES + j / 2 * 32 + 2 * i + j % 2] = (uint8_t)q->scales[j];
-                ((uint16_t *)(S + AG_R16_Q6K_D))[i] = q->d;
+            const char *row = (const char *)src + (g * AG_REPACK_ROWS + i) * src_stride;
+            for (size_t s = 0; s < nsb; s++) {
+                uint8_t *S = (uint8_t *)dst + g * gb + s * sb;
+                int8_t sc[16];
+                uint16_t d;
+                if (q3) {
+                    const ag_block_q3_k *q = (const ag_block_q3_k *)row + s;
+                    for (int k = 0; k < 8; k++) memcpy(S + AG_R16_Q3K_QH + k * 64 + 4 * i, q->hmask + 4 * k, 4);
+                    for (int k = 0; k < 16; k++) memcpy(S + AG_R16_Q3K_QL + k * 64 + 4 * i, q->qs + 4 * k, 4);
+                    for (int j = 0; j < 16; j++) sc[j] = (int8_t)ag_q3k_scale(j, q->scales);
+                    d = q->d;
+                } else {
+                    const ag_block_q6_k *q = (const ag_block_q6_k *)row + s;
+                    for (int m = 0; m < 2; m++)
+                        for (int k = 0; k < 16; k++) memcpy(S + ag_r16_q6k_ql(m, k) + 4 * i, q->ql + 64 * m + 4 * k, 4);
+                    for (int m = 0; m < 2; m++)
+                        for (int k = 0; k < 8; k++) memcpy(S + ag_r16_q6k_qh(m, k) + 4 * i, q->qh + 32 * m + 4 * k, 4);
+                    memcpy(sc, q->scales, 16);
+                    d = q->d;
+                }
+                for (int j = 0; j < 16; j++) S[AG_R16_Q6K_SCALES + j / 2 * 32 + 2 * i + j % 2] = (uint8_t)sc[j];
+                ((uint16_t *)(S + (q3 ? AG_R16_Q3K_D : AG_R16_Q6K_D)))[i] = d;
             }
         }
     }
@@ -192,8 +225,8 @@ void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows,
         repack_k45(w, src, src_stride, rows, n, dst);
         return;
     }
-    if (w == AG_W_Q6_K) {
-        repack_q6_k(src, src_stride, rows, n, dst);
+    if (w == AG_W_Q6_K || w == AG_W_Q3_K) {
+        repack_k36(w, src, src_stride, rows, n, dst);
         return;
     }
     const ag_wtype r = (ag_wtype)ag_wtype_repacked(w);
@@ -335,16 +368,37 @@ static int q6_level_r16(const uint8_t *S, size_t i, int e) {
     return (j < 2 ? v & 15 : v >> 4) | ((h >> (2 * j)) & 3) << 4;
 }
 
-static float q6_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+/* Level (0..7, the file's q + 4) of element e of row i in a repacked Q3_K super-block S. */
+static int q3_level_r16(const uint8_t *S, size_t i, int e) {
+    const int m = e / 128, j = (e % 128) / 32, l = e % 32;
+    const uint8_t v = S[AG_R16_Q3K_QL + (8 * m + l / 4) * 64 + 4 * i + l % 4];
+    const uint8_t h = S[AG_R16_Q3K_QH + (l / 4) * 64 + 4 * i + l % 4];
+    return (v >> (2 * j) & 3) | (h >> (4 * m + j) & 1) << 2;
+}
+
+/* A Q6_K (or, q3, Q3_K) super-block: levels offset by 32 (4), signed scales per 16, one d. */
+static float k36_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc, bool q3) {
     int32_t isum = 0, msum = 0;
     for (int q = 0; q < 16; q++) {
         int32_t p = 0;
-        for (int e = 16 * q; e < 16 * q + 16; e++) p += q6_level_r16(S, i, e) * xb->qs[e];
+        for (int e = 16 * q; e < 16 * q + 16; e++) p += (q3 ? q3_level_r16(S, i, e) : q6_level_r16(S, i, e)) * xb->qs[e];
         const int sc = (int8_t)S[AG_R16_Q6K_SCALES + q / 2 * 32 + 2 * i + q % 2];
         isum += sc * p;
         msum += sc * xb->bsums[q];
     }
-    return fmaf((float)(isum - 32 * msum), ag_f16_to_f32(((const uint16_t *)(S + AG_R16_Q6K_D))[i]) * xb->d, acc);
+    const uint16_t d = ((const uint16_t *)(S + (q3 ? AG_R16_Q3K_D : AG_R16_Q6K_D)))[i];
+    return fmaf((float)(isum - (q3 ? 4 : 32) * msum), ag_f16_to_f32(d) * xb->d, acc);
+}
+static float q6_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+    return k36_r16_block(S, i, xb, acc, false);
+}
+static float q3_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+    return k36_r16_block(S, i, xb, acc, true);
+}
+
+void ag_kern_matmul_q3_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    matmul_r16k_generic(AG_R16_Q3K_SB, q3_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
 }
 
 void ag_kern_matmul_q6_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,

@@ -222,7 +222,7 @@ static void test_repacked_match_generic(void **state) {
     static const size_t rows_list[] = {16, 32, 48, 80}; /* 80: five groups, past the single-token path's 4 or 8 at once */
     static const size_t T_list[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 70};
     static const size_t n_list[] = {32, 64, 288}, nk_list[] = {256, 512, 768}; /* K-quants: whole super-blocks */
-    static const ag_wtype types[] = {AG_W_Q8_0, AG_W_Q4_0, AG_W_F16, AG_W_Q4_K, AG_W_Q5_K, AG_W_Q6_K};
+    static const ag_wtype types[] = {AG_W_Q8_0, AG_W_Q4_0, AG_W_F16, AG_W_Q3_K, AG_W_Q4_K, AG_W_Q5_K, AG_W_Q6_K};
     uint64_t seed = 11;
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         const size_t *ns = types[i] >= AG_W_Q2_K ? nk_list : n_list;
@@ -232,7 +232,7 @@ static void test_repacked_match_generic(void **state) {
                 for (size_t c = 0; c < 3; c++) check_repacked(types[i], rows_list[a], ns[c], T_list[b], &seed);
     }
     assert_int_equal(ag_wtype_repacked(AG_W_BF16), -1);
-    assert_int_equal(ag_wtype_repacked(AG_W_Q3_K), -1);
+    assert_int_equal(ag_wtype_repacked(AG_W_Q2_K), -1);
 }
 
 static void test_quantize_q8_0_same_bytes(void **state) {
