@@ -3,7 +3,7 @@
  * groups, kernels/repack.c) beside in place, on the 219.7M model's shapes:
  * a 2816 x 1024 matrix (gate/up) and a 1024 x 2816 one (down), against 1,
  * 16 and 512 activation rows.  Prints multiply-adds per second (GMAC/s),
- * the best of REPS runs, for F16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K and Q6_K (both layouts)
+ * the best of REPS runs, for F16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (both layouts)
  * with the kernels this CPU
  * picks (or AG_KERNELS), and each as a fraction of one thread's ceiling
  * measured in the same run: the FMA rate for F16, the int8 multiply-add
@@ -126,7 +126,7 @@ int main(int argc, char **argv) {
     const ag_kernels *k = ag_kernels_get();
     static const size_t shapes[][2] = {{2816, 1024}, {1024, 2816}};
     static const size_t tokens[] = {1, 16, 512};
-    static const ag_dtype types[] = {AG_DTYPE_F16, AG_DTYPE_Q8_0, AG_DTYPE_Q4_0, AG_DTYPE_Q3_K, AG_DTYPE_Q4_K, AG_DTYPE_Q5_K, AG_DTYPE_Q6_K};
+    static const ag_dtype types[] = {AG_DTYPE_F16, AG_DTYPE_Q8_0, AG_DTYPE_Q4_0, AG_DTYPE_Q2_K, AG_DTYPE_Q3_K, AG_DTYPE_Q4_K, AG_DTYPE_Q5_K, AG_DTYPE_Q6_K};
     const double fp_peak = ceiling(false, reps), int8_peak = ceiling(true, reps);
     printf("one thread, %s kernels, best of %d: GMAC/s; measured ceilings: FMA %.1f, int8 %.1f GMAC/s\n"
            "| weights | rows x n | tokens | repacked | in place | ratio | %% of peak (repacked, in place) |\n"

@@ -47,6 +47,7 @@ ag_dtype ag_wtype_act(ag_wtype w) {
     case AG_W_Q5_1:
     case AG_W_IQ4_NL: return AG_DTYPE_Q8_0;
     case AG_W_Q2_K:
+    case AG_W_Q2_K_R16:
     case AG_W_Q3_K:
     case AG_W_Q3_K_R16:
     case AG_W_Q4_K:
@@ -398,7 +399,7 @@ const ag_kernels ag_kernels_generic = {
                matmul_q2_k_generic, matmul_q3_k_generic, matmul_q4_k_generic, matmul_q5_k_generic, matmul_q6_k_generic,
                ag_kern_matmul_q8_0_r16_generic, ag_kern_matmul_q4_0_r16_generic, ag_kern_matmul_f16_r16_generic,
                ag_kern_matmul_q4_k_r16_generic, ag_kern_matmul_q6_k_r16_generic, ag_kern_matmul_q5_k_r16_generic,
-               ag_kern_matmul_q3_k_r16_generic},
+               ag_kern_matmul_q3_k_r16_generic, ag_kern_matmul_q2_k_r16_generic},
     .quantize_q8_0 = quantize_q8_0_generic,
     .quantize_q8_k = quantize_q8_k_generic,
     .attn_pv = attn_pv_generic,

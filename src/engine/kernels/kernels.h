@@ -53,6 +53,7 @@ typedef enum ag_wtype {
     AG_W_Q6_K_R16,
     AG_W_Q5_K_R16,
     AG_W_Q3_K_R16,
+    AG_W_Q2_K_R16,
     AG_W_COUNT
 } ag_wtype;
 
@@ -170,6 +171,8 @@ static inline size_t ag_r16_q6k_qh(int m, int k) { return 256 + (size_t)((m * 4 
  * m at AG_R16_Q3K_QL + (8m + k) * 64), d; the file's 16 x 110 and 64 more.
  */
 enum { AG_R16_Q3K_QH = 256, AG_R16_Q3K_QL = 256 + 512, AG_R16_Q3K_D = 256 + 512 + 1024, AG_R16_Q3K_SB = 256 + 512 + 1024 + 32 };
+/* A repacked Q2_K group's super-block: the file's scale bytes (scale | min << 4) as Q6_K's scales, Q3_K's 16 level pieces, d, dmin. */
+enum { AG_R16_Q2K_QL = 256, AG_R16_Q2K_D = 256 + 1024, AG_R16_Q2K_SB = 256 + 1024 + 64 };
 /* The repacked type of w, or -1 when it has none. */
 int ag_wtype_repacked(ag_wtype w);
 /* Bytes of one 16-row group of rows of n elements in repacked type r (a multiple of 64). */
@@ -202,6 +205,8 @@ void ag_kern_matmul_q4_0_r16_generic(const void *w, size_t w_stride, const void 
 void ag_kern_matmul_q6_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q3_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q2_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q5_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy);

@@ -691,15 +691,17 @@ AG_R16K_PRODUCT(q5_k, r16_q5_k_tile, r16_q5_k, AG_R16K5_CMAX, AG_R16_CASES_4)
  * madd with the rows' scale (signed, in both int16 halves of a lane).  The
  * -32 offset is -32 times the scales against the token's group sums (the
  * Q8_K bsums, two to a madd).  Exact integers, so the generic twin's bits.
- * Q3_K (Q3) takes the same walk: a level (0..7) is its piece's bits 2j OR
- * its high bit moved to bit 2, and the offset is -4.
+ * Q3_K (K = 3) takes the same walk: a level (0..7) is its piece's bits 2j
+ * OR its high bit moved to bit 2, and the offset is -4.  So does Q2_K
+ * (K = 2): levels 0..3, each scale byte scale | min << 4, and its mins
+ * against the group sums a second term, as Q4_K's.
  */
-/* The 8 rows' scale of group q (0..15) of half h, each lane holding it in both int16 halves. */
-AG_INLINE __m256i q6k_scale(const char *S, int q, int h) {
+/* The 8 rows' scale of group q (0..15) of half h, each lane holding it in both int16 halves (Q2_K's: the low 4 bits). */
+AG_INLINE __m256i k36_scale(const char *S, int q, int h, const int K) {
     const __m128i v = _mm_load_si128((const __m128i *)(S + AG_R16_Q6K_SCALES + q / 2 * 32 + h * 16));
-    const __m128i dup = _mm_add_epi8(_mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
-                                     _mm_set1_epi8((char)(q % 2)));
-    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(v, dup));
+    const __m128i dup = _mm_shuffle_epi8(v, _mm_add_epi8(_mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14),
+                                                          _mm_set1_epi8((char)(q % 2))));
+    return K == 2 ? _mm256_and_si256(_mm256_cvtepu8_epi16(dup), _mm256_set1_epi16(15)) : _mm256_cvtepi8_epi16(dup);
 }
 /* Levels of elements 128m + 32j + 4k .. +3 (k 0..7) of the 8 rows of half h. */
 AG_INLINE __m256i q6k_levels(const char *S, int m, int j, int k, int h) {
@@ -713,20 +715,26 @@ AG_INLINE __m256i q6k_levels(const char *S, int m, int j, int k, int h) {
                                  : _mm256_srli_epi16(b, 2);
     return _mm256_or_si256(nib, _mm256_and_si256(top, hi2));
 }
-/* Q3_K's: elements 128m + 32j + 4k .. +3 (k 0..7) of the 8 rows of half h, bits 2j of the low piece and bit 4m + j moved to bit 2. */
-AG_INLINE __m256i q3k_levels(const char *S, int m, int j, int k, int h) {
-    const __m256i v = _mm256_load_si256((const __m256i *)(S + AG_R16_Q3K_QL + (8 * m + k) * 64 + h * 32));
+/*
+ * Q3_K's (K = 3) or Q2_K's: elements 128m + 32j + 4k .. +3 (k 0..7) of the 8
+ * rows of half h, bits 2j of the low piece (and Q3_K's bit 4m + j moved to bit 2).
+ */
+AG_INLINE __m256i q23k_levels(const char *S, int m, int j, int k, int h, const int K) {
+    const __m256i v =
+        _mm256_load_si256((const __m256i *)(S + (K == 3 ? AG_R16_Q3K_QL : AG_R16_Q2K_QL) + (8 * m + k) * 64 + h * 32));
+    const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), _mm256_set1_epi8(3));
+    if (K == 2) return lo;
     const __m256i b = _mm256_load_si256((const __m256i *)(S + AG_R16_Q3K_QH + k * 64 + h * 32));
     const int t = 4 * m + j; /* at most 7: a 16-bit shift right by t - 2 <= 5 keeps bit 2 within the byte */
     const __m256i top = t >= 2 ? _mm256_srli_epi16(b, t - 2) : _mm256_slli_epi16(b, 2 - t);
-    return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * j), _mm256_set1_epi8(3)),
-                           _mm256_and_si256(top, _mm256_set1_epi8(4)));
+    return _mm256_or_si256(lo, _mm256_and_si256(top, _mm256_set1_epi8(4)));
 }
 #define AG_R16K6_CMAX 4
-/* Q6_K, or (Q3) Q3_K: the same walk over the scales and the 16 groups, with Q3_K's levels and offset 4. */
+/* Q6_K, Q3_K or Q2_K (K = 6, 3, 2): the same walk over the scales and the 16 groups. */
 AG_INLINE void r16_k36(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
-                       const int h0, const int NH, const int PF, const int Q3) {
-    const size_t SB = Q3 ? AG_R16_Q3K_SB : AG_R16_Q6K_SB;
+                       const int h0, const int NH, const int PF, const int K) {
+    const size_t SB = K == 2 ? AG_R16_Q2K_SB : K == 3 ? AG_R16_Q3K_SB : AG_R16_Q6K_SB;
+    const size_t D = K == 2 ? AG_R16_Q2K_D : K == 3 ? AG_R16_Q3K_D : AG_R16_Q6K_D;
     __m256 acc[AG_R16K6_CMAX][2];
     for (int c = 0; c < C; c++)
         for (int h = 0; h < NH; h++) acc[c][h] = _mm256_setzero_ps();
@@ -744,13 +752,13 @@ AG_INLINE void r16_k36(const char *g, size_t n, const char *x, size_t xs, float 
             for (int k = 0; k < 8; k += 2) /* a chunk: elements 4k..4k+7 (+32j) of half m */
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) {
-                    if (PF) r16_prefetch(S + AG_R16K_AHEAD * SB, SB, m * 16 + k * 2 + j, Q3 ? 1 : 2);
+                    if (PF) r16_prefetch(S + AG_R16K_AHEAD * SB, SB, m * 16 + k * 2 + j, K == 6 ? 2 : 1);
                     __m256i sc[2]; /* group q = 8m + 2j + k / 4: elements 16q..16q+15 */
                     __m256i l0[2], l1[2];
                     for (int h = 0; h < NH; h++) {
-                        sc[h] = q6k_scale(S, 8 * m + 2 * j + k / 4, h0 + h);
-                        l0[h] = Q3 ? q3k_levels(S, m, j, k, h0 + h) : q6k_levels(S, m, j, k, h0 + h);
-                        l1[h] = Q3 ? q3k_levels(S, m, j, k + 1, h0 + h) : q6k_levels(S, m, j, k + 1, h0 + h);
+                        sc[h] = k36_scale(S, 8 * m + 2 * j + k / 4, h0 + h, K);
+                        l0[h] = K == 6 ? q6k_levels(S, m, j, k, h0 + h) : q23k_levels(S, m, j, k, h0 + h, K);
+                        l1[h] = K == 6 ? q6k_levels(S, m, j, k + 1, h0 + h) : q23k_levels(S, m, j, k + 1, h0 + h, K);
                     }
                     for (int c = 0; c < C; c++) {
                         const int8_t *xq = xb[c]->qs + 128 * m + 32 * j + 4 * k;
@@ -769,23 +777,31 @@ AG_INLINE void r16_k36(const char *g, size_t n, const char *x, size_t xs, float 
                 __m256i msum = _mm256_setzero_si256();
                 for (int p = 0; p < 8; p++) {
                     const __m128i sp = _mm_load_si128((const __m128i *)(S + AG_R16_Q6K_SCALES + p * 32 + (h0 + h) * 16));
-                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepi8_epi16(sp),
-                                                                    _mm256_set1_epi32(load_i32(xb[c]->bsums + 2 * p))));
+                    const __m256i f = K == 2 ? _mm256_srli_epi16(_mm256_cvtepu8_epi16(sp), 4) : _mm256_cvtepi8_epi16(sp);
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(f, _mm256_set1_epi32(load_i32(xb[c]->bsums + 2 * p))));
                 }
-                const __m256i tot = _mm256_sub_epi32(isum[c][h], _mm256_slli_epi32(msum, Q3 ? 2 : 5));
-                const __m256 dw =
-                    _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(S + (Q3 ? AG_R16_Q3K_D : AG_R16_Q6K_D)) + h0 + h));
-                acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(dw, dx), acc[c][h]);
+                const __m128i *d = (const __m128i *)(S + D) + h0 + h; /* Q2_K's dmin two vectors on */
+                const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(d));
+                if (K == 2) {
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c][h]), _mm256_mul_ps(dw, dx), acc[c][h]);
+                    acc[c][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(d + 2)), dx),
+                                                 acc[c][h]);
+                } else {
+                    const __m256i tot = _mm256_sub_epi32(isum[c][h], _mm256_slli_epi32(msum, K == 3 ? 2 : 5));
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(dw, dx), acc[c][h]);
+                }
             }
         }
     }
     for (int c = 0; c < C; c++)
         for (int h = 0; h < NH; h++) _mm256_storeu_ps(y + c * ldy + (h0 + h) * 8, acc[c][h]);
 }
-AG_R16K_BIND(r16_q6_k, r16_k36, 0)
-AG_R16K_BIND(r16_q3_k, r16_k36, 1)
+AG_R16K_BIND(r16_q6_k, r16_k36, 6)
+AG_R16K_BIND(r16_q3_k, r16_k36, 3)
+AG_R16K_BIND(r16_q2_k, r16_k36, 2)
 AG_R16K_PRODUCT(q6_k, r16_q6_k, r16_q6_k, AG_R16K6_CMAX, AG_R16_CASES_4)
 AG_R16K_PRODUCT(q3_k, r16_q3_k, r16_q3_k, AG_R16K6_CMAX, AG_R16_CASES_4)
+AG_R16K_PRODUCT(q2_k, r16_q2_k, r16_q2_k, AG_R16K6_CMAX, AG_R16_CASES_4)
 
 /*
  * Repacked F16 (repack.c): 16 rows as two 8-lane halves converted once per
@@ -837,7 +853,8 @@ const ag_kernels ag_kernels_avx2 = {
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q8_0, matmul_q4_0, ag_kern_matmul_q4_1_generic, matmul_q5_0,
                ag_kern_matmul_q5_1_generic, matmul_iq4_nl, matmul_q2_k, matmul_q3_k, matmul_q4_k, matmul_q5_k,
                matmul_q6_k, matmul_q8_0_r16, matmul_q4_0_r16, matmul_f16_r16, ag_kern_matmul_q4_k_r16_avx2,
-               ag_kern_matmul_q6_k_r16_avx2, ag_kern_matmul_q5_k_r16_avx2, ag_kern_matmul_q3_k_r16_avx2},
+               ag_kern_matmul_q6_k_r16_avx2, ag_kern_matmul_q5_k_r16_avx2, ag_kern_matmul_q3_k_r16_avx2,
+               ag_kern_matmul_q2_k_r16_avx2},
     .quantize_q8_0 = ag_kern_quantize_q8_0_avx2,
     .quantize_q8_k = ag_kern_quantize_q8_k_avx2,
     .attn_pv = ag_kern_attn_pv_avx2,

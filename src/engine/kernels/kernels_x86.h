@@ -396,6 +396,8 @@ void ag_kern_matmul_q6_k_r16_avx2(const void *w, size_t gs, const void *x, size_
                                   size_t T, float *y, size_t ldy);
 void ag_kern_matmul_q3_k_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1,
                                   size_t T, float *y, size_t ldy);
+void ag_kern_matmul_q2_k_r16_avx2(const void *w, size_t gs, const void *x, size_t xs, size_t n, size_t r0, size_t r1,
+                                  size_t T, float *y, size_t ldy);
 float ag_kern_softmax_exp_avx2(float *row, int n, float mx);
 void ag_kern_silu_mul_avx2(float *g, const float *u, size_t n);
 void ag_kern_attn_pv_f16_avx2(float *o, const float *p, const void *v, size_t vstride, size_t d, int n);

@@ -1,5 +1,5 @@
 /*
- * repack.c - F16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K and Q6_K weights rewritten at load into
+ * repack.c - F16, Q8_0, Q4_0 and the K-quants' weights rewritten at load into
  * 16-row groups, and the generic twins of their products.
  *
  * Why: a product that walks a file's rows in place needs, per 32-element
@@ -111,6 +111,15 @@
  *   d: 16 fp16, the file's.
  * 1824 bytes for the file's 16 x 110: 4% more (the scales unpacked to a
  * byte each).  Row r's result is Q6_K's with the levels q 0..7 and -4 for -32.
+ *
+ * Q2_K (super-blocks of 256: 16 groups of 16, each with a byte scale | min
+ * << 4, 2-bit levels packed as Q3_K's low bits, d and dmin) per super-block
+ * of the 16 rows, AG_R16_Q2K_SB bytes: the scale bytes where Q6_K's scales
+ * are, Q3_K's 16 pieces of levels, then d and dmin (16 fp16 each): the
+ * file's 16 x 84, no byte more.  Row r's result is Q4_K's two terms,
+ *   acc = fma((float)isum, d_w * d_x, acc); acc = fma(-(float)msum, dmin_w * d_x, acc)
+ *   isum = sum_g sc_g * sum_{e in g} q_e x_e,  msum = sum_g m_g * sum_{e in g} x_e
+ * over the 16 groups, levels 0..3.
  */
 #include "engine/kernels/kernels.h"
 
@@ -126,6 +135,7 @@ int ag_wtype_repacked(ag_wtype w) {
     case AG_W_Q5_K: return AG_W_Q5_K_R16;
     case AG_W_Q6_K: return AG_W_Q6_K_R16;
     case AG_W_Q3_K: return AG_W_Q3_K_R16;
+    case AG_W_Q2_K: return AG_W_Q2_K_R16;
     default: return -1;
     }
 }
@@ -139,6 +149,7 @@ size_t ag_kern_repack_group_bytes(ag_wtype r, size_t n) {
     if (r == AG_W_Q5_K_R16) return n / AG_QK_K * AG_R16_Q5K_SB;
     if (r == AG_W_Q6_K_R16) return (n / AG_QK_K * AG_R16_Q6K_SB + 63) / 64 * 64;
     if (r == AG_W_Q3_K_R16) return (n / AG_QK_K * AG_R16_Q3K_SB + 63) / 64 * 64;
+    if (r == AG_W_Q2_K_R16) return n / AG_QK_K * AG_R16_Q2K_SB;
     size_t nb = n / 32;
     return (nb * (levels_bytes(r) + 16 * sizeof(uint16_t)) + 63) / 64 * 64;
 }
@@ -181,10 +192,14 @@ static void repack_k45(ag_wtype w, const void *src, size_t src_stride, size_t ro
             }
 }
 
-/* Q6_K or Q3_K (w): signed scales first, then the pieces, then d. */
+/* The bytes of one repacked super-block of Q6_K, Q3_K or Q2_K (w). */
+static size_t k36_sb_bytes(ag_wtype w) {
+    return w == AG_W_Q2_K ? AG_R16_Q2K_SB : w == AG_W_Q3_K ? AG_R16_Q3K_SB : AG_R16_Q6K_SB;
+}
+
+/* Q6_K, Q3_K or Q2_K (w): a scale byte per group and row first, then the level pieces, then d (and Q2_K's dmin). */
 static void repack_k36(ag_wtype w, const void *src, size_t src_stride, size_t rows, size_t n, void *dst) {
-    const bool q3 = w == AG_W_Q3_K;
-    const size_t nsb = n / AG_QK_K, sb = q3 ? AG_R16_Q3K_SB : AG_R16_Q6K_SB;
+    const size_t nsb = n / AG_QK_K, sb = k36_sb_bytes(w);
     const size_t gb = ag_kern_repack_group_bytes((ag_wtype)ag_wtype_repacked(w), n);
     for (size_t g = 0; g < rows / AG_REPACK_ROWS; g++) {
         memset((uint8_t *)dst + g * gb + nsb * sb, 0, gb - nsb * sb);
@@ -192,14 +207,21 @@ static void repack_k36(ag_wtype w, const void *src, size_t src_stride, size_t ro
             const char *row = (const char *)src + (g * AG_REPACK_ROWS + i) * src_stride;
             for (size_t s = 0; s < nsb; s++) {
                 uint8_t *S = (uint8_t *)dst + g * gb + s * sb;
-                int8_t sc[16];
-                uint16_t d;
-                if (q3) {
+                uint8_t sc[16];
+                uint16_t *d;
+                if (w == AG_W_Q2_K) {
+                    const ag_block_q2_k *q = (const ag_block_q2_k *)row + s;
+                    for (int k = 0; k < 16; k++) memcpy(S + AG_R16_Q2K_QL + k * 64 + 4 * i, q->qs + 4 * k, 4);
+                    memcpy(sc, q->scales, 16);
+                    d = (uint16_t *)(S + AG_R16_Q2K_D);
+                    d[i] = q->d, d[16 + i] = q->dmin;
+                } else if (w == AG_W_Q3_K) {
                     const ag_block_q3_k *q = (const ag_block_q3_k *)row + s;
                     for (int k = 0; k < 8; k++) memcpy(S + AG_R16_Q3K_QH + k * 64 + 4 * i, q->hmask + 4 * k, 4);
                     for (int k = 0; k < 16; k++) memcpy(S + AG_R16_Q3K_QL + k * 64 + 4 * i, q->qs + 4 * k, 4);
-                    for (int j = 0; j < 16; j++) sc[j] = (int8_t)ag_q3k_scale(j, q->scales);
-                    d = q->d;
+                    for (int j = 0; j < 16; j++) sc[j] = (uint8_t)ag_q3k_scale(j, q->scales);
+                    d = (uint16_t *)(S + AG_R16_Q3K_D);
+                    d[i] = q->d;
                 } else {
                     const ag_block_q6_k *q = (const ag_block_q6_k *)row + s;
                     for (int m = 0; m < 2; m++)
@@ -207,10 +229,10 @@ static void repack_k36(ag_wtype w, const void *src, size_t src_stride, size_t ro
                     for (int m = 0; m < 2; m++)
                         for (int k = 0; k < 8; k++) memcpy(S + ag_r16_q6k_qh(m, k) + 4 * i, q->qh + 32 * m + 4 * k, 4);
                     memcpy(sc, q->scales, 16);
-                    d = q->d;
+                    d = (uint16_t *)(S + AG_R16_Q6K_D);
+                    d[i] = q->d;
                 }
-                for (int j = 0; j < 16; j++) S[AG_R16_Q6K_SCALES + j / 2 * 32 + 2 * i + j % 2] = (uint8_t)sc[j];
-                ((uint16_t *)(S + (q3 ? AG_R16_Q3K_D : AG_R16_Q6K_D)))[i] = d;
+                for (int j = 0; j < 16; j++) S[AG_R16_Q6K_SCALES + j / 2 * 32 + 2 * i + j % 2] = sc[j];
             }
         }
     }
@@ -225,7 +247,7 @@ void ag_kern_repack(ag_wtype w, const void *src, size_t src_stride, size_t rows,
         repack_k45(w, src, src_stride, rows, n, dst);
         return;
     }
-    if (w == AG_W_Q6_K || w == AG_W_Q3_K) {
+    if (w == AG_W_Q6_K || w == AG_W_Q3_K || w == AG_W_Q2_K) {
         repack_k36(w, src, src_stride, rows, n, dst);
         return;
     }
@@ -368,37 +390,54 @@ static int q6_level_r16(const uint8_t *S, size_t i, int e) {
     return (j < 2 ? v & 15 : v >> 4) | ((h >> (2 * j)) & 3) << 4;
 }
 
-/* Level (0..7, the file's q + 4) of element e of row i in a repacked Q3_K super-block S. */
-static int q3_level_r16(const uint8_t *S, size_t i, int e) {
+/* Level of element e of row i in a repacked Q3_K (0..7, the file's q + 4) or Q2_K (0..3) super-block S. */
+static int q23_level_r16(const uint8_t *S, size_t i, int e, bool q3) {
     const int m = e / 128, j = (e % 128) / 32, l = e % 32;
-    const uint8_t v = S[AG_R16_Q3K_QL + (8 * m + l / 4) * 64 + 4 * i + l % 4];
-    const uint8_t h = S[AG_R16_Q3K_QH + (l / 4) * 64 + 4 * i + l % 4];
-    return (v >> (2 * j) & 3) | (h >> (4 * m + j) & 1) << 2;
+    const uint8_t v = S[(q3 ? AG_R16_Q3K_QL : AG_R16_Q2K_QL) + (8 * m + l / 4) * 64 + 4 * i + l % 4];
+    const int hi = q3 ? (S[AG_R16_Q3K_QH + (l / 4) * 64 + 4 * i + l % 4] >> (4 * m + j) & 1) << 2 : 0;
+    return (v >> (2 * j) & 3) | hi;
 }
 
-/* A Q6_K (or, q3, Q3_K) super-block: levels offset by 32 (4), signed scales per 16, one d. */
-static float k36_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc, bool q3) {
+/*
+ * A Q6_K, Q3_K or Q2_K (K = 6, 3, 2) super-block: a scale per 16 elements.
+ * Q6_K and Q3_K: signed scales, levels offset by 32 (4), one d; Q2_K:
+ * scale | min << 4 and Q4_K's two terms.
+ */
+static float k36_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc, int K) {
     int32_t isum = 0, msum = 0;
     for (int q = 0; q < 16; q++) {
         int32_t p = 0;
-        for (int e = 16 * q; e < 16 * q + 16; e++) p += (q3 ? q3_level_r16(S, i, e) : q6_level_r16(S, i, e)) * xb->qs[e];
-        const int sc = (int8_t)S[AG_R16_Q6K_SCALES + q / 2 * 32 + 2 * i + q % 2];
+        for (int e = 16 * q; e < 16 * q + 16; e++) p += (K == 6 ? q6_level_r16(S, i, e) : q23_level_r16(S, i, e, K == 3)) * xb->qs[e];
+        const uint8_t b = S[AG_R16_Q6K_SCALES + q / 2 * 32 + 2 * i + q % 2];
+        const int sc = K == 2 ? b & 15 : (int8_t)b;
         isum += sc * p;
-        msum += sc * xb->bsums[q];
+        msum += (K == 2 ? b >> 4 : sc) * xb->bsums[q];
     }
-    const uint16_t d = ((const uint16_t *)(S + (q3 ? AG_R16_Q3K_D : AG_R16_Q6K_D)))[i];
-    return fmaf((float)(isum - (q3 ? 4 : 32) * msum), ag_f16_to_f32(d) * xb->d, acc);
+    const uint16_t *d = (const uint16_t *)(S + (K == 2 ? AG_R16_Q2K_D : K == 3 ? AG_R16_Q3K_D : AG_R16_Q6K_D));
+    if (K == 2) {
+        acc = fmaf((float)isum, ag_f16_to_f32(d[i]) * xb->d, acc);
+        return fmaf(-(float)msum, ag_f16_to_f32(d[16 + i]) * xb->d, acc);
+    }
+    return fmaf((float)(isum - (K == 3 ? 4 : 32) * msum), ag_f16_to_f32(d[i]) * xb->d, acc);
 }
 static float q6_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
-    return k36_r16_block(S, i, xb, acc, false);
+    return k36_r16_block(S, i, xb, acc, 6);
 }
 static float q3_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
-    return k36_r16_block(S, i, xb, acc, true);
+    return k36_r16_block(S, i, xb, acc, 3);
+}
+static float q2_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
+    return k36_r16_block(S, i, xb, acc, 2);
 }
 
 void ag_kern_matmul_q3_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
     matmul_r16k_generic(AG_R16_Q3K_SB, q3_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
+}
+
+void ag_kern_matmul_q2_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
+                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
+    matmul_r16k_generic(AG_R16_Q2K_SB, q2_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
 }
 
 void ag_kern_matmul_q6_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
