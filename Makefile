@@ -89,6 +89,7 @@ bench: release
 	@bench/tokenizer/run build/bin/autoglm build/bench/bench/bench_tokenizer
 	@bench/engine/run build/bin/autoglm build/bench/bench/bench_engine
 	@build/bench/bench/bench_kernels
+	@build/bench/bench/bench_stream
 	@build/bench/bench/bench_sampler
 	@bench/engine/kquants build/bin/autoglm
 	@build/bench/bench/bench_grammar build/fixtures/qwen2.gguf qwen2 build/fixtures/llama3.gguf llama3 build/fixtures/llama2.gguf llama2
