@@ -346,6 +346,14 @@ static void matmul_r16k_generic(size_t sb_bytes, r16k_block_fn block, const void
             }
 }
 
+/* ag_kern_matmul_<T>_r16_generic: the walk over super-blocks of SB bytes, each one's terms CALL (of S, i, xb, acc). */
+#define R16K_TWIN(T, SB, CALL)                                                                                         \
+    static float T##_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) { return CALL; }       \
+    void ag_kern_matmul_##T##_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,    \
+                                          size_t r0, size_t r1, size_t T_, float *y, size_t ldy) {                     \
+        matmul_r16k_generic(SB, T##_r16_block, w, w_stride, x, x_stride, n, r0, r1, T_, y, ldy);                       \
+    }
+
 /* A Q4_K super-block (Q5_K's after its fifth bits at S - AG_R16_Q5K_QH when q5). */
 static float k45_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc, bool q5) {
     const uint16_t *d = (const uint16_t *)(S + AG_R16_Q4K_D);
@@ -364,22 +372,8 @@ static float k45_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, 
     acc = fmaf((float)isum, ag_f16_to_f32(d[i]) * xb->d, acc);
     return fmaf(-(float)msum, ag_f16_to_f32(d[16 + i]) * xb->d, acc);
 }
-static float q4_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
-    return k45_r16_block(S, i, xb, acc, false);
-}
-static float q5_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
-    return k45_r16_block(S + AG_R16_Q5K_QH, i, xb, acc, true);
-}
-
-void ag_kern_matmul_q4_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
-                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
-    matmul_r16k_generic(AG_R16_Q4K_SB, q4_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
-}
-
-void ag_kern_matmul_q5_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
-                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
-    matmul_r16k_generic(AG_R16_Q5K_SB, q5_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
-}
+R16K_TWIN(q4_k, AG_R16_Q4K_SB, k45_r16_block(S, i, xb, acc, false))
+R16K_TWIN(q5_k, AG_R16_Q5K_SB, k45_r16_block(S + AG_R16_Q5K_QH, i, xb, acc, true))
 
 /* Level (0..63) of element e (0..255) of row i in a repacked Q6_K super-block S. */
 static int q6_level_r16(const uint8_t *S, size_t i, int e) {
@@ -420,30 +414,9 @@ static float k36_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, 
     }
     return fmaf((float)(isum - (K == 3 ? 4 : 32) * msum), ag_f16_to_f32(d[i]) * xb->d, acc);
 }
-static float q6_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
-    return k36_r16_block(S, i, xb, acc, 6);
-}
-static float q3_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
-    return k36_r16_block(S, i, xb, acc, 3);
-}
-static float q2_k_r16_block(const uint8_t *S, size_t i, const ag_block_q8_k *xb, float acc) {
-    return k36_r16_block(S, i, xb, acc, 2);
-}
-
-void ag_kern_matmul_q3_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
-                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
-    matmul_r16k_generic(AG_R16_Q3K_SB, q3_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
-}
-
-void ag_kern_matmul_q2_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
-                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
-    matmul_r16k_generic(AG_R16_Q2K_SB, q2_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
-}
-
-void ag_kern_matmul_q6_k_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
-                                     size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
-    matmul_r16k_generic(AG_R16_Q6K_SB, q6_k_r16_block, w, w_stride, x, x_stride, n, r0, r1, T, y, ldy);
-}
+R16K_TWIN(q6_k, AG_R16_Q6K_SB, k36_r16_block(S, i, xb, acc, 6))
+R16K_TWIN(q3_k, AG_R16_Q3K_SB, k36_r16_block(S, i, xb, acc, 3))
+R16K_TWIN(q2_k, AG_R16_Q2K_SB, k36_r16_block(S, i, xb, acc, 2))
 
 void ag_kern_matmul_q8_0_r16_generic(const void *w, size_t w_stride, const void *x, size_t x_stride, size_t n,
                                      size_t r0, size_t r1, size_t T, float *y, size_t ldy) {
