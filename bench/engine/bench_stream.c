@@ -49,7 +49,7 @@ static float frand(uint64_t *s) {
     return (float)((*s >> 40) * 0x1p-24) - 0.5f;
 }
 
-/* The bytes at p, 64 at a time (n a multiple of 64 rounded down), XORed: 8 independent lanes, which the compiler may vectorize. */
+/* The first n / 64 * 64 bytes at p XORed together, in 8 independent lanes the compiler may vectorize. */
 static uint64_t read_bytes(const char *p, size_t n) {
     uint64_t acc[8] = {0};
     for (const uint64_t *q = (const uint64_t *)p, *e = q + n / 64 * 8; q < e; q += 8) {
@@ -92,19 +92,21 @@ static void *worker(void *a) {
     }
 }
 
+static void usage(void) {
+    fprintf(stderr, "usage: bench_stream [ROUNDS [THREADS [MIB]]] (ROUNDS 1..1000, THREADS 1..%d, MIB 8..65536)\n",
+            MAX_THREADS);
+    exit(2);
+}
+
 static long parse(const char *a, long lo, long hi) {
     char *end;
     long v = strtol(a, &end, 10);
-    if (*end || v < lo || v > hi) {
-        fprintf(stderr, "usage: bench_stream [ROUNDS [THREADS [MIB]]] (ROUNDS 1..1000, THREADS 1..%d, MIB 8..65536)\n",
-                MAX_THREADS);
-        exit(2);
-    }
+    if (*end || v < lo || v > hi) usage();
     return v;
 }
 
 int main(int argc, char **argv) {
-    if (argc > 4) parse("x", 0, 0);
+    if (argc > 4) usage();
     const int rounds = argc > 1 ? (int)parse(argv[1], 1, 1000) : 10;
     const int threads = argc > 2 ? (int)parse(argv[2], 1, MAX_THREADS) : 2;
     const size_t mib = argc > 3 ? (size_t)parse(argv[3], 8, 65536) : 96;

@@ -516,17 +516,22 @@ AG_INLINE __m256i bit_to_4(__m256i b, const int bit) {
  * plus isum's term and minus the mins' (the rows' mins against the token's
  * sub-block sums, two to a madd), each times its fp16 scale and the token's d.
  */
+/*
+ * acc + isum * d_w * d_x - msum * dmin_w * d_x, the two terms of a
+ * super-block with mins (Q4_K, Q5_K, Q2_K): d holds the half's 8 fp16 d,
+ * its dmin two vectors on.
+ */
+AG_INLINE __m256 r16k_min_terms(__m256 acc, __m256i isum, __m256i msum, const __m128i *d, __m256 dx) {
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(d)), dx), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(d + 2)), dx), acc);
+}
 AG_INLINE __m256 k45_finish(const char *S, const ag_block_q8_k *x, __m256i isum, const int h, __m256 acc) {
-    const __m256 dx = _mm256_set1_ps(x->d);
-    const __m128i *d = (const __m128i *)(S + AG_R16_Q4K_D) + h; /* dmin two vectors on */
     __m256i msum = _mm256_setzero_si256();
     for (int p = 0; p < 4; p++) {
         const __m128i m = _mm_load_si128((const __m128i *)(S + AG_R16_Q4K_MINS + p * 32 + h * 16));
         msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_cvtepu8_epi16(m), _mm256_set1_epi32(q8k_sum_pair(x, p))));
     }
-    const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(d)), mw = _mm256_cvtph_ps(_mm_load_si128(d + 2));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc);
-    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(mw, dx), acc);
+    return r16k_min_terms(acc, isum, msum, (const __m128i *)(S + AG_R16_Q4K_D) + h, _mm256_set1_ps(x->d));
 }
 /* Q5_K's level vectors of piece k (8 rows x 4 elements) of chunk j, half h: sub-block 2j's (lo) and 2j + 1's (hi). */
 AG_INLINE void q5k_levels(const char *B, int j, int k, int h, __m256i *lo, __m256i *hi) {
@@ -780,15 +785,13 @@ AG_INLINE void r16_k36(const char *g, size_t n, const char *x, size_t xs, float 
                     const __m256i f = K == 2 ? _mm256_srli_epi16(_mm256_cvtepu8_epi16(sp), 4) : _mm256_cvtepi8_epi16(sp);
                     msum = _mm256_add_epi32(msum, _mm256_madd_epi16(f, _mm256_set1_epi32(load_i32(xb[c]->bsums + 2 * p))));
                 }
-                const __m128i *d = (const __m128i *)(S + D) + h0 + h; /* Q2_K's dmin two vectors on */
-                const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(d));
+                const __m128i *d = (const __m128i *)(S + D) + h0 + h;
                 if (K == 2) {
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c][h]), _mm256_mul_ps(dw, dx), acc[c][h]);
-                    acc[c][h] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(d + 2)), dx),
-                                                 acc[c][h]);
+                    acc[c][h] = r16k_min_terms(acc[c][h], isum[c][h], msum, d, dx);
                 } else {
                     const __m256i tot = _mm256_sub_epi32(isum[c][h], _mm256_slli_epi32(msum, K == 3 ? 2 : 5));
-                    acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(dw, dx), acc[c][h]);
+                    acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(d)), dx),
+                                                acc[c][h]);
                 }
             }
         }
