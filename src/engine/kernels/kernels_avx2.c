@@ -315,73 +315,49 @@ AG_INLINE void r16_prefetch(const char *N, size_t bytes, int step, const int LPS
         if ((size_t)(step * LPS + i) * 64 < bytes) __asm__ volatile("prefetcht0 %0" ::"m"(N[(step * LPS + i) * 64]));
 }
 /*
- * The repacked products (repack.c) with 8 rows to a ymm: each 16-row group in
- * two halves, so C int32 sums and C float accumulators fit the 16
- * registers.  Without VNNI a lane's four products are maddubs (pairs into
- * int16) and madd with ones into int32.  Q4_0's levels 0..15 go in as they
- * are: a pair is at most 2 * 15 * 127, so a block's eight maddubs add up in
- * int16 (at most 30480) and take one madd; the lanes start at -8 * sum(x).
- * Q8_0's are made signed again and multiplied in ggml's abs/sign form (a
- * pair is at most 2 * 128 * 127), one madd per maddubs.  The integer sums
- * are exact, so the results are the generic twin's bits.
+ * The repacked Q8_0 and Q4_0 products (repack.c), 8 rows to a ymm.  Without
+ * VNNI a lane's four products are maddubs (pairs into int16) and madd with
+ * ones into int32.  Q8_0's levels are made signed again and multiplied in
+ * ggml's abs/sign form (a pair is at most 2 * 128 * 127), one madd per
+ * maddubs, each 16-row group in two halves so C int32 sums and C float
+ * accumulators fit the 16 registers.  The integer sums are exact, so the
+ * results are the generic twin's bits.
  */
 #define AG_R16_CMAX 4
-#define R16_TILE(NAME, K, ...)                                                                                         \
-    AG_INLINE void NAME(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,         \
-                        const int first) {                                                                             \
-        const size_t nb = n / 32;                                                                                      \
-        const uint16_t *d = (const uint16_t *)(g + nb * (K) * 64);                                                     \
-        const size_t gs = ag_kern_repack_group_bytes((K) == 8 ? AG_W_Q8_0_R16 : AG_W_Q4_0_R16, n);                     \
-        for (int h = 0; h < 2; h++) {                                                                                  \
-            __m256 acc[AG_R16_CMAX];                                                                                   \
-            for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();                                                  \
-            for (size_t b = 0; b < nb; b++) {                                                                          \
-                if (first && h == 0) r16_prefetch(g + gs, gs, (int)b, (K) == 8 ? 9 : 5);                               \
-                const char *L = g + b * (K) * 64 + h * 32;                                                             \
-                __m256i isum[AG_R16_CMAX]; /* set by the block's code, which may keep int16 sums until its end */     \
-                __VA_ARGS__                                                                                            \
-                __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(d + b * 16 + h * 8)));                    \
-                for (int c = 0; c < C; c++)                                                                            \
-                    acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]),                                              \
-                                             _mm256_mul_ps(dw, _mm256_set1_ps(AG_R16_SIDE(c, b).d)), acc[c]);      \
-            }                                                                                                          \
-            for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy + h * 8, acc[c]);                                 \
-        }                                                                                                              \
-    }
-
 /* Token c's activation bytes 4i..4i+3 of block b, in every lane. */
 #define R16_X(c, i) _mm256_set1_epi32(load_i32(((const ag_block_q8_0 *)(x + (c) * xs))[b].qs + 4 * (i)))
 
-R16_TILE(r16_tile_q8_0, 8, {
+AG_INLINE void r16_tile_q8_0(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                             const int first) {
+    const size_t nb = n / 32;
+    const uint16_t *d = (const uint16_t *)(g + nb * 512);
+    const size_t gs = ag_kern_repack_group_bytes(AG_W_Q8_0_R16, n);
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int c = 0; c < C; c++) isum[c] = _mm256_setzero_si256();
-    for (int k = 0; k < 8; k++) {
-        __m256i q = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(L + k * 64)), _mm256_set1_epi8(-128));
-        __m256i aq = _mm256_abs_epi8(q);
-        for (int c = 0; c < C; c++) {
-            isum[c] = _mm256_add_epi32(isum[c],
-                                       _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(R16_X(c, k), q)), ones));
-            AG_KEEP(isum[c]);
+    for (int h = 0; h < 2; h++) {
+        __m256 acc[AG_R16_CMAX];
+        for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+        for (size_t b = 0; b < nb; b++) {
+            if (first && h == 0) r16_prefetch(g + gs, gs, (int)b, 9);
+            const char *L = g + b * 512 + h * 32;
+            __m256i isum[AG_R16_CMAX];
+            for (int c = 0; c < C; c++) isum[c] = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                __m256i q = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(L + k * 64)), _mm256_set1_epi8(-128));
+                __m256i aq = _mm256_abs_epi8(q);
+                for (int c = 0; c < C; c++) {
+                    isum[c] = _mm256_add_epi32(
+                        isum[c], _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(R16_X(c, k), q)), ones));
+                    AG_KEEP(isum[c]);
+                }
+            }
+            __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(d + b * 16 + h * 8)));
+            for (int c = 0; c < C; c++)
+                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]),
+                                         _mm256_mul_ps(dw, _mm256_set1_ps(AG_R16_SIDE(c, b).d)), acc[c]);
         }
+        for (int c = 0; c < C; c++) _mm256_storeu_ps(y + c * ldy + h * 8, acc[c]);
     }
-})
-R16_TILE(r16_tile_q4_0, 4, {
-    const __m256i lo4 = _mm256_set1_epi8(15);
-    __m256i s16[AG_R16_CMAX];
-    for (int c = 0; c < C; c++) s16[c] = _mm256_setzero_si256();
-    for (int k = 0; k < 4; k++) {
-        __m256i v = _mm256_load_si256((const __m256i *)(L + k * 64));
-        __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-        for (int c = 0; c < C; c++) {
-            s16[c] = _mm256_add_epi16(s16[c], _mm256_maddubs_epi16(lo, R16_X(c, k)));
-            AG_KEEP(s16[c]);
-            s16[c] = _mm256_add_epi16(s16[c], _mm256_maddubs_epi16(hi, R16_X(c, 4 + k)));
-            AG_KEEP(s16[c]);
-        }
-    }
-    for (int c = 0; c < C; c++)
-        isum[c] = _mm256_add_epi32(_mm256_madd_epi16(s16[c], _mm256_set1_epi16(1)), _mm256_set1_epi32(-8 * AG_R16_SIDE(c, b).sum));
-})
+}
 /*
  * A single Q8_0 token: both halves of a group in one pass, and the products
  * taken in int16 pairs instead of the tile's abs/sign form.  On Zen 3
@@ -442,46 +418,64 @@ static void r16_rows_q8_0(const void *w, size_t gs, const void *x, size_t n, siz
 }
 AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_4, AG_R16_SINGLE(r16_rows_q8_0))
 /*
- * A single Q4_0 token takes both halves of a group at once: the tile's
- * arithmetic lane for lane (so the same bits), with each activation
- * broadcast and block scale shared by the 16 rows instead of done per half.
+ * Q4_0's levels 0..15 go in as they are: a pair is at most 2 * 15 * 127, so
+ * a block's eight maddubs add up in int16 (at most 30480) and take one
+ * madd; the lanes start at -8 * sum(x).  Both halves of a group in one pass
+ * (each token's activation broadcasts shared by the 16 rows): 10% more
+ * multiply-adds a second than a half at a time with 16 tokens in
+ * bench_kernels, though C = 4 tokens' sums and accumulators no longer fit
+ * the registers (the float accumulators, touched once a block, spill).  A
+ * single token is the same tile with C = 1, which prefetches the next group
+ * as it goes: a block is 4.5 lines, the padding at most one more.
  */
-static void r16_rows_q4_0(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
+AG_INLINE void r16_tile_q4_0(const char *g, size_t n, const char *x, size_t xs, float *y, size_t ldy, const int C,
+                             const int first) {
     const size_t nb = n / 32;
-    const ag_block_q8_0 *xb = x;
-    const ag_kern_act_side *side = (const ag_kern_act_side *)((const char *)x + ag_kern_act_side_offset(n));
+    const uint16_t *d = (const uint16_t *)(g + nb * 256);
+    const size_t gs = ag_kern_repack_group_bytes(AG_W_Q4_0_R16, n);
     const __m256i lo4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-    for (size_t r = r0; r < r1; r += AG_REPACK_ROWS) {
-        const char *g = (const char *)w + r / AG_REPACK_ROWS * gs;
-        const uint16_t *d = (const uint16_t *)(g + nb * 256);
-        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (size_t b = 0; b < nb; b++) {
-            r16_prefetch(g + gs, gs, (int)b, 5); /* the next group: a block is 4.5 lines, the padding at most one more */
-            __m256i s16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-            for (int k = 0; k < 4; k++) {
-                __m256i xl = _mm256_set1_epi32(load_i32(xb[b].qs + 4 * k));
-                __m256i xh = _mm256_set1_epi32(load_i32(xb[b].qs + 16 + 4 * k));
+    __m256 acc[AG_R16_CMAX][2];
+    for (int c = 0; c < C; c++) acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        if (first) r16_prefetch(g + gs, gs, (int)b, 5);
+        __m256i s16[AG_R16_CMAX][2];
+        for (int c = 0; c < C; c++) s16[c][0] = s16[c][1] = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            __m256i lo[2], hi[2];
+            for (int h = 0; h < 2; h++) {
+                __m256i v = _mm256_load_si256((const __m256i *)(g + (b * 4 + k) * 64 + h * 32));
+                lo[h] = _mm256_and_si256(v, lo4), hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+            }
+            for (int c = 0; c < C; c++) {
+                __m256i xl = R16_X(c, k), xh = R16_X(c, 4 + k);
                 for (int h = 0; h < 2; h++) {
-                    __m256i v = _mm256_load_si256((const __m256i *)(g + (b * 4 + k) * 64 + h * 32));
-                    __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-                    s16[h] = _mm256_add_epi16(s16[h], _mm256_maddubs_epi16(lo, xl));
-                    AG_KEEP(s16[h]);
-                    s16[h] = _mm256_add_epi16(s16[h], _mm256_maddubs_epi16(hi, xh));
-                    AG_KEEP(s16[h]);
+                    s16[c][h] = _mm256_add_epi16(s16[c][h], _mm256_maddubs_epi16(lo[h], xl));
+                    AG_KEEP(s16[c][h]);
+                }
+                for (int h = 0; h < 2; h++) {
+                    s16[c][h] = _mm256_add_epi16(s16[c][h], _mm256_maddubs_epi16(hi[h], xh));
+                    AG_KEEP(s16[c][h]);
                 }
             }
-            const __m256i corr = _mm256_set1_epi32(-8 * side[b].sum);
-            const __m256 dx = _mm256_set1_ps(side[b].d);
+        }
+        __m256 dw[2];
+        for (int h = 0; h < 2; h++) dw[h] = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(d + b * 16 + h * 8)));
+        for (int c = 0; c < C; c++) {
+            const __m256i corr = _mm256_set1_epi32(-8 * AG_R16_SIDE(c, b).sum);
+            const __m256 dx = _mm256_set1_ps(AG_R16_SIDE(c, b).d);
             for (int h = 0; h < 2; h++) {
-                __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(d + b * 16 + h * 8)));
-                __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(s16[h], ones), corr);
-                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dx), acc[h]);
+                __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(s16[c][h], ones), corr);
+                acc[c][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw[h], dx), acc[c][h]);
             }
         }
-        _mm256_storeu_ps(y + r, acc[0]), _mm256_storeu_ps(y + r + 8, acc[1]);
     }
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(y + c * ldy + h * 8, acc[c][h]);
 }
-
+static void r16_rows_q4_0(const void *w, size_t gs, const void *x, size_t n, size_t r0, size_t r1, float *y) {
+    for (size_t r = r0; r < r1; r += AG_REPACK_ROWS)
+        r16_tile_q4_0((const char *)w + r / AG_REPACK_ROWS * gs, n, x, 0, y + r, 0, 1, 1);
+}
 AG_R16_WALK(matmul_q4_0_r16, r16_tile_q4_0, AG_R16_CMAX, AG_R16_CASES_4, AG_R16_SINGLE(r16_rows_q4_0))
 
 /*
