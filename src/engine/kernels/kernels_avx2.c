@@ -29,6 +29,7 @@ AG_INLINE __m256 fma_ps(__m256 acc, __m256 w, __m256 x) { return _mm256_fmadd_ps
 
 AG_X86_FLOAT_TILE(tile_f32, float, float, __m256, 8, load_f32, load_f32, fma_ps, f32, f32)
 AG_X86_FLOAT_TILE(tile_bf16, uint16_t, uint16_t, __m256, 8, load_bf16, load_bf16, fma_ps, bf16, bf16)
+AG_X86_FLOAT_TILE(tile_f16, uint16_t, float, __m256, 8, load_f16, load_f32, fma_ps, f16, f32)
 
 AG_INLINE __m256i unpack_q4_0(const ag_block_q4_0 *b) {
     __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
@@ -100,8 +101,8 @@ QUANT_ROW(row_q4_0, ag_block_q4_0, unpack_q4_0, AG_QK4_0)
 QUANT_ROW(row_q5_0, ag_block_q5_0, unpack_q5_0, 32)
 QUANT_ROW(row_iq4_nl, ag_block_iq4_nl, iq4_nl_values, 32)
 
-AG_ROWS_OF(rows_f32, row_f32)
-AG_ROWS_OF(rows_f16, row_f16)
+AG_ROWS_OF_SHORT4(rows_f32, row_f32, tile_f32, float)
+AG_ROWS_OF_SHORT4(rows_f16, row_f16, tile_f16, uint16_t)
 AG_ROWS_OF(rows_bf16, row_bf16)
 AG_ROWS_OF(rows_q8_0, row_q8_0)
 AG_ROWS_OF(rows_q4_0, row_q4_0)

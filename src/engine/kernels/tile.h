@@ -97,6 +97,23 @@
         for (size_t r = r0; r < r1; r++) y[r] = ROW((const char *)w + r * ws, x, n);                                  \
     }
 
+/*
+ * AG_ROWS_OF, but rows of at most 512 bytes go four at a time through TILE
+ * (R = 4, C = 1): the same arithmetic per row, so the same bits, and four
+ * independent FMA chains where one short row leaves the FMA's latency
+ * exposed (a 64-dim key is 8 dependent FMAs and a horizontal sum).  Such
+ * rows are attention's keys against one decode query, a head's keys in a
+ * cache block one contiguous run, so four of them are still one short
+ * sequential read; long rows (weights in place) stay one at a time (above).
+ */
+#define AG_ROWS_OF_SHORT4(NAME, ROW, TILE, WT)                                                                         \
+    static void NAME(const void *w, size_t ws, const void *x, size_t n, size_t r0, size_t r1, float *y) {             \
+        size_t r = r0;                                                                                                 \
+        if (n * sizeof(WT) <= 512)                                                                                     \
+            for (; r + 4 <= r1; r += 4) TILE((const char *)w + r * ws, ws, x, 0, n, y + r, 0, 4, 1);                   \
+        for (; r < r1; r++) y[r] = ROW((const char *)w + r * ws, x, n);                                                \
+    }
+
 /* An F16 row to f32 with VEC-wide conversions (VEC elements a step), for AG_TILED_MATMUL_WIDEN. */
 #define AG_WIDEN_F16(NAME, VEC, LOAD_F16, STORE_F32, F16)                                                              \
     static void NAME(const void *src, float *dst, size_t n) {                                                         \
