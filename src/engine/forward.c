@@ -284,24 +284,34 @@ static const char *cache_at(const step *st, void *(*block_of)(ag_kv_cache *, int
     return (const char *)block_of(kv, st->layer, st->seq[a], p0 / bt) + ((size_t)kvh * bt + (size_t)(p0 % bt)) * hd * el;
 }
 
+/* A key tile's run in one cache block: where its keys and values start, its first position and length. */
+typedef struct key_run {
+    const char *k, *v;
+    int p0, rows;
+} key_run;
+
 /*
- * Asks for a key tile's K and V runs (one per cache block) before the tile
- * reads them.  With many sequences the cache is far larger than the L3 (16
- * streams of 80 tokens on the 219.7M model: 60 MB), so every decode step
- * reads it from memory, and each block's run is a new stream the hardware
- * prefetchers only pick up after its first misses: Q.K^T and P.V of a
- * decode row waited on those loads (14% of a 16-stream step in perf,
- * most of it on the first FMA of a block).  Asked for together, the misses
- * of a tile's blocks overlap.
+ * The runs of keys t0..t0+nk of row a's sequence for kv head kvh (one per
+ * cache block; at most ATTN_KEYS), found once for the tile's Q.K^T and P.V,
+ * and each asked for before the tile reads it.  With many sequences the
+ * cache is far larger than the L3 (16 streams of 80 tokens on the 219.7M
+ * model: 60 MB), so every decode step reads it from memory, and each run is
+ * a new stream the hardware prefetchers only pick up after its first
+ * misses: Q.K^T and P.V of a decode row waited on those loads (14% of a
+ * 16-stream step in perf, most of it on the FMAs waiting for the keys).
+ * Asked for together, the misses of a tile's runs overlap.
  */
-static void prefetch_key_tile(const step *st, int a, int kvh, int t0, int nk) {
+static int key_tile_runs(const step *st, int a, int kvh, int t0, int nk, key_run *run) {
     ag_kv_cache *kv = st->m->kv;
     const size_t row = (size_t)st->m->cfg.head_dim * (kv->type == AG_DTYPE_F32 ? 4 : 2);
-    for (int p0 = t0, rows; p0 < t0 + nk; p0 += rows) {
-        rows = key_part(kv, p0, t0 + nk);
-        const char *k = cache_at(st, kv->ops->k_block, a, kvh, p0), *v = cache_at(st, kv->ops->v_block, a, kvh, p0);
-        for (size_t o = 0; o < (size_t)rows * row; o += 64) __builtin_prefetch(k + o), __builtin_prefetch(v + o);
+    int n = 0;
+    for (int p0 = t0; p0 < t0 + nk; p0 += run[n++].rows) {
+        run[n] = (key_run){cache_at(st, kv->ops->k_block, a, kvh, p0), cache_at(st, kv->ops->v_block, a, kvh, p0), p0,
+                           key_part(kv, p0, t0 + nk)};
+        for (size_t o = 0; o < (size_t)run[n].rows * row; o += 64)
+            __builtin_prefetch(run[n].k + o), __builtin_prefetch(run[n].v + o);
     }
+    return n;
 }
 
 static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
@@ -322,19 +332,18 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
     const bool direct = G == 1 && el == 2; /* a decode row's P . V reads the fp16 values as they are (attn_pv_f16) */
     for (int t0 = 0; t0 < n_keys; t0 += ATTN_KEYS) {
         const int nk = n_keys - t0 < ATTN_KEYS ? n_keys - t0 : ATTN_KEYS;
-        prefetch_key_tile(st, a, kvh, t0, nk);
-        /* S = Q . K^T and V as f32 for keys t0..t0+nk, a cache block's part at a time */
-        for (int p0 = t0; p0 < t0 + nk;) {
-            const int rows = key_part(kv, p0, t0 + nk);
-            K->matmul[wt](cache_at(st, kv->ops->k_block, a, kvh, p0), (size_t)hd * el, q, (size_t)q_dim * 4, (size_t)hd,
-                          0, (size_t)rows, (size_t)G, z->S + (p0 - t0), ATTN_KEYS);
-            if (!direct) { /* the part's values as f32 (one run of rows head_dim apart, head-major) */
-                const char *vb = cache_at(st, kv->ops->v_block, a, kvh, p0);
-                float *vf = z->V + (size_t)(p0 - t0) * hd;
-                if (el == 4) memcpy(vf, vb, (size_t)rows * hd * sizeof(float));
-                else K->f16_to_f32(vb, vf, (size_t)rows * hd);
+        key_run run[ATTN_KEYS];
+        const int n_runs = key_tile_runs(st, a, kvh, t0, nk, run);
+        /* S = Q . K^T and V as f32 for keys t0..t0+nk, a cache block's run at a time */
+        for (int r = 0; r < n_runs; r++) {
+            const key_run *u = &run[r];
+            K->matmul[wt](u->k, (size_t)hd * el, q, (size_t)q_dim * 4, (size_t)hd, 0, (size_t)u->rows, (size_t)G,
+                          z->S + (u->p0 - t0), ATTN_KEYS);
+            if (!direct) { /* the run's values as f32 (rows head_dim apart, head-major) */
+                float *vf = z->V + (size_t)(u->p0 - t0) * hd;
+                if (el == 4) memcpy(vf, u->v, (size_t)u->rows * hd * sizeof(float));
+                else K->f16_to_f32(u->v, vf, (size_t)u->rows * hd);
             }
-            p0 += rows;
         }
         for (int i = 0; i < G; i++) {
             const int n = st->pos[a + i] + 1 - t0 < nk ? st->pos[a + i] + 1 - t0 : nk; /* causal: keys up to its position */
@@ -356,12 +365,9 @@ static void attend(step *st, int a, int b, int h, const attn_scratch *z) {
         }
         float *o = m->s.xb2 + (size_t)a * q_dim + (size_t)h * hd;
         if (!direct) K->attn_pv(o, (size_t)q_dim, z->S, ATTN_KEYS, z->V, (size_t)hd, z->n, (size_t)G);
-        else
-            for (int p0 = t0, rows; p0 < t0 + z->n[0]; p0 += rows) {
-                rows = key_part(kv, p0, t0 + z->n[0]);
-                K->attn_pv_f16(o, z->S + (p0 - t0), cache_at(st, kv->ops->v_block, a, kvh, p0), (size_t)hd * 2,
-                               (size_t)hd, rows);
-            }
+        else /* one row, the last position: it sees every key of the tile */
+            for (int r = 0; r < n_runs; r++)
+                K->attn_pv_f16(o, z->S + (run[r].p0 - t0), run[r].v, (size_t)hd * 2, (size_t)hd, run[r].rows);
     }
     for (int i = 0; i < G; i++) {
         float *out = m->s.xb2 + (size_t)(a + i) * q_dim + (size_t)h * hd;

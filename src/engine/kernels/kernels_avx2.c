@@ -424,8 +424,8 @@ AG_R16_WALK(matmul_q8_0_r16, r16_tile_q8_0, AG_R16_CMAX, AG_R16_CASES_4, AG_R16_
  * madd; the lanes start at -8 * sum(x).  Both halves of a group in one pass
  * (each token's activation broadcasts shared by the 16 rows): 10% more
  * multiply-adds a second than a half at a time with 16 tokens in
- * bench_kernels, though C = 4 tokens' sums and accumulators no longer fit
- * the registers (the float accumulators, touched once a block, spill).  A
+ * bench_kernels, though C = 4 tokens' sums and accumulators no longer all
+ * fit the registers (GCC spills some).  A
  * single token is the same tile with C = 1, which prefetches the next group
  * as it goes: a block is 4.5 lines, the padding at most one more.
  */
@@ -507,11 +507,6 @@ AG_INLINE __m256i bit_to_4(__m256i b, const int bit) {
     return _mm256_and_si256(bit <= 4 ? _mm256_slli_epi16(b, 4 - bit) : _mm256_srli_epi16(b, bit - 4), m);
 }
 /*
- * The end of a Q4_K/Q5_K super-block S for one token (x) and half h: acc
- * plus isum's term and minus the mins' (the rows' mins against the token's
- * sub-block sums, two to a madd), each times its fp16 scale and the token's d.
- */
-/*
  * acc + isum * d_w * d_x - msum * dmin_w * d_x, the two terms of a
  * super-block with mins (Q4_K, Q5_K, Q2_K): d holds the half's 8 fp16 d,
  * its dmin two vectors on.
@@ -520,6 +515,11 @@ AG_INLINE __m256 r16k_min_terms(__m256 acc, __m256i isum, __m256i msum, const __
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(d)), dx), acc);
     return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(d + 2)), dx), acc);
 }
+/*
+ * The end of a Q4_K/Q5_K super-block S for one token (x) and half h: acc
+ * plus isum's term and minus the mins' (the rows' mins against the token's
+ * sub-block sums, two to a madd), each times its fp16 scale and the token's d.
+ */
 AG_INLINE __m256 k45_finish(const char *S, const ag_block_q8_k *x, __m256i isum, const int h, __m256 acc) {
     __m256i msum = _mm256_setzero_si256();
     for (int p = 0; p < 4; p++) {
