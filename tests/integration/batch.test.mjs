@@ -38,6 +38,21 @@ const replica = (extra = [], db = 0) => startServer(['--redis-url', `redis://127
 // requests delivered to a worker and not yet written, in database db
 const pendingIn = (db) => Number(execFileSync('redis-cli', ['-p', String(redisPort), '-n', String(db), 'xpending', 'autoglm:jobs', 'autoglm'],
   { encoding: 'utf8' }).split('\n')[0]);
+/*
+ * Waits until replica srv has finished `done` requests of batch id and holds
+ * some unacknowledged in db, then stops it (SIGSTOP) there: a look at the
+ * stream and a kill after it race the replica, which can acknowledge what it
+ * held in between (a kill test then tests nothing); a stopped one cannot.
+ */
+async function stopHolding(srv, db, id, done) {
+  return waitFor(async () => {
+    if ((await sdk(srv).batches.retrieve(id)).request_counts.completed < done) return false;
+    srv.proc.kill('SIGSTOP');
+    if (pendingIn(db) > 0) return true;
+    srv.proc.kill('SIGCONT');
+    return false;
+  }, 60000);
+}
 const sdk = (srv, key = 'sk-a') => new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: key, maxRetries: 0 });
 
 before(async () => {
@@ -163,7 +178,7 @@ test('kill -9 of the serving process mid-batch: a second replica finishes it, ev
   const first = await replica(['--batch-workers', '2'], 2);
   const n = SANITIZED ? 8 : 30;
   const created = await submit(sdk(first), jsonl(n, { prefix: 'kill', long: true }));
-  assert.ok(await waitFor(async () => (await sdk(first).batches.retrieve(created.id)).request_counts.completed >= 2 && pendingIn(2) > 0, 60000));
+  assert.ok(await stopHolding(first, 2, created.id, 2));
   first.proc.kill('SIGKILL'); // while it holds requests
   await first.exited;
   const second = await replica(['--batch-workers', '2'], 2);
@@ -315,7 +330,7 @@ test('--batch-max-deliveries: a request whose worker died holding it too often g
   const first = await replica(['--batch-workers', '2', '--batch-max-deliveries', '1'], 4);
   const n = SANITIZED ? 6 : 16;
   const created = await submit(sdk(first), jsonl(n, { prefix: 'poison', long: true }));
-  assert.ok(await waitFor(async () => (await sdk(first).batches.retrieve(created.id)).request_counts.completed >= 1 && pendingIn(4) > 0, 60000));
+  assert.ok(await stopHolding(first, 4, created.id, 1));
   first.proc.kill('SIGKILL'); // the requests it held were delivered once: claiming one again passes the limit
   await first.exited;
   const second = await replica(['--batch-workers', '2', '--batch-max-deliveries', '1'], 4);
